@@ -1,0 +1,23 @@
+# The two README commands are `make demo` and `make test`; both install what they need first.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+# Two cores here; xdist workers beyond that mostly wait on the kernel, which is where our tests spend time.
+WORKERS ?= 4
+
+.PHONY: install install-test demo test bench clean
+
+install:
+	@scripts/install.sh
+
+install-test:
+	@scripts/install.sh test
+
+demo: install
+	@$(PY) -m pynet.demo
+
+test: install-test
+	@$(VENV)/bin/python -m pytest -n $(WORKERS) -q tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,4 @@
+"""Shared mechanics of pynet's CNI plugins: skeleton, results, errors, netns entry, netlink and nft helpers.
+
+Kept import-light: the skeleton answers VERSION without loading netlink libraries.
+"""

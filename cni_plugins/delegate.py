@@ -1,0 +1,73 @@
+"""Running another plugin (IPAM, or a chained plugin) the way the spec says: found on CNI_PATH, the same
+environment with CNI_COMMAND set, the whole network config on stdin."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+from .errors import CNIError, DECODING_FAILURE, INVALID_CONFIG, IO_FAILURE
+from .skel import Request
+from .types import Result
+
+
+def find_plugin(name: str, cni_path: tuple[str, ...]) -> str:
+    if not name or "/" in name:
+        raise CNIError(INVALID_CONFIG, f"invalid plugin type {name!r}")
+    for directory in cni_path:
+        candidate = os.path.join(directory, name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise CNIError(INVALID_CONFIG, f"failed to find plugin {name!r} in CNI_PATH {list(cni_path)}")
+
+
+def run(plugin_type: str, command: str, req: Request, stdin: bytes | None = None) -> dict | None:
+    """Runs a plugin and returns its decoded JSON reply (None for an empty one); its CNI error is re-raised."""
+    exe = find_plugin(plugin_type, req.path)
+    env = dict(req.environ)
+    env["CNI_COMMAND"] = command
+    try:
+        proc = subprocess.run([exe], input=req.stdin if stdin is None else stdin, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+    except OSError as exc:
+        raise CNIError(IO_FAILURE, f"failed to run plugin {exe!r}: {exc.strerror}") from None
+    out = proc.stdout.strip()
+    reply = None
+    if out:
+        try:
+            reply = json.loads(out)
+        except ValueError:
+            raise CNIError(DECODING_FAILURE, f"plugin {plugin_type!r} printed invalid JSON",
+                           out[:500].decode(errors="replace")) from None
+    if proc.returncode != 0:
+        if isinstance(reply, dict) and "code" in reply:
+            raise CNIError(int(reply["code"]), reply.get("msg", ""), reply.get("details", ""))
+        raise CNIError(IO_FAILURE, f"plugin {plugin_type!r} failed with exit code {proc.returncode}",
+                       proc.stderr[-500:].decode(errors="replace"))
+    return reply
+
+
+def ipam_type(req: Request) -> str | None:
+    ipam = req.config.get("ipam")
+    if not ipam:
+        return None
+    if not isinstance(ipam, dict) or not isinstance(ipam.get("type"), str) or not ipam["type"]:
+        raise CNIError(INVALID_CONFIG, "invalid ipam: expected an object with a 'type'")
+    return ipam["type"]
+
+
+def ipam_add(req: Request) -> Result:
+    reply = run(ipam_type(req), "ADD", req)
+    if not isinstance(reply, dict):
+        raise CNIError(DECODING_FAILURE, "IPAM plugin returned no result")
+    return Result.from_dict(reply)
+
+
+def ipam_del(req: Request) -> None:
+    run(ipam_type(req), "DEL", req)
+
+
+def ipam_verb(req: Request, command: str) -> None:
+    """CHECK, STATUS and GC pass through to IPAM unchanged."""
+    run(ipam_type(req), command, req)

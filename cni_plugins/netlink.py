@@ -1,0 +1,192 @@
+"""Link, address and route operations shared by the plugins. Every function takes the IPRoute handle of
+the namespace it works in; none of them switches namespaces."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+
+from .errors import CNIError, INTERNAL
+from .types import IPConfig, Result, Route
+
+IFA_F_NODAD = 0x02
+
+
+def netlink_error_code(exc: BaseException) -> int | None:
+    code = getattr(exc, "code", None)
+    return code if code is not None else getattr(exc, "errno", None)
+
+
+def link_index(ipr, name: str) -> int | None:
+    found = ipr.link_lookup(ifname=name)
+    return found[0] if found else None
+
+
+def link(ipr, name: str):
+    """The link message of ``name``, or None."""
+    index = link_index(ipr, name)
+    if index is None:
+        return None
+    try:
+        return ipr.get_links(index)[0]
+    except Exception as exc:
+        if netlink_error_code(exc) == errno.ENODEV:
+            return None
+        raise
+
+
+def mac_of(msg) -> str:
+    return msg.get_attr("IFLA_ADDRESS") or ""
+
+
+def random_veth_name(prefix: str = "veth") -> str:
+    return prefix + os.urandom(4).hex()
+
+
+def create_veth(host_ipr, host_name: str, peer_name: str, peer_netns_fd: int,
+                mtu: int | None = None, peer_mac: str | None = None) -> None:
+    """One veth pair whose peer is born inside the container netns (no window in which it sits on the host)."""
+    peer: dict = {"ifname": peer_name, "net_ns_fd": peer_netns_fd}
+    if mtu:
+        peer["mtu"] = mtu
+    if peer_mac:
+        peer["address"] = peer_mac
+    kwargs: dict = {"ifname": host_name, "kind": "veth", "peer": peer}
+    if mtu:
+        kwargs["mtu"] = mtu
+    host_ipr.link("add", **kwargs)
+
+
+def set_up(ipr, index: int) -> None:
+    ipr.link("set", index=index, state="up")
+
+
+def delete_link(ipr, name: str) -> bool:
+    """Deletes a link if it is there; False when it already was gone."""
+    index = link_index(ipr, name)
+    if index is None:
+        return False
+    try:
+        ipr.link("del", index=index)
+    except Exception as exc:
+        if netlink_error_code(exc) in (errno.ENODEV, errno.ENOENT):
+            return False
+        raise
+    return True
+
+
+def add_address(ipr, index: int, address, nodad: bool = False) -> None:
+    """Adds ``address`` (an ip_interface); an address that is already there is fine."""
+    kwargs: dict = {"index": index, "address": str(address.ip), "prefixlen": address.network.prefixlen}
+    if address.version == 4:
+        kwargs["broadcast"] = str(address.network.broadcast_address) if address.network.prefixlen < 31 else None
+        if kwargs["broadcast"] is None:
+            del kwargs["broadcast"]
+    if nodad and address.version == 6:
+        kwargs["flags"] = IFA_F_NODAD
+    try:
+        ipr.addr("add", **kwargs)
+    except Exception as exc:
+        if netlink_error_code(exc) != errno.EEXIST:
+            raise
+
+
+def addresses(ipr, index: int, family: int | None = None) -> list:
+    """ip_interface objects on a link (IPv6 link-local ones left out)."""
+    out = []
+    for msg in ipr.get_addr(index=index):
+        value = ipaddress.ip_interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
+        if value.version == 6 and value.ip.is_link_local:
+            continue
+        if family is None or value.version == family:
+            out.append(value)
+    return out
+
+
+def route_kwargs(route: Route, index: int | None, default_gw=None) -> dict:
+    gw = route.gw if route.gw is not None else default_gw
+    kwargs: dict = {"dst": str(route.dst.network_address), "dst_len": route.dst.prefixlen,
+                    "family": 10 if route.dst.version == 6 else 2}
+    if index is not None:
+        kwargs["oif"] = index
+    if gw is not None:
+        kwargs["gateway"] = str(gw)
+    metrics = {}
+    if route.mtu:
+        metrics["RTAX_MTU"] = route.mtu
+    if route.advmss:
+        metrics["RTAX_ADVMSS"] = route.advmss
+    if metrics:
+        kwargs["metrics"] = metrics
+    if route.priority is not None:
+        kwargs["priority"] = route.priority
+    if route.table is not None:
+        kwargs["table"] = route.table
+    if route.scope is not None:
+        kwargs["scope"] = route.scope
+    return kwargs
+
+
+def add_route(ipr, route: Route, index: int | None, default_gw=None) -> None:
+    try:
+        ipr.route("add", **route_kwargs(route, index, default_gw))
+    except Exception as exc:
+        if netlink_error_code(exc) != errno.EEXIST:
+            raise CNIError(INTERNAL, f"failed to add route {route.dst} via {route.gw or default_gw}: {exc}") from None
+
+
+def has_route(ipr, route: Route, index: int | None, default_gw=None) -> bool:
+    kwargs = route_kwargs(route, index, default_gw)
+    want_gw = kwargs.get("gateway")
+    for msg in ipr.get_routes(family=kwargs["family"], table=kwargs.get("table", 254)):
+        dst = msg.get_attr("RTA_DST")
+        if msg["dst_len"] != kwargs["dst_len"]:
+            continue
+        if kwargs["dst_len"] and dst != kwargs["dst"]:
+            continue
+        if index is not None and msg.get_attr("RTA_OIF") != index:
+            continue
+        if want_gw and msg.get_attr("RTA_GATEWAY") != want_gw:
+            continue
+        return True
+    return False
+
+
+def _ips_for(result: Result, ifname: str) -> list[IPConfig]:
+    """The result's IPs that belong on ``ifname`` (or all of them when none names an interface)."""
+    return [ip for ip in result.ips
+            if ip.interface is None
+            or (0 <= ip.interface < len(result.interfaces) and result.interfaces[ip.interface].name == ifname)]
+
+
+def configure_interface(ipr, ifname: str, result: Result, nodad: bool = True, up: bool = True) -> None:
+    """Applies a result's addresses and routes to ``ifname`` in the namespace of ``ipr`` (as libcni's
+    ipam.ConfigureIface does): addresses first, link up, then routes, whose gateway defaults to the gateway
+    of an IP of the same family."""
+    index = link_index(ipr, ifname)
+    if index is None:
+        raise CNIError(INTERNAL, f"interface {ifname!r} not found while configuring it")
+    ips = _ips_for(result, ifname)
+    for ip in ips:
+        add_address(ipr, index, ip.address, nodad=nodad)
+    if up:
+        set_up(ipr, index)
+    gateways = {ip.family: ip.gateway for ip in ips if ip.gateway is not None}
+    for route in result.routes:
+        add_route(ipr, route, index, gateways.get(route.dst.version))
+
+
+def check_interface(ipr, ifname: str, result: Result) -> None:
+    """CHECK: the interface has every address and route the result says it should."""
+    index = link_index(ipr, ifname)
+    if index is None:
+        raise CNIError(INTERNAL, f"interface {ifname!r} not found in the container")
+    present = set(addresses(ipr, index))
+    for ip in _ips_for(result, ifname):
+        if ip.address not in present:
+            raise CNIError(INTERNAL, f"address {ip.address} missing on {ifname!r}")
+    gateways = {ip.family: ip.gateway for ip in _ips_for(result, ifname) if ip.gateway is not None}
+    for route in result.routes:
+        if not has_route(ipr, route, None, gateways.get(route.dst.version)):
+            raise CNIError(INTERNAL, f"route {route.dst} missing in the container")

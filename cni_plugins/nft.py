@@ -1,0 +1,101 @@
+"""nftables through libnftables' JSON API: one transaction per call, owner-tagged set elements.
+
+Every plugin keeps its own table (as cri-o's hostport code and kube-proxy do) and expresses per-container
+state as set/map elements whose comment is the owner tag ``<containerID>/<ifname>``. Rules are written
+once per table and never per container, so adding the 500th container costs what the first did, and
+DEL/GC remove exactly what an attachment owns by reading the tags back.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from .errors import CNIError, IO_FAILURE
+
+
+def element(value, owner: str) -> dict:
+    return {"elem": {"val": value, "comment": owner}}
+
+
+def owner_of(elem) -> str:
+    return elem["elem"].get("comment", "") if isinstance(elem, dict) and "elem" in elem else ""
+
+
+def value_of(elem):
+    return elem["elem"]["val"] if isinstance(elem, dict) and "elem" in elem else elem
+
+
+class Nft:
+    """A libnftables context. Commands are JSON objects ({"add": {...}}) run atomically by ``apply``."""
+
+    def __init__(self):
+        import nftables  # Debian's python3-nftables; imported here so VERSION never loads it
+
+        self._ctx = nftables.Nftables()
+        self._ctx.set_json_output(True)
+        self._ctx.set_handle_output(False)
+
+    def apply(self, commands: list[dict], what: str = "nftables transaction") -> list:
+        if not commands:
+            return []
+        rc, out, err = self._ctx.json_cmd({"nftables": commands})
+        if rc != 0:
+            raise NftError(rc, f"{what} failed: {err.strip()}")
+        return (out or {}).get("nftables", []) if isinstance(out, dict) else []
+
+    def list_elements(self, family: str, table: str, set_name: str, kind: str = "set") -> list:
+        """Elements of a set or map; an absent table or set reads as empty."""
+        try:
+            out = self.apply([{"list": {kind: {"family": family, "table": table, "name": set_name}}}],
+                             f"list {kind} {family} {table} {set_name}")
+        except NftError as exc:
+            if exc.missing:
+                return []
+            raise
+        for obj in out:
+            if kind in obj:
+                return obj[kind].get("elem", [])
+        return []
+
+    def table_exists(self, family: str, table: str) -> bool:
+        try:
+            self.apply([{"list": {"table": {"family": family, "name": table}}}])
+        except NftError as exc:
+            if exc.missing:
+                return False
+            raise
+        return True
+
+    def delete_owned(self, family: str, table: str, set_names, keep, kind: str = "set", attempts: int = 3) -> list:
+        """Deletes, in one transaction, the elements of the given sets/maps whose owner tag fails ``keep``.
+
+        ``keep`` is a predicate on the owner tag. Returns the removed elements. A concurrent deleter can make
+        an element vanish between list and delete (the whole transaction then fails with ENOENT): read again.
+        """
+        for attempt in range(attempts):
+            commands, removed = [], []
+            for name in set_names:
+                doomed = [e for e in self.list_elements(family, table, name, kind) if not keep(owner_of(e))]
+                if doomed:
+                    removed.extend(doomed)
+                    commands.append({"delete": {"element": {
+                        "family": family, "table": table, "name": name,
+                        "elem": [value_of(e) for e in doomed]}}})
+            try:
+                self.apply(commands, f"delete elements from {family} {table}")
+                return removed
+            except NftError as exc:
+                if not exc.missing or attempt == attempts - 1:
+                    raise
+        return []
+
+
+class NftError(CNIError):
+    def __init__(self, rc: int, msg: str):
+        super().__init__(IO_FAILURE, msg)
+        self.rc = rc
+
+    @property
+    def missing(self) -> bool:
+        text = self.msg.lower()
+        return "no such file or directory" in text or self.rc == errno.ENOENT

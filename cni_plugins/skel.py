@@ -1,0 +1,224 @@
+"""The plugin skeleton: CNI environment + stdin in, one validated Request to the plugin, result or error JSON out.
+
+A plugin is a module with functions ``add(req) -> Result``, ``delete(req)``, ``check(req)``,
+``status(req)`` and ``gc(req)`` (the last three optional). ``handle`` is pure (environment and bytes in,
+exit code and JSON out) so a resident process can serve requests with the same code; ``main`` is the
+process edge. The plugin module is imported only after VERSION has been answered, so VERSION never
+pays for netlink libraries.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from . import version as cniversion
+from .errors import CNIError, DECODING_FAILURE, INTERNAL, INVALID_CONFIG, INVALID_ENVIRONMENT, INCOMPATIBLE_VERSION
+
+COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
+
+# Which environment variables each command needs (as the reference skeleton requires them).
+_REQUIRED_ENV = {
+    "CNI_CONTAINERID": ("ADD", "CHECK", "DEL"),
+    "CNI_NETNS": ("ADD", "CHECK"),
+    "CNI_IFNAME": ("ADD", "CHECK", "DEL"),
+    "CNI_PATH": ("ADD", "CHECK", "DEL", "GC", "STATUS"),
+}
+# The first version of the spec that has each verb.
+_MIN_VERSION = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}
+
+_CONTAINER_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+_IFNAME_FORBIDDEN = re.compile(r"[/:\s]")
+IFNAMSIZ = 16
+
+
+def validate_container_id(container_id: str) -> None:
+    if not container_id:
+        raise CNIError(INVALID_ENVIRONMENT, "missing CNI_CONTAINERID")
+    if not _CONTAINER_ID.match(container_id):
+        raise CNIError(INVALID_ENVIRONMENT, f"invalid CNI_CONTAINERID {container_id!r}: "
+                       "must start with an alphanumeric character and hold only alphanumerics, '_', '.' and '-'")
+
+
+def validate_ifname(ifname: str) -> None:
+    if not ifname:
+        raise CNIError(INVALID_ENVIRONMENT, "missing CNI_IFNAME")
+    why = ""
+    if len(ifname) >= IFNAMSIZ:
+        why = f"longer than {IFNAMSIZ - 1} characters"
+    elif ifname in (".", ".."):
+        why = "'.' and '..' are not interface names"
+    elif _IFNAME_FORBIDDEN.search(ifname):
+        why = "must not contain '/', ':' or whitespace"
+    if why:
+        raise CNIError(INVALID_ENVIRONMENT, f"invalid CNI_IFNAME {ifname!r}: {why}")
+
+
+def parse_cni_args(raw: str) -> dict[str, str]:
+    """CNI_ARGS is ``K=V;K2=V2``; a pair without '=' is an error, as in the reference."""
+    args: dict[str, str] = {}
+    for pair in filter(None, (raw or "").split(";")):
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CNIError(INVALID_ENVIRONMENT, f"invalid CNI_ARGS pair {pair!r}: expected KEY=VALUE")
+        args[key] = value
+    return args
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything one invocation carries, validated once."""
+    command: str
+    container_id: str
+    netns: str
+    ifname: str
+    args: dict[str, str]
+    path: tuple[str, ...]
+    config: dict
+    stdin: bytes
+    environ: Mapping[str, str] = field(repr=False, default_factory=dict)
+
+    @property
+    def cni_version(self) -> str:
+        return self.config["cniVersion"]
+
+    @property
+    def network_name(self) -> str:
+        return self.config.get("name", "")
+
+    @property
+    def runtime_config(self) -> dict:
+        rc = self.config.get("runtimeConfig")
+        return rc if isinstance(rc, dict) else {}
+
+    @property
+    def config_args(self) -> dict:
+        """The ``args`` key of the config (conventionally ``args.cni.*``)."""
+        a = self.config.get("args")
+        return a if isinstance(a, dict) else {}
+
+    @property
+    def prev_result(self):
+        raw = self.config.get("prevResult")
+        if raw is None:
+            return None
+        from .types import Result
+        return Result.from_dict(raw)
+
+    def cni_arg(self, key: str, known: tuple[str, ...] = ()) -> str | None:
+        """One CNI_ARGS value. Keys the plugin does not know fail unless IgnoreUnknown is set."""
+        if known:
+            ignore = self.args.get("IgnoreUnknown", "").lower() in ("1", "true")
+            unknown = [k for k in self.args if k not in known and k != "IgnoreUnknown"]
+            if unknown and not ignore:
+                raise CNIError(INVALID_ENVIRONMENT, f"unknown CNI_ARGS keys {unknown}: set IgnoreUnknown=1 to pass them")
+        return self.args.get(key)
+
+    def owner(self) -> str:
+        """The tag that marks state this attachment owns (leases, nft elements)."""
+        return f"{self.container_id}/{self.ifname}"
+
+
+def _version_reply(stdin: bytes) -> dict:
+    return {"cniVersion": cniversion.CURRENT, "supportedVersions": list(cniversion.SUPPORTED_VERSIONS)}
+
+
+def _decode_config(stdin: bytes) -> dict:
+    try:
+        config = json.loads(stdin or b"")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CNIError(DECODING_FAILURE, f"failed to decode network configuration: {exc}") from None
+    if not isinstance(config, dict):
+        raise CNIError(DECODING_FAILURE, "failed to decode network configuration: expected a JSON object")
+    return config
+
+
+def build_request(environ: Mapping[str, str], stdin: bytes) -> Request:
+    command = environ.get("CNI_COMMAND", "")
+    if not command:
+        raise CNIError(INVALID_ENVIRONMENT, "required env variables [CNI_COMMAND] missing")
+    if command not in COMMANDS:
+        raise CNIError(INVALID_ENVIRONMENT, f"unknown CNI_COMMAND {command!r}: expected one of {list(COMMANDS)}")
+    missing = [name for name, cmds in _REQUIRED_ENV.items() if command in cmds and not environ.get(name)]
+    if missing:
+        raise CNIError(INVALID_ENVIRONMENT, f"required env variables {missing} missing")
+    config = _decode_config(stdin)
+    cniversion.require_supported(config.get("cniVersion"))
+    minimum = _MIN_VERSION.get(command)
+    if minimum and not cniversion.at_least(config["cniVersion"], minimum):
+        raise CNIError(INCOMPATIBLE_VERSION, f"config version {config['cniVersion']} does not allow {command}"
+                       f" (needs {minimum} or later)")
+    if command in ("ADD", "CHECK", "DEL"):
+        validate_container_id(environ["CNI_CONTAINERID"])
+        validate_ifname(environ["CNI_IFNAME"])
+    if not isinstance(config.get("type", ""), str) or (command != "STATUS" and "name" in config
+                                                         and not isinstance(config["name"], str)):
+        raise CNIError(INVALID_CONFIG, "invalid network configuration: 'name' and 'type' must be strings")
+    return Request(
+        command=command,
+        container_id=environ.get("CNI_CONTAINERID", ""),
+        netns=environ.get("CNI_NETNS", ""),
+        ifname=environ.get("CNI_IFNAME", ""),
+        args=parse_cni_args(environ.get("CNI_ARGS", "")),
+        path=tuple(p for p in environ.get("CNI_PATH", "").split(os.pathsep) if p),
+        config=config,
+        stdin=stdin,
+        environ=dict(environ),
+    )
+
+
+def _error_version(stdin: bytes) -> str:
+    try:
+        v = json.loads(stdin).get("cniVersion")
+    except Exception:
+        return cniversion.CURRENT
+    return v if v in cniversion.SUPPORTED_VERSIONS else cniversion.CURRENT
+
+
+def dispatch(plugin, req: Request):
+    """Runs one verb of a loaded plugin module; returns the reply dict or None."""
+    if req.command == "ADD":
+        result = plugin.add(req)
+        return result.to_dict(req.cni_version)
+    if req.command == "DEL":
+        plugin.delete(req)
+    elif req.command == "CHECK":
+        plugin.check(req)
+    elif req.command == "STATUS":
+        if hasattr(plugin, "status"):
+            plugin.status(req)
+    elif req.command == "GC":
+        if hasattr(plugin, "gc"):
+            plugin.gc(req)
+    return None
+
+
+def handle(plugin_module: str, environ: Mapping[str, str], stdin: bytes) -> tuple[int, dict | None]:
+    """One invocation, without touching process state: returns (exit code, JSON reply or None)."""
+    try:
+        if environ.get("CNI_COMMAND") == "VERSION":
+            return 0, _version_reply(stdin)
+        req = build_request(environ, stdin)
+        plugin = importlib.import_module(plugin_module)
+        return 0, dispatch(plugin, req)
+    except CNIError as err:
+        return 1, err.to_dict(_error_version(stdin))
+    except Exception as exc:  # a bug must still reach the runtime as CNI error JSON, not a traceback
+        import traceback
+        return 1, CNIError(INTERNAL, f"internal error: {exc.__class__.__name__}: {exc}",
+                           traceback.format_exc(limit=8)).to_dict(_error_version(stdin))
+
+
+def main(plugin_module: str) -> None:
+    stdin = b"" if os.environ.get("CNI_COMMAND") == "VERSION" and sys.stdin.isatty() else sys.stdin.buffer.read()
+    code, reply = handle(plugin_module, os.environ, stdin)
+    if reply is not None:
+        sys.stdout.write(json.dumps(reply))
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+    sys.exit(code)

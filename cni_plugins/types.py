@@ -1,0 +1,209 @@
+"""CNI result objects: parsed from any supported version, rendered in the version the config asked for.
+
+Addresses use the stdlib ``ipaddress`` types: an ``ip_interface`` keeps both the host address and
+its prefix, which is exactly what a CNI ``ips[].address`` holds.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from . import version as cniversion
+from .errors import CNIError, DECODING_FAILURE
+
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _bad(what: str, value) -> CNIError:
+    return CNIError(DECODING_FAILURE, f"invalid result: {what} {value!r}")
+
+
+def parse_interface_address(value) -> IPInterface:
+    try:
+        return ipaddress.ip_interface(value)
+    except (TypeError, ValueError):
+        raise _bad("address", value) from None
+
+
+def parse_address(value) -> IPAddress:
+    try:
+        return ipaddress.ip_address(value)
+    except (TypeError, ValueError):
+        raise _bad("ip", value) from None
+
+
+def parse_network(value) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except (TypeError, ValueError):
+        raise _bad("dst", value) from None
+
+
+@dataclass
+class Interface:
+    name: str
+    mac: str = ""
+    sandbox: str = ""
+    mtu: int | None = None  # 1.1
+    socket_path: str = ""  # 1.1
+    pci_id: str = ""  # 1.1
+
+    def to_dict(self, version: str) -> dict:
+        out = {"name": self.name}
+        if self.mac:
+            out["mac"] = self.mac
+        if self.sandbox:
+            out["sandbox"] = self.sandbox
+        if cniversion.at_least(version, "1.1.0"):
+            if self.mtu:
+                out["mtu"] = self.mtu
+            if self.socket_path:
+                out["socketPath"] = self.socket_path
+            if self.pci_id:
+                out["pciID"] = self.pci_id
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Interface":
+        if not isinstance(d, dict) or not isinstance(d.get("name"), str):
+            raise _bad("interface", d)
+        return cls(d["name"], d.get("mac", ""), d.get("sandbox", ""), d.get("mtu"),
+                   d.get("socketPath", ""), d.get("pciID", ""))
+
+
+@dataclass
+class IPConfig:
+    address: IPInterface
+    gateway: IPAddress | None = None
+    interface: int | None = None
+
+    @property
+    def family(self) -> int:
+        return self.address.version
+
+    def to_dict(self, version: str) -> dict:
+        out: dict = {}
+        if cniversion.has_ip_version_field(version):
+            out["version"] = str(self.address.version)
+        out["address"] = str(self.address)
+        if self.gateway is not None:
+            out["gateway"] = str(self.gateway)
+        if self.interface is not None:
+            out["interface"] = self.interface
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "IPConfig":
+        if not isinstance(d, dict):
+            raise _bad("ips entry", d)
+        gw = d.get("gateway")
+        iface = d.get("interface")
+        if iface is not None and not isinstance(iface, int):
+            raise _bad("interface index", iface)
+        return cls(parse_interface_address(d.get("address")), parse_address(gw) if gw else None, iface)
+
+
+@dataclass
+class Route:
+    dst: IPNetwork
+    gw: IPAddress | None = None
+    # 1.1 fields
+    mtu: int | None = None
+    advmss: int | None = None
+    priority: int | None = None
+    table: int | None = None
+    scope: int | None = None
+
+    _V11_FIELDS = ("mtu", "advmss", "priority", "table", "scope")
+
+    def to_dict(self, version: str) -> dict:
+        out: dict = {"dst": str(self.dst)}
+        if self.gw is not None:
+            out["gw"] = str(self.gw)
+        if cniversion.at_least(version, "1.1.0"):
+            for name in self._V11_FIELDS:
+                value = getattr(self, name)
+                if value is not None:
+                    out[name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Route":
+        if not isinstance(d, dict):
+            raise _bad("route", d)
+        gw = d.get("gw")
+        extra = {name: d[name] for name in cls._V11_FIELDS if d.get(name) is not None}
+        for name, value in extra.items():
+            if not isinstance(value, int):
+                raise _bad(f"route {name}", value)
+        return cls(parse_network(d.get("dst")), parse_address(gw) if gw else None, **extra)
+
+
+@dataclass
+class DNS:
+    nameservers: list[str] = field(default_factory=list)
+    domain: str = ""
+    search: list[str] = field(default_factory=list)
+    options: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.nameservers or self.domain or self.search or self.options)
+
+    def to_dict(self) -> dict:
+        out: dict = {}
+        if self.nameservers:
+            out["nameservers"] = list(self.nameservers)
+        if self.domain:
+            out["domain"] = self.domain
+        if self.search:
+            out["search"] = list(self.search)
+        if self.options:
+            out["options"] = list(self.options)
+        return out
+
+    @classmethod
+    def from_dict(cls, d) -> "DNS":
+        if not d:
+            return cls()
+        if not isinstance(d, dict):
+            raise _bad("dns", d)
+        return cls(list(d.get("nameservers") or []), d.get("domain") or "",
+                   list(d.get("search") or []), list(d.get("options") or []))
+
+
+@dataclass
+class Result:
+    interfaces: list[Interface] = field(default_factory=list)
+    ips: list[IPConfig] = field(default_factory=list)
+    routes: list[Route] = field(default_factory=list)
+    dns: DNS = field(default_factory=DNS)
+
+    def to_dict(self, version: str) -> dict:
+        out: dict = {"cniVersion": version}
+        if self.interfaces:
+            out["interfaces"] = [i.to_dict(version) for i in self.interfaces]
+        if self.ips:
+            out["ips"] = [ip.to_dict(version) for ip in self.ips]
+        if self.routes:
+            out["routes"] = [r.to_dict(version) for r in self.routes]
+        out["dns"] = self.dns.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, d) -> "Result":
+        """Reads a result of any supported version (fields of later versions are kept when present)."""
+        if not isinstance(d, dict):
+            raise _bad("result", d)
+        return cls(
+            [Interface.from_dict(i) for i in d.get("interfaces") or []],
+            [IPConfig.from_dict(ip) for ip in d.get("ips") or []],
+            [Route.from_dict(r) for r in d.get("routes") or []],
+            DNS.from_dict(d.get("dns")),
+        )
+
+    def add_interface(self, iface: Interface) -> int:
+        self.interfaces.append(iface)
+        return len(self.interfaces) - 1

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Sets up everything pynet needs on a Debian machine, as root: Debian packages, then a venv made from
+# Debian's /usr/bin/python3 (the interpreter python3-nftables is built for) holding pynet and its deps.
+# Idempotent: packages already present are not reinstalled, an up-to-date venv is left alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXTRAS="${1:-}"   # "test" adds the test dependencies
+
+APT_PACKAGES=(iproute2 nftables python3-nftables python3-venv python3-pip containernetworking-plugins conntrack busybox-static)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+VENV=.venv
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import nftables' 2>/dev/null; then
+    echo "==> creating $VENV from /usr/bin/python3 (with Debian's site packages for python3-nftables)"
+    rm -rf "$VENV"
+    /usr/bin/python3 -m venv --system-site-packages "$VENV"
+fi
+
+stamp="$VENV/.installed${EXTRAS:+-$EXTRAS}"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "==> installing pynet into $VENV${EXTRAS:+ with [$EXTRAS]}"
+    spec="."
+    [ -n "$EXTRAS" ] && spec=".[$EXTRAS]"
+    "$VENV/bin/pip" install --disable-pip-version-check -q -e "$spec"
+    touch "$stamp"
+fi

@@ -1,0 +1,1 @@
+pytest_plugins = ["netns_fixtures.pytest_plugin"]
