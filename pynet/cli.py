@@ -1,0 +1,56 @@
+"""`pynet` command line. Each command group lives in its own module exposing ``register(subparsers)``;
+a registered sub-command sets ``func(args) -> int`` as its handler."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+# Modules that add sub-commands. A module missing here (not written yet) is skipped, not fatal.
+COMMAND_MODULES = (
+    "pynet.cni_install",   # pynet cni install DIR
+    "pynet.commands",      # net create/ls/inspect/rm, attach, detach, ls, inspect, status, gc
+    "pynet.launcher.cli",  # run, ps, logs, stop, kill, rm, exec, image, stats
+    "pynet.topology.cli",  # topology up/check/down/show
+    "pynet.daemon.cli",    # daemon
+)
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line (or JSON with --json), exit status 1."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pynet", description="CNI networking, container launcher and topologies")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CommandError as exc:
+        if getattr(args, "json", False):
+            print(json.dumps({"error": str(exc)}))
+        else:
+            print(f"pynet: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
