@@ -21,3 +21,15 @@ def static() -> None:
 
 def loopback() -> None:
     main("loopback.plugin")
+
+
+def portmap() -> None:
+    main("portmap.plugin")
+
+
+def firewall() -> None:
+    main("firewall.plugin")
+
+
+def tuning() -> None:
+    main("tuning.plugin")
