@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+import sys
 
 from .errors import CNIError, DECODING_FAILURE, INVALID_CONFIG, IO_FAILURE
 from .skel import Request
@@ -22,11 +24,45 @@ def find_plugin(name: str, cni_path: tuple[str, ...]) -> str:
     raise CNIError(INVALID_CONFIG, f"failed to find plugin {name!r} in CNI_PATH {list(cni_path)}")
 
 
+_ENTRY_IMPORT = re.compile(rb"from cni_plugins\.entry import (\w+)")
+
+
+def in_process_module(exe: str) -> str | None:
+    """The plugin module behind ``exe`` when it is one of this very installation's executables.
+
+    Those are served in-process: same environment and stdin, same code, same answer, minus an interpreter
+    start. The shebang must name our own interpreter, so a plugin from another pynet install (another
+    version) is still executed as a separate program.
+    """
+    from .entry import PLUGIN_MODULES
+
+    try:
+        with open(exe, "rb") as f:
+            head = f.read(1024)
+    except OSError:
+        return None
+    first_line = head.split(b"\n", 1)[0]
+    interpreter = first_line[2:].split()[0:1]
+    # Same bin directory as our interpreter means the same venv, hence the same code.
+    if not interpreter or os.path.dirname(os.fsdecode(interpreter[0])) != os.path.dirname(sys.executable):
+        return None
+    match = _ENTRY_IMPORT.search(head)
+    return PLUGIN_MODULES.get(match.group(1).decode().replace("_", "-")) if match else None
+
+
 def run(plugin_type: str, command: str, req: Request, stdin: bytes | None = None) -> dict | None:
     """Runs a plugin and returns its decoded JSON reply (None for an empty one); its CNI error is re-raised."""
     exe = find_plugin(plugin_type, req.path)
     env = dict(req.environ)
     env["CNI_COMMAND"] = command
+    module = in_process_module(exe)
+    if module is not None:
+        from .skel import handle
+
+        code, reply = handle(module, env, req.stdin if stdin is None else stdin)
+        if code != 0:
+            raise CNIError(int(reply["code"]), reply.get("msg", ""), reply.get("details", ""))
+        return reply
     try:
         proc = subprocess.run([exe], input=req.stdin if stdin is None else stdin, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)

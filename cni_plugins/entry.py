@@ -1,35 +1,45 @@
 """Console-script entry points: one tiny function per plugin executable.
 
-Each names its plugin module as a string, so the module (and pyroute2 with it) is imported only for
-verbs that need it.
+Each names its plugin module as a string: the thin client (stdlib only) answers VERSION or forwards to
+the daemon without importing it; only a standalone run imports the module (and pyroute2 with it).
 """
 
-from .skel import main
+from .client import run
+
+PLUGIN_MODULES = {
+    "bridge": "bridge.plugin",
+    "host-local": "ipam.host_local",
+    "static": "ipam.static",
+    "loopback": "loopback.plugin",
+    "portmap": "portmap.plugin",
+    "firewall": "firewall.plugin",
+    "tuning": "tuning.plugin",
+}
 
 
 def bridge() -> None:
-    main("bridge.plugin")
+    run(PLUGIN_MODULES["bridge"])
 
 
 def host_local() -> None:
-    main("ipam.host_local")
+    run(PLUGIN_MODULES["host-local"])
 
 
 def static() -> None:
-    main("ipam.static")
+    run(PLUGIN_MODULES["static"])
 
 
 def loopback() -> None:
-    main("loopback.plugin")
+    run(PLUGIN_MODULES["loopback"])
 
 
 def portmap() -> None:
-    main("portmap.plugin")
+    run(PLUGIN_MODULES["portmap"])
 
 
 def firewall() -> None:
-    main("firewall.plugin")
+    run(PLUGIN_MODULES["firewall"])
 
 
 def tuning() -> None:
-    main("tuning.plugin")
+    run(PLUGIN_MODULES["tuning"])

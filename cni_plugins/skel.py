@@ -212,13 +212,3 @@ def handle(plugin_module: str, environ: Mapping[str, str], stdin: bytes) -> tupl
         import traceback
         return 1, CNIError(INTERNAL, f"internal error: {exc.__class__.__name__}: {exc}",
                            traceback.format_exc(limit=8)).to_dict(_error_version(stdin))
-
-
-def main(plugin_module: str) -> None:
-    stdin = b"" if os.environ.get("CNI_COMMAND") == "VERSION" and sys.stdin.isatty() else sys.stdin.buffer.read()
-    code, reply = handle(plugin_module, os.environ, stdin)
-    if reply is not None:
-        sys.stdout.write(json.dumps(reply))
-        sys.stdout.write("\n")
-    sys.stdout.flush()
-    sys.exit(code)

@@ -30,6 +30,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "==> installing pynet into $VENV${EXTRAS:+ with [$EXTRAS]}"
     spec="."
     [ -n "$EXTRAS" ] && spec=".[$EXTRAS]"
-    "$VENV/bin/pip" install --disable-pip-version-check -q -e "$spec"
+    "$VENV/bin/pip" install --disable-pip-version-check -q -e "$spec" --config-settings editable_mode=compat 2> >(grep -v "^WARNING: Location" >&2)
     touch "$stamp"
 fi

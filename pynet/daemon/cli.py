@@ -1,0 +1,25 @@
+"""`pynet daemon`: run the resident fast path in the foreground."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from cni_plugins.client import DEFAULT_SOCKET
+
+
+def register(sub) -> None:
+    p = sub.add_parser("daemon", help="serve CNI plugin requests from a resident process (fast path)")
+    p.add_argument("--socket", default=os.environ.get("PYNET_SOCKET", DEFAULT_SOCKET),
+                   help=f"unix socket to listen on (default {DEFAULT_SOCKET}; plugins find it there or via PYNET_SOCKET)")
+    p.set_defaults(func=_daemon)
+
+
+def _daemon(args) -> int:
+    from .server import run
+
+    def ready():
+        print(f"pynet daemon listening on {args.socket}", flush=True)
+
+    run(args.socket, ready)
+    return 0

@@ -1,0 +1,186 @@
+"""Unix-socket server for CNI requests.
+
+Each connection gets a thread. The client sends its network namespace as a file descriptor; the thread
+setns()es into it (network namespaces are per thread), so netlink sockets, nft contexts and /proc/sys/net
+all see the caller's namespace, exactly as if the plugin ran there. Requests for one container are
+serialized; different containers run concurrently.
+"""
+
+from __future__ import annotations
+
+import array
+import collections
+import importlib
+import json
+import os
+import signal
+import socket
+import struct
+import threading
+
+from cni_plugins import netns as cni_netns
+from cni_plugins.client import DEFAULT_SOCKET, recv_msg, _send_msg
+from cni_plugins.entry import PLUGIN_MODULES
+from cni_plugins.skel import handle
+
+_ALLOWED_MODULES = frozenset(PLUGIN_MODULES.values())
+
+
+class ContainerLocks:
+    """One lock per container ID, dropped when nobody holds or waits for it."""
+
+    def __init__(self):
+        self._guard = threading.Lock()
+        self._locks: dict[str, list] = {}
+
+    def acquire(self, key: str) -> None:
+        with self._guard:
+            entry = self._locks.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        entry[0].acquire()
+
+    def release(self, key: str) -> None:
+        with self._guard:
+            entry = self._locks[key]
+            entry[0].release()
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._locks[key]
+
+
+def preload() -> list[str]:
+    """Imports every plugin module (and with them pyroute2 and nftables) once, up front."""
+    loaded = []
+    for module in sorted(_ALLOWED_MODULES):
+        try:
+            importlib.import_module(module)
+            loaded.append(module)
+        except ImportError:
+            pass
+    return loaded
+
+
+def _recv_request(conn: socket.socket) -> tuple[dict, list[int]]:
+    fds = array.array("i")
+    # The fd rides on the first bytes of the message; read the header with recvmsg, the rest plainly.
+    data, ancdata, _flags, _addr = conn.recvmsg(4, socket.CMSG_SPACE(4 * fds.itemsize))
+    for level, kind, cdata in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
+    while len(data) < 4:
+        more = conn.recv(4 - len(data))
+        if not more:
+            raise ConnectionError("client went away")
+        data += more
+    size = int.from_bytes(data, "big")
+    body = b""
+    while len(body) < size:
+        chunk = conn.recv(size - len(body))
+        if not chunk:
+            raise ConnectionError("client went away")
+        body += chunk
+    return json.loads(body.decode("utf-8", "surrogateescape")), list(fds)
+
+
+class Server:
+    def __init__(self, path: str = DEFAULT_SOCKET):
+        self.path = path
+        self.locks = ContainerLocks()
+        self.served = collections.Counter()
+        self._sock: socket.socket | None = None
+        self._stopping = threading.Event()
+
+    def bind(self) -> None:
+        os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
+        if os.path.exists(self.path):
+            os.unlink(self.path)  # stale from a crashed daemon: a live one would still hold the pid file
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)  # the socket is born 0600: only root may ask for network changes
+        try:
+            sock.bind(self.path)
+        finally:
+            os.umask(old_umask)
+        sock.listen(256)
+        self._sock = sock
+
+    def serve_forever(self) -> None:
+        assert self._sock is not None
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                if self._stopping.is_set():
+                    break
+                raise
+            threading.Thread(target=self._serve_one, args=(conn,), daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._sock.close()
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+    def _peer_allowed(self, conn: socket.socket) -> bool:
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _pid, uid, _gid = struct.unpack("3i", creds)
+        return uid in (0, os.getuid())
+
+    def _serve_one(self, conn: socket.socket) -> None:
+        fds: list[int] = []
+        try:
+            with conn:
+                if not self._peer_allowed(conn):
+                    return
+                request, fds = _recv_request(conn)
+                code, text = self.execute(request, fds[0] if fds else None)
+                _send_msg(conn, json.dumps({"code": code, "reply": text}).encode("utf-8", "surrogateescape"))
+        except (ConnectionError, OSError, ValueError):
+            pass
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def execute(self, request: dict, netns_fd: int | None) -> tuple[int, str]:
+        module = request.get("plugin")
+        env = request.get("env") or {}
+        stdin = (request.get("stdin") or "").encode("utf-8", "surrogateescape")
+        if module not in _ALLOWED_MODULES:
+            return 1, json.dumps({"cniVersion": "1.1.0", "code": 4, "msg": f"unknown plugin module {module!r}",
+                                  "details": ""}) + "\n"
+        if netns_fd is None:
+            return 1, json.dumps({"cniVersion": "1.1.0", "code": 4,
+                                  "msg": "the daemon needs the caller's network namespace", "details": ""}) + "\n"
+        # This thread now lives in the caller's namespace for the rest of its short life.
+        cni_netns.setns(netns_fd)
+        key = env.get("CNI_CONTAINERID") or ""
+        self.locks.acquire(key)
+        try:
+            code, reply = handle(module, env, stdin)
+        finally:
+            self.locks.release(key)
+        self.served[env.get("CNI_COMMAND", "?")] += 1
+        return code, (json.dumps(reply) + "\n") if reply is not None else ""
+
+
+def run(path: str = DEFAULT_SOCKET, ready=None) -> None:
+    """Runs the daemon in the foreground until SIGTERM/SIGINT."""
+    preload()
+    server = Server(path)
+    server.bind()
+
+    def _stop(*_):
+        server.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    if ready is not None:
+        ready()
+    try:
+        server.serve_forever()
+    finally:
+        server.stop()
