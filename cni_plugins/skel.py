@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from . import lean_imports
 from . import version as cniversion
 from .errors import CNIError, DECODING_FAILURE, INTERNAL, INVALID_CONFIG, INVALID_ENVIRONMENT, INCOMPATIBLE_VERSION
 
@@ -204,6 +205,7 @@ def handle(plugin_module: str, environ: Mapping[str, str], stdin: bytes) -> tupl
         if environ.get("CNI_COMMAND") == "VERSION":
             return 0, _version_reply(stdin)
         req = build_request(environ, stdin)
+        lean_imports.install()
         plugin = importlib.import_module(plugin_module)
         return 0, dispatch(plugin, req)
     except CNIError as err:
