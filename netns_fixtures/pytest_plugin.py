@@ -9,6 +9,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import pytest
 
 from .namespaces import Netns
@@ -58,3 +63,30 @@ def make_cni(host_ns):
     def factory(*dirs: str) -> CNI:
         return CNI(host_ns, *dirs)
     return factory
+
+
+@pytest.fixture
+def pynet_daemon(host_ns, tmp_path):
+    """A pynet daemon running inside ``host_ns``; yields its socket path. Stopped by PID at test end."""
+    socket_path = str(tmp_path / "pynetd.sock")
+    proc = host_ns.popen([os.path.join(sys.prefix, "bin", "pynet"), "daemon", "--socket", socket_path],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(socket_path):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"pynet daemon did not start: {proc.stderr.read().decode(errors='replace')}")
+        time.sleep(0.02)
+    yield socket_path
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def daemon_cni(host_ns, pynet_daemon) -> CNI:
+    """Runner of our plugins that reach the test's daemon (the thin-client fast path)."""
+    return CNI(host_ns, OUR_PLUGINS, extra_env={"PYNET_SOCKET": pynet_daemon})

@@ -54,12 +54,15 @@ def conf_for(conflist: dict, plugin: dict, prev_result: dict | None, capability_
 class CNI:
     """Plugin runner bound to a sandbox host netns and a CNI_PATH."""
 
-    def __init__(self, host: Netns, *plugin_dirs: str):
+    def __init__(self, host: Netns, *plugin_dirs: str, extra_env: dict | None = None):
         self.host = host
         self.path = list(plugin_dirs) or [OUR_PLUGINS]
+        # e.g. {"PYNET_SOCKET": ...} to route our plugins through a test's daemon
+        self.extra_env = dict(extra_env or {})
 
     def env(self, command: str, container, ifname: str, container_id: str, args: str) -> dict:
         env = {"PATH": MINIMAL_PATH, "CNI_COMMAND": command, "CNI_PATH": os.pathsep.join(self.path)}
+        env.update(self.extra_env)
         if container_id:
             env["CNI_CONTAINERID"] = container_id
         netns_path = container.path if isinstance(container, Netns) else container
