@@ -1,0 +1,203 @@
+"""host-local's on-disk lease store, in the reference's format so a host can switch implementations.
+
+``<dataDir>/<network>/`` holds one file per leased address, named by the address text, containing
+``containerID\\r\\nifname`` (older writers: just the containerID); ``last_reserved_ip.<rangeSetIndex>``
+holds the last address handed out from each range set; ``lock`` is flock'ed for a whole operation, by us
+and by the reference alike.
+
+Crash safety: a lease is written to a temporary file, flushed, then hard-linked to its final name (the link
+fails atomically when the address is taken), so a lease file never exists half-written; the round-robin
+cursor is replaced by rename.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from cni_plugins.errors import CNIError, IO_FAILURE
+from cni_plugins.types import IPAddress
+
+LAST_RESERVED_PREFIX = "last_reserved_ip."
+LOCK_NAME = "lock"
+LINE_BREAK = "\r\n"
+# Temporary names never parse as an address, so the reference (and we) never take them for a lease.
+_TMP_PREFIX = ".pynet-tmp-"
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lease; ``ifname`` is None for leases written before ifnames were recorded."""
+    container_id: str
+    ifname: str | None
+
+    def matches(self, container_id: str, ifname: str) -> bool:
+        return self.container_id == container_id and self.ifname == ifname
+
+    def matches_legacy(self, container_id: str) -> bool:
+        return self.ifname is None and self.container_id == container_id
+
+
+def parse_holder(data: bytes) -> Holder | None:
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None
+    if text.startswith("{"):
+        # A short-lived upstream format: {"kind": "host-local-v1", "value": {"id": ..., "if": ...}}.
+        try:
+            doc = json.loads(text)
+            if doc.get("kind") == "host-local-v1":
+                return Holder(str(doc["value"]["id"]), str(doc["value"]["if"]))
+        except (ValueError, AttributeError, KeyError, TypeError):
+            pass
+    lines = text.split(LINE_BREAK)
+    if len(lines) == 2:
+        return Holder(lines[0].strip(), lines[1].strip())
+    return Holder(text, None)
+
+
+def held_in(leases: dict[IPAddress, Holder | None], container_id: str, ifname: str) -> list[IPAddress]:
+    """Addresses of this attachment; leases of the pre-ifname format count when no exact one exists (as in
+    the reference, which falls back to them the same way)."""
+    exact = [ip for ip, h in leases.items() if h and h.matches(container_id, ifname)]
+    if exact:
+        return exact
+    return [ip for ip, h in leases.items() if h and h.matches_legacy(container_id)]
+
+
+class LeaseStore:
+    """The leases of one network. Use as a context manager: entering takes the lock, creating the directory."""
+
+    def __init__(self, data_dir: str, network: str):
+        self.dir = os.path.join(data_dir, network)
+        self._lock_fd: int | None = None
+        self._names: dict[IPAddress, str] = {}  # file names as found, in case a writer spelled one differently
+
+    def __enter__(self) -> "LeaseStore":
+        with io_errors(f"cannot use lease directory {self.dir}"):
+            os.makedirs(self.dir, mode=0o755, exist_ok=True)
+            fd = os.open(os.path.join(self.dir, LOCK_NAME), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._remove_stale_temporaries()
+            except BaseException:
+                os.close(fd)
+                raise
+        self._lock_fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the last descriptor drops the flock
+            self._lock_fd = None
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
+    def _remove_stale_temporaries(self) -> None:
+        # Under the lock, any temporary is a leftover of a writer that died mid-operation.
+        for name in os.listdir(self.dir):
+            if name.startswith(_TMP_PREFIX):
+                _unlink(self._path(name))
+
+    def _write_temporary(self, data: bytes, durable: bool) -> str:
+        tmp = self._path(f"{_TMP_PREFIX}{os.getpid()}-{os.urandom(6).hex()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, data)
+            if durable:  # the data must be on disk before the name is, or a power cut leaves an empty lease
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink(tmp)
+            raise
+        os.close(fd)
+        return tmp
+
+    # -- reading --------------------------------------------------------------------------------------
+    def leases(self) -> dict[IPAddress, Holder | None]:
+        """Every leased address; the holder is None when the file cannot be read or understood."""
+        out: dict[IPAddress, Holder | None] = {}
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return out
+        for name in names:
+            try:
+                ip = ipaddress.ip_address(name)
+            except ValueError:
+                continue
+            self._names[ip] = name
+            try:
+                with open(self._path(name), "rb") as f:
+                    out[ip] = parse_holder(f.read())
+            except FileNotFoundError:
+                continue
+            except OSError:
+                out[ip] = None
+        return out
+
+    def held_by(self, container_id: str, ifname: str) -> list[IPAddress]:
+        return held_in(self.leases(), container_id, ifname)
+
+    def last_reserved(self, index: int) -> IPAddress | None:
+        try:
+            with open(self._path(f"{LAST_RESERVED_PREFIX}{index}"), encoding="ascii", errors="replace") as f:
+                return ipaddress.ip_address(f.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    # -- writing --------------------------------------------------------------------------------------
+    def reserve(self, ip: IPAddress, container_id: str, ifname: str, index: int) -> bool:
+        """Takes ``ip`` for the attachment; False when someone holds it already."""
+        tmp = self._write_temporary(f"{container_id.strip()}{LINE_BREAK}{ifname}".encode(), durable=True)
+        try:
+            os.link(tmp, self._path(str(ip)))
+        except FileExistsError:
+            return False
+        finally:
+            _unlink(tmp)
+        self.set_last_reserved(index, ip)
+        return True
+
+    def set_last_reserved(self, index: int, ip: IPAddress) -> None:
+        # Losing the cursor in a crash only costs one round of round-robin order.
+        tmp = self._write_temporary(str(ip).encode(), durable=False)
+        try:
+            os.rename(tmp, self._path(f"{LAST_RESERVED_PREFIX}{index}"))
+        except BaseException:
+            _unlink(tmp)
+            raise
+
+    def release(self, ip: IPAddress) -> None:
+        _unlink(self._path(self._names.pop(ip, str(ip))))
+
+    def release_holder(self, container_id: str, ifname: str) -> list[IPAddress]:
+        released = self.held_by(container_id, ifname)
+        for ip in released:
+            self.release(ip)
+        return released
+
+
+@contextmanager
+def io_errors(what: str):
+    """Filesystem trouble (full disk, read-only mount, a file where a directory belongs) as CNI code 5."""
+    try:
+        yield
+    except OSError as exc:
+        raise CNIError(IO_FAILURE, f"host-local: {what}: {exc.strerror or exc}"
+                       + (f": {exc.filename}" if exc.filename else "")) from None
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise
