@@ -70,6 +70,9 @@ class Interface:
     def from_dict(cls, d: dict) -> "Interface":
         if not isinstance(d, dict) or not isinstance(d.get("name"), str):
             raise _bad("interface", d)
+        mtu = d.get("mtu")
+        if mtu is not None and (not isinstance(mtu, int) or isinstance(mtu, bool)):
+            raise _bad("interface mtu", mtu)
         return cls(d["name"], d.get("mac", ""), d.get("sandbox", ""), d.get("mtu"),
                    d.get("socketPath", ""), d.get("pciID", ""))
 

@@ -1,0 +1,255 @@
+"""bridge: containers on a Linux bridge in the host netns, each through a veth pair (the reference's `bridge`).
+
+ADD: validate config -> bridge (created or adopted) -> veth pair, host end enslaved -> macspoofchk ->
+IPAM ADD -> container addresses/routes -> gateway addresses on the bridge -> ipMasq -> result.
+Every step that changes something registers its undo; a failed ADD runs them in reverse, so it leaves
+no veth, bridge port, lease or nft element behind (the bridge itself stays: concurrent ADDs may be using it).
+All host-side changes happen in the netns the plugin was started in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import sys
+
+from cni_plugins import delegate, netlink, netns, sysctl
+from cni_plugins.errors import CNIError, INTERNAL, INVALID_CONFIG
+from cni_plugins.netns import ContainerNetns, iproute
+from cni_plugins.skel import Request
+from cni_plugins.types import Interface, Result, Route
+
+from . import config as bridge_config
+from . import firewall, links
+from .config import BridgeConfig
+
+BRIDGE, HOST_VETH, CONTAINER = 0, 1, 2
+
+
+def _tag(req: Request) -> str:
+    return firewall.owner_tag(req.network_name, req.container_id, req.ifname)
+
+
+def _nft():
+    from cni_plugins.nft import Nft
+    return Nft()
+
+
+@contextlib.contextmanager
+def _undo_on_failure():
+    """Collects undo steps; on an exception they run in reverse and the original error propagates."""
+    steps: list = []
+    try:
+        yield steps
+    except BaseException:
+        for what, step in reversed(steps):
+            try:
+                step()
+            except Exception as exc:  # the ADD error matters more than a failed cleanup step
+                print(f"bridge: cleanup of {what} failed: {exc}", file=sys.stderr)
+        raise
+
+
+# -- ADD ----------------------------------------------------------------------------------------------------
+def add(req: Request) -> Result:
+    conf = bridge_config.load(req)
+    with ContainerNetns.open(req.netns) as ns, contextlib.closing(iproute()) as host, \
+            _undo_on_failure() as undo:
+        links.require_absent(ns.ipr, req.ifname)
+        bridge = links.ensure_bridge(host, conf)
+        port = links.add_veth(host, ns.ipr, ns.fd, req.ifname, conf)
+        undo.append(("host veth", lambda: links.delete(host, port.name)))
+        links.attach_port(host, port, bridge, conf)
+        container = netlink.link(ns.ipr, req.ifname)
+
+        result = Result(interfaces=[Interface(bridge.name), Interface(port.name),
+                                    Interface(req.ifname, netlink.mac_of(container), req.netns)])
+        if conf.macspoofchk:
+            nft = _nft()
+            firewall.add_spoofcheck(nft, _tag(req), port.name, result.interfaces[CONTAINER].mac)
+            undo.append(("macspoofchk elements", lambda: firewall.remove_owned(nft, _tag(req), masq=False)))
+
+        if conf.ipam:
+            ipam = delegate.ipam_add(req)
+            undo.append(("IPAM lease", lambda: delegate.ipam_del(req)))
+            _configure_l3(req, conf, ns, host, bridge, result, ipam, undo)
+        elif not conf.disable_container_interface:
+            netlink.set_up(ns.ipr, container["index"])
+
+        if not conf.disable_container_interface:
+            port = links.wait_oper_up(host, port)
+        result.interfaces[HOST_VETH].mac = port.mac
+        result.interfaces[BRIDGE].mac = links.refresh_mac(host, bridge)
+        if conf.dns:
+            result.dns = conf.dns
+        return result
+
+
+def _configure_l3(req: Request, conf: BridgeConfig, ns: ContainerNetns, host, bridge: links.Link,
+                  result: Result, ipam: Result, undo: list) -> None:
+    if not ipam.ips:
+        raise CNIError(INTERNAL, f"IPAM plugin {conf.ipam!r} returned no IP configuration")
+    result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
+    gateways = _gateways(conf, result)
+
+    with ns.entered():
+        # Best effort, as the reference: IPv6 may be disabled in the container.
+        for key, value in ((sysctl.iface_key(6, req.ifname, "accept_dad"), "1" if conf.enable_dad else "0"),
+                           (sysctl.iface_key(4, req.ifname, "arp_notify"), "1")):
+            with contextlib.suppress(OSError):
+                sysctl.write(key, value)
+        if conf.enable_dad:
+            with contextlib.suppress(OSError):
+                sysctl.write(sysctl.iface_key(6, req.ifname, "enhanced_dad"), "1")
+    netlink.configure_interface(ns.ipr, req.ifname, result, nodad=not conf.enable_dad)
+
+    if gateways:
+        target = bridge
+        if conf.vlan:
+            target = links.ensure_vlan_gateway(host, bridge, conf)
+            result.interfaces.append(Interface(target.name, target.mac))
+        for address in gateways:
+            links.ensure_gateway_address(host, target, address, conf.force_address)
+        for version in sorted({a.version for a in gateways}):
+            links.enable_forwarding(version)
+
+    if conf.ip_masq:
+        nft = _nft()
+        firewall.add_masquerade(nft, _tag(req), [ip.address for ip in result.ips])
+        undo.append(("ipMasq elements", lambda: firewall.remove_owned(nft, _tag(req), spoof=False)))
+
+
+def _gateways(conf: BridgeConfig, result: Result) -> list:
+    """The reference's calcGateways: every IP belongs to the container interface; with isGateway a missing
+    gateway is the subnet's first address, and the gateway (with the subnet's prefix) goes on the bridge;
+    isDefaultGateway adds a default route per family unless the IPAM result already has one."""
+    gateways = []
+    for ip in result.ips:
+        ip.interface = CONTAINER
+        if ip.gateway is None and conf.is_gateway:
+            ip.gateway = links.gateway_for(ip.address)
+        if conf.is_default_gateway:
+            default = ipaddress.ip_network("0.0.0.0/0" if ip.family == 4 else "::/0")
+            if not any(r.dst == default and r.gw is not None for r in result.routes):
+                result.routes.append(Route(default, ip.gateway))
+        if conf.is_gateway:
+            gw = ipaddress.ip_interface(f"{ip.gateway}/{ip.address.network.prefixlen}")
+            if gw not in gateways:
+                gateways.append(gw)
+    return gateways
+
+
+# -- DEL ----------------------------------------------------------------------------------------------------
+def delete(req: Request) -> None:
+    """Idempotent: the container interface goes if the netns is still there (its veth peer goes with it),
+    the owned nft elements go by owner tag, and IPAM always releases the lease."""
+    conf = bridge_config.load(req)
+    ns = _container_for_delete(req.netns)
+    if ns is not None:
+        with ns:
+            links.delete(ns.ipr, req.ifname)
+    if conf.ip_masq or conf.macspoofchk:
+        firewall.remove_owned(_nft(), _tag(req), masq=conf.ip_masq, spoof=conf.macspoofchk)
+    if conf.ipam:
+        delegate.ipam_del(req)
+
+
+def _container_for_delete(path: str) -> ContainerNetns | None:
+    """The container netns, or None when it is gone: also when only its mount point file is left (a runtime
+    that unmounted the netns without removing the file); DEL then has nothing to do in there."""
+    if path and os.path.lexists(path) and not netns.exists(path) and not os.path.isdir(path):
+        return None
+    return ContainerNetns.maybe_open(path)
+
+
+# -- CHECK --------------------------------------------------------------------------------------------------
+def check(req: Request) -> None:
+    conf = bridge_config.load(req)
+    prev = req.prev_result
+    if prev is None:
+        raise CNIError(INVALID_CONFIG, "invalid prevResult: CHECK requires the result of the ADD")
+    with ContainerNetns.open(req.netns) as ns, contextlib.closing(iproute()) as host:
+        if conf.ipam:
+            delegate.ipam_verb(req, "CHECK")
+        bridge = _check_bridge(host, conf, prev)
+        container = _check_container(ns.ipr, req, prev)
+        _check_host_veth(host, prev, bridge, container)
+        netlink.check_interface(ns.ipr, req.ifname, prev)
+        if conf.ip_masq:
+            owned = firewall.masqueraded(_nft(), _tag(req))
+            for ip in prev.ips:
+                if str(ip.address.ip) not in owned:
+                    raise CNIError(INTERNAL, f"ipMasq for container address {ip.address.ip} is missing")
+
+
+def _check_bridge(host, conf: BridgeConfig, prev: Result):
+    iface = next((i for i in prev.interfaces if i.name == conf.bridge and not i.sandbox), None)
+    if iface is None:
+        raise CNIError(INTERNAL, f"bridge {conf.bridge!r} is not in prevResult")
+    msg = netlink.link(host, conf.bridge)
+    if msg is None:
+        raise CNIError(INTERNAL, f"bridge {conf.bridge!r} in the host namespace was not found")
+    if links.kind_of(msg) != "bridge":
+        raise CNIError(INTERNAL, f"interface {conf.bridge!r} is not a bridge")
+    if iface.mac and iface.mac != netlink.mac_of(msg):
+        raise CNIError(INTERNAL, f"bridge {conf.bridge!r} MAC {netlink.mac_of(msg)} does not match {iface.mac}")
+    if bool(msg["flags"] & links.IFF_PROMISC) != conf.promisc_mode:
+        raise CNIError(INTERNAL, f"bridge {conf.bridge!r} promiscuous mode does not match promiscMode "
+                       f"{conf.promisc_mode}")
+    return msg
+
+
+def _check_container(ipr, req: Request, prev: Result):
+    iface = next((i for i in prev.interfaces if i.name == req.ifname and i.sandbox), None)
+    if iface is None or iface.sandbox != req.netns:
+        raise CNIError(INTERNAL, f"interface {req.ifname!r} in sandbox {req.netns!r} is not in prevResult")
+    msg = netlink.link(ipr, req.ifname)
+    if msg is None:
+        raise CNIError(INTERNAL, f"interface {req.ifname!r} not found in the container")
+    if links.kind_of(msg) != "veth":
+        raise CNIError(INTERNAL, f"container interface {req.ifname!r} is not a veth")
+    if iface.mac and iface.mac != netlink.mac_of(msg):
+        raise CNIError(INTERNAL, f"container interface {req.ifname!r} MAC {netlink.mac_of(msg)} does not "
+                       f"match {iface.mac}")
+    return msg
+
+
+def _check_host_veth(host, prev: Result, bridge, container) -> None:
+    """Some host interface of prevResult must be the veth peer of the container interface, on the bridge."""
+    for iface in prev.interfaces:
+        if iface.sandbox or iface.name == bridge.get_attr("IFLA_IFNAME"):
+            continue
+        msg = netlink.link(host, iface.name)
+        if msg is None or links.kind_of(msg) != "veth":
+            continue
+        if msg["index"] != links.peer_index(container) or links.peer_index(msg) != container["index"]:
+            continue
+        if links.master_index(msg) != bridge["index"]:
+            raise CNIError(INTERNAL, f"host veth {iface.name!r} is not attached to bridge "
+                           f"{bridge.get_attr('IFLA_IFNAME')!r}")
+        if iface.mac and iface.mac != netlink.mac_of(msg):
+            raise CNIError(INTERNAL, f"host veth {iface.name!r} MAC {netlink.mac_of(msg)} does not match {iface.mac}")
+        return
+    raise CNIError(INTERNAL, f"the host veth of the container interface on bridge "
+                   f"{bridge.get_attr('IFLA_IFNAME')!r} was not found")
+
+
+# -- STATUS / GC --------------------------------------------------------------------------------------------
+def status(req: Request) -> None:
+    if bridge_config.load(req).ipam:
+        delegate.ipam_verb(req, "STATUS")
+
+
+def gc(req: Request) -> None:
+    """Passes GC to IPAM and removes this network's nft elements whose attachment is not valid any more."""
+    conf = bridge_config.load(req)
+    valid = req.config.get("cni.dev/valid-attachments") or []
+    if not isinstance(valid, list) or not all(isinstance(a, dict) for a in valid):
+        raise CNIError(INVALID_CONFIG, f"invalid cni.dev/valid-attachments {valid!r}: expected a list of "
+                       "{containerID, ifname} objects")
+    tags = {firewall.owner_tag(req.network_name, str(a.get("containerID", "")), str(a.get("ifname", "")))
+            for a in valid}
+    firewall.collect_garbage(_nft(), req.network_name, tags)
+    if conf.ipam:
+        delegate.ipam_verb(req, "GC")
