@@ -1,0 +1,226 @@
+"""tuning: sysctls in the container netns and link attributes (mac, mtu, promisc, allmulti, txQLen) of
+CNI_IFNAME, chained after the plugin that made the interface.
+
+The values found before ADD changed them are saved in ``<dataDir>/<containerID>_<ifname>.json`` (the
+reference's file) and put back on DEL, so an interface handed in by host-device or a reused netns comes
+back as it was. A failed ADD puts back what it already changed.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+
+from cni_plugins import netlink
+from cni_plugins.errors import CNIError, INTERNAL, INVALID_CONFIG, IO_FAILURE
+from cni_plugins.netns import ContainerNetns
+from cni_plugins.skel import Request
+from cni_plugins.types import Result
+
+from . import config as tconf
+from .config import TuningConfig
+
+IFF_PROMISC = 0x100
+IFF_ALLMULTI = 0x200
+
+
+def _prev_result(req: Request) -> Result:
+    prev = req.prev_result
+    if prev is None:
+        raise CNIError(INVALID_CONFIG, "missing prevResult: tuning must be chained after a plugin that creates "
+                       f"the interface {req.ifname!r}")
+    return prev
+
+
+def _backup_path(data_dir: str, req: Request) -> str:
+    return os.path.join(data_dir, f"{req.container_id}_{req.ifname}.json")
+
+
+# -- link attributes ----------------------------------------------------------------------------------
+
+def _link(ns: ContainerNetns, ifname: str):
+    msg = netlink.link(ns.ipr, ifname)
+    if msg is None:
+        raise CNIError(INTERNAL, f"interface {ifname!r} not found in the container network namespace")
+    return msg
+
+
+def _current(msg) -> dict:
+    return {"mac": netlink.mac_of(msg), "mtu": msg.get_attr("IFLA_MTU"),
+            "promisc": bool(msg["flags"] & IFF_PROMISC), "allmulti": bool(msg["flags"] & IFF_ALLMULTI),
+            "txQLen": msg.get_attr("IFLA_TXQLEN")}
+
+
+def _wanted(cfg: TuningConfig) -> dict:
+    """The link attributes this config sets (promisc only when asked for, as in the reference)."""
+    out: dict = {}
+    if cfg.mac:
+        out["mac"] = cfg.mac
+    if cfg.mtu:
+        out["mtu"] = cfg.mtu
+    if cfg.promisc:
+        out["promisc"] = True
+    if cfg.allmulti is not None:
+        out["allmulti"] = cfg.allmulti
+    if cfg.tx_qlen is not None:
+        out["txQLen"] = cfg.tx_qlen
+    return out
+
+
+def _apply_link(ns: ContainerNetns, ifname: str, attrs: dict) -> None:
+    index = _link(ns, ifname)["index"]
+    what = ", ".join(f"{k}={v}" for k, v in attrs.items())
+    try:
+        # MTU before MAC, as the reference restores them; each attribute is its own request so an error
+        # names the one the kernel refused.
+        for key in ("mtu", "mac", "txQLen"):
+            if key in attrs:
+                name = {"mtu": "mtu", "mac": "address", "txQLen": "txqlen"}[key]
+                ns.ipr.link("set", index=index, **{name: attrs[key]})
+        for key, flag in (("promisc", IFF_PROMISC), ("allmulti", IFF_ALLMULTI)):
+            if key in attrs:
+                ns.ipr.link("set", index=index, flags=flag if attrs[key] else 0, change=flag)
+    except CNIError:
+        raise
+    except Exception as exc:
+        raise CNIError(INTERNAL, f"failed to set {what} on {ifname!r}: {exc}") from None
+
+
+# -- sysctls ------------------------------------------------------------------------------------------
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def _write_sysctls(ns: ContainerNetns, values: dict[str, str]) -> None:
+    """Writes path -> value inside the container netns (/proc/sys/net follows the thread's netns)."""
+    with ns.entered():
+        for path, value in values.items():
+            try:
+                with open(path, "w") as f:
+                    f.write(value)
+            except OSError as exc:
+                code = IO_FAILURE if exc.errno not in (errno.ENOENT, errno.EINVAL) else INVALID_CONFIG
+                raise CNIError(code, f"cannot set sysctl {path[len('/proc/sys/'):]} to {value!r}: "
+                               f"{exc.strerror}") from None
+
+
+def _read_sysctls(ns: ContainerNetns, paths) -> dict[str, str]:
+    out = {}
+    with ns.entered():
+        for path in paths:
+            try:
+                out[path] = _read(path)
+            except FileNotFoundError:
+                raise CNIError(INVALID_CONFIG, f"invalid sysctl {path[len('/proc/sys/'):]}: no such key in "
+                               "the container network namespace") from None
+    return out
+
+
+# -- saved originals ----------------------------------------------------------------------------------
+
+def _save(path: str, saved: dict) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(saved, f)
+    os.replace(tmp, path)
+
+
+def _load(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return {}  # a torn file restores nothing but must not make DEL fail forever
+    return data if isinstance(data, dict) else {}
+
+
+def _restore(ns: ContainerNetns, ifname: str, saved: dict) -> None:
+    if saved.get("sysctl"):
+        _write_sysctls(ns, saved["sysctl"])
+    link_attrs = saved.get("link") or {}
+    if link_attrs and netlink.link(ns.ipr, ifname) is not None:
+        _apply_link(ns, ifname, link_attrs)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+# -- verbs --------------------------------------------------------------------------------------------
+
+def add(req: Request) -> Result:
+    cfg = tconf.parse(req)
+    tconf.check_allowed(cfg.sysctl, tconf.load_allowlist(req.environ))
+    prev = _prev_result(req)
+    sysctls = {tconf.sysctl_path(k, req.ifname): v for k, v in cfg.sysctl.items()}
+    wanted = _wanted(cfg)
+    backup = _backup_path(cfg.data_dir, req)
+    with ContainerNetns.open(req.netns) as ns:
+        current = _current(_link(ns, req.ifname)) if wanted else {}
+        saved = {"sysctl": _read_sysctls(ns, sysctls), "link": {k: current[k] for k in wanted}}
+        # A repeated ADD must not take the values it set last time for originals: earlier saves win.
+        earlier = _load(backup)
+        merged = {part: {**saved[part], **((earlier or {}).get(part) or {})} for part in ("sysctl", "link")}
+        if merged["sysctl"] or merged["link"]:
+            _save(backup, merged)
+        try:
+            _write_sysctls(ns, sysctls)
+            if wanted:
+                _apply_link(ns, req.ifname, wanted)
+        except BaseException:
+            try:
+                _restore(ns, req.ifname, saved)
+            finally:
+                if earlier:
+                    _save(backup, earlier)
+                else:
+                    _remove(backup)
+            raise
+    if cfg.mac:
+        for iface in prev.interfaces:
+            if iface.name == req.ifname:
+                iface.mac = cfg.mac
+    return prev
+
+
+def delete(req: Request) -> None:
+    # Only the data dir matters here: a DEL must clean up even when the rest of the config went bad.
+    backup = _backup_path(tconf.parse_data_dir(req.config), req)
+    saved = _load(backup)
+    if saved is None:
+        return
+    ns = ContainerNetns.maybe_open(req.netns)
+    if ns is not None:
+        with ns:
+            _restore(ns, req.ifname, saved)
+    _remove(backup)
+
+
+def check(req: Request) -> None:
+    cfg = tconf.parse(req)
+    _prev_result(req)
+    sysctls = {tconf.sysctl_path(k, req.ifname): v for k, v in cfg.sysctl.items()}
+    with ContainerNetns.open(req.netns) as ns:
+        for path, value in _read_sysctls(ns, sysctls).items():
+            if value != sysctls[path]:
+                raise CNIError(INTERNAL, f"sysctl {path[len('/proc/sys/'):]} is {value!r}, configured {sysctls[path]!r}")
+        current = _current(_link(ns, req.ifname))
+        wanted = _wanted(cfg)
+        wanted.setdefault("promisc", False)  # the reference also checks that promisc is off when not asked for
+        for key, value in wanted.items():
+            have = current[key].lower() if key == "mac" else current[key]
+            if have != value:
+                raise CNIError(INTERNAL, f"{key} of {req.ifname!r} is {current[key]!r}, configured {value!r}")
+
+
+def status(req: Request) -> None:
+    tconf.parse(req)
