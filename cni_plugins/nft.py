@@ -18,10 +18,15 @@ def element(value, owner: str) -> dict:
 
 
 def owner_of(elem) -> str:
+    if isinstance(elem, list) and elem:  # a map element is listed as [key element, data]
+        elem = elem[0]
     return elem["elem"].get("comment", "") if isinstance(elem, dict) and "elem" in elem else ""
 
 
 def value_of(elem):
+    """The key of a listed element (what ``delete element`` takes), for sets and maps alike."""
+    if isinstance(elem, list) and elem:
+        elem = elem[0]
     return elem["elem"]["val"] if isinstance(elem, dict) and "elem" in elem else elem
 
 
@@ -42,6 +47,19 @@ class Nft:
         if rc != 0:
             raise NftError(rc, f"{what} failed: {err.strip()}")
         return (out or {}).get("nftables", []) if isinstance(out, dict) else []
+
+    def run_script(self, script: str, what: str = "nftables script", dry_run: bool = False) -> None:
+        """Runs nft text commands as one atomic transaction (``dry_run``: parse and check, change nothing).
+
+        For definitions written once (a table's chains and rules), where nft's own syntax is the clearest form.
+        """
+        self._ctx.set_dry_run(dry_run)
+        try:
+            rc, _, err = self._ctx.cmd(script)
+        finally:
+            self._ctx.set_dry_run(False)
+        if rc != 0:
+            raise NftError(rc, f"{what} failed: {err.strip()}")
 
     def list_elements(self, family: str, table: str, set_name: str, kind: str = "set") -> list:
         """Elements of a set or map; an absent table or set reads as empty."""
@@ -99,3 +117,8 @@ class NftError(CNIError):
     def missing(self) -> bool:
         text = self.msg.lower()
         return "no such file or directory" in text or self.rc == errno.ENOENT
+
+    @property
+    def exists(self) -> bool:
+        """EEXIST: a ``create`` met an object or element that is already there."""
+        return "file exists" in self.msg.lower() or self.rc == errno.EEXIST
