@@ -33,35 +33,16 @@ its chain in the same transaction so racing first ADDs still leave exactly one c
 
 from __future__ import annotations
 
-import hashlib
-
 from cni_plugins.nft import Nft, NftError
+from cni_plugins.skel import network_suffix
 
 TABLE = "pynet-bridge"
 MASQ_FAMILY = "inet"
 SPOOF_FAMILY = "bridge"
 MASQ_SETS = ("masq4", "local4", "masq6", "local6")
 SPOOF_SETS = ("guarded", "allowed")
-# libnftables aborts the process on element comments much longer than this.
-MAX_TAG = 128
 
 _MULTICAST = {4: ("224.0.0.0", 4), 6: ("ff00::", 8)}
-
-
-def _digest(text: str, n: int) -> str:
-    return "#" + hashlib.sha256(text.encode()).hexdigest()[:n]
-
-
-def network_suffix(network: str) -> str:
-    return "@" + (network if len(network) <= 48 else _digest(network, 24))
-
-
-def owner_tag(network: str, container_id: str, ifname: str) -> str:
-    suffix = network_suffix(network)
-    owner = f"{container_id}/{ifname}"
-    if len(owner) + len(suffix) > MAX_TAG:
-        owner = _digest(owner, 40)
-    return owner + suffix
 
 
 # -- rule sets ----------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ BRIDGE, HOST_VETH, CONTAINER = 0, 1, 2
 
 
 def _tag(req: Request) -> str:
-    return firewall.owner_tag(req.network_name, req.container_id, req.ifname)
+    return req.network_owner()
 
 
 def _nft():
@@ -244,12 +244,6 @@ def status(req: Request) -> None:
 def gc(req: Request) -> None:
     """Passes GC to IPAM and removes this network's nft elements whose attachment is not valid any more."""
     conf = bridge_config.load(req)
-    valid = req.config.get("cni.dev/valid-attachments") or []
-    if not isinstance(valid, list) or not all(isinstance(a, dict) for a in valid):
-        raise CNIError(INVALID_CONFIG, f"invalid cni.dev/valid-attachments {valid!r}: expected a list of "
-                       "{containerID, ifname} objects")
-    tags = {firewall.owner_tag(req.network_name, str(a.get("containerID", "")), str(a.get("ifname", "")))
-            for a in valid}
-    firewall.collect_garbage(_nft(), req.network_name, tags)
+    firewall.collect_garbage(_nft(), req.network_name, req.valid_network_owners())
     if conf.ipam:
         delegate.ipam_verb(req, "GC")

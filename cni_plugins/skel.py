@@ -13,15 +13,16 @@ import importlib
 import json
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from typing import Mapping
 
 from . import lean_imports
 from . import version as cniversion
-from .errors import CNIError, DECODING_FAILURE, INTERNAL, INVALID_CONFIG, INVALID_ENVIRONMENT, INCOMPATIBLE_VERSION
+from .errors import (CNIError, DECODING_FAILURE, INTERNAL, INVALID_CONFIG, INVALID_ENVIRONMENT, INCOMPATIBLE_VERSION,
+                     invalid_config)
 
 COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
+VALID_ATTACHMENTS = "cni.dev/valid-attachments"
 
 # Which environment variables each command needs (as the reference skeleton requires them).
 _REQUIRED_ENV = {
@@ -58,6 +59,35 @@ def validate_ifname(ifname: str) -> None:
         why = "must not contain '/', ':' or whitespace"
     if why:
         raise CNIError(INVALID_ENVIRONMENT, f"invalid CNI_IFNAME {ifname!r}: {why}")
+
+
+# libnftables aborts the whole process on element comments much longer than 128 bytes, and owner tags
+# are stored as comments: long parts are replaced by a digest, so a tag always fits.
+_OWNER_MAX = 96
+_NETWORK_MAX = 30
+
+
+def _digest(text: str, n: int) -> str:
+    import hashlib
+
+    return "#" + hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def owner_tag(container_id: str, ifname: str) -> str:
+    """``<containerID>/<ifname>``: what marks state one attachment owns (leases, nft elements)."""
+    owner = f"{container_id}/{ifname}"
+    return owner if len(owner) <= _OWNER_MAX else _digest(owner, 40)
+
+
+def network_suffix(network: str) -> str:
+    """The ``@<network>`` part of a network-scoped tag (no '@' in network names, per the spec's charset)."""
+    return "@" + (network if len(network) <= _NETWORK_MAX else _digest(network, 24))
+
+
+def network_owner_tag(container_id: str, ifname: str, network: str) -> str:
+    """An owner tag scoped to one network, for tables that several networks share: GC is sent per
+    network, so it must recognise, and leave alone, other networks' elements."""
+    return owner_tag(container_id, ifname) + network_suffix(network)
 
 
 def parse_cni_args(raw: str) -> dict[str, str]:
@@ -121,8 +151,31 @@ class Request:
         return self.args.get(key)
 
     def owner(self) -> str:
-        """The tag that marks state this attachment owns (leases, nft elements)."""
-        return f"{self.container_id}/{self.ifname}"
+        return owner_tag(self.container_id, self.ifname)
+
+    def network_owner(self) -> str:
+        return network_owner_tag(self.container_id, self.ifname, self.network_name)
+
+    def valid_attachments(self) -> set[tuple[str, str]]:
+        """GC's ``cni.dev/valid-attachments`` as (containerID, ifname) pairs; absent means none."""
+        value = self.config.get(VALID_ATTACHMENTS)
+        if value is None:
+            return set()
+        if not isinstance(value, list):
+            raise invalid_config(VALID_ATTACHMENTS, value, "expected a list of {containerID, ifname} objects")
+        out = set()
+        for item in value:
+            if not (isinstance(item, dict) and isinstance(item.get("containerID"), str)
+                    and isinstance(item.get("ifname"), str)):
+                raise invalid_config(f"{VALID_ATTACHMENTS}[]", item, "expected {containerID, ifname} strings")
+            out.add((item["containerID"], item["ifname"]))
+        return out
+
+    def valid_owners(self) -> set[str]:
+        return {owner_tag(cid, ifname) for cid, ifname in self.valid_attachments()}
+
+    def valid_network_owners(self) -> set[str]:
+        return {network_owner_tag(cid, ifname, self.network_name) for cid, ifname in self.valid_attachments()}
 
 
 def _version_reply(stdin: bytes) -> dict:

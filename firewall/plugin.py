@@ -13,18 +13,11 @@ from __future__ import annotations
 
 from cni_plugins import nft as nftlib
 from cni_plugins.errors import CNIError, INVALID_CONFIG, INTERNAL, PLUGIN_NOT_AVAILABLE
-from cni_plugins.skel import Request
+from cni_plugins.skel import Request, network_suffix
 from cni_plugins.types import Result
 
 from . import table
 from .config import INGRESS_SAME_BRIDGE, FirewallConfig, parse
-
-_COMMENT_MAX = 128  # nftables' limit on an element comment
-
-
-def tag(owner: str, network: str) -> str:
-    return f"{owner} {network}"[:_COMMENT_MAX]
-
 
 def _prev_result(req: Request) -> Result:
     prev = req.prev_result
@@ -56,7 +49,7 @@ def add(req: Request) -> Result:
     cfg = parse(req.config)
     prev = _prev_result(req)
     bridge = _bridge_name(cfg, prev)
-    owner = tag(req.owner(), req.network_name)
+    owner = req.network_owner()
     nft = nftlib.Nft()
     cmds = table.skeleton(rewrite_rules=not table.rules_in_place(nft))
     for address in _addresses(prev):
@@ -77,7 +70,7 @@ def delete(req: Request) -> None:
     nft = nftlib.Nft()
     if not nft.table_exists(table.FAMILY, table.TABLE):
         return
-    owner = tag(req.owner(), req.network_name)
+    owner = req.network_owner()
     nft.delete_owned(table.FAMILY, table.TABLE, table.ADDR_SETS.values(), keep=lambda t: t != owner)
 
 
@@ -89,7 +82,7 @@ def check(req: Request) -> None:
     if not table.rules_in_place(nft):
         raise CNIError(INTERNAL, f"the rules of nftables chain {table.FAMILY} {table.TABLE} {table.CHAIN} are "
                        "missing or were changed")
-    owner = tag(req.owner(), req.network_name)
+    owner = req.network_owner()
     for address in _addresses(prev):
         name = table.addr_set(address)
         owners = {str(nftlib.value_of(e)): nftlib.owner_of(e)
@@ -112,21 +105,15 @@ def status(req: Request) -> None:
 
 def gc(req: Request) -> None:
     parse(req.config)
-    valid = req.config.get("cni.dev/valid-attachments") or []
-    if not isinstance(valid, list):
-        raise CNIError(INVALID_CONFIG, f"invalid cni.dev/valid-attachments {valid!r}: must be a list")
-    network = req.network_name
-    keep_tags = {tag(f"{a.get('containerID', '')}/{a.get('ifname', '')}", network)
-                 for a in valid if isinstance(a, dict)}
+    keep_tags = req.valid_network_owners()
+    suffix = network_suffix(req.network_name)
     nft = nftlib.Nft()
     if not nft.table_exists(table.FAMILY, table.TABLE):
         return
 
     def keep(t: str) -> bool:
-        # Elements of other networks (and untagged ones) are not this GC's business. Neither container
-        # IDs, ifnames nor network names hold spaces, so the first space ends the owner part.
-        ours = bool(t) and tag(t.split(" ", 1)[0], network) == t
-        return t in keep_tags or not ours
+        # Elements of other networks (and untagged ones) are not this GC's business.
+        return t in keep_tags or not t.endswith(suffix)
 
     nft.delete_owned(table.FAMILY, table.TABLE, table.ADDR_SETS.values(), keep=keep)
     _gc_isolated_bridges(nft)

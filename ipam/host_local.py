@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import os
 
-from cni_plugins.errors import CNIError, INTERNAL, INVALID_CONFIG, PLUGIN_NOT_AVAILABLE, invalid_config
+from cni_plugins.errors import CNIError, INTERNAL, INVALID_CONFIG, PLUGIN_NOT_AVAILABLE
 from cni_plugins.skel import Request
 from cni_plugins.types import DNS, IPConfig, Result
 
 from . import allocator
 from .config import data_dir, ipam_section, load_host_local, network_name, parse_resolv_conf, requested_ips
 from .store import LeaseStore, held_in, io_errors
-
-VALID_ATTACHMENTS = "cni.dev/valid-attachments"
-
 
 def add(req: Request) -> Result:
     conf = load_host_local(req)
@@ -77,24 +74,9 @@ def check(req: Request) -> None:
             raise CNIError(INTERNAL, f"host-local: address {ip} of prevResult is not leased to {req.owner()}")
 
 
-def _valid_attachments(req: Request) -> set[tuple[str, str]]:
-    value = req.config.get(VALID_ATTACHMENTS)
-    if value is None:
-        return set()
-    if not isinstance(value, list):
-        raise invalid_config(VALID_ATTACHMENTS, value, "expected a list of {containerID, ifname} objects")
-    out = set()
-    for item in value:
-        if not (isinstance(item, dict) and isinstance(item.get("containerID"), str)
-                and isinstance(item.get("ifname"), str)):
-            raise invalid_config(f"{VALID_ATTACHMENTS}[]", item, "expected {containerID, ifname} strings")
-        out.add((item["containerID"], item["ifname"]))
-    return out
-
-
 def gc(req: Request) -> None:
     """Releases every lease whose attachment the runtime no longer knows."""
-    valid = _valid_attachments(req)
+    valid = req.valid_attachments()
     valid_ids = {cid for cid, _ in valid}
     ipam = ipam_section(req)
     store = LeaseStore(data_dir(ipam), network_name(req))

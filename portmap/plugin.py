@@ -121,10 +121,7 @@ def status(req: Request) -> None:
 
 
 def gc(req: Request) -> None:
-    valid = req.config.get("cni.dev/valid-attachments") or []
-    if not isinstance(valid, list):
-        raise invalid_config("cni.dev/valid-attachments", valid, "must be a list")
-    keep = {f"{a.get('containerID')}/{a.get('ifname')}" for a in valid if isinstance(a, dict)}
+    keep = req.valid_owners()
     prefix = rules.network_prefix(req.network_name) + "_"
     removed = remove(Nft(), lambda name, tag: name.startswith(prefix) and tag not in keep)
     conntrack.flush_udp(_udp_ports(_claim_ports(removed)))

@@ -87,7 +87,7 @@ def test_add_admits_container_address_with_owner_tag_and_passes_prev_result(chai
     cl = conflist(tmp_path)
     result = chain_cni.add_chain(cl, container_ns, container_id="c1")
     ip = ip_of(result)
-    assert elements(host_ns) == {ip: "c1/eth0 fw-net"}
+    assert elements(host_ns) == {ip: "c1/eth0@fw-net"}
     assert [i["name"] for i in result["interfaces"]][0] == "cni-fw0"  # the bridge's result, unchanged
     chain_cni.check("firewall", fw_conf(cl, result), container_ns, container_id="c1")
 
@@ -116,7 +116,7 @@ def test_del_without_prev_result_after_netns_is_gone_removes_only_own_elements(c
     path = gone_ns.path
     gone_ns.remove()
     chain_cni.delete("firewall", fw_conf(cl), path, container_id="gone")
-    assert elements(host_ns) == {ip_of(kept): "keep/eth0 fw-net"}
+    assert elements(host_ns) == {ip_of(kept): "keep/eth0@fw-net"}
     chain_cni.delete("firewall", fw_conf(cl), path, container_id="gone")
 
 
@@ -129,7 +129,7 @@ def test_gc_removes_elements_of_invalid_attachments_of_its_own_network_only(chai
     b1 = chain_cni.add_chain(b, make_netns(), container_id="b1")
     gc_conf = dict(fw_conf(a), cniVersion="1.1.0")
     chain_cni.gc("firewall", gc_conf, [{"containerID": "a1", "ifname": "eth0"}])
-    assert elements(host_ns) == {ip_of(a1): "a1/eth0 net-a", ip_of(b1): "b1/eth0 net-b"}
+    assert elements(host_ns) == {ip_of(a1): "a1/eth0@net-a", ip_of(b1): "b1/eth0@net-b"}
 
 
 def test_add_without_prev_result_fails_with_invalid_config(cni, container_ns):
@@ -154,8 +154,8 @@ def test_reference_backend_names_are_accepted_and_mean_nftables(cni, host_ns, co
     conf = {"cniVersion": "1.0.0", "name": "n", "type": "firewall", "backend": backend, "prevResult": prev}
     result = cni.add("firewall", conf, container_ns)
     assert result["ips"] == prev["ips"]
-    assert elements(host_ns, "ctr4") == {"10.1.0.2": "ctr1/eth0 n"}
-    assert elements(host_ns, "ctr6") == {"fd00:1::2": "ctr1/eth0 n"}
+    assert elements(host_ns, "ctr4") == {"10.1.0.2": "ctr1/eth0@n"}
+    assert elements(host_ns, "ctr6") == {"fd00:1::2": "ctr1/eth0@n"}
 
 
 def test_same_bridge_needs_bridge_name_in_prev_result(cni, container_ns):
@@ -307,9 +307,9 @@ def test_address_taken_over_by_a_new_owner_is_retagged_and_old_owners_del_leaves
     conf = _synthetic("10.1.0.9/24")
     cni.add("firewall", conf, container_ns, container_id="old")
     cni.add("firewall", conf, container_ns, container_id="new")  # e.g. a lease reused after a lost DEL
-    assert elements(host_ns) == {"10.1.0.9": "new/eth0 n"}
+    assert elements(host_ns) == {"10.1.0.9": "new/eth0@n"}
     cni.delete("firewall", conf, container_ns, container_id="old")
-    assert elements(host_ns) == {"10.1.0.9": "new/eth0 n"}
+    assert elements(host_ns) == {"10.1.0.9": "new/eth0@n"}
     cni.check("firewall", conf, container_ns, container_id="new")
 
 
