@@ -1,0 +1,374 @@
+"""Attaching running processes to networks: a "container" is a process's network namespace, pinned by a
+bind mount (``<netns_dir>/pynet-<id>``) so a later DEL reaches that namespace even after the process died
+and its PID was reused. The container ID is derived from the namespace inode and the process start time,
+and is reused for every further attachment of the same namespace.
+
+A small record per container (``<cache_dir>/pynet/containers/<id>.json``: pid, start time, pin) says who
+it was; which networks it is on is read from the libcni result cache, the one source of truth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+
+from cni_plugins.errors import CNIError, INVALID_ENVIRONMENT, UNKNOWN_CONTAINER
+
+from .cache import CacheEntry
+from .chain import Runner
+from .netconf import list_networks
+
+DEFAULT_NETNS_DIR = "/run/netns"
+PIN_PREFIX = "pynet-"
+MS_BIND = 4096
+MNT_DETACH = 2
+_libc = ctypes.CDLL(None, use_errno=True)
+_ID = re.compile(r"^[0-9a-f]{16}$")
+
+
+class AttachError(CNIError):
+    pass
+
+
+# -- processes and namespaces --------------------------------------------------------------------
+def start_time(pid: int) -> int | None:
+    """The process start time in clock ticks since boot (field 22 of /proc/PID/stat), None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # comm may contain spaces and parentheses: fields resume after the last ')'.
+    return int(stat[stat.rindex(b")") + 2:].split()[19])
+
+
+def netns_identity(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _mount_bind(source: str, target: str) -> None:
+    if _libc.mount(source.encode(), target.encode(), b"none", MS_BIND, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"bind mount {source} on {target}: {os.strerror(err)}")
+
+
+def pin(source: str, target: str) -> None:
+    """Bind-mounts a namespace file so the namespace outlives every process in it."""
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    os.close(fd)
+    try:
+        _mount_bind(source, target)
+    except OSError:
+        os.unlink(target)
+        raise
+
+
+def unpin(target: str) -> None:
+    if _libc.umount2(target.encode(), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOENT):  # EINVAL: not a mount point (any more)
+            raise OSError(err, f"unmount {target}: {os.strerror(err)}")
+    try:
+        os.unlink(target)
+    except FileNotFoundError:
+        pass
+
+
+def is_pinned(target: str) -> bool:
+    """True when ``target`` still holds a namespace (not the empty file under an unmounted pin)."""
+    try:
+        return os.stat(target).st_dev == os.stat("/proc/self/ns/net").st_dev
+    except OSError:
+        return False
+
+
+# -- records ---------------------------------------------------------------------------------------
+@dataclass
+class Container:
+    id: str
+    pid: int = 0
+    start_time: int | None = None
+    netns: str = ""              # the pinned path (or, for foreign entries, the runtime's netns path)
+    netns_inode: list[int] = field(default_factory=list)
+    created: float = 0.0
+    foreign: bool = False        # known only from cache entries another runtime wrote
+    entries: list[CacheEntry] = field(default_factory=list)
+
+    @property
+    def alive(self) -> bool:
+        if self.foreign:
+            from cni_plugins.netns import exists
+            return bool(self.netns) and exists(self.netns)
+        return bool(self.pid) and start_time(self.pid) == self.start_time
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "pid": self.pid, "startTime": self.start_time, "netns": self.netns,
+                "netnsInode": self.netns_inode, "created": self.created}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "Container":
+        return cls(id=obj["id"], pid=int(obj.get("pid") or 0), start_time=obj.get("startTime"),
+                   netns=obj.get("netns", ""), netns_inode=list(obj.get("netnsInode") or []),
+                   created=float(obj.get("created") or 0))
+
+    def describe(self) -> dict:
+        return {"id": self.id, "pid": self.pid or None, "alive": self.alive, "netns": self.netns,
+                "pynet": not self.foreign,
+                "attachments": [describe_entry(e) for e in self.entries]}
+
+
+def describe_entry(entry: CacheEntry) -> dict:
+    result = entry.result or {}
+    ifaces = result.get("interfaces") or []
+    mac = next((i.get("mac", "") for i in ifaces if i.get("name") == entry.ifname and i.get("sandbox")), "")
+    return {"network": entry.network, "ifname": entry.ifname, "mac": mac,
+            "addresses": [ip.get("address") for ip in result.get("ips") or [] if ip.get("address")],
+            "portMappings": entry.capability_args.get("portMappings") or [],
+            "containerID": entry.container_id, "netns": entry.netns, "result": result}
+
+
+class Attachments:
+    def __init__(self, runner: Runner, netns_dir: str = DEFAULT_NETNS_DIR):
+        self.runner = runner
+        self.netns_dir = netns_dir
+        self.records_dir = os.path.join(runner.cache_dir, "pynet", "containers")
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """One attach/detach/gc at a time per cache dir: pins and records are read-modify-write."""
+        os.makedirs(self.records_dir, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(self.records_dir, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    # -- records -----------------------------------------------------------------------------------
+    def _record_path(self, cid: str) -> str:
+        return os.path.join(self.records_dir, f"{cid}.json")
+
+    def _load(self, cid: str) -> Container | None:
+        try:
+            with open(self._record_path(cid)) as f:
+                return Container.from_json(json.load(f))
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def _save(self, c: Container) -> None:
+        os.makedirs(self.records_dir, mode=0o700, exist_ok=True)
+        tmp = self._record_path(c.id) + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(c.to_json(), f)
+        os.replace(tmp, self._record_path(c.id))
+
+    def _records(self) -> list[Container]:
+        try:
+            names = sorted(os.listdir(self.records_dir))
+        except FileNotFoundError:
+            return []
+        return [c for c in (self._load(n[:-5]) for n in names if n.endswith(".json") and n[0] != ".") if c]
+
+    def containers(self) -> list[Container]:
+        """pynet's containers, and every other container ID found in the result cache."""
+        entries = self.runner.cache.entries()
+        by_id: dict[str, Container] = {c.id: c for c in self._records()}
+        for entry in entries:
+            c = by_id.get(entry.container_id)
+            if c is None:
+                c = by_id[entry.container_id] = Container(id=entry.container_id, netns=entry.netns, foreign=True)
+            c.entries.append(entry)
+        return list(by_id.values())
+
+    # -- resolving -----------------------------------------------------------------------------------
+    def _container_of_pid(self, pid: int) -> Container | None:
+        """The record for a live process: same PID and start time, or the same (pinned) namespace."""
+        st = start_time(pid)
+        if st is None:
+            return None
+        try:
+            ident = list(netns_identity(f"/proc/{pid}/ns/net"))
+        except OSError:
+            ident = None
+        for c in self._records():
+            if c.pid == pid and c.start_time == st:
+                return c
+            if ident and c.netns_inode == ident and is_pinned(c.netns):
+                return c
+        return None
+
+    def resolve(self, ref: str) -> Container:
+        """A container from a PID or a container ID (pynet's, or any runtime's in the result cache)."""
+        by_id = {c.id: c for c in self.containers()}
+        if ref in by_id:
+            return by_id[ref]
+        if ref.isdigit():
+            pid = int(ref)
+            c = self._container_of_pid(pid)
+            if c is not None:
+                return by_id.get(c.id, c)
+            stale = sorted((c for c in by_id.values() if not c.foreign and c.pid == pid),
+                           key=lambda c: c.created, reverse=True)
+            if stale and start_time(pid) is None:
+                return stale[0]  # the process exited; its pinned namespace is still there to clean
+            if stale:
+                raise AttachError(UNKNOWN_CONTAINER, f"process {pid} is not the one attached as container "
+                                  f"{stale[0].id} (that process has exited and the PID was reused); "
+                                  f"use the container ID: pynet detach {stale[0].id}")
+            if start_time(pid) is None:
+                raise AttachError(UNKNOWN_CONTAINER, f"no process {pid} and no container with that ID")
+            raise AttachError(UNKNOWN_CONTAINER, f"process {pid} has no attachments")
+        prefixed = [cid for cid in by_id if cid.startswith(ref)]
+        if len(prefixed) == 1:
+            return by_id[prefixed[0]]
+        raise AttachError(UNKNOWN_CONTAINER, f"no container {ref!r}"
+                          + (f" (ambiguous prefix: {sorted(prefixed)})" if prefixed else ""))
+
+    # -- attach --------------------------------------------------------------------------------------
+    def _pin_process(self, pid: int) -> Container:
+        source = f"/proc/{pid}/ns/net"
+        st = start_time(pid)
+        if st is None:
+            raise AttachError(UNKNOWN_CONTAINER, f"no process {pid}")
+        try:
+            ident = netns_identity(source)
+        except OSError as exc:
+            raise AttachError(UNKNOWN_CONTAINER, f"cannot read the network namespace of process {pid}: "
+                              f"{exc.strerror}") from None
+        if ident == netns_identity("/proc/thread-self/ns/net"):
+            raise AttachError(INVALID_ENVIRONMENT, f"process {pid} is in pynet's own network namespace; "
+                              "refusing to attach it")
+        try:
+            initial = netns_identity("/proc/1/ns/net")
+        except OSError:
+            initial = None
+        if ident == initial:
+            raise AttachError(INVALID_ENVIRONMENT, f"process {pid} is in the host's initial network namespace; "
+                              "refusing to attach it")
+        cid = hashlib.sha256(f"{ident[0]}:{ident[1]}:{pid}:{st}".encode()).hexdigest()[:16]
+        target = os.path.join(self.netns_dir, PIN_PREFIX + cid)
+        if not is_pinned(target):
+            if os.path.exists(target):
+                unpin(target)
+            pin(source, target)
+        # The pin must hold the namespace we checked, not one a reused PID pointed at meanwhile.
+        if netns_identity(target) != ident or start_time(pid) != st:
+            unpin(target)
+            raise AttachError(UNKNOWN_CONTAINER, f"process {pid} exited while being attached")
+        c = Container(id=cid, pid=pid, start_time=st, netns=target, netns_inode=list(ident), created=time.time())
+        self._save(c)
+        return c
+
+    def _free_ifname(self, c: Container, pid: int) -> str:
+        used = {e.ifname for e in self.runner.cache.entries(container_id=c.id)}
+        try:
+            with open(f"/proc/{pid}/net/dev") as f:
+                used.update(line.split(":")[0].strip() for line in f.readlines()[2:])
+        except OSError:
+            pass
+        return next(f"eth{n}" for n in range(1000) if f"eth{n}" not in used)
+
+    def attach(self, pid: int, network, ifname: str | None = None, capability_args: dict | None = None,
+               cni_args=None) -> tuple[Container, CacheEntry]:
+        with self._locked():
+            return self._attach(pid, network, ifname, capability_args, cni_args)
+
+    def _attach(self, pid, network, ifname, capability_args, cni_args):
+        conf = self.runner.network(network)
+        c = self._container_of_pid(pid)
+        fresh = c is None
+        if fresh:
+            c = self._pin_process(pid)
+        elif not c.alive and c.pid != pid:
+            # Another process of the same (still pinned) namespace now stands for the container.
+            c.pid, c.start_time = pid, start_time(pid)
+            self._save(c)
+        ifname = ifname or self._free_ifname(c, pid)
+        if self.runner.cached(conf.name, c.id, ifname):
+            raise AttachError(INVALID_ENVIRONMENT, f"container {c.id} (process {pid}) already has {ifname} "
+                              f"on network {conf.name!r}")
+        try:
+            self.runner.add(conf, c.id, c.netns, ifname, capability_args, cni_args)
+        except BaseException:
+            if fresh:
+                self._forget_if_unused(c)
+            raise
+        return c, self.runner.cached(conf.name, c.id, ifname)
+
+    # -- detach --------------------------------------------------------------------------------------
+    def _forget_if_unused(self, c: Container) -> bool:
+        if c.foreign or self.runner.cache.entries(container_id=c.id):
+            return False
+        if c.netns and os.path.basename(c.netns).startswith(PIN_PREFIX):
+            unpin(c.netns)
+        try:
+            os.unlink(self._record_path(c.id))
+        except FileNotFoundError:
+            pass
+        return True
+
+    def detach(self, ref: str, network: str | None = None, ifname: str | None = None) -> list[CacheEntry]:
+        with self._locked():
+            return self._detach(ref, network, ifname)
+
+    def _detach(self, ref, network, ifname):
+        c = self.resolve(ref)
+        chosen = [e for e in c.entries if (network is None or e.network == network)
+                  and (ifname is None or e.ifname == ifname)]
+        if not chosen:
+            what = " ".join(filter(None, [f"on network {network!r}" if network else "",
+                                          f"with interface {ifname!r}" if ifname else ""]))
+            raise AttachError(UNKNOWN_CONTAINER, f"container {c.id} has no attachment {what}".rstrip())
+        for entry in chosen:
+            # The cached netns is the pin (for our containers): never /proc/PID of a possibly reused PID.
+            self.runner.delete(entry.network, entry.container_id, entry.ifname, netns=entry.netns)
+        self._forget_if_unused(c)
+        return chosen
+
+    # -- gc ------------------------------------------------------------------------------------------
+    def gc(self, networks) -> dict:
+        """Deletes the attachments of dead containers on each network, runs the GC verb with the live ones,
+        and drops dead containers' pins and records. ``networks``: names or NetworkConfigLists."""
+        with self._locked():
+            return self._gc(networks)
+
+    def _gc(self, networks) -> dict:
+        containers = self.containers()
+        valid = [e.attachment() for c in containers if c.alive for e in c.entries]
+        report: dict = {"removed": [], "errors": []}
+        names = {n.name for n in list_networks(self.runner.config_dir)[0]}
+        for network in networks:
+            try:
+                removed = self.runner.gc(network, valid)
+                report["removed"].extend(describe_entry(e) for e in removed)
+            except CNIError as err:
+                report["errors"].append(str(err))
+        # Dead attachments on networks no longer defined: DEL with the config cached at ADD time.
+        for c in containers:
+            for e in c.entries:
+                if c.alive or e.network in names:
+                    continue
+                try:
+                    self.runner.delete(e.network, e.container_id, e.ifname)
+                    report["removed"].append(describe_entry(e))
+                except CNIError as err:
+                    report["errors"].append(f"failed to delete stale attachment {e.container_id} {e.ifname} "
+                                            f"on network {e.network!r}: {err}")
+        for c in containers:
+            if not c.foreign and not c.alive:
+                self._forget_if_unused(c)
+        # Records whose attachments vanished some other way (cache removed by hand) are dropped too.
+        for c in self._records():
+            if not c.alive:
+                self._forget_if_unused(c)
+        return report
