@@ -1,0 +1,86 @@
+"""`pynet run --rm busybox true` end to end against runc with an equivalent bundle (same busybox rootfs,
+new mount/uts/ipc/pid/net namespaces, no network attached). Prints medians and the ratio.
+
+Run as root: .venv/bin/python bench/launcher_bench.py [N]
+Everything runs inside a throwaway network namespace; image store, state and bundle live in a temp dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from netns_fixtures import Netns  # noqa: E402
+from pynet.launcher import images  # noqa: E402
+
+RUNC = shutil.which("runc") or "/usr/sbin/runc"
+VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+
+
+def timed(ns: Netns, argv, env, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        res = ns.run(argv, env=env)
+        out.append((time.perf_counter() - t0) * 1000)
+        if res.returncode != 0:
+            raise SystemExit(f"{argv[0]} failed: {res.stderr.decode()[-2000:]}")
+    return out
+
+
+def runc_bundle(tmp: str, layer: str) -> str:
+    bundle = os.path.join(tmp, "bundle")
+    os.makedirs(bundle)
+    shutil.copytree(layer, os.path.join(bundle, "rootfs"), symlinks=True)
+    subprocess.run([RUNC, "spec"], cwd=bundle, check=True)
+    with open(os.path.join(bundle, "config.json")) as fh:
+        spec = json.load(fh)
+    spec["process"]["terminal"] = False
+    spec["process"]["args"] = ["true"]
+    spec["root"]["readonly"] = False
+    with open(os.path.join(bundle, "config.json"), "w") as fh:
+        json.dump(spec, fh)
+    return bundle
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 30
+    if not os.path.exists(RUNC):
+        raise SystemExit("runc not installed (apt-get install runc)")
+    with tempfile.TemporaryDirectory(prefix="pynet-bench-") as tmp, Netns.create("pynet-bench") as ns:
+        env = dict(os.environ, PYNET_ROOT=os.path.join(tmp, "root"), PYNET_STATE=os.path.join(tmp, "state"))
+        os.environ["PYNET_ROOT"] = env["PYNET_ROOT"]
+        image = images.build_busybox()
+        bundle = runc_bundle(tmp, images.layer_path(image["layers"][0]))
+        cases = {
+            "pynet run (full CLI)": [os.path.join(VENV_BIN, "pynet"), "run", "--rm", "--net", "none", "busybox", "true"],
+            "python -m pynet.launcher run": [os.path.join(VENV_BIN, "python"), "-m", "pynet.launcher", "run", "--rm",
+                                            "--net", "none", "busybox", "true"],
+            "runc run": [RUNC, "--root", os.path.join(tmp, "runc-state"), "run", "-b", bundle, f"pynet-bench-runc-{os.getpid()}"],
+        }
+        for argv in cases.values():
+            timed(ns, argv, env, 2)   # warm caches
+        # Interleaved, so load from other processes on this shared machine hits every case alike.
+        samples = {name: [] for name in cases}
+        for _ in range(n):
+            for name, argv in cases.items():
+                samples[name] += timed(ns, argv, env, 1)
+        results = {name: statistics.median(v) for name, v in samples.items()}
+        for name, ms in results.items():
+            print(f"{name:32s} median {ms:7.1f} ms  min {min(samples[name]):7.1f} ms  (n={n})")
+        base = results["runc run"]
+        print(f"ratio pynet/runc: {results['pynet run (full CLI)'] / base:.2f} (full CLI), "
+              f"{results['python -m pynet.launcher run'] / base:.2f} (launcher entry point)")
+
+
+if __name__ == "__main__":
+    main()

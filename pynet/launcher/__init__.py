@@ -1,0 +1,2 @@
+"""`pynet run`: a small container launcher (namespaces, overlayfs + pivot_root, cgroups v1/v2/hybrid,
+capabilities + seccomp, CNI networking through pynet's runner). See cli.py for the commands."""

@@ -1,0 +1,317 @@
+"""Per-container cgroups on cgroup v2, v1, or a hybrid of both.
+
+Every hierarchy found in /proc/self/mountinfo gets a ``pynet/<id>`` directory under its *root* (never
+relative to /proc/self/cgroup: with no systemd the launcher's own cgroup is arbitrary). Limits go to the
+hierarchy that owns the controller: on pure v2 the unified tree, on v1/hybrid the controller's own mount;
+a controller-less cgroup2 (hybrid) is still joined, for tracking and cgroup.kill.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+V1_CONTROLLERS = {"memory", "pids", "cpu", "cpuacct", "cpuset", "freezer", "devices", "blkio"}
+
+
+class CgroupError(Exception):
+    pass
+
+
+@dataclass
+class Hierarchy:
+    mountpoint: str
+    version: int
+    controllers: frozenset   # v1: the mount's controllers; v2: cgroup.controllers of the root
+
+
+def _v2_controllers(mnt: str) -> frozenset:
+    try:
+        with open(os.path.join(mnt, "cgroup.controllers")) as c:
+            return frozenset(c.read().split())
+    except OSError:
+        return frozenset()
+
+
+def hierarchies(mountinfo: str | None = None, v2_controllers=_v2_controllers) -> list[Hierarchy]:
+    """The cgroup hierarchies mounted here (``mountinfo`` text and ``v2_controllers`` are for tests)."""
+    if mountinfo is None:
+        with open("/proc/self/mountinfo") as fh:
+            mountinfo = fh.read()
+    out, seen = [], set()
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        fields, rfields = left.split(), right.split()
+        if len(fields) < 5 or len(rfields) < 3:
+            continue
+        fstype, mnt, root = rfields[0], fields[4], fields[3]
+        if root != "/" or mnt in seen:
+            continue
+        if fstype == "cgroup2":
+            out.append(Hierarchy(mnt, 2, v2_controllers(mnt)))
+            seen.add(mnt)
+        elif fstype == "cgroup":
+            opts = set(rfields[2].split(","))
+            ctrls = frozenset(opts & V1_CONTROLLERS)
+            if ctrls or any(o.startswith("name=") for o in opts):
+                out.append(Hierarchy(mnt, 1, ctrls))
+                seen.add(mnt)
+    return out
+
+
+def container_mounts(hs: list[Hierarchy] | None = None) -> list[tuple]:
+    """How each hierarchy is mounted again inside a container: (dir under /sys/fs/cgroup, fstype, options);
+    one ("", "cgroup2", "") entry when the unified tree is /sys/fs/cgroup itself."""
+    hs = hierarchies() if hs is None else hs
+    out = []
+    for h in hs:
+        if not h.mountpoint.startswith("/sys/fs/cgroup"):
+            continue
+        name = os.path.relpath(h.mountpoint, "/sys/fs/cgroup")
+        if h.version == 2:
+            out.append(("" if name == "." else name, "cgroup2", ""))
+        else:
+            opts = ",".join(sorted(h.controllers)) if h.controllers else f"none,name={name}"
+            out.append((name, "cgroup", opts))
+    if any(n == "" for n, _, _ in out):
+        return [m for m in out if m[0] == ""]
+    return out
+
+
+def controller_mounted(name: str) -> bool:
+    return any(name in h.controllers for h in hierarchies())
+
+
+def layout(hs: list[Hierarchy] | None = None) -> str:
+    hs = hierarchies() if hs is None else hs
+    v1 = any(h.version == 1 for h in hs)
+    v2 = any(h.version == 2 for h in hs)
+    return "hybrid" if v1 and v2 else "v1" if v1 else "v2" if v2 else "none"
+
+
+def _write(path: str, value) -> None:
+    with open(path, "w") as fh:
+        fh.write(str(value))
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+@dataclass
+class Limits:
+    memory: int | None = None        # bytes
+    cpus: float | None = None
+    pids: int | None = None
+    cpuset_cpus: str | None = None
+
+    def any(self) -> bool:
+        return any(v is not None for v in (self.memory, self.cpus, self.pids, self.cpuset_cpus))
+
+
+@dataclass
+class ContainerCgroups:
+    """The cgroup directories of one container: {"memory": path, ..., "unified": path}."""
+    paths: dict = field(default_factory=dict)
+
+    def controller(self, name: str) -> str | None:
+        return self.paths.get(name) or (self.paths.get("unified") if self._v2_has(name) else None)
+
+    def _v2_has(self, name: str) -> bool:
+        path = self.paths.get("unified")
+        ctrls = _read(os.path.join(path, "cgroup.controllers")) if path else None
+        return bool(ctrls) and name in ctrls.split()
+
+    def all_dirs(self) -> list[str]:
+        return list(dict.fromkeys(self.paths.values()))
+
+    def join(self, pid: int) -> None:
+        for path in self.all_dirs():
+            _write(os.path.join(path, "cgroup.procs"), pid)
+
+    def pids(self) -> set[int]:
+        found = set()
+        for path in self.all_dirs():
+            text = _read(os.path.join(path, "cgroup.procs")) or ""
+            found.update(int(p) for p in text.split())
+        return found
+
+    def kill_all(self) -> None:
+        """SIGKILL whatever is left in the container's cgroups (only processes of this container)."""
+        for path in self.all_dirs():
+            kill_file = os.path.join(path, "cgroup.kill")
+            if os.path.exists(kill_file):
+                try:
+                    _write(kill_file, 1)
+                except OSError:
+                    pass
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def remove(self, timeout: float = 5.0) -> None:
+        """Kills stragglers and removes every directory; idempotent."""
+        deadline = time.monotonic() + timeout
+        pending = [p for p in self.all_dirs() if os.path.isdir(p)]
+        if pending and self.pids():
+            self.kill_all()
+        while pending:
+            left = []
+            for path in pending:
+                try:
+                    os.rmdir(path)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                        raise CgroupError(f"cannot remove cgroup {path}: {exc.strerror}") from None
+                    left.append(path)
+            pending = left
+            if pending:
+                self.kill_all()
+                time.sleep(0.01)
+
+    def oom_killed(self) -> bool:
+        mem = self.controller("memory")
+        if not mem:
+            return False
+        for name in ("memory.events", "memory.oom_control"):
+            text = _read(os.path.join(mem, name))
+            if text:
+                for line in text.splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill" and int(value) > 0:
+                        return True
+        return False
+
+    def stats(self) -> dict:
+        out = {}
+        mem = self.controller("memory")
+        if mem:
+            usage = _read(os.path.join(mem, "memory.current")) or _read(os.path.join(mem, "memory.usage_in_bytes"))
+            limit = _read(os.path.join(mem, "memory.max")) or _read(os.path.join(mem, "memory.limit_in_bytes"))
+            out["memory_bytes"] = int(usage) if usage and usage.isdigit() else None
+            out["memory_limit"] = int(limit) if limit and limit.isdigit() and int(limit) < 1 << 62 else None
+        pids = self.controller("pids")
+        if pids:
+            cur, mx = _read(os.path.join(pids, "pids.current")), _read(os.path.join(pids, "pids.max"))
+            out["pids"] = int(cur) if cur else None
+            out["pids_limit"] = int(mx) if mx and mx.isdigit() else None
+        cpuacct = self.paths.get("cpuacct")
+        usage = _read(os.path.join(cpuacct, "cpuacct.usage")) if cpuacct else None
+        if usage is None and self.paths.get("unified"):
+            stat = _read(os.path.join(self.paths["unified"], "cpu.stat")) or ""
+            for line in stat.splitlines():
+                if line.startswith("usage_usec "):
+                    usage = str(int(line.split()[1]) * 1000)
+        out["cpu_ns"] = int(usage) if usage else None
+        return out
+
+
+def _ensure_parent_v1(h: Hierarchy, parent: str) -> None:
+    os.makedirs(parent, exist_ok=True)
+    if "cpuset" in h.controllers:
+        # A v1 cpuset child starts empty and refuses tasks until cpus/mems are filled in.
+        for key in ("cpuset.cpus", "cpuset.mems"):
+            if not _read(os.path.join(parent, key)):
+                _write(os.path.join(parent, key), _read(os.path.join(h.mountpoint, key)))
+
+
+def _enable_v2(h: Hierarchy, parent: str, wanted: set[str]) -> None:
+    os.makedirs(parent, exist_ok=True)
+    enable = " ".join(f"+{c}" for c in sorted(wanted & h.controllers))
+    if not enable:
+        return
+    for path in (h.mountpoint, parent):
+        try:
+            _write(os.path.join(path, "cgroup.subtree_control"), enable)
+        except OSError as exc:
+            raise CgroupError(f"cannot enable {enable} in {path}: {exc.strerror}") from None
+
+
+def create(container_id: str, limits: Limits) -> ContainerCgroups:
+    """Makes pynet/<id> in every hierarchy and writes the limits; on failure removes what it made."""
+    hs = hierarchies()
+    cg = ContainerCgroups()
+    v2_limits = {"memory", "pids", "cpu", "cpuset"}
+    try:
+        for h in hs:
+            parent = os.path.join(h.mountpoint, "pynet")
+            path = os.path.join(parent, container_id)
+            if h.version == 1:
+                _ensure_parent_v1(h, parent)
+                os.mkdir(path)
+                key = ",".join(sorted(h.controllers)) or os.path.basename(h.mountpoint)
+                for c in h.controllers or {key}:
+                    cg.paths[c] = path
+                if "cpuset" in h.controllers:
+                    _write(os.path.join(path, "cpuset.mems"), _read(os.path.join(parent, "cpuset.mems")))
+                    _write(os.path.join(path, "cpuset.cpus"), limits.cpuset_cpus or _read(os.path.join(parent, "cpuset.cpus")))
+            else:
+                _enable_v2(h, parent, v2_limits)
+                os.mkdir(path)
+                cg.paths["unified"] = path
+        _apply(cg, limits)
+    except BaseException:
+        try:
+            cg.remove()
+        except CgroupError:
+            pass
+        raise
+    return cg
+
+
+def _apply(cg: ContainerCgroups, limits: Limits) -> None:
+    def need(ctrl):
+        path = cg.controller(ctrl)
+        if path is None:
+            raise CgroupError(f"no {ctrl} cgroup controller available for this limit")
+        return path
+
+    try:
+        if limits.memory is not None:
+            path = need("memory")
+            if os.path.exists(os.path.join(path, "memory.max")):
+                _write(os.path.join(path, "memory.max"), limits.memory)
+                if os.path.exists(os.path.join(path, "memory.swap.max")):
+                    _write(os.path.join(path, "memory.swap.max"), 0)
+            else:
+                _write(os.path.join(path, "memory.limit_in_bytes"), limits.memory)
+                if os.path.exists(os.path.join(path, "memory.memsw.limit_in_bytes")):
+                    _write(os.path.join(path, "memory.memsw.limit_in_bytes"), limits.memory)
+        if limits.pids is not None:
+            _write(os.path.join(need("pids"), "pids.max"), limits.pids if limits.pids > 0 else "max")
+        if limits.cpus is not None:
+            path = need("cpu")
+            quota = int(limits.cpus * 100000)
+            if os.path.exists(os.path.join(path, "cpu.max")):
+                _write(os.path.join(path, "cpu.max"), f"{quota} 100000")
+            else:
+                _write(os.path.join(path, "cpu.cfs_period_us"), 100000)
+                _write(os.path.join(path, "cpu.cfs_quota_us"), quota)
+        if limits.cpuset_cpus is not None and "cpuset" not in cg.paths:
+            _write(os.path.join(need("cpuset"), "cpuset.cpus"), limits.cpuset_cpus)
+    except OSError as exc:
+        raise CgroupError(f"cannot set limit: {exc.filename}: {exc.strerror}") from None
+
+
+def from_paths(paths: dict) -> ContainerCgroups:
+    return ContainerCgroups(dict(paths))
+
+
+def parse_size(text: str) -> int:
+    """Docker's --memory syntax: 64m, 1g, 512k, plain bytes."""
+    units = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("b") if text.lower().endswith(("kb", "mb", "gb")) else text.strip().lower()
+    if t and t[-1] in units:
+        return int(float(t[:-1]) * units[t[-1]])
+    return int(t)

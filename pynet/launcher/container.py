@@ -1,0 +1,369 @@
+"""Container lifecycle: options -> prepared storage, cgroups and state -> running process -> cleanup.
+
+One launcher process (the foreground ``pynet run``, or its detached monitor with ``-d``) owns a container
+from start to exit: it waits for PID 1 and then undoes everything (network DEL, cgroups, upper dir with
+``--rm``). When that launcher dies, the record stays; ``pynet rm -f`` and ``pynet container gc`` redo the
+same idempotent cleanup.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+
+from . import cgroups, images, linux, namespaces, network, rootfs, security, state
+from .state import Record
+
+DEFAULT_USERNS = (100000, 65536)
+
+
+class ContainerError(Exception):
+    def __init__(self, message: str, exit_code: int = 125):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class RunOptions:
+    image: str | None = None
+    rootfs_dir: str | None = None
+    command: list = field(default_factory=list)
+    name: str | None = None
+    hostname: str | None = None
+    detach: bool = False
+    rm: bool = False
+    init: bool = False
+    env: list = field(default_factory=list)
+    workdir: str | None = None
+    userns: bool = False
+    userns_base: int = DEFAULT_USERNS[0]
+    userns_size: int = DEFAULT_USERNS[1]
+    limits: cgroups.Limits = field(default_factory=cgroups.Limits)
+    cap_add: list = field(default_factory=list)
+    cap_drop: list = field(default_factory=list)
+    seccomp: str = "default"
+    no_new_privs: bool = True
+    read_only: bool = False
+    net: network.NetOptions = field(default_factory=network.NetOptions)
+    dns: list = field(default_factory=list)
+    volumes: list = field(default_factory=list)
+
+
+def _env_list_to_dict(items) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            value = os.environ.get(key)
+            if value is None:
+                continue
+        out[key] = value
+    return out
+
+
+def _storage_dir(cid: str) -> str:
+    return os.path.join(state.storage_root(), "containers", cid)
+
+
+def _write_etc(rec_dir: str, hostname: str, hosts_extra: list, dns: list | None) -> None:
+    with open(os.path.join(rec_dir, "hostname"), "w") as fh:
+        fh.write(hostname + "\n")
+    write_hosts(rec_dir, hostname, hosts_extra)
+    write_resolv(rec_dir, dns)
+
+
+def write_hosts(rec_dir: str, hostname: str, addresses: list) -> None:
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    lines += [f"{addr}\t{hostname}" for addr in addresses]
+    if not addresses:
+        lines.append(f"127.0.1.1\t{hostname}")
+    # Written in place: the file is bind-mounted into the container, a rename would detach it.
+    with open(os.path.join(rec_dir, "hosts"), "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+def write_resolv(rec_dir: str, nameservers: list | None, search: list | None = None) -> None:
+    """--dns or the network's DNS; else the host's, minus loopback resolvers (unreachable inside)."""
+    lines = []
+    if nameservers is None:
+        try:
+            with open("/etc/resolv.conf") as fh:
+                for line in fh:
+                    parts = line.split()
+                    if parts[:1] == ["nameserver"] and len(parts) > 1 and parts[1].startswith(("127.", "::1")):
+                        continue
+                    lines.append(line.rstrip("\n"))
+        except OSError:
+            pass
+    else:
+        lines = [f"nameserver {ns}" for ns in nameservers]
+        if search:
+            lines.append("search " + " ".join(search))
+    with open(os.path.join(rec_dir, "resolv.conf"), "w") as fh:
+        fh.write("\n".join(lines) + ("\n" if lines else ""))
+
+
+def _resolve_command(opts: RunOptions, config: dict) -> list:
+    entry = list(config.get("Entrypoint") or [])
+    cmd = list(opts.command) if opts.command else list(config.get("Cmd") or [])
+    argv = entry + cmd
+    if not argv:
+        raise ContainerError("no command given and the image has none")
+    return argv
+
+
+def create(opts: RunOptions) -> tuple[Record, namespaces.ProcessSpec]:
+    """Everything before the process: image, storage, cgroups, state record. Undone on failure."""
+    if opts.name and state.name_taken(opts.name):
+        raise ContainerError(f"container name {opts.name!r} is already in use")
+    try:
+        caps = security.resolve_caps(opts.cap_add, opts.cap_drop)
+    except security.SecurityError as exc:
+        raise ContainerError(str(exc)) from None
+    if opts.rootfs_dir:
+        if not os.path.isdir(opts.rootfs_dir):
+            raise ContainerError(f"--rootfs {opts.rootfs_dir}: not a directory")
+        config = {"Env": [images.DEFAULT_PATH], "Cmd": ["sh"]}
+        lowers, layer_ids, image_name = [os.path.realpath(opts.rootfs_dir)], [], None
+    else:
+        try:
+            image = images.ensure(opts.image or images.DEFAULT_IMAGE)
+        except images.ImageError as exc:
+            raise ContainerError(str(exc)) from None
+        config, layer_ids, image_name = image["config"], image["layers"], image["name"]
+        lowers = [images.layer_path(layer) for layer in layer_ids]
+    userns = (opts.userns_base, opts.userns_size) if opts.userns else None
+    argv = _resolve_command(opts, config)
+    env = {"PATH": images.DEFAULT_PATH.split("=", 1)[1]}
+    env.update(_env_list_to_dict(config.get("Env") or []))
+    cid = state.new_id()
+    hostname = opts.hostname or cid[:12]
+    env["HOSTNAME"] = hostname
+    env.update(_env_list_to_dict(opts.env))
+    cwd = opts.workdir or config.get("WorkingDir") or "/"
+
+    rec = Record.create({
+        "id": cid, "name": opts.name or f"pynet-{cid[:12]}", "image": image_name or opts.rootfs_dir,
+        "layers": layer_ids, "command": argv, "created": state.now(), "status": "created",
+        "hostname": hostname, "rm": opts.rm, "userns": list(userns) if userns else None,
+        "caps": caps, "seccomp": opts.seccomp, "no_new_privs": opts.no_new_privs, "env": env, "cwd": cwd,
+        "storage": _storage_dir(cid), "read_only": opts.read_only, "detached": opts.detach,
+        "monitor_pid": os.getpid(), "monitor_start": linux.proc_start_time(os.getpid()),
+        "limits": vars(opts.limits), "network": opts.net.to_record(),
+    })
+    try:
+        storage = rec["storage"]
+        upper, work = os.path.join(storage, "upper"), os.path.join(storage, "work")
+        if userns and opts.rootfs_dir:
+            # A private copy owned by the mapped range (image layers have shared shifted copies instead).
+            images.copy_tree(lowers[0], os.path.join(storage, "rootfs"), shift=userns[0])
+            lowers = [os.path.join(storage, "rootfs")]
+        elif userns:
+            lowers = images.shifted_layers(layer_ids, userns[0])
+        for d in (upper, work):
+            os.makedirs(d, mode=0o755)
+            if userns:
+                os.chown(d, userns[0], userns[0])
+        _write_etc(rec.dir, hostname, [], opts.dns or None)
+        cg = cgroups.create(cid, opts.limits)
+        rec.update(cgroups=cg.paths)
+    except BaseException as exc:
+        _undo(rec)
+        if isinstance(exc, (cgroups.CgroupError, OSError, images.ImageError)):
+            raise ContainerError(str(exc)) from None
+        raise
+    spec = namespaces.ProcessSpec(
+        argv=argv, env=env, cwd=cwd, hostname=hostname, caps=caps, seccomp=opts.seccomp,
+        nnp=opts.no_new_privs, init=opts.init, userns=userns, new_net=opts.net.mode != "host",
+        rootfs=rootfs.RootfsSpec(lowerdirs=list(reversed(lowers)), upper=upper, work=work, etc_dir=rec.dir,
+                                 readonly=opts.read_only, new_netns=opts.net.mode != "host",
+                                 owner=userns[0] if userns else 0, extra_binds=list(opts.volumes),
+                                 cgroup_mounts=cgroups.container_mounts()))
+    return rec, spec
+
+
+def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None) -> int:
+    cg = cgroups.from_paths(rec["cgroups"])
+    needs_network = network.needs_attach(rec)
+
+    def record_running(pid: int) -> None:
+        rec.update(pid=pid, pid_start=linux.proc_start_time(pid), status="running", started=state.now(),
+                   namespaces={n: linux.ns_inode(pid, n) for n in linux.NAMESPACES})
+
+    def before_exec(pid: int) -> None:
+        if not needs_network:
+            return   # nothing to wait for: the record is written while the command already runs
+        record_running(pid)
+        attached = network.attach(rec, pid)
+        if attached:
+            rec.update(network=attached)
+            addrs = network.addresses(attached)
+            write_hosts(rec.dir, rec["hostname"], addrs)
+            if dns is None and network.dns_servers(attached):
+                write_resolv(rec.dir, network.dns_servers(attached), network.dns_search(attached))
+
+    try:
+        pid = namespaces.start(spec, cg.join, before_exec)
+        if not needs_network:
+            record_running(pid)
+        return pid
+    except BaseException as exc:
+        _undo(rec)
+        if isinstance(exc, namespaces.LaunchError):
+            raise ContainerError(str(exc), exc.exit_code) from None
+        if isinstance(exc, Exception) and not isinstance(exc, ContainerError):
+            raise ContainerError(str(exc)) from None   # network (CNIError, NetworkError), OSError
+        raise
+
+
+def _undo(rec: Record) -> None:
+    """A failed create/start leaves nothing; if even that fails the record stays for `rm -f`/gc."""
+    try:
+        cleanup(rec, remove_all=True)
+    except ContainerError:
+        pass
+
+
+def wait(rec: Record, pid: int) -> int:
+    """Waits for PID 1 (a child of this subreaper launcher), reaping anything else re-parented here."""
+    while True:
+        try:
+            got, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 255
+        except InterruptedError:
+            continue
+        if got == pid:
+            return namespaces.exit_status(status)
+
+
+def finish(rec: Record, code: int) -> None:
+    """After PID 1 exited: record it, then clean up (everything with --rm)."""
+    cg = cgroups.from_paths(rec.get("cgroups") or {})
+    oom = cg.oom_killed() if rec.get("cgroups") else False
+    rec = rec.reload()
+    # "stopping" until the teardown is done, so "exited" means nothing is left but the record.
+    rec.update(status="stopping", exit_code=code, finished=state.now(), oom_killed=oom)
+    try:
+        cleanup(rec, remove_all=bool(rec.get("rm")))
+    finally:
+        if os.path.exists(rec.path):
+            rec.update(status="exited")
+
+
+def cleanup(rec: Record, remove_all: bool, force: bool = False) -> None:
+    """Idempotent teardown: network DEL, cgroups, then (remove_all) upper dir and the record. A failed
+    step keeps the record (so `rm -f`/gc can retry) unless ``force``."""
+    errors = []
+    try:
+        network.detach(rec)
+    except Exception as exc:  # noqa: BLE001 - keep tearing down the rest
+        errors.append(f"network: {exc}")
+    if rec.get("cgroups"):
+        try:
+            cgroups.from_paths(rec["cgroups"]).remove()
+        except cgroups.CgroupError as exc:
+            errors.append(str(exc))
+    if remove_all and (force or not errors):
+        shutil.rmtree(rec.get("storage") or _storage_dir(rec.id), ignore_errors=True)
+        shutil.rmtree(rec.dir, ignore_errors=True)
+    elif errors and os.path.exists(rec.path):
+        rec.update(cleanup_errors=errors)
+    if errors:
+        raise ContainerError("; ".join(errors))
+
+
+# -- operations on existing containers ---------------------------------------------------------------
+def signal_container(rec: Record, sig: int) -> None:
+    if not rec.running():
+        raise ContainerError(f"container {rec.id[:12]} is not running")
+    os.kill(rec["pid"], sig)
+
+
+def _wait_gone(rec: Record, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not rec.running():
+            return True
+        time.sleep(0.02)
+    return not rec.running()
+
+
+def _wait_monitor(rec: Record, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while rec.monitor_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def stop(rec: Record, timeout: float = 10.0) -> None:
+    if not rec.running():
+        return
+    os.kill(rec["pid"], signal.SIGTERM)
+    if not _wait_gone(rec, timeout):
+        os.kill(rec["pid"], signal.SIGKILL)
+        _wait_gone(rec, 5)
+    _wait_monitor(rec, 10)
+
+
+def remove(rec: Record, force: bool = False) -> None:
+    if rec.running():
+        if not force:
+            raise ContainerError(f"container {rec.id[:12]} is running (stop it or use -f)")
+        os.kill(rec["pid"], signal.SIGKILL)
+        _wait_gone(rec, 5)
+    _wait_monitor(rec, 10)
+    rec = rec.reload()
+    if not os.path.exists(rec.path):
+        return   # its monitor removed it (--rm)
+    try:
+        cleanup(rec, remove_all=True, force=force)
+    except ContainerError:
+        if not force:
+            raise
+
+
+def gc() -> list[str]:
+    """Cleans records whose launcher died (status "dead"), and removes exited --rm leftovers."""
+    cleaned = []
+    for rec in state.all_records():
+        st = rec.status()
+        if st == "dead" or (st == "exited" and rec.get("rm")):
+            try:
+                remove(rec, force=True)
+            except ContainerError:
+                continue
+            cleaned.append(rec.id)
+    return cleaned
+
+
+def exec_in(rec: Record, argv: list, env: list, workdir: str | None) -> int:
+    if not rec.running():
+        raise ContainerError(f"container {rec.id[:12]} is not running")
+    full_env = dict(rec.get("env") or {})
+    full_env.update(_env_list_to_dict(env))
+    spec = namespaces.ProcessSpec(
+        argv=argv, env=full_env, cwd=workdir or rec.get("cwd") or "/", hostname=rec["hostname"],
+        caps=rec["caps"], seccomp=rec.get("seccomp", "default"), nnp=rec.get("no_new_privs", True),
+        init=False, userns=None, new_net=False, rootfs=None)
+    cg = cgroups.from_paths(rec.get("cgroups") or {})
+    try:
+        return namespaces.join(rec["pid"], spec, cg.join)
+    except namespaces.LaunchError as exc:
+        raise ContainerError(str(exc), exc.exit_code) from None
+
+
+def inspect(rec: Record) -> dict:
+    data = dict(rec.data)
+    data["state"] = rec.status()
+    pid = rec.get("pid")
+    if rec.running():
+        data["namespaces"] = {n: linux.ns_inode(pid, n) for n in linux.NAMESPACES}
+        data["host_namespaces"] = {n: linux.ns_inode("self", n) for n in linux.NAMESPACES}
+        data["mounts"] = rootfs.mounts_of(pid)
+        data["stats"] = cgroups.from_paths(rec.get("cgroups") or {}).stats()
+    data["security"] = {"capabilities": rec.get("caps"), "seccomp": rec.get("seccomp"),
+                        "no_new_privs": rec.get("no_new_privs"), **security.lsm_status()}
+    return data

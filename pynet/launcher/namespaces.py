@@ -1,0 +1,299 @@
+"""Starting the container process in new namespaces, and joining them again for ``pynet exec``.
+
+Process shape (the launcher is a child subreaper, so the container's PID 1 becomes its child)::
+
+    launcher ── fork ── stage1: unshare(mnt), assemble the rootfs (host root),
+                                [unshare(user); launcher writes uid_map/gid_map],
+                                unshare(mnt?, uts, ipc, net, cgroup, pid), fork, exit
+                            └── stage2 = PID 1: /proc, /sys, /dev, pivot_root, hostname, lo up,
+                                waits for the launcher (cgroups joined, network attached),
+                                drops privileges, execs the command (or a tiny init that reaps)
+
+Two pipes: the stages report JSON lines to the launcher (``{"pid": N}``, ``{"error": ...}``; EOF after
+a successful exec, the write end being close-on-exec), the launcher releases them with single bytes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+from dataclasses import dataclass
+
+from . import linux as L
+from . import rootfs, security
+
+
+class LaunchError(Exception):
+    def __init__(self, message: str, exit_code: int = 125):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class ProcessSpec:
+    argv: list
+    env: dict
+    cwd: str
+    hostname: str
+    caps: list
+    seccomp: str            # "default" | "unconfined"
+    nnp: bool
+    init: bool
+    userns: tuple | None    # (host base, size) mapped to container 0..size-1
+    new_net: bool
+    rootfs: rootfs.RootfsSpec | None
+
+
+# -- launcher side ---------------------------------------------------------------------------------
+def _write_maps(pid: int, base: int, size: int) -> None:
+    with open(f"/proc/{pid}/setgroups", "w") as fh:
+        fh.write("deny")
+    for name in ("uid_map", "gid_map"):
+        with open(f"/proc/{pid}/{name}", "w") as fh:
+            fh.write(f"0 {base} {size}\n")
+
+
+def start(spec: ProcessSpec, join_cgroups, before_exec) -> int:
+    """Starts the container; returns the host PID of its PID 1 once the command has been executed.
+
+    ``join_cgroups(pid)`` runs before any namespace exists (so the cgroup namespace is rooted at the
+    container's cgroup); ``before_exec(pid)`` runs with PID 1 waiting (network attach, state).
+    """
+    L.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
+    r_report, w_report = os.pipe()
+    r_sync, w_sync = os.pipe()
+    stage1 = os.fork()
+    if stage1 == 0:
+        os.close(r_report)
+        os.close(w_sync)
+        _run_stage(_stage1, spec, r_sync, w_report)
+    os.close(w_report)
+    os.close(r_sync)
+    report = os.fdopen(r_report, "rb")
+    pid = None
+    try:
+        join_cgroups(stage1)
+        os.write(w_sync, b"1")
+        msg = _read(report)
+        if spec.userns:
+            if msg.get("userns") != "ready":
+                _fail(msg)
+            _write_maps(stage1, *spec.userns)
+            os.write(w_sync, b"M")
+            msg = _read(report)
+        if "pid" not in msg:
+            _fail(msg)
+        pid = msg["pid"]
+        os.waitpid(stage1, 0)
+        stage1 = None
+        before_exec(pid)
+        os.write(w_sync, b"2")
+        msg = _read(report)
+        if msg:
+            _fail(msg)
+        return pid
+    except BaseException:
+        for p in (stage1, pid):
+            if p:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                    os.waitpid(p, 0)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
+        raise
+    finally:
+        report.close()
+        os.close(w_sync)
+
+
+def _read(report) -> dict:
+    line = report.readline()
+    return json.loads(line) if line else {}
+
+
+def _fail(msg: dict):
+    if not msg:
+        raise LaunchError("container setup ended without a report")
+    raise LaunchError(msg.get("error", "container setup failed"), msg.get("code", 125))
+
+
+# -- child side ------------------------------------------------------------------------------------
+def _run_stage(fn, *args):
+    """Runs a stage in a forked child; never returns. Failures become one JSON line for the launcher."""
+    report_fd = args[-1]
+    code = 125
+    try:
+        fn(*args)
+        code = 0
+    except FileNotFoundError as exc:
+        code = 127 if getattr(exc, "pynet_exec", False) else 125
+        _report(report_fd, {"error": str(exc), "code": code})
+    except PermissionError as exc:
+        code = 126 if getattr(exc, "pynet_exec", False) else 125
+        _report(report_fd, {"error": str(exc), "code": code})
+    except BaseException as exc:  # noqa: BLE001 - anything goes back to the launcher as text
+        _report(report_fd, {"error": f"{type(exc).__name__}: {exc}", "code": code})
+    finally:
+        os._exit(code)
+
+
+def _report(fd: int, msg: dict) -> None:
+    try:
+        os.write(fd, json.dumps(msg).encode() + b"\n")
+    except OSError:
+        pass
+
+
+def _wait_byte(fd: int, expected: bytes) -> None:
+    got = os.read(fd, 1)
+    if got != expected:
+        os._exit(125)   # the launcher went away: nothing to report to
+
+
+def _stage1(spec: ProcessSpec, sync_fd: int, report_fd: int) -> None:
+    _wait_byte(sync_fd, b"1")
+    L.unshare(L.CLONE_NEWNS)
+    rootfs.assemble(spec.rootfs)
+    flags = L.CLONE_NEWUTS | L.CLONE_NEWIPC | L.CLONE_NEWCGROUP | L.CLONE_NEWPID
+    if spec.new_net:
+        flags |= L.CLONE_NEWNET
+    if spec.userns:
+        L.unshare(L.CLONE_NEWUSER)
+        _report(report_fd, {"userns": "ready"})
+        _wait_byte(sync_fd, b"M")
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        # A second mount namespace, owned by the user namespace, so container root may mount in it.
+        flags |= L.CLONE_NEWNS
+    L.unshare(flags)
+    pid = os.fork()
+    if pid == 0:
+        _run_stage(_stage2, spec, sync_fd, report_fd)
+    _report(report_fd, {"pid": pid})
+
+
+def _loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifr = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, 0x8913, ifr))[1]   # SIOCGIFFLAGS
+        fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))    # SIOCSIFFLAGS, IFF_UP
+
+
+def _stage2(spec: ProcessSpec, sync_fd: int, report_fd: int) -> None:
+    rootfs.enter(spec.rootfs)
+    L.sethostname(spec.hostname)
+    if spec.new_net:
+        _loopback_up()
+    _wait_byte(sync_fd, b"2")
+    os.close(sync_fd)
+    if spec.cwd and spec.cwd != "/":
+        os.makedirs(spec.cwd, exist_ok=True)
+    os.chdir(spec.cwd or "/")
+    if spec.init:
+        _tiny_init(spec, report_fd)
+    else:
+        exec_command(spec)
+
+
+def exec_command(spec: ProcessSpec) -> None:
+    """Privilege drop, then execve. Errors from execve carry ``pynet_exec`` for the 126/127 codes."""
+    security.apply(spec.caps, spec.seccomp, spec.nnp)
+    try:
+        os.execvpe(spec.argv[0], spec.argv, spec.env)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            err = FileNotFoundError(f"{spec.argv[0]}: executable file not found in $PATH")
+        elif isinstance(exc, PermissionError):
+            err = PermissionError(f"{spec.argv[0]}: permission denied")
+        else:
+            err = OSError(f"exec {spec.argv[0]}: {exc.strerror}")
+        err.pynet_exec = True
+        raise err from None
+
+
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def _tiny_init(spec: ProcessSpec, report_fd: int) -> None:
+    """PID 1 that forwards signals to the command and reaps every zombie (``--init``)."""
+    child = os.fork()
+    if child == 0:
+        for sig in _FORWARDED:
+            signal.signal(sig, signal.SIG_DFL)
+        _run_stage(lambda *_: exec_command(spec), report_fd)
+    os.close(report_fd)
+    L.set_process_name("pynet-init")
+    for sig in _FORWARDED:
+        signal.signal(sig, lambda signum, _frame: _forward(child, signum))
+    security.apply(spec.caps, spec.seccomp, spec.nnp)
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(0)
+        if pid == child:
+            os._exit(exit_status(status))
+
+
+def _forward(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def exit_status(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+# -- exec into a running container ------------------------------------------------------------------
+def join(pid: int, spec: ProcessSpec, join_cgroups) -> int:
+    """``pynet exec``: like nsenter, enter every namespace of ``pid`` (user first), then fork so the PID
+    namespace applies, drop privileges as the container did, exec. Returns the command's exit status."""
+    fds = {}
+    for name in L.NAMESPACES:
+        try:
+            if os.stat(f"/proc/{pid}/ns/{name}").st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                continue   # shared with us (--net host, no userns)
+            fds[name] = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise LaunchError(f"container process {pid} is gone") from None
+    r_report, w_report = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(r_report)
+
+        def enter(*_):
+            join_cgroups(os.getpid())
+            if "user" in fds:
+                L.setns(fds.pop("user"), L.CLONE_NEWUSER)
+                os.setresgid(0, 0, 0)
+                os.setresuid(0, 0, 0)
+            for name, fd in fds.items():
+                L.setns(fd, L.NAMESPACES[name])
+            grandchild = os.fork()   # setns(pid) only affects children
+            if grandchild == 0:
+                os.chdir(spec.cwd or "/")
+                exec_command(spec)
+            os.close(w_report)
+            _, status = os.waitpid(grandchild, 0)
+            os._exit(exit_status(status))
+
+        _run_stage(enter, w_report)
+    os.close(w_report)
+    for fd in fds.values():
+        os.close(fd)
+    with os.fdopen(r_report, "rb") as report:
+        msg = _read(report)
+    _, status = os.waitpid(child, 0)
+    if msg:
+        print(f"pynet: exec: {msg.get('error')}", file=sys.stderr)
+        return msg.get("code", 125)
+    return exit_status(status)

@@ -1,0 +1,165 @@
+"""Container networking: ``--net none`` (own netns, loopback only), ``--net host`` (the launcher's netns),
+or a CNI network attached through pynet's runner, the same code path as ``pynet attach`` (the netns is
+pinned by the runner, so the DEL at exit reaches it even after PID 1 is gone).
+
+Runner locations come from the same flags/environment as the other commands: PYNET_CONFIG_DIR,
+PYNET_CACHE_DIR, PYNET_CNI_PATH, PYNET_NETNS_DIR.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+DEFAULT_NETWORK = "pynet"
+DEFAULT_BRIDGE = "pynet0"
+DEFAULT_SUBNET = "10.88.0.0/16"
+_PORT = re.compile(r"^(?:(?P<hip>[0-9.]+|\[[0-9a-fA-F:]+\]):)?(?P<host>\d+)?:(?P<ctr>\d+)(?:/(?P<proto>tcp|udp|sctp))?$")
+
+
+class NetworkError(Exception):
+    pass
+
+
+@dataclass
+class NetOptions:
+    mode: str = "default"            # "none" | "host" | "default" (the network "pynet") | a network name
+    publish: list = field(default_factory=list)
+    ip: str | None = None
+    ifname: str = "eth0"
+    config_dir: str | None = None
+    cache_dir: str | None = None
+    cni_path: str | None = None
+    netns_dir: str | None = None
+
+    def to_record(self) -> dict:
+        return {"mode": self.mode, "publish": parse_ports(self.publish), "ip": self.ip, "ifname": self.ifname,
+                "runner": {"config_dir": self.config_dir or os.environ.get("PYNET_CONFIG_DIR"),
+                           "cache_dir": self.cache_dir or os.environ.get("PYNET_CACHE_DIR"),
+                           "cni_path": self.cni_path or os.environ.get("PYNET_CNI_PATH"),
+                           "netns_dir": self.netns_dir or os.environ.get("PYNET_NETNS_DIR")}}
+
+
+def parse_ports(specs) -> list[dict]:
+    """-p [HOSTIP:]HOST:CTR[/proto] as CNI portMappings entries."""
+    out = []
+    for spec in specs:
+        m = _PORT.match(spec)
+        if not m or not m.group("host"):
+            raise NetworkError(f"invalid -p {spec!r}: expected [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|udp|sctp]")
+        entry = {"hostPort": int(m.group("host")), "containerPort": int(m.group("ctr")),
+                 "protocol": m.group("proto") or "tcp"}
+        if m.group("hip"):
+            entry["hostIP"] = m.group("hip").strip("[]")
+        out.append(entry)
+    return out
+
+
+def _attachments(runner_conf: dict):
+    from pynet.runner import Runner
+    from pynet.runner.attachments import DEFAULT_NETNS_DIR, Attachments
+    from pynet.runner.cache import DEFAULT_CACHE_DIR
+    from pynet.runner.netconf import DEFAULT_CONFIG_DIR
+
+    path = runner_conf.get("cni_path")
+    runner = Runner(config_dir=runner_conf.get("config_dir") or DEFAULT_CONFIG_DIR,
+                    cni_path=path.split(":") if path else None,
+                    cache_dir=runner_conf.get("cache_dir") or DEFAULT_CACHE_DIR)
+    return Attachments(runner, runner_conf.get("netns_dir") or DEFAULT_NETNS_DIR)
+
+
+def default_conflist(cni_version: str | None = None) -> dict:
+    """The default bridge network, like Docker's docker0 / podman's "podman": a gateway bridge with
+    masquerade and port mapping. Leases go to host-local's default dir unless PYNET_DEFAULT_DATA_DIR."""
+    import ipaddress
+
+    from cni_plugins import version as cniversion
+    from pynet.commands import build_conflist
+
+    return build_conflist(DEFAULT_NETWORK, [ipaddress.ip_network(DEFAULT_SUBNET)], DEFAULT_BRIDGE, True, True, True,
+                          os.environ.get("PYNET_DEFAULT_DATA_DIR"), cni_version or cniversion.CURRENT)
+
+
+def ensure_default_network(config_dir: str) -> str:
+    """Writes the default network's conflist when no network of that name exists (first use)."""
+    import json
+
+    from pynet.runner.netconf import list_networks
+
+    if DEFAULT_NETWORK in {n.name for n in list_networks(config_dir)[0]}:
+        return DEFAULT_NETWORK
+    os.makedirs(config_dir, exist_ok=True)
+    try:
+        with open(os.path.join(config_dir, f"{DEFAULT_NETWORK}.conflist"), "x") as fh:
+            json.dump(default_conflist(), fh, indent=2)
+            fh.write("\n")
+    except FileExistsError:
+        pass   # another launcher wrote it first
+    return DEFAULT_NETWORK
+
+
+def _network_name(atts, mode: str) -> str:
+    return ensure_default_network(atts.runner.config_dir) if mode == "default" else mode
+
+
+def needs_attach(rec) -> bool:
+    return (rec.get("network") or {}).get("mode") not in ("none", "host", None)
+
+
+def attach(rec, pid: int) -> dict | None:
+    """Runs the network's CNI chain ADD for the container's netns; returns the updated network record."""
+    net = dict(rec.get("network") or {})
+    if net.get("mode") in ("none", "host", None):
+        return None
+    return attach_cni(net, pid)
+
+
+def attach_cni(net: dict, pid: int) -> dict:
+    atts = _attachments(net.get("runner") or {})
+    name = _network_name(atts, net["mode"])
+    conf = atts.runner.network(name)
+    caps = {}
+    if net.get("publish"):
+        caps["portMappings"] = net["publish"]
+    if net.get("ip"):
+        caps["ips"] = [net["ip"]]
+    missing = sorted(set(caps) - conf.capabilities())
+    if missing:
+        flags = {"portMappings": "-p", "ips": "--ip"}
+        raise NetworkError(f"network {name!r} does not accept {', '.join(flags[m] for m in missing)}: no plugin "
+                           f"declares the capability {', '.join(missing)}")
+    container, entry = atts.attach(pid, conf, ifname=net.get("ifname") or "eth0", capability_args=caps or None)
+    net.update(network=name, attachment_id=container.id, netns=container.netns, result=entry.result)
+    return net
+
+
+def detach(rec) -> None:
+    """DEL of the chain (idempotent; works after the container died: the runner pinned its netns)."""
+    net = rec.get("network") or {}
+    if not net.get("attachment_id"):
+        return
+    from cni_plugins.errors import CNIError
+
+    atts = _attachments(net.get("runner") or {})
+    try:
+        atts.detach(net["attachment_id"], network=net.get("network"), ifname=net.get("ifname"))
+    except CNIError as err:
+        if err.code != 3:   # unknown container: already detached
+            raise
+    rec.data["network"] = dict(net, attachment_id=None, detached=True)
+    if os.path.exists(rec.path):
+        rec.save()
+
+
+def addresses(net: dict) -> list[str]:
+    result = net.get("result") or {}
+    return [ip["address"].split("/")[0] for ip in result.get("ips", [])]
+
+
+def dns_servers(net: dict) -> list[str]:
+    return list(((net.get("result") or {}).get("dns") or {}).get("nameservers") or [])
+
+
+def dns_search(net: dict) -> list[str]:
+    return list(((net.get("result") or {}).get("dns") or {}).get("search") or [])

@@ -1,0 +1,236 @@
+"""The container's filesystem view, built in two steps, both inside the container's own mount namespace
+(``/`` is made recursively private first, so no mount here ever propagates to the host):
+
+1. ``assemble`` (still host root, before any user namespace): a private tmpfs staging point, the overlay
+   (image layers as lowerdirs, per-container upper/work) mounted on it, and the per-container
+   /etc/hostname, /etc/hosts, /etc/resolv.conf bind-mounted in. Done with full host privileges so image
+   and state paths under 0700 directories stay reachable with a user namespace too.
+2. ``enter`` (in the container's PID namespace, as container root): /proc, /sys (ro), /dev (tmpfs with
+   standard nodes bound from the host, devpts, shm, mqueue), masked and read-only paths as runc does,
+   pivot_root (not chroot), the old root detached, then an optional read-only remount of ``/``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from . import linux as L
+
+STAGING_CANDIDATES = ("/mnt", "/media", "/srv", "/tmp")
+ETC_FILES = ("hostname", "hosts", "resolv.conf")
+
+MASKED_PATHS = ("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+                "/sys/firmware", "/sys/devices/virtual/powercap")
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
+
+@dataclass
+class RootfsSpec:
+    lowerdirs: list            # top-most first, as overlayfs wants them
+    upper: str
+    work: str
+    etc_dir: str               # holds hostname, hosts, resolv.conf for this container
+    readonly: bool = False
+    new_netns: bool = True
+    owner: int = 0             # host uid/gid of container root (user namespace), for files we create
+    staging: str = ""
+    extra_binds: list = field(default_factory=list)   # (host_src, container_dst, readonly)
+    cgroup_mounts: list = field(default_factory=list)  # (dir under /sys/fs/cgroup or "", fstype, options)
+
+
+def secure_join(root: str, path: str) -> str:
+    """``root``/``path`` with symlinks resolved as if ``root`` were ``/`` (the image controls those links;
+    followed naively, before pivot_root, they would point the launcher at host paths)."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        try:
+            link = os.readlink(candidate)
+        except OSError:   # not a symlink, or not there yet
+            resolved.append(part)
+            continue
+        hops += 1
+        if hops > 40:
+            raise OSError(f"too many symlinks resolving {path!r} in the container rootfs")
+        if link.startswith("/"):
+            resolved = []
+        parts = [p for p in link.split("/") if p not in ("", ".")] + parts
+    return os.path.join(root, *resolved)
+
+
+def _staging_point() -> str:
+    for cand in STAGING_CANDIDATES:
+        if os.path.isdir(cand) and not os.path.islink(cand):
+            return cand
+    raise OSError("no directory to stage the container rootfs on")
+
+
+def _ensure_file(path: str, owner: int) -> None:
+    if not os.path.lexists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w"):
+            pass
+        if owner:
+            os.chown(path, owner, owner)
+
+
+def assemble(spec: RootfsSpec) -> str:
+    """Step 1 (see module doc). Returns the rootfs path inside this mount namespace."""
+    L.mount(None, "/", None, L.MS_REC | L.MS_PRIVATE)
+    # A fresh tmpfs under a world-traversable directory: container root in a user namespace could not
+    # walk into the storage paths (pytest's tmp dirs are 0700), but it can reach this.
+    base = _staging_point()
+    L.mount("pynet-stage", base, "tmpfs", L.MS_NOSUID | L.MS_NODEV, "mode=755,size=64k")
+    rootfs = os.path.join(base, "rootfs")
+    os.mkdir(rootfs, 0o755)
+    lower = ":".join(spec.lowerdirs)
+    L.mount("overlay", rootfs, "overlay", 0, f"lowerdir={lower},upperdir={spec.upper},workdir={spec.work}")
+    for name in ETC_FILES:
+        target = secure_join(rootfs, f"/etc/{name}")
+        _ensure_file(target, spec.owner)
+        L.mount(os.path.join(spec.etc_dir, name), target, None, L.MS_BIND)
+    for src, dst, ro in spec.extra_binds:
+        target = secure_join(rootfs, dst)
+        if os.path.isdir(src):
+            os.makedirs(target, exist_ok=True)
+        else:
+            _ensure_file(target, spec.owner)
+        L.mount(src, target, None, L.MS_BIND | L.MS_REC)
+        if ro:
+            L.mount(None, target, None, L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY)
+    spec.staging = rootfs
+    return rootfs
+
+
+def _mkdir(path: str, mode: int = 0o755) -> None:
+    os.makedirs(path, mode=mode, exist_ok=True)
+
+
+def _setup_dev(rootfs: str) -> None:
+    dev = secure_join(rootfs, "/dev")
+    _mkdir(dev)
+    L.mount("tmpfs", dev, "tmpfs", L.MS_NOSUID | L.MS_NOEXEC, "mode=755,size=65536k")
+    for name in DEVICES:
+        target = os.path.join(dev, name)
+        open(target, "w").close()
+        # Bound, not mknod'ed: works in a user namespace, and the nodes are the host's own.
+        L.mount(f"/dev/{name}", target, None, L.MS_BIND)
+    for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"), ("core", "/proc/kcore")):
+        os.symlink(target, os.path.join(dev, link))
+    _mkdir(os.path.join(dev, "pts"))
+    L.mount("devpts", os.path.join(dev, "pts"), "devpts", L.MS_NOSUID | L.MS_NOEXEC,
+            "newinstance,ptmxmode=0666,mode=0620")
+    _mkdir(os.path.join(dev, "shm"), 0o1777)
+    L.mount("shm", os.path.join(dev, "shm"), "tmpfs", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC,
+            "mode=1777,size=65536k")
+    _mkdir(os.path.join(dev, "mqueue"))
+    L.mount("mqueue", os.path.join(dev, "mqueue"), "mqueue", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC)
+
+
+def _setup_sys(rootfs: str, new_netns: bool) -> None:
+    target = secure_join(rootfs, "/sys")
+    _mkdir(target)
+    flags = L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC | L.MS_RDONLY
+    try:
+        L.mount("sysfs", target, "sysfs", flags)
+    except PermissionError:
+        if new_netns:
+            raise
+        # --net host inside a user namespace: sysfs may not be mounted fresh; bind the host's read-only.
+        L.mount("/sys", target, None, L.MS_BIND | L.MS_REC)
+        L.mount(None, target, None, L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY | L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC)
+
+
+def _setup_cgroupfs(rootfs: str, mounts: list) -> None:
+    """/sys/fs/cgroup as Docker shows it: read-only, each hierarchy mounted fresh inside the container's
+    cgroup namespace, so its root is the container's own cgroup. A hierarchy the kernel refuses to mount
+    here (v1 in a user namespace) is left out."""
+    base = secure_join(rootfs, "/sys/fs/cgroup")   # inside the fresh sysfs: no image symlinks here
+    if not mounts or not os.path.isdir(base):
+        return
+    flags = L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC | L.MS_RDONLY
+    if len(mounts) == 1 and mounts[0][0] == "":
+        try:
+            L.mount("cgroup2", base, "cgroup2", flags)
+        except OSError:
+            pass
+        return
+    L.mount("cgroup", base, "tmpfs", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC, "mode=755,size=64k")
+    for name, fstype, options in mounts:
+        target = os.path.join(base, name)
+        os.mkdir(target)
+        try:
+            L.mount("cgroup", target, fstype, flags, options or None)
+        except OSError:
+            os.rmdir(target)
+    L.mount(None, base, None, L.MS_REMOUNT | L.MS_RDONLY | L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC,
+            "mode=755,size=64k")
+
+
+def _mask(path: str) -> None:
+    try:
+        is_dir = os.path.isdir(path)
+    except OSError:
+        return
+    if not os.path.lexists(path):
+        return
+    if is_dir:
+        L.mount("tmpfs", path, "tmpfs", L.MS_RDONLY, "size=0")
+    else:
+        L.mount("/dev/null", path, None, L.MS_BIND)
+
+
+def _readonly(path: str) -> None:
+    if not os.path.lexists(path):
+        return
+    L.mount(path, path, None, L.MS_BIND | L.MS_REC)
+    L.mount(None, path, None, L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY | L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC)
+
+
+def enter(spec: RootfsSpec) -> None:
+    """Step 2 (see module doc); ends with the process's / and cwd at the container root."""
+    rootfs = spec.staging
+    proc = secure_join(rootfs, "/proc")
+    _mkdir(proc)
+    L.mount("proc", proc, "proc", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC)
+    _setup_sys(rootfs, spec.new_netns)
+    _setup_cgroupfs(rootfs, spec.cgroup_mounts)
+    _setup_dev(rootfs)
+    # pivot_root refuses a mount that is locked to its parent (what a user namespace's copy of the
+    # mount table holds), so pivot onto a fresh recursive bind of the rootfs.
+    L.mount(rootfs, rootfs, None, L.MS_BIND | L.MS_REC)
+    os.chdir(rootfs)
+    L.pivot_root(".", ".")
+    L.umount2(".", L.MNT_DETACH)
+    os.chdir("/")
+    for path in MASKED_PATHS:
+        _mask(path)
+    for path in READONLY_PATHS:
+        _readonly(path)
+    if spec.readonly:
+        L.mount(None, "/", None, L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY)
+
+
+def mounts_of(pid: int) -> list[dict]:
+    """The mount table seen by a container process (for ``container inspect``)."""
+    out = []
+    try:
+        with open(f"/proc/{pid}/mountinfo") as fh:
+            for line in fh:
+                left, _, right = line.partition(" - ")
+                f, r = left.split(), right.split()
+                out.append({"target": f[4], "type": r[0], "source": r[1], "options": f[5]})
+    except OSError:
+        pass
+    return out

@@ -1,0 +1,150 @@
+"""Where containers live on disk.
+
+- run state (lost at reboot, like runc's): ``$PYNET_STATE`` or /run/pynet, one directory per container
+  holding state.json, the log, and the per-container /etc/hostname, /etc/hosts, /etc/resolv.conf.
+- storage: ``$PYNET_ROOT`` or /var/lib/pynet: images/, layers/, containers/<id>/{upper,work}.
+
+state.json is rewritten atomically (write + rename), so a reader never sees half a record and a crashed
+launcher leaves a record that ``pynet rm -f`` / ``pynet container gc`` can act on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from . import linux
+
+
+def run_root() -> str:
+    return os.environ.get("PYNET_STATE") or "/run/pynet"
+
+
+def storage_root() -> str:
+    return os.environ.get("PYNET_ROOT") or "/var/lib/pynet"
+
+
+def containers_dir() -> str:
+    return os.path.join(run_root(), "containers")
+
+
+def new_id() -> str:
+    return os.urandom(32).hex()
+
+
+def write_json(path: str, data) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+    os.rename(tmp, path)
+
+
+class LookupFailed(LookupError):
+    pass
+
+
+class Record:
+    """One container's state.json, plus helpers to answer "is it still running"."""
+
+    def __init__(self, data: dict):
+        self.data = data
+
+    @property
+    def id(self) -> str:
+        return self.data["id"]
+
+    @property
+    def dir(self) -> str:
+        return os.path.join(containers_dir(), self.id)
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.dir, "state.json")
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def get(self, key, default=None):
+        return self.data.get(key, default)
+
+    def update(self, **fields) -> None:
+        self.data.update(fields)
+        self.save()
+
+    def save(self) -> None:
+        write_json(self.path, self.data)
+
+    @classmethod
+    def create(cls, data: dict) -> "Record":
+        os.makedirs(containers_dir(), mode=0o711, exist_ok=True)
+        rec = cls(data)
+        os.mkdir(rec.dir, 0o711)
+        rec.save()
+        return rec
+
+    @classmethod
+    def load(cls, cid: str) -> "Record":
+        with open(os.path.join(containers_dir(), cid, "state.json")) as fh:
+            return cls(json.load(fh))
+
+    def reload(self) -> "Record":
+        try:
+            return Record.load(self.id)
+        except FileNotFoundError:
+            return self
+
+    def running(self) -> bool:
+        return linux.is_alive(self.get("pid"), self.get("pid_start"))
+
+    def monitor_alive(self) -> bool:
+        return linux.is_alive(self.get("monitor_pid"), self.get("monitor_start"))
+
+    def status(self) -> str:
+        """created/running/exited, with "dead" for a record whose launcher vanished mid-flight."""
+        if self.running():
+            return "running"
+        status = self.get("status", "created")
+        if status in ("running", "created", "stopping") and not self.monitor_alive():
+            return "dead"
+        return status
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
+
+def all_records() -> list[Record]:
+    out = []
+    try:
+        names = os.listdir(containers_dir())
+    except FileNotFoundError:
+        return []
+    for name in names:
+        try:
+            out.append(Record.load(name))
+        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+            continue
+    out.sort(key=lambda r: r.get("created", 0))
+    return out
+
+
+def find(ref: str) -> Record:
+    """By name, full id or unique id prefix."""
+    records = all_records()
+    for rec in records:
+        if rec.get("name") == ref or rec.id == ref:
+            return rec
+    matches = [r for r in records if r.id.startswith(ref)] if len(ref) >= 3 else []
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise LookupFailed(f"no such container: {ref}")
+    raise LookupFailed(f"container reference {ref!r} is ambiguous")
+
+
+def name_taken(name: str) -> bool:
+    return any(r.get("name") == name for r in all_records())
+
+
+def now() -> float:
+    return time.time()
