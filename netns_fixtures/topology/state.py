@@ -1,0 +1,74 @@
+"""Where a running topology is written down: names, the state file and the per-topology data dir.
+
+Every namespace of a topology is called ``pynet.<topology>.<run>.<node>``: the topology name keeps two
+topologies apart, the random run id keeps two runs of the same file apart (parallel tests), and the
+prefix lets ``down`` find leftovers of a crashed ``up`` even without a state file. The state file is
+written before each step of ``up``, so it always names at least what exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+DEFAULT_STATE_DIR = "/run/pynet/topologies"
+NETNS_DIR = "/run/netns"
+PREFIX = "pynet"
+
+
+def default_state_dir() -> str:
+    return os.environ.get("PYNET_TOPOLOGY_STATE_DIR") or DEFAULT_STATE_DIR
+
+
+def netns_name(topology: str, run: str, node: str) -> str:
+    return f"{PREFIX}.{topology}.{run}.{node}"
+
+
+def netns_prefix(topology: str, run: str | None = None) -> str:
+    return f"{PREFIX}.{topology}." + (f"{run}." if run else "")
+
+
+def existing_netns(prefix: str) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(prefix))
+    except FileNotFoundError:
+        return []
+
+
+class StateStore:
+    """``<dir>/<name>.json`` (the state) and ``<dir>/<name>/`` (CNI dataDirs and other files of the run)."""
+
+    def __init__(self, directory: str | None = None):
+        self.directory = os.path.abspath(directory or default_state_dir())
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.directory, f"{name}.json")
+
+    def data_dir(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+    def read(self, name: str) -> dict | None:
+        try:
+            with open(self.path(name)) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return {"name": name, "corrupt": True}
+
+    def write(self, state: dict) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+        # Write-then-rename: a crash mid-write leaves the previous state, never half a file.
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{state['name']}.")
+        with os.fdopen(fd, "w") as f:
+            json.dump(state, f, indent=1)
+        os.replace(tmp, self.path(state["name"]))
+
+    def remove(self, name: str) -> None:
+        shutil.rmtree(self.data_dir(name), ignore_errors=True)
+        try:
+            os.unlink(self.path(name))
+        except FileNotFoundError:
+            pass

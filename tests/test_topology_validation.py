@@ -1,0 +1,187 @@
+"""Topology files are validated before anything is created: every problem is reported, each naming its
+place in the file and the bad value."""
+
+import copy
+import os
+
+import pytest
+
+from netns_fixtures.topology import TopologyError, load, parse
+from netns_fixtures.topology.state import existing_netns
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples", "topologies")
+
+BRIDGE = {"cniVersion": "1.0.0", "plugins": [
+    {"type": "bridge", "bridge": "cni0", "isGateway": True,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.50.0.0/24"}]]}}]}
+
+BASE = {
+    "name": "valid",
+    "nodes": {
+        "h1": {"kind": "host", "networks": {"pods": BRIDGE}},
+        "c1": {"kind": "container", "host": "h1", "attach": ["pods"]},
+        "r1": {"kind": "netns"},
+    },
+    "links": [{"endpoints": ["h1:eth1", "r1:eth0"], "addresses": ["192.168.9.1/24", "192.168.9.2/24"]}],
+    "checks": [{"type": "icmp", "from": "r1", "to": "h1"}],
+}
+
+
+def doc(**changes):
+    d = copy.deepcopy(BASE)
+    for key, value in changes.items():
+        d[key] = value
+    return d
+
+
+def problems(d) -> str:
+    with pytest.raises(TopologyError) as err:
+        parse(d, source="t.yaml")
+    return str(err.value)
+
+
+def test_base_document_is_valid():
+    topo = parse(doc())
+    assert topo.name == "valid" and set(topo.nodes) == {"h1", "c1", "r1"}
+    assert topo.links[0].a.address == "192.168.9.1/24"
+
+
+@pytest.mark.parametrize("path", sorted(os.listdir(EXAMPLES)))
+def test_every_example_is_valid(path):
+    topo = load(os.path.join(EXAMPLES, path))
+    assert topo.checks
+
+
+def test_unknown_node_in_link_is_named():
+    msg = problems(doc(links=[{"endpoints": ["h1:eth1", "nosuch:eth0"]}]))
+    assert "links[0].endpoints[1]: unknown node 'nosuch'" in msg
+
+
+def test_duplicate_address_is_reported_with_both_places():
+    msg = problems(doc(links=[
+        {"endpoints": ["h1:eth1", "r1:eth0"], "addresses": ["192.168.9.1/24", "192.168.9.2/24"]},
+        {"endpoints": ["h1:eth2", "r1:eth1"], "addresses": ["192.168.8.1/24", "192.168.9.2/24"]}]))
+    assert "duplicate address 192.168.9.2 (also on r1:eth0)" in msg
+
+
+@pytest.mark.parametrize("bad", ["10.0.0.300/24", "10.0.0.1", "10.0.0.0/24", "banana"])
+def test_bad_cidr_is_rejected(bad):
+    msg = problems(doc(links=[{"endpoints": ["h1:eth1", "r1:eth0"], "addresses": ["192.168.9.1/24", bad]}]))
+    assert f"bad CIDR {bad!r}" in msg and "links[0].addresses[r1:eth0]" in msg
+
+
+def test_bad_route_cidr_is_rejected():
+    d = doc()
+    d["nodes"]["r1"]["routes"] = [{"dst": "10.1.0.0/33", "via": "192.168.9.1"}]
+    assert "nodes.r1.routes[0].dst: bad CIDR '10.1.0.0/33'" in problems(d)
+
+
+def test_unknown_check_type_lists_known_ones():
+    msg = problems(doc(checks=[{"type": "traceroute", "from": "r1", "to": "h1"}]))
+    assert "checks[0].type: unknown check type 'traceroute' (known: icmp, tcp, udp, portforward, mtu, pingall)" in msg
+
+
+def test_dns_check_is_named_as_not_supported_yet():
+    assert "check type 'dns' is not supported yet" in problems(doc(checks=[{"type": "dns", "from": "r1", "to": "h1"}]))
+
+
+def test_check_target_outside_the_topology_is_refused():
+    msg = problems(doc(checks=[{"type": "icmp", "from": "r1", "to": "8.8.8.8"}]))
+    assert "8.8.8.8 is not an address of any node in this topology" in msg
+
+
+def test_check_target_inside_a_cni_subnet_is_accepted():
+    topo = parse(doc(checks=[{"type": "icmp", "from": "r1", "to": "10.50.0.7"}]))
+    assert topo.checks[0].dst == "10.50.0.7"
+
+
+def test_container_on_unknown_network_and_unknown_host():
+    d = doc()
+    d["nodes"]["c1"]["attach"] = ["nosuch"]
+    d["nodes"]["c2"] = {"kind": "container", "host": "ghost"}
+    msg = problems(d)
+    assert "nodes.c1.attach[0].network: unknown network 'nosuch' on host 'h1' (networks: pods)" in msg
+    assert "nodes.c2.host: unknown node 'ghost'" in msg
+
+
+def test_all_problems_are_reported_at_once():
+    d = doc(links=[{"endpoints": ["h1:eth1", "x:eth0"]}], checks=[{"type": "nope"}])
+    d["nodes"]["r1"]["kind"] = "vm"
+    msg = problems(d)
+    assert msg.startswith("t.yaml: 3 problems:")
+    assert "unknown node kind 'vm'" in msg and "unknown node 'x'" in msg and "unknown check type 'nope'" in msg
+
+
+def test_check_fields_are_required_per_type():
+    msg = problems(doc(checks=[{"type": "tcp", "from": "r1", "to": "h1"},
+                               {"type": "mtu", "from": "r1", "to": "h1", "size": 20},
+                               {"type": "icmp", "from": "r1", "to": "h1", "expect": "maybe"}]))
+    assert "checks[0].port: must be an integer from 1 to 65535, got None" in msg
+    assert "checks[1].size: must be an integer from 68 to 65535, got 20" in msg
+    assert "checks[2].expect: must be success or fail, got 'maybe'" in msg
+
+
+def test_port_forward_check_needs_a_mapping_and_the_host_address():
+    d = doc(checks=[{"type": "portforward", "from": "r1", "to": "r1", "port": 8080, "target": "c1"}])
+    msg = problems(d)
+    assert "container 'c1' maps no host port 8080/tcp" in msg
+    assert "not at 'r1'" in msg
+
+
+def test_ports_need_a_portmappings_capability():
+    d = doc()
+    d["nodes"]["c1"]["attach"] = [{"network": "pods", "ports": ["8080:80"]}]
+    assert "has no plugin with capabilities: {portMappings: true}" in problems(d)
+
+
+def test_vxlan_underlay_must_be_an_address_of_the_node():
+    d = doc(links=BASE["links"] + [{"kind": "vxlan", "endpoints": ["h1:vx1", "r1:vx1"], "vni": 7,
+                                    "underlay": ["192.168.9.1", "192.168.9.99"]}])
+    assert "links[1].underlay: 192.168.9.99 is not an address of node 'r1'" in problems(d)
+
+
+def test_interface_used_twice_on_a_node():
+    d = doc(links=BASE["links"] + [{"endpoints": ["h1:eth1", "r1:eth5"]}])
+    assert "interface h1:eth1 is already used by links[0]" in problems(d)
+
+
+def test_requested_ip_outside_the_network():
+    d = doc()
+    d["nodes"]["c1"]["attach"] = [{"network": "pods", "ip": "10.99.0.5"}]
+    assert "10.99.0.5 is outside network 'pods' (10.50.0.0/24)" in problems(d)
+
+
+def test_yaml_syntax_error_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(TopologyError, match="not valid YAML"):
+        load(str(bad))
+    with pytest.raises(TopologyError, match="cannot read topology file"):
+        load(str(tmp_path / "missing.yaml"))
+
+
+def test_conflist_from_a_file_next_to_the_yaml(tmp_path):
+    (tmp_path / "pods.conflist").write_text('{"cniVersion": "1.0.0", "name": "pods", "plugins": '
+                                            '[{"type": "bridge", "ipam": {"type": "host-local", '
+                                            '"subnet": "10.60.0.0/24"}}]}')
+    d = doc()
+    d["nodes"]["h1"]["networks"] = {"pods": {"file": "pods.conflist"}}
+    (tmp_path / "t.yaml").write_text(__import__("yaml").safe_dump(d))
+    topo = load(str(tmp_path / "t.yaml"))
+    assert [str(s) for s in topo.network("h1", "pods").subnets] == ["10.60.0.0/24"]
+
+
+def test_validation_creates_no_namespace():
+    d = doc(name=f"novalid-{os.getpid()}", links=[{"endpoints": ["h1:eth1", "nosuch:eth0"]}])
+    problems(d)
+    assert existing_netns(f"pynet.{d['name']}.") == []
+
+
+def test_pingall_expands_to_every_ordered_pair():
+    topo = parse(doc(checks=[{"type": "tcp", "from": "r1", "to": "h1", "port": 80},
+                             {"type": "pingall"}]))
+    pairs = [(ch.src, ch.dst) for ch in topo.checks if ch.type == "icmp"]
+    assert sorted(pairs) == sorted((a, b) for a in ("h1", "c1", "r1") for b in ("h1", "c1", "r1") if a != b)
+    assert [ch.index for ch in topo.checks] == list(range(7))
+    assert "checks[0].nodes" in problems(doc(checks=[{"type": "pingall", "nodes": "r1"}]))
+    assert "checks[0].from: unknown node 'zz'" in problems(doc(checks=[{"type": "pingall", "nodes": ["r1", "zz"]}]))
