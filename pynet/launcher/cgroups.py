@@ -179,6 +179,12 @@ class ContainerCgroups:
             if pending:
                 self.kill_all()
                 time.sleep(0.01)
+        # The shared pynet/ parent goes with its last container, so nothing of ours outlives its use.
+        for parent in {os.path.dirname(p) for p in self.all_dirs()}:
+            try:
+                os.rmdir(parent)
+            except OSError:
+                pass  # other containers still live there (EBUSY), or it is already gone
 
     def oom_killed(self) -> bool:
         mem = self.controller("memory")
@@ -238,6 +244,19 @@ def _enable_v2(h: Hierarchy, parent: str, wanted: set[str]) -> None:
             raise CgroupError(f"cannot enable {enable} in {path}: {exc.strerror}") from None
 
 
+def _make_child(path: str, prepare_parent, attempts: int = 5) -> None:
+    """mkdir of a container's cgroup, preparing its parent first. The last container of another launcher
+    may remove the empty parent between the two steps; then the parent is simply made again."""
+    for attempt in range(attempts):
+        prepare_parent()
+        try:
+            os.mkdir(path)
+            return
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
+
+
 def create(container_id: str, limits: Limits) -> ContainerCgroups:
     """Makes pynet/<id> in every hierarchy and writes the limits; on failure removes what it made."""
     hs = hierarchies()
@@ -248,8 +267,7 @@ def create(container_id: str, limits: Limits) -> ContainerCgroups:
             parent = os.path.join(h.mountpoint, "pynet")
             path = os.path.join(parent, container_id)
             if h.version == 1:
-                _ensure_parent_v1(h, parent)
-                os.mkdir(path)
+                _make_child(path, lambda: _ensure_parent_v1(h, parent))
                 key = ",".join(sorted(h.controllers)) or os.path.basename(h.mountpoint)
                 for c in h.controllers or {key}:
                     cg.paths[c] = path
@@ -257,8 +275,7 @@ def create(container_id: str, limits: Limits) -> ContainerCgroups:
                     _write(os.path.join(path, "cpuset.mems"), _read(os.path.join(parent, "cpuset.mems")))
                     _write(os.path.join(path, "cpuset.cpus"), limits.cpuset_cpus or _read(os.path.join(parent, "cpuset.cpus")))
             else:
-                _enable_v2(h, parent, v2_limits)
-                os.mkdir(path)
+                _make_child(path, lambda: _enable_v2(h, parent, v2_limits))
                 cg.paths["unified"] = path
         _apply(cg, limits)
     except BaseException:
