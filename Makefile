@@ -19,5 +19,8 @@ demo: install
 test: install-test
 	@$(VENV)/bin/python -m pytest -n $(WORKERS) -q tests
 
+bench: install
+	@$(PY) bench/bench.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info

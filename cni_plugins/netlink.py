@@ -18,6 +18,21 @@ def netlink_error_code(exc: BaseException) -> int | None:
     return code if code is not None else getattr(exc, "errno", None)
 
 
+def dump(request, *args, attempts: int = 10, **kwargs) -> list:
+    """A netlink dump (``ipr.get_addr``, ``ipr.get_routes``, ...) as a list, retried when the kernel flags it
+    interrupted: on a busy host (other plugins adding veths at the same moment) the address and route tables
+    change mid-dump, and pyroute2 then raises NetlinkDumpInterrupted instead of returning a torn listing."""
+    from pyroute2.netlink.exceptions import NetlinkDumpInterrupted
+
+    for attempt in range(attempts):
+        try:
+            return list(request(*args, **kwargs))
+        except NetlinkDumpInterrupted:
+            if attempt == attempts - 1:
+                raise
+    return []
+
+
 def link_index(ipr, name: str) -> int | None:
     found = ipr.link_lookup(ifname=name)
     return found[0] if found else None
@@ -95,7 +110,7 @@ def add_address(ipr, index: int, address, nodad: bool = False) -> None:
 def addresses(ipr, index: int, family: int | None = None) -> list:
     """ip_interface objects on a link (IPv6 link-local ones left out)."""
     out = []
-    for msg in ipr.get_addr(index=index):
+    for msg in dump(ipr.get_addr, index=index):
         value = ipaddress.ip_interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
         if value.version == 6 and value.ip.is_link_local:
             continue
@@ -139,7 +154,7 @@ def add_route(ipr, route: Route, index: int | None, default_gw=None) -> None:
 def has_route(ipr, route: Route, index: int | None, default_gw=None) -> bool:
     kwargs = route_kwargs(route, index, default_gw)
     want_gw = kwargs.get("gateway")
-    for msg in ipr.get_routes(family=kwargs["family"], table=kwargs.get("table", 254)):
+    for msg in dump(ipr.get_routes, family=kwargs["family"], table=kwargs.get("table", 254)):
         dst = msg.get_attr("RTA_DST")
         if msg["dst_len"] != kwargs["dst_len"]:
             continue

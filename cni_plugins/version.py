@@ -19,10 +19,13 @@ def at_least(version: str, minimum: str) -> bool:
 
 
 def require_supported(version) -> str:
+    if version is None:
+        raise CNIError(INCOMPATIBLE_VERSION, "missing cniVersion in network configuration: "
+                       f"plugin supports {list(SUPPORTED_VERSIONS)}")
     if not isinstance(version, str) or version not in SUPPORTED_VERSIONS:
         raise CNIError(
             INCOMPATIBLE_VERSION,
-            f"incompatible CNI versions: config is {version!r}, plugin supports {list(SUPPORTED_VERSIONS)}",
+            f"incompatible CNI versions: config cniVersion is {version!r}, plugin supports {list(SUPPORTED_VERSIONS)}",
         )
     return version
 

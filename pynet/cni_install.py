@@ -1,0 +1,77 @@
+"""`pynet cni install DIR`: puts pynet's plugin executables where a runtime looks for them (e.g. /opt/cni/bin).
+
+Runtimes call plugins with a bare environment (no venv, no PYTHONPATH), so each executable is a tiny
+script whose shebang is this venv's interpreter, absolute, in isolated mode (``-I``: no user site, no
+environment variables, no script directory on sys.path), which still finds pynet through the venv's
+site-packages.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+# Executable name -> function in cni_plugins.entry.
+PLUGINS = {
+    "bridge": "bridge",
+    "host-local": "host_local",
+    "static": "static",
+    "loopback": "loopback",
+    "portmap": "portmap",
+    "firewall": "firewall",
+    "tuning": "tuning",
+}
+
+_TEMPLATE = """#!{python} -I
+# Installed by `pynet cni install`; runs pynet's {name} CNI plugin.
+from cni_plugins.entry import {func}
+{func}()
+"""
+
+
+def interpreter() -> str:
+    # Not resolved through symlinks: the venv's own bin/python is what makes its site-packages visible.
+    return os.path.abspath(sys.executable)
+
+
+def install(directory: str) -> list[str]:
+    """Writes one executable per plugin into ``directory`` (created if needed); returns their paths.
+
+    Each file is replaced atomically, so a runtime calling a plugin during an upgrade sees the old or
+    the new script, never half of one.
+    """
+    os.makedirs(directory, exist_ok=True)
+    python = interpreter()
+    written = []
+    for name, func in PLUGINS.items():
+        target = os.path.join(directory, name)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(_TEMPLATE.format(python=python, name=name, func=func))
+            os.chmod(tmp, 0o755)
+            os.replace(tmp, target)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        written.append(target)
+    return written
+
+
+def _run_install(args) -> int:
+    for path in install(args.directory):
+        print(path)
+    return 0
+
+
+def register(subparsers) -> None:
+    cni = subparsers.add_parser("cni", help="CNI plugin management")
+    cni_sub = cni.add_subparsers(dest="cni_command", metavar="COMMAND")
+    cni.set_defaults(func=lambda args: (cni.print_help(), 2)[1])
+    inst = cni_sub.add_parser("install", help="install pynet's CNI plugin executables into DIR",
+                              description="Writes bridge, host-local, static, loopback, portmap, firewall and tuning "
+                                          "into DIR (e.g. /opt/cni/bin), each bound to this installation's Python.")
+    inst.add_argument("directory", metavar="DIR")
+    inst.set_defaults(func=_run_install)

@@ -1,0 +1,69 @@
+"""`pynet cni install DIR`: executables a runtime can call with a bare environment."""
+
+import json
+import os
+import stat
+import sys
+
+from netns_fixtures import CNI, OUR_PLUGINS
+
+from pynet import cli, cni_install
+
+BARE_PATH = "/usr/bin:/bin"
+CONF = {"cniVersion": "1.0.0", "name": "lo-net", "type": "loopback"}
+
+
+def test_install_writes_every_plugin_as_an_isolated_script(tmp_path):
+    paths = cni_install.install(str(tmp_path / "bin"))
+    names = sorted(os.path.basename(p) for p in paths)
+    assert names == sorted(["bridge", "host-local", "static", "loopback", "portmap", "firewall", "tuning"])
+    for path in paths:
+        assert os.stat(path).st_mode & stat.S_IXUSR
+        shebang = open(path).readline().split()
+        assert os.path.isabs(shebang[0][2:]) and shebang[1] == "-I"
+    assert sorted(os.listdir(tmp_path / "bin")) == names  # no temporary files left behind
+
+
+def test_install_is_repeatable_over_existing_files(tmp_path):
+    first = cni_install.install(str(tmp_path))
+    assert cni_install.install(str(tmp_path)) == first
+
+
+def test_cli_command_installs_and_lists_paths(tmp_path, capsys):
+    assert cli.main(["cni", "install", str(tmp_path / "cni")]) == 0
+    printed = capsys.readouterr().out.split()
+    assert str(tmp_path / "cni" / "loopback") in printed and len(printed) == 7
+
+
+def test_installed_plugins_run_without_venv_or_pythonpath(tmp_path, host_ns, container_ns):
+    bindir = str(tmp_path / "opt-cni-bin")
+    cni_install.install(bindir)
+    runner = CNI(host_ns, bindir)
+    env = {"PATH": BARE_PATH, "CNI_COMMAND": "VERSION"}
+    inv = runner.invoke("loopback", "VERSION", {"cniVersion": "1.0.0"}, env=env)
+    assert inv.rc == 0, inv
+    assert "1.1.0" in json.loads(inv.stdout)["supportedVersions"]
+
+    env = {"PATH": BARE_PATH, "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "inst1", "CNI_NETNS": container_ns.path,
+           "CNI_IFNAME": "eth0", "CNI_PATH": bindir}
+    container_ns.ipr.link("set", index=1, state="down")
+    inv = runner.invoke("loopback", "ADD", CONF, env=env)
+    assert inv.rc == 0, inv
+    assert inv.reply["interfaces"][0]["name"] == "lo"
+    assert container_ns.link("lo")["flags"] & 1
+
+
+def test_installed_plugin_ignores_pythonpath_and_venv_variables(tmp_path, host_ns):
+    # -I keeps a runtime's stray PYTHONPATH/PYTHONHOME from breaking or hijacking the plugin.
+    bindir = str(tmp_path / "bin")
+    cni_install.install(bindir)
+    env = {"PATH": BARE_PATH, "CNI_COMMAND": "VERSION", "PYTHONPATH": str(tmp_path / "nowhere"),
+           "PYTHONHOME": str(tmp_path / "nowhere"), "VIRTUAL_ENV": str(tmp_path / "nowhere")}
+    inv = CNI(host_ns, bindir).invoke("bridge", "VERSION", b"", env=env)
+    assert inv.rc == 0, inv
+
+
+def test_scripts_point_at_this_installations_interpreter(tmp_path):
+    path = cni_install.install(str(tmp_path))[0]
+    assert open(path).readline().strip() == f"#!{os.path.abspath(sys.executable)} -I"
+    assert os.path.dirname(os.path.abspath(sys.executable)) == OUR_PLUGINS
