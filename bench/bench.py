@@ -18,6 +18,7 @@ import contextlib
 import importlib.util
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +51,7 @@ class Impl:
     label: str
     plugin_dir: str
     check_modules: bool  # pynet's own: a scenario is skipped when its modules are not written yet
+    daemon: bool = False  # pynet's plugins reaching a resident daemon (started inside the sandbox)
 
     def require(self, scenario: str) -> None:
         if self.check_modules:
@@ -65,10 +67,18 @@ class Sandbox:
     host: Netns
     data_dir: str
     containers: list[Netns] = field(default_factory=list)
+    daemon: subprocess.Popen | None = None
+    daemon_socket: str = ""
 
     @property
     def cni(self) -> CNI:
-        return CNI(self.host, self.impl.plugin_dir)
+        extra = {"PYNET_SOCKET": self.daemon_socket} if self.daemon_socket else {"PYNET_DAEMON": "off"}
+        return CNI(self.host, self.impl.plugin_dir, extra_env=extra)
+
+    def daemon_rss_mib(self) -> float:
+        with open(f"/proc/{self.daemon.pid}/status") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        return kib / 1024
 
     def container(self) -> Netns:
         ns = Netns.create("pynb-c", lo_up=False)
@@ -97,11 +107,28 @@ def sandbox(impl: Impl):
     try:
         with tempfile.TemporaryDirectory(prefix="pynet-bench-") as data_dir:
             box = Sandbox(impl, host, data_dir)
+            if impl.daemon:
+                start_daemon(box)
             yield box
     finally:
+        if box and box.daemon:
+            box.daemon.terminate()  # our own child, by PID
+            box.daemon.wait()
         for ns in box.containers if box else ():
             ns.remove()
         host.remove()
+
+
+def start_daemon(box: Sandbox) -> None:
+    """`pynet daemon` inside the sandbox host netns, listening on a socket in the sandbox's temp dir."""
+    box.daemon_socket = os.path.join(box.data_dir, "pynetd.sock")
+    box.daemon = box.host.popen([os.path.join(box.impl.plugin_dir, "pynet"), "daemon", "--socket", box.daemon_socket],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(box.daemon_socket):
+        if box.daemon.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("pynet daemon did not start")
+        time.sleep(0.02)
 
 
 def port_mappings(index: int) -> dict:
@@ -201,6 +228,7 @@ def s_scale(box: Sandbox, opts) -> list[tuple[float, str]]:
         print(f"    {box.impl.label}: {target} containers attached, probe ADD median {out[-1][0]:.0f} ms",
               file=sys.stderr, flush=True)
     out.append((float(box.host.nft_ruleset().count("\n")), "lines"))
+    out.append((box.daemon_rss_mib(), "MiB") if box.daemon else Skipped("no daemon"))
     return out
 
 
@@ -283,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="workers attaching the population of the scale scenario (default 4)")
     parser.add_argument("--ours", default=OUR_PLUGINS, help=f"pynet's plugin directory (default {OUR_PLUGINS})")
     parser.add_argument("--reference", default=REFERENCE_PLUGINS, help="reference plugin directory")
+    parser.add_argument("--no-daemon", action="store_true", help="measure pynet standalone only")
     parser.add_argument("--only", help="comma-separated scenario keys: version,loopback,bridge,chain,parallel,"
                                        "scale,rss")
     opts = parser.parse_args(argv)
@@ -294,7 +323,10 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: must run as root (it creates network namespaces)", file=sys.stderr)
         return 1
 
-    impls = [Impl("ours", opts.ours, check_modules=os.path.abspath(opts.ours) == os.path.abspath(OUR_PLUGINS))]
+    own = os.path.abspath(opts.ours) == os.path.abspath(OUR_PLUGINS)
+    impls = [Impl("ours", opts.ours, check_modules=own)]
+    if not opts.no_daemon:
+        impls.append(Impl("daemon", opts.ours, check_modules=own, daemon=True))
     if reference_available() or opts.reference != REFERENCE_PLUGINS:
         impls.append(Impl("reference", opts.reference, check_modules=False))
     else:
@@ -308,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         ("chain", s_chain, ["bridge>portmap>firewall ADD", "bridge>portmap>firewall DEL"]),
         ("parallel", s_parallel, [f"{opts.parallel} chain ADDs, {opts.workers} workers (wall)"]),
         ("scale", s_scale, [f"chain ADD with {n} containers" for n in opts.counts]
-         + [f"nft ruleset at {top + opts.probes} containers"]),
+         + [f"nft ruleset at {top + opts.probes} containers", f"daemon RSS with {top + opts.probes} attached"]),
         ("rss", s_rss, ["peak RSS loopback ADD", "peak RSS bridge ADD"]),
     ]
     only = set(opts.only.split(",")) if opts.only else None
@@ -325,11 +357,12 @@ def main(argv: list[str] | None = None) -> int:
                     errors.append(f"{key} ({impl.label}): {value}")
         for i, label in enumerate(labels):
             ours = outcome["ours"][i]
+            daemon = outcome["daemon"][i] if "daemon" in outcome else Skipped("off")
             ref = outcome["reference"][i] if "reference" in outcome else Skipped("not installed")
-            rows.append((label, fmt(ours), fmt(ref), ratio(ours, ref)))
+            rows.append((label, fmt(ours), fmt(daemon), fmt(ref), ratio(ours, ref), ratio(daemon, ref)))
 
-    header = ("scenario", "ours", "reference", "ours/ref")
-    widths = [max(len(r[c]) for r in rows + [header]) for c in range(4)]
+    header = ("scenario", "ours standalone", "ours daemon", "reference", "standalone/ref", "daemon/ref")
+    widths = [max(len(r[c]) for r in rows + [header]) for c in range(len(header))]
     line = "  ".join("{:<%d}" % w for w in widths)
     print(line.format(*header))
     print(line.format(*("-" * w for w in widths)))

@@ -1,9 +1,15 @@
-"""The plugin executables' front door, stdlib only (it runs on every invocation, so it must be cheap).
+"""The plugin executables' front door. It runs on every invocation, so it imports nothing beyond what
+the interpreter has already loaded (os, sys) and the C module ``_socket``: ``json`` alone would cost more
+(it pulls in ``re``) than the whole request takes in the daemon.
 
 VERSION is answered from a constant. Other verbs go to the resident pynet daemon when one is listening
 (pynet/daemon), together with this process's network namespace as a file descriptor, so the daemon does
 the work in the namespace the runtime called us in. Without a daemon, or when it goes away mid-request,
 the same plugin code runs here (standalone): nothing depends on a service being up.
+
+Wire format (both directions): a sequence of length-prefixed fields, each a 4-byte big-endian length and
+the bytes. Request: plugin module, environment (``KEY=VALUE`` joined by NUL), stdin; the netns fd rides
+on the first bytes as SCM_RIGHTS. Reply: exit code (decimal text), stdout text.
 """
 
 import os
@@ -11,69 +17,88 @@ import sys
 
 DEFAULT_SOCKET = "/run/pynet/pynetd.sock"
 _VERSION_REPLY = '{"cniVersion": "1.1.0", "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]}\n'
-_HEADER = 4  # big-endian length prefix on every message
+_LOST = object()
 
 
 def socket_path(environ) -> str:
     return environ.get("PYNET_SOCKET") or DEFAULT_SOCKET
 
 
-def _send_msg(sock, payload: bytes, fds=()) -> None:
-    import array
-    import socket
-
-    data = len(payload).to_bytes(_HEADER, "big") + payload
-    if fds:
-        sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-    else:
-        sock.sendall(data)
+def pack(*fields: bytes) -> bytes:
+    return b"".join(len(f).to_bytes(4, "big") + f for f in fields)
 
 
-def _recv_exact(sock, size: int) -> bytes:
+def recv_exact(sock, size: int) -> bytes:
     chunks = []
     while size:
-        chunk = sock.recv(size)
+        chunk = sock.recv(min(size, 1 << 20))
         if not chunk:
-            raise ConnectionError("daemon closed the connection")
+            raise ConnectionError("peer closed the connection")
         chunks.append(chunk)
         size -= len(chunk)
     return b"".join(chunks)
 
 
-def recv_msg(sock) -> bytes:
-    return _recv_exact(sock, int.from_bytes(_recv_exact(sock, _HEADER), "big"))
+def recv_fields(sock, count: int, first: bytes = b"") -> list[bytes]:
+    """Reads ``count`` length-prefixed fields; ``first`` holds bytes already read from the stream."""
+    fields = []
+    buffered = first
+    for _ in range(count):
+        if len(buffered) < 4:
+            buffered += recv_exact(sock, 4 - len(buffered))
+        size = int.from_bytes(buffered[:4], "big")
+        body = buffered[4:4 + size]
+        buffered = buffered[4 + size:]
+        if len(body) < size:
+            body += recv_exact(sock, size - len(body))
+        fields.append(body)
+    return fields
+
+
+def encode_env(environ) -> bytes:
+    return b"\0".join(os.fsencode(k) + b"=" + os.fsencode(v) for k, v in environ.items())
+
+
+def decode_env(blob: bytes) -> dict:
+    env = {}
+    for item in blob.split(b"\0") if blob else ():
+        key, _, value = item.partition(b"=")
+        env[os.fsdecode(key)] = os.fsdecode(value)
+    return env
 
 
 def _via_daemon(plugin_module: str, stdin: bytes, path: str):
-    """(exit code, reply text) from the daemon; None when no daemon answers the connect."""
-    import json
-    import socket
+    """(exit code, reply text) from the daemon; None when no daemon takes the connection; _LOST when it
+    took the request and then went away."""
+    import _socket
 
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         try:
             sock.connect(path)
         except OSError:
             return None
-        request = json.dumps({"plugin": plugin_module, "env": dict(os.environ),
-                              "stdin": stdin.decode("utf-8", "surrogateescape")}).encode("utf-8", "surrogateescape")
+        request = pack(plugin_module.encode(), encode_env(os.environ), stdin)
         netns = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         try:
-            _send_msg(sock, request, [netns])
+            fd_bytes = netns.to_bytes(4, sys.byteorder, signed=True)
+            sent = sock.sendmsg([request], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd_bytes)])
         finally:
             os.close(netns)
-        raw = recv_msg(sock)
-        reply = json.loads(raw)
-        return reply["code"], reply["reply"]
-    except (ConnectionError, OSError, ValueError, KeyError):
-        return "lost"
+        if sent < len(request):
+            sock.sendall(request[sent:])
+        code, text = recv_fields(sock, 2)
+        return int(code), text.decode("utf-8", "surrogateescape")
+    except (ConnectionError, OSError, ValueError):
+        return _LOST
     finally:
         sock.close()
 
 
 def _standalone(plugin_module: str, stdin: bytes) -> tuple:
-    from .skel import handle
     import json
+
+    from .skel import handle
 
     code, reply = handle(plugin_module, os.environ, stdin)
     return code, (json.dumps(reply) + "\n") if reply is not None else ""
@@ -89,14 +114,13 @@ def run(plugin_module: str) -> None:
     path = socket_path(os.environ)
     if os.environ.get("PYNET_DAEMON", "auto") != "off" and os.path.exists(path):
         outcome = _via_daemon(plugin_module, stdin, path)
-    if outcome == "lost":
+    if outcome is _LOST:
         # The daemon died mid-request: whatever it half did is undone by a standalone DEL (idempotent),
         # then the request is served here, so the runtime sees one clean answer.
         if os.environ.get("CNI_COMMAND") == "ADD":
-            saved = os.environ["CNI_COMMAND"]
             os.environ["CNI_COMMAND"] = "DEL"
             _standalone(plugin_module, stdin)
-            os.environ["CNI_COMMAND"] = saved
+            os.environ["CNI_COMMAND"] = "ADD"
         outcome = None
     if outcome is None:
         outcome = _standalone(plugin_module, stdin)

@@ -1,7 +1,7 @@
 """`pynet cni install DIR`: puts pynet's plugin executables where a runtime looks for them (e.g. /opt/cni/bin).
 
 Runtimes call plugins with a bare environment (no venv, no PYTHONPATH), so each executable is a tiny
-script whose shebang is this venv's interpreter, absolute, in isolated mode (``-I``: no user site, no
+script whose shebang is this venv's interpreter, absolute, in isolated mode without site (``-IS``: no user site, no
 environment variables, no script directory on sys.path), which still finds pynet through the venv's
 site-packages.
 """
@@ -12,22 +12,33 @@ import os
 import sys
 import tempfile
 
-# Executable name -> function in cni_plugins.entry.
-PLUGINS = {
-    "bridge": "bridge",
-    "host-local": "host_local",
-    "static": "static",
-    "loopback": "loopback",
-    "portmap": "portmap",
-    "firewall": "firewall",
-    "tuning": "tuning",
-}
+from cni_plugins.entry import PLUGIN_MODULES
 
-_TEMPLATE = """#!{python} -I
+# Executable name -> function in cni_plugins.entry ("host-local" -> host_local).
+PLUGINS = {name: name.replace("-", "_") for name in PLUGIN_MODULES}
+
+# -IS is -I -S (a shebang passes one argument): no environment variables, no user site, no site module.
+# Runtimes start a plugin for every verb, and site (with the .pth files of a --system-site-packages venv)
+# costs a few ms each time; the directories it would add are written into the script at install time.
+_TEMPLATE = """#!{python} -IS
 # Installed by `pynet cni install`; runs pynet's {name} CNI plugin.
+import sys
+sys.path[1:1] = {paths!r}
 from cni_plugins.entry import {func}
 {func}()
 """
+
+
+def import_paths() -> list[str]:
+    """What site gave this interpreter beyond the standard library: pynet's own tree, the venv's
+    site-packages and Debian's dist-packages (python3-nftables, python3-seccomp)."""
+    project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = [project]
+    for entry in sys.path:
+        if entry and ("site-packages" in entry or "dist-packages" in entry) and os.path.isdir(entry):
+            if entry not in paths:
+                paths.append(entry)
+    return paths
 
 
 def interpreter() -> str:
@@ -43,13 +54,14 @@ def install(directory: str) -> list[str]:
     """
     os.makedirs(directory, exist_ok=True)
     python = interpreter()
+    paths = import_paths()
     written = []
     for name, func in PLUGINS.items():
         target = os.path.join(directory, name)
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
         try:
             with os.fdopen(fd, "w") as f:
-                f.write(_TEMPLATE.format(python=python, name=name, func=func))
+                f.write(_TEMPLATE.format(python=python, name=name, func=func, paths=paths))
             os.chmod(tmp, 0o755)
             os.replace(tmp, target)
         except BaseException:

@@ -31,5 +31,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     spec="."
     [ -n "$EXTRAS" ] && spec=".[$EXTRAS]"
     "$VENV/bin/pip" install --disable-pip-version-check -q -e "$spec" --config-settings editable_mode=compat 2> >(grep -v "^WARNING: Location" >&2)
+    # pip's console-script wrappers import more than a plugin needs; replace them with lean ones.
+    "$VENV/bin/pynet" cni install "$VENV/bin" >/dev/null
     touch "$stamp"
 fi

@@ -20,7 +20,7 @@ def test_install_writes_every_plugin_as_an_isolated_script(tmp_path):
     for path in paths:
         assert os.stat(path).st_mode & stat.S_IXUSR
         shebang = open(path).readline().split()
-        assert os.path.isabs(shebang[0][2:]) and shebang[1] == "-I"
+        assert os.path.isabs(shebang[0][2:]) and shebang[1:] == ["-IS"]
     assert sorted(os.listdir(tmp_path / "bin")) == names  # no temporary files left behind
 
 
@@ -65,5 +65,5 @@ def test_installed_plugin_ignores_pythonpath_and_venv_variables(tmp_path, host_n
 
 def test_scripts_point_at_this_installations_interpreter(tmp_path):
     path = cni_install.install(str(tmp_path))[0]
-    assert open(path).readline().strip() == f"#!{os.path.abspath(sys.executable)} -I"
+    assert open(path).readline().strip() == f"#!{os.path.abspath(sys.executable)} -IS"
     assert os.path.dirname(os.path.abspath(sys.executable)) == OUR_PLUGINS

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 
 from cni_plugins.client import DEFAULT_SOCKET
 

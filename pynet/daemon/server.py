@@ -19,7 +19,7 @@ import struct
 import threading
 
 from cni_plugins import netns as cni_netns
-from cni_plugins.client import DEFAULT_SOCKET, recv_msg, _send_msg
+from cni_plugins.client import DEFAULT_SOCKET, decode_env, pack, recv_fields
 from cni_plugins.entry import PLUGIN_MODULES
 from cni_plugins.skel import handle
 
@@ -60,26 +60,17 @@ def preload() -> list[str]:
     return loaded
 
 
-def _recv_request(conn: socket.socket) -> tuple[dict, list[int]]:
+def _recv_request(conn: socket.socket) -> tuple[str, dict, bytes, list[int]]:
     fds = array.array("i")
-    # The fd rides on the first bytes of the message; read the header with recvmsg, the rest plainly.
-    data, ancdata, _flags, _addr = conn.recvmsg(4, socket.CMSG_SPACE(4 * fds.itemsize))
+    # The fd rides on the first bytes of the message: read them with recvmsg, the rest plainly.
+    first, ancdata, _flags, _addr = conn.recvmsg(65536, socket.CMSG_SPACE(4 * fds.itemsize))
     for level, kind, cdata in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
-    while len(data) < 4:
-        more = conn.recv(4 - len(data))
-        if not more:
-            raise ConnectionError("client went away")
-        data += more
-    size = int.from_bytes(data, "big")
-    body = b""
-    while len(body) < size:
-        chunk = conn.recv(size - len(body))
-        if not chunk:
-            raise ConnectionError("client went away")
-        body += chunk
-    return json.loads(body.decode("utf-8", "surrogateescape")), list(fds)
+    if not first:
+        raise ConnectionError("client went away")
+    module, env, stdin = recv_fields(conn, 3, first)
+    return module.decode(), decode_env(env), stdin, list(fds)
 
 
 class Server:
@@ -136,19 +127,16 @@ class Server:
             with conn:
                 if not self._peer_allowed(conn):
                     return
-                request, fds = _recv_request(conn)
-                code, text = self.execute(request, fds[0] if fds else None)
-                _send_msg(conn, json.dumps({"code": code, "reply": text}).encode("utf-8", "surrogateescape"))
+                module, env, stdin, fds = _recv_request(conn)
+                code, text = self.execute(module, env, stdin, fds[0] if fds else None)
+                conn.sendall(pack(str(code).encode(), text.encode("utf-8", "surrogateescape")))
         except (ConnectionError, OSError, ValueError):
             pass
         finally:
             for fd in fds:
                 os.close(fd)
 
-    def execute(self, request: dict, netns_fd: int | None) -> tuple[int, str]:
-        module = request.get("plugin")
-        env = request.get("env") or {}
-        stdin = (request.get("stdin") or "").encode("utf-8", "surrogateescape")
+    def execute(self, module: str, env: dict, stdin: bytes, netns_fd: int | None) -> tuple[int, str]:
         if module not in _ALLOWED_MODULES:
             return 1, json.dumps({"cniVersion": "1.1.0", "code": 4, "msg": f"unknown plugin module {module!r}",
                                   "details": ""}) + "\n"
