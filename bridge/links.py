@@ -258,6 +258,20 @@ def wait_oper_up(ipr, port: Link, timeout: float = OPER_UP_TIMEOUT) -> Link:
         delay = min(delay * 2, 0.1)
 
 
+def set_down(ipr, name: str) -> bool:
+    """Sets ``name`` down; False when there is no such link."""
+    index = netlink.link_index(ipr, name)
+    if index is None:
+        return False
+    try:
+        ipr.link("set", index=index, state="down")
+    except Exception as exc:
+        if netlink.netlink_error_code(exc) in (errno.ENODEV, errno.ENOENT):
+            return False
+        raise _fail(f"could not set {name!r} down", exc) from None
+    return True
+
+
 def delete(ipr, name: str) -> bool:
     try:
         return netlink.delete_link(ipr, name)

@@ -15,7 +15,7 @@ import os
 import sys
 
 from cni_plugins import delegate, netlink, netns, sysctl
-from cni_plugins.errors import CNIError, INTERNAL, INVALID_CONFIG
+from cni_plugins.errors import CNIError, INTERNAL
 from cni_plugins.netns import ContainerNetns, iproute
 from cni_plugins.skel import Request
 from cni_plugins.types import Interface, Result, Route
@@ -147,12 +147,22 @@ def delete(req: Request) -> None:
     conf = bridge_config.load(req)
     ns = _container_for_delete(req.netns)
     if ns is not None:
-        with ns:
-            links.delete(ns.ipr, req.ifname)
+        # Down first (cheap): the bridge port stops forwarding at once, so the address released below can
+        # never be live on two ports. The delete itself waits ~15 ms on the kernel (RCU), so it runs
+        # after the reply where a daemon serves the request.
+        if links.set_down(ns.ipr, req.ifname):
+            req.after_reply(lambda: _delete_container_link(ns, req.ifname))
+        else:
+            ns.close()
     if conf.ip_masq or conf.macspoofchk:
         firewall.remove_owned(_nft(), _tag(req), masq=conf.ip_masq, spoof=conf.macspoofchk)
     if conf.ipam:
         delegate.ipam_del(req)
+
+
+def _delete_container_link(ns: ContainerNetns, ifname: str) -> None:
+    with ns:
+        links.delete(ns.ipr, ifname)
 
 
 def _container_for_delete(path: str) -> ContainerNetns | None:
@@ -166,9 +176,7 @@ def _container_for_delete(path: str) -> ContainerNetns | None:
 # -- CHECK --------------------------------------------------------------------------------------------------
 def check(req: Request) -> None:
     conf = bridge_config.load(req)
-    prev = req.prev_result
-    if prev is None:
-        raise CNIError(INVALID_CONFIG, "invalid prevResult: CHECK requires the result of the ADD")
+    prev = req.require_prev_result("bridge", "CHECK needs the result of the ADD")
     with ContainerNetns.open(req.netns) as ns, contextlib.closing(iproute()) as host:
         if conf.ipam:
             delegate.ipam_verb(req, "CHECK")
@@ -187,13 +195,7 @@ def _check_bridge(host, conf: BridgeConfig, prev: Result):
     iface = next((i for i in prev.interfaces if i.name == conf.bridge and not i.sandbox), None)
     if iface is None:
         raise CNIError(INTERNAL, f"bridge {conf.bridge!r} is not in prevResult")
-    msg = netlink.link(host, conf.bridge)
-    if msg is None:
-        raise CNIError(INTERNAL, f"bridge {conf.bridge!r} in the host namespace was not found")
-    if links.kind_of(msg) != "bridge":
-        raise CNIError(INTERNAL, f"interface {conf.bridge!r} is not a bridge")
-    if iface.mac and iface.mac != netlink.mac_of(msg):
-        raise CNIError(INTERNAL, f"bridge {conf.bridge!r} MAC {netlink.mac_of(msg)} does not match {iface.mac}")
+    msg = _check_link(host, iface, "bridge", "host interface")
     if bool(msg["flags"] & links.IFF_PROMISC) != conf.promisc_mode:
         raise CNIError(INTERNAL, f"bridge {conf.bridge!r} promiscuous mode does not match promiscMode "
                        f"{conf.promisc_mode}")
@@ -204,14 +206,18 @@ def _check_container(ipr, req: Request, prev: Result):
     iface = next((i for i in prev.interfaces if i.name == req.ifname and i.sandbox), None)
     if iface is None or iface.sandbox != req.netns:
         raise CNIError(INTERNAL, f"interface {req.ifname!r} in sandbox {req.netns!r} is not in prevResult")
-    msg = netlink.link(ipr, req.ifname)
+    return _check_link(ipr, iface, "veth", "container interface")
+
+
+def _check_link(ipr, iface: Interface, kind: str, where: str):
+    """The link of a prevResult interface: it exists, is a ``kind`` and has the MAC the result gave it."""
+    msg = netlink.link(ipr, iface.name)
     if msg is None:
-        raise CNIError(INTERNAL, f"interface {req.ifname!r} not found in the container")
-    if links.kind_of(msg) != "veth":
-        raise CNIError(INTERNAL, f"container interface {req.ifname!r} is not a veth")
+        raise CNIError(INTERNAL, f"{where} {iface.name!r} was not found")
+    if links.kind_of(msg) != kind:
+        raise CNIError(INTERNAL, f"{where} {iface.name!r} is not a {kind}")
     if iface.mac and iface.mac != netlink.mac_of(msg):
-        raise CNIError(INTERNAL, f"container interface {req.ifname!r} MAC {netlink.mac_of(msg)} does not "
-                       f"match {iface.mac}")
+        raise CNIError(INTERNAL, f"{where} {iface.name!r} MAC {netlink.mac_of(msg)} does not match {iface.mac}")
     return msg
 
 

@@ -128,4 +128,6 @@ def run(plugin_module: str) -> None:
     if text:
         sys.stdout.write(text)
     sys.stdout.flush()
-    sys.exit(code)
+    # Interpreter teardown (finalizers of netlink and nft handles) is work nobody waits for but the
+    # runtime: everything a plugin writes is closed and synced before it returns, so leave at once.
+    os._exit(code)

@@ -8,7 +8,10 @@ DEL/GC remove exactly what an attachment owns by reading the tags back.
 
 from __future__ import annotations
 
+import collections
 import errno
+import os
+import threading
 
 from .errors import CNIError, IO_FAILURE
 
@@ -30,20 +33,52 @@ def value_of(elem):
     return elem["elem"]["val"] if isinstance(elem, dict) and "elem" in elem else elem
 
 
-class Nft:
-    """A libnftables context. Commands are JSON objects ({"add": {...}}) run atomically by ``apply``."""
+class _Context:
+    """One libnftables context and the lock that serializes its use (a context is not thread-safe)."""
 
     def __init__(self):
         import nftables  # Debian's python3-nftables; imported here so VERSION never loads it
 
-        self._ctx = nftables.Nftables()
-        self._ctx.set_json_output(True)
-        self._ctx.set_handle_output(False)
+        self.lib = nftables.Nftables()
+        self.lib.set_json_output(True)
+        self.lib.set_handle_output(False)
+        self.lock = threading.Lock()
+
+
+# Contexts kept per network namespace (by nsfs inode): freeing one costs ~10 ms once it has run a
+# transaction, more than a whole ADD's nft work, and a resident daemon serves many requests per netns.
+# A cached context's socket pins its netns, so the inode cannot be reused while it is in this cache;
+# the cache is small, so namespaces of finished sandboxes are let go.
+_CONTEXTS: "collections.OrderedDict[int, _Context]" = collections.OrderedDict()
+_CONTEXTS_LOCK = threading.Lock()
+_MAX_CONTEXTS = 8
+
+
+def _context() -> _Context:
+    key = os.stat("/proc/thread-self/ns/net").st_ino
+    with _CONTEXTS_LOCK:
+        ctx = _CONTEXTS.get(key)
+        if ctx is None:
+            ctx = _CONTEXTS[key] = _Context()
+            while len(_CONTEXTS) > _MAX_CONTEXTS:
+                _CONTEXTS.popitem(last=False)
+        else:
+            _CONTEXTS.move_to_end(key)
+        return ctx
+
+
+class Nft:
+    """nftables in the calling thread's netns. Commands are JSON objects ({"add": {...}}) run atomically
+    by ``apply``."""
+
+    def __init__(self):
+        self._ctx = _context()
 
     def apply(self, commands: list[dict], what: str = "nftables transaction") -> list:
         if not commands:
             return []
-        rc, out, err = self._ctx.json_cmd({"nftables": commands})
+        with self._ctx.lock:
+            rc, out, err = self._ctx.lib.json_cmd({"nftables": commands})
         if rc != 0:
             raise NftError(rc, f"{what} failed: {err.strip()}")
         return (out or {}).get("nftables", []) if isinstance(out, dict) else []
@@ -53,11 +88,12 @@ class Nft:
 
         For definitions written once (a table's chains and rules), where nft's own syntax is the clearest form.
         """
-        self._ctx.set_dry_run(dry_run)
-        try:
-            rc, _, err = self._ctx.cmd(script)
-        finally:
-            self._ctx.set_dry_run(False)
+        with self._ctx.lock:
+            self._ctx.lib.set_dry_run(dry_run)
+            try:
+                rc, _, err = self._ctx.lib.cmd(script)
+            finally:
+                self._ctx.lib.set_dry_run(False)
         if rc != 0:
             raise NftError(rc, f"{what} failed: {err.strip()}")
 

@@ -113,6 +113,14 @@ class Request:
     config: dict
     stdin: bytes
     environ: Mapping[str, str] = field(repr=False, default_factory=dict)
+    # Work the reply does not depend on (see after_reply); run by handle() or by the daemon.
+    deferred: list = field(repr=False, default_factory=list)
+
+    def after_reply(self, fn) -> None:
+        """Registers the last step of a verb when nothing the runtime waits for depends on it (the kernel's
+        slow veth teardown on DEL). A resident daemon runs it after replying, still holding this
+        container's lock, so a later request for the container sees it done; standalone runs it at once."""
+        self.deferred.append(fn)
 
     @property
     def cni_version(self) -> str:
@@ -140,6 +148,15 @@ class Request:
             return None
         from .types import Result
         return Result.from_dict(raw)
+
+    def require_prev_result(self, plugin: str, why: str = ""):
+        """prevResult, or code 7 naming ``plugin`` when it runs without one (not chained, or CHECK without
+        the ADD's result); ``why`` says what it needs it for."""
+        prev = self.prev_result
+        if prev is None:
+            why = why or f"it must be chained after a plugin that creates the interface {self.ifname!r}"
+            raise CNIError(INVALID_CONFIG, f"{plugin} requires prevResult: {why}")
+        return prev
 
     def cni_arg(self, key: str, known: tuple[str, ...] = ()) -> str | None:
         """One CNI_ARGS value. Keys the plugin does not know fail unless IgnoreUnknown is set."""
@@ -252,15 +269,42 @@ def dispatch(plugin, req: Request):
     return None
 
 
-def handle(plugin_module: str, environ: Mapping[str, str], stdin: bytes) -> tuple[int, dict | None]:
-    """One invocation, without touching process state: returns (exit code, JSON reply or None)."""
+def _run_quietly(steps) -> None:
+    for fn in steps:
+        try:
+            fn()
+        except Exception:
+            pass
+
+
+def handle(plugin_module: str, environ: Mapping[str, str], stdin: bytes,
+           defer_to: list | None = None) -> tuple[int, dict | None]:
+    """One invocation, without touching process state: returns (exit code, JSON reply or None).
+
+    Work a plugin registered with ``Request.after_reply`` runs before returning, unless ``defer_to`` is
+    given: then it is appended there for the caller to run once the reply is out."""
     try:
         if environ.get("CNI_COMMAND") == "VERSION":
             return 0, _version_reply(stdin)
         req = build_request(environ, stdin)
         lean_imports.install()
         plugin = importlib.import_module(plugin_module)
-        return 0, dispatch(plugin, req)
+        try:
+            reply = dispatch(plugin, req)
+        except BaseException:
+            # The verb failed after registering its last step: that step still runs (a failed IPAM DEL
+            # must not leave the container's link behind), and the original error is what is reported.
+            if defer_to is not None:
+                defer_to.extend(req.deferred)
+            else:
+                _run_quietly(req.deferred)
+            raise
+        if defer_to is not None:
+            defer_to.extend(req.deferred)
+        else:
+            for fn in req.deferred:
+                fn()
+        return 0, reply
     except CNIError as err:
         return 1, err.to_dict(_error_version(stdin))
     except Exception as exc:  # a bug must still reach the runtime as CNI error JSON, not a traceback

@@ -70,3 +70,49 @@ def test_client_falls_back_to_standalone_when_daemon_dies_mid_request(host_ns, c
 
 def test_daemon_socket_is_private(pynet_daemon):
     assert oct(os.stat(pynet_daemon).st_mode & 0o777) == "0o600"
+
+
+def _bridge_conf(tmp_path, name="dnet"):
+    return {"cniVersion": "1.0.0", "name": name, "type": "bridge", "bridge": "dbr0", "isGateway": True,
+            "ipMasq": True, "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.55.0.0/24"}]],
+                                     "dataDir": str(tmp_path / "ipam")}}
+
+
+def test_readd_after_daemon_del_finds_the_old_link_gone(daemon_cni, host_ns, container_ns, tmp_path):
+    """DEL's slow link teardown runs after the reply, but under the container's lock: the next request for
+    that container (here the runtime re-adding it at once) always sees it finished."""
+    conf = _bridge_conf(tmp_path)
+    for _ in range(3):
+        daemon_cni.add("bridge", conf, container_ns, container_id="again")
+        daemon_cni.delete("bridge", conf, container_ns, container_id="again")
+        again = daemon_cni.add("bridge", conf, container_ns, container_id="again")
+        assert container_ns.addresses("eth0") == [again["ips"][0]["address"]]
+        daemon_cni.delete("bridge", conf, container_ns, container_id="again")
+    assert not list((tmp_path / "ipam" / "dnet").glob("10.*"))
+
+
+def test_daemon_del_takes_the_container_port_off_the_bridge_before_replying(daemon_cni, host_ns, container_ns,
+                                                                             tmp_path):
+    conf = _bridge_conf(tmp_path)
+    result = daemon_cni.add("bridge", conf, container_ns, container_id="down")
+    host_veth = result["interfaces"][1]["name"]
+    daemon_cni.delete("bridge", conf, container_ns, container_id="down")
+    # Either already deleted, or at least down (so its released address cannot answer on the bridge).
+    link = container_ns.link("eth0")
+    assert link is None or not link["flags"] & 1
+    peer = host_ns.link(host_veth)
+    assert peer is None or peer.get_attr("IFLA_OPERSTATE") != "UP"
+
+
+def test_concurrent_adds_through_the_daemon_get_distinct_addresses(daemon_cni, make_netns, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    conf = _bridge_conf(tmp_path)
+    containers = [make_netns() for _ in range(16)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: daemon_cni.add("bridge", conf, containers[i], container_id=f"p{i}"),
+                                range(16)))
+    addresses = {r["ips"][0]["address"] for r in results}
+    assert len(addresses) == 16
+    for ns, r in zip(containers, results):
+        assert ns.addresses("eth0") == [r["ips"][0]["address"]]

@@ -128,31 +128,47 @@ class Server:
                 if not self._peer_allowed(conn):
                     return
                 module, env, stdin, fds = _recv_request(conn)
-                code, text = self.execute(module, env, stdin, fds[0] if fds else None)
-                conn.sendall(pack(str(code).encode(), text.encode("utf-8", "surrogateescape")))
+                self.execute(conn, module, env, stdin, fds[0] if fds else None)
         except (ConnectionError, OSError, ValueError):
             pass
         finally:
             for fd in fds:
                 os.close(fd)
 
-    def execute(self, module: str, env: dict, stdin: bytes, netns_fd: int | None) -> tuple[int, str]:
+    def execute(self, conn: socket.socket, module: str, env: dict, stdin: bytes, netns_fd: int | None) -> None:
+        """Serves one request and replies on ``conn``; deferred work runs after the reply, still under the
+        container's lock."""
         if module not in _ALLOWED_MODULES:
-            return 1, json.dumps({"cniVersion": "1.1.0", "code": 4, "msg": f"unknown plugin module {module!r}",
-                                  "details": ""}) + "\n"
+            return _reply(conn, 1, _error(4, f"unknown plugin module {module!r}"))
         if netns_fd is None:
-            return 1, json.dumps({"cniVersion": "1.1.0", "code": 4,
-                                  "msg": "the daemon needs the caller's network namespace", "details": ""}) + "\n"
+            return _reply(conn, 1, _error(4, "the daemon needs the caller's network namespace"))
         # This thread now lives in the caller's namespace for the rest of its short life.
         cni_netns.setns(netns_fd)
         key = env.get("CNI_CONTAINERID") or ""
+        deferred: list = []
         self.locks.acquire(key)
         try:
-            code, reply = handle(module, env, stdin)
+            code, reply = handle(module, env, stdin, defer_to=deferred)
+            _reply(conn, code, (json.dumps(reply) + "\n") if reply is not None else "")
+            for fn in deferred:
+                try:
+                    fn()
+                except Exception as exc:  # the verb already succeeded; what is left dies with the netns
+                    print(f"pynet daemon: deferred step of {env.get('CNI_COMMAND')} {key}: {exc}", flush=True)
         finally:
             self.locks.release(key)
         self.served[env.get("CNI_COMMAND", "?")] += 1
-        return code, (json.dumps(reply) + "\n") if reply is not None else ""
+
+
+def _error(code: int, msg: str) -> str:
+    return json.dumps({"cniVersion": "1.1.0", "code": code, "msg": msg, "details": ""}) + "\n"
+
+
+def _reply(conn: socket.socket, code: int, text: str) -> None:
+    try:
+        conn.sendall(pack(str(code).encode(), text.encode("utf-8", "surrogateescape")))
+    except OSError:
+        pass  # the client is gone; it falls back on its own
 
 
 def run(path: str = DEFAULT_SOCKET, ready=None) -> None:
