@@ -16,6 +16,9 @@ import os
 import sys
 
 DEFAULT_SOCKET = "/run/pynet/pynetd.sock"
+# Opt-in auto-start: this file exists, or PYNET_DAEMON=autostart (runtimes pass plugins a bare
+# environment, so the file is the switch that reaches them).
+AUTOSTART_MARKER = "/etc/pynet/daemon-autostart"
 _VERSION_REPLY = '{"cniVersion": "1.1.0", "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]}\n'
 _LOST = object()
 
@@ -95,6 +98,30 @@ def _via_daemon(plugin_module: str, stdin: bytes, path: str):
         sock.close()
 
 
+def _autostart_wanted(environ) -> bool:
+    mode = environ.get("PYNET_DAEMON", "auto")
+    return mode == "autostart" or (mode == "auto" and os.path.exists(AUTOSTART_MARKER))
+
+
+def _autostart(path: str) -> None:
+    """Starts `pynet daemon` in the background for the requests to come; this one is served standalone.
+
+    Double fork: the daemon must be neither the runtime's child nor hold its stdout (the runtime reads
+    our reply until EOF). Two plugins starting it at once are fine: the daemon's lock file admits one."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                devnull = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(devnull, fd)
+                os.execv(sys.executable, [sys.executable, "-I", "-m", "pynet.cli", "daemon", "--socket", path])
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
 def _standalone(plugin_module: str, stdin: bytes) -> tuple:
     import json
 
@@ -112,8 +139,11 @@ def run(plugin_module: str) -> None:
     stdin = sys.stdin.buffer.read()
     outcome = None
     path = socket_path(os.environ)
-    if os.environ.get("PYNET_DAEMON", "auto") != "off" and os.path.exists(path):
-        outcome = _via_daemon(plugin_module, stdin, path)
+    if os.environ.get("PYNET_DAEMON", "auto") != "off":
+        if os.path.exists(path):
+            outcome = _via_daemon(plugin_module, stdin, path)
+        elif _autostart_wanted(os.environ):
+            _autostart(path)
     if outcome is _LOST:
         # The daemon died mid-request: whatever it half did is undone by a standalone DEL (idempotent),
         # then the request is served here, so the runtime sees one clean answer.

@@ -116,3 +116,34 @@ def test_concurrent_adds_through_the_daemon_get_distinct_addresses(daemon_cni, m
     assert len(addresses) == 16
     for ns, r in zip(containers, results):
         assert ns.addresses("eth0") == [r["ips"][0]["address"]]
+
+
+def test_opt_in_autostart_serves_later_requests(host_ns, make_netns, tmp_path):
+    import signal
+    import time
+
+    path = str(tmp_path / "auto.sock")
+    cni = CNI(host_ns, OUR_PLUGINS, extra_env={"PYNET_SOCKET": path, "PYNET_DAEMON": "autostart"})
+    first = cni.add("loopback", LOOPBACK, make_netns())  # served standalone while the daemon starts
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert os.path.exists(path), "autostarted daemon did not come up"
+    pid = int(open(path + ".lock").read())
+    try:
+        second = cni.add("loopback", LOOPBACK, make_netns())
+        assert first["ips"] == second["ips"]
+        # The daemon serves from inside the sandbox it was started in, never the root netns.
+        assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(host_ns.path).st_ino
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline + 10:
+            time.sleep(0.05)
+    assert not os.path.exists(path)
+
+
+def test_second_daemon_on_one_socket_is_refused(host_ns, pynet_daemon):
+    proc = host_ns.run([os.path.join(OUR_PLUGINS, "pynet"), "daemon", "--socket", pynet_daemon], timeout=30)
+    assert proc.returncode == 1
+    assert b"another pynet daemon" in proc.stderr
+    assert os.path.exists(pynet_daemon)

@@ -15,10 +15,15 @@ def register(sub) -> None:
 
 
 def _daemon(args) -> int:
-    from .server import run
+    from pynet.cli import CommandError
+
+    from .server import AlreadyRunning, run
 
     def ready():
         print(f"pynet daemon listening on {args.socket}", flush=True)
 
-    run(args.socket, ready)
+    try:
+        run(args.socket, ready)
+    except AlreadyRunning as exc:
+        raise CommandError(str(exc)) from None
     return 0

@@ -26,6 +26,10 @@ from cni_plugins.skel import handle
 _ALLOWED_MODULES = frozenset(PLUGIN_MODULES.values())
 
 
+class AlreadyRunning(Exception):
+    pass
+
+
 class ContainerLocks:
     """One lock per container ID, dropped when nobody holds or waits for it."""
 
@@ -79,12 +83,26 @@ class Server:
         self.locks = ContainerLocks()
         self.served = collections.Counter()
         self._sock: socket.socket | None = None
+        self._lock_fd = -1
         self._stopping = threading.Event()
 
     def bind(self) -> None:
+        """Takes the socket path. One daemon per path: the lock file next to it is held for the daemon's
+        life, so a socket file found while holding the lock is a crashed daemon's and may be replaced."""
+        import fcntl
+
         os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
-        if os.path.exists(self.path):
-            os.unlink(self.path)  # stale from a crashed daemon: a live one would still hold the pid file
+        self._lock_fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise AlreadyRunning(f"another pynet daemon serves {self.path}") from None
+        os.ftruncate(self._lock_fd, 0)
+        os.write(self._lock_fd, f"{os.getpid()}\n".encode())
+        if os.path.lexists(self.path):
+            os.unlink(self.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)  # the socket is born 0600: only root may ask for network changes
         try:
@@ -113,8 +131,12 @@ class Server:
             except OSError:
                 pass
             self._sock.close()
-        if os.path.exists(self.path):
-            os.unlink(self.path)
+        if self._lock_fd >= 0:  # only the daemon that owns the path removes it
+            if os.path.lexists(self.path):
+                os.unlink(self.path)
+            os.unlink(self.path + ".lock")
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
     def _peer_allowed(self, conn: socket.socket) -> bool:
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
