@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 
 from cni_plugins import delegate
+from cni_plugins.config import option_bool, option_int
 from cni_plugins.errors import CNIError, INVALID_CONFIG, invalid_config
 from cni_plugins.skel import IFNAMSIZ, Request
 from cni_plugins.types import DNS
@@ -59,24 +60,6 @@ class BridgeConfig:
     @property
     def vlan_filtering(self) -> bool:
         return bool(self.vlan or self.vlan_trunk)
-
-
-def _bool(config: dict, key: str) -> bool:
-    value = config.get(key, False)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise invalid_config(key, value, "expected true or false")
-    return value
-
-
-def _int(config: dict, key: str, default: int = 0) -> int:
-    value = config.get(key, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise invalid_config(key, value, "expected an integer")
-    return value
 
 
 def validate_link_name(key: str, name) -> str:
@@ -145,19 +128,20 @@ def _mac(req: Request) -> str | None:
 
 def load(req: Request) -> BridgeConfig:
     config = req.config
-    flags = {field: _bool(config, key) for field, key in _BOOLS.items()}
+    flags = {field: option_bool(config, key) for field, key in _BOOLS.items()}
     if "preserveDefaultVlan" in config:
-        flags["preserve_default_vlan"] = _bool(config, "preserveDefaultVlan")
+        # present but null reads as false, unlike an absent key
+        flags["preserve_default_vlan"] = option_bool(config, "preserveDefaultVlan", False)
     if flags["is_default_gateway"]:
         flags["is_gateway"] = True
 
     bridge = validate_link_name("bridge", config.get("bridge") or DEFAULT_BRIDGE)
 
-    mtu = _int(config, "mtu")
+    mtu = option_int(config, "mtu")
     if mtu and not MIN_MTU <= mtu <= MAX_MTU:
         raise invalid_config("mtu", mtu, f"expected {MIN_MTU}..{MAX_MTU}")
 
-    vlan = _int(config, "vlan")
+    vlan = option_int(config, "vlan")
     if not 0 <= vlan <= MAX_VLAN:
         raise invalid_config("vlan", vlan, f"expected a VLAN ID between 0 and {MAX_VLAN}")
     trunk = _vlan_trunk(config.get("vlanTrunk"))

@@ -50,22 +50,23 @@ def in_process_module(exe: str) -> str | None:
     return PLUGIN_MODULES.get(match.group(1).decode().replace("_", "-")) if match else None
 
 
-def run(plugin_type: str, command: str, req: Request, stdin: bytes | None = None) -> dict | None:
-    """Runs a plugin and returns its decoded JSON reply (None for an empty one); its CNI error is re-raised."""
-    exe = find_plugin(plugin_type, req.path)
-    env = dict(req.environ)
-    env["CNI_COMMAND"] = command
-    module = in_process_module(exe)
-    if module is not None:
-        from .skel import handle
+def error_from_reply(reply: dict) -> CNIError:
+    """The CNIError a plugin's error JSON (code, msg, details) stands for."""
+    return CNIError(int(reply.get("code") or 0), str(reply.get("msg", "")), str(reply.get("details", "")))
 
-        code, reply = handle(module, env, req.stdin if stdin is None else stdin)
-        if code != 0:
-            raise CNIError(int(reply["code"]), reply.get("msg", ""), reply.get("details", ""))
-        return reply
+
+def exec_plugin(exe: str, env: dict, stdin: bytes, timeout: float | None = None) -> dict | None:
+    """Runs a plugin executable; its decoded JSON reply (None for an empty one).
+
+    A failing plugin's own error JSON is raised as that CNIError; a failure without one (crash, exit code
+    only) or output that is not JSON becomes an I/O or decoding error naming the executable.
+    """
     try:
-        proc = subprocess.run([exe], input=req.stdin if stdin is None else stdin, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+        proc = subprocess.run([exe], input=stdin, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise CNIError(IO_FAILURE, f"plugin {exe!r} did not finish {env.get('CNI_COMMAND', '')} "
+                       f"in {timeout}s") from None
     except OSError as exc:
         raise CNIError(IO_FAILURE, f"failed to run plugin {exe!r}: {exc.strerror}") from None
     out = proc.stdout.strip()
@@ -74,13 +75,30 @@ def run(plugin_type: str, command: str, req: Request, stdin: bytes | None = None
         try:
             reply = json.loads(out)
         except ValueError:
-            raise CNIError(DECODING_FAILURE, f"plugin {plugin_type!r} printed invalid JSON",
+            raise CNIError(DECODING_FAILURE, f"plugin {exe!r} printed invalid JSON",
                            out[:500].decode(errors="replace")) from None
     if proc.returncode != 0:
         if isinstance(reply, dict) and "code" in reply:
-            raise CNIError(int(reply["code"]), reply.get("msg", ""), reply.get("details", ""))
-        raise CNIError(IO_FAILURE, f"plugin {plugin_type!r} failed with exit code {proc.returncode}",
-                       proc.stderr[-500:].decode(errors="replace"))
+            raise error_from_reply(reply)
+        raise CNIError(IO_FAILURE, f"plugin {exe!r} failed with exit code {proc.returncode}",
+                       proc.stderr[-500:].decode(errors="replace").strip())
+    return reply
+
+
+def run(plugin_type: str, command: str, req: Request, stdin: bytes | None = None) -> dict | None:
+    """Runs a plugin and returns its decoded JSON reply (None for an empty one); its CNI error is re-raised."""
+    exe = find_plugin(plugin_type, req.path)
+    env = dict(req.environ)
+    env["CNI_COMMAND"] = command
+    data = req.stdin if stdin is None else stdin
+    module = in_process_module(exe)
+    if module is None:
+        return exec_plugin(exe, env, data)
+    from .skel import handle
+
+    code, reply = handle(module, env, data)
+    if code != 0:
+        raise error_from_reply(reply)
     return reply
 
 

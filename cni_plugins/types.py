@@ -35,6 +35,17 @@ def parse_address(value) -> IPAddress:
         raise _bad("ip", value) from None
 
 
+def _optional_address(value) -> IPAddress | None:
+    """A gateway: absent or empty means none."""
+    return parse_address(value) if value else None
+
+
+def _object(d, what: str) -> dict:
+    if not isinstance(d, dict):
+        raise _bad(what, d)
+    return d
+
+
 def parse_network(value) -> IPNetwork:
     try:
         return ipaddress.ip_network(value, strict=False)
@@ -100,13 +111,11 @@ class IPConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "IPConfig":
-        if not isinstance(d, dict):
-            raise _bad("ips entry", d)
-        gw = d.get("gateway")
+        d = _object(d, "ips entry")
         iface = d.get("interface")
         if iface is not None and not isinstance(iface, int):
             raise _bad("interface index", iface)
-        return cls(parse_interface_address(d.get("address")), parse_address(gw) if gw else None, iface)
+        return cls(parse_interface_address(d.get("address")), _optional_address(d.get("gateway")), iface)
 
 
 @dataclass
@@ -135,14 +144,12 @@ class Route:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Route":
-        if not isinstance(d, dict):
-            raise _bad("route", d)
-        gw = d.get("gw")
+        d = _object(d, "route")
         extra = {name: d[name] for name in cls._V11_FIELDS if d.get(name) is not None}
         for name, value in extra.items():
             if not isinstance(value, int):
                 raise _bad(f"route {name}", value)
-        return cls(parse_network(d.get("dst")), parse_address(gw) if gw else None, **extra)
+        return cls(parse_network(d.get("dst")), _optional_address(d.get("gw")), **extra)
 
 
 @dataclass
@@ -171,8 +178,7 @@ class DNS:
     def from_dict(cls, d) -> "DNS":
         if not d:
             return cls()
-        if not isinstance(d, dict):
-            raise _bad("dns", d)
+        _object(d, "dns")
         return cls(list(d.get("nameservers") or []), d.get("domain") or "",
                    list(d.get("search") or []), list(d.get("options") or []))
 
@@ -198,8 +204,7 @@ class Result:
     @classmethod
     def from_dict(cls, d) -> "Result":
         """Reads a result of any supported version (fields of later versions are kept when present)."""
-        if not isinstance(d, dict):
-            raise _bad("result", d)
+        _object(d, "result")
         return cls(
             [Interface.from_dict(i) for i in d.get("interfaces") or []],
             [IPConfig.from_dict(ip) for ip in d.get("ips") or []],

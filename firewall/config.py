@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cni_plugins.config import option_str
 from cni_plugins.errors import invalid_config
 
 INGRESS_OPEN = "open"
@@ -21,24 +22,15 @@ class FirewallConfig:
     backend: str = ""
 
 
-def _string(config: dict, key: str, default: str = "") -> str:
-    value = config.get(key, default)
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise invalid_config(key, value, "must be a string")
-    return value
-
-
 def parse(config: dict) -> FirewallConfig:
-    backend = _string(config, "backend")
+    backend = option_str(config, "backend")
     if backend not in BACKENDS:
         raise invalid_config("backend", backend, f"expected one of {list(BACKENDS)} (pynet always uses nftables)")
-    policy = _string(config, "ingressPolicy") or INGRESS_OPEN
+    policy = option_str(config, "ingressPolicy") or INGRESS_OPEN
     if policy not in INGRESS_POLICIES:
         raise invalid_config("ingressPolicy", policy, f"expected one of {list(INGRESS_POLICIES)}")
     # iptablesAdminChainName and firewalldZone belong to backends pynet does not have; the admin hook is
     # always the `admin` chain of pynet's table.
-    _string(config, "iptablesAdminChainName")
-    _string(config, "firewalldZone")
+    option_str(config, "iptablesAdminChainName")
+    option_str(config, "firewalldZone")
     return FirewallConfig(ingress_policy=policy, backend=backend)

@@ -19,14 +19,6 @@ from cni_plugins.types import Result
 from . import table
 from .config import INGRESS_SAME_BRIDGE, FirewallConfig, parse
 
-def _prev_result(req: Request) -> Result:
-    prev = req.prev_result
-    if prev is None:
-        raise CNIError(INVALID_CONFIG, "missing prevResult from earlier plugin: firewall must be chained "
-                       "after a plugin that creates the interface (e.g. bridge)")
-    return prev
-
-
 def _bridge_name(cfg: FirewallConfig, prev: Result) -> str | None:
     if cfg.ingress_policy != INGRESS_SAME_BRIDGE:
         return None
@@ -47,7 +39,7 @@ def _addresses(prev: Result) -> list:
 
 def add(req: Request) -> Result:
     cfg = parse(req.config)
-    prev = _prev_result(req)
+    prev = req.require_prev_result("firewall")
     bridge = _bridge_name(cfg, prev)
     owner = req.network_owner()
     nft = nftlib.Nft()
@@ -76,7 +68,7 @@ def delete(req: Request) -> None:
 
 def check(req: Request) -> None:
     cfg = parse(req.config)
-    prev = _prev_result(req)
+    prev = req.require_prev_result("firewall")
     bridge = _bridge_name(cfg, prev)
     nft = nftlib.Nft()
     if not table.rules_in_place(nft):

@@ -12,6 +12,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from cni_plugins.config import option_int, option_str
 from cni_plugins.errors import CNIError, INVALID_CONFIG, INVALID_ENVIRONMENT, invalid_config
 from cni_plugins.skel import Request
 from cni_plugins.types import DNS, IPAddress, IPInterface, IPNetwork, Route
@@ -88,10 +89,7 @@ def network_name(req: Request) -> str:
 
 
 def data_dir(ipam: dict) -> str:
-    value = ipam.get("dataDir")
-    if value in (None, ""):
-        return DEFAULT_DATA_DIR
-    return _string(value, "ipam.dataDir")
+    return option_str(ipam, "dataDir", prefix="ipam.") or DEFAULT_DATA_DIR
 
 
 # -- routes and DNS -----------------------------------------------------------------------------------
@@ -116,10 +114,9 @@ def parse_routes(value, key: str) -> list[Route]:
                 raise invalid_config(f"{where}.gw", item["gw"], f"not the same address family as dst {dst}")
         extra = {}
         for name in _ROUTE_INT_FIELDS:
-            if item.get(name) is not None:
-                if not isinstance(item[name], int) or isinstance(item[name], bool):
-                    raise invalid_config(f"{where}.{name}", item[name], "expected an integer")
-                extra[name] = item[name]
+            value = option_int(item, name, None, prefix=f"{where}.")
+            if value is not None:
+                extra[name] = value
         routes.append(Route(dst, gw, **extra))
     return routes
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cni_plugins.errors import CNIError, INTERNAL, INVALID_CONFIG, INVALID_ENVIRONMENT, invalid_config
+from cni_plugins.errors import CNIError, INTERNAL, INVALID_ENVIRONMENT, invalid_config
 from cni_plugins.skel import Request
 from cni_plugins.types import DNS, IPAddress, IPConfig, IPInterface, Result, Route
 
@@ -97,9 +97,7 @@ def delete(req: Request) -> None:
 def check(req: Request) -> None:
     """Every address this config yields must be in prevResult, with the configured gateway."""
     conf = load(req)
-    prev = req.prev_result
-    if prev is None:
-        raise CNIError(INVALID_CONFIG, "static: CHECK needs prevResult in the network config")
+    prev = req.require_prev_result("static", "CHECK needs the result of the ADD in the network config")
     found = {ipc.address.ip: ipc for ipc in prev.ips}
     for want in conf.addresses:
         got = found.get(want.address.ip)

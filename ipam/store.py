@@ -20,6 +20,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from cni_plugins import files
 from cni_plugins.errors import CNIError, IO_FAILURE
 from cni_plugins.types import IPAddress
 
@@ -106,20 +107,6 @@ class LeaseStore:
             if name.startswith(_TMP_PREFIX):
                 _unlink(self._path(name))
 
-    def _write_temporary(self, data: bytes, durable: bool) -> str:
-        tmp = self._path(f"{_TMP_PREFIX}{os.getpid()}-{os.urandom(6).hex()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        try:
-            os.write(fd, data)
-            if durable:  # the data must be on disk before the name is, or a power cut leaves an empty lease
-                os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            _unlink(tmp)
-            raise
-        os.close(fd)
-        return tmp
-
     # -- reading --------------------------------------------------------------------------------------
     def leases(self) -> dict[IPAddress, Holder | None]:
         """Every leased address; the holder is None when the file cannot be read or understood."""
@@ -156,7 +143,10 @@ class LeaseStore:
     # -- writing --------------------------------------------------------------------------------------
     def reserve(self, ip: IPAddress, container_id: str, ifname: str, index: int) -> bool:
         """Takes ``ip`` for the attachment; False when someone holds it already."""
-        tmp = self._write_temporary(f"{container_id.strip()}{LINE_BREAK}{ifname}".encode(), durable=True)
+        # Durable: the data must be on disk before the name is, or a power cut leaves an empty lease. Linked,
+        # not renamed, into place: the link fails when the address is taken, so two writers cannot both win.
+        tmp = files.write_temporary(self.dir, f"{container_id.strip()}{LINE_BREAK}{ifname}", 0o644, durable=True,
+                                    prefix=_TMP_PREFIX)
         try:
             os.link(tmp, self._path(str(ip)))
         except FileExistsError:
@@ -168,12 +158,7 @@ class LeaseStore:
 
     def set_last_reserved(self, index: int, ip: IPAddress) -> None:
         # Losing the cursor in a crash only costs one round of round-robin order.
-        tmp = self._write_temporary(str(ip).encode(), durable=False)
-        try:
-            os.rename(tmp, self._path(f"{LAST_RESERVED_PREFIX}{index}"))
-        except BaseException:
-            _unlink(tmp)
-            raise
+        files.atomic_write(self._path(f"{LAST_RESERVED_PREFIX}{index}"), str(ip), 0o644, prefix=_TMP_PREFIX)
 
     def release(self, ip: IPAddress) -> None:
         _unlink(self._path(self._names.pop(ip, str(ip))))

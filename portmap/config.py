@@ -16,6 +16,7 @@ import ipaddress
 import json
 from dataclasses import dataclass
 
+from cni_plugins.config import option_bool, option_int
 from cni_plugins.errors import CNIError, INVALID_CONFIG, invalid_config
 from cni_plugins.skel import Request
 from cni_plugins.types import IPConfig, Result
@@ -81,15 +82,6 @@ class DnatEntry:
         return f"{self.protocol}/{self.host_port} on {where}"
 
 
-def _bool(raw: dict, key: str, default: bool) -> bool:
-    value = raw.get(key, default)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise invalid_config(key, value, "must be true or false")
-    return value
-
-
 def _conditions(raw: dict, key: str) -> str:
     value = raw.get(key)
     if value is None:
@@ -109,12 +101,8 @@ def parse_options(raw: dict) -> Options:
     if raw.get("externalSetMarkChain") is not None:
         raise invalid_config("externalSetMarkChain", raw["externalSetMarkChain"],
                              "names an iptables chain; the nftables portmap marks packets itself (use markMasqBit)")
-    bit = raw.get("markMasqBit", DEFAULT_MARK_BIT)
-    if bit is None:
-        bit = DEFAULT_MARK_BIT
-    if isinstance(bit, bool) or not isinstance(bit, int) or not 0 <= bit <= 31:
-        raise invalid_config("markMasqBit", bit, "must be an integer from 0 to 31")
-    return Options(snat=_bool(raw, "snat", True), masq_all=_bool(raw, "masqAll", False), mark_bit=bit,
+    bit = option_int(raw, "markMasqBit", DEFAULT_MARK_BIT, minimum=0, maximum=31)
+    return Options(snat=option_bool(raw, "snat", True), masq_all=option_bool(raw, "masqAll"), mark_bit=bit,
                    conditions_v4=_conditions(raw, "conditionsV4"), conditions_v6=_conditions(raw, "conditionsV6"))
 
 

@@ -20,7 +20,7 @@ import struct
 
 from cni_plugins import nft as nftlib
 from cni_plugins import sysctl
-from cni_plugins.errors import CNIError, INTERNAL, INVALID_CONFIG, PLUGIN_NOT_AVAILABLE, invalid_config
+from cni_plugins.errors import CNIError, INTERNAL, PLUGIN_NOT_AVAILABLE, invalid_config
 from cni_plugins.nft import Nft, NftError
 from cni_plugins.skel import Request
 from cni_plugins.types import Result
@@ -34,7 +34,7 @@ HOST_PORT_IN_USE = 100
 
 # -- verbs -------------------------------------------------------------------------------------------------
 def add(req: Request) -> Result:
-    prev = _require_prev_result(req)
+    prev = req.require_prev_result("portmap")
     cfg = config.load(req)
     addresses = config.container_addresses(prev)
     entries = config.dnat_entries(cfg.mappings, addresses)
@@ -92,7 +92,7 @@ def _entries_for_delete(req: Request):
 
 
 def check(req: Request) -> None:
-    prev = _require_prev_result(req)
+    prev = req.require_prev_result("portmap")
     cfg = config.load(req)
     entries = config.dnat_entries(cfg.mappings, config.container_addresses(prev))
     if not entries:
@@ -336,14 +336,6 @@ def _route_interface(ip) -> str | None:
             if target & mask == dest and (best is None or mask > best[0]):
                 best = (mask, fields[0])
     return best[1] if best else None
-
-
-def _require_prev_result(req: Request) -> Result:
-    prev = req.prev_result
-    if prev is None:
-        raise CNIError(INVALID_CONFIG, "portmap requires prevResult: it must run as a chained plugin "
-                                       "after the plugin that creates the interface")
-    return prev
 
 
 def _first_line(text: str) -> str:

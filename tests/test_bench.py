@@ -18,7 +18,8 @@ def test_bench_prints_a_row_per_scenario_and_cleans_up():
             proc.wait()
     assert proc.returncode == 0, stderr
     lines = stdout.splitlines()
-    assert lines[0].split() == ["scenario", "ours", "reference", "ours/ref"]
+    assert lines[0].split() == ["scenario", "ours", "standalone", "ours", "daemon", "reference", "standalone/ref",
+                                "daemon/ref"]
     rows = {line.split("  ")[0].strip(): line for line in lines[2:]}
     assert set(rows) >= {"VERSION", "loopback ADD"}, stdout
     assert "error" not in stdout

@@ -7,6 +7,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from cni_plugins.config import option_bool, option_int
 from cni_plugins.errors import CNIError, INVALID_CONFIG, invalid_config
 from cni_plugins.skel import Request
 
@@ -47,18 +48,6 @@ def _sysctls(value, where: str) -> dict[str, str]:
     return out
 
 
-def _int(value, key: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise invalid_config(key, value, f"must be an integer >= {minimum}")
-    return value
-
-
-def _bool(value, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise invalid_config(key, value, "must be true or false")
-    return value
-
-
 def _mac(value, key: str) -> str:
     if not isinstance(value, str) or not _MAC.match(value):
         raise invalid_config(key, value, "must be a MAC address like 0a:58:0a:f4:00:02")
@@ -78,10 +67,10 @@ def parse(req: Request) -> TuningConfig:
     c = req.config
     sysctl = _sysctls(c.get("sysctl"), "sysctl")
     mac = _mac(c["mac"], "mac") if c.get("mac") else ""
-    mtu = _int(c["mtu"], "mtu", 68) if c.get("mtu") else 0
-    promisc = _bool(c["promisc"], "promisc") if c.get("promisc") is not None else False
-    allmulti = _bool(c["allmulti"], "allmulti") if c.get("allmulti") is not None else None
-    tx_qlen = _int(c["txQLen"], "txQLen", 0) if c.get("txQLen") is not None else None
+    mtu = option_int(c, "mtu", minimum=68) if c.get("mtu") else 0  # 0 (or false) leaves the MTU alone
+    promisc = option_bool(c, "promisc", False)
+    allmulti = option_bool(c, "allmulti", None)
+    tx_qlen = option_int(c, "txQLen", None, minimum=0)
     data_dir = parse_data_dir(c)
 
     env_mac = req.cni_arg("MAC")
@@ -96,14 +85,10 @@ def parse(req: Request) -> TuningConfig:
         sysctl.update(_sysctls(cni_args.get("sysctl"), "args.cni.sysctl"))
         if cni_args.get("mac") is not None:
             mac = _mac(cni_args["mac"], "args.cni.mac")
-        if cni_args.get("promisc") is not None:
-            promisc = _bool(cni_args["promisc"], "args.cni.promisc")
-        if cni_args.get("mtu") is not None:
-            mtu = _int(cni_args["mtu"], "args.cni.mtu", 68)
-        if cni_args.get("allmulti") is not None:
-            allmulti = _bool(cni_args["allmulti"], "args.cni.allmulti")
-        if cni_args.get("txQLen") is not None:
-            tx_qlen = _int(cni_args["txQLen"], "args.cni.txQLen", 0)
+        promisc = option_bool(cni_args, "promisc", promisc, prefix="args.cni.")
+        mtu = option_int(cni_args, "mtu", mtu, minimum=68, prefix="args.cni.")
+        allmulti = option_bool(cni_args, "allmulti", allmulti, prefix="args.cni.")
+        tx_qlen = option_int(cni_args, "txQLen", tx_qlen, minimum=0, prefix="args.cni.")
     return TuningConfig(sysctl, mac, mtu, promisc, allmulti, tx_qlen, data_dir)
 
 

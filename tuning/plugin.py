@@ -13,6 +13,7 @@ import json
 import os
 
 from cni_plugins import netlink
+from cni_plugins.files import atomic_write
 from cni_plugins.errors import CNIError, INTERNAL, INVALID_CONFIG, IO_FAILURE
 from cni_plugins.netns import ContainerNetns
 from cni_plugins.skel import Request
@@ -23,14 +24,6 @@ from .config import TuningConfig
 
 IFF_PROMISC = 0x100
 IFF_ALLMULTI = 0x200
-
-
-def _prev_result(req: Request) -> Result:
-    prev = req.prev_result
-    if prev is None:
-        raise CNIError(INVALID_CONFIG, "missing prevResult: tuning must be chained after a plugin that creates "
-                       f"the interface {req.ifname!r}")
-    return prev
 
 
 def _backup_path(data_dir: str, req: Request) -> str:
@@ -123,10 +116,7 @@ def _read_sysctls(ns: ContainerNetns, paths) -> dict[str, str]:
 
 def _save(path: str, saved: dict) -> None:
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(saved, f)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(saved))
 
 
 def _load(path: str) -> dict | None:
@@ -160,7 +150,7 @@ def _remove(path: str) -> None:
 def add(req: Request) -> Result:
     cfg = tconf.parse(req)
     tconf.check_allowed(cfg.sysctl, tconf.load_allowlist(req.environ))
-    prev = _prev_result(req)
+    prev = req.require_prev_result("tuning")
     sysctls = {tconf.sysctl_path(k, req.ifname): v for k, v in cfg.sysctl.items()}
     wanted = _wanted(cfg)
     backup = _backup_path(cfg.data_dir, req)
@@ -207,7 +197,7 @@ def delete(req: Request) -> None:
 
 def check(req: Request) -> None:
     cfg = tconf.parse(req)
-    _prev_result(req)
+    req.require_prev_result("tuning")
     sysctls = {tconf.sysctl_path(k, req.ifname): v for k, v in cfg.sysctl.items()}
     with ContainerNetns.open(req.netns) as ns:
         for path, value in _read_sysctls(ns, sysctls).items():

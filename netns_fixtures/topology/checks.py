@@ -8,18 +8,14 @@ itself inside the destination node, so a check needs nothing running beforehand.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
-import select
 import socket
-import struct
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..probes import _checksum, tcp_connect, tcp_listener, udp_echo_server, udp_exchange
+from ..probes import icmp_echo, tcp_connect, tcp_listener, udp_echo_server, udp_exchange
 from .model import Check
 
 TIMEOUT = 2.0   # per probe; an expected failure costs this much (checks run concurrently)
@@ -127,43 +123,8 @@ def run_checks(dep, only: list[int] | None = None, workers: int = 8) -> CheckRep
 
 
 def _icmp(dep, check: Check, result: CheckResult) -> bool:
-    return ping(dep.netns(check.src), result.dst_ip, TIMEOUT)
-
-
-def ping(src, dst: str, timeout: float, interval: float = 0.25) -> bool:
-    """Echo requests every ``interval`` until a reply to any of them arrives or ``timeout`` passes, as
-    ping does: a slow first reply (neighbour resolution along a busy path) still counts."""
-    addr = ipaddress.ip_address(dst)
-    v6 = addr.version == 6
-    with src.entered():
-        sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_RAW,
-                             socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP)
-    ident = int.from_bytes(os.urandom(2), "big")
-    request, reply = (128, 129) if v6 else (8, 0)
-    payload = os.urandom(16)
-    deadline = time.monotonic() + timeout
-    seq = 0
-    try:
-        while (left := deadline - time.monotonic()) > 0:
-            header = struct.pack("!BBHHH", request, 0, 0, ident, seq)
-            csum = 0 if v6 else _checksum(header + payload)
-            sock.sendto(struct.pack("!BBHHH", request, 0, csum, ident, seq) + payload, (dst, 0))
-            seq += 1
-            next_send = time.monotonic() + min(interval, left)
-            while (wait := next_send - time.monotonic()) > 0:
-                ready, _, _ = select.select([sock], [], [], wait)
-                if not ready:
-                    break
-                data, peer = sock.recvfrom(4096)
-                icmp = data if v6 else data[(data[0] & 0x0F) * 4:]
-                if len(icmp) < 8 or ipaddress.ip_address(peer[0].split("%")[0]) != addr:
-                    continue
-                kind, _, _, rid, rseq = struct.unpack("!BBHHH", icmp[:8])
-                if kind == reply and rid == ident and rseq < seq and icmp[8:] == payload:
-                    return True
-        return False
-    finally:
-        sock.close()
+    # One echo every quarter second over the whole timeout, as ping does.
+    return icmp_echo(dep.netns(check.src), result.dst_ip, TIMEOUT, attempts=int(TIMEOUT / 0.25))
 
 
 def _any(ip: str) -> str:
@@ -198,7 +159,8 @@ def _mtu(dep, check: Check, result: CheckResult) -> bool:
     v6 = ipaddress.ip_address(result.dst_ip).version == 6
     payload_len = check.size - (48 if v6 else 28)
     result.detail = f"{check.size}-byte IPv{6 if v6 else 4} packet, DF set"
-    with _big_udp_echo(dep.netns(result.dst_node), _any(result.dst_ip)) as port:
+    # A buffer that holds any datagram: the default 2 KiB would cut a large one short.
+    with udp_echo_server(dep.netns(result.dst_node), _any(result.dst_ip), bufsize=65535) as port:
         with dep.netns(check.src).entered():
             sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
         try:
@@ -223,33 +185,6 @@ def _mtu(dep, check: Check, result: CheckResult) -> bool:
             return False
         finally:
             sock.close()
-
-
-@contextlib.contextmanager
-def _big_udp_echo(ns, ip: str):
-    """A UDP echo server whose buffer holds any datagram (probes.udp_echo_server reads 2 KiB)."""
-    with ns.entered():
-        srv = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM)
-    srv.bind((ip, 0))
-    srv.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            try:
-                data, peer = srv.recvfrom(65535)
-                srv.sendto(data, peer)
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield srv.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(2)
-        srv.close()
 
 
 _PROBES = {"icmp": _icmp, "tcp": _tcp, "udp": _udp, "portforward": _portforward, "mtu": _mtu}

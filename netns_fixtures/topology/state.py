@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
+
+from cni_plugins.files import atomic_write
 
 DEFAULT_STATE_DIR = "/run/pynet/topologies"
 NETNS_DIR = "/run/netns"
@@ -61,10 +62,7 @@ class StateStore:
     def write(self, state: dict) -> None:
         os.makedirs(self.directory, exist_ok=True)
         # Write-then-rename: a crash mid-write leaves the previous state, never half a file.
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{state['name']}.")
-        with os.fdopen(fd, "w") as f:
-            json.dump(state, f, indent=1)
-        os.replace(tmp, self.path(state["name"]))
+        atomic_write(self.path(state["name"]), json.dumps(state, indent=1), mode=0o600)
 
     def remove(self, name: str) -> None:
         shutil.rmtree(self.data_dir(name), ignore_errors=True)

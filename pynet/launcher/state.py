@@ -14,6 +14,8 @@ import json
 import os
 import time
 
+from cni_plugins.files import atomic_write
+
 from . import linux
 
 
@@ -34,10 +36,7 @@ def new_id() -> str:
 
 
 def write_json(path: str, data) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-    os.rename(tmp, path)
+    atomic_write(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 class LookupFailed(LookupError):

@@ -20,6 +20,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from cni_plugins.files import atomic_write
 from cni_plugins.errors import CNIError, INVALID_ENVIRONMENT, UNKNOWN_CONTAINER
 
 from .cache import CacheEntry
@@ -167,10 +168,7 @@ class Attachments:
 
     def _save(self, c: Container) -> None:
         os.makedirs(self.records_dir, mode=0o700, exist_ok=True)
-        tmp = self._record_path(c.id) + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(c.to_json(), f)
-        os.replace(tmp, self._record_path(c.id))
+        atomic_write(self._record_path(c.id), json.dumps(c.to_json()))
 
     def _records(self) -> list[Container]:
         try:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import base64
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
+
+from cni_plugins.files import TMP_PREFIX, atomic_write
 
 DEFAULT_CACHE_DIR = "/var/lib/cni"
 KIND = "cniCacheV1"
@@ -85,17 +86,7 @@ class ResultCache:
     def write(self, entry: CacheEntry) -> str:
         os.makedirs(self.results_dir, mode=0o700, exist_ok=True)
         path = self.path(entry.network, entry.container_id, entry.ifname)
-        # Written whole then renamed: a reader (or a crash) never sees half an entry.
-        fd, tmp = tempfile.mkstemp(dir=self.results_dir, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(entry.to_json(), f)
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, json.dumps(entry.to_json()), mode=0o600)
         entry.path = path
         return path
 
@@ -138,7 +129,7 @@ class ResultCache:
             return []
         out = []
         for name in names:
-            if name.startswith(".tmp-"):
+            if name.startswith(TMP_PREFIX):
                 continue
             if container_id and f"-{container_id}-" not in name:
                 continue

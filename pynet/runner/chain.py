@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from typing import Iterable
 
 from cni_plugins import version as cniversion
-from cni_plugins.delegate import find_plugin
+from cni_plugins.delegate import exec_plugin, find_plugin
 from cni_plugins.errors import CNIError, DECODING_FAILURE, INCOMPATIBLE_VERSION, INVALID_CONFIG, IO_FAILURE
 from cni_plugins.skel import validate_container_id, validate_ifname
 from cni_plugins.types import Result
@@ -88,28 +87,9 @@ class Runner:
         return env
 
     def exec_plugin(self, plugin_type: str, command: str, conf: dict, env: dict) -> dict | None:
+        """``command`` is already in ``env`` (CNI_COMMAND); the plugin's own error is raised as CNIError."""
         exe = find_plugin(plugin_type, tuple(self.cni_path))
-        try:
-            proc = subprocess.run([exe], input=json.dumps(conf).encode(), env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, timeout=PLUGIN_TIMEOUT, check=False)
-        except subprocess.TimeoutExpired:
-            raise CNIError(IO_FAILURE, f"plugin {exe!r} did not finish {command} in {PLUGIN_TIMEOUT}s") from None
-        except OSError as exc:
-            raise CNIError(IO_FAILURE, f"failed to run plugin {exe!r}: {exc.strerror}") from None
-        out = proc.stdout.strip()
-        reply = None
-        if out:
-            try:
-                reply = json.loads(out)
-            except ValueError:
-                raise CNIError(DECODING_FAILURE, f"plugin {exe!r} printed invalid JSON",
-                               out[:500].decode(errors="replace")) from None
-        if proc.returncode != 0:
-            if isinstance(reply, dict) and "code" in reply:
-                raise CNIError(int(reply.get("code") or 0), str(reply.get("msg", "")), str(reply.get("details", "")))
-            raise CNIError(IO_FAILURE, f"plugin {exe!r} failed with exit code {proc.returncode}",
-                           proc.stderr[-500:].decode(errors="replace").strip())
-        return reply
+        return exec_plugin(exe, env, json.dumps(conf).encode(), timeout=PLUGIN_TIMEOUT)
 
     def _step(self, conf: NetworkConfigList, plugin: dict, command: str, env: dict, **build) -> dict | None:
         try:
