@@ -17,29 +17,21 @@ PLUGIN_MODULES = {
 }
 
 
-def bridge() -> None:
-    run(PLUGIN_MODULES["bridge"])
+def _entry(executable: str):
+    module = PLUGIN_MODULES[executable]
+
+    def main() -> None:
+        run(module)
+
+    main.__name__ = main.__qualname__ = executable.replace("-", "_")
+    return main
 
 
-def host_local() -> None:
-    run(PLUGIN_MODULES["host-local"])
-
-
-def static() -> None:
-    run(PLUGIN_MODULES["static"])
-
-
-def loopback() -> None:
-    run(PLUGIN_MODULES["loopback"])
-
-
-def portmap() -> None:
-    run(PLUGIN_MODULES["portmap"])
-
-
-def firewall() -> None:
-    run(PLUGIN_MODULES["firewall"])
-
-
-def tuning() -> None:
-    run(PLUGIN_MODULES["tuning"])
+# The names pyproject's [project.scripts] and `pynet cni install` scripts import.
+bridge = _entry("bridge")
+host_local = _entry("host-local")
+static = _entry("static")
+loopback = _entry("loopback")
+portmap = _entry("portmap")
+firewall = _entry("firewall")
+tuning = _entry("tuning")
