@@ -72,6 +72,26 @@ def held_in(leases: dict[IPAddress, Holder | None], container_id: str, ifname: s
     return [ip for ip, h in leases.items() if h and h.matches_legacy(container_id)]
 
 
+# Lease files are written whole and never changed in place (a new lease is a new file), so a file's
+# content is known from its identity. A resident daemon then reads each lease once instead of on every
+# ADD: with 500 containers that is the difference between 500 opens and 500 stats per allocation.
+_HOLDERS: dict[tuple, "Holder | None"] = {}
+_HOLDERS_MAX = 65536
+
+
+def _read_holder(entry: os.DirEntry) -> "Holder | None":
+    st = entry.stat(follow_symlinks=False)
+    key = (entry.path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key in _HOLDERS:
+        return _HOLDERS[key]
+    with open(entry.path, "rb") as f:
+        holder = parse_holder(f.read())
+    if len(_HOLDERS) >= _HOLDERS_MAX:
+        _HOLDERS.clear()
+    _HOLDERS[key] = holder
+    return holder
+
+
 class LeaseStore:
     """The leases of one network. Use as a context manager: entering takes the lock, creating the directory."""
 
@@ -112,18 +132,17 @@ class LeaseStore:
         """Every leased address; the holder is None when the file cannot be read or understood."""
         out: dict[IPAddress, Holder | None] = {}
         try:
-            names = os.listdir(self.dir)
+            entries = list(os.scandir(self.dir))
         except FileNotFoundError:
             return out
-        for name in names:
+        for entry in entries:
             try:
-                ip = ipaddress.ip_address(name)
+                ip = ipaddress.ip_address(entry.name)
             except ValueError:
                 continue
-            self._names[ip] = name
+            self._names[ip] = entry.name
             try:
-                with open(self._path(name), "rb") as f:
-                    out[ip] = parse_holder(f.read())
+                out[ip] = _read_holder(entry)
             except FileNotFoundError:
                 continue
             except OSError:
