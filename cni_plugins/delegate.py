@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 
 from .errors import CNIError, DECODING_FAILURE, INVALID_CONFIG, IO_FAILURE
@@ -61,6 +60,8 @@ def exec_plugin(exe: str, env: dict, stdin: bytes, timeout: float | None = None)
     A failing plugin's own error JSON is raised as that CNIError; a failure without one (crash, exit code
     only) or output that is not JSON becomes an I/O or decoding error naming the executable.
     """
+    import subprocess  # only here: our own plugins are served in-process, and its import costs ~4 ms
+
     try:
         proc = subprocess.run([exe], input=stdin, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               timeout=timeout, check=False)
