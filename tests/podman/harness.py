@@ -164,7 +164,7 @@ graphroot = "{self.path('root')}"
     def write_conflist(self, name: str, bridge: str, subnet: str, gateway: str, isolate: bool = False,
                        tuning: dict | None = None) -> dict:
         """podman 4.3's conflist for a bridge network, as ``podman network create [--opt isolate=true]``
-        writes it, with the IPAM dataDir moved into the temp dir."""
+        writes it, with the IPAM and tuning dataDirs moved into the temp dir."""
         firewall = {"type": "firewall", "backend": ""}
         if isolate:
             firewall["ingressPolicy"] = "same-bridge"
@@ -178,7 +178,8 @@ graphroot = "{self.path('root')}"
                  "capabilities": {"ips": True}},
                 {"type": "portmap", "capabilities": {"portMappings": True}},
                 firewall,
-                dict({"type": "tuning"}, **(tuning or {})),
+                # tuning saves originals under /run/cni/tuning by default: kept in the temp dir too
+                dict({"type": "tuning", "dataDir": self.path("tuning")}, **(tuning or {})),
             ]}
         with open(self.path("net.d", f"{name}.conflist"), "w") as f:
             json.dump(conflist, f, indent=1)
