@@ -1,8 +1,13 @@
 """`pynet run --rm busybox true` end to end against runc with an equivalent bundle (same busybox rootfs,
-new mount/uts/ipc/pid/net namespaces, no network attached). Prints medians and the ratio.
+new mount/uts/ipc/pid/net namespaces, no network attached). Prints medians and the ratios.
 
-Run as root: .venv/bin/python bench/launcher_bench.py [N]
+Three ways into the same launcher code: the `pynet` console script, ``python -m pynet.launcher``, and the
+lean `pynet` script (``-IS``, no site) that pynet.launcher.entry.write_script makes.
+
+Run as root: .venv/bin/python bench/launcher_bench.py [N] [--net]
 Everything runs inside a throwaway network namespace; image store, state and bundle live in a temp dir.
+--net adds `pynet run --rm busybox true` on the default bridge network (created in that namespace, leases
+in the temp dir; the plugins use a running `pynet daemon` when PYNET_SOCKET or the default socket has one).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ sys.path.insert(0, ROOT)
 
 from netns_fixtures import Netns  # noqa: E402
 from pynet.launcher import images  # noqa: E402
+from pynet.launcher.entry import write_script  # noqa: E402
 
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
@@ -53,7 +59,9 @@ def runc_bundle(tmp: str, layer: str) -> str:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 30
+    args = [a for a in sys.argv[1:] if a != "--net"]
+    n = int(args[0]) if args else 30
+    with_net = "--net" in sys.argv[1:]
     if not os.path.exists(RUNC):
         raise SystemExit("runc not installed (apt-get install runc)")
     with tempfile.TemporaryDirectory(prefix="pynet-bench-") as tmp, Netns.create("pynet-bench") as ns:
@@ -61,12 +69,21 @@ def main() -> None:
         os.environ["PYNET_ROOT"] = env["PYNET_ROOT"]
         image = images.build_busybox()
         bundle = runc_bundle(tmp, images.layer_path(image["layers"][0]))
+        lean = write_script(os.path.join(tmp, "pynet"))
         cases = {
             "pynet run (full CLI)": [os.path.join(VENV_BIN, "pynet"), "run", "--rm", "--net", "none", "busybox", "true"],
             "python -m pynet.launcher run": [os.path.join(VENV_BIN, "python"), "-m", "pynet.launcher", "run", "--rm",
                                             "--net", "none", "busybox", "true"],
+            "lean script (-IS)": [lean, "run", "--rm", "--net", "none", "busybox", "true"],
             "runc run": [RUNC, "--root", os.path.join(tmp, "runc-state"), "run", "-b", bundle, f"pynet-bench-runc-{os.getpid()}"],
         }
+        if with_net:
+            for key, sub in (("PYNET_CONFIG_DIR", "net.d"), ("PYNET_CACHE_DIR", "cache"), ("PYNET_NETNS_DIR", "netns"),
+                             ("PYNET_DEFAULT_DATA_DIR", "leases")):
+                env[key] = os.path.join(tmp, sub)
+                os.makedirs(env[key], exist_ok=True)
+            cases["pynet run, default network"] = [os.path.join(VENV_BIN, "pynet"), "run", "--rm", "--dns", "127.0.0.1",
+                                                   "busybox", "true"]
         for argv in cases.values():
             timed(ns, argv, env, 2)   # warm caches
         # Interleaved, so load from other processes on this shared machine hits every case alike.
@@ -79,7 +96,8 @@ def main() -> None:
             print(f"{name:32s} median {ms:7.1f} ms  min {min(samples[name]):7.1f} ms  (n={n})")
         base = results["runc run"]
         print(f"ratio pynet/runc: {results['pynet run (full CLI)'] / base:.2f} (full CLI), "
-              f"{results['python -m pynet.launcher run'] / base:.2f} (launcher entry point)")
+              f"{results['python -m pynet.launcher run'] / base:.2f} (launcher entry point), "
+              f"{results['lean script (-IS)'] / base:.2f} (lean script)")
 
 
 if __name__ == "__main__":

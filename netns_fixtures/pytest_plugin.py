@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 
 import pytest
@@ -69,7 +68,7 @@ def make_cni(host_ns):
 def pynet_daemon(host_ns, tmp_path):
     """A pynet daemon running inside ``host_ns``; yields its socket path. Stopped by PID at test end."""
     socket_path = str(tmp_path / "pynetd.sock")
-    proc = host_ns.popen([os.path.join(sys.prefix, "bin", "pynet"), "daemon", "--socket", socket_path],
+    proc = host_ns.popen([os.path.join(OUR_PLUGINS, "pynet"), "daemon", "--socket", socket_path],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     while not os.path.exists(socket_path):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .namespaces import Netns
 
-OUR_PLUGINS = os.path.join(sys.prefix, "bin")
+OUR_PLUGINS = os.path.dirname(os.path.abspath(sys.executable))  # the venv bin, also under python -S
 REFERENCE_PLUGINS = "/usr/lib/cni"
 MINIMAL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

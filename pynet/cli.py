@@ -3,9 +3,6 @@ a registered sub-command sets ``func(args) -> int`` as its handler."""
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import json
 import sys
 
 # Modules that add sub-commands. A module missing here (not written yet) is skipped, not fatal.
@@ -22,7 +19,11 @@ class CommandError(Exception):
     """A user-facing failure: printed as one line (or JSON with --json), exit status 1."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser():
+    """The full parser; argparse is imported here, not at the top, so `pynet run` never loads it."""
+    import argparse
+    import importlib
+
     parser = argparse.ArgumentParser(prog="pynet", description="CNI networking, container launcher and topologies")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -37,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and sys.argv[1:2] == ["run"]:
+        # Every container start comes through here: the launcher's start-up path, without argparse and
+        # every command group's parser (~15 ms). It ends the process itself.
+        from pynet.launcher.entry import run
+
+        run(sys.argv[2:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -46,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CommandError as exc:
         if getattr(args, "json", False):
+            import json
+
             print(json.dumps({"error": str(exc)}))
         else:
             print(f"pynet: {exc}", file=sys.stderr)

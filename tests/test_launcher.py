@@ -630,3 +630,19 @@ def test_env_workdir_and_volumes(pynet, tmp_path):
     assert res.out.splitlines() == ["hi", "/work", "from host", "ro-denied"], res.err
     assert (shared / "out.txt").read_text() == "out\n"
     assert not (shared / "x").exists()
+
+
+def test_cgroup_warmup_moves_nothing_and_is_reaped_by_the_join():
+    def own():
+        with open("/proc/self/cgroup") as fh:
+            return fh.read()
+
+    before = own()
+    cgroups.start_warmup()
+    owner, child = cgroups._warmup
+    assert owner == os.getpid()
+    cgroups._wait_warmup()
+    assert cgroups._warmup is None
+    with pytest.raises(ChildProcessError):
+        os.waitpid(child, os.WNOHANG)   # already reaped
+    assert own() == before

@@ -159,3 +159,68 @@ def test_secure_join_keeps_image_symlinks_inside_the_rootfs(tmp_path):
     assert secure_join(str(root), "/up/etc/passwd") == str(root / "etc" / "passwd")
     assert secure_join(str(root), "/rel/x") == str(root / "real" / "x")
     assert secure_join(str(root), "/../../etc") == str(root / "etc")
+
+
+# -- the start-up path: the fast `run` parser agrees with argparse, the light value objects behave ---------
+def _argparse_run(argv):
+    import argparse
+
+    from pynet.launcher import cli
+
+    parser = argparse.ArgumentParser(prog="pynet")
+    cli.register(parser.add_subparsers(dest="command"), only="run")
+    return vars(parser.parse_args(["run", *argv]))
+
+
+@pytest.mark.parametrize("argv", [
+    [],
+    ["--rm", "busybox", "true"],
+    ["--rm", "--net", "none", "busybox", "true"],
+    ["--net=none", "-d", "--name", "web", "-e", "A=1", "-e", "B", "busybox", "sh", "-c", "echo $A"],
+    ["-h", "box", "-w", "/srv", "-v", "/a:/b:ro", "-p", "8080:80", "-p", "53:53/udp", "--ip", "10.0.0.5", "img"],
+    ["--memory", "64m", "--cpus", "0.5", "--pids-limit", "20", "--cpuset-cpus", "0", "busybox"],
+    ["--userns", "--userns-base=200000", "--userns-size", "1000", "--cap-add", "NET_ADMIN", "--cap-drop=ALL", "x"],
+    ["--security-opt", "seccomp=unconfined", "--read-only", "--init", "--dns", "1.1.1.1", "busybox", "ls", "-l"],
+    ["--rootfs", "/tmp/r", "--config-dir", "/c", "--cache-dir", "/k", "--cni-path", "/p", "--netns-dir", "/n", "sh"],
+    ["busybox", "--rm", "--", "-x"],           # everything after IMAGE belongs to the command
+    ["--network", "mynet", "--name=", "busybox"],
+])
+def test_fast_run_parser_gives_what_argparse_gives(argv):
+    from pynet.launcher import cli
+
+    fast = cli.parse_run_fast(argv)
+    assert fast is not None
+    assert vars(fast) == _argparse_run(argv)
+
+
+@pytest.mark.parametrize("argv", [
+    ["--help"], ["--de", "busybox"], ["-dit", "busybox"], ["-eA=1", "busybox"], ["--cpus", "x", "busybox"],
+    ["--name"], ["--name", "--rm", "busybox"], ["--rm=yes", "busybox"], ["--", "busybox"], ["-x", "busybox"],
+])
+def test_fast_run_parser_leaves_unusual_forms_to_argparse(argv):
+    from pynet.launcher import cli
+
+    assert cli.parse_run_fast(argv) is None
+
+
+def test_value_objects_construct_compare_and_copy_defaults():
+    from pynet.launcher.container import RunOptions
+    from pynet.launcher.rootfs import RootfsSpec
+
+    a, b = RunOptions(image="busybox"), RunOptions(image="busybox")
+    assert a == b and a.command == [] and a.limits == cgroups.Limits()
+    a.command.append("true")
+    assert b.command == [] and a != b                      # factories: no shared mutable defaults
+    assert vars(cgroups.Limits(memory=1)) == {"memory": 1, "cpus": None, "pids": None, "cpuset_cpus": None}
+    assert cgroups.Hierarchy("/m", 1, frozenset({"pids"})).version == 1
+    with pytest.raises(TypeError, match="upper"):
+        RootfsSpec(lowerdirs=["/l"], work="/w", etc_dir="/e")
+    with pytest.raises(TypeError, match="bogus"):
+        RunOptions(bogus=1)
+
+
+@pytest.mark.parametrize("name", ["busybox:latest", "reg:5000/x:latest", "a b/ü~_.-%:v1"])
+def test_image_file_names_quote_like_urllib(name):
+    import urllib.parse
+
+    assert images.quote(name) == urllib.parse.quote(name, safe="")

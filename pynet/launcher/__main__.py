@@ -1,14 +1,19 @@
 """``python -m pynet.launcher run ...``: the launcher's commands without loading every other pynet
-command group (the start-up path the benchmark measures)."""
+command group; ``run`` takes the start-up path of entry.py."""
 
-import argparse
 import sys
-
-from .cli import register
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"]:
+        from .entry import run
+
+        run(argv[1:])
+    import argparse
+
+    from .cli import register
+
     parser = argparse.ArgumentParser(prog="pynet")
     register(parser.add_subparsers(dest="command", metavar="COMMAND"), only=argv[0] if argv else None)
     args = parser.parse_args(argv)

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import time
-from dataclasses import dataclass, field
+from .fields import REQUIRED, Fields
 
 V1_CONTROLLERS = {"memory", "pids", "cpu", "cpuacct", "cpuset", "freezer", "devices", "blkio"}
 
@@ -21,11 +20,9 @@ class CgroupError(Exception):
     pass
 
 
-@dataclass
-class Hierarchy:
-    mountpoint: str
-    version: int
-    controllers: frozenset   # v1: the mount's controllers; v2: cgroup.controllers of the root
+class Hierarchy(Fields):
+    FIELDS = {"mountpoint": REQUIRED, "version": REQUIRED,
+              "controllers": REQUIRED}   # frozenset; v1: the mount's controllers; v2: cgroup.controllers of the root
 
 
 def _v2_controllers(mnt: str) -> frozenset:
@@ -92,6 +89,59 @@ def layout(hs: list[Hierarchy] | None = None) -> str:
     return "hybrid" if v1 and v2 else "v1" if v1 else "v2" if v2 else "none"
 
 
+# -- the migration warm-up ------------------------------------------------------------------------------
+# Moving a process into a cgroup (a write to cgroup.procs) takes the kernel's global threadgroup rwsem for
+# writing, and the first writer after a quiet period waits one RCU grace period (~9 ms here, the biggest
+# single cost of a container start); writers within the next grace period pass at once. So `pynet run`
+# starts that wait first thing, in a forked child that moves itself into the cgroup it already is in ("0"
+# names the writer; nothing changes, and only that child could be affected), and join() lets the
+# container's real move follow it: the grace period passes while the launcher imports and prepares.
+_warmup = None   # (owner pid, warm-up child pid)
+
+
+def start_warmup() -> None:
+    """Forks the warm-up child (best effort: any failure only forgoes the saving)."""
+    global _warmup
+    try:
+        child = os.fork()
+    except OSError:
+        return
+    if child == 0:
+        try:
+            _noop_self_move()
+        finally:
+            os._exit(0)
+    _warmup = (os.getpid(), child)
+
+
+def _noop_self_move() -> None:
+    with open("/proc/self/cgroup") as fh:
+        own = dict(line.rstrip("\n").split(":", 2)[1:] for line in fh if line.count(":") >= 2)
+    for h in hierarchies(v2_controllers=lambda _m: frozenset()):
+        if h.version == 1 and not h.controllers:
+            continue
+        rel = own.get("") if h.version == 2 else own.get(",".join(sorted(h.controllers)))
+        if rel is not None:
+            fd = os.open(os.path.join(h.mountpoint, rel.lstrip("/"), "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+            return
+
+
+def _wait_warmup() -> None:
+    global _warmup
+    if _warmup is not None:
+        owner, child = _warmup
+        _warmup = None
+        if owner == os.getpid():
+            try:
+                os.waitpid(child, 0)
+            except ChildProcessError:
+                pass
+
+
 def _write(path: str, value) -> None:
     with open(path, "w") as fh:
         fh.write(str(value))
@@ -105,21 +155,17 @@ def _read(path: str) -> str | None:
         return None
 
 
-@dataclass
-class Limits:
-    memory: int | None = None        # bytes
-    cpus: float | None = None
-    pids: int | None = None
-    cpuset_cpus: str | None = None
+class Limits(Fields):
+    FIELDS = {"memory": None,        # bytes
+              "cpus": None, "pids": None, "cpuset_cpus": None}
 
     def any(self) -> bool:
         return any(v is not None for v in (self.memory, self.cpus, self.pids, self.cpuset_cpus))
 
 
-@dataclass
-class ContainerCgroups:
-    """The cgroup directories of one container: {"memory": path, ..., "unified": path}."""
-    paths: dict = field(default_factory=dict)
+class ContainerCgroups(Fields):
+    """The cgroup directories of one container: paths = {"memory": path, ..., "unified": path}."""
+    FIELDS = {"paths": dict}
 
     def controller(self, name: str) -> str | None:
         return self.paths.get(name) or (self.paths.get("unified") if self._v2_has(name) else None)
@@ -133,6 +179,7 @@ class ContainerCgroups:
         return list(dict.fromkeys(self.paths.values()))
 
     def join(self, pid: int) -> None:
+        _wait_warmup()
         for path in self.all_dirs():
             _write(os.path.join(path, "cgroup.procs"), pid)
 
@@ -152,6 +199,8 @@ class ContainerCgroups:
                     _write(kill_file, 1)
                 except OSError:
                     pass
+        import signal   # here: imported early, before start_warmup(), it would delay the warm-up
+
         for pid in self.pids():
             try:
                 os.kill(pid, signal.SIGKILL)

@@ -6,8 +6,6 @@ the command cannot be executed, 127 when it is not found.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import signal
 import sys
@@ -15,6 +13,8 @@ import time
 
 from . import cgroups, container, images, network, state
 from .container import ContainerError, RunOptions
+
+# argparse (and building its parsers) and json cost ~5 ms of a `pynet run`: imported where used.
 
 
 def _err(msg: str) -> None:
@@ -100,6 +100,8 @@ def run_foreground(opts: RunOptions) -> int:
 def run_detached(opts: RunOptions) -> int:
     """Forks a monitor (own session, stdio to the log) that runs the container to its end; the command
     returns the id once the container's command has been executed."""
+    import json
+
     r, w = os.pipe()
     monitor = os.fork()
     if monitor != 0:
@@ -189,6 +191,8 @@ def _row(rec) -> dict:
 
 @_guard
 def cmd_ps(args):
+    import json
+
     rows = [_row(r) for r in state.all_records() if args.all or r.status() == "running"]
     if args.quiet:
         for row in rows:
@@ -270,6 +274,8 @@ def cmd_exec(args):
 
 @_guard
 def cmd_stats(args):
+    import json
+
     recs = [_find(r) for r in args.containers] if args.containers else \
         [r for r in state.all_records() if r.status() == "running"]
     rows = []
@@ -290,6 +296,8 @@ def cmd_stats(args):
 
 @_guard
 def cmd_inspect(args):
+    import json
+
     print(json.dumps([container.inspect(_find(ref)) for ref in args.containers], indent=2, default=str))
 
 
@@ -318,6 +326,8 @@ def cmd_image_import(args):
 
 @_image_guard
 def cmd_image_ls(args):
+    import json
+
     found = images.list_images()
     if args.json:
         print(json.dumps(found, indent=2))
@@ -345,45 +355,121 @@ def cmd_image_pull_default(args):
 
 
 # -- registration --------------------------------------------------------------------------------------
+# `pynet run`'s options, one table for both parsers: argparse (help, errors, every other command) and
+# parse_run_fast, which covers the plain forms of these options on the start-up path.
+_RUN_OPTIONS = (
+    (("--rootfs",), dict(metavar="DIR", help="use DIR as the (read-only lower) root filesystem")),
+    (("--name",), dict()),
+    (("-h", "--hostname"), dict(dest="hostname", default=None, help="container hostname (default: short id)")),
+    (("-d", "--detach"), dict(action="store_true", help="run in the background, output to `pynet logs`")),
+    (("--rm",), dict(action="store_true", help="remove the container and its writable layer on exit")),
+    (("--init",), dict(action="store_true", help="PID 1 is a tiny init that reaps zombies")),
+    (("-e", "--env"), dict(action="append", default=[], metavar="KEY[=VALUE]")),
+    (("-w", "--workdir"), dict()),
+    (("-v", "--volume"), dict(action="append", default=[], metavar="/HOST:/CTR[:ro]")),
+    (("--userns",), dict(action="store_true", help="map container root to an unprivileged host uid range")),
+    (("--userns-base",), dict(type=int, default=container.DEFAULT_USERNS[0], metavar="UID")),
+    (("--userns-size",), dict(type=int, default=container.DEFAULT_USERNS[1], metavar="N")),
+    (("-m", "--memory"), dict(help="memory limit (e.g. 64m)")),
+    (("--cpus",), dict(type=float)),
+    (("--pids-limit",), dict(type=int)),
+    (("--cpuset-cpus",), dict()),
+    (("--cap-add",), dict(action="append", default=[])),
+    (("--cap-drop",), dict(action="append", default=[])),
+    (("--security-opt",), dict(action="append", default=[], help="seccomp=unconfined, no-new-privileges=false")),
+    (("--read-only",), dict(action="store_true", help="mount the root filesystem read-only")),
+    (("--net", "--network"), dict(dest="net", default="default", help="none, host, or a CNI network name "
+                                  "(default: 'pynet', a bridge network created on first use)")),
+    (("-p", "--publish"), dict(action="append", default=[], metavar="[IP:]HOST:CTR[/proto]")),
+    (("--ip",), dict(help="request this address from the network's IPAM")),
+    (("--dns",), dict(action="append", default=[], help="nameserver for /etc/resolv.conf")),
+    (("--config-dir",), dict(default=None, help="network definitions")),
+    (("--cache-dir",), dict(default=None, help="libcni cache dir")),
+    (("--cni-path",), dict(default=None, help="plugin dirs")),
+    (("--netns-dir",), dict(default=None, help="netns pin dir")),
+)
+
+
 def _add_run(sub) -> None:
+    import argparse
+
     p = sub.add_parser("run", help="run a command in a new container", add_help=False,
                        usage="pynet run [options] IMAGE|--rootfs DIR [CMD ...]")
-    p.add_argument("--rootfs", metavar="DIR", help="use DIR as the (read-only lower) root filesystem")
-    p.add_argument("--name")
-    p.add_argument("-h", "--hostname", dest="hostname", default=None, help="container hostname (default: short id)")
-    p.add_argument("-d", "--detach", action="store_true", help="run in the background, output to `pynet logs`")
-    p.add_argument("--rm", action="store_true", help="remove the container and its writable layer on exit")
-    p.add_argument("--init", action="store_true", help="PID 1 is a tiny init that reaps zombies")
-    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY[=VALUE]")
-    p.add_argument("-w", "--workdir")
-    p.add_argument("-v", "--volume", action="append", default=[], metavar="/HOST:/CTR[:ro]")
-    p.add_argument("--userns", action="store_true", help="map container root to an unprivileged host uid range")
-    p.add_argument("--userns-base", type=int, default=container.DEFAULT_USERNS[0], metavar="UID")
-    p.add_argument("--userns-size", type=int, default=container.DEFAULT_USERNS[1], metavar="N")
-    p.add_argument("-m", "--memory", help="memory limit (e.g. 64m)")
-    p.add_argument("--cpus", type=float)
-    p.add_argument("--pids-limit", type=int)
-    p.add_argument("--cpuset-cpus")
-    p.add_argument("--cap-add", action="append", default=[])
-    p.add_argument("--cap-drop", action="append", default=[])
-    p.add_argument("--security-opt", action="append", default=[],
-                   help="seccomp=unconfined, no-new-privileges=false")
-    p.add_argument("--read-only", action="store_true", help="mount the root filesystem read-only")
-    p.add_argument("--net", "--network", dest="net", default="default",
-                   help="none, host, or a CNI network name (default: 'pynet', a bridge network created on first use)")
-    p.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:]HOST:CTR[/proto]")
-    p.add_argument("--ip", help="request this address from the network's IPAM")
-    p.add_argument("--dns", action="append", default=[], help="nameserver for /etc/resolv.conf")
-    for flag, what in (("--config-dir", "network definitions"), ("--cache-dir", "libcni cache dir"),
-                       ("--cni-path", "plugin dirs"), ("--netns-dir", "netns pin dir")):
-        p.add_argument(flag, default=None, help=what)
+    for flags, kwargs in _RUN_OPTIONS:
+        p.add_argument(*flags, **kwargs)
     p.add_argument("--help", action="help", help="show this help")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="IMAGE [CMD ...]")
     p.set_defaults(func=cmd_run)
 
 
+class _RunArgs:
+    """The namespace parse_run_fast fills: the attributes argparse would set for `run`."""
+
+
+def parse_run_fast(argv: list) -> _RunArgs | None:
+    """`pynet run` options as argparse parses them, for the forms that need no judgement: exact flags,
+    ``--flag value`` / ``--flag=value`` / ``-f value``, then IMAGE and everything after it. Anything else
+    (--help, abbreviations, bundled short flags, a value that looks like an option, a bad number, a
+    missing value) returns None, and argparse does the parsing, the help and the error messages."""
+    args, table = _RunArgs(), {}
+    for flags, kwargs in _RUN_OPTIONS:
+        dest = kwargs.get("dest") or next(f for f in flags if f.startswith("--"))[2:].replace("-", "_")
+        default = kwargs.get("default")
+        setattr(args, dest, list(default) if isinstance(default, list) else
+                False if kwargs.get("action") == "store_true" else default)
+        for flag in flags:
+            table[flag] = (dest, kwargs.get("action"), kwargs.get("type"))
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        flag, eq, value = argv[i].partition("=")
+        if flag not in table or (eq and not flag.startswith("--")):
+            return None
+        dest, action, kind = table[flag]
+        if action == "store_true":
+            if eq:
+                return None
+            setattr(args, dest, True)
+            i += 1
+            continue
+        if not eq:
+            if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
+                return None
+            value = argv[i + 1]
+            i += 1
+        i += 1
+        if kind is not None:
+            try:
+                value = kind(value)
+            except ValueError:
+                return None
+        if action == "append":
+            getattr(args, dest).append(value)
+        else:
+            setattr(args, dest, value)
+    args.args = list(argv[i:])
+    if args.args[:1] == ["--"]:
+        return None
+    args.command, args.func = "run", cmd_run
+    return args
+
+
+def main_run(argv: list) -> int:
+    """`pynet run ARGS` on the start-up path (pynet.cli and ``python -m pynet.launcher`` come here): the
+    fast parse, argparse when it declines."""
+    args = parse_run_fast(argv)
+    if args is None:
+        import argparse
+
+        parser = argparse.ArgumentParser(prog="pynet")
+        register(parser.add_subparsers(dest="command", metavar="COMMAND"), only="run")
+        args = parser.parse_args(["run", *argv])
+    return cmd_run(args)
+
+
 def register(sub, only: str | None = None) -> None:
     """Adds the launcher's commands; ``only`` builds just that one (argparse parsers cost ~2 ms each)."""
+    import argparse
+
     if only == "run":
         _add_run(sub)
         return

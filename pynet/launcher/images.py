@@ -14,13 +14,13 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import stat
-import tempfile
 import time
-import urllib.parse
 
 from .state import storage_root, write_json
+
+# shutil and tempfile are imported in the functions that need them: `pynet run` of an existing image needs
+# neither, and they cost ~3 ms of its start-up.
 
 BUSYBOX = "/bin/busybox"
 DEFAULT_IMAGE = "busybox"
@@ -45,8 +45,17 @@ def normalize(name: str) -> str:
     return name if ":" in last else f"{name}:latest"
 
 
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
+def quote(text: str) -> str:
+    """urllib.parse.quote(text, safe=""), byte for byte (the file names of existing stores), without
+    importing urllib.parse (~2 ms of every `pynet run`)."""
+    return "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in text.encode())
+
+
 def _image_file(name: str) -> str:
-    return os.path.join(_dirs()[0], urllib.parse.quote(normalize(name), safe="") + ".json")
+    return os.path.join(_dirs()[0], quote(normalize(name)) + ".json")
 
 
 def layer_path(layer_id: str) -> str:
@@ -105,6 +114,8 @@ def remove(name: str, in_use: set[str] = frozenset()) -> None:
 
 def gc_layers(in_use: set[str] = frozenset()) -> list[str]:
     """Removes layers no image and no container (``in_use``) refers to, and their shifted copies."""
+    import shutil
+
     keep = set(in_use)
     for image in list_images():
         keep.update(image["layers"])
@@ -143,6 +154,8 @@ def _save(name: str, layers: list[str], config: dict, source: str) -> dict:
 
 
 def _commit_layer(tmp: str, layer_id: str) -> str:
+    import shutil
+
     final = layer_path(layer_id)
     try:
         os.rename(tmp, final)
@@ -154,6 +167,8 @@ def _commit_layer(tmp: str, layer_id: str) -> str:
 
 
 def _tmp_layer() -> str:
+    import tempfile
+
     _mkstore()
     return tempfile.mkdtemp(prefix=".tmp-", dir=_dirs()[1])
 
@@ -161,6 +176,7 @@ def _tmp_layer() -> str:
 def build_busybox() -> dict:
     """A one-layer image from the host's static busybox: the binary, applet links, a minimal /etc."""
     import hashlib
+    import shutil
     if not os.path.exists(BUSYBOX):
         raise ImageError(f"default image needs {BUSYBOX} (Debian package busybox-static)")
     with open(BUSYBOX, "rb") as fh:
@@ -179,6 +195,7 @@ def build_busybox() -> dict:
 
 
 def _populate_busybox(root: str) -> None:
+    import shutil
     import subprocess
 
     os.chmod(root, 0o755)
@@ -208,7 +225,9 @@ def _populate_busybox(root: str) -> None:
 def import_image(source: str, name: str) -> dict:
     """``pynet image import``: a rootfs dir/tar, an OCI layout dir/tar, or a `docker save` tar."""
     import hashlib
+    import shutil
     import tarfile
+    import tempfile
 
     normalize(name)
     _mkstore()
@@ -258,6 +277,7 @@ def _file_digest(path: str) -> str:
 
 
 def _extract_layer_file(path: str, layer_id: str | None = None) -> str:
+    import shutil
     import tarfile
 
     layer_id = layer_id or _file_digest(path)
@@ -392,6 +412,8 @@ def extract_layer(tf, root: str) -> None:
 
 
 def _remove(path: str) -> None:
+    import shutil
+
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -406,6 +428,8 @@ def _remove(path: str) -> None:
 def copy_tree(src: str, dst: str, shift: int = 0, user_xattrs: bool = False) -> None:
     """Copies a tree keeping type, mode, owner (+shift), times, whiteouts and the opaque xattr; with
     ``user_xattrs`` the opaque marker is written as user.overlay.opaque (for userxattr overlay mounts)."""
+    import shutil
+
     st = os.lstat(src)
     os.makedirs(dst, exist_ok=True)
     _copy_meta(src, dst, st, shift, user_xattrs)
@@ -445,6 +469,9 @@ def _copy_meta(src, dst, st, shift, user_xattrs) -> None:
 def shifted_layers(layers: list[str], base: int) -> list[str]:
     """Copies of ``layers`` owned by host uid/gid ``base`` + original, so that root in a user namespace
     mapped at ``base`` owns its image files (what Docker's userns-remap does with its own layer store)."""
+    import shutil
+    import tempfile
+
     out = []
     for layer in layers:
         final = os.path.join(storage_root(), "layers-shifted", str(base), layer)

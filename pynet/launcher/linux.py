@@ -9,8 +9,6 @@ from __future__ import annotations
 import ctypes
 import os
 
-from cni_plugins import netns as _cni_netns
-
 _libc = ctypes.CDLL(None, use_errno=True)
 
 CLONE_NEWNS = 0x00020000
@@ -67,7 +65,9 @@ def unshare(flags: int) -> None:
 
 def setns(fd: int, nstype: int = 0) -> None:
     if nstype == CLONE_NEWNET:
-        _cni_netns.setns(fd, nstype)   # the netns entry point already shared with the plugins
+        from cni_plugins import netns   # only `pynet exec` joins a netns: not imported on `run`'s path
+
+        netns.setns(fd, nstype)   # the netns entry point already shared with the plugins
         return
     _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), f"setns({nstype:#x})")
 

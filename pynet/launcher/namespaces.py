@@ -15,17 +15,18 @@ a successful exec, the write end being close-on-exec), the launcher releases the
 
 from __future__ import annotations
 
+import _socket   # the C module: `socket` would add ~1.5 ms to every start for one ioctl
 import fcntl
 import json
 import os
 import signal
-import socket
 import struct
 import sys
-from dataclasses import dataclass
+import warnings  # noqa: F401 - os.execvpe imports it when called: after pivot_root, out of reach
 
 from . import linux as L
 from . import rootfs, security
+from .fields import REQUIRED, Fields
 
 
 class LaunchError(Exception):
@@ -34,19 +35,15 @@ class LaunchError(Exception):
         self.exit_code = exit_code
 
 
-@dataclass
-class ProcessSpec:
-    argv: list
-    env: dict
-    cwd: str
-    hostname: str
-    caps: list
-    seccomp: str            # "default" | "unconfined"
-    nnp: bool
-    init: bool
-    userns: tuple | None    # (host base, size) mapped to container 0..size-1
-    new_net: bool
-    rootfs: rootfs.RootfsSpec | None
+class ProcessSpec(Fields):
+    FIELDS = {
+        "argv": REQUIRED, "env": REQUIRED, "cwd": REQUIRED, "hostname": REQUIRED, "caps": REQUIRED,
+        "seccomp": REQUIRED,      # "default" | "unconfined"
+        "nnp": REQUIRED, "init": REQUIRED,
+        "userns": REQUIRED,       # (host base, size) mapped to container 0..size-1, or None
+        "new_net": REQUIRED,
+        "rootfs": REQUIRED,       # rootfs.RootfsSpec, or None (exec into a running container)
+    }
 
 
 # -- launcher side ---------------------------------------------------------------------------------
@@ -58,11 +55,12 @@ def _write_maps(pid: int, base: int, size: int) -> None:
             fh.write(f"0 {base} {size}\n")
 
 
-def start(spec: ProcessSpec, join_cgroups, before_exec) -> int:
+def start(spec: ProcessSpec, join_cgroups, before_exec, idle=None) -> int:
     """Starts the container; returns the host PID of its PID 1 once the command has been executed.
 
     ``join_cgroups(pid)`` runs before any namespace exists (so the cgroup namespace is rooted at the
-    container's cgroup); ``before_exec(pid)`` runs with PID 1 waiting (network attach, state).
+    container's cgroup); ``before_exec(pid)`` runs with PID 1 waiting (network attach, state); ``idle()``
+    runs while the stages build the container, when the launcher would only wait for them.
     """
     L.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
     r_report, w_report = os.pipe()
@@ -79,6 +77,8 @@ def start(spec: ProcessSpec, join_cgroups, before_exec) -> int:
     try:
         join_cgroups(stage1)
         os.write(w_sync, b"1")
+        if idle is not None:
+            idle()
         msg = _read(report)
         if spec.userns:
             if msg.get("userns") != "ready":
@@ -156,7 +156,15 @@ def _wait_byte(fd: int, expected: bytes) -> None:
 
 
 def _stage1(spec: ProcessSpec, sync_fd: int, report_fd: int) -> None:
+    # The seccomp filter is built now, while the launcher moves this process into the container's cgroups
+    # (PID 1 inherits it); a failure is raised once the launcher listens for it.
+    try:
+        filt = security.build_seccomp_filter() if spec.seccomp == "default" else None
+    except Exception as exc:  # noqa: BLE001
+        filt = exc
     _wait_byte(sync_fd, b"1")
+    if isinstance(filt, Exception):
+        raise filt
     L.unshare(L.CLONE_NEWNS)
     rootfs.assemble(spec.rootfs)
     flags = L.CLONE_NEWUTS | L.CLONE_NEWIPC | L.CLONE_NEWCGROUP | L.CLONE_NEWPID
@@ -173,18 +181,21 @@ def _stage1(spec: ProcessSpec, sync_fd: int, report_fd: int) -> None:
     L.unshare(flags)
     pid = os.fork()
     if pid == 0:
-        _run_stage(_stage2, spec, sync_fd, report_fd)
+        _run_stage(_stage2, spec, filt, sync_fd, report_fd)
     _report(report_fd, {"pid": pid})
 
 
 def _loopback_up() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
         ifr = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(s, 0x8913, ifr))[1]   # SIOCGIFFLAGS
         fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))    # SIOCSIFFLAGS, IFF_UP
+    finally:
+        s.close()
 
 
-def _stage2(spec: ProcessSpec, sync_fd: int, report_fd: int) -> None:
+def _stage2(spec: ProcessSpec, filt, sync_fd: int, report_fd: int) -> None:
     rootfs.enter(spec.rootfs)
     L.sethostname(spec.hostname)
     if spec.new_net:
@@ -195,14 +206,15 @@ def _stage2(spec: ProcessSpec, sync_fd: int, report_fd: int) -> None:
         os.makedirs(spec.cwd, exist_ok=True)
     os.chdir(spec.cwd or "/")
     if spec.init:
-        _tiny_init(spec, report_fd)
+        _tiny_init(spec, report_fd, filt)
     else:
-        exec_command(spec)
+        exec_command(spec, filt)
 
 
-def exec_command(spec: ProcessSpec) -> None:
-    """Privilege drop, then execve. Errors from execve carry ``pynet_exec`` for the 126/127 codes."""
-    security.apply(spec.caps, spec.seccomp, spec.nnp)
+def exec_command(spec: ProcessSpec, filt=None) -> None:
+    """Privilege drop (with ``filt``, a seccomp filter built beforehand), then execve. Errors from execve
+    carry ``pynet_exec`` for the 126/127 codes."""
+    security.apply(spec.caps, spec.seccomp, spec.nnp, filt)
     try:
         os.execvpe(spec.argv[0], spec.argv, spec.env)
     except OSError as exc:
@@ -219,18 +231,18 @@ def exec_command(spec: ProcessSpec) -> None:
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
-def _tiny_init(spec: ProcessSpec, report_fd: int) -> None:
+def _tiny_init(spec: ProcessSpec, report_fd: int, filt=None) -> None:
     """PID 1 that forwards signals to the command and reaps every zombie (``--init``)."""
     child = os.fork()
     if child == 0:
         for sig in _FORWARDED:
             signal.signal(sig, signal.SIG_DFL)
-        _run_stage(lambda *_: exec_command(spec), report_fd)
+        _run_stage(lambda *_: exec_command(spec, filt), report_fd)
     os.close(report_fd)
     L.set_process_name("pynet-init")
     for sig in _FORWARDED:
         signal.signal(sig, lambda signum, _frame: _forward(child, signum))
-    security.apply(spec.caps, spec.seccomp, spec.nnp)
+    security.apply(spec.caps, spec.seccomp, spec.nnp, filt)
     while True:
         try:
             pid, status = os.waitpid(-1, 0)

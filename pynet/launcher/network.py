@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from .fields import Fields
 
 DEFAULT_NETWORK = "pynet"
 DEFAULT_BRIDGE = "pynet0"
@@ -22,16 +22,10 @@ class NetworkError(Exception):
     pass
 
 
-@dataclass
-class NetOptions:
-    mode: str = "default"            # "none" | "host" | "default" (the network "pynet") | a network name
-    publish: list = field(default_factory=list)
-    ip: str | None = None
-    ifname: str = "eth0"
-    config_dir: str | None = None
-    cache_dir: str | None = None
-    cni_path: str | None = None
-    netns_dir: str | None = None
+class NetOptions(Fields):
+    FIELDS = {"mode": "default",     # "none" | "host" | "default" (the network "pynet") | a network name
+              "publish": list, "ip": None, "ifname": "eth0",
+              "config_dir": None, "cache_dir": None, "cni_path": None, "netns_dir": None}
 
     def to_record(self) -> dict:
         return {"mode": self.mode, "publish": parse_ports(self.publish), "ip": self.ip, "ifname": self.ifname,
@@ -54,6 +48,12 @@ def parse_ports(specs) -> list[dict]:
             entry["hostIP"] = m.group("hip").strip("[]")
         out.append(entry)
     return out
+
+
+def preload() -> None:
+    """Imports the runner (~20 ms), for a caller with time to spare before attach/detach."""
+    import pynet.runner  # noqa: F401
+    import pynet.runner.attachments  # noqa: F401
 
 
 def _attachments(runner_conf: dict):

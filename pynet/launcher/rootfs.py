@@ -13,9 +13,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-
 from . import linux as L
+from .fields import REQUIRED, Fields
 
 STAGING_CANDIDATES = ("/mnt", "/media", "/srv", "/tmp")
 ETC_FILES = ("hostname", "hosts", "resolv.conf")
@@ -27,18 +26,19 @@ READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysr
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 
 
-@dataclass
-class RootfsSpec:
-    lowerdirs: list            # top-most first, as overlayfs wants them
-    upper: str
-    work: str
-    etc_dir: str               # holds hostname, hosts, resolv.conf for this container
-    readonly: bool = False
-    new_netns: bool = True
-    owner: int = 0             # host uid/gid of container root (user namespace), for files we create
-    staging: str = ""
-    extra_binds: list = field(default_factory=list)   # (host_src, container_dst, readonly)
-    cgroup_mounts: list = field(default_factory=list)  # (dir under /sys/fs/cgroup or "", fstype, options)
+class RootfsSpec(Fields):
+    FIELDS = {
+        "lowerdirs": REQUIRED,     # top-most first, as overlayfs wants them
+        "upper": REQUIRED,
+        "work": REQUIRED,
+        "etc_dir": REQUIRED,       # holds hostname, hosts, resolv.conf for this container
+        "readonly": False,
+        "new_netns": True,
+        "owner": 0,                # host uid/gid of container root (user namespace), for files we create
+        "staging": "",
+        "extra_binds": list,       # (host_src, container_dst, readonly)
+        "cgroup_mounts": list,     # (dir under /sys/fs/cgroup or "", fstype, options)
+    }
 
 
 def secure_join(root: str, path: str) -> str:

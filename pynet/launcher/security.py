@@ -135,9 +135,12 @@ def build_seccomp_filter():
     return filt
 
 
-def apply(caps: list[str], seccomp_profile: str = "default", nnp: bool = True) -> None:
-    """Everything privileged is done by now; this is the last step before execve."""
-    filt = build_seccomp_filter() if seccomp_profile == "default" else None
+def apply(caps: list[str], seccomp_profile: str = "default", nnp: bool = True, prebuilt=None) -> None:
+    """Everything privileged is done by now; this is the last step before execve. ``prebuilt``: the
+    filter build_seccomp_filter() made earlier, off the critical path."""
+    filt = None
+    if seccomp_profile == "default":
+        filt = prebuilt if prebuilt is not None else build_seccomp_filter()
     if filt is not None and not nnp:
         # Without no_new_privs the kernel wants CAP_SYS_ADMIN to load a filter: load it before the drop.
         filt.set_attr(seccomp.Attr.CTL_NNP, 0)

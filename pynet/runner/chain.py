@@ -23,8 +23,9 @@ PLUGIN_TIMEOUT = 300  # seconds; a hung plugin must not hang the runtime forever
 
 
 def default_cni_path() -> list[str]:
-    """Our own plugins (the bin dir of the interpreter's environment) first, then the system's."""
-    return [os.path.join(sys.prefix, "bin"), SYSTEM_PLUGIN_DIR]
+    """Our own plugins (the bin dir of the interpreter's environment) first, then the system's.
+    From the interpreter's path, not sys.prefix, which names the base Python when site is not run (-S)."""
+    return [os.path.dirname(os.path.abspath(sys.executable)), SYSTEM_PLUGIN_DIR]
 
 
 class ChainError(CNIError):
