@@ -8,6 +8,10 @@ Run as root: .venv/bin/python bench/launcher_bench.py [N] [--net]
 Everything runs inside a throwaway network namespace; image store, state and bundle live in a temp dir.
 --net adds `pynet run --rm busybox true` on the default bridge network (created in that namespace, leases
 in the temp dir; the plugins use a running `pynet daemon` when PYNET_SOCKET or the default socket has one).
+"via daemon" starts a `pynet daemon` in the namespace (socket in the temp dir) and runs the lean script
+against it: the thin client of pynet/launcher/remote.py, the container launched by the daemon's zygote
+(pynet/launcher/zygote.py: a spare launcher with the container's cgroups and first stage made in advance).
+The other rows run with PYNET_DAEMON=off, so they measure the local launcher whatever else is running.
 """
 
 from __future__ import annotations
@@ -30,6 +34,18 @@ from pynet.launcher.entry import write_script  # noqa: E402
 
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+
+
+def start_daemon(ns: Netns, env: dict, socket_path: str) -> subprocess.Popen:
+    proc = ns.popen([os.path.join(VENV_BIN, "pynet"), "daemon", "--socket", socket_path, "--containers"], env=env,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(socket_path):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit(f"pynet daemon did not start: {proc.stderr.read().decode(errors='replace')}")
+        time.sleep(0.02)
+    return proc
 
 
 def timed(ns: Netns, argv, env, n: int) -> list[float]:
@@ -66,6 +82,8 @@ def main() -> None:
         raise SystemExit("runc not installed (apt-get install runc)")
     with tempfile.TemporaryDirectory(prefix="pynet-bench-") as tmp, Netns.create("pynet-bench") as ns:
         env = dict(os.environ, PYNET_ROOT=os.path.join(tmp, "root"), PYNET_STATE=os.path.join(tmp, "state"))
+        local = dict(env, PYNET_DAEMON="off")
+        daemon_env = dict(env, PYNET_SOCKET=os.path.join(tmp, "pynetd.sock"))
         os.environ["PYNET_ROOT"] = env["PYNET_ROOT"]
         image = images.build_busybox()
         bundle = runc_bundle(tmp, images.layer_path(image["layers"][0]))
@@ -76,7 +94,10 @@ def main() -> None:
                                             "--net", "none", "busybox", "true"],
             "lean script (-IS)": [lean, "run", "--rm", "--net", "none", "busybox", "true"],
             "runc run": [RUNC, "--root", os.path.join(tmp, "runc-state"), "run", "-b", bundle, f"pynet-bench-runc-{os.getpid()}"],
+            "pynet run via daemon (lean)": [lean, "run", "--rm", "--net", "none", "busybox", "true"],
         }
+        envs = {name: local for name in cases}
+        envs["pynet run via daemon (lean)"] = daemon_env
         if with_net:
             for key, sub in (("PYNET_CONFIG_DIR", "net.d"), ("PYNET_CACHE_DIR", "cache"), ("PYNET_NETNS_DIR", "netns"),
                              ("PYNET_DEFAULT_DATA_DIR", "leases")):
@@ -84,20 +105,27 @@ def main() -> None:
                 os.makedirs(env[key], exist_ok=True)
             cases["pynet run, default network"] = [os.path.join(VENV_BIN, "pynet"), "run", "--rm", "--dns", "127.0.0.1",
                                                    "busybox", "true"]
-        for argv in cases.values():
-            timed(ns, argv, env, 2)   # warm caches
-        # Interleaved, so load from other processes on this shared machine hits every case alike.
-        samples = {name: [] for name in cases}
-        for _ in range(n):
+            envs["pynet run, default network"] = env
+        daemon = start_daemon(ns, daemon_env, daemon_env["PYNET_SOCKET"])
+        try:
             for name, argv in cases.items():
-                samples[name] += timed(ns, argv, env, 1)
+                timed(ns, argv, envs[name], 2)   # warm caches
+            # Interleaved, so load from other processes on this shared machine hits every case alike.
+            samples = {name: [] for name in cases}
+            for _ in range(n):
+                for name, argv in cases.items():
+                    samples[name] += timed(ns, argv, envs[name], 1)
+        finally:
+            daemon.terminate()
+            daemon.wait(10)
         results = {name: statistics.median(v) for name, v in samples.items()}
         for name, ms in results.items():
             print(f"{name:32s} median {ms:7.1f} ms  min {min(samples[name]):7.1f} ms  (n={n})")
         base = results["runc run"]
         print(f"ratio pynet/runc: {results['pynet run (full CLI)'] / base:.2f} (full CLI), "
               f"{results['python -m pynet.launcher run'] / base:.2f} (launcher entry point), "
-              f"{results['lean script (-IS)'] / base:.2f} (lean script)")
+              f"{results['lean script (-IS)'] / base:.2f} (lean script), "
+              f"{results['pynet run via daemon (lean)'] / base:.2f} (via daemon)")
 
 
 if __name__ == "__main__":

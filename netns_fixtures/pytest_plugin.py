@@ -65,11 +65,17 @@ def make_cni(host_ns):
 
 
 @pytest.fixture
-def pynet_daemon(host_ns, tmp_path):
+def pynet_daemon_args() -> list[str]:
+    """Extra `pynet daemon` options for ``pynet_daemon``; a test module overrides this to add some."""
+    return []
+
+
+@pytest.fixture
+def pynet_daemon(host_ns, tmp_path, pynet_daemon_args):
     """A pynet daemon running inside ``host_ns``; yields its socket path. Stopped by PID at test end."""
     socket_path = str(tmp_path / "pynetd.sock")
-    proc = host_ns.popen([os.path.join(OUR_PLUGINS, "pynet"), "daemon", "--socket", socket_path],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = host_ns.popen([os.path.join(OUR_PLUGINS, "pynet"), "daemon", "--socket", socket_path,
+                          *pynet_daemon_args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     while not os.path.exists(socket_path):
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -19,11 +19,13 @@ import struct
 import threading
 
 from cni_plugins import netns as cni_netns
-from cni_plugins.client import DEFAULT_SOCKET, decode_env, pack, recv_fields
+from cni_plugins.client import DEFAULT_SOCKET, decode_env, pack, recv_exact, recv_fields
 from cni_plugins.entry import PLUGIN_MODULES
 from cni_plugins.skel import handle
 
 _ALLOWED_MODULES = frozenset(PLUGIN_MODULES.values())
+_RUN_REQUEST = b"pynet-run"   # first field of a `pynet run` (pynet/launcher/remote.py); else a plugin module
+_MAX_FDS = 16
 
 
 class AlreadyRunning(Exception):
@@ -64,17 +66,34 @@ def preload() -> list[str]:
     return loaded
 
 
-def _recv_request(conn: socket.socket) -> tuple[str, dict, bytes, list[int]]:
+def _take_field(conn: socket.socket, buffered: bytes) -> tuple[bytes, bytes]:
+    """The first length-prefixed field of ``buffered`` (read more from ``conn`` if needed), and the rest."""
+    while len(buffered) < 4:
+        buffered += recv_exact(conn, 4 - len(buffered))
+    end = 4 + int.from_bytes(buffered[:4], "big")
+    if len(buffered) < end:
+        buffered += recv_exact(conn, end - len(buffered))
+    return buffered[4:end], buffered[end:]
+
+
+def _recv_request(conn: socket.socket) -> tuple[bytes, list[bytes], list[int]]:
+    """(kind, the request's other fields, fds): a CNI request is module, env, stdin; a run request is
+    argv, env, cwd, umask, namespace names."""
     fds = array.array("i")
-    # The fd rides on the first bytes of the message: read them with recvmsg, the rest plainly.
-    first, ancdata, _flags, _addr = conn.recvmsg(65536, socket.CMSG_SPACE(4 * fds.itemsize))
+    # The fds ride on the first bytes of the message: read them with recvmsg, the rest plainly.
+    first, ancdata, _flags, _addr = conn.recvmsg(65536, socket.CMSG_SPACE(_MAX_FDS * fds.itemsize))
     for level, kind, cdata in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
-    if not first:
-        raise ConnectionError("client went away")
-    module, env, stdin = recv_fields(conn, 3, first)
-    return module.decode(), decode_env(env), stdin, list(fds)
+    try:
+        if not first:
+            raise ConnectionError("client went away")
+        kind, rest = _take_field(conn, first)
+        return kind, recv_fields(conn, 5 if kind == _RUN_REQUEST else 2, rest), list(fds)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
 
 
 class Server:
@@ -85,6 +104,7 @@ class Server:
         self._sock: socket.socket | None = None
         self._lock_fd = -1
         self._stopping = threading.Event()
+        self.zygote = None   # pynet.launcher.zygote.Zygote: serves `pynet run`; without it runs are refused
 
     def bind(self) -> None:
         """Takes the socket path. One daemon per path: the lock file next to it is held for the daemon's
@@ -149,13 +169,23 @@ class Server:
             with conn:
                 if not self._peer_allowed(conn):
                     return
-                module, env, stdin, fds = _recv_request(conn)
-                self.execute(conn, module, env, stdin, fds[0] if fds else None)
+                kind, fields, fds = _recv_request(conn)
+                if kind == _RUN_REQUEST:
+                    return self.start_run(conn, fields, fds)
+                env, stdin = fields
+                self.execute(conn, kind.decode(), decode_env(env), stdin, fds[0] if fds else None)
         except (ConnectionError, OSError, ValueError):
             pass
         finally:
             for fd in fds:
                 os.close(fd)
+
+    def start_run(self, conn: socket.socket, fields: list, fds: list) -> None:
+        """Hands a `pynet run` to the zygote, whose launcher answers the client on this connection."""
+        if self.zygote is None or len(fds) < 3 or not self.zygote.submit(conn.fileno(), fields, fds):
+            conn.sendall(pack(b"R", b"the daemon cannot launch containers"))
+            return
+        self.served["run"] += 1
 
     def execute(self, conn: socket.socket, module: str, env: dict, stdin: bytes, netns_fd: int | None) -> None:
         """Serves one request and replies on ``conn``; deferred work runs after the reply, still under the
@@ -193,11 +223,23 @@ def _reply(conn: socket.socket, code: int, text: str) -> None:
         pass  # the client is gone; it falls back on its own
 
 
-def run(path: str = DEFAULT_SOCKET, ready=None) -> None:
-    """Runs the daemon in the foreground until SIGTERM/SIGINT."""
-    preload()
+def run(path: str = DEFAULT_SOCKET, ready=None, serve_containers: bool = False) -> None:
+    """Runs the daemon in the foreground until SIGTERM/SIGINT. ``serve_containers``: also serve
+    `pynet run` (opt-in: the zygote keeps a prepared container slot, with cgroups, while it waits)."""
     server = Server(path)
-    server.bind()
+    if serve_containers:
+        # Forked before the first thread exists (see pynet/launcher/zygote.py), and before the plugins are
+        # loaded: a smaller process forks faster, and the launcher reaches the plugins as executables anyway.
+        from pynet.launcher import zygote
+
+        server.zygote = zygote.spawn()
+    try:
+        server.bind()
+    except BaseException:
+        if server.zygote is not None:
+            server.zygote.close()
+        raise
+    preload()
 
     def _stop(*_):
         server.stop()
@@ -210,3 +252,5 @@ def run(path: str = DEFAULT_SOCKET, ready=None) -> None:
         server.serve_forever()
     finally:
         server.stop()
+        if server.zygote is not None:
+            server.zygote.close()

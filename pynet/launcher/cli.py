@@ -85,11 +85,13 @@ def _forward_signals(pid: int) -> None:
         signal.signal(sig, forward)
 
 
-def run_foreground(opts: RunOptions) -> int:
-    rec, spec = container.create(opts)
-    pid = container.start(rec, spec, opts.dns or None)
+def run_foreground(opts: RunOptions, wait=None, reserved=None) -> int:
+    """``wait(rec, pid)`` replaces the plain wait (the daemon's launcher also listens to its client);
+    ``reserved``: the daemon's spare (container.Reserved)."""
+    rec, spec = container.create(opts, reserved)
+    pid = container.start(rec, spec, opts.dns or None, reserved)
     _forward_signals(pid)
-    code = container.wait(rec, pid)
+    code = (wait or container.wait)(rec, pid)
     try:
         container.finish(rec, code)
     except ContainerError as exc:
@@ -150,10 +152,12 @@ def run_detached(opts: RunOptions) -> int:
         os._exit(code)
 
 
-def cmd_run(args) -> int:
+def cmd_run(args, wait=None, reserved=None) -> int:
     try:
         opts = _options(args)
-        return run_detached(opts) if opts.detach else run_foreground(opts)
+        if reserved is not None and (opts.detach or opts.limits.any()):
+            raise ContainerError("internal: the daemon's spare launcher takes only plain runs")
+        return run_detached(opts) if opts.detach else run_foreground(opts, wait, reserved)
     except ContainerError as exc:
         _err(str(exc))
         return exc.exit_code

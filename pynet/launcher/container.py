@@ -13,7 +13,7 @@ import signal
 import time
 
 from . import cgroups, images, linux, namespaces, network, rootfs, security, state
-from .fields import Fields
+from .fields import REQUIRED, Fields
 from .state import Record
 
 DEFAULT_USERNS = (100000, 65536)
@@ -99,8 +99,16 @@ def _resolve_command(opts: RunOptions, config: dict) -> list:
     return argv
 
 
-def create(opts: RunOptions) -> tuple[Record, namespaces.ProcessSpec]:
+class Reserved(Fields):
+    """What the daemon's spare launcher made before its container was asked for: the id, its cgroups (no
+    limits), and a stage 1 already in them."""
+    FIELDS = {"id": REQUIRED, "cgroups": REQUIRED, "stage1": REQUIRED}
+
+
+def create(opts: RunOptions, reserved: Reserved | None = None) -> tuple[Record, namespaces.ProcessSpec]:
     """Everything before the process: image, storage, cgroups, state record. Undone on failure."""
+    if reserved is not None and opts.limits.any():
+        raise ContainerError("a reserved container has no limits")
     if opts.name and state.name_taken(opts.name):
         raise ContainerError(f"container name {opts.name!r} is already in use")
     try:
@@ -123,7 +131,7 @@ def create(opts: RunOptions) -> tuple[Record, namespaces.ProcessSpec]:
     argv = _resolve_command(opts, config)
     env = {"PATH": images.DEFAULT_PATH.split("=", 1)[1]}
     env.update(_env_list_to_dict(config.get("Env") or []))
-    cid = state.new_id()
+    cid = reserved.id if reserved is not None else state.new_id()
     hostname = opts.hostname or cid[:12]
     env["HOSTNAME"] = hostname
     env.update(_env_list_to_dict(opts.env))
@@ -137,6 +145,7 @@ def create(opts: RunOptions) -> tuple[Record, namespaces.ProcessSpec]:
         "storage": _storage_dir(cid), "read_only": opts.read_only, "detached": opts.detach,
         "monitor_pid": os.getpid(), "monitor_start": linux.proc_start_time(os.getpid()),
         "limits": vars(opts.limits), "network": opts.net.to_record(),
+        **({"cgroups": reserved.cgroups.paths} if reserved is not None else {}),
     })
     try:
         storage = rec["storage"]
@@ -152,8 +161,9 @@ def create(opts: RunOptions) -> tuple[Record, namespaces.ProcessSpec]:
             if userns:
                 os.chown(d, userns[0], userns[0])
         _write_etc(rec.dir, hostname, [], opts.dns or None)
-        cg = cgroups.create(cid, opts.limits)
-        rec.update(cgroups=cg.paths)
+        if reserved is None:
+            cg = cgroups.create(cid, opts.limits)
+            rec.update(cgroups=cg.paths)
     except BaseException as exc:
         _undo(rec)
         if isinstance(exc, (cgroups.CgroupError, OSError, images.ImageError)):
@@ -169,8 +179,10 @@ def create(opts: RunOptions) -> tuple[Record, namespaces.ProcessSpec]:
     return rec, spec
 
 
-def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None) -> int:
+def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
+          reserved: Reserved | None = None) -> int:
     cg = cgroups.from_paths(rec["cgroups"])
+    join = cg.join if reserved is None else (lambda _pid: None)
     needs_network = network.needs_attach(rec)
 
     def record_running(pid: int) -> None:
@@ -197,7 +209,7 @@ def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None) ->
             import shutil  # noqa: F401 - for the removal at exit (~2 ms)
 
     try:
-        pid = namespaces.start(spec, cg.join, before_exec, idle)
+        pid = namespaces.start(spec, join, before_exec, idle, reserved.stage1 if reserved is not None else None)
         if not needs_network:
             record_running(pid)
         return pid

@@ -1,5 +1,7 @@
 """The start-up path of `pynet run`, from pynet.cli (also in the lean script ``write_script`` makes) and
-``python -m pynet.launcher``. Every millisecond here is part of each container start, so it imports
+``python -m pynet.launcher``. When a `pynet daemon` listens, the run goes to it (remote.py: a thin client;
+the daemon's zygote.py launches the container with the same code); otherwise, or when the daemon declines,
+it runs here. Every millisecond here is part of each container start, so it imports
 nothing but os and sys before the launcher itself, starts the cgroup warm-up before that import, and ends
 the process with os._exit once the container is gone and the output is flushed (interpreter teardown
 would only free memory the kernel frees anyway)."""
@@ -10,6 +12,9 @@ import sys
 
 def run(argv: list) -> None:
     """`pynet run ARGS`; never returns."""
+    code = _via_daemon(argv)
+    if code is not None:
+        _exit(code)
     from . import cgroups
 
     cgroups.start_warmup()
@@ -24,6 +29,23 @@ def run(argv: list) -> None:
         elif not isinstance(code, int):
             print(code, file=sys.stderr)
             code = 1
+    _exit(code)
+
+
+def _via_daemon(argv: list):
+    """The exit code of the run as served by a listening `pynet daemon`, or None: run it here. Same
+    discovery as the CNI plugins' client (PYNET_SOCKET, the default socket; PYNET_DAEMON=off disables)."""
+    if os.environ.get("PYNET_DAEMON", "auto") == "off":
+        return None
+    path = os.environ.get("PYNET_SOCKET") or "/run/pynet/pynetd.sock"
+    if not os.path.exists(path):
+        return None
+    from .remote import run as run_remote
+
+    return run_remote(argv, path)
+
+
+def _exit(code: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -55,23 +55,118 @@ def _write_maps(pid: int, base: int, size: int) -> None:
             fh.write(f"0 {base} {size}\n")
 
 
-def start(spec: ProcessSpec, join_cgroups, before_exec, idle=None) -> int:
+class Prestarted:
+    """A stage 1 forked before its container is known (the daemon's spare launcher forks one and moves it
+    into the next container's cgroups while nothing waits). It gets its spec, and the stdio and umask the
+    launcher took over from its client after the fork, through a socket. Its caller must be the future
+    launcher, and a child subreaper from now on."""
+
+    def __init__(self):
+        import socket
+
+        L.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
+        r_report, w_report = os.pipe()
+        r_sync, w_sync = os.pipe()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            os.close(r_report)
+            os.close(w_sync)
+            ours.close()
+            got = _receive_spec(theirs)
+            if got is None:
+                os._exit(0)   # discarded
+            spec, umask, stdio = got
+            for target, fd in enumerate(stdio):
+                os.dup2(fd, target)
+                os.close(fd)
+            os.umask(umask)
+            _run_stage(_stage1, spec, r_sync, w_report)
+        theirs.close()
+        os.close(w_report)
+        os.close(r_sync)
+        self.pid, self.r_report, self.w_sync, self.channel = pid, r_report, w_sync, ours
+        self.launched = False
+
+    def launch(self, spec: ProcessSpec) -> tuple[int, int, int]:
+        """Sends the spec with this process's stdio and umask; returns start()'s (pid, report, sync)."""
+        import pickle
+        import socket
+
+        umask = os.umask(0o022)
+        os.umask(umask)
+        rights = b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in (0, 1, 2))
+        blob = pickle.dumps((spec, umask))
+        try:
+            sent = self.channel.sendmsg([blob], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
+            self.channel.sendall(blob[sent:])
+        finally:
+            self.channel.close()
+        taken = self.pid, self.r_report, self.w_sync
+        self.r_report = self.w_sync = -1   # start() owns them now
+        self.launched = True               # and reaps the process
+        return taken
+
+    def discard(self) -> None:
+        self.channel.close()
+        for fd in (self.r_report, self.w_sync):
+            if fd >= 0:
+                os.close(fd)
+        self.r_report = self.w_sync = -1
+        if self.launched:
+            return
+        self.launched = True
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def _receive_spec(sock):
+    """(spec, umask, [stdio fds]) from Prestarted.launch, or None when it was discarded."""
+    import array
+    import pickle
+    import socket
+
+    fds = array.array("i")
+    chunks = []
+    try:
+        data, ancdata, _flags, _addr = sock.recvmsg(1 << 16, socket.CMSG_SPACE(3 * fds.itemsize))
+        for level, kind, cdata in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
+        while data:
+            chunks.append(data)
+            data = sock.recv(1 << 16)
+    finally:
+        sock.close()
+    if not chunks or len(fds) != 3:
+        return None
+    spec, umask = pickle.loads(b"".join(chunks))
+    return spec, umask, list(fds)
+
+
+def start(spec: ProcessSpec, join_cgroups, before_exec, idle=None, prestarted: Prestarted | None = None) -> int:
     """Starts the container; returns the host PID of its PID 1 once the command has been executed.
 
     ``join_cgroups(pid)`` runs before any namespace exists (so the cgroup namespace is rooted at the
     container's cgroup); ``before_exec(pid)`` runs with PID 1 waiting (network attach, state); ``idle()``
-    runs while the stages build the container, when the launcher would only wait for them.
+    runs while the stages build the container, when the launcher would only wait for them. With
+    ``prestarted``, that stage 1 is used (already in its cgroups: ``join_cgroups`` should do nothing).
     """
     L.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
-    r_report, w_report = os.pipe()
-    r_sync, w_sync = os.pipe()
-    stage1 = os.fork()
-    if stage1 == 0:
-        os.close(r_report)
-        os.close(w_sync)
-        _run_stage(_stage1, spec, r_sync, w_report)
-    os.close(w_report)
-    os.close(r_sync)
+    if prestarted is not None:
+        stage1, r_report, w_sync = prestarted.launch(spec)
+    else:
+        r_report, w_report = os.pipe()
+        r_sync, w_sync = os.pipe()
+        stage1 = os.fork()
+        if stage1 == 0:
+            os.close(r_report)
+            os.close(w_sync)
+            _run_stage(_stage1, spec, r_sync, w_report)
+        os.close(w_report)
+        os.close(r_sync)
     report = os.fdopen(r_report, "rb")
     pid = None
     try:

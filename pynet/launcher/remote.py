@@ -1,0 +1,97 @@
+"""`pynet run` served by the resident daemon: the thin client.
+
+Like the CNI plugins' front door (cni_plugins/client.py, whose wire format and socket discovery this
+reuses), it imports nothing beyond os, sys and the C modules ``_socket``/``_signal``: the point is to skip
+the launcher's start-up. The daemon's zygote (pynet/launcher/zygote.py) forks a launcher that runs the
+container with the same code as a local `pynet run`, in this process's namespaces, with this process's
+stdio, environment, working directory and umask, so the container is created as if by this process.
+
+Request: ``pynet-run``, argv (NUL-joined), environment, cwd, umask (decimal), the names of the namespace
+fds; SCM_RIGHTS carries fds 0, 1, 2 and then those namespace fds.
+Replies, each two fields: ``R`` reason (refused: nothing was done, run locally), ``A`` (accepted: the
+launcher owns the run now), ``X`` exit code (the container is gone and cleaned up). While the container
+runs, the client sends ``S`` signum for each signal it gets, which the launcher passes to the container.
+"""
+
+import os
+import sys
+
+from cni_plugins.client import encode_env, pack, recv_fields
+
+REQUEST_KIND = b"pynet-run"
+# The namespaces the launcher joins before it creates the container (user first, as nsenter does).
+NAMESPACES = ("user", "cgroup", "ipc", "uts", "net", "pid", "mnt")
+_FORWARDED = (2, 15, 1, 3, 10, 12)   # SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, as cli does
+
+
+def run(argv: list, path: str):
+    """The container's exit code, or None when the daemon is not there or declines (run it locally)."""
+    import _socket
+
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        try:
+            sock.connect(path)
+        except OSError:
+            return None
+        if not _send_request(sock, argv):
+            return None
+        try:
+            kind, value = recv_fields(sock, 2)
+        except (ConnectionError, OSError, ValueError):
+            return None   # nothing happened yet: the daemon replies A before it creates anything
+        if kind != b"A":
+            return None
+        return _follow(sock)
+    finally:
+        sock.close()
+
+
+def _send_request(sock, argv: list) -> bool:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    fds, names = [], []
+    try:
+        for name in NAMESPACES:
+            try:
+                fds.append(os.open(f"/proc/self/ns/{name}", os.O_RDONLY | os.O_CLOEXEC))
+                names.append(name)
+            except OSError:
+                continue   # a kernel without it: the launcher keeps its own
+        request = pack(REQUEST_KIND, b"\0".join(os.fsencode(a) for a in argv), encode_env(os.environ),
+                       os.fsencode(os.getcwd()), str(umask).encode(), ",".join(names).encode())
+        import _socket
+
+        rights = b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in (0, 1, 2, *fds))
+        sent = sock.sendmsg([request], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
+        if sent < len(request):
+            sock.sendall(request[sent:])
+        return True
+    except OSError:   # a closed stdio fd, a deleted cwd, a daemon gone: the local path copes or reports
+        return False
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _follow(sock) -> int:
+    """Waits for the exit code, passing signals on; the launcher in the daemon does the rest."""
+    import _signal
+
+    def forward(signum, _frame):
+        try:
+            sock.sendall(pack(b"S", str(signum).encode()))
+        except OSError:
+            pass
+
+    for sig in _FORWARDED:
+        _signal.signal(sig, forward)
+    try:
+        while True:
+            kind, value = recv_fields(sock, 2)
+            if kind == b"X":
+                return int(value)
+    except (ConnectionError, OSError, ValueError):
+        # The launcher took the run and vanished: the container may have run, so never run it again here.
+        print("pynet: the pynet daemon's launcher went away; see `pynet ps -a`", file=sys.stderr)
+        return 125

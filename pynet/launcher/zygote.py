@@ -1,0 +1,400 @@
+"""`pynet run` inside the daemon: a single-threaded zygote that forks one launcher per container.
+
+Why a zygote: the daemon serves each connection on a thread, and fork() in a threaded process copies
+only the calling thread, with every lock another thread held (the import lock, malloc's, logging's, the
+GIL bookkeeping) frozen in whatever state it was in; the launcher forks again and again (stages, warm-up,
+CNI plugins), so it must start from a process that never had threads. Exec'ing a fresh interpreter
+instead would be safe but would throw away the warm imports that are the point of the fast path. So the
+daemon forks this process once, at start, before its first thread; it imports the launcher (and the
+network runner) once, then waits on a SOCK_SEQPACKET socketpair. For each request a daemon thread passes
+it the client's connection, stdio and namespace fds plus the request fields in one message; the zygote
+forks, and the child — from here on an ordinary `pynet run` launcher — joins the client's namespaces,
+takes its stdio, environment, cwd and umask, and runs cli.cmd_run, the same code as a local run. The
+child answers the client directly on the passed connection (the daemon thread is done once it handed
+over), passes on the client's signals, and reports the exit code after the cleanup.
+
+The cgroup move of a container's first process waits an RCU grace period (~9 ms here) when no move
+happened lately, and holds the global cgroup mutex meanwhile, so nothing overlaps it well. So the zygote
+keeps one *spare* launcher forked ahead of the next request: it reserves a container id, makes its
+cgroups, forks a stage 1 (namespaces.Prestarted) and moves it in while nobody waits; the next request goes
+to the spare, whose container skips those steps (container.Reserved). The spare starts that work once the
+previous launcher has exited (its cleanup needs the same mutex), a request arrives, or 100 ms passed.
+A request the spare cannot take as it is (the client in other user/mount/pid/cgroup namespaces than the
+daemon's) releases the reservation and is served the ordinary way.
+
+The zygote dies with the daemon (PDEATHSIG, and EOF on its socket); running launchers are independent
+processes and finish their containers; a spare that sees the zygote's socket close undoes its
+reservation and exits.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import signal
+import socket
+import sys
+import threading
+
+from cni_plugins.client import decode_env, pack, recv_fields
+
+from . import linux
+from .remote import NAMESPACES
+
+MAX_MESSAGE = 1 << 18      # a SOCK_SEQPACKET message is bounded by the socket buffer anyway
+MAX_FDS = 3 + len(NAMESPACES) + 1
+# `pynet run` options served through the daemon; anything else is refused and runs locally.
+SUPPORTED = frozenset({"rm", "net", "name", "hostname", "env", "workdir", "dns", "init", "read_only",
+                       "config_dir", "cache_dir", "cni_path", "netns_dir", "args", "command", "func"})
+
+
+class Zygote:
+    """The daemon's handle on its zygote."""
+
+    def __init__(self, sock: socket.socket, pid: int):
+        self.sock, self.pid = sock, pid
+
+    def submit(self, conn_fd: int, fields: list, fds: list) -> bool:
+        """Hands one request over; False when the zygote cannot take it (the daemon then refuses)."""
+        rights = array.array("i", [conn_fd, *fds[:MAX_FDS - 1]]).tobytes()
+        try:
+            self.sock.sendmsg([pack(*fields)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
+            return True
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        self.sock.close()   # EOF: the zygote exits
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def spawn() -> Zygote | None:
+    """Forks the zygote; None when this process already has threads (then runs are refused)."""
+    if threading.active_count() > 1 or len(os.listdir("/proc/self/task")) > 1:
+        return None
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    parent = os.getpid()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        code = 0
+        try:
+            _zygote(theirs, parent)
+        except BaseException:  # noqa: BLE001
+            import traceback
+
+            traceback.print_exc()
+            code = 1
+        finally:
+            os._exit(code)
+    theirs.close()
+    return Zygote(ours, pid)
+
+
+def _preload() -> None:
+    import json  # noqa: F401
+    import select  # noqa: F401
+    import shutil  # noqa: F401
+    import traceback  # noqa: F401
+
+    from . import cli, container, namespaces, network, rootfs, security, state  # noqa: F401
+
+    network.preload()
+
+
+def _zygote(sock: socket.socket, parent: int) -> None:
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        return
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)   # launchers are reaped by the kernel, never by us
+    signal.signal(signal.SIGINT, signal.SIG_IGN)    # a ^C at the daemon's terminal stops the daemon; we follow it
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    linux.set_process_name("pynet-zygote")
+    _preload()
+    import gc
+
+    gc.freeze()   # what the imports made stays shared with the launchers instead of being copied on write
+    spare, previous = None, -1
+    while True:
+        if spare is None:
+            spare = _fork_spare(sock, previous)
+        if previous >= 0:
+            os.close(previous)
+            previous = -1
+        msg, fds = _recv(sock)
+        if not msg and not fds:
+            if spare is not None:
+                spare[1].close()
+            return   # the daemon closed its end
+        if not fds:
+            continue
+        child = -1
+        if spare is not None:
+            pid, spare_sock = spare
+            spare = None
+            try:
+                spare_sock.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds.tobytes())])
+                child = pid
+            except OSError:
+                pass   # the spare is gone: an ordinary launcher takes the request
+            spare_sock.close()
+        if child < 0:
+            try:
+                child = os.fork()
+            except OSError:
+                child = -1   # the client sees EOF before any reply and runs the container itself
+            if child == 0:
+                sock.close()
+                _launcher(fds[0], list(fds[1:]), msg)
+        for fd in fds:
+            os.close(fd)
+        if child > 0:
+            try:
+                previous = os.pidfd_open(child)
+            except OSError:
+                previous = -1
+
+
+def _recv(sock: socket.socket) -> tuple[bytes, array.array]:
+    fds = array.array("i")
+    msg, ancdata, _flags, _addr = sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * fds.itemsize),
+                                               socket.MSG_CMSG_CLOEXEC)
+    for level, kind, cdata in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
+    return msg, fds
+
+
+def _fork_spare(zygote_sock: socket.socket, previous: int):
+    """(pid, socket to hand it a request) of a new spare launcher, or None."""
+    try:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    except OSError:
+        return None
+    try:
+        pid = os.fork()
+    except OSError:
+        ours.close()
+        theirs.close()
+        return None
+    if pid == 0:
+        zygote_sock.close()
+        ours.close()
+        _spare(theirs, previous)
+    theirs.close()
+    return pid, ours
+
+
+def _child_signals() -> None:
+    for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def _reserve():
+    """container.Reserved: an id, its cgroups, a stage 1 moved into them; None if any step fails."""
+    from . import cgroups, container, namespaces, state
+
+    cid = state.new_id()
+    try:
+        cg = cgroups.create(cid, cgroups.Limits())
+    except (cgroups.CgroupError, OSError):
+        return None
+    try:
+        stage1 = namespaces.Prestarted()
+        try:
+            cg.join(stage1.pid)
+        except BaseException:
+            stage1.discard()
+            raise
+    except BaseException:  # noqa: BLE001
+        try:
+            cg.remove()
+        except cgroups.CgroupError:
+            pass
+        return None
+    return container.Reserved(cid, cg, stage1)
+
+
+def _release(reserved) -> None:
+    """Undoes what a reservation made and its container did not take over (idempotent)."""
+    from . import cgroups
+
+    if reserved is None:
+        return
+    reserved.stage1.discard()
+    try:
+        reserved.cgroups.remove()
+    except cgroups.CgroupError:
+        pass
+
+
+def _spare(sock: socket.socket, previous: int) -> None:
+    """The spare launcher; never returns."""
+    import select
+
+    _child_signals()
+    os.setsid()   # before the stage 1 is forked: the containers stay out of the daemon's process group
+    linux.set_process_name("pynet-spare")
+    if previous >= 0:
+        poller = select.poll()
+        poller.register(previous, select.POLLIN)
+        poller.register(sock, select.POLLIN)
+        poller.poll(100)
+        os.close(previous)
+    reserved = _reserve()
+    try:
+        msg, fds = _recv(sock)
+    except OSError:
+        msg, fds = b"", array.array("i")
+    sock.close()
+    if not fds:
+        _release(reserved)
+        os._exit(0)
+    _launcher(fds[0], list(fds[1:]), msg, reserved)
+
+
+def _unpack(blob: bytes, count: int) -> list:
+    out = []
+    for _ in range(count):
+        size = int.from_bytes(blob[:4], "big")
+        out.append(blob[4:4 + size])
+        blob = blob[4 + size:]
+    return out
+
+
+def unsupported(args) -> str | None:
+    """Why a parsed `pynet run` is not served by the daemon, or None."""
+    from .cli import parse_run_fast
+
+    if args is None:
+        return "options left to argparse"
+    if not args.args:
+        return "no IMAGE"
+    defaults = parse_run_fast([])
+    for dest, value in vars(args).items():
+        if dest not in SUPPORTED and value != getattr(defaults, dest, None):
+            return f"option {dest}"
+    return None
+
+
+def _differing(ns_fds: dict) -> list:
+    return [name for name in NAMESPACES if name in ns_fds
+            and os.fstat(ns_fds[name]).st_ino != os.stat(f"/proc/self/ns/{name}").st_ino]
+
+
+def _enter(ns_fds: dict, names: list) -> None:
+    """Joins the client's namespaces ``names`` (in NAMESPACES order: user first)."""
+    for name in names:
+        linux.setns(ns_fds[name], linux.NAMESPACES[name])
+
+
+def _reservation_fits(differing: list, args) -> bool:
+    """A reserved stage 1 lives in the daemon's namespaces: fine when the client shares them, except the
+    ones the container makes anew anyway (uts, ipc, and net unless --net host)."""
+    allowed = {"uts", "ipc"} | (set() if args.net == "host" else {"net"})
+    return set(differing) <= allowed
+
+
+def _send(conn: socket.socket, kind: bytes, value: bytes) -> None:
+    try:
+        conn.sendall(pack(kind, value))
+    except OSError:
+        pass
+
+
+def _launcher(conn_fd: int, fds: list, msg: bytes, reserved=None) -> None:
+    """The launcher of one container (forked for it, or the spare); never returns."""
+    _child_signals()
+    from . import cgroups, cli
+
+    if reserved is None:
+        cgroups.start_warmup()
+    conn = socket.socket(fileno=conn_fd)
+    try:
+        argv, env, cwd, umask, names = _unpack(msg, 5)
+        args = cli.parse_run_fast([os.fsdecode(a) for a in argv.split(b"\0")] if argv else [])
+        reason = unsupported(args)
+        if reason is None:
+            stdio, ns_fds = fds[:3], fds[3:]
+            ns_fds = dict(zip(names.decode().split(",") if names else [], ns_fds))
+            differing = _differing(ns_fds)
+            if reserved is not None and not _reservation_fits(differing, args):
+                _release(reserved)
+                reserved = None
+            _enter(ns_fds, differing)
+            if os.getsid(0) != os.getpid():
+                os.setsid()   # the client's terminal and the daemon's process group are not ours
+            for target, fd in enumerate(stdio):
+                os.dup2(fd, target)   # inheritable: the container's stdio
+            for fd in fds:
+                if fd > 2:
+                    os.close(fd)
+            os.environ.clear()
+            os.environ.update(decode_env(env))
+            os.chdir(os.fsdecode(cwd))
+            os.umask(int(umask))
+    except BaseException as exc:  # noqa: BLE001 - nothing was created yet: the client runs it itself
+        reason = f"{type(exc).__name__}: {exc}"
+    if reason is not None:
+        _release(reserved)
+        _send(conn, b"R", reason.encode())
+        os._exit(0)
+    _send(conn, b"A", b"")
+    try:
+        code = cli.cmd_run(args, wait=lambda rec, pid: _wait(conn, rec, pid), reserved=reserved)
+    except BaseException:  # noqa: BLE001
+        import traceback
+
+        traceback.print_exc()
+        code = 125
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    _send(conn, b"X", str(code).encode())
+    _release(reserved)   # what a failed create left (after a run there is nothing left to do)
+    os._exit(0)
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait(conn: socket.socket, rec, pid: int) -> int:
+    """container.wait, while passing the client's signals to PID 1; a client that goes away takes its
+    foreground container with it (SIGKILL), as the cleanup after it then runs here."""
+    import select
+
+    from . import container
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return container.wait(rec, pid)
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    poller.register(conn, select.POLLIN)
+    try:
+        while True:
+            for fd, _events in poller.poll():
+                if fd == pidfd:
+                    return container.wait(rec, pid)
+                try:
+                    kind, value = recv_fields(conn, 2)
+                except (ConnectionError, OSError, ValueError):
+                    poller.unregister(conn)
+                    _kill(pid, signal.SIGKILL)
+                    continue
+                if kind == b"S":
+                    _kill(pid, int(value))
+    finally:
+        os.close(pidfd)

@@ -1,0 +1,312 @@
+"""`pynet run` served by the resident daemon (pynet/launcher/remote.py + zygote.py): the same container as a
+local run (isolation, stdio, exit code, --rm cleanup, network), signals reach it, and without a daemon, or
+for what the daemon does not serve, the local launcher runs it.
+
+The daemon runs inside the sandbox host netns (``pynet_daemon`` fixture), the client too; state and image
+store live under pytest's tmp dirs, and the ``pynet`` fixture removes every container at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests.test_launcher import PYNET, _cgroup_dirs, _leased, netenv, pynet, pynet_root, pytestmark  # noqa: F401
+
+from pynet.launcher import zygote
+from pynet.launcher.cli import parse_run_fast
+
+
+@pytest.fixture
+def pynet_daemon_args():
+    return ["--containers"]
+
+
+@pytest.fixture
+def remote(pynet, pynet_daemon):
+    """The ``pynet`` launcher fixture, its client pointed at the test's daemon."""
+    pynet.env["PYNET_SOCKET"] = pynet_daemon
+    return pynet
+
+
+def _state_records(state: str) -> list[dict]:
+    d = os.path.join(state, "containers")
+    out = []
+    for cid in os.listdir(d) if os.path.isdir(d) else ():
+        try:
+            with open(os.path.join(d, cid, "state.json")) as fh:
+                out.append(json.load(fh))
+        except (FileNotFoundError, json.JSONDecodeError):
+            continue
+    return out
+
+
+def _wait_running(state: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for rec in _state_records(state):
+            if rec.get("status") == "running" and rec.get("pid"):
+                return rec
+        time.sleep(0.02)
+    raise AssertionError("no running container appeared")
+
+
+def _comm(pid: int) -> str:
+    with open(f"/proc/{pid}/comm") as fh:
+        return fh.read().strip()
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        return int(next(line.split()[1] for line in fh if line.startswith("PPid:")))
+
+
+def test_container_is_launched_by_the_daemons_zygote_and_gets_the_clients_signals(remote, host_ns):
+    client = host_ns.popen([PYNET, "run", "--net", "none", "--dns", "127.0.0.1", "busybox", "sh", "-c",
+                            "trap 'echo got-term; exit 42' TERM; echo ready; while :; do sleep 0.05; done"],
+                           env=remote.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert client.stdout.readline() == b"ready\n"
+        rec = _wait_running(remote.state)
+        launcher = rec["monitor_pid"]
+        assert launcher != client.pid
+        assert _comm(_ppid(launcher)) == "pynet-zygote"
+        # The container's namespaces are new ones, except none is shared with the daemon either.
+        assert rec["namespaces"]["net"] != os.stat(f"/proc/{client.pid}/ns/net").st_ino
+        client.send_signal(signal.SIGTERM)
+        out, err = client.communicate(timeout=30)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    assert out == b"got-term\n", err
+    assert client.returncode == 42
+
+
+def test_exit_code_and_stdio_pass_through_the_daemon(remote, host_ns):
+    res = host_ns.run([PYNET, "run", "--rm", "--net", "none", "--dns", "127.0.0.1", "busybox", "sh", "-c",
+                       "read line; echo out:$line; echo err:$HOSTNAME >&2; exit 7"], input=b"hello\n", env=remote.env)
+    assert res.returncode == 7, res.stderr
+    assert res.stdout == b"out:hello\n"
+    assert res.stderr.startswith(b"err:") and len(res.stderr.strip()) == len("err:") + 12
+    res = remote.run("--rm", "busybox", "no-such-command")
+    assert res.returncode == 127 and "not found" in res.err
+
+
+def test_isolation_is_the_same_as_a_local_run(remote, host_ns):
+    from pynet.launcher import security
+
+    res = remote.run("--rm", "--hostname", "box-d", "busybox", "sh", "-c",
+                     "echo $$; hostname; ls /sys/class/net; grep -E '^(CapBnd|Seccomp|NoNewPrivs):' /proc/self/status; "
+                     "readlink /proc/self/ns/net; for p in /proc/[0-9]*; do echo ${p#/proc/}; done")
+    assert res.returncode == 0, res.err
+    lines = res.out.split("\n")
+    assert lines[0] == "1" and lines[1] == "box-d" and lines[2] == "lo"
+    assert int(lines[3].split()[1], 16) == security.cap_mask(security.resolve_caps())
+    assert lines[4:6] == ["Seccomp:\t2", "NoNewPrivs:\t1"] or sorted(lines[4:6]) == ["NoNewPrivs:\t1", "Seccomp:\t2"]
+    assert lines[6] != f"net:[{os.stat(host_ns.path).st_ino}]"
+    assert set(lines[7:]) - {""} <= {"1", "2", "3"}
+    assert socket.gethostname() != "box-d"
+    res = remote("run", "--rm", "--net", "host", "busybox", "readlink", "/proc/self/ns/net")
+    assert res.out.strip() == f"net:[{os.stat(host_ns.path).st_ino}]", res.err   # the client's netns
+
+
+def test_rm_cleans_up_through_the_daemon(remote, pynet_root):
+    res = remote.run("--rm", "--name", "gone-d", "busybox", "sh", "-c", "echo data > /file; cat /proc/self/cgroup")
+    assert res.returncode == 0, res.err
+    assert _state_records(remote.state) == []
+    assert os.listdir(os.path.join(pynet_root, "containers")) == []
+    cid = next(line.split("/")[-1] for line in res.out.splitlines() if "/pynet/" in line) \
+        if "/pynet/" in res.out else None
+    if cid:
+        assert _cgroup_dirs(cid) == []
+    # Without --rm the record stays, exited with its code, cgroups gone.
+    res = remote.run("--name", "kept-d", "busybox", "sh", "-c", "exit 3")
+    assert res.returncode == 3
+    (rec,) = _state_records(remote.state)
+    assert rec["status"] == "exited" and rec["exit_code"] == 3 and rec["name"] == "kept-d"
+    assert _cgroup_dirs(rec["id"]) == []
+
+
+def test_env_workdir_and_umask_come_from_the_client(remote, tmp_path):
+    remote.env["FROM_CLIENT"] = "yes"
+    res = remote.run("--rm", "-e", "FROM_CLIENT", "-e", "OTHER=1", "-w", "/work", "busybox", "sh", "-c",
+                     "echo $FROM_CLIENT $OTHER; pwd")
+    assert res.out.split() == ["yes", "1", "/work"], res.err
+
+
+def test_bridge_network_through_the_daemon_attaches_and_releases(remote, netenv, host_ns):
+    res = remote("run", "--rm", "--net", "ctrnet", "busybox", "sh", "-c",
+                 "ip -4 addr show eth0 2>/dev/null | grep -o '10\\.151\\.7\\.[0-9]*' || "
+                 "cat /proc/net/fib_trie | grep -o '10\\.151\\.7\\.[0-9]*' | sort -u")
+    assert res.returncode == 0, res.err
+    assert "10.151.7." in res.out
+    assert _leased(netenv["leases"]) == []
+
+
+def test_unsupported_options_and_detach_run_locally(remote):
+    cid = remote.detach("busybox", "sleep", "30")
+    rec = next(r for r in _state_records(remote.state) if r["id"] == cid)
+    assert _comm(_ppid(rec["monitor_pid"])) != "pynet-zygote"
+    assert remote("rm", "-f", cid).returncode == 0
+    res = remote.run("--rm", "--pids-limit", "50", "busybox", "sh", "-c", "exit 6")
+    assert res.returncode == 6, res.err
+
+
+def test_without_a_daemon_the_local_launcher_runs_it(pynet, tmp_path):
+    pynet.env["PYNET_SOCKET"] = str(tmp_path / "nobody.sock")
+    res = pynet.run("--rm", "busybox", "sh", "-c", "exit 5")
+    assert res.returncode == 5, res.err
+    pynet.env["PYNET_DAEMON"] = "off"
+    assert pynet.run("--rm", "busybox", "true").returncode == 0
+
+
+def test_a_daemon_that_drops_the_request_falls_back_to_local(pynet, host_ns, tmp_path):
+    path = str(tmp_path / "dropping.sock")
+    with host_ns.entered():
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(4)
+
+    def accept_and_drop():
+        conn, _ = server.accept()
+        conn.recv(16)
+        conn.close()
+
+    thread = threading.Thread(target=accept_and_drop, daemon=True)
+    thread.start()
+    try:
+        pynet.env["PYNET_SOCKET"] = path
+        res = pynet.run("--rm", "busybox", "sh", "-c", "echo local; exit 4")
+        assert res.returncode == 4 and res.out == "local\n", res.err
+    finally:
+        thread.join(10)
+        server.close()
+
+
+@pytest.mark.parametrize("argv, served", [
+    (["--rm", "busybox", "true"], True),
+    (["--rm", "--net", "mynet", "--name", "x", "-e", "A=1", "busybox", "sh"], True),
+    (["-d", "busybox"], False),
+    (["--rm", "-v", "/a:/b", "busybox"], False),
+    (["--rm", "--memory", "64m", "busybox"], False),
+    (["--rm"], False),
+    (["--rm", "--help"], False),
+])
+def test_daemon_serves_only_the_plain_forms(argv, served):
+    assert (zygote.unsupported(parse_run_fast(argv)) is None) == served
+
+
+def test_a_killed_client_takes_its_container_with_it(remote, host_ns):
+    """The launcher in the daemon sees its client's connection close: the foreground container is killed
+    and cleaned up (--rm), instead of running on with nobody to report to."""
+    client = host_ns.popen([PYNET, "run", "--rm", "--net", "none", "--dns", "127.0.0.1", "busybox", "sh", "-c",
+                            "echo ready; while :; do sleep 0.05; done"],
+                           env=remote.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert client.stdout.readline() == b"ready\n"
+        rec = _wait_running(remote.state)
+    finally:
+        client.kill()
+        client.wait()
+    deadline = time.monotonic() + 30
+    while _state_records(remote.state) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _state_records(remote.state) == []
+    assert _cgroup_dirs(rec["id"]) == []
+
+
+def _zygote_of(socket_path: str) -> int:
+    with open(socket_path + ".lock") as fh:
+        daemon = int(fh.read())
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if _ppid(int(pid)) == daemon and _comm(int(pid)) == "pynet-zygote":
+                    return int(pid)
+            except (FileNotFoundError, ProcessLookupError, StopIteration):
+                continue
+    raise AssertionError("the daemon has no zygote")
+
+
+def test_runs_fall_back_to_local_when_the_zygote_is_gone(remote, pynet_daemon):
+    zygote_pid = _zygote_of(pynet_daemon)
+    os.kill(zygote_pid, signal.SIGKILL)   # started by this test's daemon fixture
+    res = remote.run("--rm", "busybox", "sh", "-c", "echo still; exit 9")
+    assert res.returncode == 9 and res.out == "still\n", res.err
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(p) for p in fh.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _spare_reservation(zygote_pid: int, timeout: float = 30) -> tuple[int, str]:
+    """(spare launcher pid, the container id it reserved), once its stage 1 sits in the cgroups."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in _children(zygote_pid):
+            try:
+                if _comm(pid) != "pynet-spare":
+                    continue
+                for stage1 in _children(pid):
+                    with open(f"/proc/{stage1}/cgroup") as fh:
+                        paths = [line.rsplit(":", 1)[1].strip() for line in fh]
+                    cids = {p.split("/")[-1] for p in paths if p.startswith("/pynet/")}
+                    if len(cids) == 1 and _cgroup_dirs(cids.pop()):
+                        return pid, next(p for p in paths if p.startswith("/pynet/")).split("/")[-1]
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+        time.sleep(0.02)
+    raise AssertionError("no spare launcher with a reservation")
+
+
+def test_spare_reservation_is_used_and_undone_when_the_daemon_stops(pynet, host_ns, tmp_path):
+    from netns_fixtures import OUR_PLUGINS
+
+    socket_path = str(tmp_path / "own.sock")
+    daemon = host_ns.popen([os.path.join(OUR_PLUGINS, "pynet"), "daemon", "--socket", socket_path, "--containers"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(socket_path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        zygote_pid = _zygote_of(socket_path)
+        _spare, reserved = _spare_reservation(zygote_pid)
+        pynet.env["PYNET_SOCKET"] = socket_path
+        res = pynet.run("busybox", "sh", "-c", "cat /proc/self/cgroup")   # no --rm: the record keeps the id
+        assert res.returncode == 0, res.err
+        (rec,) = _state_records(pynet.state)
+        assert rec["id"] == reserved   # the container took the spare's reservation
+        assert _cgroup_dirs(reserved) == []
+        spare, next_reserved = _spare_reservation(zygote_pid)
+        assert next_reserved != reserved
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+    deadline = time.monotonic() + 30
+    while os.path.exists(f"/proc/{spare}") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not os.path.exists(f"/proc/{spare}")
+    assert _cgroup_dirs(next_reserved) == []
+
+
+def test_failed_runs_through_the_daemon_report_and_leave_nothing(remote, pynet_root):
+    res = remote.run("--rm", "no-such-image", "true")
+    assert res.returncode == 125 and "no such image" in res.err
+    assert remote.run("--name", "twice", "busybox", "true").returncode == 0
+    res = remote.run("--name", "twice", "busybox", "true")
+    assert res.returncode == 125 and "already in use" in res.err
+    (rec,) = _state_records(remote.state)
+    assert rec["name"] == "twice"
+    assert os.listdir(os.path.join(pynet_root, "containers")) == [rec["id"]]
