@@ -38,6 +38,7 @@ _BOOLS = {
 
 @dataclass(frozen=True)
 class BridgeConfig:
+    """The bridge plugin's validated config."""
     bridge: str = DEFAULT_BRIDGE
     is_gateway: bool = False
     is_default_gateway: bool = False

@@ -103,7 +103,23 @@ def _elements(family: str, set_name: str, values: list, tag: str) -> list[dict]:
             {"add": {"element": dict(where, elem=[{"elem": {"val": v, "comment": tag}} for v in values])}}]
 
 
+def _created(commands: list[dict]) -> list[dict]:
+    """The common case of ``_elements`` commands, when none of the elements is there yet: one ``create`` each.
+
+    Deleting an element makes libnftables fetch every element of the set first, which costs ~4 us per
+    container on the host; creating does not. A create that meets anything present fails as a whole."""
+    return [{"create": cmd["add"]} for cmd in commands[2::3]]
+
+
 def _add(nft: Nft, skeleton: list[dict], elements: list[dict], what: str) -> None:
+    try:
+        nft.apply(_created(elements), what)
+        return
+    except NftError as exc:
+        if exc.missing:
+            nft.apply(skeleton + elements, what)
+            return
+        # Some element is there already (or the create failed otherwise): the replacing transaction decides.
     try:
         nft.apply(elements, what)
     except NftError as exc:

@@ -6,6 +6,7 @@ was started in). Nothing here reads sysfs: /sys/class/net shows the netns of who
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import ipaddress
@@ -30,6 +31,7 @@ OPER_UP_TIMEOUT = 2.5
 
 @dataclass
 class Link:
+    """A link of the host netns as the plugin uses it."""
     name: str
     index: int
     mac: str
@@ -60,23 +62,11 @@ def _vlan_refused(conf: BridgeConfig, exc: BaseException) -> CNIError:
 # -- the bridge ---------------------------------------------------------------------------------------------
 def ensure_bridge(ipr, conf: BridgeConfig) -> Link:
     """Creates the bridge or adopts the existing one. Many ADDs may race to create it: EEXIST means a
-    concurrent ADD (or the administrator) made it first, and it is used as it is."""
-    kwargs: dict = {"ifname": conf.bridge, "kind": "bridge"}
-    if conf.mtu:
-        kwargs["mtu"] = conf.mtu
-    if conf.vlan_filtering:
-        kwargs["br_vlan_filtering"] = 1
-    try:
-        ipr.link("add", **kwargs)
-    except Exception as exc:
-        code = netlink_error_code(exc)
-        if code == errno.EOPNOTSUPP and conf.vlan_filtering:
-            raise _vlan_refused(conf, exc) from None
-        if code != errno.EEXIST:
-            raise _fail(f"could not add bridge {conf.bridge!r}", exc) from None
+    concurrent ADD (or the administrator) made it first, and it is used as it is. It is looked up first:
+    once it exists (every ADD but the first) that is the only round trip."""
     msg = netlink.link(ipr, conf.bridge)
     if msg is None:
-        raise CNIError(INTERNAL, f"bridge {conf.bridge!r} vanished while it was being set up")
+        msg = _create_bridge(ipr, conf)
     if kind_of(msg) != "bridge":
         raise CNIError(INTERNAL, f"{conf.bridge!r} already exists but is not a bridge (kind {kind_of(msg)!r})")
     index = msg["index"]
@@ -97,10 +87,30 @@ def ensure_bridge(ipr, conf: BridgeConfig) -> Link:
     return Link(conf.bridge, index, netlink.mac_of(msg))
 
 
+def _create_bridge(ipr, conf: BridgeConfig):
+    kwargs: dict = {"ifname": conf.bridge, "kind": "bridge"}
+    if conf.mtu:
+        kwargs["mtu"] = conf.mtu
+    if conf.vlan_filtering:
+        kwargs["br_vlan_filtering"] = 1
+    try:
+        ipr.link("add", **kwargs)
+    except Exception as exc:
+        code = netlink_error_code(exc)
+        if code == errno.EOPNOTSUPP and conf.vlan_filtering:
+            raise _vlan_refused(conf, exc) from None
+        if code != errno.EEXIST:
+            raise _fail(f"could not add bridge {conf.bridge!r}", exc) from None
+    msg = netlink.link(ipr, conf.bridge)
+    if msg is None:
+        raise CNIError(INTERNAL, f"bridge {conf.bridge!r} vanished while it was being set up")
+    return msg
+
+
 def refresh_mac(ipr, link: Link) -> str:
     """A bridge takes the lowest port MAC until one is set, so its MAC is read again at the end of ADD."""
-    msg = netlink.link(ipr, link.name)
-    return netlink.mac_of(msg) if msg is not None else link.mac
+    mac = netlink.mac_by_name(ipr, link.name)
+    return mac if mac is not None else link.mac
 
 
 def ensure_gateway_address(ipr, link: Link, address, force: bool) -> None:
@@ -143,13 +153,16 @@ def require_absent(container_ipr, ifname: str) -> None:
                        "already exists in the container network namespace")
 
 
-def add_veth(host_ipr, container_ipr, container_fd: int, ifname: str, conf: BridgeConfig) -> Link:
-    """A veth pair whose peer is born in the container as ``ifname``; returns the host end. A random host
-    name can collide with another ADD's: then another name is tried."""
+def add_veth(host_ipr, container_ipr, container_fd: int, ifname: str, conf: BridgeConfig, bridge: Link) -> Link:
+    """A veth pair whose peer is born in the container as ``ifname``, its host end born enslaved to the
+    bridge and up (no traffic flows before the peer comes up); then the port settings are applied. Returns
+    the host end, its MAC not read yet (it is read once the port is up). A random host name can collide
+    with another ADD's: then another name is tried."""
     for _ in range(5):
         host_name = netlink.random_veth_name()
         try:
-            netlink.create_veth(host_ipr, host_name, ifname, container_fd, mtu=conf.mtu, peer_mac=conf.mac)
+            netlink.create_veth(host_ipr, host_name, ifname, container_fd, mtu=conf.mtu, peer_mac=conf.mac,
+                                master=bridge.index, up=True)
         except Exception as exc:
             code = netlink_error_code(exc)
             if code == errno.EEXIST:
@@ -157,20 +170,33 @@ def add_veth(host_ipr, container_ipr, container_fd: int, ifname: str, conf: Brid
                 continue
             if code == errno.EADDRNOTAVAIL and conf.mac:
                 raise CNIError(INTERNAL, f"the kernel refused MAC address {conf.mac} for {ifname!r}") from None
-            raise _fail(f"could not create veth pair for {ifname!r}", exc) from None
+            raise _fail(f"could not create veth pair for {ifname!r} on bridge {bridge.name!r}", exc) from None
         index = netlink.link_index(host_ipr, host_name)
         if index is None:
             raise CNIError(INTERNAL, f"host veth {host_name!r} vanished after it was created")
-        return Link(host_name, index, netlink.mac_of(netlink.link(host_ipr, host_name)))
+        port = Link(host_name, index, "")
+        try:
+            _set_port_options(host_ipr, port, conf)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                delete(host_ipr, host_name)
+            raise
+        return port
     raise CNIError(INTERNAL, "could not find a free host veth name")
 
 
 def attach_port(ipr, port: Link, bridge: Link, conf: BridgeConfig) -> None:
-    """Enslaves the host veth to the bridge and applies the port settings: hairpin, isolation, VLANs."""
+    """Enslaves an existing host veth to the bridge, applies the port settings and sets it up."""
     try:
         ipr.link("set", index=port.index, master=bridge.index)
     except Exception as exc:
         raise _fail(f"failed to connect {port.name!r} to bridge {bridge.name!r}", exc) from None
+    _set_port_options(ipr, port, conf)
+    netlink.set_up(ipr, port.index)
+
+
+def _set_port_options(ipr, port: Link, conf: BridgeConfig) -> None:
+    """Hairpin, isolation, VLANs of a bridge port."""
     settings = {}
     if conf.hairpin_mode:
         settings["mode"] = 1  # IFLA_BRPORT_MODE is the hairpin flag
@@ -183,7 +209,6 @@ def attach_port(ipr, port: Link, bridge: Link, conf: BridgeConfig) -> None:
             raise _fail(f"failed to set bridge port options {sorted(settings)} on {port.name!r}", exc) from None
     if conf.vlan_filtering:
         set_port_vlans(ipr, port, conf)
-    netlink.set_up(ipr, port.index)
 
 
 def _port_vlans(ipr, index: int) -> list[int]:

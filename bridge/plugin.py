@@ -58,13 +58,14 @@ def add(req: Request) -> Result:
             _undo_on_failure() as undo:
         links.require_absent(ns.ipr, req.ifname)
         bridge = links.ensure_bridge(host, conf)
-        port = links.add_veth(host, ns.ipr, ns.fd, req.ifname, conf)
+        port = links.add_veth(host, ns.ipr, ns.fd, req.ifname, conf, bridge)
         undo.append(("host veth", lambda: links.delete(host, port.name)))
-        links.attach_port(host, port, bridge, conf)
-        container = netlink.link(ns.ipr, req.ifname)
+        container_index = netlink.link_index(ns.ipr, req.ifname)
+        if container_index is None:
+            raise CNIError(INTERNAL, f"container interface {req.ifname!r} vanished after it was created")
 
         result = Result(interfaces=[Interface(bridge.name), Interface(port.name),
-                                    Interface(req.ifname, netlink.mac_of(container), req.netns)])
+                                    Interface(req.ifname, netlink.mac_by_name(ns.ipr, req.ifname) or "", req.netns)])
         if conf.macspoofchk:
             nft = _nft()
             firewall.add_spoofcheck(nft, _tag(req), port.name, result.interfaces[CONTAINER].mac)
@@ -73,12 +74,14 @@ def add(req: Request) -> Result:
         if conf.ipam:
             ipam = delegate.ipam_add(req)
             undo.append(("IPAM lease", lambda: delegate.ipam_del(req)))
-            _configure_l3(req, conf, ns, host, bridge, result, ipam, undo)
+            _configure_l3(req, conf, ns, host, bridge, result, ipam, undo, container_index)
         elif not conf.disable_container_interface:
-            netlink.set_up(ns.ipr, container["index"])
+            netlink.set_up(ns.ipr, container_index)
 
         if not conf.disable_container_interface:
             port = links.wait_oper_up(host, port)
+        else:
+            port.mac = netlink.mac_by_name(host, port.name) or ""
         result.interfaces[HOST_VETH].mac = port.mac
         result.interfaces[BRIDGE].mac = links.refresh_mac(host, bridge)
         if conf.dns:
@@ -87,7 +90,7 @@ def add(req: Request) -> Result:
 
 
 def _configure_l3(req: Request, conf: BridgeConfig, ns: ContainerNetns, host, bridge: links.Link,
-                  result: Result, ipam: Result, undo: list) -> None:
+                  result: Result, ipam: Result, undo: list, container_index: int) -> None:
     if not ipam.ips:
         raise CNIError(INTERNAL, f"IPAM plugin {conf.ipam!r} returned no IP configuration")
     result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
@@ -102,7 +105,7 @@ def _configure_l3(req: Request, conf: BridgeConfig, ns: ContainerNetns, host, br
         if conf.enable_dad:
             with contextlib.suppress(OSError):
                 sysctl.write(sysctl.iface_key(6, req.ifname, "enhanced_dad"), "1")
-    netlink.configure_interface(ns.ipr, req.ifname, result, nodad=not conf.enable_dad)
+    netlink.configure_interface(ns.ipr, req.ifname, result, nodad=not conf.enable_dad, index=container_index)
 
     if gateways:
         target = bridge

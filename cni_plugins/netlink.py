@@ -4,8 +4,10 @@ the namespace it works in; none of them switches namespaces."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import ipaddress
 import os
+import struct
 
 from .errors import CNIError, INTERNAL
 from .types import IPConfig, Result, Route
@@ -46,9 +48,54 @@ def link(ipr, name: str):
         raise
 
 
+SIOCGIFINDEX = 0x8933
+SIOCGIFHWADDR = 0x8927
+IFNAMSIZ = 16
+ARPHRD_ETHER = 1
+_NO_IOCTL = b""  # the ioctl cannot answer: ask over netlink
+
+
+def _ifreq(ipr, request: int, name: str) -> bytes | None:
+    """An interface ioctl (struct ifreq) on the netlink socket of ``ipr``, or None when there is no such link.
+
+    The kernel answers interface ioctls in the netns of the socket they are made on, so this sees what
+    RTM_GETLINK on ``ipr`` sees, at ~1 us instead of ~200 us of pyroute2 message building and parsing.
+    Names the ioctl cannot carry (too long: the kernel would truncate them) go the netlink way."""
+    raw = name.encode()
+    fileno = getattr(ipr, "fileno", None)
+    if fileno is None or not raw or len(raw) >= IFNAMSIZ or b"\0" in raw:
+        return _NO_IOCTL
+    try:
+        return fcntl.ioctl(fileno(), request, struct.pack("16s16x", raw))
+    except OSError as exc:
+        if exc.errno == errno.ENODEV:
+            return None
+        return _NO_IOCTL
+
+
 def link_index(ipr, name: str) -> int | None:
+    reply = _ifreq(ipr, SIOCGIFINDEX, name)
+    if reply is None:
+        return None
+    if reply:
+        return struct.unpack_from("i", reply, IFNAMSIZ)[0]
     msg = link(ipr, name)
     return msg["index"] if msg is not None else None
+
+
+def mac_by_name(ipr, name: str) -> str | None:
+    """The MAC address of ``name`` as mac_of would give it ("" when the link has none), or None when there
+    is no such link."""
+    reply = _ifreq(ipr, SIOCGIFHWADDR, name)
+    if reply is None:
+        return None
+    if reply:
+        family = struct.unpack_from("H", reply, IFNAMSIZ)[0]
+        if family == ARPHRD_ETHER:
+            return ":".join(f"{b:02x}" for b in reply[IFNAMSIZ + 2:IFNAMSIZ + 8])
+    msg = link(ipr, name)
+    return mac_of(msg) if msg is not None else None
+
 
 
 def mac_of(msg) -> str:
@@ -60,8 +107,12 @@ def random_veth_name(prefix: str = "veth") -> str:
 
 
 def create_veth(host_ipr, host_name: str, peer_name: str, peer_netns_fd: int,
-                mtu: int | None = None, peer_mac: str | None = None) -> None:
-    """One veth pair whose peer is born inside the container netns (no window in which it sits on the host)."""
+                mtu: int | None = None, peer_mac: str | None = None,
+                master: int | None = None, up: bool = False) -> None:
+    """One veth pair whose peer is born inside the container netns (no window in which it sits on the host).
+
+    ``master`` and ``up`` apply to the host end in the same request (the kernel enslaves and opens it as part
+    of the creation, and undoes the creation when that fails), which saves a round trip each."""
     peer: dict = {"ifname": peer_name, "net_ns_fd": peer_netns_fd}
     if mtu:
         peer["mtu"] = mtu
@@ -70,6 +121,10 @@ def create_veth(host_ipr, host_name: str, peer_name: str, peer_netns_fd: int,
     kwargs: dict = {"ifname": host_name, "kind": "veth", "peer": peer}
     if mtu:
         kwargs["mtu"] = mtu
+    if master is not None:
+        kwargs["master"] = master
+    if up:
+        kwargs["state"] = "up"
     host_ipr.link("add", **kwargs)
 
 
@@ -200,11 +255,13 @@ def _ips_for(result: Result, ifname: str) -> list[IPConfig]:
             or (0 <= ip.interface < len(result.interfaces) and result.interfaces[ip.interface].name == ifname)]
 
 
-def configure_interface(ipr, ifname: str, result: Result, nodad: bool = True, up: bool = True) -> None:
+def configure_interface(ipr, ifname: str, result: Result, nodad: bool = True, up: bool = True,
+                        index: int | None = None) -> None:
     """Applies a result's addresses and routes to ``ifname`` in the namespace of ``ipr`` (as libcni's
     ipam.ConfigureIface does): addresses first, link up, then routes, whose gateway defaults to the gateway
-    of an IP of the same family."""
-    index = link_index(ipr, ifname)
+    of an IP of the same family. ``index``: the link's index when the caller already knows it."""
+    if index is None:
+        index = link_index(ipr, ifname)
     if index is None:
         raise CNIError(INTERNAL, f"interface {ifname!r} not found while configuring it")
     ips = _ips_for(result, ifname)

@@ -13,8 +13,9 @@ import importlib
 import json
 import os
 import re
+
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from . import lean_imports
 from . import version as cniversion

@@ -55,6 +55,7 @@ def parse_network(value) -> IPNetwork:
 
 @dataclass
 class Interface:
+    """An interface of a result; ``sandbox`` is the netns path of a container-side one."""
     name: str
     mac: str = ""
     sandbox: str = ""
@@ -90,6 +91,7 @@ class Interface:
 
 @dataclass
 class IPConfig:
+    """An address of a result; ``interface`` indexes the result's interfaces."""
     address: IPInterface
     gateway: IPAddress | None = None
     interface: int | None = None
@@ -120,6 +122,7 @@ class IPConfig:
 
 @dataclass
 class Route:
+    """A route of a result, with the optional attributes of CNI 1.1."""
     dst: IPNetwork
     gw: IPAddress | None = None
     # 1.1 fields
@@ -154,6 +157,7 @@ class Route:
 
 @dataclass
 class DNS:
+    """The DNS settings of a config or result."""
     nameservers: list[str] = field(default_factory=list)
     domain: str = ""
     search: list[str] = field(default_factory=list)
@@ -185,6 +189,7 @@ class DNS:
 
 @dataclass
 class Result:
+    """A CNI result, in any supported version's shape through to_dict/from_dict."""
     interfaces: list[Interface] = field(default_factory=list)
     ips: list[IPConfig] = field(default_factory=list)
     routes: list[Route] = field(default_factory=list)

@@ -18,6 +18,7 @@ BACKENDS = ("", "iptables", "firewalld", "nftables")
 
 @dataclass(frozen=True)
 class FirewallConfig:
+    """The firewall plugin's validated config."""
     ingress_policy: str = INGRESS_OPEN
     backend: str = ""
 

@@ -43,17 +43,24 @@ def add(req: Request) -> Result:
     bridge = _bridge_name(cfg, prev)
     owner = req.network_owner()
     nft = nftlib.Nft()
-    cmds = table.skeleton(rewrite_rules=not table.rules_in_place(nft))
+    skeleton = table.skeleton(rewrite_rules=not table.rules_in_place(nft))
+    created, replaced = [], []
     for address in _addresses(prev):
         name = table.addr_set(address)
         value = str(address)
+        created.append(table.element_cmd("create", name, [nftlib.element(value, owner)]))
         # add, delete, add: one transaction that replaces an element left by an earlier owner, so the tag
         # always names the attachment that holds the address now.
-        cmds += [table.element_cmd("add", name, [value]), table.element_cmd("delete", name, [value]),
-                 table.element_cmd("add", name, [nftlib.element(value, owner)])]
-    if bridge:
-        cmds += table.isolated_bridge(bridge)
-    nft.apply(cmds, f"firewall ADD for {req.owner()}")
+        replaced += [table.element_cmd("add", name, [value]), table.element_cmd("delete", name, [value]),
+                     table.element_cmd("add", name, [nftlib.element(value, owner)])]
+    extra = table.isolated_bridge(bridge) if bridge else []
+    what = f"firewall ADD for {req.owner()}"
+    try:
+        # The common case, no element for these addresses yet, without the delete: deleting makes
+        # libnftables fetch the whole set, a cost that grows with the number of containers.
+        nft.apply(skeleton + created + extra, what)
+    except nftlib.NftError:
+        nft.apply(skeleton + replaced + extra, what)
     return prev
 
 

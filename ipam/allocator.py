@@ -7,7 +7,7 @@ set has been used. Gateways are never handed out.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from cni_plugins.errors import CNIError, INTERNAL, INVALID_CONFIG
 from cni_plugins.types import IPAddress, IPConfig
@@ -44,9 +44,12 @@ def candidates(range_set: RangeSet, last_reserved: IPAddress | None) -> Iterator
 
 
 def has_free_address(range_set: RangeSet, leases: dict) -> bool:
-    """Counted, not searched: a full /8 is answered as fast as an empty one."""
+    """Counted, not searched: a full /8 is answered as fast as an empty one, and a range larger than the
+    whole lease count without counting."""
     for r in range_set.ranges:
         size = int(r.range_end) - int(r.range_start) + 1 - (1 if r.contains(r.gateway) else 0)
+        if len(leases) < size:
+            return True
         used = sum(1 for ip in leases if r.contains(ip) and ip != r.gateway)
         if used < size:
             return True

@@ -284,6 +284,7 @@ _LEGACY_RANGE_KEYS = ("subnet", "rangeStart", "rangeEnd", "gateway")
 
 @dataclass
 class HostLocalConfig:
+    """host-local's validated config."""
     name: str
     data_dir: str
     range_sets: list[RangeSet]

@@ -19,6 +19,7 @@ from .config import KNOWN_CNI_ARGS, ipam_section, parse_cidr, parse_dns, parse_i
 
 @dataclass
 class StaticConfig:
+    """static IPAM's validated config."""
     addresses: list[IPConfig] = field(default_factory=list)
     routes: list[Route] = field(default_factory=list)
     dns: DNS = field(default_factory=DNS)

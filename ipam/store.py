@@ -79,17 +79,45 @@ _HOLDERS: dict[tuple, "Holder | None"] = {}
 _HOLDERS_MAX = 65536
 
 
+# Lease file names, parsed once: ipaddress parsing is most of the cost of listing hundreds of leases.
+_NAMES: dict[str, "tuple[IPAddress, bool] | None"] = {}
+_NAMES_MAX = 65536
+
+
+def _lease_name(name: str) -> "tuple[IPAddress, bool] | None":
+    """The address a directory entry names and whether the name is its canonical spelling; None when the
+    entry is not a lease (the lock, the round-robin cursors, temporaries)."""
+    try:
+        return _NAMES[name]
+    except KeyError:
+        pass
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        parsed = None
+    else:
+        parsed = (ip, str(ip) == name)
+    if len(_NAMES) >= _NAMES_MAX:
+        _NAMES.clear()
+    _NAMES[name] = parsed
+    return parsed
+
+
 def _read_holder(entry: os.DirEntry) -> "Holder | None":
     st = entry.stat(follow_symlinks=False)
     key = (entry.path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    if key in _HOLDERS:
-        return _HOLDERS[key]
+    holder = _HOLDERS.get(key, _UNREAD)
+    if holder is not _UNREAD:
+        return holder
     with open(entry.path, "rb") as f:
         holder = parse_holder(f.read())
     if len(_HOLDERS) >= _HOLDERS_MAX:
         _HOLDERS.clear()
     _HOLDERS[key] = holder
     return holder
+
+
+_UNREAD = object()
 
 
 class LeaseStore:
@@ -106,7 +134,6 @@ class LeaseStore:
             fd = os.open(os.path.join(self.dir, LOCK_NAME), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                self._remove_stale_temporaries()
             except BaseException:
                 os.close(fd)
                 raise
@@ -121,26 +148,26 @@ class LeaseStore:
     def _path(self, name: str) -> str:
         return os.path.join(self.dir, name)
 
-    def _remove_stale_temporaries(self) -> None:
-        # Under the lock, any temporary is a leftover of a writer that died mid-operation.
-        for name in os.listdir(self.dir):
-            if name.startswith(_TMP_PREFIX):
-                _unlink(self._path(name))
-
     # -- reading --------------------------------------------------------------------------------------
     def leases(self) -> dict[IPAddress, Holder | None]:
-        """Every leased address; the holder is None when the file cannot be read or understood."""
+        """Every leased address; the holder is None when the file cannot be read or understood.
+
+        Every verb reads the leases first thing under the lock, so this same pass removes temporaries: under
+        the lock, any temporary is a leftover of a writer that died mid-operation."""
         out: dict[IPAddress, Holder | None] = {}
         try:
             entries = list(os.scandir(self.dir))
         except FileNotFoundError:
             return out
         for entry in entries:
-            try:
-                ip = ipaddress.ip_address(entry.name)
-            except ValueError:
+            parsed = _lease_name(entry.name)
+            if parsed is None:
+                if entry.name.startswith(_TMP_PREFIX):
+                    _unlink(entry.path)
                 continue
-            self._names[ip] = entry.name
+            ip, canonical = parsed
+            if not canonical:
+                self._names[ip] = entry.name
             try:
                 out[ip] = _read_holder(entry)
             except FileNotFoundError:

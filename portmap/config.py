@@ -199,6 +199,7 @@ def dnat_entries(mappings, addresses: dict) -> list[DnatEntry]:
 
 @dataclass(frozen=True)
 class PortMapConfig:
+    """portmap's validated config."""
     network: str
     options: Options
     mappings: tuple[PortMapping, ...]
