@@ -195,6 +195,10 @@ graphroot = "{self.path('root')}"
                 notes.append(f"podman rm -af: {proc.stderr.decode(errors='replace')[-500:]}")
         except subprocess.TimeoutExpired:
             notes.append("podman rm -af timed out")
+        # conmon runs `podman container cleanup` (CNI DEL, which edits libcni's cache) after the container
+        # exits, possibly after `rm` returned: wait for this instance's helpers before judging leftovers.
+        if not self._wait_for_own_processes(timeout=20):
+            notes.append("podman helper processes still running after 20 s")
         self._unmount_below(self.base)
         self._remove_cgroups()
         shutil.rmtree(self.base, ignore_errors=True)
@@ -204,6 +208,28 @@ graphroot = "{self.path('root')}"
             except OSError:
                 pass
         return notes
+
+    def _own_processes(self) -> list[int]:
+        """PIDs whose command line names this instance's temp dir (conmon, podman cleanup)."""
+        marker = self.base.encode()
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) != os.getpid():
+                try:
+                    with open(f"/proc/{entry}/cmdline", "rb") as f:
+                        if marker in f.read():
+                            pids.append(int(entry))
+                except OSError:
+                    continue
+        return pids
+
+    def _wait_for_own_processes(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self._own_processes():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
 
     def _unmount_below(self, base: str) -> None:
         import ctypes
