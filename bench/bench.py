@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from netns_fixtures import CNI, OUR_PLUGINS, REFERENCE_PLUGINS, Netns, reference_available  # noqa: E402
+from netns_fixtures.daemon import start_daemon, stop_daemon  # noqa: E402
 
 SUBNET = "10.90.0.0/21"  # room for the largest population plus probes and the parallel batch
 LOOPBACK = {"cniVersion": "1.0.0", "name": "bench-lo", "type": "loopback"}
@@ -108,27 +109,20 @@ def sandbox(impl: Impl):
         with tempfile.TemporaryDirectory(prefix="pynet-bench-") as data_dir:
             box = Sandbox(impl, host, data_dir)
             if impl.daemon:
-                start_daemon(box)
+                start_box_daemon(box)
             yield box
     finally:
         if box and box.daemon:
-            box.daemon.terminate()  # our own child, by PID
-            box.daemon.wait()
+            stop_daemon(box.daemon)  # our own child, by PID
         for ns in box.containers if box else ():
             ns.remove()
         host.remove()
 
 
-def start_daemon(box: Sandbox) -> None:
+def start_box_daemon(box: Sandbox) -> None:
     """`pynet daemon` inside the sandbox host netns, listening on a socket in the sandbox's temp dir."""
     box.daemon_socket = os.path.join(box.data_dir, "pynetd.sock")
-    box.daemon = box.host.popen([os.path.join(box.impl.plugin_dir, "pynet"), "daemon", "--socket", box.daemon_socket],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while not os.path.exists(box.daemon_socket):
-        if box.daemon.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("pynet daemon did not start")
-        time.sleep(0.02)
+    box.daemon = start_daemon(box.host, box.daemon_socket)
 
 
 def port_mappings(index: int) -> dict:

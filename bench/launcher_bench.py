@@ -29,23 +29,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from netns_fixtures import Netns  # noqa: E402
+from netns_fixtures.daemon import start_daemon, stop_daemon  # noqa: E402
 from pynet.launcher import images  # noqa: E402
 from pynet.launcher.entry import write_script  # noqa: E402
 
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
-
-
-def start_daemon(ns: Netns, env: dict, socket_path: str) -> subprocess.Popen:
-    proc = ns.popen([os.path.join(VENV_BIN, "pynet"), "daemon", "--socket", socket_path, "--containers"], env=env,
-                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while not os.path.exists(socket_path):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit(f"pynet daemon did not start: {proc.stderr.read().decode(errors='replace')}")
-        time.sleep(0.02)
-    return proc
 
 
 def timed(ns: Netns, argv, env, n: int) -> list[float]:
@@ -106,7 +95,7 @@ def main() -> None:
             cases["pynet run, default network"] = [os.path.join(VENV_BIN, "pynet"), "run", "--rm", "--dns", "127.0.0.1",
                                                    "busybox", "true"]
             envs["pynet run, default network"] = env
-        daemon = start_daemon(ns, daemon_env, daemon_env["PYNET_SOCKET"])
+        daemon = start_daemon(ns, daemon_env["PYNET_SOCKET"], "--containers", env=daemon_env)
         try:
             for name, argv in cases.items():
                 timed(ns, argv, envs[name], 2)   # warm caches
@@ -116,8 +105,7 @@ def main() -> None:
                 for name, argv in cases.items():
                     samples[name] += timed(ns, argv, envs[name], 1)
         finally:
-            daemon.terminate()
-            daemon.wait(10)
+            stop_daemon(daemon)
         results = {name: statistics.median(v) for name, v in samples.items()}
         for name, ms in results.items():
             print(f"{name:32s} median {ms:7.1f} ms  min {min(samples[name]):7.1f} ms  (n={n})")

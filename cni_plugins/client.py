@@ -70,26 +70,41 @@ def decode_env(blob: bytes) -> dict:
     return env
 
 
-def _via_daemon(plugin_module: str, stdin: bytes, path: str):
-    """(exit code, reply text) from the daemon; None when no daemon takes the connection; _LOST when it
-    took the request and then went away."""
+def connect(path: str):
+    """A connected unix socket to the daemon, or None when nobody listens there."""
     import _socket
 
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
-        try:
-            sock.connect(path)
-        except OSError:
-            return None
-        request = pack(plugin_module.encode(), encode_env(os.environ), stdin)
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def send_with_fds(sock, request: bytes, fds) -> None:
+    """Sends one request; the fds ride on its first bytes (SCM_RIGHTS)."""
+    import _socket
+
+    rights = b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in fds)
+    sent = sock.sendmsg([request], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
+    if sent < len(request):
+        sock.sendall(request[sent:])
+
+
+def _via_daemon(plugin_module: str, stdin: bytes, path: str):
+    """(exit code, reply text) from the daemon; None when no daemon takes the connection; _LOST when it
+    took the request and then went away."""
+    sock = connect(path)
+    if sock is None:
+        return None
+    try:
         netns = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         try:
-            fd_bytes = netns.to_bytes(4, sys.byteorder, signed=True)
-            sent = sock.sendmsg([request], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd_bytes)])
+            send_with_fds(sock, pack(plugin_module.encode(), encode_env(os.environ), stdin), [netns])
         finally:
             os.close(netns)
-        if sent < len(request):
-            sock.sendall(request[sent:])
         code, text = recv_fields(sock, 2)
         return int(code), text.decode("utf-8", "surrogateescape")
     except (ConnectionError, OSError, ValueError):

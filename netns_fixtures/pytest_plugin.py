@@ -9,12 +9,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import time
 
 import pytest
 
+from .daemon import start_daemon, stop_daemon
 from .namespaces import Netns
 from .runner import CNI, OUR_PLUGINS, REFERENCE_PLUGINS, reference_available
 
@@ -74,21 +72,9 @@ def pynet_daemon_args() -> list[str]:
 def pynet_daemon(host_ns, tmp_path, pynet_daemon_args):
     """A pynet daemon running inside ``host_ns``; yields its socket path. Stopped by PID at test end."""
     socket_path = str(tmp_path / "pynetd.sock")
-    proc = host_ns.popen([os.path.join(OUR_PLUGINS, "pynet"), "daemon", "--socket", socket_path,
-                          *pynet_daemon_args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while not os.path.exists(socket_path):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"pynet daemon did not start: {proc.stderr.read().decode(errors='replace')}")
-        time.sleep(0.02)
+    proc = start_daemon(host_ns, socket_path, *pynet_daemon_args)
     yield socket_path
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_daemon(proc)
 
 
 @pytest.fixture

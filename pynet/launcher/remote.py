@@ -16,7 +16,7 @@ runs, the client sends ``S`` signum for each signal it gets, which the launcher 
 import os
 import sys
 
-from cni_plugins.client import encode_env, pack, recv_fields
+from cni_plugins.client import connect, encode_env, pack, recv_fields, send_with_fds
 
 REQUEST_KIND = b"pynet-run"
 # The namespaces the launcher joins before it creates the container (user first, as nsenter does).
@@ -26,14 +26,10 @@ _FORWARDED = (2, 15, 1, 3, 10, 12)   # SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1
 
 def run(argv: list, path: str):
     """The container's exit code, or None when the daemon is not there or declines (run it locally)."""
-    import _socket
-
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    sock = connect(path)
+    if sock is None:
+        return None
     try:
-        try:
-            sock.connect(path)
-        except OSError:
-            return None
         if not _send_request(sock, argv):
             return None
         try:
@@ -60,12 +56,7 @@ def _send_request(sock, argv: list) -> bool:
                 continue   # a kernel without it: the launcher keeps its own
         request = pack(REQUEST_KIND, b"\0".join(os.fsencode(a) for a in argv), encode_env(os.environ),
                        os.fsencode(os.getcwd()), str(umask).encode(), ",".join(names).encode())
-        import _socket
-
-        rights = b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in (0, 1, 2, *fds))
-        sent = sock.sendmsg([request], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
-        if sent < len(request):
-            sock.sendall(request[sent:])
+        send_with_fds(sock, request, (0, 1, 2, *fds))
         return True
     except OSError:   # a closed stdio fd, a deleted cwd, a daemon gone: the local path copes or reports
         return False
