@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
+import threading
 import time
 
 from .namespaces import Netns
@@ -32,3 +35,26 @@ def stop_daemon(proc: subprocess.Popen, timeout: float = 10) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+@contextlib.contextmanager
+def dropping_daemon(ns: Netns, socket_path: str, timeout: float = 10):
+    """A stand-in daemon inside ``ns`` that accepts one request, reads a little of it and hangs up:
+    what a client sees when the real daemon dies mid-request. Yields the socket path."""
+    with ns.entered():
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(socket_path)
+    server.listen(4)
+
+    def accept_and_drop():
+        conn, _ = server.accept()
+        conn.recv(16)
+        conn.close()
+
+    thread = threading.Thread(target=accept_and_drop, daemon=True)
+    thread.start()
+    try:
+        yield socket_path
+    finally:
+        thread.join(timeout)
+        server.close()

@@ -1,10 +1,9 @@
 """The resident fast path: the same plugin code behind the thin client, results identical to standalone."""
 
 import os
-import socket
-import threading
 
 from netns_fixtures import CNI, OUR_PLUGINS, icmp_echo
+from netns_fixtures.daemon import dropping_daemon
 
 LOOPBACK = {"cniVersion": "1.0.0", "name": "lo-net", "type": "loopback"}
 
@@ -44,28 +43,12 @@ def test_daemon_del_is_idempotent_after_netns_removed(daemon_cni, make_netns):
 
 def test_client_falls_back_to_standalone_when_daemon_dies_mid_request(host_ns, container_ns, tmp_path):
     """A daemon that accepts and then vanishes: the client cleans up and serves the request itself."""
-    path = str(tmp_path / "dying.sock")
-    with host_ns.entered():
-        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen(4)
-
-    def accept_and_drop():
-        conn, _ = server.accept()
-        conn.recv(16)
-        conn.close()
-
-    thread = threading.Thread(target=accept_and_drop, daemon=True)
-    thread.start()
-    try:
+    with dropping_daemon(host_ns, str(tmp_path / "dying.sock")) as path:
         container_ns.ipr.link("set", index=1, state="down")
         cni = CNI(host_ns, OUR_PLUGINS, extra_env={"PYNET_SOCKET": path})
         result = cni.add("loopback", LOOPBACK, container_ns)
         assert container_ns.link("lo")["flags"] & 1
         assert result["ips"][0]["address"] == "127.0.0.1/8"
-    finally:
-        thread.join(5)
-        server.close()
 
 
 def test_daemon_socket_is_private(pynet_daemon):

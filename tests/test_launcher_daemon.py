@@ -13,13 +13,13 @@ import os
 import signal
 import socket
 import subprocess
-import threading
 import time
 
 import pytest
 
 from tests.test_launcher import PYNET, _cgroup_dirs, _leased, netenv, pynet, pynet_root, pytestmark  # noqa: F401
 
+from netns_fixtures.daemon import dropping_daemon
 from pynet.launcher import zygote
 from pynet.launcher.cli import parse_run_fast
 
@@ -169,26 +169,10 @@ def test_without_a_daemon_the_local_launcher_runs_it(pynet, tmp_path):
 
 
 def test_a_daemon_that_drops_the_request_falls_back_to_local(pynet, host_ns, tmp_path):
-    path = str(tmp_path / "dropping.sock")
-    with host_ns.entered():
-        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen(4)
-
-    def accept_and_drop():
-        conn, _ = server.accept()
-        conn.recv(16)
-        conn.close()
-
-    thread = threading.Thread(target=accept_and_drop, daemon=True)
-    thread.start()
-    try:
+    with dropping_daemon(host_ns, str(tmp_path / "dropping.sock")) as path:
         pynet.env["PYNET_SOCKET"] = path
         res = pynet.run("--rm", "busybox", "sh", "-c", "echo local; exit 4")
         assert res.returncode == 4 and res.out == "local\n", res.err
-    finally:
-        thread.join(10)
-        server.close()
 
 
 @pytest.mark.parametrize("argv, served", [
