@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from netns_fixtures import OUR_PLUGINS, icmp_echo, reference_available
+from netns_fixtures import OUR_PLUGINS, icmp_echo, reference_available, veth_link
 
 from .test_bridge_support import (  # noqa: F401  (fixtures)
     bcni, brname, conf_factory, ip_of, leases, link_index, nft_elements, our_host_local_available,
@@ -23,13 +23,7 @@ def spoof(host_ns) -> list[tuple[str, str]]:
 def outside(host_ns, make_netns):
     """A netns beyond the host (192.168.77.2) that has no route back to the container subnet."""
     out = make_netns("pynt-o")
-    host_ns.ipr.link("add", ifname="uplink", kind="veth", peer={"ifname": "eth0", "net_ns_fd": out.path})
-    index = link_index(host_ns, "uplink")
-    host_ns.ipr.addr("add", index=index, address="192.168.77.1", prefixlen=24)
-    host_ns.ipr.link("set", index=index, state="up")
-    oindex = link_index(out, "eth0")
-    out.ipr.addr("add", index=oindex, address="192.168.77.2", prefixlen=24)
-    out.ipr.link("set", index=oindex, state="up")
+    veth_link(host_ns, "uplink", out, "eth0", ["192.168.77.1/24"], ["192.168.77.2/24"])
     return out
 
 

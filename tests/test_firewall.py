@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from netns_fixtures import CNI, OUR_PLUGINS, REFERENCE_PLUGINS, PluginFailed, icmp_echo, reference_available
-from netns_fixtures import tcp_connect, tcp_listener
+from netns_fixtures import tcp_connect, tcp_listener, veth_link
 
 TABLE = "pynet-firewall"
 
@@ -169,13 +169,7 @@ def test_same_bridge_needs_bridge_name_in_prev_result(cni, container_ns):
 def outside(host_ns, make_netns):
     """A netns routed behind host_ns (192.168.77.0/24), with a route back to the container subnets."""
     out = make_netns("pynt-o")
-    host_ns.ipr.link("add", ifname="up0", kind="veth", peer={"ifname": "eth0", "net_ns_fd": out.path})
-    idx = host_ns.ipr.link_lookup(ifname="up0")[0]
-    host_ns.ipr.addr("add", index=idx, address="192.168.77.1", prefixlen=24)
-    host_ns.ipr.link("set", index=idx, state="up")
-    oidx = out.ipr.link_lookup(ifname="eth0")[0]
-    out.ipr.addr("add", index=oidx, address="192.168.77.2", prefixlen=24)
-    out.ipr.link("set", index=oidx, state="up")
+    veth_link(host_ns, "up0", out, "eth0", ["192.168.77.1/24"], ["192.168.77.2/24"])
     out.ipr.route("add", dst="10.77.0.0", dst_len=16, gateway="192.168.77.1")
     return out
 

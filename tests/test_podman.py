@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from netns_fixtures import REFERENCE_PLUGINS
+from netns_fixtures import REFERENCE_PLUGINS, veth_link
 from tests.podman.harness import IMAGE, Podman, missing_plugins, missing_requirements
 
 NET = "pynetpm"
@@ -62,13 +62,7 @@ def podman(host_ns, plugin_dir):
 def outside(host_ns, make_netns):
     """A netns behind host_ns's uplink, as a client on the host's network would be."""
     out = make_netns("pynt-o")
-    host_ns.ipr.link("add", ifname="up0", kind="veth", peer={"ifname": "eth0", "net_ns_fd": out.path})
-    idx = host_ns.ipr.link_lookup(ifname="up0")[0]
-    host_ns.ipr.addr("add", index=idx, address=UPLINK_HOST, prefixlen=24)
-    host_ns.ipr.link("set", index=idx, state="up")
-    oidx = out.ipr.link_lookup(ifname="eth0")[0]
-    out.ipr.addr("add", index=oidx, address=UPLINK_OUT, prefixlen=24)
-    out.ipr.link("set", index=oidx, state="up")
+    veth_link(host_ns, "up0", out, "eth0", [f"{UPLINK_HOST}/24"], [f"{UPLINK_OUT}/24"])
     return out
 
 

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from netns_fixtures import (OUR_PLUGINS, REFERENCE_PLUGINS, PluginFailed, reference_available, tcp_connect,
-                            tcp_listener, udp_echo_server, udp_exchange)
+                            tcp_listener, udp_echo_server, udp_exchange, veth_link)
 
 pytestmark = pytest.mark.skipif(not reference_available(), reason="reference plugins not in /usr/lib/cni")
 
@@ -72,21 +72,10 @@ def outside(host_ns, make_netns):
     out = make_netns("pynt-o")
     # Addresses the bridge gets later skip DAD: a tentative gateway address would drop the first IPv6 packets.
     host_ns.set_sysctl("net/ipv6/conf/default/accept_dad", 0)
-    host_if, out_if = f"pmo{next(_names)}", "eth0"
-    fd = os.open(out.path, os.O_RDONLY)
-    try:
-        host_ns.ipr.link("add", ifname=host_if, kind="veth", peer={"ifname": out_if, "net_ns_fd": fd})
-    finally:
-        os.close(fd)
-    for ns, ifname, v4, v6, gw4, gw6 in ((host_ns, host_if, HOST4, HOST6, None, None),
-                                         (out, out_if, OUT4, OUT6, HOST4, HOST6)):
-        idx = ns.ipr.link_lookup(ifname=ifname)[0]
-        ns.ipr.addr("add", index=idx, address=v4, prefixlen=24)
-        ns.ipr.addr("add", index=idx, address=v6, prefixlen=64, flags=0x02)  # IFA_F_NODAD
-        ns.ipr.link("set", index=idx, state="up")
-        if gw4:
-            ns.ipr.route("add", dst="0.0.0.0/0", gateway=gw4)
-            ns.ipr.route("add", dst="::/0", gateway=gw6, family=socket.AF_INET6)
+    veth_link(host_ns, f"pmo{next(_names)}", out, "eth0", [f"{HOST4}/24", f"{HOST6}/64"],
+              [f"{OUT4}/24", f"{OUT6}/64"])
+    out.ipr.route("add", dst="0.0.0.0/0", gateway=HOST4)
+    out.ipr.route("add", dst="::/0", gateway=HOST6, family=socket.AF_INET6)
     return out
 
 
@@ -505,6 +494,15 @@ def test_del_flushes_udp_conntrack_entries_of_the_mapping(chain_cni, host_ns, ma
         sock.close()
 
 
+def assert_tcp_and_udp_mapped(ctr, host_ns, outside) -> None:
+    """8080/tcp -> 80 and 5353/udp -> 53 reach ``ctr`` from outside, from the host's localhost and by hairpin."""
+    with tcp_listener(ctr, "0.0.0.0", 80), udp_echo_server(ctr, "0.0.0.0", 53):
+        assert tcp_connect(outside, HOST4, 8080)
+        assert tcp_connect(host_ns, "127.0.0.1", 8080)
+        assert tcp_connect(ctr, HOST4, 8080)
+        assert udp_exchange(outside, HOST4, 5353)
+
+
 @pytest.mark.parametrize("portmap_dir", [REFERENCE_PLUGINS, OUR_PLUGINS], ids=["ref-portmap", "our-portmap"])
 def test_chain_with_our_bridge(make_cni, host_ns, make_netns, outside, tmp_path, portmap_dir):
     cni = make_cni(_plugin_dir(tmp_path, OUR_PLUGINS, portmap_dir))
@@ -512,11 +510,7 @@ def test_chain_with_our_bridge(make_cni, host_ns, make_netns, outside, tmp_path,
     conf = conflist(tmp_path)
     entries = caps(mapping(8080, 80), mapping(5353, 53, "udp"))
     result = cni.add_chain(conf, ctr, entries, container_id="ctrA")
-    with tcp_listener(ctr, "0.0.0.0", 80), udp_echo_server(ctr, "0.0.0.0", 53):
-        assert tcp_connect(outside, HOST4, 8080)
-        assert tcp_connect(host_ns, "127.0.0.1", 8080)
-        assert tcp_connect(ctr, HOST4, 8080)
-        assert udp_exchange(outside, HOST4, 5353)
+    assert_tcp_and_udp_mapped(ctr, host_ns, outside)
     cni.del_chain(conf, ctr, result, entries, container_id="ctrA")
     with tcp_listener(host_ns, "0.0.0.0", 8080):  # the mapping is gone: the host answers itself
         assert tcp_connect(outside, HOST4, 8080)
@@ -583,11 +577,7 @@ def test_chain_through_the_resident_daemon(daemon_cni, host_ns, make_netns, outs
     conf = conflist(tmp_path)
     entries = caps(mapping(8080, 80), mapping(5353, 53, "udp"))
     result = daemon_cni.add_chain(conf, ctr, entries, container_id="ctrA")
-    with tcp_listener(ctr, "0.0.0.0", 80), udp_echo_server(ctr, "0.0.0.0", 53):
-        assert tcp_connect(outside, HOST4, 8080)
-        assert tcp_connect(host_ns, "127.0.0.1", 8080)
-        assert tcp_connect(ctr, HOST4, 8080)
-        assert udp_exchange(outside, HOST4, 5353)
+    assert_tcp_and_udp_mapped(ctr, host_ns, outside)
     daemon_cni.check_chain(conf, ctr, result, entries, container_id="ctrA")
     daemon_cni.del_chain(conf, ctr, result, entries, container_id="ctrA")
     assert all_owner_tags(host_ns) == set()

@@ -24,7 +24,7 @@ import socket
 import tempfile
 import time
 
-from netns_fixtures import OUR_PLUGINS, Netns, icmp_echo
+from netns_fixtures import OUR_PLUGINS, Netns, icmp_echo, veth_link
 
 from .steps import Steps
 
@@ -128,17 +128,8 @@ class StackDemo(Steps):
         self.outside = Netns.create("pynet-demo-outside")
         self.next(f"sandbox host netns {self.host.name}; every pynet command runs inside it")
         self.say(f"   image store, container state, networks, CNI cache, netns pins, leases under {self.tmp}")
-        fd = os.open(self.outside.path, os.O_RDONLY)
-        try:
-            self.host.ipr.link("add", ifname=UPLINK_HOST, kind="veth",
-                               peer={"ifname": UPLINK_OUTSIDE, "net_ns_fd": fd})
-        finally:
-            os.close(fd)
-        for ns, ifname, ip in ((self.host, UPLINK_HOST, UPLINK_HOST_IP),
-                               (self.outside, UPLINK_OUTSIDE, UPLINK_OUTSIDE_IP)):
-            index = ns.ipr.link_lookup(ifname=ifname)[0]
-            ns.ipr.addr("add", index=index, address=ip, prefixlen=UPLINK_PREFIX)
-            ns.ipr.link("set", index=index, state="up")
+        veth_link(self.host, UPLINK_HOST, self.outside, UPLINK_OUTSIDE, [f"{UPLINK_HOST_IP}/{UPLINK_PREFIX}"],
+                  [f"{UPLINK_OUTSIDE_IP}/{UPLINK_PREFIX}"])
         self.say(f"   'outside' netns {self.outside.name}: {UPLINK_OUTSIDE} {UPLINK_OUTSIDE_IP}/{UPLINK_PREFIX}"
                  f" <-veth-> host {UPLINK_HOST} {UPLINK_HOST_IP}/{UPLINK_PREFIX}")
         self.next("two networks (bridge + host-local, gateway, masquerade, port mapping)")
