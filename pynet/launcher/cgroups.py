@@ -295,14 +295,17 @@ def _enable_v2(h: Hierarchy, parent: str, wanted: set[str]) -> None:
 
 def _make_child(path: str, prepare_parent, attempts: int = 5) -> None:
     """mkdir of a container's cgroup, preparing its parent first. The last container of another launcher
-    may remove the empty parent between the two steps; then the parent is simply made again."""
+    may remove the empty parent at any point until our child exists in it (while it is being prepared,
+    or just before the mkdir); then the parent is simply made again. Once the child exists, the parent
+    is not empty and stays. (makedirs reports that race as EEXIST: it found the parent made by another
+    launcher, then not a directory any more.)"""
     for attempt in range(attempts):
-        prepare_parent()
         try:
+            prepare_parent()
             os.mkdir(path)
             return
-        except FileNotFoundError:
-            if attempt == attempts - 1:
+        except (FileNotFoundError, FileExistsError) as exc:
+            if attempt == attempts - 1 or (isinstance(exc, FileExistsError) and exc.filename == path):
                 raise
 
 
