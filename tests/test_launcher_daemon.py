@@ -19,7 +19,7 @@ import pytest
 
 from tests.test_launcher import PYNET, _cgroup_dirs, _leased, netenv, pynet, pynet_root, pytestmark  # noqa: F401
 
-from netns_fixtures.daemon import dropping_daemon
+from netns_fixtures.daemon import dropping_daemon, start_daemon, stop_daemon
 from pynet.launcher import zygote
 from pynet.launcher.cli import parse_run_fast
 
@@ -207,17 +207,23 @@ def test_a_killed_client_takes_its_container_with_it(remote, host_ns):
     assert _cgroup_dirs(rec["id"]) == []
 
 
-def _zygote_of(socket_path: str) -> int:
+def _zygote_of(socket_path: str, timeout: float = 10) -> int:
+    """The daemon's zygote child. It names itself just after the fork, which may be a moment after the
+    daemon's socket appears, so look until the deadline."""
     with open(socket_path + ".lock") as fh:
         daemon = int(fh.read())
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                if _ppid(int(pid)) == daemon and _comm(int(pid)) == "pynet-zygote":
-                    return int(pid)
-            except (FileNotFoundError, ProcessLookupError, StopIteration):
-                continue
-    raise AssertionError("the daemon has no zygote")
+    deadline = time.monotonic() + timeout
+    while True:
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    if _ppid(int(pid)) == daemon and _comm(int(pid)) == "pynet-zygote":
+                        return int(pid)
+                except (FileNotFoundError, ProcessLookupError, StopIteration):
+                    continue
+        if time.monotonic() > deadline:
+            raise AssertionError("the daemon has no zygote")
+        time.sleep(0.02)
 
 
 def test_runs_fall_back_to_local_when_the_zygote_is_gone(remote, pynet_daemon):
@@ -256,15 +262,9 @@ def _spare_reservation(zygote_pid: int, timeout: float = 30) -> tuple[int, str]:
 
 
 def test_spare_reservation_is_used_and_undone_when_the_daemon_stops(pynet, host_ns, tmp_path):
-    from netns_fixtures import OUR_PLUGINS
-
     socket_path = str(tmp_path / "own.sock")
-    daemon = host_ns.popen([os.path.join(OUR_PLUGINS, "pynet"), "daemon", "--socket", socket_path, "--containers"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    daemon = start_daemon(host_ns, socket_path, "--containers")
     try:
-        deadline = time.monotonic() + 30
-        while not os.path.exists(socket_path) and time.monotonic() < deadline:
-            time.sleep(0.02)
         zygote_pid = _zygote_of(socket_path)
         _spare, reserved = _spare_reservation(zygote_pid)
         pynet.env["PYNET_SOCKET"] = socket_path
@@ -276,8 +276,7 @@ def test_spare_reservation_is_used_and_undone_when_the_daemon_stops(pynet, host_
         spare, next_reserved = _spare_reservation(zygote_pid)
         assert next_reserved != reserved
     finally:
-        daemon.terminate()
-        daemon.wait(10)
+        stop_daemon(daemon)
     deadline = time.monotonic() + 30
     while os.path.exists(f"/proc/{spare}") and time.monotonic() < deadline:
         time.sleep(0.02)

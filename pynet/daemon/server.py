@@ -21,6 +21,8 @@ import threading
 from cni_plugins import netns as cni_netns
 from cni_plugins.client import DEFAULT_SOCKET, decode_env, pack, recv_exact, recv_fields
 from cni_plugins.entry import PLUGIN_MODULES
+from cni_plugins.errors import CNIError
+from cni_plugins.version import CURRENT
 from cni_plugins.skel import handle
 
 _ALLOWED_MODULES = frozenset(PLUGIN_MODULES.values())
@@ -213,7 +215,7 @@ class Server:
 
 
 def _error(code: int, msg: str) -> str:
-    return json.dumps({"cniVersion": "1.1.0", "code": code, "msg": msg, "details": ""}) + "\n"
+    return json.dumps(CNIError(code, msg).to_dict(CURRENT)) + "\n"
 
 
 def _reply(conn: socket.socket, code: int, text: str) -> None:

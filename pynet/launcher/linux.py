@@ -64,11 +64,6 @@ def unshare(flags: int) -> None:
 
 
 def setns(fd: int, nstype: int = 0) -> None:
-    if nstype == CLONE_NEWNET:
-        from cni_plugins import netns   # only `pynet exec` joins a netns: not imported on `run`'s path
-
-        netns.setns(fd, nstype)   # the netns entry point already shared with the plugins
-        return
     _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), f"setns({nstype:#x})")
 
 
