@@ -23,7 +23,12 @@ def find_plugin(name: str, cni_path: tuple[str, ...]) -> str:
     raise CNIError(INVALID_CONFIG, f"failed to find plugin {name!r} in CNI_PATH {list(cni_path)}")
 
 
+# What our executables run: `pynet cni install` scripts name the module, pip's console scripts the entry.
+_CLIENT_RUN = re.compile(rb"from cni_plugins\.client import run\s+run\('([\w.]+)'\)")
 _ENTRY_IMPORT = re.compile(rb"from cni_plugins\.entry import (\w+)")
+# Set by the daemon: a plugin it executes (not one of ours in-process) must not come back to the daemon,
+# whose lock on the container the delegating request holds.
+exec_env_overrides: dict[str, str] = {}
 
 
 def in_process_module(exe: str) -> str | None:
@@ -45,6 +50,10 @@ def in_process_module(exe: str) -> str | None:
     # Same bin directory as our interpreter means the same venv, hence the same code.
     if not interpreter or os.path.dirname(os.fsdecode(interpreter[0])) != os.path.dirname(sys.executable):
         return None
+    match = _CLIENT_RUN.search(head)
+    if match:
+        module = match.group(1).decode()
+        return module if module in PLUGIN_MODULES.values() else None
     match = _ENTRY_IMPORT.search(head)
     return PLUGIN_MODULES.get(match.group(1).decode().replace("_", "-")) if match else None
 
@@ -62,6 +71,8 @@ def exec_plugin(exe: str, env: dict, stdin: bytes, timeout: float | None = None)
     """
     import subprocess  # only here: our own plugins are served in-process, and its import costs ~4 ms
 
+    if exec_env_overrides:
+        env = {**env, **exec_env_overrides}
     try:
         proc = subprocess.run([exe], input=stdin, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               timeout=timeout, check=False)

@@ -130,3 +130,21 @@ def test_second_daemon_on_one_socket_is_refused(host_ns, pynet_daemon):
     assert proc.returncode == 1
     assert b"another pynet daemon" in proc.stderr
     assert os.path.exists(pynet_daemon)
+
+
+def test_daemon_delegating_to_another_installations_plugin_does_not_wait_on_itself(host_ns, container_ns,
+                                                                                     pynet_daemon, tmp_path):
+    """An IPAM plugin that is pynet but not this installation (another interpreter) is executed, not
+    served in-process; it must not bring its request back to the daemon, which holds the container's lock
+    for the bridge request that delegates to it."""
+    other = tmp_path / "other-install"
+    other.mkdir()
+    ours = open(os.path.join(OUR_PLUGINS, "host-local")).read().split("\n", 1)[1]
+    (other / "host-local").write_text("#!/usr/bin/python3 -IS\n" + ours)
+    (other / "host-local").chmod(0o755)
+    cni = CNI(host_ns, str(other), OUR_PLUGINS, extra_env={"PYNET_SOCKET": pynet_daemon})
+    result = cni.add("bridge", _bridge_conf(tmp_path), container_ns, container_id="foreign-ipam")
+    assert container_ns.addresses("eth0") == [result["ips"][0]["address"]]
+    assert list((tmp_path / "ipam" / "dnet").glob("10.55.0.*"))
+    cni.delete("bridge", _bridge_conf(tmp_path), container_ns, container_id="foreign-ipam")
+    assert not list((tmp_path / "ipam" / "dnet").glob("10.55.0.*"))

@@ -18,6 +18,7 @@ import socket
 import struct
 import threading
 
+from cni_plugins import delegate
 from cni_plugins import netns as cni_netns
 from cni_plugins.client import DEFAULT_SOCKET, decode_env, pack, recv_exact, recv_fields
 from cni_plugins.entry import PLUGIN_MODULES
@@ -242,6 +243,9 @@ def run(path: str = DEFAULT_SOCKET, ready=None, serve_containers: bool = False) 
             server.zygote.close()
         raise
     preload()
+    # A delegated plugin that is not served in-process (another installation's pynet plugin) would
+    # otherwise send its request back here and wait for the container lock its caller holds.
+    delegate.exec_env_overrides["PYNET_DAEMON"] = "off"
 
     def _stop(*_):
         server.stop()
