@@ -1,6 +1,8 @@
 """The plugin executables' front door. It runs on every invocation, so it imports nothing beyond what
-the interpreter has already loaded (os, sys) and the C module ``_socket``: ``json`` alone would cost more
-(it pulls in ``re``) than the whole request takes in the daemon.
+the interpreter has already loaded (sys, and ``posix`` under it) and the C module ``_socket``: ``json``
+alone would cost more (it pulls in ``re``) than the whole request takes in the daemon, and even ``os``
+(~1 ms: collections.abc, posixpath) is a seventh of the client's life, so the C module ``posix`` it wraps
+serves instead (its environ holds bytes, which is what goes on the wire anyway).
 
 VERSION is answered from a constant. Other verbs go to the resident pynet daemon when one is listening
 (pynet/daemon), together with this process's network namespace as a file descriptor, so the daemon does
@@ -12,7 +14,7 @@ the bytes. Request: plugin module, environment (``KEY=VALUE`` joined by NUL), st
 on the first bytes as SCM_RIGHTS. Reply: exit code (decimal text), stdout text.
 """
 
-import os
+import posix
 import sys
 
 DEFAULT_SOCKET = "/run/pynet/pynetd.sock"
@@ -23,8 +25,10 @@ _VERSION_REPLY = '{"cniVersion": "1.1.0", "supportedVersions": ["0.3.0", "0.3.1"
 _LOST = object()
 
 
-def socket_path(environ) -> str:
-    return environ.get("PYNET_SOCKET") or DEFAULT_SOCKET
+def socket_path() -> str:
+    """PYNET_SOCKET, else the default."""
+    path = posix.environ.get(b"PYNET_SOCKET")
+    return path.decode("utf-8", "surrogateescape") if path else DEFAULT_SOCKET
 
 
 def pack(*fields: bytes) -> bytes:
@@ -59,15 +63,25 @@ def recv_fields(sock, count: int, first: bytes = b"") -> list[bytes]:
 
 
 def encode_env(environ) -> bytes:
-    return b"\0".join(os.fsencode(k) + b"=" + os.fsencode(v) for k, v in environ.items())
+    """``environ``: posix.environ (bytes, as the kernel gave it)."""
+    return b"\0".join(k + b"=" + v for k, v in environ.items())
 
 
 def decode_env(blob: bytes) -> dict:
+    """As os.environ would read it (os.fsdecode without importing os)."""
     env = {}
     for item in blob.split(b"\0") if blob else ():
         key, _, value = item.partition(b"=")
-        env[os.fsdecode(key)] = os.fsdecode(value)
+        env[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
     return env
+
+
+def exists(path: str) -> bool:
+    try:
+        posix.stat(path)
+    except OSError:
+        return False
+    return True
 
 
 def connect(path: str):
@@ -100,11 +114,11 @@ def _via_daemon(plugin_module: str, stdin: bytes, path: str):
     if sock is None:
         return None
     try:
-        netns = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        netns = posix.open("/proc/thread-self/ns/net", posix.O_RDONLY)
         try:
-            send_with_fds(sock, pack(plugin_module.encode(), encode_env(os.environ), stdin), [netns])
+            send_with_fds(sock, pack(plugin_module.encode(), encode_env(posix.environ), stdin), [netns])
         finally:
-            os.close(netns)
+            posix.close(netns)
         code, text = recv_fields(sock, 2)
         return int(code), text.decode("utf-8", "surrogateescape")
     except (ConnectionError, OSError, ValueError):
@@ -113,9 +127,14 @@ def _via_daemon(plugin_module: str, stdin: bytes, path: str):
         sock.close()
 
 
-def _autostart_wanted(environ) -> bool:
-    mode = environ.get("PYNET_DAEMON", "auto")
-    return mode == "autostart" or (mode == "auto" and os.path.exists(AUTOSTART_MARKER))
+def daemon_mode() -> bytes:
+    """PYNET_DAEMON: auto (use a listening daemon), off, or autostart."""
+    return posix.environ.get(b"PYNET_DAEMON", b"auto")
+
+
+def _autostart_wanted() -> bool:
+    mode = daemon_mode()
+    return mode == b"autostart" or (mode == b"auto" and exists(AUTOSTART_MARKER))
 
 
 def _autostart(path: str) -> None:
@@ -123,6 +142,8 @@ def _autostart(path: str) -> None:
 
     Double fork: the daemon must be neither the runtime's child nor hold its stdout (the runtime reads
     our reply until EOF). Two plugins starting it at once are fine: the daemon's lock file admits one."""
+    import os
+
     pid = os.fork()
     if pid == 0:
         try:
@@ -139,6 +160,7 @@ def _autostart(path: str) -> None:
 
 def _standalone(plugin_module: str, stdin: bytes) -> tuple:
     import json
+    import os
 
     from .skel import handle
 
@@ -147,22 +169,25 @@ def _standalone(plugin_module: str, stdin: bytes) -> tuple:
 
 
 def run(plugin_module: str) -> None:
-    if os.environ.get("CNI_COMMAND") == "VERSION":
+    command = posix.environ.get(b"CNI_COMMAND")
+    if command == b"VERSION":
         sys.stdout.write(_VERSION_REPLY)
         sys.stdout.flush()
         sys.exit(0)
     stdin = sys.stdin.buffer.read()
     outcome = None
-    path = socket_path(os.environ)
-    if os.environ.get("PYNET_DAEMON", "auto") != "off":
-        if os.path.exists(path):
+    path = socket_path()
+    if daemon_mode() != b"off":
+        if exists(path):
             outcome = _via_daemon(plugin_module, stdin, path)
-        elif _autostart_wanted(os.environ):
+        elif _autostart_wanted():
             _autostart(path)
     if outcome is _LOST:
         # The daemon died mid-request: whatever it half did is undone by a standalone DEL (idempotent),
         # then the request is served here, so the runtime sees one clean answer.
-        if os.environ.get("CNI_COMMAND") == "ADD":
+        if command == b"ADD":
+            import os
+
             os.environ["CNI_COMMAND"] = "DEL"
             _standalone(plugin_module, stdin)
             os.environ["CNI_COMMAND"] = "ADD"
@@ -175,4 +200,4 @@ def run(plugin_module: str) -> None:
     sys.stdout.flush()
     # Interpreter teardown (finalizers of netlink and nft handles) is work nobody waits for but the
     # runtime: everything a plugin writes is closed and synced before it returns, so leave at once.
-    os._exit(code)
+    posix._exit(code)

@@ -1,8 +1,6 @@
 """`pynet` command line. Each command group lives in its own module exposing ``register(subparsers)``;
 a registered sub-command sets ``func(args) -> int`` as its handler."""
 
-from __future__ import annotations
-
 import sys
 
 # Modules that add sub-commands. A module missing here (not written yet) is skipped, not fatal.

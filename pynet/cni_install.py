@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 
 from cni_plugins.entry import PLUGIN_MODULES
-
-# Executable name -> function in cni_plugins.entry ("host-local" -> host_local).
-PLUGINS = {name: name.replace("-", "_") for name in PLUGIN_MODULES}
+from cni_plugins.files import atomic_write
 
 # -IS is -I -S (a shebang passes one argument): no environment variables, no user site, no site module.
 # Runtimes start a plugin for every verb, and site (with the .pth files of a --system-site-packages venv)
 # costs a few ms each time; the directories it would add are written into the script at install time.
+# The thin client is called directly with the plugin's module (cni_plugins.entry's table, resolved here).
 _TEMPLATE = """#!{python} -IS
 # Installed by `pynet cni install`; runs pynet's {name} CNI plugin.
 import sys
 sys.path[1:1] = {paths!r}
-from cni_plugins.entry import {func}
-{func}()
+from cni_plugins.client import run
+run({module!r})
 """
 
 
@@ -56,18 +54,11 @@ def install(directory: str) -> list[str]:
     python = interpreter()
     paths = import_paths()
     written = []
-    for name, func in PLUGINS.items():
+    for name, module in PLUGIN_MODULES.items():
         target = os.path.join(directory, name)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(_TEMPLATE.format(python=python, name=name, func=func, paths=paths))
-            os.chmod(tmp, 0o755)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(target, _TEMPLATE.format(python=python, name=name, module=module, paths=paths), mode=0o755,
+                     prefix=f".{name}.")
+        os.chmod(target, 0o755)   # whatever the umask took off
         written.append(target)
     return written
 

@@ -1,8 +1,8 @@
 """`pynet run` served by the resident daemon: the thin client.
 
 Like the CNI plugins' front door (cni_plugins/client.py, whose wire format and socket discovery this
-reuses), it imports nothing beyond os, sys and the C modules ``_socket``/``_signal``: the point is to skip
-the launcher's start-up. The daemon's zygote (pynet/launcher/zygote.py) forks a launcher that runs the
+reuses), it imports nothing beyond sys and the C modules ``posix``/``_socket``/``_signal`` (not even ``os``,
+~1 ms): the point is to skip the launcher's start-up. The daemon's zygote (pynet/launcher/zygote.py) forks a launcher that runs the
 container with the same code as a local `pynet run`, in this process's namespaces, with this process's
 stdio, environment, working directory and umask, so the container is created as if by this process.
 
@@ -13,7 +13,7 @@ launcher owns the run now), ``X`` exit code (the container is gone and cleaned u
 runs, the client sends ``S`` signum for each signal it gets, which the launcher passes to the container.
 """
 
-import os
+import posix
 import sys
 
 from cni_plugins.client import connect, encode_env, pack, recv_fields, send_with_fds
@@ -44,25 +44,25 @@ def run(argv: list, path: str):
 
 
 def _send_request(sock, argv: list) -> bool:
-    umask = os.umask(0o022)
-    os.umask(umask)
+    umask = posix.umask(0o022)
+    posix.umask(umask)
     fds, names = [], []
     try:
         for name in NAMESPACES:
             try:
-                fds.append(os.open(f"/proc/self/ns/{name}", os.O_RDONLY | os.O_CLOEXEC))
+                fds.append(posix.open(f"/proc/self/ns/{name}", posix.O_RDONLY | posix.O_CLOEXEC))
                 names.append(name)
             except OSError:
                 continue   # a kernel without it: the launcher keeps its own
-        request = pack(REQUEST_KIND, b"\0".join(os.fsencode(a) for a in argv), encode_env(os.environ),
-                       os.fsencode(os.getcwd()), str(umask).encode(), ",".join(names).encode())
+        request = pack(REQUEST_KIND, b"\0".join(a.encode("utf-8", "surrogateescape") for a in argv),
+                       encode_env(posix.environ), posix.getcwdb(), str(umask).encode(), ",".join(names).encode())
         send_with_fds(sock, request, (0, 1, 2, *fds))
         return True
     except OSError:   # a closed stdio fd, a deleted cwd, a daemon gone: the local path copes or reports
         return False
     finally:
         for fd in fds:
-            os.close(fd)
+            posix.close(fd)
 
 
 def _follow(sock) -> int:
