@@ -9,6 +9,7 @@ DEL/GC remove exactly what an attachment owns by reading the tags back.
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import os
 import threading
@@ -34,7 +35,7 @@ def value_of(elem):
 
 
 class _Context:
-    """One libnftables context and the lock that serializes its use (a context is not thread-safe)."""
+    """One libnftables context (not thread-safe: one user at a time, see _Pool)."""
 
     def __init__(self):
         import nftables  # Debian's python3-nftables; imported here so VERSION never loads it
@@ -42,29 +43,64 @@ class _Context:
         self.lib = nftables.Nftables()
         self.lib.set_json_output(True)
         self.lib.set_handle_output(False)
-        self.lock = threading.Lock()
+
+
+class _Pool:
+    """The contexts of one network namespace. More than one, so that concurrent requests in a resident
+    daemon do not queue behind one context: libnftables' own work (cache fetch, JSON, evaluation) runs
+    without the GIL and can overlap; only the kernel's commit is serialized, per netns, by the kernel."""
+
+    SIZE = 2   # the machines this runs on have few cores; more contexts would only queue in the kernel
+
+    def __init__(self):
+        self._free: list[_Context] = []
+        self._made = 0
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def context(self):
+        with self._cond:
+            while not self._free and self._made >= self.SIZE:
+                self._cond.wait()
+            ctx = self._free.pop() if self._free else None
+            if ctx is None:
+                self._made += 1
+        if ctx is None:
+            try:
+                ctx = _Context()
+            except BaseException:
+                with self._cond:
+                    self._made -= 1
+                    self._cond.notify()
+                raise
+        try:
+            yield ctx
+        finally:
+            with self._cond:
+                self._free.append(ctx)
+                self._cond.notify()
 
 
 # Contexts kept per network namespace (by nsfs inode): freeing one costs ~10 ms once it has run a
 # transaction, more than a whole ADD's nft work, and a resident daemon serves many requests per netns.
 # A cached context's socket pins its netns, so the inode cannot be reused while it is in this cache;
 # the cache is small, so namespaces of finished sandboxes are let go.
-_CONTEXTS: "collections.OrderedDict[int, _Context]" = collections.OrderedDict()
-_CONTEXTS_LOCK = threading.Lock()
-_MAX_CONTEXTS = 8
+_POOLS: "collections.OrderedDict[int, _Pool]" = collections.OrderedDict()
+_POOLS_LOCK = threading.Lock()
+_MAX_POOLS = 8
 
 
-def _context() -> _Context:
+def _pool() -> _Pool:
     key = os.stat("/proc/thread-self/ns/net").st_ino
-    with _CONTEXTS_LOCK:
-        ctx = _CONTEXTS.get(key)
-        if ctx is None:
-            ctx = _CONTEXTS[key] = _Context()
-            while len(_CONTEXTS) > _MAX_CONTEXTS:
-                _CONTEXTS.popitem(last=False)
+    with _POOLS_LOCK:
+        pool = _POOLS.get(key)
+        if pool is None:
+            pool = _POOLS[key] = _Pool()
+            while len(_POOLS) > _MAX_POOLS:
+                _POOLS.popitem(last=False)
         else:
-            _CONTEXTS.move_to_end(key)
-        return ctx
+            _POOLS.move_to_end(key)
+        return pool
 
 
 class Nft:
@@ -72,13 +108,13 @@ class Nft:
     by ``apply``."""
 
     def __init__(self):
-        self._ctx = _context()
+        self._pool = _pool()
 
     def apply(self, commands: list[dict], what: str = "nftables transaction") -> list:
         if not commands:
             return []
-        with self._ctx.lock:
-            rc, out, err = self._ctx.lib.json_cmd({"nftables": commands})
+        with self._pool.context() as ctx:
+            rc, out, err = ctx.lib.json_cmd({"nftables": commands})
         if rc != 0:
             raise NftError(rc, f"{what} failed: {err.strip()}")
         return (out or {}).get("nftables", []) if isinstance(out, dict) else []
@@ -88,12 +124,12 @@ class Nft:
 
         For definitions written once (a table's chains and rules), where nft's own syntax is the clearest form.
         """
-        with self._ctx.lock:
-            self._ctx.lib.set_dry_run(dry_run)
+        with self._pool.context() as ctx:
+            ctx.lib.set_dry_run(dry_run)
             try:
-                rc, _, err = self._ctx.lib.cmd(script)
+                rc, _, err = ctx.lib.cmd(script)
             finally:
-                self._ctx.lib.set_dry_run(False)
+                ctx.lib.set_dry_run(False)
         if rc != 0:
             raise NftError(rc, f"{what} failed: {err.strip()}")
 
