@@ -5,9 +5,11 @@
 holds the last address handed out from each range set; ``lock`` is flock'ed for a whole operation, by us
 and by the reference alike.
 
-Crash safety: a lease is written to a temporary file, flushed, then hard-linked to its final name (the link
-fails atomically when the address is taken), so a lease file never exists half-written; the round-robin
-cursor is replaced by rename.
+Crash safety: a lease is written to a temporary file, then hard-linked to its final name (the link fails
+atomically when the address is taken), so no process ever sees a lease file half-written; the round-robin
+cursor is replaced by rename. The new leases are synced to disk once the lock is released, before the
+operation returns: a power cut can only hit a lease its container never heard of, and concurrent ADDs on
+one network do not queue behind each other's disk flushes.
 """
 
 from __future__ import annotations
@@ -127,6 +129,7 @@ class LeaseStore:
         self.dir = os.path.join(data_dir, network)
         self._lock_fd: int | None = None
         self._names: dict[IPAddress, str] = {}  # file names as found, in case a writer spelled one differently
+        self._unsynced: list[str] = []          # leases written under the lock, synced after it
 
     def __enter__(self) -> "LeaseStore":
         with io_errors(f"cannot use lease directory {self.dir}"):
@@ -140,10 +143,15 @@ class LeaseStore:
         self._lock_fd = fd
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the last descriptor drops the flock
             self._lock_fd = None
+        unsynced, self._unsynced = self._unsynced, []
+        if exc_type is None:
+            with io_errors("cannot sync lease"):
+                for path in unsynced:
+                    _fsync(path)
 
     def _path(self, name: str) -> str:
         return os.path.join(self.dir, name)
@@ -189,16 +197,18 @@ class LeaseStore:
     # -- writing --------------------------------------------------------------------------------------
     def reserve(self, ip: IPAddress, container_id: str, ifname: str, index: int) -> bool:
         """Takes ``ip`` for the attachment; False when someone holds it already."""
-        # Durable: the data must be on disk before the name is, or a power cut leaves an empty lease. Linked,
-        # not renamed, into place: the link fails when the address is taken, so two writers cannot both win.
-        tmp = files.write_temporary(self.dir, f"{container_id.strip()}{LINE_BREAK}{ifname}", 0o644, durable=True,
+        # Linked, not renamed, into place: the link fails when the address is taken, so two writers cannot
+        # both win. Synced in __exit__.
+        tmp = files.write_temporary(self.dir, f"{container_id.strip()}{LINE_BREAK}{ifname}", 0o644,
                                     prefix=_TMP_PREFIX)
+        path = self._path(str(ip))
         try:
-            os.link(tmp, self._path(str(ip)))
+            os.link(tmp, path)
         except FileExistsError:
             return False
         finally:
             _unlink(tmp)
+        self._unsynced.append(path)
         self.set_last_reserved(index, ip)
         return True
 
@@ -224,6 +234,17 @@ def io_errors(what: str):
     except OSError as exc:
         raise CNIError(IO_FAILURE, f"host-local: {what}: {exc.strerror or exc}"
                        + (f": {exc.filename}" if exc.filename else "")) from None
+
+
+def _fsync(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return   # released already
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _unlink(path: str) -> None:
