@@ -224,3 +224,22 @@ def test_image_file_names_quote_like_urllib(name):
     import urllib.parse
 
     assert images.quote(name) == urllib.parse.quote(name, safe="")
+
+
+def test_set_aside_directories_leave_listings_at_once_and_gc_deletes_what_a_crash_left(tmp_path, monkeypatch):
+    from pynet.launcher import container, state
+
+    monkeypatch.setenv("PYNET_STATE", str(tmp_path / "state"))
+    monkeypatch.setenv("PYNET_ROOT", str(tmp_path / "root"))
+    rec = state.Record.create({"id": "c0ffee" * 4, "name": "doomed", "status": "exited", "rm": False})
+    storage = tmp_path / "root" / "containers" / rec.id / "upper"
+    storage.mkdir(parents=True)
+    (storage / "file").write_text("x")
+    assert [r.id for r in state.all_records()] == [rec.id]
+    deferred = []
+    container.cleanup(rec, remove_all=True, deferred=deferred)
+    assert state.all_records() == []
+    assert sorted(os.path.basename(p) for p in deferred) == [f".removing-{rec.id}"] * 2
+    assert all(os.path.isdir(p) for p in deferred)   # their launcher deletes them after replying ...
+    container.gc()                                     # ... or gc, when that launcher died first
+    assert not any(os.path.exists(p) for p in deferred)

@@ -85,15 +85,15 @@ def _forward_signals(pid: int) -> None:
         signal.signal(sig, forward)
 
 
-def run_foreground(opts: RunOptions, wait=None, reserved=None) -> int:
+def run_foreground(opts: RunOptions, wait=None, reserved=None, deferred=None) -> int:
     """``wait(rec, pid)`` replaces the plain wait (the daemon's launcher also listens to its client);
-    ``reserved``: the daemon's spare (container.Reserved)."""
+    ``reserved``: the daemon's spare (container.Reserved); ``deferred``: see container.cleanup."""
     rec, spec = container.create(opts, reserved)
     pid = container.start(rec, spec, opts.dns or None, reserved)
     _forward_signals(pid)
     code = (wait or container.wait)(rec, pid)
     try:
-        container.finish(rec, code)
+        container.finish(rec, code, deferred)
     except ContainerError as exc:
         _err(f"cleanup: {exc}")
     return code
@@ -152,12 +152,12 @@ def run_detached(opts: RunOptions) -> int:
         os._exit(code)
 
 
-def cmd_run(args, wait=None, reserved=None) -> int:
+def cmd_run(args, wait=None, reserved=None, deferred=None) -> int:
     try:
         opts = _options(args)
         if reserved is not None and (opts.detach or opts.limits.any()):
             raise ContainerError("internal: the daemon's spare launcher takes only plain runs")
-        return run_detached(opts) if opts.detach else run_foreground(opts, wait, reserved)
+        return run_detached(opts) if opts.detach else run_foreground(opts, wait, reserved, deferred)
     except ContainerError as exc:
         _err(str(exc))
         return exc.exit_code

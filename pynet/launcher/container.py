@@ -243,23 +243,25 @@ def wait(rec: Record, pid: int) -> int:
             return namespaces.exit_status(status)
 
 
-def finish(rec: Record, code: int) -> None:
-    """After PID 1 exited: record it, then clean up (everything with --rm)."""
+def finish(rec: Record, code: int, deferred: list | None = None) -> None:
+    """After PID 1 exited: record it, then clean up (everything with --rm; ``deferred``: see cleanup)."""
     cg = cgroups.from_paths(rec.get("cgroups") or {})
     oom = cg.oom_killed() if rec.get("cgroups") else False
     rec = rec.reload()
     # "stopping" until the teardown is done, so "exited" means nothing is left but the record.
     rec.update(status="stopping", exit_code=code, finished=state.now(), oom_killed=oom)
     try:
-        cleanup(rec, remove_all=bool(rec.get("rm")))
+        cleanup(rec, remove_all=bool(rec.get("rm")), deferred=deferred)
     finally:
         if os.path.exists(rec.path):
             rec.update(status="exited")
 
 
-def cleanup(rec: Record, remove_all: bool, force: bool = False) -> None:
+def cleanup(rec: Record, remove_all: bool, force: bool = False, deferred: list | None = None) -> None:
     """Idempotent teardown: network DEL, cgroups, then (remove_all) upper dir and the record. A failed
-    step keeps the record (so `rm -f`/gc can retry) unless ``force``."""
+    step keeps the record (so `rm -f`/gc can retry) unless ``force``. With a ``deferred`` list, the
+    container's directories are only set aside (renamed: gone from every listing) and their paths added
+    to it, for the caller to delete once its client has the exit code; gc deletes any a crash left."""
     errors = []
     try:
         network.detach(rec)
@@ -271,14 +273,22 @@ def cleanup(rec: Record, remove_all: bool, force: bool = False) -> None:
         except cgroups.CgroupError as exc:
             errors.append(str(exc))
     if remove_all and (force or not errors):
-        import shutil   # here: ~1.5 ms at start-up, and only removals need it
-
-        shutil.rmtree(rec.get("storage") or _storage_dir(rec.id), ignore_errors=True)
-        shutil.rmtree(rec.dir, ignore_errors=True)
+        dirs = [rec.get("storage") or _storage_dir(rec.id), rec.dir]
+        if deferred is not None:
+            deferred += [p for p in map(state.set_aside, dirs) if p]
+        else:
+            remove_trees(dirs)
     elif errors and os.path.exists(rec.path):
         rec.update(cleanup_errors=errors)
     if errors:
         raise ContainerError("; ".join(errors))
+
+
+def remove_trees(paths) -> None:
+    import shutil   # here: ~1.5 ms at start-up, and only removals need it
+
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 # -- operations on existing containers ---------------------------------------------------------------
@@ -341,6 +351,7 @@ def gc() -> list[str]:
             except ContainerError:
                 continue
             cleaned.append(rec.id)
+    remove_trees(state.set_aside_leftovers())
     return cleaned
 
 

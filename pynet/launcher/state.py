@@ -112,6 +112,33 @@ class Record:
         return os.path.join(self.dir, name)
 
 
+# A container directory being deleted is first renamed to this prefix (a hidden sibling), so it leaves
+# every listing at once and the deletion itself can wait (see container.cleanup).
+REMOVING_PREFIX = ".removing-"
+
+
+def set_aside(path: str) -> str | None:
+    """Renames ``path`` to a hidden sibling for deletion; that new path, or None if there was nothing."""
+    parent, name = os.path.split(path)
+    target = os.path.join(parent, REMOVING_PREFIX + name)
+    try:
+        os.rename(path, target)
+    except FileNotFoundError:
+        return None
+    return target
+
+
+def set_aside_leftovers() -> list[str]:
+    """Directories set aside for deletion by a launcher that died before deleting them."""
+    out = []
+    for parent in (containers_dir(), os.path.join(storage_root(), "containers")):
+        try:
+            out += [os.path.join(parent, n) for n in os.listdir(parent) if n.startswith(REMOVING_PREFIX)]
+        except FileNotFoundError:
+            pass
+    return out
+
+
 def all_records() -> list[Record]:
     out = []
     try:
@@ -119,6 +146,8 @@ def all_records() -> list[Record]:
     except FileNotFoundError:
         return []
     for name in names:
+        if name.startswith("."):
+            continue
         try:
             out.append(Record.load(name))
         except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):

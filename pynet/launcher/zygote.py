@@ -11,13 +11,14 @@ it the client's connection, stdio and namespace fds plus the request fields in o
 forks, and the child — from here on an ordinary `pynet run` launcher — joins the client's namespaces,
 takes its stdio, environment, cwd and umask, and runs cli.cmd_run, the same code as a local run. The
 child answers the client directly on the passed connection (the daemon thread is done once it handed
-over), passes on the client's signals, and reports the exit code after the cleanup.
+over), passes on the client's signals, and reports the exit code after the cleanup (a --rm container's
+directories are only set aside by then, and deleted after the client has its answer).
 
 The cgroup move of a container's first process waits an RCU grace period (~9 ms here) when no move
 happened lately, and holds the global cgroup mutex meanwhile, so nothing overlaps it well. So the zygote
 keeps one *spare* launcher forked ahead of the next request: it reserves a container id, makes its
 cgroups, forks a stage 1 (namespaces.Prestarted) and moves it in while nobody waits; the next request goes
-to the spare, whose container skips those steps (container.Reserved). The spare starts that work once the
+to the spare, whose container skips those steps (container.Reserved). The zygote forks the spare once the
 previous launcher has exited (its cleanup needs the same mutex), a request arrives, or 100 ms passed.
 A request the spare cannot take as it is (the client in other user/mount/pid/cgroup namespaces than the
 daemon's) releases the reservation and is served the ordinary way.
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import array
 import os
+import select
 import signal
 import socket
 import sys
@@ -98,6 +100,7 @@ def spawn() -> Zygote | None:
 
 def _preload() -> None:
     import json  # noqa: F401
+    import pickle  # noqa: F401 - namespaces.Prestarted passes the spec to its stage 1 pickled
     import select  # noqa: F401
     import shutil  # noqa: F401
     import traceback  # noqa: F401
@@ -121,11 +124,17 @@ def _zygote(sock: socket.socket, parent: int) -> None:
     gc.freeze()   # what the imports made stays shared with the launchers instead of being copied on write
     spare, previous = None, -1
     while True:
-        if spare is None:
-            spare = _fork_spare(sock, previous)
-        if previous >= 0:
+        if spare is None and previous >= 0:
+            # The next spare is forked once the last launcher is done (its cleanup and our fork would only
+            # compete for the CPU and the cgroup mutex with that run), or a request comes, or 100 ms pass.
+            poller = select.poll()
+            poller.register(previous, select.POLLIN)
+            poller.register(sock, select.POLLIN)
+            poller.poll(100)
             os.close(previous)
             previous = -1
+        if spare is None:
+            spare = _fork_spare(sock)
         msg, fds = _recv(sock)
         if not msg and not fds:
             if spare is not None:
@@ -170,7 +179,7 @@ def _recv(sock: socket.socket) -> tuple[bytes, array.array]:
     return msg, fds
 
 
-def _fork_spare(zygote_sock: socket.socket, previous: int):
+def _fork_spare(zygote_sock: socket.socket):
     """(pid, socket to hand it a request) of a new spare launcher, or None."""
     try:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -185,7 +194,7 @@ def _fork_spare(zygote_sock: socket.socket, previous: int):
     if pid == 0:
         zygote_sock.close()
         ours.close()
-        _spare(theirs, previous)
+        _spare(theirs)
     theirs.close()
     return pid, ours
 
@@ -233,19 +242,11 @@ def _release(reserved) -> None:
         pass
 
 
-def _spare(sock: socket.socket, previous: int) -> None:
+def _spare(sock: socket.socket) -> None:
     """The spare launcher; never returns."""
-    import select
-
     _child_signals()
     os.setsid()   # before the stage 1 is forked: the containers stay out of the daemon's process group
     linux.set_process_name("pynet-spare")
-    if previous >= 0:
-        poller = select.poll()
-        poller.register(previous, select.POLLIN)
-        poller.register(sock, select.POLLIN)
-        poller.poll(100)
-        os.close(previous)
     reserved = _reserve()
     try:
         msg, fds = _recv(sock)
@@ -345,8 +346,9 @@ def _launcher(conn_fd: int, fds: list, msg: bytes, reserved=None) -> None:
         _send(conn, b"R", reason.encode())
         os._exit(0)
     _send(conn, b"A", b"")
+    deferred = []   # directories of a --rm container, deleted once the client has the exit code
     try:
-        code = cli.cmd_run(args, wait=lambda rec, pid: _wait(conn, rec, pid), reserved=reserved)
+        code = cli.cmd_run(args, wait=lambda rec, pid: _wait(conn, rec, pid), reserved=reserved, deferred=deferred)
     except BaseException:  # noqa: BLE001
         import traceback
 
@@ -357,8 +359,18 @@ def _launcher(conn_fd: int, fds: list, msg: bytes, reserved=None) -> None:
             stream.flush()
         except (OSError, ValueError):
             pass
+    # The client's stdio goes before the exit code: a caller reading the output to EOF must not wait
+    # for the deletions below.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for target in (0, 1, 2):
+        os.dup2(devnull, target)
+    os.close(devnull)
     _send(conn, b"X", str(code).encode())
+    conn.close()
     _release(reserved)   # what a failed create left (after a run there is nothing left to do)
+    from .container import remove_trees
+
+    remove_trees(deferred)
     os._exit(0)
 
 
