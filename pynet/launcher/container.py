@@ -248,13 +248,16 @@ def finish(rec: Record, code: int, deferred: list | None = None) -> None:
     cg = cgroups.from_paths(rec.get("cgroups") or {})
     oom = cg.oom_killed() if rec.get("cgroups") else False
     rec = rec.reload()
-    # "stopping" until the teardown is done, so "exited" means nothing is left but the record.
-    rec.update(status="stopping", exit_code=code, finished=state.now(), oom_killed=oom)
+    outcome = {"exit_code": code, "finished": state.now(), "oom_killed": oom}
+    if not rec.get("rm"):
+        # "stopping" until the teardown is done, so "exited" means nothing is left but the record. A --rm
+        # record is deleted by the teardown; only a failed one keeps it (with the outcome, below).
+        rec.update(status="stopping", **outcome)
     try:
         cleanup(rec, remove_all=bool(rec.get("rm")), deferred=deferred)
     finally:
         if os.path.exists(rec.path):
-            rec.update(status="exited")
+            rec.update(status="exited", **outcome)
 
 
 def cleanup(rec: Record, remove_all: bool, force: bool = False, deferred: list | None = None) -> None:

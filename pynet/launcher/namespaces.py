@@ -55,11 +55,19 @@ def _write_maps(pid: int, base: int, size: int) -> None:
             fh.write(f"0 {base} {size}\n")
 
 
+# What a prestarted stage 1 unshares before its spec arrives: everything but the user namespace (runs
+# served this way never ask for one) and the network one only when the container gets its own.
+PRESTART_NAMESPACES = L.CLONE_NEWNS | L.CLONE_NEWUTS | L.CLONE_NEWIPC | L.CLONE_NEWCGROUP | L.CLONE_NEWPID \
+    | L.CLONE_NEWNET
+
+
 class Prestarted:
     """A stage 1 forked before its container is known (the daemon's spare launcher forks one and moves it
-    into the next container's cgroups while nothing waits). It gets its spec, and the stdio and umask the
-    launcher took over from its client after the fork, through a socket. Its caller must be the future
-    launcher, and a child subreaper from now on."""
+    into the next container's cgroups while nothing waits). Once told it is in them (``joined``), it
+    builds the default seccomp filter and unshares PRESTART_NAMESPACES ahead, so a container that fits
+    (no user namespace, its own network namespace) starts without that work. It gets its spec, and the
+    stdio and umask the launcher took over from its client after the fork, through a socket. Its caller
+    must be the future launcher, and a child subreaper from now on."""
 
     def __init__(self):
         import socket
@@ -73,7 +81,8 @@ class Prestarted:
             os.close(r_report)
             os.close(w_sync)
             ours.close()
-            got = _receive_spec(theirs)
+            prepared = _prepare(theirs)
+            got = _receive_spec(theirs) if prepared is not None else None
             if got is None:
                 os._exit(0)   # discarded
             spec, umask, stdio = got
@@ -81,12 +90,20 @@ class Prestarted:
                 os.dup2(fd, target)
                 os.close(fd)
             os.umask(umask)
-            _run_stage(_stage1, spec, r_sync, w_report)
+            _run_stage(_stage1, spec, r_sync, w_report, prepared)
         theirs.close()
         os.close(w_report)
         os.close(r_sync)
         self.pid, self.r_report, self.w_sync, self.channel = pid, r_report, w_sync, ours
         self.launched = False
+
+    def joined(self) -> None:
+        """Tells the stage 1 it is in its cgroups: its cgroup namespace may be made now."""
+        self.channel.sendall(b"J")
+
+    @staticmethod
+    def fits(spec: ProcessSpec) -> bool:
+        return not spec.userns and spec.new_net
 
     def launch(self, spec: ProcessSpec) -> tuple[int, int, int]:
         """Sends the spec with this process's stdio and umask; returns start()'s (pid, report, sync)."""
@@ -120,6 +137,23 @@ class Prestarted:
             os.waitpid(self.pid, 0)
         except ChildProcessError:
             pass
+
+
+def _prepare(sock):
+    """In a prestarted stage 1, once joined: (seccomp filter or the error building it, the namespace
+    flags unshared or the error doing so); None when discarded before that."""
+    try:
+        filt = security.build_seccomp_filter()
+    except Exception as exc:  # noqa: BLE001 - raised if a spec that wants it comes
+        filt = exc
+    if sock.recv(1) != b"J":
+        return None
+    try:
+        L.unshare(PRESTART_NAMESPACES)
+        done = PRESTART_NAMESPACES
+    except OSError as exc:
+        done = exc
+    return filt, done
 
 
 def _receive_spec(sock):
@@ -156,6 +190,8 @@ def start(spec: ProcessSpec, join_cgroups, before_exec, idle=None, prestarted: P
     """
     L.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
     if prestarted is not None:
+        if not prestarted.fits(spec):
+            raise LaunchError("internal: a prestarted stage 1 cannot make this container")
         stage1, r_report, w_sync = prestarted.launch(spec)
     else:
         r_report, w_report = os.pipe()
@@ -250,17 +286,25 @@ def _wait_byte(fd: int, expected: bytes) -> None:
         os._exit(125)   # the launcher went away: nothing to report to
 
 
-def _stage1(spec: ProcessSpec, sync_fd: int, report_fd: int) -> None:
-    # The seccomp filter is built now, while the launcher moves this process into the container's cgroups
-    # (PID 1 inherits it); a failure is raised once the launcher listens for it.
-    try:
-        filt = security.build_seccomp_filter() if spec.seccomp == "default" else None
-    except Exception as exc:  # noqa: BLE001
-        filt = exc
+def _stage1(spec: ProcessSpec, sync_fd: int, report_fd: int, prepared=None) -> None:
+    """``prepared``: what _prepare did ahead (a prestarted stage 1 of a spec that Prestarted.fits)."""
+    if prepared is None:
+        # The seccomp filter is built now, while the launcher moves this process into the container's
+        # cgroups (PID 1 inherits it); a failure is raised once the launcher listens for it.
+        try:
+            filt = security.build_seccomp_filter() if spec.seccomp == "default" else None
+        except Exception as exc:  # noqa: BLE001
+            filt = exc
+        done = 0
+    else:
+        filt, done = prepared
+        filt = filt if spec.seccomp == "default" else None
     _wait_byte(sync_fd, b"1")
-    if isinstance(filt, Exception):
-        raise filt
-    L.unshare(L.CLONE_NEWNS)
+    for failure in (filt, done):
+        if isinstance(failure, Exception):
+            raise failure
+    if not done & L.CLONE_NEWNS:
+        L.unshare(L.CLONE_NEWNS)
     rootfs.assemble(spec.rootfs)
     flags = L.CLONE_NEWUTS | L.CLONE_NEWIPC | L.CLONE_NEWCGROUP | L.CLONE_NEWPID
     if spec.new_net:
@@ -273,7 +317,9 @@ def _stage1(spec: ProcessSpec, sync_fd: int, report_fd: int) -> None:
         os.setresuid(0, 0, 0)
         # A second mount namespace, owned by the user namespace, so container root may mount in it.
         flags |= L.CLONE_NEWNS
-    L.unshare(flags)
+    flags &= ~done
+    if flags:
+        L.unshare(flags)
     pid = os.fork()
     if pid == 0:
         _run_stage(_stage2, spec, filt, sync_fd, report_fd)

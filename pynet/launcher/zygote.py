@@ -217,6 +217,7 @@ def _reserve():
         stage1 = namespaces.Prestarted()
         try:
             cg.join(stage1.pid)
+            stage1.joined()
         except BaseException:
             stage1.discard()
             raise
@@ -295,10 +296,10 @@ def _enter(ns_fds: dict, names: list) -> None:
 
 
 def _reservation_fits(differing: list, args) -> bool:
-    """A reserved stage 1 lives in the daemon's namespaces: fine when the client shares them, except the
-    ones the container makes anew anyway (uts, ipc, and net unless --net host)."""
-    allowed = {"uts", "ipc"} | (set() if args.net == "host" else {"net"})
-    return set(differing) <= allowed
+    """A reserved stage 1 was forked in the daemon's namespaces and has made its own (all but the user
+    namespace, see namespaces.Prestarted): fine when the client shares the daemon's, except the ones the
+    container makes anew anyway (uts, ipc, net); never for --net host."""
+    return args.net != "host" and set(differing) <= {"uts", "ipc", "net"}
 
 
 def _send(conn: socket.socket, kind: bytes, value: bytes) -> None:
