@@ -9,6 +9,10 @@ Process shape (the launcher is a child subreaper, so the container's PID 1 becom
                                 waits for the launcher (cgroups joined, network attached),
                                 drops privileges, execs the command (or a tiny init that reaps)
 
+A Prestarted stage 1 (the daemon's spare launcher) unshares every namespace and forks PID 1 before the
+container is known; that PID 1 then assembles the rootfs itself (same mount namespace) and goes on as
+stage 2.
+
 Two pipes: the stages report JSON lines to the launcher (``{"pid": N}``, ``{"error": ...}``; EOF after
 a successful exec, the write end being close-on-exec), the launcher releases them with single bytes.
 """
@@ -63,11 +67,11 @@ PRESTART_NAMESPACES = L.CLONE_NEWNS | L.CLONE_NEWUTS | L.CLONE_NEWIPC | L.CLONE_
 
 class Prestarted:
     """A stage 1 forked before its container is known (the daemon's spare launcher forks one and moves it
-    into the next container's cgroups while nothing waits). Once told it is in them (``joined``), it
-    builds the default seccomp filter and unshares PRESTART_NAMESPACES ahead, so a container that fits
-    (no user namespace, its own network namespace) starts without that work. It gets its spec, and the
-    stdio and umask the launcher took over from its client after the fork, through a socket. Its caller
-    must be the future launcher, and a child subreaper from now on."""
+    into the next container's cgroups while nothing waits). It builds the default seccomp filter and, once
+    told it is in them (``joined``), unshares PRESTART_NAMESPACES and forks PID 1 ahead (see _prepare), so
+    a container that fits (no user namespace, its own network namespace) starts without that work. PID 1
+    gets its spec, and the stdio and umask the launcher took over from its client after the fork, through
+    a socket. Its caller must be the future launcher, and a child subreaper from now on."""
 
     def __init__(self):
         import socket
@@ -81,7 +85,7 @@ class Prestarted:
             os.close(r_report)
             os.close(w_sync)
             ours.close()
-            prepared = _prepare(theirs)
+            prepared = _prepare(theirs, w_report)
             got = _receive_spec(theirs) if prepared is not None else None
             if got is None:
                 os._exit(0)   # discarded
@@ -90,7 +94,7 @@ class Prestarted:
                 os.dup2(fd, target)
                 os.close(fd)
             os.umask(umask)
-            _run_stage(_stage1, spec, r_sync, w_report, prepared)
+            _run_stage(_prestarted_pid1, spec, prepared, r_sync, w_report)
         theirs.close()
         os.close(w_report)
         os.close(r_sync)
@@ -139,9 +143,11 @@ class Prestarted:
             pass
 
 
-def _prepare(sock):
-    """In a prestarted stage 1, once joined: (seccomp filter or the error building it, the namespace
-    flags unshared or the error doing so); None when discarded before that."""
+def _prepare(sock, report_fd: int):
+    """In a prestarted stage 1: builds the seccomp filter, then, once joined to its cgroups, unshares
+    PRESTART_NAMESPACES and forks the container's PID 1, which returns here to wait for its spec while
+    stage 1 reports it and exits. Returns (filter or the error building it, error unsharing or None);
+    None when discarded before it was joined."""
     try:
         filt = security.build_seccomp_filter()
     except Exception as exc:  # noqa: BLE001 - raised if a spec that wants it comes
@@ -150,10 +156,26 @@ def _prepare(sock):
         return None
     try:
         L.unshare(PRESTART_NAMESPACES)
-        done = PRESTART_NAMESPACES
     except OSError as exc:
-        done = exc
-    return filt, done
+        return filt, exc   # stage 1 raises it once the launcher listens
+    pid = os.fork()
+    if pid != 0:
+        _report(report_fd, {"pid": pid})
+        os._exit(0)
+    return filt, None
+
+
+def _prestarted_pid1(spec: ProcessSpec, prepared: tuple, sync_fd: int, report_fd: int) -> None:
+    """What stage 1 and stage 2 do, in a PID 1 that a prestarted stage 1 forked ahead of its spec."""
+    filt, error = prepared
+    _wait_byte(sync_fd, b"1")
+    if error is not None:
+        raise error
+    filt = filt if spec.seccomp == "default" else None
+    if isinstance(filt, Exception):
+        raise filt
+    rootfs.assemble(spec.rootfs)
+    _stage2(spec, filt, sync_fd, report_fd)
 
 
 def _receive_spec(sock):
@@ -286,25 +308,17 @@ def _wait_byte(fd: int, expected: bytes) -> None:
         os._exit(125)   # the launcher went away: nothing to report to
 
 
-def _stage1(spec: ProcessSpec, sync_fd: int, report_fd: int, prepared=None) -> None:
-    """``prepared``: what _prepare did ahead (a prestarted stage 1 of a spec that Prestarted.fits)."""
-    if prepared is None:
-        # The seccomp filter is built now, while the launcher moves this process into the container's
-        # cgroups (PID 1 inherits it); a failure is raised once the launcher listens for it.
-        try:
-            filt = security.build_seccomp_filter() if spec.seccomp == "default" else None
-        except Exception as exc:  # noqa: BLE001
-            filt = exc
-        done = 0
-    else:
-        filt, done = prepared
-        filt = filt if spec.seccomp == "default" else None
+def _stage1(spec: ProcessSpec, sync_fd: int, report_fd: int) -> None:
+    # The seccomp filter is built now, while the launcher moves this process into the container's cgroups
+    # (PID 1 inherits it); a failure is raised once the launcher listens for it.
+    try:
+        filt = security.build_seccomp_filter() if spec.seccomp == "default" else None
+    except Exception as exc:  # noqa: BLE001
+        filt = exc
     _wait_byte(sync_fd, b"1")
-    for failure in (filt, done):
-        if isinstance(failure, Exception):
-            raise failure
-    if not done & L.CLONE_NEWNS:
-        L.unshare(L.CLONE_NEWNS)
+    if isinstance(filt, Exception):
+        raise filt
+    L.unshare(L.CLONE_NEWNS)
     rootfs.assemble(spec.rootfs)
     flags = L.CLONE_NEWUTS | L.CLONE_NEWIPC | L.CLONE_NEWCGROUP | L.CLONE_NEWPID
     if spec.new_net:
@@ -317,9 +331,7 @@ def _stage1(spec: ProcessSpec, sync_fd: int, report_fd: int, prepared=None) -> N
         os.setresuid(0, 0, 0)
         # A second mount namespace, owned by the user namespace, so container root may mount in it.
         flags |= L.CLONE_NEWNS
-    flags &= ~done
-    if flags:
-        L.unshare(flags)
+    L.unshare(flags)
     pid = os.fork()
     if pid == 0:
         _run_stage(_stage2, spec, filt, sync_fd, report_fd)
