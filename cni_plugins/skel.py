@@ -69,9 +69,9 @@ _NETWORK_MAX = 30
 
 
 def _digest(text: str, n: int) -> str:
-    import hashlib
+    from .digest import sha256_hex
 
-    return "#" + hashlib.sha256(text.encode()).hexdigest()[:n]
+    return "#" + sha256_hex(text)[:n]
 
 
 def owner_tag(container_id: str, ifname: str) -> str:

@@ -11,12 +11,12 @@ of that one family (as the reference plugin reads them); any other address limit
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 from dataclasses import dataclass
 
 from cni_plugins.config import option_bool, option_int
+from cni_plugins.digest import sha256_hex
 from cni_plugins.errors import CNIError, INVALID_CONFIG, invalid_config
 from cni_plugins.skel import Request
 from cni_plugins.types import IPConfig, Result
@@ -45,7 +45,7 @@ class Options:
 
     def digest(self) -> str:
         text = json.dumps([self.snat, self.masq_all, self.mark_bit, self.conditions_v4, self.conditions_v6])
-        return hashlib.sha256(text.encode()).hexdigest()
+        return sha256_hex(text)
 
 
 @dataclass(frozen=True)

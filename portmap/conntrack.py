@@ -7,11 +7,11 @@ packets keep coming. Deleting the entries makes the next packet go through the N
 
 from __future__ import annotations
 
+import _socket   # the C module: `socket` costs ~2 ms at start-up, and only constants are needed
 import errno
-import socket
 import sys
 
-_AF = {4: socket.AF_INET, 6: socket.AF_INET6}
+_AF = {4: _socket.AF_INET, 6: _socket.AF_INET6}
 
 
 def flush_udp(ports_by_family: dict[int, set[int]]) -> int:
@@ -31,7 +31,7 @@ def flush_udp(ports_by_family: dict[int, set[int]]) -> int:
             with Conntrack(nfgen_family=_AF[family]) as ct:
                 # One filtered dump per family: every dump walks the whole conntrack hash table in the kernel,
                 # so the port test is done here rather than with one dump per port.
-                wanted = NFCTAttrTuple(family=_AF[family], proto=socket.IPPROTO_UDP)
+                wanted = NFCTAttrTuple(family=_AF[family], proto=_socket.IPPROTO_UDP)
                 stale = [e for e in ct.dump_entries(tuple_orig=wanted) if e.tuple_orig.dport in ports]
                 for entry in stale:
                     try:

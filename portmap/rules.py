@@ -50,8 +50,9 @@ make equal (family, hostIP, protocol, port) keys exclusive across every network 
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
+
+from cni_plugins.digest import sha256_bytes, sha256_hex
 
 from .config import DnatEntry, Options
 
@@ -67,12 +68,12 @@ _ANY = {4: "0.0.0.0", 6: "::"}
 
 def network_prefix(network: str) -> str:
     """The part of profile names that identifies the network (for GC, which is per network)."""
-    return "p" + hashlib.sha256(network.encode()).hexdigest()[:10]
+    return "p" + sha256_hex(network)[:10]
 
 
 def profile_name(network: str, options: Options) -> str:
     """``p<network hash>_<options hash>``: networks with different options never share rules."""
-    shape = hashlib.sha256((LAYOUT_VERSION + options.digest()).encode()).hexdigest()[:8]
+    shape = sha256_hex(LAYOUT_VERSION + options.digest())[:8]
     return f"{network_prefix(network)}_{shape}"
 
 
@@ -175,7 +176,7 @@ def claim_key(entry: DnatEntry) -> dict:
 
 def receipt_key(text: str) -> str:
     """A 128-bit digest, spelled as an IPv6 address so that an nft set can hold it."""
-    return str(ipaddress.IPv6Address(hashlib.sha256(text.encode()).digest()[:16]))
+    return str(ipaddress.IPv6Address(sha256_bytes(text)[:16]))
 
 
 def claim_of_map_key(family: int, key: dict) -> dict:
