@@ -1,17 +1,17 @@
-"""`pynet run --rm busybox true` end to end against runc with an equivalent bundle (same busybox rootfs,
-new mount/uts/ipc/pid/net namespaces, no network attached). Prints medians and the ratios.
-
-Three ways into the same launcher code: the `pynet` console script, ``python -m pynet.launcher``, and the
-lean `pynet` script (``-IS``, no site) that pynet.launcher.entry.write_script makes.
+"""`pynet run --rm busybox true` end to end against `runc run` of a bundle from `runc spec` (the same
+busybox rootfs as a plain directory, new mount/uts/ipc/pid/net/cgroup namespaces, no network attached, no
+seccomp filter: pynet's runs also load its default seccomp profile and mount an overlay). Prints medians
+and the ratios.
 
 Run as root: .venv/bin/python bench/launcher_bench.py [N] [--net]
-Everything runs inside a throwaway network namespace; image store, state and bundle live in a temp dir.
---net adds `pynet run --rm busybox true` on the default bridge network (created in that namespace, leases
-in the temp dir; the plugins use a running `pynet daemon` when PYNET_SOCKET or the default socket has one).
-"via daemon" starts a `pynet daemon` in the namespace (socket in the temp dir) and runs the lean script
-against it: the thin client of pynet/launcher/remote.py, the container launched by the daemon's zygote
-(pynet/launcher/zygote.py: a spare launcher with the container's cgroups and first stage made in advance).
-The other rows run with PYNET_DAEMON=off, so they measure the local launcher whatever else is running.
+The `pynet` measured is the installed one (.venv/bin/pynet, the lean script that scripts/install.sh
+writes). Everything runs inside a throwaway network namespace; image store, state, leases and the bundle
+live in a temp dir. "local" rows run with PYNET_DAEMON=off (the launcher in the command's own process);
+"via daemon" rows reach a `pynet daemon --containers` started in the namespace (socket in the temp dir):
+the thin client of pynet/launcher/remote.py, the container launched by the daemon's zygote
+(pynet/launcher/zygote.py: a spare launcher with the container's cgroups, namespaces and PID 1 made in
+advance). --net adds the same on the default bridge network, whose plugins reach the daemon too in the
+"via daemon" row; runc has no network there, so those rows compare a networked pynet run with a bare runc.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ sys.path.insert(0, ROOT)
 from netns_fixtures import Netns  # noqa: E402
 from netns_fixtures.daemon import start_daemon, stop_daemon  # noqa: E402
 from pynet.launcher import images  # noqa: E402
-from pynet.launcher.entry import write_script  # noqa: E402
 
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
@@ -76,25 +75,25 @@ def main() -> None:
         os.environ["PYNET_ROOT"] = env["PYNET_ROOT"]
         image = images.build_busybox()
         bundle = runc_bundle(tmp, images.layer_path(image["layers"][0]))
-        lean = write_script(os.path.join(tmp, "pynet"))
+        pynet = os.path.join(VENV_BIN, "pynet")
+        bare = [pynet, "run", "--rm", "--net", "none", "busybox", "true"]
         cases = {
-            "pynet run (full CLI)": [os.path.join(VENV_BIN, "pynet"), "run", "--rm", "--net", "none", "busybox", "true"],
-            "python -m pynet.launcher run": [os.path.join(VENV_BIN, "python"), "-m", "pynet.launcher", "run", "--rm",
-                                            "--net", "none", "busybox", "true"],
-            "lean script (-IS)": [lean, "run", "--rm", "--net", "none", "busybox", "true"],
             "runc run": [RUNC, "--root", os.path.join(tmp, "runc-state"), "run", "-b", bundle, f"pynet-bench-runc-{os.getpid()}"],
-            "pynet run via daemon (lean)": [lean, "run", "--rm", "--net", "none", "busybox", "true"],
+            "pynet run, local": bare,
+            "pynet run, via daemon": bare,
         }
-        envs = {name: local for name in cases}
-        envs["pynet run via daemon (lean)"] = daemon_env
+        envs = {"runc run": local, "pynet run, local": local, "pynet run, via daemon": daemon_env}
         if with_net:
             for key, sub in (("PYNET_CONFIG_DIR", "net.d"), ("PYNET_CACHE_DIR", "cache"), ("PYNET_NETNS_DIR", "netns"),
                              ("PYNET_DEFAULT_DATA_DIR", "leases")):
-                env[key] = os.path.join(tmp, sub)
-                os.makedirs(env[key], exist_ok=True)
-            cases["pynet run, default network"] = [os.path.join(VENV_BIN, "pynet"), "run", "--rm", "--dns", "127.0.0.1",
-                                                   "busybox", "true"]
-            envs["pynet run, default network"] = env
+                for e in (local, daemon_env):
+                    e[key] = os.path.join(tmp, sub)
+                os.makedirs(local[key], exist_ok=True)
+            networked = [pynet, "run", "--rm", "--dns", "127.0.0.1", "busybox", "true"]
+            cases["pynet run --net default, local"] = networked
+            envs["pynet run --net default, local"] = local
+            cases["pynet run --net default, via daemon"] = networked
+            envs["pynet run --net default, via daemon"] = daemon_env
         daemon = start_daemon(ns, daemon_env["PYNET_SOCKET"], "--containers", env=daemon_env)
         try:
             for name, argv in cases.items():
@@ -108,12 +107,10 @@ def main() -> None:
             stop_daemon(daemon)
         results = {name: statistics.median(v) for name, v in samples.items()}
         for name, ms in results.items():
-            print(f"{name:32s} median {ms:7.1f} ms  min {min(samples[name]):7.1f} ms  (n={n})")
+            print(f"{name:40s} median {ms:7.1f} ms  min {min(samples[name]):7.1f} ms  (n={n})")
         base = results["runc run"]
-        print(f"ratio pynet/runc: {results['pynet run (full CLI)'] / base:.2f} (full CLI), "
-              f"{results['python -m pynet.launcher run'] / base:.2f} (launcher entry point), "
-              f"{results['lean script (-IS)'] / base:.2f} (lean script), "
-              f"{results['pynet run via daemon (lean)'] / base:.2f} (via daemon)")
+        print("ratio pynet/runc: " + ", ".join(f"{results[name] / base:.2f} ({name})"
+                                               for name in results if name != "runc run"))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     spec="."
     [ -n "$EXTRAS" ] && spec=".[$EXTRAS]"
     "$VENV/bin/pip" install --disable-pip-version-check -q -e "$spec" --config-settings editable_mode=compat 2> >(grep -v "^WARNING: Location" >&2)
-    # pip's console-script wrappers import more than a plugin needs; replace them with lean ones.
+    # pip's console-script wrappers start with site (and the venv's .pth files): replace them with lean
+    # ones, -IS with the paths written in, for the plugins and for `pynet` itself (each `pynet run` pays it).
     "$VENV/bin/pynet" cni install "$VENV/bin" >/dev/null
+    "$VENV/bin/python" -c 'import sys; from pynet.launcher.entry import write_script; write_script(sys.argv[1])' "$VENV/bin/pynet"
     touch "$stamp"
 fi
