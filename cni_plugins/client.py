@@ -77,6 +77,7 @@ def decode_env(blob: bytes) -> dict:
 
 
 def exists(path: str) -> bool:
+    """os.path.exists, without os."""
     try:
         posix.stat(path)
     except OSError:

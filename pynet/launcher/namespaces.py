@@ -60,7 +60,7 @@ def _write_maps(pid: int, base: int, size: int) -> None:
 
 
 # What a prestarted stage 1 unshares before its spec arrives: everything but the user namespace (runs
-# served this way never ask for one) and the network one only when the container gets its own.
+# served this way never ask for one); so a container that keeps the host's network cannot use it.
 PRESTART_NAMESPACES = L.CLONE_NEWNS | L.CLONE_NEWUTS | L.CLONE_NEWIPC | L.CLONE_NEWCGROUP | L.CLONE_NEWPID \
     | L.CLONE_NEWNET
 

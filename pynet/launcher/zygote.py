@@ -17,11 +17,12 @@ directories are only set aside by then, and deleted after the client has its ans
 The cgroup move of a container's first process waits an RCU grace period (~9 ms here) when no move
 happened lately, and holds the global cgroup mutex meanwhile, so nothing overlaps it well. So the zygote
 keeps one *spare* launcher forked ahead of the next request: it reserves a container id, makes its
-cgroups, forks a stage 1 (namespaces.Prestarted) and moves it in while nobody waits; the next request goes
-to the spare, whose container skips those steps (container.Reserved). The zygote forks the spare once the
+cgroups, forks a stage 1 (namespaces.Prestarted) and moves it in while nobody waits, and that stage 1
+makes the container's namespaces and its PID 1, which waits for the command; the next request goes to
+the spare, whose container skips those steps (container.Reserved). The zygote forks the spare once the
 previous launcher has exited (its cleanup needs the same mutex), a request arrives, or 100 ms passed.
 A request the spare cannot take as it is (the client in other user/mount/pid/cgroup namespaces than the
-daemon's) releases the reservation and is served the ordinary way.
+daemon's, or --net host) releases the reservation and is served the ordinary way.
 
 The zygote dies with the daemon (PDEATHSIG, and EOF on its socket); running launchers are independent
 processes and finish their containers; a spare that sees the zygote's socket close undoes its
