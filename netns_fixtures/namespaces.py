@@ -4,6 +4,7 @@ through pyroute2, with processes and netlink handles inside them."""
 from __future__ import annotations
 
 import atexit
+import errno
 import ipaddress
 import itertools
 import os
@@ -52,19 +53,9 @@ class Netns:
     def run(self, argv, *, input: bytes | None = None, env: dict | None = None, timeout: float = 60,
             check: bool = False) -> subprocess.CompletedProcess:
         """Runs a command with its network namespace set to this one (nothing else changes)."""
-        with self.entered():
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else None, env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        with proc:
-            try:
-                stdout, stderr = proc.communicate(input, timeout=timeout)
-            except BaseException:
-                proc.kill()
-                raise
-        result = subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
-        if check:
-            result.check_returncode()
-        return result
+        with self.entered():   # the thread waits for the child in there too: harmless, it only waits
+            return subprocess.run(argv, input=input, env=env, timeout=timeout, check=check,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def popen(self, argv, **kwargs) -> subprocess.Popen:
         with self.entered():
@@ -86,8 +77,15 @@ class Netns:
 
     def link(self, name: str):
         """The link message of ``name`` (pyroute2 nlmsg), or None."""
+        from pyroute2.netlink.exceptions import NetlinkError
+
         found = self.ipr.link_lookup(ifname=name)
-        return self.ipr.get_links(found[0])[0] if found else None
+        try:
+            return self.ipr.get_links(found[0])[0] if found else None
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return None   # deleted between the lookup and the read (e.g. a DEL's deferred teardown)
+            raise
 
     def addresses(self, ifname: str) -> list[str]:
         """Addresses on ``ifname`` as 'ip/prefix' strings, IPv6 link-local left out."""
