@@ -48,10 +48,6 @@ def _env_list_to_dict(items) -> dict:
     return out
 
 
-def _storage_dir(cid: str) -> str:
-    return os.path.join(state.storage_root(), "containers", cid)
-
-
 def _write_etc(rec_dir: str, hostname: str, hosts_extra: list, dns: list | None) -> None:
     with open(os.path.join(rec_dir, "hostname"), "w") as fh:
         fh.write(hostname + "\n")
@@ -142,7 +138,7 @@ def create(opts: RunOptions, reserved: Reserved | None = None) -> tuple[Record, 
         "layers": layer_ids, "command": argv, "created": state.now(), "status": "created",
         "hostname": hostname, "rm": opts.rm, "userns": list(userns) if userns else None,
         "caps": caps, "seccomp": opts.seccomp, "no_new_privs": opts.no_new_privs, "env": env, "cwd": cwd,
-        "storage": _storage_dir(cid), "read_only": opts.read_only, "detached": opts.detach,
+        "storage": state.storage_dir(cid), "read_only": opts.read_only, "detached": opts.detach,
         "monitor_pid": os.getpid(), "monitor_start": linux.proc_start_time(os.getpid()),
         "limits": vars(opts.limits), "network": opts.net.to_record(),
         **({"cgroups": reserved.cgroups.paths} if reserved is not None else {}),
@@ -276,7 +272,7 @@ def cleanup(rec: Record, remove_all: bool, force: bool = False, deferred: list |
         except cgroups.CgroupError as exc:
             errors.append(str(exc))
     if remove_all and (force or not errors):
-        dirs = [rec.get("storage") or _storage_dir(rec.id), rec.dir]
+        dirs = [rec.get("storage") or state.storage_dir(rec.id), rec.dir]
         if deferred is not None:
             deferred += [p for p in map(state.set_aside, dirs) if p]
         else:

@@ -31,6 +31,11 @@ def containers_dir() -> str:
     return os.path.join(run_root(), "containers")
 
 
+def storage_dir(cid: str = "") -> str:
+    """A container's storage (upper and work dirs), or with no id the directory holding them all."""
+    return os.path.join(storage_root(), "containers", cid)
+
+
 def new_id() -> str:
     return os.urandom(32).hex()
 
@@ -129,9 +134,10 @@ def set_aside(path: str) -> str | None:
 
 
 def set_aside_leftovers() -> list[str]:
-    """Directories set aside for deletion by a launcher that died before deleting them."""
+    """Every directory set aside for deletion: those a launcher died before deleting, and any a live one
+    is deleting right now (deleting a tree twice at once is harmless)."""
     out = []
-    for parent in (containers_dir(), os.path.join(storage_root(), "containers")):
+    for parent in (containers_dir(), storage_dir()):
         try:
             out += [os.path.join(parent, n) for n in os.listdir(parent) if n.startswith(REMOVING_PREFIX)]
         except FileNotFoundError:
