@@ -97,21 +97,27 @@ def exec_plugin(exe: str, env: dict, stdin: bytes, timeout: float | None = None)
     return reply
 
 
-def run(plugin_type: str, command: str, req: Request, stdin: bytes | None = None) -> dict | None:
-    """Runs a plugin and returns its decoded JSON reply (None for an empty one); its CNI error is re-raised."""
-    exe = find_plugin(plugin_type, req.path)
-    env = dict(req.environ)
-    env["CNI_COMMAND"] = command
-    data = req.stdin if stdin is None else stdin
+def call(exe: str, env: dict, stdin: bytes, timeout: float | None = None) -> dict | None:
+    """Runs the plugin executable ``exe`` as the spec says (``env`` holds CNI_COMMAND) and returns its decoded
+    reply (None for an empty one); its CNI error is raised as CNIError. This installation's own plugins run
+    in this process with the same code, environment and stdin, so the answer is the same minus an
+    interpreter start; every other executable is run as a program."""
     module = in_process_module(exe)
     if module is None:
-        return exec_plugin(exe, env, data)
+        return exec_plugin(exe, env, stdin, timeout)
     from .skel import handle
 
-    code, reply = handle(module, env, data)
+    code, reply = handle(module, env, stdin)
     if code != 0:
         raise error_from_reply(reply)
     return reply
+
+
+def run(plugin_type: str, command: str, req: Request, stdin: bytes | None = None) -> dict | None:
+    """Runs a plugin and returns its decoded JSON reply (None for an empty one); its CNI error is re-raised."""
+    env = dict(req.environ)
+    env["CNI_COMMAND"] = command
+    return call(find_plugin(plugin_type, req.path), env, req.stdin if stdin is None else stdin)
 
 
 def ipam_type(req: Request) -> str | None:
