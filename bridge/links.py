@@ -60,10 +60,11 @@ def _vlan_refused(conf: BridgeConfig, exc: BaseException) -> CNIError:
 
 
 # -- the bridge ---------------------------------------------------------------------------------------------
-def ensure_bridge(ipr, conf: BridgeConfig) -> Link:
-    """Creates the bridge or adopts the existing one. Many ADDs may race to create it: EEXIST means a
-    concurrent ADD (or the administrator) made it first, and it is used as it is. It is looked up first:
-    once it exists (every ADD but the first) that is the only round trip."""
+def ensure_bridge(host, conf: BridgeConfig) -> Link:
+    """Creates the bridge in ``host`` (a NetnsHandle) or adopts the existing one. Many ADDs may race to
+    create it: EEXIST means a concurrent ADD (or the administrator) made it first, and it is used as it is.
+    It is looked up first: once it exists (every ADD but the first) that is the only round trip."""
+    ipr = host.ipr
     msg = netlink.link(ipr, conf.bridge)
     if msg is None:
         msg = _create_bridge(ipr, conf)
@@ -79,7 +80,7 @@ def ensure_bridge(ipr, conf: BridgeConfig) -> Link:
         ipr.link("set", index=index, flags=IFF_PROMISC, change=IFF_PROMISC)
     try:
         # The plugin owns the bridge's routes; router advertisements must not add any.
-        sysctl.write(sysctl.iface_key(6, conf.bridge, "accept_ra"), "0")
+        host.sysctl_write(sysctl.iface_key(6, conf.bridge, "accept_ra"), "0")
     except OSError:
         pass  # IPv6 disabled in this netns
     if not msg["flags"] & 1:
@@ -139,11 +140,8 @@ def ensure_gateway_address(ipr, link: Link, address, force: bool) -> None:
         ipr.link("set", index=link.index, address=mac)
 
 
-def enable_forwarding(version: int) -> None:
-    if version == 4:
-        sysctl.write("net/ipv4/ip_forward", "1")
-    else:
-        sysctl.write("net/ipv6/conf/all/forwarding", "1")
+def enable_forwarding(host, version: int) -> None:
+    host.sysctl_write("net/ipv4/ip_forward" if version == 4 else "net/ipv6/conf/all/forwarding", "1")
 
 
 # -- the veth pair ------------------------------------------------------------------------------------------
@@ -238,17 +236,17 @@ def set_port_vlans(ipr, port: Link, conf: BridgeConfig) -> None:
         raise _fail(f"failed to set up VLANs on {port.name!r}", exc) from None
 
 
-def ensure_vlan_gateway(ipr, bridge: Link, conf: BridgeConfig) -> Link:
+def ensure_vlan_gateway(host, bridge: Link, conf: BridgeConfig) -> Link:
     """With ``vlan`` and a gateway the gateway address cannot sit on the (untagged) bridge: as the reference,
     a veth named ``<bridge>.<vlan>`` is made in the host netns, its peer an access port of that VLAN."""
+    ipr = host.ipr
     name = f"{bridge.name}.{conf.vlan}"
     if len(name) > 15:
         raise CNIError(INTERNAL, f"VLAN gateway interface name {name!r} is longer than 15 characters")
     if netlink.link_index(ipr, name) is None:
-        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         peer = netlink.random_veth_name()
         try:
-            netlink.create_veth(ipr, name, peer, own, mtu=conf.mtu)
+            netlink.create_veth(ipr, name, peer, host.fd, mtu=conf.mtu)
         except Exception as exc:
             if netlink_error_code(exc) != errno.EEXIST:
                 raise _fail(f"failed to create VLAN gateway {name!r}", exc) from None
@@ -256,8 +254,6 @@ def ensure_vlan_gateway(ipr, bridge: Link, conf: BridgeConfig) -> Link:
             # The gateway's port is a plain access port of the VLAN, as the reference sets it up.
             access = dataclasses.replace(conf, hairpin_mode=False, port_isolation=False, vlan_trunk=())
             attach_port(ipr, Link(peer, netlink.link_index(ipr, peer), ""), bridge, access)
-        finally:
-            os.close(own)
     msg = netlink.link(ipr, name)
     if msg is None:
         raise CNIError(INTERNAL, f"VLAN gateway {name!r} vanished while it was being set up")

@@ -4,19 +4,19 @@ ADD: validate config -> bridge (created or adopted) -> veth pair, host end ensla
 IPAM ADD -> container addresses/routes -> gateway addresses on the bridge -> ipMasq -> result.
 Every step that changes something registers its undo; a failed ADD runs them in reverse, so it leaves
 no veth, bridge port, lease or nft element behind (the bridge itself stays: concurrent ADDs may be using it).
-All host-side changes happen in the netns the plugin was started in.
+Host-side changes go through ``handles.host``, container-side ones through ``handles.container()``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
-import os
 import sys
 
-from cni_plugins import delegate, netlink, netns, sysctl
+from cni_plugins import delegate, netlink, sysctl
 from cni_plugins.errors import CNIError, INTERNAL
-from cni_plugins.netns import ContainerNetns, iproute
+from cni_plugins.handles import Handles, NetnsHandle
+from cni_plugins.plugin import Plugin
 from cni_plugins.skel import Request
 from cni_plugins.types import Interface, Result, Route
 
@@ -29,11 +29,6 @@ BRIDGE, HOST_VETH, CONTAINER = 0, 1, 2
 
 def _tag(req: Request) -> str:
     return req.network_owner()
-
-
-def _nft():
-    from cni_plugins.nft import Nft
-    return Nft()
 
 
 @contextlib.contextmanager
@@ -52,14 +47,13 @@ def _undo_on_failure():
 
 
 # -- ADD ----------------------------------------------------------------------------------------------------
-def add(req: Request) -> Result:
-    conf = bridge_config.load(req)
-    with ContainerNetns.open(req.netns) as ns, contextlib.closing(iproute()) as host, \
-            _undo_on_failure() as undo:
+def add(req: Request, conf: BridgeConfig, handles: Handles) -> Result:
+    ns, host = handles.container(), handles.host
+    with _undo_on_failure() as undo:
         links.require_absent(ns.ipr, req.ifname)
         bridge = links.ensure_bridge(host, conf)
-        port = links.add_veth(host, ns.ipr, ns.fd, req.ifname, conf, bridge)
-        undo.append(("host veth", lambda: links.delete(host, port.name)))
+        port = links.add_veth(host.ipr, ns.ipr, ns.fd, req.ifname, conf, bridge)
+        undo.append(("host veth", lambda: links.delete(host.ipr, port.name)))
         container_index = netlink.link_index(ns.ipr, req.ifname)
         if container_index is None:
             raise CNIError(INTERNAL, f"container interface {req.ifname!r} vanished after it was created")
@@ -67,44 +61,42 @@ def add(req: Request) -> Result:
         result = Result(interfaces=[Interface(bridge.name), Interface(port.name),
                                     Interface(req.ifname, netlink.mac_by_name(ns.ipr, req.ifname) or "", req.netns)])
         if conf.macspoofchk:
-            nft = _nft()
-            firewall.add_spoofcheck(nft, _tag(req), port.name, result.interfaces[CONTAINER].mac)
-            undo.append(("macspoofchk elements", lambda: firewall.remove_owned(nft, _tag(req), masq=False)))
+            firewall.add_spoofcheck(host.nft, _tag(req), port.name, result.interfaces[CONTAINER].mac)
+            undo.append(("macspoofchk elements", lambda: firewall.remove_owned(host.nft, _tag(req), masq=False)))
 
         if conf.ipam:
-            ipam = delegate.ipam_add(req)
-            undo.append(("IPAM lease", lambda: delegate.ipam_del(req)))
+            ipam = delegate.ipam_add(req, handles)
+            undo.append(("IPAM lease", lambda: delegate.ipam_del(req, handles)))
             _configure_l3(req, conf, ns, host, bridge, result, ipam, undo, container_index)
         elif not conf.disable_container_interface:
             netlink.set_up(ns.ipr, container_index)
 
         if not conf.disable_container_interface:
-            port = links.wait_oper_up(host, port)
+            port = links.wait_oper_up(host.ipr, port)
         else:
-            port.mac = netlink.mac_by_name(host, port.name) or ""
+            port.mac = netlink.mac_by_name(host.ipr, port.name) or ""
         result.interfaces[HOST_VETH].mac = port.mac
-        result.interfaces[BRIDGE].mac = links.refresh_mac(host, bridge)
+        result.interfaces[BRIDGE].mac = links.refresh_mac(host.ipr, bridge)
         if conf.dns:
             result.dns = conf.dns
         return result
 
 
-def _configure_l3(req: Request, conf: BridgeConfig, ns: ContainerNetns, host, bridge: links.Link,
+def _configure_l3(req: Request, conf: BridgeConfig, ns: NetnsHandle, host: NetnsHandle, bridge: links.Link,
                   result: Result, ipam: Result, undo: list, container_index: int) -> None:
     if not ipam.ips:
         raise CNIError(INTERNAL, f"IPAM plugin {conf.ipam!r} returned no IP configuration")
     result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
     gateways = _gateways(conf, result)
 
-    with ns.entered():
-        # Best effort, as the reference: IPv6 may be disabled in the container.
-        for key, value in ((sysctl.iface_key(6, req.ifname, "accept_dad"), "1" if conf.enable_dad else "0"),
-                           (sysctl.iface_key(4, req.ifname, "arp_notify"), "1")):
-            with contextlib.suppress(OSError):
-                sysctl.write(key, value)
-        if conf.enable_dad:
-            with contextlib.suppress(OSError):
-                sysctl.write(sysctl.iface_key(6, req.ifname, "enhanced_dad"), "1")
+    # Best effort, as the reference: IPv6 may be disabled in the container.
+    for key, value in ((sysctl.iface_key(6, req.ifname, "accept_dad"), "1" if conf.enable_dad else "0"),
+                       (sysctl.iface_key(4, req.ifname, "arp_notify"), "1")):
+        with contextlib.suppress(OSError):
+            ns.sysctl_write(key, value)
+    if conf.enable_dad:
+        with contextlib.suppress(OSError):
+            ns.sysctl_write(sysctl.iface_key(6, req.ifname, "enhanced_dad"), "1")
     netlink.configure_interface(ns.ipr, req.ifname, result, nodad=not conf.enable_dad, index=container_index)
 
     if gateways:
@@ -113,14 +105,13 @@ def _configure_l3(req: Request, conf: BridgeConfig, ns: ContainerNetns, host, br
             target = links.ensure_vlan_gateway(host, bridge, conf)
             result.interfaces.append(Interface(target.name, target.mac))
         for address in gateways:
-            links.ensure_gateway_address(host, target, address, conf.force_address)
+            links.ensure_gateway_address(host.ipr, target, address, conf.force_address)
         for version in sorted({a.version for a in gateways}):
-            links.enable_forwarding(version)
+            links.enable_forwarding(host, version)
 
     if conf.ip_masq:
-        nft = _nft()
-        firewall.add_masquerade(nft, _tag(req), [ip.address for ip in result.ips])
-        undo.append(("ipMasq elements", lambda: firewall.remove_owned(nft, _tag(req), spoof=False)))
+        firewall.add_masquerade(host.nft, _tag(req), [ip.address for ip in result.ips])
+        undo.append(("ipMasq elements", lambda: firewall.remove_owned(host.nft, _tag(req), spoof=False)))
 
 
 def _gateways(conf: BridgeConfig, result: Result) -> list:
@@ -144,54 +135,36 @@ def _gateways(conf: BridgeConfig, result: Result) -> list:
 
 
 # -- DEL ----------------------------------------------------------------------------------------------------
-def delete(req: Request) -> None:
+def delete(req: Request, conf: BridgeConfig, handles: Handles) -> None:
     """Idempotent: the container interface goes if the netns is still there (its veth peer goes with it),
     the owned nft elements go by owner tag, and IPAM always releases the lease."""
-    conf = bridge_config.load(req)
-    ns = _container_for_delete(req.netns)
-    if ns is not None:
+    ns = handles.container_if_present()
+    if ns is not None and links.set_down(ns.ipr, req.ifname):
         # Down first (cheap): the bridge port stops forwarding at once, so the address released below can
         # never be live on two ports. The delete itself waits ~15 ms on the kernel (RCU), so it runs
-        # after the reply where a daemon serves the request.
-        if links.set_down(ns.ipr, req.ifname):
-            req.after_reply(lambda: _delete_container_link(ns, req.ifname))
-        else:
-            ns.close()
+        # after the reply where a daemon serves the request (the handles are closed after it).
+        req.after_reply(lambda: links.delete(ns.ipr, req.ifname))
     if conf.ip_masq or conf.macspoofchk:
-        firewall.remove_owned(_nft(), _tag(req), masq=conf.ip_masq, spoof=conf.macspoofchk)
+        firewall.remove_owned(handles.host.nft, _tag(req), masq=conf.ip_masq, spoof=conf.macspoofchk)
     if conf.ipam:
-        delegate.ipam_del(req)
-
-
-def _delete_container_link(ns: ContainerNetns, ifname: str) -> None:
-    with ns:
-        links.delete(ns.ipr, ifname)
-
-
-def _container_for_delete(path: str) -> ContainerNetns | None:
-    """The container netns, or None when it is gone: also when only its mount point file is left (a runtime
-    that unmounted the netns without removing the file); DEL then has nothing to do in there."""
-    if path and os.path.lexists(path) and not netns.exists(path) and not os.path.isdir(path):
-        return None
-    return ContainerNetns.maybe_open(path)
+        delegate.ipam_del(req, handles)
 
 
 # -- CHECK --------------------------------------------------------------------------------------------------
-def check(req: Request) -> None:
-    conf = bridge_config.load(req)
+def check(req: Request, conf: BridgeConfig, handles: Handles) -> None:
     prev = req.require_prev_result("bridge", "CHECK needs the result of the ADD")
-    with ContainerNetns.open(req.netns) as ns, contextlib.closing(iproute()) as host:
-        if conf.ipam:
-            delegate.ipam_verb(req, "CHECK")
-        bridge = _check_bridge(host, conf, prev)
-        container = _check_container(ns.ipr, req, prev)
-        _check_host_veth(host, prev, bridge, container)
-        netlink.check_interface(ns.ipr, req.ifname, prev)
-        if conf.ip_masq:
-            owned = firewall.masqueraded(_nft(), _tag(req))
-            for ip in prev.ips:
-                if str(ip.address.ip) not in owned:
-                    raise CNIError(INTERNAL, f"ipMasq for container address {ip.address.ip} is missing")
+    ns, host = handles.container(), handles.host
+    if conf.ipam:
+        delegate.ipam_verb(req, handles, "CHECK")
+    bridge = _check_bridge(host.ipr, conf, prev)
+    container = _check_container(ns.ipr, req, prev)
+    _check_host_veth(host.ipr, prev, bridge, container)
+    netlink.check_interface(ns.ipr, req.ifname, prev)
+    if conf.ip_masq:
+        owned = firewall.masqueraded(host.nft, _tag(req))
+        for ip in prev.ips:
+            if str(ip.address.ip) not in owned:
+                raise CNIError(INTERNAL, f"ipMasq for container address {ip.address.ip} is missing")
 
 
 def _check_bridge(host, conf: BridgeConfig, prev: Result):
@@ -245,14 +218,17 @@ def _check_host_veth(host, prev: Result, bridge, container) -> None:
 
 
 # -- STATUS / GC --------------------------------------------------------------------------------------------
-def status(req: Request) -> None:
-    if bridge_config.load(req).ipam:
-        delegate.ipam_verb(req, "STATUS")
-
-
-def gc(req: Request) -> None:
-    """Passes GC to IPAM and removes this network's nft elements whose attachment is not valid any more."""
-    conf = bridge_config.load(req)
-    firewall.collect_garbage(_nft(), req.network_name, req.valid_network_owners())
+def status(req: Request, conf: BridgeConfig, handles: Handles) -> None:
     if conf.ipam:
-        delegate.ipam_verb(req, "GC")
+        delegate.ipam_verb(req, handles, "STATUS")
+
+
+def gc(req: Request, conf: BridgeConfig, handles: Handles) -> None:
+    """Passes GC to IPAM and removes this network's nft elements whose attachment is not valid any more."""
+    firewall.collect_garbage(handles.host.nft, req.network_name, req.valid_network_owners())
+    if conf.ipam:
+        delegate.ipam_verb(req, handles, "GC")
+
+
+PLUGIN = Plugin(name="bridge", load_config=bridge_config.load, add=add, delete=delete, check=check,
+                status=status, gc=gc)

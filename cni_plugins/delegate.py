@@ -3,11 +3,11 @@ environment with CNI_COMMAND set, the whole network config on stdin."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import re
-import sys
 
+from . import registry, syscalls
 from .errors import CNIError, DECODING_FAILURE, INVALID_CONFIG, IO_FAILURE
 from .skel import Request
 from .types import Result
@@ -23,39 +23,9 @@ def find_plugin(name: str, cni_path: tuple[str, ...]) -> str:
     raise CNIError(INVALID_CONFIG, f"failed to find plugin {name!r} in CNI_PATH {list(cni_path)}")
 
 
-# What our executables run: `pynet cni install` scripts name the module, pip's console scripts the entry.
-_CLIENT_RUN = re.compile(rb"from cni_plugins\.client import run\s+run\('([\w.]+)'\)")
-_ENTRY_IMPORT = re.compile(rb"from cni_plugins\.entry import (\w+)")
 # Set by the daemon: a plugin it executes (not one of ours in-process) must not come back to the daemon,
 # whose lock on the container the delegating request holds.
 exec_env_overrides: dict[str, str] = {}
-
-
-def in_process_module(exe: str) -> str | None:
-    """The plugin module behind ``exe`` when it is one of this very installation's executables.
-
-    Those are served in-process: same environment and stdin, same code, same answer, minus an interpreter
-    start. The shebang must name our own interpreter, so a plugin from another pynet install (another
-    version) is still executed as a separate program.
-    """
-    from .entry import PLUGIN_MODULES
-
-    try:
-        with open(exe, "rb") as f:
-            head = f.read(1024)
-    except OSError:
-        return None
-    first_line = head.split(b"\n", 1)[0]
-    interpreter = first_line[2:].split()[0:1]
-    # Same bin directory as our interpreter means the same venv, hence the same code.
-    if not interpreter or os.path.dirname(os.fsdecode(interpreter[0])) != os.path.dirname(sys.executable):
-        return None
-    match = _CLIENT_RUN.search(head)
-    if match:
-        module = match.group(1).decode()
-        return module if module in PLUGIN_MODULES.values() else None
-    match = _ENTRY_IMPORT.search(head)
-    return PLUGIN_MODULES.get(match.group(1).decode().replace("_", "-")) if match else None
 
 
 def error_from_reply(reply: dict) -> CNIError:
@@ -63,8 +33,10 @@ def error_from_reply(reply: dict) -> CNIError:
     return CNIError(int(reply.get("code") or 0), str(reply.get("msg", "")), str(reply.get("details", "")))
 
 
-def exec_plugin(exe: str, env: dict, stdin: bytes, timeout: float | None = None) -> dict | None:
-    """Runs a plugin executable; its decoded JSON reply (None for an empty one).
+def exec_plugin(exe: str, env: dict, stdin: bytes, timeout: float | None = None,
+                host_netns_fd: int | None = None) -> dict | None:
+    """Runs a plugin executable; its decoded JSON reply (None for an empty one). ``host_netns_fd``: the
+    network namespace it is started in (a child is born in its creating thread's), else this process's.
 
     A failing plugin's own error JSON is raised as that CNIError; a failure without one (crash, exit code
     only) or output that is not JSON becomes an I/O or decoding error naming the executable.
@@ -73,9 +45,11 @@ def exec_plugin(exe: str, env: dict, stdin: bytes, timeout: float | None = None)
 
     if exec_env_overrides:
         env = {**env, **exec_env_overrides}
+    where = syscalls.entered(host_netns_fd) if host_netns_fd is not None else contextlib.nullcontext()
     try:
-        proc = subprocess.run([exe], input=stdin, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              timeout=timeout, check=False)
+        with where:
+            proc = subprocess.run([exe], input=stdin, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise CNIError(IO_FAILURE, f"plugin {exe!r} did not finish {env.get('CNI_COMMAND', '')} "
                        f"in {timeout}s") from None
@@ -97,27 +71,30 @@ def exec_plugin(exe: str, env: dict, stdin: bytes, timeout: float | None = None)
     return reply
 
 
-def call(exe: str, env: dict, stdin: bytes, timeout: float | None = None) -> dict | None:
+def call(exe: str, env: dict, stdin: bytes, timeout: float | None = None, netns=None) -> dict | None:
     """Runs the plugin executable ``exe`` as the spec says (``env`` holds CNI_COMMAND) and returns its decoded
     reply (None for an empty one); its CNI error is raised as CNIError. This installation's own plugins run
     in this process with the same code, environment and stdin, so the answer is the same minus an
-    interpreter start; every other executable is run as a program."""
-    module = in_process_module(exe)
-    if module is None:
-        return exec_plugin(exe, env, stdin, timeout)
+    interpreter start; every other executable is run as a program. ``netns``: the calling request's
+    namespaces (skel.NetnsFds) for an in-process plugin; None: this process's own, and CNI_NETNS opened here."""
+    name = registry.ours(exe)
+    if name is None:
+        return exec_plugin(exe, env, stdin, timeout, netns.host if netns is not None else None)
     from .skel import handle
 
-    code, reply = handle(module, env, stdin)
+    code, reply = handle(name, env, stdin, netns=netns)
     if code != 0:
         raise error_from_reply(reply)
     return reply
 
 
-def run(plugin_type: str, command: str, req: Request, stdin: bytes | None = None) -> dict | None:
-    """Runs a plugin and returns its decoded JSON reply (None for an empty one); its CNI error is re-raised."""
+def run(plugin_type: str, command: str, req: Request, handles, stdin: bytes | None = None) -> dict | None:
+    """Runs another plugin for ``req`` (same environment, CNI_COMMAND set to ``command``, the whole config
+    on stdin unless ``stdin`` is given) in the namespaces of ``handles``; its CNI error is re-raised."""
     env = dict(req.environ)
     env["CNI_COMMAND"] = command
-    return call(find_plugin(plugin_type, req.path), env, req.stdin if stdin is None else stdin)
+    return call(find_plugin(plugin_type, req.path), env, req.stdin if stdin is None else stdin,
+                netns=handles.passed_on())
 
 
 def ipam_type(req: Request) -> str | None:
@@ -129,17 +106,17 @@ def ipam_type(req: Request) -> str | None:
     return ipam["type"]
 
 
-def ipam_add(req: Request) -> Result:
-    reply = run(ipam_type(req), "ADD", req)
+def ipam_add(req: Request, handles) -> Result:
+    reply = run(ipam_type(req), "ADD", req, handles)
     if not isinstance(reply, dict):
         raise CNIError(DECODING_FAILURE, "IPAM plugin returned no result")
     return Result.from_dict(reply)
 
 
-def ipam_del(req: Request) -> None:
-    run(ipam_type(req), "DEL", req)
+def ipam_del(req: Request, handles) -> None:
+    run(ipam_type(req), "DEL", req, handles)
 
 
-def ipam_verb(req: Request, command: str) -> None:
+def ipam_verb(req: Request, handles, command: str) -> None:
     """CHECK, STATUS and GC pass through to IPAM unchanged."""
-    run(ipam_type(req), command, req)
+    run(ipam_type(req), command, req, handles)

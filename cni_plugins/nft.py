@@ -58,7 +58,7 @@ class _Pool:
         self._cond = threading.Condition()
 
     @contextlib.contextmanager
-    def context(self):
+    def context(self, netns_fd: int | None = None):
         with self._cond:
             while not self._free and self._made >= self.SIZE:
                 self._cond.wait()
@@ -67,7 +67,7 @@ class _Pool:
                 self._made += 1
         if ctx is None:
             try:
-                ctx = _Context()
+                ctx = _new_context(netns_fd)
             except BaseException:
                 with self._cond:
                     self._made -= 1
@@ -90,8 +90,19 @@ _POOLS_LOCK = threading.Lock()
 _MAX_POOLS = 8
 
 
-def _pool() -> _Pool:
-    key = os.stat("/proc/thread-self/ns/net").st_ino
+def _new_context(netns_fd: int | None) -> _Context:
+    """A context whose netlink socket lives in the namespace of ``netns_fd`` (libnftables opens it when the
+    context is made), or in the calling thread's namespace."""
+    if netns_fd is None:
+        return _Context()
+    from .syscalls import entered
+
+    with entered(netns_fd):
+        return _Context()
+
+
+def _pool(netns_fd: int | None) -> _Pool:
+    key = os.fstat(netns_fd).st_ino if netns_fd is not None else os.stat("/proc/thread-self/ns/net").st_ino
     with _POOLS_LOCK:
         pool = _POOLS.get(key)
         if pool is None:
@@ -104,16 +115,17 @@ def _pool() -> _Pool:
 
 
 class Nft:
-    """nftables in the calling thread's netns. Commands are JSON objects ({"add": {...}}) run atomically
+    """nftables in the network namespace of ``netns_fd`` (the calling thread's without one). Commands are JSON objects ({"add": {...}}) run atomically
     by ``apply``."""
 
-    def __init__(self):
-        self._pool = _pool()
+    def __init__(self, netns_fd: int | None = None):
+        self._netns_fd = netns_fd
+        self._pool = _pool(netns_fd)
 
     def apply(self, commands: list[dict], what: str = "nftables transaction") -> list:
         if not commands:
             return []
-        with self._pool.context() as ctx:
+        with self._pool.context(self._netns_fd) as ctx:
             rc, out, err = ctx.lib.json_cmd({"nftables": commands})
         if rc != 0:
             raise NftError(rc, f"{what} failed: {err.strip()}")
@@ -124,7 +136,7 @@ class Nft:
 
         For definitions written once (a table's chains and rules), where nft's own syntax is the clearest form.
         """
-        with self._pool.context() as ctx:
+        with self._pool.context(self._netns_fd) as ctx:
             ctx.lib.set_dry_run(dry_run)
             try:
                 rc, _, err = ctx.lib.cmd(script)

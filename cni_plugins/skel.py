@@ -1,15 +1,14 @@
-"""The plugin skeleton: CNI environment + stdin in, one validated Request to the plugin, result or error JSON out.
+"""The plugin skeleton (the reference's pkg/skel): CNI environment + stdin in, result or error JSON out.
 
-A plugin is a module with functions ``add(req) -> Result``, ``delete(req)``, ``check(req)``,
-``status(req)`` and ``gc(req)`` (the last three optional). ``handle`` is pure (environment and bytes in,
-exit code and JSON out) so a resident process can serve requests with the same code; ``main`` is the
-process edge. The plugin module is imported only after VERSION has been answered, so VERSION never
-pays for netlink libraries.
+request → validated ``Request`` → the plugin's typed config → ``Handles`` → one verb of the registered
+``Plugin`` (cni_plugins/plugin.py, found by name in cni_plugins/registry.py) → reply rendered in the
+requested cniVersion. ``handle`` is pure (environment and bytes in, exit code and JSON out) so the
+daemon serves requests with the same code as a standalone process (cni_plugins/main.py). The plugin is
+imported only after VERSION has been answered, so VERSION never pays for netlink libraries.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -17,7 +16,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from . import lean_imports
+from . import lean_imports, registry
+from .handles import Handles, NetnsHandle, own_netns
 from . import version as cniversion
 from .errors import (CNIError, DECODING_FAILURE, INTERNAL, INVALID_CONFIG, INVALID_ENVIRONMENT, INCOMPATIBLE_VERSION,
                      invalid_config)
@@ -205,6 +205,8 @@ def _decode_config(stdin: bytes) -> dict:
         config = json.loads(stdin or b"")
     except (ValueError, UnicodeDecodeError) as exc:
         raise CNIError(DECODING_FAILURE, f"failed to decode network configuration: {exc}") from None
+    except RecursionError:
+        raise CNIError(DECODING_FAILURE, "failed to decode network configuration: nested too deeply") from None
     if not isinstance(config, dict):
         raise CNIError(DECODING_FAILURE, "failed to decode network configuration: expected a JSON object")
     return config
@@ -252,21 +254,13 @@ def _error_version(stdin: bytes) -> str:
     return v if v in cniversion.SUPPORTED_VERSIONS else cniversion.CURRENT
 
 
-def dispatch(plugin, req: Request):
-    """Runs one verb of a loaded plugin module; returns the reply dict or None."""
+def dispatch(plugin, req: Request, handles):
+    """Runs one verb of ``plugin`` (a cni_plugins.plugin.Plugin); returns the reply dict or None."""
     if req.command == "ADD":
-        result = plugin.add(req)
-        return result.to_dict(req.cni_version)
-    if req.command == "DEL":
-        plugin.delete(req)
-    elif req.command == "CHECK":
-        plugin.check(req)
-    elif req.command == "STATUS":
-        if hasattr(plugin, "status"):
-            plugin.status(req)
-    elif req.command == "GC":
-        if hasattr(plugin, "gc"):
-            plugin.gc(req)
+        return plugin.add(req, plugin.config_for(req), handles).to_dict(req.cni_version)
+    verb = {"DEL": plugin.delete, "CHECK": plugin.check, "STATUS": plugin.status, "GC": plugin.gc}[req.command]
+    if verb is not None:
+        verb(req, plugin.config_for(req), handles)
     return None
 
 
@@ -278,32 +272,58 @@ def _run_quietly(steps) -> None:
             pass
 
 
-def handle(plugin_module: str, environ: Mapping[str, str], stdin: bytes,
+@dataclass(frozen=True)
+class NetnsFds:
+    """The namespaces a daemon client passed: its own (the host) and what opening CNI_NETNS gave it, an fd
+    or an errno (neither: there was no path). The daemon owns and closes these fds, not the request."""
+    host: int
+    container: int | None = None
+    container_errno: int | None = None
+
+
+def open_handles(req: Request, given: NetnsFds | None = None) -> Handles:
+    """The request's handles: from the fds a daemon client passed, else from this process's own netns and
+    CNI_NETNS opened here."""
+    if given is None:
+        return Handles(own_netns(), req.netns)
+    return Handles(NetnsHandle(given.host, owns_fd=False), req.netns, given.container, given.container_errno,
+                   owns_container_fd=False)
+
+
+def handle(plugin_name: str, environ: Mapping[str, str], stdin: bytes, netns: NetnsFds | None = None,
            defer_to: list | None = None) -> tuple[int, dict | None]:
     """One invocation, without touching process state: returns (exit code, JSON reply or None).
 
     Work a plugin registered with ``Request.after_reply`` runs before returning, unless ``defer_to`` is
-    given: then it is appended there for the caller to run once the reply is out."""
+    given: then it is appended there for the caller to run once the reply is out (the handles are closed
+    by the last of those steps)."""
     try:
         if environ.get("CNI_COMMAND") == "VERSION":
             return 0, _version_reply(stdin)
         req = build_request(environ, stdin)
         lean_imports.install()
-        plugin = importlib.import_module(plugin_module)
         try:
-            reply = dispatch(plugin, req)
+            plugin = registry.get(plugin_name)
+        except registry.UnknownPlugin:
+            raise CNIError(INVALID_CONFIG, f"unknown plugin {plugin_name!r}") from None
+        handles = open_handles(req, netns)
+        steps = req.deferred
+        try:
+            reply = dispatch(plugin, req, handles)
         except BaseException:
             # The verb failed after registering its last step: that step still runs (a failed IPAM DEL
             # must not leave the container's link behind), and the original error is what is reported.
+            steps.append(handles.close)
             if defer_to is not None:
-                defer_to.extend(req.deferred)
+                defer_to.extend(steps)
             else:
-                _run_quietly(req.deferred)
+                _run_quietly(steps)
             raise
+        steps.append(handles.close)
         if defer_to is not None:
-            defer_to.extend(req.deferred)
+            defer_to.extend(steps)
         else:
-            for fn in req.deferred:
+            for fn in steps:
                 fn()
         return 0, reply
     except CNIError as err:

@@ -1,21 +1,26 @@
-"""sysctl reads and writes for the netns the calling thread is in (/proc/sys/net follows the thread's netns)."""
+"""sysctl reads and writes. With a namespace handle the file is opened inside that namespace (an open
+/proc/sys/net file keeps referring to the namespace it was opened in); without one, in the calling
+thread's namespace (test fixtures that have entered a namespace already)."""
 
 from __future__ import annotations
 
 
-def _path(key: str) -> str:
-    return "/proc/sys/" + key.replace(".", "/") if "/" not in key else "/proc/sys/" + key
+def path(key: str) -> str:
+    return "/proc/sys/" + (key if "/" in key else key.replace(".", "/"))
 
 
-def read(key: str) -> str:
-    with open(_path(key)) as f:
+def _open(key: str, mode: str, netns):
+    return open(path(key), mode) if netns is None else netns.open_proc(path(key), mode)
+
+
+def read(key: str, netns=None) -> str:
+    with _open(key, "r", netns) as f:
         return f.read().strip()
 
 
-def write(key: str, value: str) -> None:
+def write(key: str, value, netns=None) -> None:
     """Writes only when the value differs: concurrent plugins then race on nothing."""
-    path = _path(key)
-    with open(path, "r+") as f:
+    with _open(key, "r+", netns) as f:
         if f.read().strip() == str(value):
             return
         f.seek(0)

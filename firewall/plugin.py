@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from cni_plugins import nft as nftlib
 from cni_plugins.errors import CNIError, INVALID_CONFIG, INTERNAL, PLUGIN_NOT_AVAILABLE
+from cni_plugins.handles import Handles
+from cni_plugins.plugin import Plugin
 from cni_plugins.skel import Request, network_suffix
 from cni_plugins.types import Result
 
@@ -37,12 +39,11 @@ def _addresses(prev: Result) -> list:
     return seen
 
 
-def add(req: Request) -> Result:
-    cfg = parse(req.config)
+def add(req: Request, cfg: FirewallConfig, handles: Handles) -> Result:
     prev = req.require_prev_result("firewall")
     bridge = _bridge_name(cfg, prev)
     owner = req.network_owner()
-    nft = nftlib.Nft()
+    nft = handles.host.nft
     skeleton = table.skeleton(rewrite_rules=not table.rules_in_place(nft))
     created, replaced = [], []
     for address in _addresses(prev):
@@ -64,20 +65,18 @@ def add(req: Request) -> Result:
     return prev
 
 
-def delete(req: Request) -> None:
-    parse(req.config)
-    nft = nftlib.Nft()
+def delete(req: Request, cfg: FirewallConfig, handles: Handles) -> None:
+    nft = handles.host.nft
     if not nft.table_exists(table.FAMILY, table.TABLE):
         return
     owner = req.network_owner()
     nft.delete_owned(table.FAMILY, table.TABLE, table.ADDR_SETS.values(), keep=lambda t: t != owner)
 
 
-def check(req: Request) -> None:
-    cfg = parse(req.config)
+def check(req: Request, cfg: FirewallConfig, handles: Handles) -> None:
     prev = req.require_prev_result("firewall")
     bridge = _bridge_name(cfg, prev)
-    nft = nftlib.Nft()
+    nft = handles.host.nft
     if not table.rules_in_place(nft):
         raise CNIError(INTERNAL, f"the rules of nftables chain {table.FAMILY} {table.TABLE} {table.CHAIN} are "
                        "missing or were changed")
@@ -94,19 +93,17 @@ def check(req: Request) -> None:
         raise CNIError(INTERNAL, f"bridge {bridge!r} is not in set {table.TABLE} {table.ISOLATED}")
 
 
-def status(req: Request) -> None:
-    parse(req.config)
+def status(req: Request, cfg: FirewallConfig, handles: Handles) -> None:
     try:
-        nftlib.Nft().apply([{"list": {"tables": {"family": table.FAMILY}}}], "list nftables tables")
+        handles.host.nft.apply([{"list": {"tables": {"family": table.FAMILY}}}], "list nftables tables")
     except Exception as exc:
         raise CNIError(PLUGIN_NOT_AVAILABLE, f"firewall cannot use nftables: {exc}") from None
 
 
-def gc(req: Request) -> None:
-    parse(req.config)
+def gc(req: Request, cfg: FirewallConfig, handles: Handles) -> None:
     keep_tags = req.valid_network_owners()
     suffix = network_suffix(req.network_name)
-    nft = nftlib.Nft()
+    nft = handles.host.nft
     if not nft.table_exists(table.FAMILY, table.TABLE):
         return
 
@@ -115,17 +112,18 @@ def gc(req: Request) -> None:
         return t in keep_tags or not t.endswith(suffix)
 
     nft.delete_owned(table.FAMILY, table.TABLE, table.ADDR_SETS.values(), keep=keep)
-    _gc_isolated_bridges(nft)
+    _gc_isolated_bridges(nft, handles.host.ipr)
 
 
-def _gc_isolated_bridges(nft) -> None:
-    from cni_plugins import netns as cni_netns
-
-    with cni_netns.iproute() as ipr:
-        present = {msg.get_attr("IFLA_IFNAME") for msg in ipr.get_links()}
+def _gc_isolated_bridges(nft, ipr) -> None:
+    present = {msg.get_attr("IFLA_IFNAME") for msg in ipr.get_links()}
     gone = [nftlib.value_of(e) for e in nft.list_elements(table.FAMILY, table.TABLE, table.ISOLATED)
             if nftlib.value_of(e) not in present]
     if gone:
         nft.apply([table.element_cmd("delete", table.ISOLATED, gone),
                    table.element_cmd("delete", table.ISOLATED_SELF, [{"concat": [b, b]} for b in gone])],
                   "firewall GC of isolated bridges")
+
+
+PLUGIN = Plugin(name="firewall", load_config=lambda req: parse(req.config), add=add, delete=delete, check=check,
+                status=status, gc=gc)

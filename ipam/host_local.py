@@ -10,15 +10,15 @@ from __future__ import annotations
 import os
 
 from cni_plugins.errors import CNIError, INTERNAL, INVALID_CONFIG, PLUGIN_NOT_AVAILABLE
+from cni_plugins.plugin import Plugin
 from cni_plugins.skel import Request
 from cni_plugins.types import DNS, IPConfig, Result
 
 from . import allocator
-from .config import data_dir, ipam_section, load_host_local, network_name, parse_resolv_conf, requested_ips
+from .config import HostLocalConfig, data_dir, ipam_section, load_host_local, network_name, parse_resolv_conf, requested_ips
 from .store import LeaseStore, held_in, io_errors
 
-def add(req: Request) -> Result:
-    conf = load_host_local(req)
+def add(req: Request, conf: HostLocalConfig, _handles) -> Result:
     wanted = requested_ips(req)
     dns = parse_resolv_conf(conf.resolv_conf) if conf.resolv_conf else DNS()
     ips: list[IPConfig] = []
@@ -47,18 +47,19 @@ def add(req: Request) -> Result:
     return Result(ips=ips, routes=conf.routes, dns=dns)
 
 
-def delete(req: Request) -> None:
-    # Only what locating the leases needs is read: DEL must work even when the ranges have changed since ADD.
-    ipam = ipam_section(req)
-    store = LeaseStore(data_dir(ipam), network_name(req))
+def _lease_store(req: Request) -> LeaseStore:
+    """Only what locating the leases needs: DEL and GC must work even when the ranges changed since ADD."""
+    return LeaseStore(data_dir(ipam_section(req)), network_name(req))
+
+
+def delete(req: Request, store: LeaseStore, _handles) -> None:
     if not os.path.isdir(store.dir):
         return
     with store, io_errors("cannot release lease"):
         store.release_holder(req.container_id, req.ifname)
 
 
-def check(req: Request) -> None:
-    conf = load_host_local(req)
+def check(req: Request, conf: HostLocalConfig, _handles) -> None:
     store = LeaseStore(conf.data_dir, conf.name)
     if not os.path.isdir(store.dir):
         raise CNIError(INTERNAL, f"host-local: no address leased to {req.owner()}: {store.dir} does not exist")
@@ -74,12 +75,10 @@ def check(req: Request) -> None:
             raise CNIError(INTERNAL, f"host-local: address {ip} of prevResult is not leased to {req.owner()}")
 
 
-def gc(req: Request) -> None:
+def gc(req: Request, store: LeaseStore, _handles) -> None:
     """Releases every lease whose attachment the runtime no longer knows."""
     valid = req.valid_attachments()
     valid_ids = {cid for cid, _ in valid}
-    ipam = ipam_section(req)
-    store = LeaseStore(data_dir(ipam), network_name(req))
     if not os.path.isdir(store.dir):
         return
     with store, io_errors("cannot release lease"):
@@ -109,8 +108,7 @@ def _unusable(path: str) -> str | None:
     return None
 
 
-def status(req: Request) -> None:
-    conf = load_host_local(req)
+def status(req: Request, conf: HostLocalConfig, _handles) -> None:
     store = LeaseStore(conf.data_dir, conf.name)
     why = _unusable(store.dir)
     if why:
@@ -126,3 +124,6 @@ def status(req: Request) -> None:
         if not allocator.has_free_address(range_set, leases):
             raise CNIError(PLUGIN_NOT_AVAILABLE, f"host-local: no IP addresses available in range set: {range_set}")
 
+
+PLUGIN = Plugin(name="host-local", load_config=load_host_local, add=add, delete=delete, check=check,
+                status=status, gc=gc, load_teardown_config=_lease_store)

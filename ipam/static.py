@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cni_plugins.errors import CNIError, INTERNAL, INVALID_ENVIRONMENT, invalid_config
+from cni_plugins.plugin import Plugin, no_config
 from cni_plugins.skel import Request
 from cni_plugins.types import DNS, IPAddress, IPConfig, IPInterface, Result, Route
 
@@ -86,18 +87,16 @@ def load(req: Request) -> StaticConfig:
     return StaticConfig(addresses, parse_routes(ipam.get("routes"), "ipam.routes"), parse_dns(ipam.get("dns"), "ipam.dns"))
 
 
-def add(req: Request) -> Result:
-    conf = load(req)
+def add(req: Request, conf: StaticConfig, _handles) -> Result:
     return Result(ips=conf.addresses, routes=conf.routes, dns=conf.dns)
 
 
-def delete(req: Request) -> None:
+def delete(req: Request, _conf, _handles) -> None:
     return None
 
 
-def check(req: Request) -> None:
+def check(req: Request, conf: StaticConfig, _handles) -> None:
     """Every address this config yields must be in prevResult, with the configured gateway."""
-    conf = load(req)
     prev = req.require_prev_result("static", "CHECK needs the result of the ADD in the network config")
     found = {ipc.address.ip: ipc for ipc in prev.ips}
     for want in conf.addresses:
@@ -107,3 +106,7 @@ def check(req: Request) -> None:
         if want.gateway is not None and got.gateway != want.gateway:
             raise CNIError(INTERNAL, f"static: address {want.address} of {req.ifname} has gateway {got.gateway},"
                            f" expected {want.gateway}")
+
+
+PLUGIN = Plugin(name="static", load_config=load, add=add, delete=delete, check=check,
+                load_teardown_config=no_config)

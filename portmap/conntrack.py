@@ -14,8 +14,9 @@ import sys
 _AF = {4: _socket.AF_INET, 6: _socket.AF_INET6}
 
 
-def flush_udp(ports_by_family: dict[int, set[int]]) -> int:
-    """Deletes UDP entries whose original destination port is one of the given ports; returns how many.
+def flush_udp(host, ports_by_family: dict[int, set[int]]) -> int:
+    """Deletes UDP entries of ``host`` (a NetnsHandle) whose original destination port is one of the given
+    ports; returns how many.
 
     Best effort, as in the reference: a failure is reported on stderr and never fails the CNI operation.
     """
@@ -28,7 +29,7 @@ def flush_udp(ports_by_family: dict[int, set[int]]) -> int:
         if not ports:
             continue
         try:
-            with Conntrack(nfgen_family=_AF[family]) as ct:
+            with host.make(Conntrack, nfgen_family=_AF[family]) as ct:
                 # One filtered dump per family: every dump walks the whole conntrack hash table in the kernel,
                 # so the port test is done here rather than with one dump per port.
                 wanted = NFCTAttrTuple(family=_AF[family], proto=_socket.IPPROTO_UDP)

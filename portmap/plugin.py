@@ -22,6 +22,8 @@ from cni_plugins import nft as nftlib
 from cni_plugins import sysctl
 from cni_plugins.errors import CNIError, INTERNAL, PLUGIN_NOT_AVAILABLE, invalid_config
 from cni_plugins.nft import Nft, NftError
+from cni_plugins.handles import Handles
+from cni_plugins.plugin import Plugin, no_config
 from cni_plugins.skel import Request
 from cni_plugins.types import Result
 
@@ -33,14 +35,13 @@ HOST_PORT_IN_USE = 100
 
 
 # -- verbs -------------------------------------------------------------------------------------------------
-def add(req: Request) -> Result:
+def add(req: Request, cfg: config.PortMapConfig, handles: Handles) -> Result:
     prev = req.require_prev_result("portmap")
-    cfg = config.load(req)
     addresses = config.container_addresses(prev)
     entries = config.dnat_entries(cfg.mappings, addresses)
     if not entries:
         return prev
-    nft = Nft()
+    nft = handles.host.nft
     profile = Profile(cfg.network, cfg.options)
     try:
         claim(nft, profile, entries, req.owner())
@@ -52,30 +53,30 @@ def add(req: Request) -> Result:
         claim(nft, profile, entries, req.owner())
     try:
         if cfg.options.snat and any(e.family == 4 for e in entries):
-            _enable_localnet_routing(addresses[4].ip)
+            _enable_localnet_routing(handles.host, addresses[4].ip)
     except BaseException:
         owner = req.owner()  # a failed ADD leaves nothing behind
         remove(nft, lambda name, tag: tag == owner, claims_too=lambda tag: tag == owner)
         raise
-    conntrack.flush_udp(_udp_ports((e.family, e.protocol, e.host_port) for e in entries))
+    conntrack.flush_udp(handles.host, _udp_ports((e.family, e.protocol, e.host_port) for e in entries))
     return prev
 
 
-def delete(req: Request) -> None:
+def delete(req: Request, _conf, handles: Handles) -> None:
     owner = req.owner()
-    nft = Nft()
+    nft = handles.host.nft
     known = _entries_for_delete(req)
     if known:
         profile, entries = known
         try:  # exact: the receipt exists only if this owner added precisely these elements
             nft.apply(_delete_commands(profile, _wanted(profile, entries), owner), "delete portmap elements")
-            conntrack.flush_udp(_udp_ports((e.family, e.protocol, e.host_port) for e in entries))
+            conntrack.flush_udp(handles.host, _udp_ports((e.family, e.protocol, e.host_port) for e in entries))
             return
         except NftError as exc:
             if not exc.missing:
                 raise
     removed = remove(nft, lambda name, tag: tag == owner, claims_too=lambda tag: tag == owner)
-    conntrack.flush_udp(_udp_ports(_claim_ports(removed)))
+    conntrack.flush_udp(handles.host, _udp_ports(_claim_ports(removed)))
 
 
 def _entries_for_delete(req: Request):
@@ -91,14 +92,13 @@ def _entries_for_delete(req: Request):
     return (Profile(cfg.network, cfg.options), entries) if entries else None
 
 
-def check(req: Request) -> None:
+def check(req: Request, cfg: config.PortMapConfig, handles: Handles) -> None:
     prev = req.require_prev_result("portmap")
-    cfg = config.load(req)
     entries = config.dnat_entries(cfg.mappings, config.container_addresses(prev))
     if not entries:
         return
     profile = Profile(cfg.network, cfg.options)
-    chains, sets = _listing(Nft())
+    chains, sets = _listing(handles.host.nft)
     owner = req.owner()
     for family in sorted({e.family for e in entries}):
         if profile.chain(family) not in chains:
@@ -113,18 +113,24 @@ def check(req: Request) -> None:
                                              f"{_canon(_pair(elem))} missing from {FAMILY} {TABLE} {name}")
 
 
-def status(req: Request) -> None:
+def status(req: Request, _conf, handles: Handles) -> None:
     try:
-        Nft().apply([{"list": {"tables": {"family": FAMILY}}}], "list nftables tables")
+        handles.host.nft.apply([{"list": {"tables": {"family": FAMILY}}}], "list nftables tables")
     except Exception as exc:
         raise CNIError(PLUGIN_NOT_AVAILABLE, f"portmap cannot use nftables: {exc}") from None
 
 
-def gc(req: Request) -> None:
+def gc(req: Request, _conf, handles: Handles) -> None:
     keep = req.valid_owners()
     prefix = rules.network_prefix(req.network_name) + "_"
-    removed = remove(Nft(), lambda name, tag: name.startswith(prefix) and tag not in keep)
-    conntrack.flush_udp(_udp_ports(_claim_ports(removed)))
+    removed = remove(handles.host.nft, lambda name, tag: name.startswith(prefix) and tag not in keep)
+    conntrack.flush_udp(handles.host, _udp_ports(_claim_ports(removed)))
+
+
+PLUGIN = Plugin(name="portmap", load_config=config.load, add=add, delete=delete, check=check, status=status,
+                gc=gc,
+                # DEL reads the config only as a hint (see _entries_for_delete); GC needs none.
+                load_teardown_config=no_config)
 
 
 # -- layout --------------------------------------------------------------------------------------------------
@@ -313,21 +319,20 @@ def _udp_ports(triples) -> dict[int, set[int]]:
 
 
 # -- host side -----------------------------------------------------------------------------------------------
-def _enable_localnet_routing(container_ip) -> None:
+def _enable_localnet_routing(host, container_ip) -> None:
     """route_localnet=1 on the host interface towards the container, so a DNATed 127.0.0.1 connection may
     leave through it (after masquerade) and its replies may come back (as the reference plugin does)."""
-    ifname = _route_interface(container_ip)
+    ifname = _route_interface(host, container_ip)
     if ifname and ifname != "lo":
-        sysctl.write(sysctl.iface_key(4, ifname, "route_localnet"), "1")
+        host.sysctl_write(sysctl.iface_key(4, ifname, "route_localnet"), "1")
 
 
-def _route_interface(ip) -> str | None:
-    """The interface of the longest matching main-table route, read from procfs (no netlink library to load
-    on every IPv4 ADD; the container's connected route is what matters here). thread-self: a resident daemon
-    serves each request from a thread that entered the caller's netns."""
+def _route_interface(host, ip) -> str | None:
+    """The interface of the longest matching main-table route in ``host``, read from procfs (no netlink
+    library to load on every IPv4 ADD; the container's connected route is what matters here)."""
     target = int(ip)
     best = None
-    with open("/proc/thread-self/net/route") as f:
+    with host.open_proc("/proc/thread-self/net/route") as f:
         next(f)
         for line in f:
             fields = line.split()

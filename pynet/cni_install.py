@@ -11,19 +11,18 @@ from __future__ import annotations
 import os
 import sys
 
-from cni_plugins.entry import PLUGIN_MODULES
+from cni_plugins import registry
 from cni_plugins.files import atomic_write
 
 # -IS is -I -S (a shebang passes one argument): no environment variables, no user site, no site module.
 # Runtimes start a plugin for every verb, and site (with the .pth files of a --system-site-packages venv)
 # costs a few ms each time; the directories it would add are written into the script at install time.
-# The thin client is called directly with the plugin's module (cni_plugins.entry's table, resolved here).
 _TEMPLATE = """#!{python} -IS
 # Installed by `pynet cni install`; runs pynet's {name} CNI plugin.
 import sys
 sys.path[1:1] = {paths!r}
-from cni_plugins.client import run
-run({module!r})
+from cni_plugins.main import run
+run({name!r})
 """
 
 
@@ -54,12 +53,13 @@ def install(directory: str) -> list[str]:
     python = interpreter()
     paths = import_paths()
     written = []
-    for name, module in PLUGIN_MODULES.items():
+    for name in registry.NAMES:
         target = os.path.join(directory, name)
-        atomic_write(target, _TEMPLATE.format(python=python, name=name, module=module, paths=paths), mode=0o755,
+        atomic_write(target, _TEMPLATE.format(python=python, name=name, paths=paths), mode=0o755,
                      prefix=f".{name}.")
         os.chmod(target, 0o755)   # whatever the umask took off
         written.append(target)
+    registry.record_installed_dir(directory)
     return written
 
 

@@ -54,7 +54,7 @@ def test_threads_of_one_process_never_share_an_address(tmp_path):
     def one(i):
         req = Request(command="ADD", container_id=f"c{i}", netns="", ifname="eth0", args={}, path=(),
                       config=conf, stdin=b"")
-        return str(host_local.add(req).ips[0].address)
+        return str(host_local.add(req, host_local.load_host_local(req), None).ips[0].address)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         got = list(pool.map(one, range(40)))

@@ -234,16 +234,20 @@ def test_unexpected_exception_in_plugin_becomes_internal_error(monkeypatch):
 
     from cni_plugins import skel
 
+    from cni_plugins import registry
+    from cni_plugins.plugin import Plugin, no_config
+
     broken = types.ModuleType("pynet_test_broken_plugin")
 
-    def add(req):
+    def add(req, conf, handles):
         raise KeyError("boom")
 
-    broken.add = add
+    broken.PLUGIN = Plugin(name="broken", load_config=no_config, add=add, delete=add, check=add)
     monkeypatch.setitem(sys.modules, broken.__name__, broken)
+    monkeypatch.setitem(registry.MODULES, "broken", broken.__name__)
     env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/x", "CNI_IFNAME": "eth0",
            "CNI_PATH": "/nowhere"}
-    code, reply = skel.handle(broken.__name__, env, json.dumps(dict(CONF, cniVersion="0.4.0")).encode())
+    code, reply = skel.handle("broken", env, json.dumps(dict(CONF, cniVersion="0.4.0")).encode())
     assert code != 0
     assert reply["code"] == 999 and reply["cniVersion"] == "0.4.0"
     assert "KeyError" in reply["msg"] and "boom" in reply["details"]

@@ -15,7 +15,8 @@ import os
 from cni_plugins import netlink
 from cni_plugins.files import atomic_write
 from cni_plugins.errors import CNIError, INTERNAL, INVALID_CONFIG, IO_FAILURE
-from cni_plugins.netns import ContainerNetns
+from cni_plugins.handles import Handles, NetnsHandle
+from cni_plugins.plugin import Plugin
 from cni_plugins.skel import Request
 from cni_plugins.types import Result
 
@@ -32,7 +33,7 @@ def _backup_path(data_dir: str, req: Request) -> str:
 
 # -- link attributes ----------------------------------------------------------------------------------
 
-def _link(ns: ContainerNetns, ifname: str):
+def _link(ns: NetnsHandle, ifname: str):
     msg = netlink.link(ns.ipr, ifname)
     if msg is None:
         raise CNIError(INTERNAL, f"interface {ifname!r} not found in the container network namespace")
@@ -61,7 +62,7 @@ def _wanted(cfg: TuningConfig) -> dict:
     return out
 
 
-def _apply_link(ns: ContainerNetns, ifname: str, attrs: dict) -> None:
+def _apply_link(ns: NetnsHandle, ifname: str, attrs: dict) -> None:
     index = _link(ns, ifname)["index"]
     what = ", ".join(f"{k}={v}" for k, v in attrs.items())
     try:
@@ -82,33 +83,27 @@ def _apply_link(ns: ContainerNetns, ifname: str, attrs: dict) -> None:
 
 # -- sysctls ------------------------------------------------------------------------------------------
 
-def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read().strip()
+def _write_sysctls(ns: NetnsHandle, values: dict[str, str]) -> None:
+    """Writes path -> value inside the container netns."""
+    for path, value in values.items():
+        try:
+            with ns.open_proc(path, "w") as f:
+                f.write(value)
+        except OSError as exc:
+            code = IO_FAILURE if exc.errno not in (errno.ENOENT, errno.EINVAL) else INVALID_CONFIG
+            raise CNIError(code, f"cannot set sysctl {path[len('/proc/sys/'):]} to {value!r}: "
+                           f"{exc.strerror}") from None
 
 
-def _write_sysctls(ns: ContainerNetns, values: dict[str, str]) -> None:
-    """Writes path -> value inside the container netns (/proc/sys/net follows the thread's netns)."""
-    with ns.entered():
-        for path, value in values.items():
-            try:
-                with open(path, "w") as f:
-                    f.write(value)
-            except OSError as exc:
-                code = IO_FAILURE if exc.errno not in (errno.ENOENT, errno.EINVAL) else INVALID_CONFIG
-                raise CNIError(code, f"cannot set sysctl {path[len('/proc/sys/'):]} to {value!r}: "
-                               f"{exc.strerror}") from None
-
-
-def _read_sysctls(ns: ContainerNetns, paths) -> dict[str, str]:
+def _read_sysctls(ns: NetnsHandle, paths) -> dict[str, str]:
     out = {}
-    with ns.entered():
-        for path in paths:
-            try:
-                out[path] = _read(path)
-            except FileNotFoundError:
-                raise CNIError(INVALID_CONFIG, f"invalid sysctl {path[len('/proc/sys/'):]}: no such key in "
-                               "the container network namespace") from None
+    for path in paths:
+        try:
+            with ns.open_proc(path) as f:
+                out[path] = f.read().strip()
+        except FileNotFoundError:
+            raise CNIError(INVALID_CONFIG, f"invalid sysctl {path[len('/proc/sys/'):]}: no such key in "
+                           "the container network namespace") from None
     return out
 
 
@@ -130,7 +125,7 @@ def _load(path: str) -> dict | None:
     return data if isinstance(data, dict) else {}
 
 
-def _restore(ns: ContainerNetns, ifname: str, saved: dict) -> None:
+def _restore(ns: NetnsHandle, ifname: str, saved: dict) -> None:
     if saved.get("sysctl"):
         _write_sysctls(ns, saved["sysctl"])
     link_attrs = saved.get("link") or {}
@@ -147,34 +142,39 @@ def _remove(path: str) -> None:
 
 # -- verbs --------------------------------------------------------------------------------------------
 
-def add(req: Request) -> Result:
+def _load_config(req: Request) -> TuningConfig:
     cfg = tconf.parse(req)
-    tconf.check_allowed(cfg.sysctl, tconf.load_allowlist(req.environ))
+    if req.command == "ADD":
+        tconf.check_allowed(cfg.sysctl, tconf.load_allowlist(req.environ))
+    return cfg
+
+
+def add(req: Request, cfg: TuningConfig, handles: Handles) -> Result:
     prev = req.require_prev_result("tuning")
     sysctls = {tconf.sysctl_path(k, req.ifname): v for k, v in cfg.sysctl.items()}
     wanted = _wanted(cfg)
     backup = _backup_path(cfg.data_dir, req)
-    with ContainerNetns.open(req.netns) as ns:
-        current = _current(_link(ns, req.ifname)) if wanted else {}
-        saved = {"sysctl": _read_sysctls(ns, sysctls), "link": {k: current[k] for k in wanted}}
-        # A repeated ADD must not take the values it set last time for originals: earlier saves win.
-        earlier = _load(backup)
-        merged = {part: {**saved[part], **((earlier or {}).get(part) or {})} for part in ("sysctl", "link")}
-        if merged["sysctl"] or merged["link"]:
-            _save(backup, merged)
+    ns = handles.container()
+    current = _current(_link(ns, req.ifname)) if wanted else {}
+    saved = {"sysctl": _read_sysctls(ns, sysctls), "link": {k: current[k] for k in wanted}}
+    # A repeated ADD must not take the values it set last time for originals: earlier saves win.
+    earlier = _load(backup)
+    merged = {part: {**saved[part], **((earlier or {}).get(part) or {})} for part in ("sysctl", "link")}
+    if merged["sysctl"] or merged["link"]:
+        _save(backup, merged)
+    try:
+        _write_sysctls(ns, sysctls)
+        if wanted:
+            _apply_link(ns, req.ifname, wanted)
+    except BaseException:
         try:
-            _write_sysctls(ns, sysctls)
-            if wanted:
-                _apply_link(ns, req.ifname, wanted)
-        except BaseException:
-            try:
-                _restore(ns, req.ifname, saved)
-            finally:
-                if earlier:
-                    _save(backup, earlier)
-                else:
-                    _remove(backup)
-            raise
+            _restore(ns, req.ifname, saved)
+        finally:
+            if earlier:
+                _save(backup, earlier)
+            else:
+                _remove(backup)
+        raise
     if cfg.mac:
         for iface in prev.interfaces:
             if iface.name == req.ifname:
@@ -182,35 +182,37 @@ def add(req: Request) -> Result:
     return prev
 
 
-def delete(req: Request) -> None:
-    # Only the data dir matters here: a DEL must clean up even when the rest of the config went bad.
-    backup = _backup_path(tconf.parse_data_dir(req.config), req)
+def delete(req: Request, data_dir: str, handles: Handles) -> None:
+    backup = _backup_path(data_dir, req)
     saved = _load(backup)
     if saved is None:
         return
-    ns = ContainerNetns.maybe_open(req.netns)
+    ns = handles.container_if_present()
     if ns is not None:
-        with ns:
-            _restore(ns, req.ifname, saved)
+        _restore(ns, req.ifname, saved)
     _remove(backup)
 
 
-def check(req: Request) -> None:
-    cfg = tconf.parse(req)
+def check(req: Request, cfg: TuningConfig, handles: Handles) -> None:
     req.require_prev_result("tuning")
     sysctls = {tconf.sysctl_path(k, req.ifname): v for k, v in cfg.sysctl.items()}
-    with ContainerNetns.open(req.netns) as ns:
-        for path, value in _read_sysctls(ns, sysctls).items():
-            if value != sysctls[path]:
-                raise CNIError(INTERNAL, f"sysctl {path[len('/proc/sys/'):]} is {value!r}, configured {sysctls[path]!r}")
-        current = _current(_link(ns, req.ifname))
-        wanted = _wanted(cfg)
-        wanted.setdefault("promisc", False)  # the reference also checks that promisc is off when not asked for
-        for key, value in wanted.items():
-            have = current[key].lower() if key == "mac" else current[key]
-            if have != value:
-                raise CNIError(INTERNAL, f"{key} of {req.ifname!r} is {current[key]!r}, configured {value!r}")
+    ns = handles.container()
+    for path, value in _read_sysctls(ns, sysctls).items():
+        if value != sysctls[path]:
+            raise CNIError(INTERNAL, f"sysctl {path[len('/proc/sys/'):]} is {value!r}, configured {sysctls[path]!r}")
+    current = _current(_link(ns, req.ifname))
+    wanted = _wanted(cfg)
+    wanted.setdefault("promisc", False)  # the reference also checks that promisc is off when not asked for
+    for key, value in wanted.items():
+        have = current[key].lower() if key == "mac" else current[key]
+        if have != value:
+            raise CNIError(INTERNAL, f"{key} of {req.ifname!r} is {current[key]!r}, configured {value!r}")
 
 
-def status(req: Request) -> None:
-    tconf.parse(req)
+def status(req: Request, cfg: TuningConfig, handles: Handles) -> None:
+    """The config was valid (the skeleton loaded it); tuning has nothing else to report."""
+
+
+PLUGIN = Plugin(name="tuning", load_config=_load_config, add=add, delete=delete, check=check, status=status,
+                # Only the data dir matters to DEL: it must clean up even when the rest of the config went bad.
+                load_teardown_config=lambda req: tconf.parse_data_dir(req.config))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from cni_plugins.client import DEFAULT_SOCKET
+from cni_plugins.wire import DEFAULT_SOCKET
 
 
 def register(sub) -> None:

@@ -1,16 +1,15 @@
-"""Unix-socket server for CNI requests.
+"""Unix-socket server for CNI requests (cni_plugins/wire.py is the protocol).
 
-Each connection gets a thread. The client sends its network namespace as a file descriptor; the thread
-setns()es into it (network namespaces are per thread), so netlink sockets, nft contexts and /proc/sys/net
-all see the caller's namespace, exactly as if the plugin ran there. Requests for one container are
+Each connection gets a thread. The client passes its network namespace (the plugin's host) and the
+container's, opened by itself, as file descriptors; the request's handles are built from those fds
+(cni_plugins/handles.py), so the thread itself never changes namespace and the daemon never resolves a
+CNI_NETNS path, which may exist only in the client's mount namespace. Requests for one container are
 serialized; different containers run concurrently.
 """
 
 from __future__ import annotations
 
-import array
 import collections
-import importlib
 import json
 import os
 import signal
@@ -18,17 +17,10 @@ import socket
 import struct
 import threading
 
-from cni_plugins import delegate
-from cni_plugins import netns as cni_netns
-from cni_plugins.client import DEFAULT_SOCKET, decode_env, pack, recv_exact, recv_fields
-from cni_plugins.entry import PLUGIN_MODULES
-from cni_plugins.errors import CNIError
+from cni_plugins import delegate, registry, wire
+from cni_plugins.errors import CNIError, INVALID_ENVIRONMENT
+from cni_plugins.skel import NetnsFds, handle
 from cni_plugins.version import CURRENT
-from cni_plugins.skel import handle
-
-_ALLOWED_MODULES = frozenset(PLUGIN_MODULES.values())
-_RUN_REQUEST = b"pynet-run"   # first field of a `pynet run` (pynet/launcher/remote.py); else a plugin module
-_MAX_FDS = 16
 
 
 class AlreadyRunning(Exception):
@@ -58,49 +50,19 @@ class ContainerLocks:
 
 
 def preload() -> list[str]:
-    """Imports every plugin module (and with them pyroute2 and nftables) once, up front."""
+    """Imports every plugin (and with them pyroute2 and nftables) once, up front."""
     loaded = []
-    for module in sorted(_ALLOWED_MODULES):
+    for name in registry.NAMES:
         try:
-            importlib.import_module(module)
-            loaded.append(module)
+            registry.get(name)
+            loaded.append(name)
         except ImportError:
             pass
     return loaded
 
 
-def _take_field(conn: socket.socket, buffered: bytes) -> tuple[bytes, bytes]:
-    """The first length-prefixed field of ``buffered`` (read more from ``conn`` if needed), and the rest."""
-    while len(buffered) < 4:
-        buffered += recv_exact(conn, 4 - len(buffered))
-    end = 4 + int.from_bytes(buffered[:4], "big")
-    if len(buffered) < end:
-        buffered += recv_exact(conn, end - len(buffered))
-    return buffered[4:end], buffered[end:]
-
-
-def _recv_request(conn: socket.socket) -> tuple[bytes, list[bytes], list[int]]:
-    """(kind, the request's other fields, fds): a CNI request is module, env, stdin; a run request is
-    argv, env, cwd, umask, namespace names."""
-    fds = array.array("i")
-    # The fds ride on the first bytes of the message: read them with recvmsg, the rest plainly.
-    first, ancdata, _flags, _addr = conn.recvmsg(65536, socket.CMSG_SPACE(_MAX_FDS * fds.itemsize))
-    for level, kind, cdata in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
-    try:
-        if not first:
-            raise ConnectionError("client went away")
-        kind, rest = _take_field(conn, first)
-        return kind, recv_fields(conn, 5 if kind == _RUN_REQUEST else 2, rest), list(fds)
-    except BaseException:
-        for fd in fds:
-            os.close(fd)
-        raise
-
-
 class Server:
-    def __init__(self, path: str = DEFAULT_SOCKET):
+    def __init__(self, path: str = wire.DEFAULT_SOCKET):
         self.path = path
         self.locks = ContainerLocks()
         self.served = collections.Counter()
@@ -172,11 +134,12 @@ class Server:
             with conn:
                 if not self._peer_allowed(conn):
                     return
-                kind, fields, fds = _recv_request(conn)
-                if kind == _RUN_REQUEST:
+                kind, fields, fds = wire.recv_request(conn)
+                if kind == wire.RUN:
                     return self.start_run(conn, fields, fds)
-                env, stdin = fields
-                self.execute(conn, kind.decode(), decode_env(env), stdin, fds[0] if fds else None)
+                plugin, env, stdin, netns_status = fields
+                self.execute(conn, plugin.decode("utf-8", "surrogateescape"), wire.decode_env(env), stdin,
+                             netns_status, fds)
         except (ConnectionError, OSError, ValueError):
             pass
         finally:
@@ -186,24 +149,24 @@ class Server:
     def start_run(self, conn: socket.socket, fields: list, fds: list) -> None:
         """Hands a `pynet run` to the zygote, whose launcher answers the client on this connection."""
         if self.zygote is None or len(fds) < 3 or not self.zygote.submit(conn.fileno(), fields, fds):
-            conn.sendall(pack(b"R", b"the daemon cannot launch containers"))
+            conn.sendall(wire.pack(wire.REFUSED, b"the daemon cannot launch containers"))
             return
         self.served["run"] += 1
 
-    def execute(self, conn: socket.socket, module: str, env: dict, stdin: bytes, netns_fd: int | None) -> None:
+    def execute(self, conn: socket.socket, plugin: str, env: dict, stdin: bytes, netns_status: bytes,
+                fds: list) -> None:
         """Serves one request and replies on ``conn``; deferred work runs after the reply, still under the
-        container's lock."""
-        if module not in _ALLOWED_MODULES:
-            return _reply(conn, 1, _error(4, f"unknown plugin module {module!r}"))
-        if netns_fd is None:
-            return _reply(conn, 1, _error(4, "the daemon needs the caller's network namespace"))
-        # This thread now lives in the caller's namespace for the rest of its short life.
-        cni_netns.setns(netns_fd)
+        container's lock. ``fds`` stay the caller's to close."""
+        netns = _netns_fds(netns_status, fds)
+        if plugin not in registry.NAMES:
+            return _reply(conn, 1, _error(INVALID_ENVIRONMENT, f"unknown plugin {plugin!r}"))
+        if netns is None:
+            return _reply(conn, 1, _error(INVALID_ENVIRONMENT, "the daemon needs the caller's network namespace"))
         key = env.get("CNI_CONTAINERID") or ""
         deferred: list = []
         self.locks.acquire(key)
         try:
-            code, reply = handle(module, env, stdin, defer_to=deferred)
+            code, reply = handle(plugin, env, stdin, netns=netns, defer_to=deferred)
             _reply(conn, code, (json.dumps(reply) + "\n") if reply is not None else "")
             for fn in deferred:
                 try:
@@ -215,18 +178,29 @@ class Server:
         self.served[env.get("CNI_COMMAND", "?")] += 1
 
 
+def _netns_fds(status: bytes, fds: list) -> NetnsFds | None:
+    """What the client passed: its netns, and CNI_NETNS as an fd or the errno of opening it."""
+    if not fds:
+        return None
+    if status == wire.NETNS_OPENED:
+        return NetnsFds(fds[0], fds[1]) if len(fds) > 1 else None
+    if status == wire.NETNS_NOT_GIVEN or not status.isdigit():
+        return NetnsFds(fds[0])
+    return NetnsFds(fds[0], container_errno=int(status))
+
+
 def _error(code: int, msg: str) -> str:
     return json.dumps(CNIError(code, msg).to_dict(CURRENT)) + "\n"
 
 
 def _reply(conn: socket.socket, code: int, text: str) -> None:
     try:
-        conn.sendall(pack(str(code).encode(), text.encode("utf-8", "surrogateescape")))
+        conn.sendall(wire.pack(str(code).encode(), text.encode("utf-8", "surrogateescape")))
     except OSError:
         pass  # the client is gone; it falls back on its own
 
 
-def run(path: str = DEFAULT_SOCKET, ready=None, serve_containers: bool = False) -> None:
+def run(path: str = wire.DEFAULT_SOCKET, ready=None, serve_containers: bool = False) -> None:
     """Runs the daemon in the foreground until SIGTERM/SIGINT. ``serve_containers``: also serve
     `pynet run` (opt-in: the zygote keeps a prepared container slot, with cgroups, while it waits)."""
     server = Server(path)

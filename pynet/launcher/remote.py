@@ -16,7 +16,7 @@ runs, the client sends ``S`` signum for each signal it gets, which the launcher 
 import posix
 import sys
 
-from cni_plugins.client import connect, encode_env, pack, recv_fields, send_with_fds
+from cni_plugins.wire import connect, encode_env, pack, recv_fields, send_with_fds
 
 REQUEST_KIND = b"pynet-run"
 # The namespaces the launcher joins before it creates the container (user first, as nsenter does).

@@ -39,7 +39,7 @@ import socket
 import sys
 import threading
 
-from cni_plugins.client import decode_env, pack, recv_fields
+from cni_plugins.wire import decode_env, pack, recv_fields
 
 from . import linux
 from .remote import NAMESPACES

@@ -1,0 +1,38 @@
+"""What a CNI plugin is to the skeleton (the reference's ``skel.PluginMainFuncs``, netavark's driver trait).
+
+A plugin module defines one ``PLUGIN = Plugin(...)``. The skeleton turns the environment and stdin into a
+validated ``Request``, asks the plugin for its typed config (``load_config``: every message names the bad
+key and value), opens the ``Handles`` and calls one verb with ``(request, config, handles)``. The verb returns
+a ``Result`` (ADD) or None, and raises ``CNIError`` for failures; the skeleton renders both in the
+requested cniVersion and closes the handles. The same function serves a standalone process and the daemon.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Plugin:
+    name: str
+    load_config: Callable[[Any], Any]
+    add: Callable[[Any, Any, Any], Any]
+    delete: Callable[[Any, Any, Any], None]
+    check: Callable[[Any, Any, Any], None]
+    status: Callable[[Any, Any, Any], None] | None = None
+    gc: Callable[[Any, Any, Any], None] | None = None
+    # DEL and GC must clean up even when the rest of the config went bad (or changed since ADD): a plugin
+    # whose teardown needs less than the whole config says so with a loader of its own (host-local reads
+    # only where its leases are, tuning only its data directory).
+    load_teardown_config: Callable[[Any], Any] | None = None
+
+    def config_for(self, req):
+        if req.command in ("DEL", "GC") and self.load_teardown_config is not None:
+            return self.load_teardown_config(req)
+        return self.load_config(req)
+
+
+def no_config(req) -> None:
+    """For plugins whose config holds nothing beyond what the skeleton validates already."""
+    return None

@@ -1,0 +1,80 @@
+"""Every plugin pynet ships, by the name runtimes call it (the executable's name, a conflist's ``type``).
+
+Each entry is the module that defines the plugin's ``PLUGIN`` (cni_plugins/plugin.py). Modules are
+imported on first use: VERSION and the thin client never load plugin code, and a standalone host-local
+never loads netlink. Whether an executable on CNI_PATH is one of ours is decided here too, by where it
+lives, never by reading it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+MODULES = {
+    "bridge": "bridge.plugin",
+    "host-local": "ipam.host_local",
+    "static": "ipam.static",
+    "loopback": "loopback.plugin",
+    "portmap": "portmap.plugin",
+    "firewall": "firewall.plugin",
+    "tuning": "tuning.plugin",
+}
+NAMES = tuple(MODULES)
+# Plugin scripts written by earlier versions of `pynet cni install` name the module instead.
+_BY_MODULE = {module: name for name, module in MODULES.items()}
+# Written next to the interpreter by `pynet cni install`: the directories holding this installation's
+# plugin executables besides its own bin directory.
+INSTALLED_DIRS_FILE = "pynet-cni-dirs"
+
+
+class UnknownPlugin(LookupError):
+    pass
+
+
+def canonical(name: str) -> str:
+    if name in MODULES:
+        return name
+    if name in _BY_MODULE:
+        return _BY_MODULE[name]
+    raise UnknownPlugin(name)
+
+
+def get(name: str):
+    """The ``Plugin`` registered as ``name``."""
+    return importlib.import_module(MODULES[canonical(name)]).PLUGIN
+
+
+def bin_dir() -> str:
+    """Where this installation's interpreter and plugin executables live (not resolved through links: the
+    venv's own bin/python is what makes its site-packages visible)."""
+    return os.path.dirname(os.path.abspath(sys.executable))
+
+
+def installed_dirs() -> set[str]:
+    dirs = {bin_dir()}
+    try:
+        with open(os.path.join(bin_dir(), INSTALLED_DIRS_FILE)) as f:
+            dirs.update(line.strip() for line in f if line.strip())
+    except OSError:
+        pass
+    return {os.path.realpath(d) for d in dirs}
+
+
+def ours(exe: str) -> str | None:
+    """The plugin name when ``exe`` is one of this installation's plugin executables, else None. Those can
+    be served in-process with the same code; a plugin of another installation (another version) cannot."""
+    name = os.path.basename(exe)
+    if name not in MODULES:
+        return None
+    return name if os.path.realpath(os.path.dirname(exe)) in installed_dirs() else None
+
+
+def record_installed_dir(directory: str) -> None:
+    """Called by `pynet cni install DIR` so that ``ours`` recognises the executables it wrote there."""
+    from .files import atomic_write
+
+    dirs = sorted(d for d in installed_dirs() | {os.path.realpath(directory)}
+                  if d != os.path.realpath(bin_dir()) and os.path.isdir(d))
+    atomic_write(os.path.join(bin_dir(), INSTALLED_DIRS_FILE), "".join(d + "\n" for d in dirs))

@@ -1,0 +1,235 @@
+"""The one ctypes layer: the namespace, mount and capability system calls Python 3.11 lacks, and the
+namespace primitives built on them (entering a network namespace for the length of a block, telling a
+namespace's type, pinning one with a bind mount). Plugins, the runner and the launcher all call these;
+nothing else calls setns or mount.
+
+Every function raises OSError with the errno and the call named, so a failing step says which one it was.
+Nothing here decides policy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import os
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# /proc/PID/ns/<name> -> clone flag; the order is the one nsenter uses to join (user first).
+NAMESPACES = {
+    "user": CLONE_NEWUSER, "cgroup": CLONE_NEWCGROUP, "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS,
+    "net": CLONE_NEWNET, "pid": CLONE_NEWPID, "mnt": CLONE_NEWNS,
+}
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MNT_DETACH = 2
+
+PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217, "riscv64": 41}
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def _check(ret: int, what: str) -> int:
+    if ret == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return ret
+
+
+def _b(value):
+    return None if value is None else os.fsencode(value)
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(ctypes.c_int(flags)), f"unshare(0x{flags:x})")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), f"setns({nstype:#x})")
+
+
+def mount(source, target, fstype=None, flags: int = 0, data: str | None = None) -> None:
+    ret = _libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
+    _check(ret, f"mount {fstype or 'bind'} {source} on {target}")
+
+
+def umount2(target, flags: int = 0) -> None:
+    _check(_libc.umount2(_b(target), ctypes.c_int(flags)), f"umount {target}")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    nr = _SYS_PIVOT_ROOT[os.uname().machine]
+    _check(_libc.syscall(ctypes.c_long(nr), _b(new_root), _b(put_old)), "pivot_root")
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc.sethostname(raw, ctypes.c_size_t(len(raw))), f"sethostname {name!r}")
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    return _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
+                              ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)), f"prctl({option})")
+
+
+def set_process_name(name: str) -> None:
+    """PR_SET_NAME: what ps shows as the command of this process (e.g. the --init PID 1)."""
+    _check(_libc.prctl(ctypes.c_int(15), ctypes.c_char_p(name.encode()[:15]), 0, 0, 0), "prctl(PR_SET_NAME)")
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for i in range(2):
+        shift = 32 * i
+        data[i].effective = (effective >> shift) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
+def ns_inode(pid: int | str, name: str) -> int | None:
+    """The namespace identity (nsfs inode) of ``name`` for a process, or None when it is gone."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/{name}").st_ino
+    except OSError:
+        return None
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat: tells a live PID from a recycled one."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    return int(data.rsplit(b")", 1)[1].split()[19])
+
+
+def is_alive(pid: int | None, start_time: int | None) -> bool:
+    if not pid:
+        return False
+    now = proc_start_time(pid)
+    if now is None:
+        return False
+    if start_time is not None and now != start_time:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != b"Z"
+
+
+# -- network namespaces -------------------------------------------------------------------------------------
+SELF_NETNS = "/proc/thread-self/ns/net"
+NS_GET_NSTYPE = 0xB703   # _IO(0xb7, 0x3)
+
+
+def ns_type(fd: int) -> int | None:
+    """The CLONE_NEW* type of a namespace file, or None when ``fd`` is not a namespace at all. The nsfs
+    device number cannot tell a network namespace from a mount namespace; this ioctl can."""
+    try:
+        return fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        return None
+
+
+def same_file(fd_a: int, fd_b: int) -> bool:
+    a, b = os.fstat(fd_a), os.fstat(fd_b)
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+@contextlib.contextmanager
+def entered(fd_or_path, nstype: int = CLONE_NEWNET):
+    """Runs the body with this thread inside another namespace (a network namespace by default), always
+    returning it to where it was. Only for making something that stays bound to that namespace (a
+    socket, an open /proc/sys file) or for a child process that inherits it; see cni_plugins/handles.py."""
+    own = os.open(SELF_NETNS if nstype == CLONE_NEWNET else f"/proc/thread-self/ns/{_NAME_OF[nstype]}",
+                  os.O_RDONLY | os.O_CLOEXEC)
+    target = os.open(fd_or_path, os.O_RDONLY | os.O_CLOEXEC) if isinstance(fd_or_path, str) else fd_or_path
+    try:
+        setns(target, nstype)
+        try:
+            yield
+        finally:
+            setns(own, nstype)
+    finally:
+        os.close(own)
+        if isinstance(fd_or_path, str):
+            os.close(target)
+
+
+_NAME_OF = {flag: name for name, flag in NAMESPACES.items()}
+
+
+# -- pins: a namespace kept alive by a bind mount of its file -----------------------------------------------
+def pin(source: str, target: str) -> None:
+    """Bind-mounts a namespace file so the namespace outlives every process in it."""
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    os.close(fd)
+    try:
+        mount(source, target, None, MS_BIND)
+    except OSError:
+        os.unlink(target)
+        raise
+
+
+def unpin(target: str) -> None:
+    try:
+        umount2(target, MNT_DETACH)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOENT):  # EINVAL: not a mount point (any more)
+            raise
+    try:
+        os.unlink(target)
+    except FileNotFoundError:
+        pass
+
+
+def holds_namespace(target: str, nstype: int = CLONE_NEWNET) -> bool:
+    """True when ``target`` still holds a namespace of that type (not the empty file under a lost pin)."""
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        return ns_type(fd) == nstype
+    finally:
+        os.close(fd)
