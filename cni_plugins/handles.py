@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import dataclass
 
 from . import syscalls
 from .errors import CNIError, INVALID_ENVIRONMENT, UNKNOWN_CONTAINER
@@ -92,6 +93,15 @@ ContainerNetns = NetnsHandle
 def own_netns() -> NetnsHandle:
     """The calling thread's network namespace (a standalone plugin's host)."""
     return NetnsHandle(os.open(syscalls.SELF_NETNS, os.O_RDONLY | os.O_CLOEXEC), syscalls.SELF_NETNS)
+
+
+@dataclass(frozen=True)
+class NetnsFds:
+    """The namespaces a daemon client passed: its own (the host) and what opening CNI_NETNS gave it, an fd
+    or an errno (neither: there was no path). The daemon owns and closes these fds, not the request."""
+    host: int
+    container: int | None = None
+    container_errno: int | None = None
 
 
 class Handles:
@@ -181,8 +191,6 @@ class Handles:
     def passed_on(self):
         """The same namespaces for a plugin this one runs in-process (IPAM, a chained step): the fds as this
         request holds them, so the inner request sees exactly what the outer one saw."""
-        from .skel import NetnsFds
-
         if self._container is not None:
             return NetnsFds(self.host.fd, self._container.fd)
         if self._given_fd is not None or self._given_errno is not None:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from . import lean_imports, registry
-from .handles import Handles, NetnsHandle, own_netns
+from .handles import Handles, NetnsFds, NetnsHandle, own_netns
 from . import version as cniversion
 from .errors import (CNIError, DECODING_FAILURE, INTERNAL, INVALID_CONFIG, INVALID_ENVIRONMENT, INCOMPATIBLE_VERSION,
                      invalid_config)
@@ -270,15 +270,6 @@ def _run_quietly(steps) -> None:
             fn()
         except Exception:
             pass
-
-
-@dataclass(frozen=True)
-class NetnsFds:
-    """The namespaces a daemon client passed: its own (the host) and what opening CNI_NETNS gave it, an fd
-    or an errno (neither: there was no path). The daemon owns and closes these fds, not the request."""
-    host: int
-    container: int | None = None
-    container_errno: int | None = None
 
 
 def open_handles(req: Request, given: NetnsFds | None = None) -> Handles:

@@ -148,3 +148,68 @@ def test_daemon_delegating_to_another_installations_plugin_does_not_wait_on_itse
     assert list((tmp_path / "ipam" / "dnet").glob("10.55.0.*"))
     cni.delete("bridge", _bridge_conf(tmp_path), container_ns, container_id="foreign-ipam")
     assert not list((tmp_path / "ipam" / "dnet").glob("10.55.0.*"))
+
+
+# -- a caller in a private mount namespace (containerd's shims, `ip netns exec`, nested runtimes) -----------
+def _from_private_mounts(cni: CNI, plugin: str, command: str, conf: dict, source_netns: str, mount_dir,
+                         container_id: str):
+    """One invocation from a private mount namespace in which CNI_NETNS (``mount_dir/ns``, a bind mount of
+    ``source_netns``) exists; outside it ``mount_dir`` is an empty directory."""
+    import json
+
+    script = ('mount -t tmpfs pynet-private "$1" && touch "$1/ns" && mount --bind "$2" "$1/ns" && '
+              'exec "$3"')
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(mount_dir),
+            source_netns, cni.find(plugin)]
+    env = cni.env(command, str(mount_dir / "ns"), "eth0", container_id, "")
+    proc = cni.host.run(argv, input=json.dumps(conf).encode(), env=env)
+    reply = json.loads(proc.stdout) if proc.stdout.strip() else None
+    return proc.returncode, reply
+
+
+def test_daemon_serves_a_caller_whose_netns_exists_only_in_its_private_mount_namespace(
+        daemon_cni, cni, make_netns, tmp_path):
+    conf = _bridge_conf(tmp_path)
+    results = {}
+    for label, runner in (("daemon", daemon_cni), ("standalone", cni)):
+        ns = make_netns()
+        where = tmp_path / f"mnt-{label}"
+        where.mkdir()
+        rc, reply = _from_private_mounts(runner, "bridge", "ADD", conf, ns.path, where, f"priv-{label}")
+        assert rc == 0, reply
+        assert ns.addresses("eth0") == [reply["ips"][0]["address"]]
+        results[label] = reply
+        rc, reply = _from_private_mounts(runner, "bridge", "DEL", dict(conf, prevResult=reply), ns.path, where,
+                                         f"priv-{label}")
+        assert rc == 0, reply
+        assert ns.link("eth0") is None or not ns.link("eth0")["flags"] & 1
+    # Same answer both ways, apart from what differs per container (names, MACs, the address).
+    for reply in results.values():
+        bridge, host_veth, container = reply["interfaces"]
+        del host_veth["name"], host_veth["mac"], container["mac"], reply["ips"][0]["address"]
+        container["sandbox"] = "x"
+    assert results["daemon"] == results["standalone"]
+    assert not list((tmp_path / "ipam" / "dnet").glob("10.55.0.*"))
+
+
+def test_netns_of_another_type_is_refused_with_code_4(daemon_cni, cni, host_ns):
+    for runner in (daemon_cni, cni):
+        inv = runner.invoke("loopback", "ADD", LOOPBACK, container="/proc/self/ns/mnt")
+        assert inv.rc != 0 and inv.reply["code"] == 4, inv
+        assert "/proc/self/ns/mnt" in inv.reply["msg"] and "Traceback" not in inv.stderr
+
+
+def test_netns_path_that_is_a_fifo_fails_without_hanging(daemon_cni, cni, tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for runner in (daemon_cni, cni):
+        inv = runner.invoke("loopback", "ADD", LOOPBACK, container=str(fifo))
+        assert inv.rc != 0 and inv.reply["code"] == 4 and str(fifo) in inv.reply["msg"]
+
+
+def test_deeply_nested_config_is_a_decoding_error_not_a_crash(daemon_cni, cni, container_ns):
+    nested = b'{"cniVersion": "1.0.0", "name": "n", "type": "loopback", "x": ' + b"[" * 100000 + b"]" * 100000 + b"}"
+    for runner in (daemon_cni, cni):
+        inv = runner.invoke("loopback", "ADD", nested, container=container_ns)
+        assert inv.rc != 0 and inv.reply["code"] == 6, inv
+        assert "Traceback" not in inv.stderr

@@ -19,7 +19,8 @@ import threading
 
 from cni_plugins import delegate, registry, wire
 from cni_plugins.errors import CNIError, INVALID_ENVIRONMENT
-from cni_plugins.skel import NetnsFds, handle
+from cni_plugins.handles import NetnsFds
+from cni_plugins.skel import handle
 from cni_plugins.version import CURRENT
 
 
