@@ -82,6 +82,7 @@ def _standalone(plugin: str, stdin: bytes, environ=None) -> tuple:
 
     from .skel import handle
 
+    os.environ.pop("PYNET_DAEMON_LOST", None)   # the shim's word to us alone, not to plugins we run
     code, reply = handle(plugin, os.environ if environ is None else environ, stdin)
     return code, (json.dumps(reply) + "\n") if reply is not None else ""
 
@@ -96,7 +97,9 @@ def run(plugin: str) -> None:
     stdin = sys.stdin.buffer.read()
     outcome = None
     path = wire.socket_path()
-    if wire.daemon_mode() != b"off":
+    if posix.environ.pop(b"PYNET_DAEMON_LOST", None) is not None:
+        outcome = _LOST   # the native shim's daemon took the request and went away (see cni_plugins/shim)
+    elif wire.daemon_mode() != b"off":
         if wire.exists(path):
             outcome = _via_daemon(plugin, stdin, path)
         elif wire.autostart_wanted():

@@ -1,9 +1,14 @@
 """`pynet cni install DIR`: puts pynet's plugin executables where a runtime looks for them (e.g. /opt/cni/bin).
 
-Runtimes call plugins with a bare environment (no venv, no PYTHONPATH), so each executable is a tiny
-script whose shebang is this venv's interpreter, absolute, in isolated mode without site (``-IS``: no user site, no
-environment variables, no script directory on sys.path), which still finds pynet through the venv's
-site-packages.
+Each executable is the native shim (cni_plugins/shim/pynet-cni-shim.c, built by scripts/install.sh with
+the system compiler into ``<venv>/libexec/pynet-cni/shim``), copied once per plugin name: it answers
+VERSION itself, hands every other request to the daemon, and without a daemon execs the Python plugin
+script of the same name in ``<venv>/libexec/pynet-cni/``. Where no shim was built (no compiler), the
+executables are those Python scripts themselves.
+
+Runtimes call plugins with a bare environment (no venv, no PYTHONPATH), so each script's shebang is this
+venv's interpreter, absolute, in isolated mode without site (``-IS``: no user site, no environment
+variables, no script directory on sys.path), which still finds pynet through the venv's site-packages.
 """
 
 from __future__ import annotations
@@ -43,13 +48,16 @@ def interpreter() -> str:
     return os.path.abspath(sys.executable)
 
 
-def install(directory: str) -> list[str]:
-    """Writes one executable per plugin into ``directory`` (created if needed); returns their paths.
+def libexec_dir() -> str:
+    """Where the Python plugin scripts and the built shim live; the shim has this path compiled in."""
+    return os.path.join(os.path.dirname(registry.bin_dir()), "libexec", "pynet-cni")
 
-    Each file is replaced atomically, so a runtime calling a plugin during an upgrade sees the old or
-    the new script, never half of one.
-    """
-    os.makedirs(directory, exist_ok=True)
+
+def shim_path() -> str:
+    return os.path.join(libexec_dir(), "shim")
+
+
+def _write_scripts(directory: str) -> list[str]:
     python = interpreter()
     paths = import_paths()
     written = []
@@ -59,12 +67,35 @@ def install(directory: str) -> list[str]:
                      prefix=f".{name}.")
         os.chmod(target, 0o755)   # whatever the umask took off
         written.append(target)
+    return written
+
+
+def install(directory: str, shim: bool = True) -> list[str]:
+    """Writes one executable per plugin into ``directory`` (created if needed); returns their paths.
+
+    Each file is replaced atomically, so a runtime calling a plugin during an upgrade sees the old or
+    the new executable, never half of one. ``shim``: use the native shim when it was built.
+    """
+    os.makedirs(directory, exist_ok=True)
+    os.makedirs(libexec_dir(), exist_ok=True)
+    _write_scripts(libexec_dir())   # what the shim falls back to
+    if not (shim and os.access(shim_path(), os.X_OK)):
+        written = _write_scripts(directory)
+    else:
+        with open(shim_path(), "rb") as f:
+            binary = f.read()
+        written = []
+        for name in registry.NAMES:
+            target = os.path.join(directory, name)
+            atomic_write(target, binary, mode=0o755, prefix=f".{name}.")
+            os.chmod(target, 0o755)
+            written.append(target)
     registry.record_installed_dir(directory)
     return written
 
 
 def _run_install(args) -> int:
-    for path in install(args.directory):
+    for path in install(args.directory, shim=not args.no_shim):
         print(path)
     return 0
 
@@ -77,4 +108,6 @@ def register(subparsers) -> None:
                               description="Writes bridge, host-local, static, loopback, portmap, firewall and tuning "
                                           "into DIR (e.g. /opt/cni/bin), each bound to this installation's Python.")
     inst.add_argument("directory", metavar="DIR")
+    inst.add_argument("--no-shim", action="store_true",
+                      help="install the Python plugin scripts even where the native shim was built")
     inst.set_defaults(func=_run_install)

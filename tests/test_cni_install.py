@@ -14,7 +14,7 @@ CONF = {"cniVersion": "1.0.0", "name": "lo-net", "type": "loopback"}
 
 
 def test_install_writes_every_plugin_as_an_isolated_script(tmp_path):
-    paths = cni_install.install(str(tmp_path / "bin"))
+    paths = cni_install.install(str(tmp_path / "bin"), shim=False)
     names = sorted(os.path.basename(p) for p in paths)
     assert names == sorted(["bridge", "host-local", "static", "loopback", "portmap", "firewall", "tuning"])
     for path in paths:
@@ -64,6 +64,53 @@ def test_installed_plugin_ignores_pythonpath_and_venv_variables(tmp_path, host_n
 
 
 def test_scripts_point_at_this_installations_interpreter(tmp_path):
-    path = cni_install.install(str(tmp_path))[0]
+    path = cni_install.install(str(tmp_path), shim=False)[0]
     assert open(path).readline().strip() == f"#!{os.path.abspath(sys.executable)} -IS"
     assert os.path.dirname(os.path.abspath(sys.executable)) == OUR_PLUGINS
+
+
+# -- the native shim (built by scripts/install.sh when a C compiler is there, as here) ---------------------
+def _shim_built() -> bool:
+    return os.access(cni_install.shim_path(), os.X_OK)
+
+
+def test_install_puts_the_native_shim_in_place_when_it_was_built(tmp_path):
+    assert _shim_built(), "scripts/install.sh builds the shim with cc"
+    paths = cni_install.install(str(tmp_path / "bin"))
+    for path in paths:
+        assert open(path, "rb").read(4) == b"\x7fELF"
+        # What it falls back to without a daemon: the Python script of the same name.
+        fallback = os.path.join(cni_install.libexec_dir(), os.path.basename(path))
+        assert open(fallback).readline().startswith("#!")
+
+
+def test_shim_and_python_script_give_the_same_answers(tmp_path, host_ns, make_netns):
+    shims = CNI(host_ns, cni_install.install(str(tmp_path / "shim"))[0].rsplit("/", 1)[0],
+                extra_env={"PYNET_DAEMON": "off"})
+    scripts = CNI(host_ns, cni_install.install(str(tmp_path / "py"), shim=False)[0].rsplit("/", 1)[0],
+                  extra_env={"PYNET_DAEMON": "off"})
+    assert shims.version("loopback") == scripts.version("loopback")
+    a, b = make_netns(), make_netns()
+    assert shims.add("loopback", CONF, a)["ips"] == scripts.add("loopback", CONF, b)["ips"]
+    for runner in (shims, scripts):
+        inv = runner.invoke("loopback", "ADD", b"{not json", container=a)
+        assert inv.rc == 1 and inv.reply["code"] == 6
+
+
+def test_shim_serves_through_the_daemon_and_without_it(tmp_path, host_ns, container_ns, pynet_daemon):
+    bindir = os.path.dirname(cni_install.install(str(tmp_path / "bin"))[0])
+    via_daemon = CNI(host_ns, bindir, extra_env={"PYNET_SOCKET": pynet_daemon})
+    container_ns.ipr.link("set", index=1, state="down")
+    assert via_daemon.add("loopback", CONF, container_ns)["interfaces"][0]["name"] == "lo"
+    assert container_ns.link("lo")["flags"] & 1
+    no_daemon = CNI(host_ns, bindir, extra_env={"PYNET_SOCKET": str(tmp_path / "nobody.sock")})
+    no_daemon.delete("loopback", CONF, container_ns)
+    assert not container_ns.link("lo")["flags"] & 1
+
+
+def test_shim_peak_rss_is_small(tmp_path, host_ns):
+    bindir = os.path.dirname(cni_install.install(str(tmp_path / "bin"))[0])
+    proc = host_ns.run(["/usr/bin/time", "-f", "%M", os.path.join(bindir, "bridge")], input=b"",
+                       env={"CNI_COMMAND": "VERSION", "PATH": BARE_PATH})
+    assert proc.returncode == 0
+    assert int(proc.stderr.split()[-1]) < 4096   # KiB; a Python front door needs several times this

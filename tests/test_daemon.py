@@ -139,7 +139,9 @@ def test_daemon_delegating_to_another_installations_plugin_does_not_wait_on_itse
     for the bridge request that delegates to it."""
     other = tmp_path / "other-install"
     other.mkdir()
-    ours = open(os.path.join(OUR_PLUGINS, "host-local")).read().split("\n", 1)[1]
+    from pynet.cni_install import libexec_dir
+
+    ours = open(os.path.join(libexec_dir(), "host-local")).read().split("\n", 1)[1]   # the Python plugin script
     (other / "host-local").write_text("#!/usr/bin/python3 -IS\n" + ours)
     (other / "host-local").chmod(0o755)
     cni = CNI(host_ns, str(other), OUR_PLUGINS, extra_env={"PYNET_SOCKET": pynet_daemon})
