@@ -14,8 +14,7 @@ from .links import veth_link
 from .namespaces import Netns, cleanup_all
 from .runner import CNI, PluginFailed, OUR_PLUGINS, REFERENCE_PLUGINS, reference_available
 from .probes import icmp_echo, tcp_listener, tcp_connect, udp_echo_server, udp_exchange
-from . import topology  # YAML topologies: load, up, check, down, render
 
 __all__ = ["Netns", "cleanup_all", "CNI", "PluginFailed", "OUR_PLUGINS", "REFERENCE_PLUGINS",
            "reference_available", "icmp_echo", "tcp_listener", "tcp_connect", "udp_echo_server", "udp_exchange",
-           "topology", "veth_link"]
+           "veth_link"]

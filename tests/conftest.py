@@ -1,1 +1,1 @@
-pytest_plugins = ["netns_fixtures.pytest_plugin"]
+pytest_plugins = ["netns_fixtures.pytest_plugin", "pynet.topology.pytest_plugin"]

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from pynet.cli import main
-from netns_fixtures.topology.deploy import kernel_supports_vxlan
-from netns_fixtures.topology.state import existing_netns
+from pynet.topology.deploy import kernel_supports_vxlan
+from pynet.topology.state import existing_netns
 
 pytestmark = pytest.mark.skipif(not kernel_supports_vxlan(), reason="these tests use the vxlan example")
 

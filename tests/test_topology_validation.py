@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from netns_fixtures.topology import TopologyError, load, parse
-from netns_fixtures.topology.state import existing_netns
+from pynet.topology import TopologyError, load, parse
+from pynet.topology.state import existing_netns
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples", "topologies")
 

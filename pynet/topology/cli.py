@@ -1,4 +1,4 @@
-"""``pynet topology up|check|down|show|validate FILE.yaml``: thin wrappers over netns_fixtures.topology."""
+"""``pynet topology up|check|down|show|validate FILE.yaml``: thin wrappers over the engine in this package."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def register(subparsers) -> None:
 
 
 def _engine():
-    from netns_fixtures import topology
+    from pynet import topology
     return topology
 
 

@@ -17,8 +17,8 @@ import time
 from cni_plugins import netlink
 from cni_plugins.types import Route
 
-from ..namespaces import Netns
-from ..runner import OUR_PLUGINS
+from netns_fixtures.namespaces import Netns
+from netns_fixtures.runner import OUR_PLUGINS
 from . import cni
 from . import state as st
 from .model import SWITCH_BRIDGE, Attachment, Link, Node, Topology, TopologyError

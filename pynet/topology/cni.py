@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 
-from ..namespaces import Netns
-from ..runner import CNI, PluginFailed
+from netns_fixtures.namespaces import Netns
+from netns_fixtures.runner import CNI, PluginFailed
 
 RUNTIMES = ("runner", "fixtures")
 

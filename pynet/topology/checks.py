@@ -15,7 +15,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..probes import icmp_echo, tcp_connect, tcp_listener, udp_echo_server, udp_exchange
+from netns_fixtures.probes import icmp_echo, tcp_connect, tcp_listener, udp_echo_server, udp_exchange
 from .model import Check
 
 TIMEOUT = 2.0   # per probe; an expected failure costs this much (checks run concurrently)
