@@ -6,29 +6,34 @@
         print(report.matrix())
         assert report.ok
 
-The pytest fixture ``topology`` (pynet.topology.pytest_plugin) wraps this for tests.
+``attach(topo)`` finds a deployment brought up earlier (by ``pynet topology up``). The pytest fixture
+``topology`` (pynet.topology.pytest_plugin) wraps this for tests.
 """
 
-from .model import Check, Topology, TopologyError, load, parse
-from .deploy import Deployment, DeployError, down, up
-from .checks import CheckReport, CheckResult
-from .state import StateStore, default_state_dir
-from . import render
+import importlib
 
-__all__ = ["Check", "Topology", "TopologyError", "load", "parse", "Deployment", "DeployError", "down", "up",
-           "CheckReport", "CheckResult", "StateStore", "default_state_dir", "render", "attach"]
+# Bound here, before anything can import the submodule parse.py: importing a submodule sets the
+# package attribute of its name, and ``pynet.topology.parse`` must stay the function.
+from .model import Check, Topology, TopologyError
+from .parse import load, parse
+
+# name -> the module that defines it, imported on first use. Every `pynet` command imports
+# pynet.topology.cli to register its sub-command; the engine (netlink, probes, rendering) waits until a
+# topology command runs.
+_LATER = {
+    "Deployment": "deploy", "DeployError": "deploy", "up": "deploy", "down": "deploy", "attach": "deploy",
+    "CheckReport": "checks", "CheckResult": "checks",
+    "StateStore": "state", "default_state_dir": "state",
+    "render": "render",
+}
+
+__all__ = ["Check", "Topology", "TopologyError", "load", "parse", *_LATER]
 
 
-def attach(topo: Topology, state_dir: str | None = None) -> Deployment:
-    """The running deployment of ``topo`` (from its state file), for check/show after a separate ``up``."""
-    store = StateStore(state_dir)
-    state = store.read(topo.name)
-    if state is None or state.get("corrupt"):
-        raise DeployError(f"topology {topo.name!r} is not up (no state in {store.path(topo.name)})")
-    if state.get("phase") != "up":
-        raise DeployError(f"topology {topo.name!r} is not up (phase {state.get('phase')!r}: "
-                          f"{state.get('error', 'up did not finish')}); run down, then up again")
-    if set(state.get("namespaces", {})) != set(topo.nodes):
-        raise DeployError(f"topology {topo.name!r} was brought up from a file with other nodes "
-                          f"({', '.join(sorted(state.get('namespaces', {})))}); take it down and up again")
-    return Deployment(topo, state, store)
+def __getattr__(name: str):
+    if name not in _LATER:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(f"{__name__}.{_LATER[name]}")
+    value = module if _LATER[name] == name else getattr(module, name)
+    globals()[name] = value
+    return value

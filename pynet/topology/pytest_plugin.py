@@ -18,7 +18,8 @@ import os
 import pytest
 
 from .deploy import Deployment, up
-from .model import Topology, load, parse
+from .model import Topology
+from .parse import load, parse
 
 
 def _resolve(source, request) -> Topology:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 from cni_plugins.files import atomic_write
@@ -17,6 +18,13 @@ from cni_plugins.files import atomic_write
 DEFAULT_STATE_DIR = "/run/pynet/topologies"
 NETNS_DIR = "/run/netns"
 PREFIX = "pynet"
+# A topology's name becomes a file name here and part of every namespace name: nothing that could
+# climb out of the state dir ("..", "/") or make two topologies' namespaces share a prefix.
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,23}$")
+
+
+def valid_name(name) -> bool:
+    return isinstance(name, str) and NAME_RE.match(name) is not None
 
 
 def default_state_dir() -> str:
