@@ -100,6 +100,10 @@ def run_checks(dep, only: list[int] | None = None, workers: int = 8) -> CheckRep
     """Runs checks concurrently (an expected failure costs a full timeout); checks that start a server
     in the same node take turns, so their ports never collide."""
     report = CheckReport(dep.name, dep.run)
+    unknown = sorted(set(only or ()) - {c.index for c in dep.topology.checks})
+    if unknown:   # an empty report would pass
+        raise ValueError(f"topology {dep.name!r} has no check with index {', '.join(map(str, unknown))} "
+                         f"(0 to {len(dep.topology.checks) - 1})")
     checks = [c for c in dep.topology.checks if only is None or c.index in only]
     locks: dict[str, threading.Lock] = {name: threading.Lock() for name in dep.topology.nodes}
 

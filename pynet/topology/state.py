@@ -46,6 +46,12 @@ def existing_netns(prefix: str) -> list[str]:
         return []
 
 
+def _checked(name: str) -> str:
+    if not valid_name(name):
+        raise ValueError(f"{name!r} is not a topology name (1-24 characters of a-z, 0-9 and '-')")
+    return name
+
+
 class StateStore:
     """``<dir>/<name>.json`` (the state) and ``<dir>/<name>/`` (CNI dataDirs and other files of the run)."""
 
@@ -53,10 +59,10 @@ class StateStore:
         self.directory = os.path.abspath(directory or default_state_dir())
 
     def path(self, name: str) -> str:
-        return os.path.join(self.directory, f"{name}.json")
+        return os.path.join(self.directory, f"{_checked(name)}.json")
 
     def data_dir(self, name: str) -> str:
-        return os.path.join(self.directory, name)
+        return os.path.join(self.directory, _checked(name))
 
     def read(self, name: str) -> dict | None:
         try:
