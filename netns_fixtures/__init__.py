@@ -7,7 +7,8 @@ Plain API (usable outside pytest)::
         result = cni.add("bridge", conf, ctr)
         assert icmp_echo(ctr, "10.1.0.1")
 
-pytest fixtures live in ``netns_fixtures.pytest_plugin`` (loaded by tests/conftest.py).
+pytest fixtures live in ``netns_fixtures.pytest_plugin``, a pytest11 entry point: pytest loads it wherever
+pynet is installed. This package depends on ``cni_plugins`` only, never on ``pynet``.
 """
 
 from .links import veth_link
