@@ -39,7 +39,6 @@ it is read; the rules across fields are in validate.py. The format (examples/top
       - {type: pingall, nodes: [c1, r1]}       # icmp both ways between every pair (default: all nodes)
 """
 
-
 from __future__ import annotations
 
 import copy
