@@ -81,4 +81,3 @@ def pynet_daemon(host_ns, tmp_path, pynet_daemon_args):
 def daemon_cni(host_ns, pynet_daemon) -> CNI:
     """Runner of our plugins that reach the test's daemon (the thin-client fast path)."""
     return CNI(host_ns, OUR_PLUGINS, extra_env={"PYNET_SOCKET": pynet_daemon})
-from .topology.pytest_plugin import topology  # noqa: E402,F401  (YAML topologies, issue 6)

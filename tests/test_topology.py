@@ -9,9 +9,9 @@ import pytest
 
 from netns_fixtures import icmp_echo
 from netns_fixtures.runner import OUR_PLUGINS, REFERENCE_PLUGINS, reference_available
-from netns_fixtures.topology import DeployError, StateStore, down, load, parse, render, up
-from netns_fixtures.topology.deploy import kernel_supports_vxlan
-from netns_fixtures.topology.state import existing_netns
+from pynet.topology import DeployError, StateStore, down, load, parse, render, up
+from pynet.topology.deploy import kernel_supports_vxlan
+from pynet.topology.state import existing_netns
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples", "topologies")
 
@@ -217,7 +217,7 @@ def test_both_cni_runtimes_run_the_plugins_inside_the_simulated_host(topology, t
 
 
 def test_vxlan_without_kernel_support_fails_before_creating_anything(monkeypatch, tmp_path):
-    from netns_fixtures.topology import deploy
+    from pynet.topology import deploy
 
     monkeypatch.setattr(deploy, "_VXLAN_SUPPORT", False)
     topo = load(example("two-hosts-vxlan.yaml"))

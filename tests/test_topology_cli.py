@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from pynet.cli import main
-from netns_fixtures.topology.deploy import kernel_supports_vxlan
-from netns_fixtures.topology.state import existing_netns
+from pynet.topology import attach, load
+from pynet.topology.deploy import kernel_supports_vxlan
+from pynet.topology.state import existing_netns
 
 pytestmark = pytest.mark.skipif(not kernel_supports_vxlan(), reason="these tests use the vxlan example")
 
@@ -118,3 +119,46 @@ def test_check_refuses_a_file_whose_nodes_changed_since_up(capsys, state, tmp_pa
     changed.write_text(yaml.safe_dump(doc))
     rc, _, err = pynet(capsys, "check", "--state-dir", state, str(changed))
     assert rc == 1 and "was brought up from a file with other nodes" in err
+
+
+def small_topology(tmp_path, name):
+    doc = {"name": f"{name}-{os.getpid()}", "nodes": {"a": {}, "b": {}},
+           "links": [{"endpoints": ["a:eth0", "b:eth0"], "addresses": ["10.5.0.1/30", "10.5.0.2/30"]}],
+           "checks": [{"type": "icmp", "from": "a", "to": "b"}]}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return doc["name"], str(path)
+
+
+def test_check_only_an_unknown_number_fails_naming_it(capsys, state, tmp_path):
+    name, path = small_topology(tmp_path, "only")
+    try:
+        assert pynet(capsys, "up", "--state-dir", state, path)[0] == 0
+        rc, out, err = pynet(capsys, "check", "--state-dir", state, "--only", "99", path)
+        assert rc == 1 and "unknown check 99: topology only-" in err and "has checks 1 to 1" in err
+        rc, out, _ = pynet(capsys, "check", "--state-dir", state, "--only", "1", path)
+        assert rc == 0 and "1 checks, 0 mismatches" in out
+        dep = attach(load(path), state)
+        with pytest.raises(ValueError, match="has no check with index 1 "):
+            dep.check(only=[1])
+        dep.close()
+    finally:
+        assert pynet(capsys, "down", "--state-dir", state, name)[0] == 0
+    assert existing_netns(f"pynet.{name}.") == []
+
+
+def test_validate_names_a_subnet_that_is_no_network(capsys, tmp_path):
+    doc = yaml.safe_load(open(VXLAN))
+    doc["nodes"]["host1"]["networks"]["pods"]["plugins"][0]["ipam"]["ranges"] = [[{"subnet": "10.22.1.0/33"}]]
+    path = tmp_path / "bad-subnet.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    rc, _, err = pynet(capsys, "validate", str(path))
+    assert rc == 1 and "bad subnet '10.22.1.0/33'" in err and "Traceback" not in err
+
+
+def test_down_refuses_a_name_that_leaves_the_state_dir(capsys, state, tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    rc, _, err = pynet(capsys, "down", "--state-dir", state, "../victim")
+    assert rc == 1 and "neither a topology file nor a topology name" in err
+    assert victim.is_dir()

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from netns_fixtures.topology import TopologyError, load, parse
-from netns_fixtures.topology.state import existing_netns
+from pynet.topology import TopologyError, load, parse
+from pynet.topology.state import existing_netns
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples", "topologies")
 
@@ -185,3 +185,32 @@ def test_pingall_expands_to_every_ordered_pair():
     assert [ch.index for ch in topo.checks] == list(range(7))
     assert "checks[0].nodes" in problems(doc(checks=[{"type": "pingall", "nodes": "r1"}]))
     assert "checks[0].from: unknown node 'zz'" in problems(doc(checks=[{"type": "pingall", "nodes": ["r1", "zz"]}]))
+
+
+def test_bad_ipam_subnet_is_named_with_its_place():
+    d = doc()
+    d["nodes"]["h1"]["networks"]["pods"]["plugins"][0]["ipam"]["ranges"] = [[{"subnet": "10.22.1.0/33"}]]
+    assert "nodes.h1.networks.pods.plugins[0].ipam.ranges[0][0].subnet: bad subnet '10.22.1.0/33'" in problems(d)
+
+
+def _places(node, path=()):
+    yield path
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in children:
+        yield from _places(child, path + (key,))
+
+
+@pytest.mark.parametrize("source", ["base", "bridge-portforward.yaml"])
+def test_any_value_anywhere_gives_a_topology_error_never_a_crash(source):
+    original = BASE if source == "base" else __import__("yaml").safe_load(open(os.path.join(EXAMPLES, source)))
+    for place in list(_places(original))[1:]:
+        for garbage in (None, 7, "x", [], {}, [1], {"a": 1}, "10.0.0.0/33"):
+            d = copy.deepcopy(original)
+            parent = d
+            for key in place[:-1]:
+                parent = parent[key]
+            parent[place[-1]] = copy.deepcopy(garbage)
+            try:
+                parse(d, base_dir=EXAMPLES)
+            except TopologyError:
+                pass

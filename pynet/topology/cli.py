@@ -1,4 +1,4 @@
-"""``pynet topology up|check|down|show|validate FILE.yaml``: thin wrappers over netns_fixtures.topology."""
+"""``pynet topology up|check|down|show|validate FILE.yaml``: thin wrappers over the engine in this package."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import json
 import os
 import sys
 
+from pynet import topology
 from pynet.cli import CommandError
+
+from .state import valid_name
 
 
 def register(subparsers) -> None:
@@ -61,13 +64,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_validate)
 
 
-def _engine():
-    from netns_fixtures import topology
-    return topology
-
-
 def _load(path: str):
-    topology = _engine()
     try:
         return topology.load(path)
     except topology.TopologyError as exc:
@@ -75,7 +72,6 @@ def _load(path: str):
 
 
 def _deployment(topo, state_dir):
-    topology = _engine()
     try:
         return topology.attach(topo, state_dir)
     except topology.DeployError as exc:
@@ -102,7 +98,6 @@ def cmd_validate(args) -> int:
 
 
 def cmd_up(args) -> int:
-    topology = _engine()
     topo = _load(args.file)
     cni_path = args.cni_path.split(":") if args.cni_path else None
     try:
@@ -131,12 +126,23 @@ def cmd_up(args) -> int:
 
 def cmd_check(args) -> int:
     topo = _load(args.file)
+    only = _check_indexes(topo, args.only)
     dep = _deployment(topo, args.state_dir)
     try:
-        only = [n - 1 for n in args.only] if args.only else None
         return _print_report(dep.check(only), args.json)
     finally:
         dep.close()
+
+
+def _check_indexes(topo, numbers: list[int] | None) -> list[int] | None:
+    """--only's numbers are the matrix's (1-based); one the file lacks is an error, not an empty run."""
+    if not numbers:
+        return None
+    unknown = [n for n in numbers if not 1 <= n <= len(topo.checks)]
+    if unknown:
+        raise CommandError(f"unknown check {', '.join(map(str, unknown))}: topology {topo.name} has "
+                           + (f"checks 1 to {len(topo.checks)}" if topo.checks else "no checks"))
+    return [n - 1 for n in numbers]
 
 
 def _name_of(arg: str) -> str:
@@ -148,16 +154,22 @@ def _name_of(arg: str) -> str:
     try:
         with open(arg) as f:
             doc = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise CommandError(f"{arg}: cannot read the topology name: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("name"), str):
         raise CommandError(f"{arg}: no 'name' in the file")
     return doc["name"]
 
 
+def _checked_name(arg: str) -> str:
+    name = _name_of(arg)
+    if not valid_name(name):
+        raise CommandError(f"{arg}: neither a topology file nor a topology name ({name!r})")
+    return name
+
+
 def cmd_down(args) -> int:
-    topology = _engine()
-    name = _name_of(args.file)
+    name = _checked_name(args.file)
     report = topology.down(name, args.state_dir, cni_del=not args.no_del, all_runs=args.all_runs)
     if args.json:
         print(json.dumps(report, indent=1))
@@ -172,7 +184,6 @@ def cmd_down(args) -> int:
 
 
 def cmd_show(args) -> int:
-    topology = _engine()
     topo = _load(args.file)
     dep = None
     try:
@@ -217,11 +228,10 @@ def cmd_show(args) -> int:
 
 
 def cmd_ls(args) -> int:
-    topology = _engine()
     store = topology.StateStore(args.state_dir)
     rows = []
     for entry in sorted(os.listdir(store.directory)) if os.path.isdir(store.directory) else []:
-        if not entry.endswith(".json") or entry.startswith("."):
+        if not entry.endswith(".json") or not valid_name(entry[:-5]):
             continue
         state = store.read(entry[:-5]) or {}
         namespaces = list((state.get("namespaces") or {}).values())

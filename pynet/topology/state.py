@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 from cni_plugins.files import atomic_write
@@ -17,6 +18,13 @@ from cni_plugins.files import atomic_write
 DEFAULT_STATE_DIR = "/run/pynet/topologies"
 NETNS_DIR = "/run/netns"
 PREFIX = "pynet"
+# A topology's name becomes a file name here and part of every namespace name: nothing that could
+# climb out of the state dir ("..", "/") or make two topologies' namespaces share a prefix.
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,23}$")
+
+
+def valid_name(name) -> bool:
+    return isinstance(name, str) and NAME_RE.match(name) is not None
 
 
 def default_state_dir() -> str:
@@ -38,6 +46,12 @@ def existing_netns(prefix: str) -> list[str]:
         return []
 
 
+def _checked(name: str) -> str:
+    if not valid_name(name):
+        raise ValueError(f"{name!r} is not a topology name (1-24 characters of a-z, 0-9 and '-')")
+    return name
+
+
 class StateStore:
     """``<dir>/<name>.json`` (the state) and ``<dir>/<name>/`` (CNI dataDirs and other files of the run)."""
 
@@ -45,10 +59,10 @@ class StateStore:
         self.directory = os.path.abspath(directory or default_state_dir())
 
     def path(self, name: str) -> str:
-        return os.path.join(self.directory, f"{name}.json")
+        return os.path.join(self.directory, f"{_checked(name)}.json")
 
     def data_dir(self, name: str) -> str:
-        return os.path.join(self.directory, name)
+        return os.path.join(self.directory, _checked(name))
 
     def read(self, name: str) -> dict | None:
         try:

@@ -17,8 +17,8 @@ import time
 from cni_plugins import netlink
 from cni_plugins.types import Route
 
-from ..namespaces import Netns
-from ..runner import OUR_PLUGINS
+from netns_fixtures.namespaces import Netns
+from netns_fixtures.runner import OUR_PLUGINS
 from . import cni
 from . import state as st
 from .model import SWITCH_BRIDGE, Attachment, Link, Node, Topology, TopologyError
@@ -120,7 +120,7 @@ def _close(ns: Netns) -> None:
 
 def up(topo: Topology, state_dir: str | None = None, cni_path: list[str] | None = None,
        keep_on_failure: bool = False, cni_runtime: str | None = None) -> Deployment:
-    """Brings ``topo`` up; ``cni_runtime`` is "runner" (pynet.runner, the default when present) or
+    """Brings ``topo`` up; ``cni_runtime`` is "runner" (pynet.runner, the default) or
     "fixtures" (netns_fixtures.runner.CNI)."""
     if cni_runtime is not None and cni_runtime not in cni.RUNTIMES:
         raise DeployError(f"unknown CNI runtime {cni_runtime!r} (known: {', '.join(cni.RUNTIMES)})")
@@ -159,6 +159,21 @@ def up(topo: Topology, state_dir: str | None = None, cni_path: list[str] | None 
     state["phase"] = "up"
     store.write(state)
     return dep
+
+
+def attach(topo: Topology, state_dir: str | None = None) -> Deployment:
+    """The running deployment of ``topo`` (from its state file), for check/show after a separate ``up``."""
+    store = st.StateStore(state_dir)
+    state = store.read(topo.name)
+    if state is None or state.get("corrupt"):
+        raise DeployError(f"topology {topo.name!r} is not up (no state in {store.path(topo.name)})")
+    if state.get("phase") != "up":
+        raise DeployError(f"topology {topo.name!r} is not up (phase {state.get('phase')!r}: "
+                          f"{state.get('error', 'up did not finish')}); run down, then up again")
+    if set(state.get("namespaces", {})) != set(topo.nodes):
+        raise DeployError(f"topology {topo.name!r} was brought up from a file with other nodes "
+                          f"({', '.join(sorted(state.get('namespaces', {})))}); take it down and up again")
+    return Deployment(topo, state, store)
 
 
 _VXLAN_SUPPORT: bool | None = None

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 
-from ..namespaces import Netns
-from ..runner import CNI, PluginFailed
+from netns_fixtures.namespaces import Netns
+from netns_fixtures.runner import CNI, PluginFailed
 
 RUNTIMES = ("runner", "fixtures")
 
@@ -22,13 +22,7 @@ class CNIFailed(Exception):
 
 def default_runtime() -> str:
     wanted = os.environ.get("PYNET_TOPOLOGY_CNI", "")
-    if wanted in RUNTIMES:
-        return wanted
-    try:
-        import pynet.runner  # noqa: F401
-    except ImportError:
-        return "fixtures"
-    return "runner"
+    return wanted if wanted in RUNTIMES else "runner"
 
 
 def _runner(state: dict):

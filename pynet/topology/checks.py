@@ -15,7 +15,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..probes import icmp_echo, tcp_connect, tcp_listener, udp_echo_server, udp_exchange
+from netns_fixtures.probes import icmp_echo, tcp_connect, tcp_listener, udp_echo_server, udp_exchange
 from .model import Check
 
 TIMEOUT = 2.0   # per probe; an expected failure costs this much (checks run concurrently)
@@ -100,6 +100,10 @@ def run_checks(dep, only: list[int] | None = None, workers: int = 8) -> CheckRep
     """Runs checks concurrently (an expected failure costs a full timeout); checks that start a server
     in the same node take turns, so their ports never collide."""
     report = CheckReport(dep.name, dep.run)
+    unknown = sorted(set(only or ()) - {c.index for c in dep.topology.checks})
+    if unknown:   # an empty report would pass
+        raise ValueError(f"topology {dep.name!r} has no check with index {', '.join(map(str, unknown))} "
+                         f"(0 to {len(dep.topology.checks) - 1})")
     checks = [c for c in dep.topology.checks if only is None or c.index in only]
     locks: dict[str, threading.Lock] = {name: threading.Lock() for name in dep.topology.nodes}
 

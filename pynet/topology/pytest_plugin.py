@@ -8,7 +8,8 @@
 
 The argument is a path (absolute, relative to the test file's directory, or to the working directory),
 a parsed ``Topology``, or a dict with the YAML's content. State files and CNI dataDirs live under the
-test's tmp_path; plugins default to pynet's own (``cni_path=[...]`` picks others).
+test's tmp_path; plugins default to pynet's own (``cni_path=[...]`` picks others). pytest loads this module
+through its pytest11 entry point (pyproject.toml).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import os
 import pytest
 
 from .deploy import Deployment, up
-from .model import Topology, load, parse
+from .model import Topology
+from .parse import load, parse
 
 
 def _resolve(source, request) -> Topology:
