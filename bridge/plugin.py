@@ -21,7 +21,7 @@ from cni_plugins.skel import Request
 from cni_plugins.types import Interface, Result, Route
 
 from . import config as bridge_config
-from . import firewall, links
+from . import links, nft_rules
 from .config import BridgeConfig
 
 BRIDGE, HOST_VETH, CONTAINER = 0, 1, 2
@@ -68,8 +68,8 @@ def add(req: Request) -> Result:
                                     Interface(req.ifname, netlink.mac_by_name(ns.ipr, req.ifname) or "", req.netns)])
         if conf.macspoofchk:
             nft = _nft()
-            firewall.add_spoofcheck(nft, _tag(req), port.name, result.interfaces[CONTAINER].mac)
-            undo.append(("macspoofchk elements", lambda: firewall.remove_owned(nft, _tag(req), masq=False)))
+            nft_rules.add_spoofcheck(nft, _tag(req), port.name, result.interfaces[CONTAINER].mac)
+            undo.append(("macspoofchk elements", lambda: nft_rules.remove_owned(nft, _tag(req), masq=False)))
 
         if conf.ipam:
             ipam = delegate.ipam_add(req)
@@ -119,8 +119,8 @@ def _configure_l3(req: Request, conf: BridgeConfig, ns: ContainerNetns, host, br
 
     if conf.ip_masq:
         nft = _nft()
-        firewall.add_masquerade(nft, _tag(req), [ip.address for ip in result.ips])
-        undo.append(("ipMasq elements", lambda: firewall.remove_owned(nft, _tag(req), spoof=False)))
+        nft_rules.add_masquerade(nft, _tag(req), [ip.address for ip in result.ips])
+        undo.append(("ipMasq elements", lambda: nft_rules.remove_owned(nft, _tag(req), spoof=False)))
 
 
 def _gateways(conf: BridgeConfig, result: Result) -> list:
@@ -158,7 +158,7 @@ def delete(req: Request) -> None:
         else:
             ns.close()
     if conf.ip_masq or conf.macspoofchk:
-        firewall.remove_owned(_nft(), _tag(req), masq=conf.ip_masq, spoof=conf.macspoofchk)
+        nft_rules.remove_owned(_nft(), _tag(req), masq=conf.ip_masq, spoof=conf.macspoofchk)
     if conf.ipam:
         delegate.ipam_del(req)
 
@@ -188,7 +188,7 @@ def check(req: Request) -> None:
         _check_host_veth(host, prev, bridge, container)
         netlink.check_interface(ns.ipr, req.ifname, prev)
         if conf.ip_masq:
-            owned = firewall.masqueraded(_nft(), _tag(req))
+            owned = nft_rules.masqueraded(_nft(), _tag(req))
             for ip in prev.ips:
                 if str(ip.address.ip) not in owned:
                     raise CNIError(INTERNAL, f"ipMasq for container address {ip.address.ip} is missing")
@@ -253,6 +253,6 @@ def status(req: Request) -> None:
 def gc(req: Request) -> None:
     """Passes GC to IPAM and removes this network's nft elements whose attachment is not valid any more."""
     conf = bridge_config.load(req)
-    firewall.collect_garbage(_nft(), req.network_name, req.valid_network_owners())
+    nft_rules.collect_garbage(_nft(), req.network_name, req.valid_network_owners())
     if conf.ipam:
         delegate.ipam_verb(req, "GC")
