@@ -3,7 +3,7 @@
 - ``handle``: ``Nft(netns_fd=None)``, libnftables contexts bound to one network namespace, ``apply``.
 - ``tags``: owner tags, the comment on every element that says which attachment owns it.
 - ``layout``: a plugin's table as data (``Table``, ``Set``, ``Chain``, ``Part``).
-- ``owned``: the operations: write the skeleton, own elements, remove by owner, GC a network, list.
+- ``ownership``: the operations: write the skeleton, own elements, remove by owner, GC a network, list.
 
 Every plugin keeps its own table (as cri-o's hostport code and kube-proxy do); rules are written once per
 table, and per-container state is owner-tagged set/map elements.
@@ -16,8 +16,8 @@ import importlib
 _HOME = {
     "handle": ("Nft", "NftError", "element", "owner_of", "value_of"),
     "layout": ("Chain", "Part", "Set", "Table"),
-    "owned": ("Listing", "canon", "collect_garbage", "concat", "delete_exactly", "ensure_part", "own", "owned",
-              "prefix", "remove_owned", "remove_where", "rules_in_place", "write_skeleton"),
+    "ownership": ("Listing", "canon", "collect_garbage", "concat", "delete_exactly", "ensure_part", "own", "owned",
+                  "prefix", "remove_owned", "remove_where", "rules_in_place", "write_skeleton"),
     "tags": ("network_owner_tag", "network_suffix", "owner_tag"),
 }
 _WHERE = {name: module for module, names in _HOME.items() for name in names}

@@ -171,29 +171,6 @@ class Nft:
             raise
         return True
 
-    def delete_owned(self, family: str, table: str, set_names, keep, kind: str = "set", attempts: int = 3) -> list:
-        """Deletes, in one transaction, the elements of the given sets/maps whose owner tag fails ``keep``.
-
-        ``keep`` is a predicate on the owner tag. Returns the removed elements. A concurrent deleter can make
-        an element vanish between list and delete (the whole transaction then fails with ENOENT): read again.
-        """
-        for attempt in range(attempts):
-            commands, removed = [], []
-            for name in set_names:
-                doomed = [e for e in self.list_elements(family, table, name, kind) if not keep(owner_of(e))]
-                if doomed:
-                    removed.extend(doomed)
-                    commands.append({"delete": {"element": {
-                        "family": family, "table": table, "name": name,
-                        "elem": [value_of(e) for e in doomed]}}})
-            try:
-                self.apply(commands, f"delete elements from {family} {table}")
-                return removed
-            except NftError as exc:
-                if not exc.missing or attempt == attempts - 1:
-                    raise
-        return []
-
 
 class NftError(CNIError):
     def __init__(self, rc: int, msg: str):

@@ -11,6 +11,9 @@ A chain that declares rules owns them: writing the skeleton flushes it and write
 same transaction, so however many first ADDs race, exactly one copy is left. A chain declared without
 rules is only created (an administrator's chain, or one that ``Part``s add rules to) and never flushed.
 
+Names of sets and chains are written unquoted (nft 1.0.6 has no quoting for them): they must be plain
+identifiers that are not nft keywords (``fwd``, ``counter``, ... are refused with a syntax error).
+
 A ``Part`` is what a table gains per configuration (portmap's per-network profile): its own sets and
 chains plus rules appended to the table's chains. It is written by ``create chain`` of its chains, so
 the first writer commits all of it and any other's transaction fails as a whole with EEXIST.
