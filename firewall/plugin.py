@@ -66,6 +66,10 @@ def check(req: Request) -> None:
         if owners.get(str(address)) != owner:
             raise CNIError(INTERNAL, f"address {address} of {req.owner()} is not in set {table.TABLE} {name}"
                            + (f" (held by {owners[str(address)]!r})" if str(address) in owners else ""))
+    missing = table.foreign_missing(nft, owner, _addresses(prev))
+    if missing:
+        raise CNIError(INTERNAL, f"addresses {missing} of {req.owner()} are not admitted in iptables-nft's "
+                       "drop-policy filter FORWARD chain")
     if bridge and bridge not in table.isolated_bridges(nft):
         raise CNIError(INTERNAL, f"bridge {bridge!r} is not in set {table.TABLE} {table.ISOLATED}")
 

@@ -20,8 +20,9 @@ CNI-ISOLATION-STAGE-1/2 chains of ingressPolicy same-bridge):
   a ``drop`` anywhere is final. So pynet's accepts cannot open a hole in another table's drop-policy forward
   chain (the reference punches one by inserting into iptables' FORWARD). pynet's chain has policy accept and
   only ever takes traffic away: the isolation drop, and whatever the administrator puts in ``admin``
-  (which, as CNI-ADMIN in the reference, runs first). A host that drops forwarded traffic in its own table
-  must accept container traffic there. The accept rules state (and count) what the reference admits; the
+  (which, as CNI-ADMIN in the reference, runs first). The one foreign chain pynet writes into is
+  iptables-nft's ``filter FORWARD`` when its policy is drop (as Docker leaves it; see FOREIGN below); a host
+  that drops forwarded traffic in any other table must accept container traffic there. The accept rules state (and count) what the reference admits; the
   address sets are the per-container state that CHECK, DEL and GC work on. The config key ``backend``
   ("", "iptables", "firewalld") is accepted for reference configs and always means this table.
 - same-bridge isolation has the reference's (and Docker's) semantics: traffic routed from one isolated
@@ -75,20 +76,69 @@ def addr_set(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
 def admit(handle: nft.Nft, owner: str, addresses, bridge: str | None = None, what: str = "") -> None:
     """Admits the container's addresses (owned by ``owner``; an element an earlier owner left is taken over)
     and, with ingressPolicy same-bridge, isolates ``bridge`` (per-bridge state, owned by nobody). The
-    forward chain's rules are rewritten when they are missing or were changed."""
+    forward chain's rules are rewritten when they are missing or were changed. Where iptables-nft's
+    ``filter FORWARD`` chain drops by policy, the addresses are admitted there too (``FOREIGN``)."""
     elements: dict[str, list] = {}
     for address in addresses:
         elements.setdefault(addr_set(address), []).append(str(address))
     shared = {ISOLATED: [bridge], ISOLATED_SELF: [nft.concat(bridge, bridge)]} if bridge else None
     nft.own(handle, LAYOUT, owner, elements, shared=shared, check_rules=True, what=what)
+    try:
+        policies = nft.base_chain_policies(handle)
+        for version, chain in FOREIGN.items():
+            mine = [a for a in addresses if a.version == version]
+            if mine and policies.get(chain) == "drop":
+                nft.add_tagged_rules(handle, *chain, owner, [r for a in mine for r in _foreign_rules(a)])
+    except BaseException:
+        revoke(handle, owner)  # a failed ADD leaves nothing behind
+        raise
 
 
 def revoke(handle: nft.Nft, owner: str) -> None:
     nft.remove_owned(handle, LAYOUT, owner)
+    for chain in FOREIGN.values():
+        nft.remove_tagged_rules(handle, *chain, lambda tag: tag == owner)
 
 
 def collect_garbage(handle: nft.Nft, network: str, valid_owners: set[str]) -> None:
     nft.collect_garbage(handle, LAYOUT, network, valid_owners)
+    suffix = nft.network_suffix(network)
+    for chain in FOREIGN.values():
+        nft.remove_tagged_rules(handle, *chain, lambda tag: tag.endswith(suffix) and tag not in valid_owners)
+
+
+# -- iptables-nft's FORWARD chain -------------------------------------------------------------------------------
+# A drop anywhere on the forward hook is final (see above), so where iptables-nft's ``filter`` table drops
+# forwarded traffic by policy (as Docker leaves it), pynet's accepts alone do not let the containers out.
+# There the firewall appends, per container address, ``ip saddr A accept`` and ``ip daddr A accept`` with the
+# owner tag as comment: the same openness the container has on a host without that policy (pynet's own
+# table decides what is dropped). Only expressions iptables-nft can read back are used (it shows them as
+# ``-s A/32 -m comment --comment <tag> -j ACCEPT``; a native ``ct state`` would make the whole chain
+# unreadable to iptables, and Docker with it). Appended, so that the administrator's DOCKER-USER runs first.
+FOREIGN = {4: ("ip", "filter", "FORWARD"), 6: ("ip6", "filter", "FORWARD")}
+
+
+def _foreign_rules(address) -> list[list]:
+    ip = "ip" if address.version == 4 else "ip6"
+    return [[{"match": {"op": "==", "left": {"payload": {"protocol": ip, "field": field}}, "right": str(address)}},
+             {"counter": None}, {"accept": None}] for field in ("saddr", "daddr")]
+
+
+def foreign_missing(handle: nft.Nft, owner: str, addresses) -> list[str]:
+    """The addresses not admitted in a drop-policy iptables-nft FORWARD chain where one exists (for CHECK)."""
+    policies = nft.base_chain_policies(handle)
+    missing = []
+    for version, chain in FOREIGN.items():
+        mine = [a for a in addresses if a.version == version]
+        if mine and policies.get(chain) == "drop":
+            present = nft.tagged_rules(handle, *chain, owner)
+            missing += [str(a) for a in mine if any(_canon(r) not in map(_canon, present) for r in _foreign_rules(a))]
+    return missing
+
+
+def _canon(expr: list) -> str:
+    """A rule's expressions as comparable text (a listed counter carries its packets and bytes)."""
+    return nft.canon([{"counter": None} if "counter" in e else e for e in expr])
 
 
 def rules_in_place(handle: nft.Nft) -> bool:

@@ -125,11 +125,17 @@ class Nft:
     def _context(self):
         return self._pool.context(self._new_context)
 
-    def apply(self, commands: list[dict], what: str = "nftables transaction") -> list:
+    def apply(self, commands: list[dict], what: str = "nftables transaction", handles: bool = False) -> list:
+        """Runs ``commands`` as one transaction; returns what they list (with rule handles if ``handles``)."""
         if not commands:
             return []
         with self._context() as ctx:
-            rc, out, err = ctx.lib.json_cmd({"nftables": commands})
+            ctx.lib.set_handle_output(handles)
+            try:
+                rc, out, err = ctx.lib.json_cmd({"nftables": commands})
+            finally:
+                if handles:
+                    ctx.lib.set_handle_output(False)
         if rc != 0:
             raise NftError(rc, f"{what} failed: {err.strip()}")
         return (out or {}).get("nftables", []) if isinstance(out, dict) else []

@@ -219,3 +219,56 @@ def owned(nft: Nft, table: Table, tag: str, sets: Iterable[str] | None = None) -
         if mine:
             out[name] = mine
     return out
+
+
+# -- owner-tagged rules in a chain pynet does not own -----------------------------------------------------------
+# Another program's table (iptables-nft's ``filter``) cannot hold pynet's sets without confusing that program,
+# so per-container state there is rules, each with the owner tag as its comment (iptables shows it as
+# ``-m comment --comment <tag>``), appended to the chain and removed by tag.
+def base_chain_policies(nft: Nft) -> dict[tuple[str, str, str], str]:
+    """(family, table, chain) -> policy of every base chain; lists chains only, not their rules."""
+    out = nft.apply([{"list": {"chains": {}}}], "list chains")
+    return {(c["family"], c["table"], c["name"]): c["policy"] for obj in out
+            if (c := obj.get("chain")) and "hook" in c and "policy" in c}
+
+
+def add_tagged_rules(nft: Nft, family: str, table: str, chain: str, tag: str, rules: Iterable[list]) -> None:
+    """Appends each rule (a list of nft JSON expressions) with comment ``tag``, in one transaction."""
+    nft.apply([{"add": {"rule": {"family": family, "table": table, "chain": chain, "expr": expr, "comment": tag}}}
+               for expr in rules], f"add rules of {tag} to {family} {table} {chain}")
+
+
+def remove_tagged_rules(nft: Nft, family: str, table: str, chain: str, doomed: Callable[[str], bool],
+                        attempts: int = 3) -> int:
+    """Deletes in one transaction the rules of the chain whose comment (owner tag) ``doomed`` picks; an absent
+    chain has none. Returns how many went; a concurrent deleter makes the transaction fail whole: list again."""
+    where = {"family": family, "table": table, "chain": chain}
+    for attempt in range(attempts):
+        try:
+            out = nft.apply([{"list": {"chain": {"family": family, "table": table, "name": chain}}}],
+                            f"list chain {family} {table} {chain}", handles=True)
+        except NftError as exc:
+            if exc.missing:
+                return 0
+            raise
+        handles = [r["handle"] for obj in out if (r := obj.get("rule")) and r.get("comment") and doomed(r["comment"])]
+        try:
+            nft.apply([{"delete": {"rule": dict(where, handle=h)}} for h in handles],
+                      f"delete rules from {family} {table} {chain}")
+            return len(handles)
+        except NftError as exc:
+            if not exc.missing or attempt == attempts - 1:
+                raise
+    return 0
+
+
+def tagged_rules(nft: Nft, family: str, table: str, chain: str, tag: str) -> list[list]:
+    """The expressions of the chain's rules tagged ``tag`` (for CHECK); an absent chain has none."""
+    try:
+        out = nft.apply([{"list": {"chain": {"family": family, "table": table, "name": chain}}}],
+                        f"list chain {family} {table} {chain}")
+    except NftError as exc:
+        if exc.missing:
+            return []
+        raise
+    return [r["expr"] for obj in out if (r := obj.get("rule")) and r.get("comment") == tag]
