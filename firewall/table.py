@@ -22,9 +22,10 @@ CNI-ISOLATION-STAGE-1/2 chains of ingressPolicy same-bridge):
   only ever takes traffic away: the isolation drop, and whatever the administrator puts in ``admin``
   (which, as CNI-ADMIN in the reference, runs first). The one foreign chain pynet writes into is
   iptables-nft's ``filter FORWARD`` when its policy is drop (as Docker leaves it; see FOREIGN below); a host
-  that drops forwarded traffic in any other table must accept container traffic there. The accept rules state (and count) what the reference admits; the
-  address sets are the per-container state that CHECK, DEL and GC work on. The config key ``backend``
-  ("", "iptables", "firewalld") is accepted for reference configs and always means this table.
+  that drops forwarded traffic in any other table must accept container traffic there. The accept rules
+  state (and count) what the reference admits; the address sets are the per-container state that CHECK,
+  DEL and GC work on. The config key ``backend`` ("", "iptables", "firewalld") is accepted for reference
+  configs and always means this table.
 - same-bridge isolation has the reference's (and Docker's) semantics: traffic routed from one isolated
   bridge into a different isolated bridge is dropped. Traffic from other interfaces (the uplink, published
   ports) still reaches the containers. nft cannot compare ``iifname`` with ``oifname`` directly, hence the

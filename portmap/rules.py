@@ -222,8 +222,8 @@ def validate_conditions(handle: nft.Nft, options: Options) -> None:
         try:
             handle.run_script(script, key, dry_run=True)
         except NftError as exc:
-            raise invalid_config(key, cond, f"not an nft match expression ({(exc.msg.strip().splitlines() or [exc.msg])[0]})") \
-                from None
+            first_line = (exc.msg.strip().splitlines() or [exc.msg])[0]
+            raise invalid_config(key, cond, f"not an nft match expression ({first_line})") from None
 
 
 # -- an attachment's elements ----------------------------------------------------------------------------------

@@ -91,11 +91,8 @@ class Table:
     def ref(self) -> str:
         return f"{self.family} {self.name}"
 
-    def set(self, name: str) -> Set:
-        return next(s for s in self.sets if s.name == name)
-
     def kind_of(self, set_name: str) -> str:
-        """'set' or 'map'; names not declared here (a Part's) are taken from their spelling by the caller."""
+        """'set' or 'map' (a name the table does not declare, a Part's, reads as 'set')."""
         return next((s.kind for s in self.sets if s.name == set_name), "set")
 
     def skeleton(self) -> str:

@@ -99,9 +99,10 @@ def own(nft: Nft, table: Table, tag: str, elements: Mapping[str, Iterable], *, s
     """
     ensure = ensure or (lambda: write_skeleton(nft, table))
     what = what or f"add elements of {tag} to {table.ref}"
-    elements = {name: list(values) for name, values in elements.items() if values}
+    elements = {name: values for name, values in ((n, list(v)) for n, v in elements.items()) if values}
     exclusive = set(exclusive)
-    extra = [_cmd("add", table, name, [_plain(v) for v in values]) for name, values in (shared or {}).items() if values]
+    extra = [_cmd("add", table, name, values) for name, values in
+             ((n, [_plain(v) for v in vs]) for n, vs in (shared or {}).items()) if values]
     if check_rules and not rules_in_place(nft, table):
         write_skeleton(nft, table)
     created = [_cmd("create", table, name, [_tagged(v, tag) for v in values]) for name, values in elements.items()]
@@ -132,7 +133,8 @@ def own(nft: Nft, table: Table, tag: str, elements: Mapping[str, Iterable], *, s
 def delete_exactly(nft: Nft, table: Table, elements: Mapping[str, Iterable], what: str = "") -> None:
     """Deletes exactly these elements in one transaction, which fails as a whole (NftError.missing) unless
     every one is there."""
-    nft.apply([_cmd("delete", table, name, [_key(v) for v in values]) for name, values in elements.items() if values],
+    keys = {name: [_key(v) for v in values] for name, values in elements.items()}
+    nft.apply([_cmd("delete", table, name, k) for name, k in keys.items() if k],
               what or f"delete elements from {table.ref}")
 
 
