@@ -26,8 +26,6 @@ from cni_plugins.types import Result
 from . import config, conntrack, rules
 from .rules import FAMILY, Profile
 
-from .rules import HOST_PORT_IN_USE  # noqa: F401  (the plugin's own error code)
-
 
 # -- verbs -------------------------------------------------------------------------------------------------
 def add(req: Request) -> Result:
