@@ -21,7 +21,7 @@ from cni_plugins.skel import Request
 from cni_plugins.types import Interface, Result, Route
 
 from . import config as bridge_config
-from . import firewall, links
+from . import links, nft_rules
 from .config import BridgeConfig
 
 BRIDGE, HOST_VETH, CONTAINER = 0, 1, 2
@@ -61,8 +61,8 @@ def add(req: Request, conf: BridgeConfig, handles: Handles) -> Result:
         result = Result(interfaces=[Interface(bridge.name), Interface(port.name),
                                     Interface(req.ifname, netlink.mac_by_name(ns.ipr, req.ifname) or "", req.netns)])
         if conf.macspoofchk:
-            firewall.add_spoofcheck(host.nft, _tag(req), port.name, result.interfaces[CONTAINER].mac)
-            undo.append(("macspoofchk elements", lambda: firewall.remove_owned(host.nft, _tag(req), masq=False)))
+            nft_rules.add_spoofcheck(host.nft, _tag(req), port.name, result.interfaces[CONTAINER].mac)
+            undo.append(("macspoofchk elements", lambda: nft_rules.remove_owned(host.nft, _tag(req), masq=False)))
 
         if conf.ipam:
             ipam = delegate.ipam_add(req, handles)
@@ -110,8 +110,8 @@ def _configure_l3(req: Request, conf: BridgeConfig, ns: NetnsHandle, host: Netns
             links.enable_forwarding(host, version)
 
     if conf.ip_masq:
-        firewall.add_masquerade(host.nft, _tag(req), [ip.address for ip in result.ips])
-        undo.append(("ipMasq elements", lambda: firewall.remove_owned(host.nft, _tag(req), spoof=False)))
+        nft_rules.add_masquerade(host.nft, _tag(req), [ip.address for ip in result.ips])
+        undo.append(("ipMasq elements", lambda: nft_rules.remove_owned(host.nft, _tag(req), spoof=False)))
 
 
 def _gateways(conf: BridgeConfig, result: Result) -> list:
@@ -145,7 +145,7 @@ def delete(req: Request, conf: BridgeConfig, handles: Handles) -> None:
         # after the reply where a daemon serves the request (the handles are closed after it).
         req.after_reply(lambda: links.delete(ns.ipr, req.ifname))
     if conf.ip_masq or conf.macspoofchk:
-        firewall.remove_owned(handles.host.nft, _tag(req), masq=conf.ip_masq, spoof=conf.macspoofchk)
+        nft_rules.remove_owned(handles.host.nft, _tag(req), masq=conf.ip_masq, spoof=conf.macspoofchk)
     if conf.ipam:
         delegate.ipam_del(req, handles)
 
@@ -161,7 +161,7 @@ def check(req: Request, conf: BridgeConfig, handles: Handles) -> None:
     _check_host_veth(host.ipr, prev, bridge, container)
     netlink.check_interface(ns.ipr, req.ifname, prev)
     if conf.ip_masq:
-        owned = firewall.masqueraded(host.nft, _tag(req))
+        owned = nft_rules.masqueraded(host.nft, _tag(req))
         for ip in prev.ips:
             if str(ip.address.ip) not in owned:
                 raise CNIError(INTERNAL, f"ipMasq for container address {ip.address.ip} is missing")
@@ -225,7 +225,7 @@ def status(req: Request, conf: BridgeConfig, handles: Handles) -> None:
 
 def gc(req: Request, conf: BridgeConfig, handles: Handles) -> None:
     """Passes GC to IPAM and removes this network's nft elements whose attachment is not valid any more."""
-    firewall.collect_garbage(handles.host.nft, req.network_name, req.valid_network_owners())
+    nft_rules.collect_garbage(handles.host.nft, req.network_name, req.valid_network_owners())
     if conf.ipam:
         delegate.ipam_verb(req, handles, "GC")
 

@@ -21,6 +21,7 @@ from .handles import Handles, NetnsFds, NetnsHandle, own_netns
 from . import version as cniversion
 from .errors import (CNIError, DECODING_FAILURE, INTERNAL, INVALID_CONFIG, INVALID_ENVIRONMENT, INCOMPATIBLE_VERSION,
                      invalid_config)
+from .nft.tags import network_owner_tag, network_suffix, owner_tag  # noqa: F401  (re-exported: the tag scheme)
 
 COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
 VALID_ATTACHMENTS = "cni.dev/valid-attachments"
@@ -60,35 +61,6 @@ def validate_ifname(ifname: str) -> None:
         why = "must not contain '/', ':' or whitespace"
     if why:
         raise CNIError(INVALID_ENVIRONMENT, f"invalid CNI_IFNAME {ifname!r}: {why}")
-
-
-# libnftables aborts the whole process on element comments much longer than 128 bytes, and owner tags
-# are stored as comments: long parts are replaced by a digest, so a tag always fits.
-_OWNER_MAX = 96
-_NETWORK_MAX = 30
-
-
-def _digest(text: str, n: int) -> str:
-    from .digest import sha256_hex
-
-    return "#" + sha256_hex(text)[:n]
-
-
-def owner_tag(container_id: str, ifname: str) -> str:
-    """``<containerID>/<ifname>``: what marks state one attachment owns (leases, nft elements)."""
-    owner = f"{container_id}/{ifname}"
-    return owner if len(owner) <= _OWNER_MAX else _digest(owner, 40)
-
-
-def network_suffix(network: str) -> str:
-    """The ``@<network>`` part of a network-scoped tag (no '@' in network names, per the spec's charset)."""
-    return "@" + (network if len(network) <= _NETWORK_MAX else _digest(network, 24))
-
-
-def network_owner_tag(container_id: str, ifname: str, network: str) -> str:
-    """An owner tag scoped to one network, for tables that several networks share: GC is sent per
-    network, so it must recognise, and leave alone, other networks' elements."""
-    return owner_tag(container_id, ifname) + network_suffix(network)
 
 
 def parse_cni_args(raw: str) -> dict[str, str]:

@@ -20,10 +20,12 @@ CNI-ISOLATION-STAGE-1/2 chains of ingressPolicy same-bridge):
   a ``drop`` anywhere is final. So pynet's accepts cannot open a hole in another table's drop-policy forward
   chain (the reference punches one by inserting into iptables' FORWARD). pynet's chain has policy accept and
   only ever takes traffic away: the isolation drop, and whatever the administrator puts in ``admin``
-  (which, as CNI-ADMIN in the reference, runs first). A host that drops forwarded traffic in its own table
-  must accept container traffic there. The accept rules state (and count) what the reference admits; the
-  address sets are the per-container state that CHECK, DEL and GC work on. The config key ``backend``
-  ("", "iptables", "firewalld") is accepted for reference configs and always means this table.
+  (which, as CNI-ADMIN in the reference, runs first). The one foreign chain pynet writes into is
+  iptables-nft's ``filter FORWARD`` when its policy is drop (as Docker leaves it; see FOREIGN below); a host
+  that drops forwarded traffic in any other table must accept container traffic there. The accept rules
+  state (and count) what the reference admits; the address sets are the per-container state that CHECK,
+  DEL and GC work on. The config key ``backend`` ("", "iptables", "firewalld") is accepted for reference
+  configs and always means this table.
 - same-bridge isolation has the reference's (and Docker's) semantics: traffic routed from one isolated
   bridge into a different isolated bridge is dropped. Traffic from other interfaces (the uplink, published
   ports) still reaches the containers. nft cannot compare ``iifname`` with ``oifname`` directly, hence the
@@ -39,6 +41,9 @@ from __future__ import annotations
 
 import ipaddress
 
+from cni_plugins import nft
+from cni_plugins.nft import Chain, Set, Table
+
 FAMILY = "inet"
 TABLE = "pynet-firewall"
 CHAIN = "forward"
@@ -47,80 +52,121 @@ ADDR_SETS = {4: "ctr4", 6: "ctr6"}
 ISOLATED = "isolated"
 ISOLATED_SELF = "isolated_self"
 
-_T = {"family": FAMILY, "table": TABLE}
-
-
-def _meta(key: str) -> dict:
-    return {"meta": {"key": key}}
-
-
-def _match(left, right, op: str = "==") -> dict:
-    return {"match": {"op": op, "left": left, "right": right}}
-
-
-def _addr(family: int, field: str) -> dict:
-    return {"payload": {"protocol": "ip" if family == 4 else "ip6", "field": field}}
-
-
-def _rule(*expr) -> dict:
-    return {"add": {"rule": dict(_T, chain=CHAIN, expr=list(expr))}}
-
-
-def skeleton(rewrite_rules: bool = True) -> list[dict]:
-    """Creates the table, sets and chains if missing and, when asked, (re)writes the forward chain's rules.
-
-    Flushing and rewriting the forward chain inside the same transaction leaves exactly one copy of the
-    rules however many ADDs race; the admin chain is only created, never flushed.
-    """
-    cmds: list[dict] = [
-        {"add": {"table": {"family": FAMILY, "name": TABLE}}},
-        {"add": {"set": dict(_T, name=ADDR_SETS[4], type="ipv4_addr")}},
-        {"add": {"set": dict(_T, name=ADDR_SETS[6], type="ipv6_addr")}},
-        {"add": {"set": dict(_T, name=ISOLATED, type="ifname")}},
-        {"add": {"set": dict(_T, name=ISOLATED_SELF, type=["ifname", "ifname"])}},
-        {"add": {"chain": dict(_T, name=ADMIN_CHAIN)}},
-        {"add": {"chain": dict(_T, name=CHAIN, type="filter", hook="forward", prio=0, policy="accept")}},
-    ]
-    if not rewrite_rules:
-        return cmds
-    cmds += [
-        {"flush": {"chain": dict(_T, name=CHAIN)}},
-        _rule({"jump": {"target": ADMIN_CHAIN}}),
-        _rule(_match(_meta("iifname"), f"@{ISOLATED}"),
-              _match(_meta("oifname"), f"@{ISOLATED}"),
-              _match({"concat": [_meta("iifname"), _meta("oifname")]}, f"@{ISOLATED_SELF}", "!="),
-              {"counter": None}, {"drop": None}),
-    ]
-    for family, name in ADDR_SETS.items():
-        cmds.append(_rule(_match(_addr(family, "daddr"), f"@{name}"),
-                          _match({"ct": {"key": "state"}}, ["established", "related"], "in"),
-                          {"counter": None}, {"accept": None}))
-        cmds.append(_rule(_match(_addr(family, "saddr"), f"@{name}"), {"counter": None}, {"accept": None}))
-    return cmds
-
-
-def rules_in_place(nft) -> bool:
-    """True when the forward chain already holds the rules (so an ADD only adds elements: counters stay)."""
-    from cni_plugins.nft import NftError
-
-    try:
-        out = nft.apply([{"list": {"chain": dict(_T, name=CHAIN)}}], "list firewall chain")
-    except NftError as exc:
-        if exc.missing:
-            return False
-        raise
-    expected = sum(1 for cmd in skeleton() if "rule" in cmd.get("add", {}))
-    return sum(1 for obj in out if "rule" in obj) == expected
+LAYOUT = Table(FAMILY, TABLE, sets=(
+    Set(ADDR_SETS[4], "ipv4_addr"),
+    Set(ADDR_SETS[6], "ipv6_addr"),
+    Set(ISOLATED, "ifname"),
+    Set(ISOLATED_SELF, "ifname . ifname"),
+), chains=(
+    Chain(ADMIN_CHAIN),  # no rules declared: created, never flushed
+    Chain(CHAIN, hook="filter forward", priority=0, rules=(
+        f"jump {ADMIN_CHAIN}",
+        f"iifname @{ISOLATED} oifname @{ISOLATED} iifname . oifname != @{ISOLATED_SELF} counter drop",
+        f"ip daddr @{ADDR_SETS[4]} ct state established,related counter accept",
+        f"ip saddr @{ADDR_SETS[4]} counter accept",
+        f"ip6 daddr @{ADDR_SETS[6]} ct state established,related counter accept",
+        f"ip6 saddr @{ADDR_SETS[6]} counter accept",
+    )),
+))
 
 
 def addr_set(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     return ADDR_SETS[address.version]
 
 
-def element_cmd(verb: str, set_name: str, elems: list) -> dict:
-    return {verb: {"element": dict(_T, name=set_name, elem=elems)}}
+def admit(handle: nft.Nft, owner: str, addresses, bridge: str | None = None, what: str = "") -> None:
+    """Admits the container's addresses (owned by ``owner``; an element an earlier owner left is taken over)
+    and, with ingressPolicy same-bridge, isolates ``bridge`` (per-bridge state, owned by nobody). The
+    forward chain's rules are rewritten when they are missing or were changed. Where iptables-nft's
+    ``filter FORWARD`` chain drops by policy, the addresses are admitted there too (``FOREIGN``)."""
+    elements: dict[str, list] = {}
+    for address in addresses:
+        elements.setdefault(addr_set(address), []).append(str(address))
+    shared = {ISOLATED: [bridge], ISOLATED_SELF: [nft.concat(bridge, bridge)]} if bridge else None
+    nft.own(handle, LAYOUT, owner, elements, shared=shared, check_rules=True, what=what)
+    try:
+        policies = nft.base_chain_policies(handle)
+        for version, chain in FOREIGN.items():
+            mine = [a for a in addresses if a.version == version]
+            if mine and policies.get(chain) == "drop":
+                nft.add_tagged_rules(handle, *chain, owner, [r for a in mine for r in _foreign_rules(a)])
+    except BaseException:
+        revoke(handle, owner)  # a failed ADD leaves nothing behind
+        raise
 
 
-def isolated_bridge(bridge: str) -> list[dict]:
-    return [element_cmd("add", ISOLATED, [bridge]),
-            element_cmd("add", ISOLATED_SELF, [{"concat": [bridge, bridge]}])]
+def revoke(handle: nft.Nft, owner: str) -> None:
+    nft.remove_owned(handle, LAYOUT, owner)
+    for chain in FOREIGN.values():
+        nft.remove_tagged_rules(handle, *chain, lambda tag: tag == owner)
+
+
+def collect_garbage(handle: nft.Nft, network: str, valid_owners: set[str]) -> None:
+    nft.collect_garbage(handle, LAYOUT, network, valid_owners)
+    suffix = nft.network_suffix(network)
+    for chain in FOREIGN.values():
+        nft.remove_tagged_rules(handle, *chain, lambda tag: tag.endswith(suffix) and tag not in valid_owners)
+
+
+# -- iptables-nft's FORWARD chain -------------------------------------------------------------------------------
+# A drop anywhere on the forward hook is final (see above), so where iptables-nft's ``filter`` table drops
+# forwarded traffic by policy (as Docker leaves it), pynet's accepts alone do not let the containers out.
+# There the firewall appends, per container address, ``ip saddr A accept`` and ``ip daddr A accept`` with the
+# owner tag as comment: the same openness the container has on a host without that policy (pynet's own
+# table decides what is dropped). Only expressions iptables-nft can read back are used (it shows them as
+# ``-s A/32 -m comment --comment <tag> -j ACCEPT``; a native ``ct state`` would make the whole chain
+# unreadable to iptables, and Docker with it). Appended, so that the administrator's DOCKER-USER runs first.
+FOREIGN = {4: ("ip", "filter", "FORWARD"), 6: ("ip6", "filter", "FORWARD")}
+
+
+def _foreign_rules(address) -> list[list]:
+    ip = "ip" if address.version == 4 else "ip6"
+    return [[{"match": {"op": "==", "left": {"payload": {"protocol": ip, "field": field}}, "right": str(address)}},
+             {"counter": None}, {"accept": None}] for field in ("saddr", "daddr")]
+
+
+def foreign_missing(handle: nft.Nft, owner: str, addresses) -> list[str]:
+    """The addresses not admitted in a drop-policy iptables-nft FORWARD chain where one exists (for CHECK)."""
+    policies = nft.base_chain_policies(handle)
+    missing = []
+    for version, chain in FOREIGN.items():
+        mine = [a for a in addresses if a.version == version]
+        if mine and policies.get(chain) == "drop":
+            present = nft.tagged_rules(handle, *chain, owner)
+            missing += [str(a) for a in mine if any(_canon(r) not in map(_canon, present) for r in _foreign_rules(a))]
+    return missing
+
+
+def _canon(expr: list) -> str:
+    """A rule's expressions as comparable text (a listed counter carries its packets and bytes)."""
+    return nft.canon([{"counter": None} if "counter" in e else e for e in expr])
+
+
+def rules_in_place(handle: nft.Nft) -> bool:
+    """True when the forward chain holds the rules (so an ADD only adds elements: counters stay)."""
+    return nft.rules_in_place(handle, LAYOUT)
+
+
+def holders(handle: nft.Nft, addresses) -> dict[str, str]:
+    """str(address) -> owner tag of its element, for the addresses that have one (for CHECK)."""
+    listing = nft.Listing(handle, LAYOUT)
+    out = {}
+    for address in addresses:
+        tag = listing.owners(addr_set(address)).get(nft.canon(str(address)))
+        if tag is not None:
+            out[str(address)] = tag
+    return out
+
+
+def isolated_bridges(handle: nft.Nft) -> list[str]:
+    return [nft.value_of(e) for e in handle.list_elements(FAMILY, TABLE, ISOLATED)]
+
+
+def forget_bridges(handle: nft.Nft, present: set[str]) -> None:
+    """Drops the isolated bridges whose link is not in ``present`` (GC)."""
+    def select(listing: nft.Listing) -> dict[str, list]:
+        return {ISOLATED: [e for e in listing.sets.get(ISOLATED, []) if nft.value_of(e) not in present],
+                ISOLATED_SELF: [e for e in listing.sets.get(ISOLATED_SELF, [])
+                                if nft.value_of(e)["concat"][0] not in present]}
+
+    nft.remove_where(handle, LAYOUT, select, "firewall GC of isolated bridges")

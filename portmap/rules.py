@@ -32,10 +32,14 @@ transaction: the receipt exists only if exactly those elements were added by thi
 exclusive), so nothing of another attachment can go. Without prevResult, or when anything differs, the
 transaction fails as a whole and DEL falls back to listing the table and removing by owner tag.
 
+The table is declared below as data (``LAYOUT``, and ``Profile.part()`` per profile) and written, like the
+elements, through ``cni_plugins.nft``.
+
 Per packet: one fib lookup, then per profile a jump and a few hash lookups, whatever the number of containers.
-Per ADD: one transaction of 3 hash-set elements per host port (claim, DNAT, target). The layout is created by
-``create table`` / ``create chain`` transactions: when two first ADDs race, one commits all of it and the
-other's transaction fails as a whole with EEXIST, so rules are never doubled.
+Per ADD: one transaction of 3 hash-set elements per host port (claim, DNAT, target). The table's own rules
+are flushed and rewritten in the transaction that writes them; a profile is created by ``create chain``
+transactions: when two first ADDs race, one commits all of it and the other's transaction fails as a whole
+with EEXIST, so rules are never doubled.
 
 Hairpin: a DNATed connection that is routed back out of the interface it came in on (the container itself,
 or a neighbour on its bridge, reaching a host port) must be masqueraded, or the replies would bypass the
@@ -52,7 +56,10 @@ from __future__ import annotations
 
 import ipaddress
 
+from cni_plugins import nft
 from cni_plugins.digest import sha256_bytes, sha256_hex
+from cni_plugins.errors import CNIError, INTERNAL, invalid_config
+from cni_plugins.nft import Chain, NftError, Part, Set, Table
 
 from .config import DnatEntry, Options
 
@@ -60,10 +67,25 @@ FAMILY = "inet"
 TABLE = "pynet-portmap"
 CLAIMS = {4: "claims4", 6: "claims6"}
 LAYOUT_VERSION = "1"
+# Plugin-specific error code (the spec leaves 100+ to plugins): the host port is held by another attachment.
+HOST_PORT_IN_USE = 100
 _ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
 _NFPROTO = {4: "ipv4", 6: "ipv6"}
 _IP = {4: "ip", 6: "ip6"}
 _ANY = {4: "0.0.0.0", 6: "::"}
+
+_TO_HOSTPORTS = "fib daddr type local jump hostports"
+LAYOUT = Table(FAMILY, TABLE, comment="pynet portmap: host port DNAT, owner-tagged elements", sets=tuple(
+    Set(CLAIMS[family], f"{_ADDR_TYPE[family]} . inet_proto . inet_service",
+        comment=f"host ports in use ({_ANY[family]} = every local address)") for family in (4, 6)
+), chains=(
+    Chain("prerouting", hook="nat prerouting", priority="dstnat", rules=(_TO_HOSTPORTS,)),
+    Chain("output", hook="nat output", priority=-100, rules=(_TO_HOSTPORTS,)),
+    # The next three only get the profiles' rules (see Profile.part): created here, never flushed.
+    Chain("hairpin", hook="filter prerouting", priority=-99),
+    Chain("postrouting", hook="nat postrouting", priority="srcnat"),
+    Chain("hostports"),
+))
 
 
 def network_prefix(network: str) -> str:
@@ -75,24 +97,6 @@ def profile_name(network: str, options: Options) -> str:
     """``p<network hash>_<options hash>``: networks with different options never share rules."""
     shape = sha256_hex(LAYOUT_VERSION + options.digest())[:8]
     return f"{network_prefix(network)}_{shape}"
-
-
-def base_script() -> str:
-    t = f"{FAMILY} {TABLE}"
-    lines = [f'create table {t} {{ comment "pynet portmap: host port DNAT, owner-tagged elements"; }}']
-    for family in (4, 6):
-        lines.append(f"add set {t} {CLAIMS[family]} {{ type {_ADDR_TYPE[family]} . inet_proto . inet_service; "
-                     f'comment "host ports in use ({_ANY[family]} = every local address)"; }}')
-    lines += [
-        f"add chain {t} prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}",
-        f"add chain {t} output {{ type nat hook output priority -100; policy accept; }}",
-        f"add chain {t} hairpin {{ type filter hook prerouting priority -99; policy accept; }}",
-        f"add chain {t} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}",
-        f"add chain {t} hostports",
-        f"add rule {t} prerouting fib daddr type local jump hostports",
-        f"add rule {t} output fib daddr type local jump hostports",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 class Profile:
@@ -118,40 +122,40 @@ class Profile:
     def receipts(self) -> str:
         return f"{self.name}_r"
 
-    def _family_script(self, family: int) -> list[str]:
-        t, ip, addr = f"{FAMILY} {TABLE}", _IP[family], _ADDR_TYPE[family]
+    def _family_part(self, family: int) -> Part:
+        ip, addr = _IP[family], _ADDR_TYPE[family]
         h, w, chain = self.specific_map(family), self.wildcard_map(family), self.chain(family)
         opts = self.options
-        lines = [
-            f'create chain {t} {chain} {{ comment "portmap network {_quote(self.network)}"; }}',
-            f"add map {t} {h} {{ type {addr} . inet_proto . inet_service : {addr} . inet_service; }}",
-            f"add map {t} {w} {{ type inet_proto . inet_service : {addr} . inet_service; }}",
-            f"add set {t} {self.targets(family)} {{ type {addr} . inet_proto . inet_service; }}",
-        ]
         mark = f"meta mark set meta mark | {opts.mark:#x}"
+        chain_rules = []
         for dnat_map, key in ((h, f"{ip} daddr . meta l4proto . th dport"), (w, "meta l4proto . th dport")):
             if opts.snat and opts.masq_all:
-                lines.append(f"add rule {t} {chain} {key} @{dnat_map} {mark}")
+                chain_rules.append(f"{key} @{dnat_map} {mark}")
             elif opts.snat and family == 4:
-                lines.append(f"add rule {t} {chain} ip saddr 127.0.0.0/8 {key} @{dnat_map} {mark}")
-            lines.append(f"add rule {t} {chain} meta l4proto {{ tcp, udp, sctp }} "
-                         f"dnat {ip} to {key} map @{dnat_map}")
-        lines.append(f"add rule {t} hostports meta nfproto {_NFPROTO[family]} {opts.conditions(family)} "
-                     f"jump {chain}")
+                chain_rules.append(f"ip saddr 127.0.0.0/8 {key} @{dnat_map} {mark}")
+            chain_rules.append(f"meta l4proto {{ tcp, udp, sctp }} dnat {ip} to {key} map @{dnat_map}")
+        rules = [("hostports", f"meta nfproto {_NFPROTO[family]} {opts.conditions(family)} jump {chain}")]
         if opts.snat and not opts.masq_all:
-            lines.append(f"add rule {t} hairpin meta nfproto {_NFPROTO[family]} ct state new ct status dnat "
-                         f"fib daddr . iif oif exists {ip} daddr . meta l4proto . th dport "
-                         f"@{self.targets(family)} {mark}")
-        return lines
+            rules.append(("hairpin", f"meta nfproto {_NFPROTO[family]} ct state new ct status dnat "
+                                     f"fib daddr . iif oif exists {ip} daddr . meta l4proto . th dport "
+                                     f"@{self.targets(family)} {mark}"))
+        return Part(
+            sets=(Set(h, f"{addr} . inet_proto . inet_service", data=f"{addr} . inet_service"),
+                  Set(w, "inet_proto . inet_service", data=f"{addr} . inet_service"),
+                  Set(self.targets(family), f"{addr} . inet_proto . inet_service")),
+            chains=(Chain(chain, rules=tuple(chain_rules), comment=f"portmap network {_quote(self.network)}"),),
+            rules=tuple(rules))
 
-    def script(self) -> str:
-        lines = self._family_script(4) + self._family_script(6)
-        lines.append(f'add set {FAMILY} {TABLE} {self.receipts()} {{ type ipv6_addr; '
-                     f'comment "digest of the elements of each attachment"; }}')
+    def part(self) -> Part:
+        """The profile's maps, sets, chains and its rules in the table's chains, written once."""
+        v4, v6 = self._family_part(4), self._family_part(6)
+        rules = v4.rules + v6.rules
         if self.options.snat:
             m = self.options.mark
-            lines.append(f"add rule {FAMILY} {TABLE} postrouting meta mark & {m:#x} == {m:#x} masquerade")
-        return "\n".join(lines) + "\n"
+            rules += (("postrouting", f"meta mark & {m:#x} == {m:#x} masquerade"),)
+        return Part(sets=v4.sets + v6.sets + (Set(self.receipts(), "ipv6_addr",
+                                                  comment="digest of the elements of each attachment"),),
+                    chains=v4.chains + v6.chains, rules=rules)
 
     # -- elements ----------------------------------------------------------------------------------
     def elements(self, entry: DnatEntry) -> dict[str, list]:
@@ -194,3 +198,144 @@ def family_of_set(name: str) -> int:
     return 6 if name.endswith("6") else 4
 
 
+
+
+# -- the layout, written when an ADD meets a missing set ------------------------------------------------------
+def ensure_layout(handle: nft.Nft, profile: Profile) -> None:
+    """Writes the table (idempotent) and this profile's chains/maps unless they exist (all or nothing)."""
+    validate_conditions(handle, profile.options)
+    nft.write_skeleton(handle, LAYOUT)
+    nft.ensure_part(handle, LAYOUT, profile.part(), f"create portmap chains for network {profile.network!r}")
+
+
+def validate_conditions(handle: nft.Nft, options: Options) -> None:
+    """Lets libnftables judge conditionsV4/V6 as match expressions of a rule (dry run: nothing changes)."""
+    for family, key in ((4, "conditionsV4"), (6, "conditionsV6")):
+        cond = options.conditions(family)
+        if not cond:
+            continue
+        scratch = f"{FAMILY} {TABLE}-check"
+        script = (f"add table {scratch}\n"
+                  f"add chain {scratch} c {{ type nat hook prerouting priority dstnat; }}\n"
+                  f"add chain {scratch} t\n"
+                  f"add rule {scratch} c meta nfproto ipv{family} {cond} jump t\n")
+        try:
+            handle.run_script(script, key, dry_run=True)
+        except NftError as exc:
+            first_line = (exc.msg.strip().splitlines() or [exc.msg])[0]
+            raise invalid_config(key, cond, f"not an nft match expression ({first_line})") from None
+
+
+# -- an attachment's elements ----------------------------------------------------------------------------------
+def claim(handle: nft.Nft, profile: Profile, entries, owner: str) -> None:
+    """Adds the attachment's elements in one transaction; claims never replace: a host port another
+    attachment holds fails the ADD (HOST_PORT_IN_USE)."""
+    wanted = _wanted(profile, entries)
+    # claims first: a taken port fails the transaction before anything else is looked at
+    elements = {name: list(wanted[name].values()) for name in sorted(wanted, key=lambda n: n not in CLAIMS.values())}
+    elements[profile.receipts()] = [_receipt(wanted, owner)]
+
+    def own() -> None:
+        nft.own(handle, LAYOUT, owner, elements, exclusive=CLAIMS.values(),
+                ensure=lambda: ensure_layout(handle, profile), what="add portmap elements")
+
+    try:
+        own()
+        return
+    except NftError as exc:
+        if not exc.exists:
+            raise
+    listing = nft.Listing(handle, LAYOUT)
+    holders = {k: v for family in {e.family for e in entries} for k, v in listing.owners(CLAIMS[family]).items()}
+    taken = [(e, holders[k]) for e in entries if (k := nft.canon(claim_key(e))) in holders and holders[k] != owner]
+    if taken:
+        entry, holder = taken[0]
+        raise CNIError(HOST_PORT_IN_USE, f"host port {entry.describe()} is already mapped by {holder}"
+                                         f"{f' (and {len(taken) - 1} more ports)' if len(taken) > 1 else ''}")
+    # Only our own elements were in the way (an ADD repeated without DEL): replace them.
+    remove(handle, lambda name, tag: tag == owner, claims_too=lambda tag: tag == owner)
+    own()
+
+
+def release(handle: nft.Nft, profile: Profile, entries, owner: str) -> None:
+    """Deletes exactly the elements ``entries`` need plus the receipt, in one transaction that fails as a whole
+    (NftError.missing) unless this owner added precisely these elements."""
+    wanted = _wanted(profile, entries)
+    elements = {name: list(elems.values()) for name, elems in wanted.items()}
+    elements[profile.receipts()] = [_receipt(wanted, owner)]
+    nft.delete_exactly(handle, LAYOUT, elements, "delete portmap elements")
+
+
+def remove(handle: nft.Nft, doomed, claims_too=None) -> list:
+    """Deletes in one transaction the profile elements for which ``doomed(set name, owner)`` holds, and the
+    claims that go with the DNAT map elements among them (plus claims for which ``claims_too(owner)``).
+    Returns the removed claims as (set name, key)."""
+    def select(listing: nft.Listing) -> dict[str, list]:
+        gone: dict[str, list] = {}
+        claims_wanted: set = set()
+        for name, elems in listing.sets.items():
+            if name in CLAIMS.values():
+                continue
+            for e in elems:
+                tag = nft.owner_of(e)
+                if doomed(name, tag):
+                    gone.setdefault(name, []).append(e)
+                    if isinstance(e, list):  # a DNAT map element: its claim goes with it
+                        key = claim_of_map_key(family_of_set(name), nft.value_of(e))
+                        claims_wanted.add((nft.canon(key), tag))
+        for name in CLAIMS.values():
+            for e in listing.sets.get(name, []):
+                tag = nft.owner_of(e)
+                if (nft.canon(nft.value_of(e)), tag) in claims_wanted or (claims_too and claims_too(tag)):
+                    gone.setdefault(name, []).append(e)
+        return gone
+
+    removed = nft.remove_where(handle, LAYOUT, select, "delete portmap elements")
+    return [(name, nft.value_of(e)) for name in CLAIMS.values() for e in removed.get(name, [])]
+
+
+def verify(handle: nft.Nft, profile: Profile, entries, owner: str) -> None:
+    """CHECK: the profile's chains exist and every element ``entries`` need is there, owned by ``owner``."""
+    listing = nft.Listing(handle, LAYOUT)
+    for family in sorted({e.family for e in entries}):
+        if profile.chain(family) not in listing.chains:
+            raise CNIError(INTERNAL, f"portmap chain {profile.chain(family)} for network {profile.network!r} "
+                                     f"is missing from table {FAMILY} {TABLE}")
+    for entry in entries:
+        for name, wanted in profile.elements(entry).items():
+            present = {nft.canon(_key_and_data(e)): nft.owner_of(e) for e in listing.sets.get(name, [])}
+            for elem in wanted:
+                if present.get(nft.canon(_pair(elem))) != owner:
+                    raise CNIError(INTERNAL, f"portmap mapping {entry.describe()} of {owner}: element "
+                                             f"{nft.canon(_pair(elem))} missing from {FAMILY} {TABLE} {name}")
+
+
+def claim_ports(removed_claims):
+    """(family, protocol, host port) of removed claims."""
+    for name, key in removed_claims:
+        parts = key["concat"]
+        yield family_of_set(name), parts[1], parts[2]
+
+
+def _wanted(profile: Profile, entries) -> dict[str, dict]:
+    """set/map name -> {canonical key: element} for every element the entries need (deduplicated: two host
+    ports leading to one container port share one target element)."""
+    by_set: dict[str, dict] = {}
+    for entry in entries:
+        for name, elems in profile.elements(entry).items():
+            for elem in elems:
+                by_set.setdefault(name, {})[nft.canon(_pair(elem))] = elem
+    return by_set
+
+
+def _receipt(wanted: dict, owner: str) -> str:
+    return receipt_key(owner + nft.canon(sorted((name, sorted(elems)) for name, elems in wanted.items())))
+
+
+def _pair(elem):
+    """An expected element as (key, data) for comparison with a listed one."""
+    return (elem[0], elem[1]) if isinstance(elem, list) else (elem, None)
+
+
+def _key_and_data(listed):
+    return (nft.value_of(listed), listed[1] if isinstance(listed, list) else None)

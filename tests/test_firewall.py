@@ -331,3 +331,57 @@ def test_check_notices_rules_changed_behind_its_back_and_status_is_ok(cni, host_
     assert "forward" in err.value.msg
     cni.add("firewall", _synthetic("10.1.0.8/24"), container_ns, container_id="c2")  # the next ADD repairs them
     cni.check("firewall", conf, container_ns)
+
+
+def _iptables_nft_forward_drop(host_ns):
+    """What iptables-nft leaves after `iptables -P FORWARD DROP` (Docker does that): table ip filter, chain
+    FORWARD with policy drop; written through libnftables in the sandbox host."""
+    import nftables
+
+    with host_ns.entered():
+        rc, _, err = nftables.Nftables().cmd(
+            "add table ip filter\n"
+            "add chain ip filter FORWARD { type filter hook forward priority filter; policy drop; }\n")
+    assert rc == 0, err
+
+
+def _forward_rule_tags(host_ns) -> list[str]:
+    return [o["rule"].get("comment", "") for o in host_ns.nft_json("list chain ip filter FORWARD") if "rule" in o]
+
+
+def test_iptables_nft_forward_drop_policy_is_opened_for_the_container_and_del_closes_it(cni, host_ns, make_netns,
+                                                                                        outside, tmp_path):
+    _iptables_nft_forward_drop(host_ns)
+    cl = conflist(tmp_path)
+    cl["plugins"][0]["ipMasq"] = True  # pynet's bridge, masquerading, then the firewall: all of pynet
+    c1_ns = make_netns()
+    c1 = cni.add_chain(cl, c1_ns, container_id="c1")
+    assert _forward_rule_tags(host_ns) == ["c1/eth0@fw-net"] * 2
+    assert icmp_echo(c1_ns, "192.168.77.2")
+    if shutil.which("iptables-nft", path="/usr/sbin:/sbin"):  # iptables (and Docker) can still read the chain
+        shown = host_ns.run(["iptables-nft", "-S", "FORWARD"])
+        assert shown.returncode == 0, shown.stderr
+        assert f'-s {ip_of(c1)}/32 -m comment --comment "c1/eth0@fw-net" -j ACCEPT' in shown.stdout.decode()
+    cni.check("firewall", fw_conf(cl, c1), c1_ns, container_id="c1")
+
+    cni.delete("firewall", fw_conf(cl, c1), c1_ns, container_id="c1")
+    assert _forward_rule_tags(host_ns) == []
+    assert not icmp_echo(c1_ns, "192.168.77.2", timeout=0.6)  # it was those rules that let it out
+    cni.del_chain(cl, c1_ns, c1, container_id="c1")
+    assert "policy drop" in host_ns.nft_ruleset()  # the table and its policy are the host's: left as they were
+
+
+def test_iptables_nft_forward_rules_follow_del_and_gc_and_check_notices_them_gone(cni, host_ns, container_ns):
+    _iptables_nft_forward_drop(host_ns)
+    for cid, ip in (("a1", "10.1.0.11/24"), ("a2", "10.1.0.12/24")):
+        cni.add("firewall", _synthetic(ip), container_ns, container_id=cid)
+    cni.add("firewall", _synthetic("10.2.0.13/24", network="other"), container_ns, container_id="b1")
+    assert sorted(_forward_rule_tags(host_ns)) == sorted(["a1/eth0@n", "a2/eth0@n", "b1/eth0@other"] * 2)
+    cni.gc("firewall", dict(_synthetic("10.1.0.11/24"), cniVersion="1.1.0"), [{"containerID": "a1", "ifname": "eth0"}])
+    assert sorted(_forward_rule_tags(host_ns)) == sorted(["a1/eth0@n", "b1/eth0@other"] * 2)
+    cni.delete("firewall", _synthetic("10.2.0.13/24", network="other"), container_ns, container_id="b1")
+    assert _forward_rule_tags(host_ns) == ["a1/eth0@n"] * 2
+    host_ns.nft_json("flush chain ip filter FORWARD")
+    with pytest.raises(PluginFailed) as err:
+        cni.check("firewall", _synthetic("10.1.0.11/24"), container_ns, container_id="a1")
+    assert "FORWARD" in err.value.msg

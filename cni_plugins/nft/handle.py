@@ -1,9 +1,9 @@
-"""nftables through libnftables' JSON API: one transaction per call, owner-tagged set elements.
+"""The Nft handle: libnftables contexts of one network namespace, one transaction per ``apply``.
 
-Every plugin keeps its own table (as cri-o's hostport code and kube-proxy do) and expresses per-container
-state as set/map elements whose comment is the owner tag ``<containerID>/<ifname>``. Rules are written
-once per table and never per container, so adding the 500th container costs what the first did, and
-DEL/GC remove exactly what an attachment owns by reading the tags back.
+A handle is bound to a netns: the one given as an fd (``Nft(netns_fd)``), or the calling thread's. Its
+contexts come from a small pool per namespace (keyed by the nsfs inode); a context is created while the
+thread is inside that namespace, and libnftables opens its netlink socket then, so the context keeps
+talking to that namespace whatever the thread does afterwards.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import errno
 import os
 import threading
 
-from .errors import CNIError, IO_FAILURE
+from ..errors import CNIError, IO_FAILURE
+
+_SELF = "/proc/thread-self/ns/net"
 
 
 def element(value, owner: str) -> dict:
@@ -58,7 +60,8 @@ class _Pool:
         self._cond = threading.Condition()
 
     @contextlib.contextmanager
-    def context(self, netns_fd: int | None = None):
+    def context(self, make):
+        """A free context, or a new one from ``make()`` while fewer than SIZE exist."""
         with self._cond:
             while not self._free and self._made >= self.SIZE:
                 self._cond.wait()
@@ -67,7 +70,7 @@ class _Pool:
                 self._made += 1
         if ctx is None:
             try:
-                ctx = _new_context(netns_fd)
+                ctx = make()
             except BaseException:
                 with self._cond:
                     self._made -= 1
@@ -90,19 +93,7 @@ _POOLS_LOCK = threading.Lock()
 _MAX_POOLS = 8
 
 
-def _new_context(netns_fd: int | None) -> _Context:
-    """A context whose netlink socket lives in the namespace of ``netns_fd`` (libnftables opens it when the
-    context is made), or in the calling thread's namespace."""
-    if netns_fd is None:
-        return _Context()
-    from .syscalls import entered
-
-    with entered(netns_fd):
-        return _Context()
-
-
-def _pool(netns_fd: int | None) -> _Pool:
-    key = os.fstat(netns_fd).st_ino if netns_fd is not None else os.stat("/proc/thread-self/ns/net").st_ino
+def _pool(key: int) -> _Pool:
     with _POOLS_LOCK:
         pool = _POOLS.get(key)
         if pool is None:
@@ -115,18 +106,36 @@ def _pool(netns_fd: int | None) -> _Pool:
 
 
 class Nft:
-    """nftables in the network namespace of ``netns_fd`` (the calling thread's without one). Commands are JSON objects ({"add": {...}}) run atomically
-    by ``apply``."""
+    """nftables in one netns: ``netns_fd``'s, or (None) the calling thread's at construction. Commands are
+    JSON objects ({"add": {...}}) run atomically by ``apply``. The caller keeps ``netns_fd`` open while it
+    uses the handle."""
 
     def __init__(self, netns_fd: int | None = None):
         self._netns_fd = netns_fd
-        self._pool = _pool(netns_fd)
+        self._pool = _pool((os.fstat(netns_fd) if netns_fd is not None else os.stat(_SELF)).st_ino)
 
-    def apply(self, commands: list[dict], what: str = "nftables transaction") -> list:
+    def _new_context(self) -> _Context:
+        if self._netns_fd is None:
+            return _Context()
+        from ..syscalls import entered
+
+        with entered(self._netns_fd):  # the context's netlink socket is opened here, in that netns
+            return _Context()
+
+    def _context(self):
+        return self._pool.context(self._new_context)
+
+    def apply(self, commands: list[dict], what: str = "nftables transaction", handles: bool = False) -> list:
+        """Runs ``commands`` as one transaction; returns what they list (with rule handles if ``handles``)."""
         if not commands:
             return []
-        with self._pool.context(self._netns_fd) as ctx:
-            rc, out, err = ctx.lib.json_cmd({"nftables": commands})
+        with self._context() as ctx:
+            ctx.lib.set_handle_output(handles)
+            try:
+                rc, out, err = ctx.lib.json_cmd({"nftables": commands})
+            finally:
+                if handles:
+                    ctx.lib.set_handle_output(False)
         if rc != 0:
             raise NftError(rc, f"{what} failed: {err.strip()}")
         return (out or {}).get("nftables", []) if isinstance(out, dict) else []
@@ -136,7 +145,7 @@ class Nft:
 
         For definitions written once (a table's chains and rules), where nft's own syntax is the clearest form.
         """
-        with self._pool.context(self._netns_fd) as ctx:
+        with self._context() as ctx:
             ctx.lib.set_dry_run(dry_run)
             try:
                 rc, _, err = ctx.lib.cmd(script)
@@ -167,29 +176,6 @@ class Nft:
                 return False
             raise
         return True
-
-    def delete_owned(self, family: str, table: str, set_names, keep, kind: str = "set", attempts: int = 3) -> list:
-        """Deletes, in one transaction, the elements of the given sets/maps whose owner tag fails ``keep``.
-
-        ``keep`` is a predicate on the owner tag. Returns the removed elements. A concurrent deleter can make
-        an element vanish between list and delete (the whole transaction then fails with ENOENT): read again.
-        """
-        for attempt in range(attempts):
-            commands, removed = [], []
-            for name in set_names:
-                doomed = [e for e in self.list_elements(family, table, name, kind) if not keep(owner_of(e))]
-                if doomed:
-                    removed.extend(doomed)
-                    commands.append({"delete": {"element": {
-                        "family": family, "table": table, "name": name,
-                        "elem": [value_of(e) for e in doomed]}}})
-            try:
-                self.apply(commands, f"delete elements from {family} {table}")
-                return removed
-            except NftError as exc:
-                if not exc.missing or attempt == attempts - 1:
-                    raise
-        return []
 
 
 class NftError(CNIError):
