@@ -120,7 +120,10 @@ class Request:
         if raw is None:
             return None
         from .types import Result
-        return Result.from_dict(raw)
+        try:
+            return Result.from_dict(raw)
+        except CNIError as err:
+            raise CNIError(INVALID_CONFIG, f"invalid prevResult: {err.msg.removeprefix('invalid result: ')}") from None
 
     def require_prev_result(self, plugin: str, why: str = ""):
         """prevResult, or code 7 naming ``plugin`` when it runs without one (not chained, or CHECK without

@@ -46,6 +46,33 @@ def _object(d, what: str) -> dict:
     return d
 
 
+def _list(value, what: str) -> list:
+    """A JSON array (absent or null: empty)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _bad(what, value)
+    return value
+
+
+def _string(value, what: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _bad(what, value)
+    return value
+
+
+def _strings(value, what: str) -> list[str]:
+    return [_string(v, what) for v in _list(value, what)]
+
+
+def _int(value, what: str) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise _bad(what, value)
+    return value
+
+
 def parse_network(value) -> IPNetwork:
     try:
         return ipaddress.ip_network(value, strict=False)
@@ -82,11 +109,9 @@ class Interface:
     def from_dict(cls, d: dict) -> "Interface":
         if not isinstance(d, dict) or not isinstance(d.get("name"), str):
             raise _bad("interface", d)
-        mtu = d.get("mtu")
-        if mtu is not None and (not isinstance(mtu, int) or isinstance(mtu, bool)):
-            raise _bad("interface mtu", mtu)
-        return cls(d["name"], d.get("mac", ""), d.get("sandbox", ""), d.get("mtu"),
-                   d.get("socketPath", ""), d.get("pciID", ""))
+        return cls(d["name"], _string(d.get("mac"), "interface mac"), _string(d.get("sandbox"), "interface sandbox"),
+                   _int(d.get("mtu"), "interface mtu"), _string(d.get("socketPath"), "interface socketPath"),
+                   _string(d.get("pciID"), "interface pciID"))
 
 
 @dataclass
@@ -114,10 +139,8 @@ class IPConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "IPConfig":
         d = _object(d, "ips entry")
-        iface = d.get("interface")
-        if iface is not None and not isinstance(iface, int):
-            raise _bad("interface index", iface)
-        return cls(parse_interface_address(d.get("address")), _optional_address(d.get("gateway")), iface)
+        return cls(parse_interface_address(d.get("address")), _optional_address(d.get("gateway")),
+                   _int(d.get("interface"), "interface index"))
 
 
 @dataclass
@@ -148,10 +171,7 @@ class Route:
     @classmethod
     def from_dict(cls, d: dict) -> "Route":
         d = _object(d, "route")
-        extra = {name: d[name] for name in cls._V11_FIELDS if d.get(name) is not None}
-        for name, value in extra.items():
-            if not isinstance(value, int):
-                raise _bad(f"route {name}", value)
+        extra = {name: _int(d[name], f"route {name}") for name in cls._V11_FIELDS if d.get(name) is not None}
         return cls(parse_network(d.get("dst")), _optional_address(d.get("gw")), **extra)
 
 
@@ -183,8 +203,8 @@ class DNS:
         if not d:
             return cls()
         _object(d, "dns")
-        return cls(list(d.get("nameservers") or []), d.get("domain") or "",
-                   list(d.get("search") or []), list(d.get("options") or []))
+        return cls(_strings(d.get("nameservers"), "dns nameservers"), _string(d.get("domain"), "dns domain"),
+                   _strings(d.get("search"), "dns search"), _strings(d.get("options"), "dns options"))
 
 
 @dataclass
@@ -211,9 +231,9 @@ class Result:
         """Reads a result of any supported version (fields of later versions are kept when present)."""
         _object(d, "result")
         return cls(
-            [Interface.from_dict(i) for i in d.get("interfaces") or []],
-            [IPConfig.from_dict(ip) for ip in d.get("ips") or []],
-            [Route.from_dict(r) for r in d.get("routes") or []],
+            [Interface.from_dict(i) for i in _list(d.get("interfaces"), "interfaces")],
+            [IPConfig.from_dict(ip) for ip in _list(d.get("ips"), "ips")],
+            [Route.from_dict(r) for r in _list(d.get("routes"), "routes")],
             DNS.from_dict(d.get("dns")),
         )
 
