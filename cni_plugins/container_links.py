@@ -24,11 +24,11 @@ import contextlib
 import errno
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from . import delegate, netlink, sysctl
-from .config import option_bool, option_int, option_str
+from .config import option_bool, option_int
 from .errors import CNIError, INTERNAL, INVALID_CONFIG, PLUGIN_NOT_AVAILABLE, invalid_config
 from .handles import Handles, NetnsHandle
 from .netlink import netlink_error_code
@@ -93,7 +93,6 @@ class Teardown:
     """What DEL and GC need of the config: only the IPAM plugin. A master that is gone, an MTU now too large
     or any other key gone bad since ADD must not keep a DEL from releasing the lease."""
     ipam: str | None = None
-    dns: DNS = field(default_factory=DNS)
 
 
 def teardown_config(req: Request) -> Teardown:

@@ -20,7 +20,7 @@ from cni_plugins.errors import CNIError
 from cni_plugins.skel import build_request
 from netns_fixtures.runner import PluginFailed
 
-from .test_macvlan import MASTER, leases, make_master, master  # noqa: F401  (fixture)
+from .test_macvlan import MASTER, leases, master  # noqa: F401  (fixture)
 
 NETWORK = "mvnet"
 
