@@ -158,7 +158,8 @@ class FakeHandles:
 def world():
     """A fake host netns (fd 10) holding master eth9 (index 9, MTU 1500) and an empty container netns (fd 20)."""
     w: dict = {}
-    host = FakeIPRoute(w, 10, links=[{"name": "lo", "kind": "", "index": 1}, {"name": "eth9", "kind": "veth", "index": 9}],
+    host = FakeIPRoute(w, 10, links=[{"name": "lo", "kind": "", "index": 1},
+                                     {"name": "eth9", "kind": "veth", "index": 9}],
                        routes=[{"family": 2, "dst_len": 0, "oif": 9, "gateway": "10.0.0.1"}])
     container = FakeIPRoute(w, 20, links=[{"name": "lo", "kind": "", "index": 1}])
     return FakeHandles(FakeNetns(host), FakeNetns(container))

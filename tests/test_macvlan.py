@@ -305,7 +305,7 @@ def test_mixed_with_the_reference_gives_the_same_result_and_link(make_cni, make_
     assert a.link_names() == ["lo"] and b.link_names() == ["lo"] and leases(tmp_path) == []
 
 
-# -- bad input ----------------------------------------------------------------------------------------------------------
+# -- bad input -----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("options,key,value", [
     ({"mode": "foo"}, "mode", "'foo'"),
     ({"mode": 3}, "mode", "3"),
