@@ -20,6 +20,11 @@ MODULES = {
     "portmap": "portmap.plugin",
     "firewall": "firewall.plugin",
     "tuning": "tuning.plugin",
+    "macvlan": "macvlan.plugin",
+    "ipvlan": "ipvlan.plugin",
+    "vlan": "vlan.plugin",
+    "dummy": "dummy.plugin",
+    "vrf": "vrf.plugin",
 }
 NAMES = tuple(MODULES)
 # Plugin scripts written by earlier versions of `pynet cni install` name the module instead.

@@ -1,0 +1,54 @@
+"""The macvlan plugin's configuration (the reference's plugins/main/macvlan NetConf), validated once.
+
+``master`` (default: the interface of the default route), ``mode`` bridge/private/vepa/passthru (default
+bridge), ``mtu`` (0..the master's, checked when the master is looked up), ``mac`` (overridden by CNI_ARGS
+``MAC``, then by ``runtimeConfig.mac``, as the reference), ``linkInContainer``, ``bcqueuelen``; ``ipam`` is
+optional (none: an L2-only interface, up without addresses).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bridge.config import normalize_mac
+from cni_plugins import container_links
+from cni_plugins.config import option_int, option_str
+from cni_plugins.container_links import LinkOptions
+from cni_plugins.errors import invalid_config
+from cni_plugins.skel import Request
+from cni_plugins.types import DNS
+
+MODES = ("bridge", "private", "vepa", "passthru")
+MAX_BC_QUEUE_LEN = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class MacvlanConfig:
+    link: LinkOptions = field(default_factory=LinkOptions)
+    mode: str = "bridge"
+    mac: str | None = None
+    bcqueuelen: int = 0
+    ipam: str | None = None
+    dns: DNS = field(default_factory=DNS)
+
+
+def _mac(req: Request) -> str | None:
+    mac = None
+    if req.config.get("mac") not in (None, ""):
+        mac = normalize_mac("mac", req.config["mac"])
+    env_mac = req.cni_arg("MAC", known=("MAC",))
+    if env_mac:
+        mac = normalize_mac("CNI_ARGS MAC", env_mac)
+    if req.runtime_config.get("mac"):
+        mac = normalize_mac("runtimeConfig.mac", req.runtime_config["mac"])
+    return mac
+
+
+def load(req: Request) -> MacvlanConfig:
+    config = req.config
+    mode = option_str(config, "mode") or "bridge"
+    if mode not in MODES:
+        raise invalid_config("mode", mode, f"expected one of {', '.join(MODES)}")
+    return MacvlanConfig(link=container_links.link_options(req), mode=mode, mac=_mac(req),
+                         bcqueuelen=option_int(config, "bcqueuelen", 0, minimum=0, maximum=MAX_BC_QUEUE_LEN),
+                         ipam=container_links.ipam_options(req), dns=container_links.dns_option(req))
