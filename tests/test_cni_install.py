@@ -7,6 +7,7 @@ import sys
 
 from netns_fixtures import CNI, OUR_PLUGINS
 
+from cni_plugins import registry
 from pynet import cli, cni_install
 
 BARE_PATH = "/usr/bin:/bin"
@@ -16,7 +17,7 @@ CONF = {"cniVersion": "1.0.0", "name": "lo-net", "type": "loopback"}
 def test_install_writes_every_plugin_as_an_isolated_script(tmp_path):
     paths = cni_install.install(str(tmp_path / "bin"), shim=False)
     names = sorted(os.path.basename(p) for p in paths)
-    assert names == sorted(["bridge", "host-local", "static", "loopback", "portmap", "firewall", "tuning"])
+    assert names == sorted(registry.NAMES)
     for path in paths:
         assert os.stat(path).st_mode & stat.S_IXUSR
         shebang = open(path).readline().split()
@@ -32,7 +33,7 @@ def test_install_is_repeatable_over_existing_files(tmp_path):
 def test_cli_command_installs_and_lists_paths(tmp_path, capsys):
     assert cli.main(["cni", "install", str(tmp_path / "cni")]) == 0
     printed = capsys.readouterr().out.split()
-    assert str(tmp_path / "cni" / "loopback") in printed and len(printed) == 7
+    assert str(tmp_path / "cni" / "loopback") in printed and len(printed) == len(registry.NAMES)
 
 
 def test_installed_plugins_run_without_venv_or_pythonpath(tmp_path, host_ns, container_ns):
