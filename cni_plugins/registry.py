@@ -20,6 +20,8 @@ MODULES = {
     "portmap": "portmap.plugin",
     "firewall": "firewall.plugin",
     "tuning": "tuning.plugin",
+    "host-device": "host_device.plugin",
+    "tap": "tap.plugin",
 }
 NAMES = tuple(MODULES)
 # Plugin scripts written by earlier versions of `pynet cni install` name the module instead.
