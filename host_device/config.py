@@ -22,6 +22,7 @@ from cni_plugins import delegate
 from cni_plugins.errors import CNIError, INVALID_CONFIG, invalid_config
 from cni_plugins.skel import Request
 from cni_plugins.types import DNS
+from tuning.config import parse_data_dir
 
 DEFAULT_DATA_DIR = "/var/lib/cni/host-device"
 # Module attributes so unit tests can point them at a fake sysfs tree.
@@ -90,10 +91,8 @@ def is_dpdk(pci: str) -> bool:
 
 
 def data_dir(config: dict) -> str:
-    value = config.get("dataDir") or DEFAULT_DATA_DIR
-    if not isinstance(value, str) or not os.path.isabs(value):
-        raise invalid_config("dataDir", value, "must be an absolute path")
-    return value
+    """``dataDir``, validated as tuning's is (an absolute path), with host-device's default."""
+    return parse_data_dir({"dataDir": config.get("dataDir") or DEFAULT_DATA_DIR})
 
 
 def load(req: Request) -> HostDeviceConfig:
