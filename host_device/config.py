@@ -96,6 +96,10 @@ def data_dir(config: dict) -> str:
 
 
 def load(req: Request) -> HostDeviceConfig:
+    if req.command == "STATUS":
+        # STATUS carries no runtimeConfig: a config naming its device only by the deviceID capability is
+        # still a good one
+        return load_teardown(req)
     config = req.config
     named = []
     for key in KEYS:

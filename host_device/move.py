@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 from cni_plugins import netlink
 from cni_plugins.errors import CNIError, INTERNAL, IO_FAILURE
 from cni_plugins.files import atomic_write
-from cni_plugins.skel import Request
 
 IFF_UP = 0x1
 
@@ -48,46 +47,50 @@ def state_path(data_dir: str, container_id: str, ifname: str) -> str:
     return os.path.join(data_dir, f"{container_id}_{ifname}.json")
 
 
-def save(data_dir: str, req: Request, saved: Saved) -> None:
+def save(path: str, saved: Saved) -> None:
     try:
-        os.makedirs(data_dir, exist_ok=True)
-        atomic_write(state_path(data_dir, req.container_id, req.ifname), json.dumps(asdict(saved)))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write(path, json.dumps(asdict(saved)))
     except OSError as exc:
-        raise CNIError(IO_FAILURE, f"cannot save the host device's state in dataDir {data_dir!r}: "
+        raise CNIError(IO_FAILURE, f"cannot save the host device's state in dataDir {os.path.dirname(path)!r}: "
                        f"{exc.strerror}") from None
 
 
-def load(data_dir: str, container_id: str, ifname: str) -> Saved | None:
+def _read(path: str) -> Saved | None:
     try:
-        with open(state_path(data_dir, container_id, ifname)) as f:
+        with open(path) as f:
             raw = json.load(f)
         return Saved(**{k: v for k, v in raw.items() if k in Saved.__dataclass_fields__})
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
 
 
-def forget(data_dir: str, container_id: str, ifname: str) -> None:
+def load(data_dir: str, container_id: str, ifname: str) -> Saved | None:
+    return _read(state_path(data_dir, container_id, ifname))
+
+
+def forget(path: str) -> None:
+    """Removes a state file (``state_path``) if it is there."""
     try:
-        os.unlink(state_path(data_dir, container_id, ifname))
+        os.unlink(path)
     except FileNotFoundError:
         pass
 
 
-def saved_attachments(data_dir: str) -> list[tuple[str, str, Saved]]:
-    """(containerID, ifname, state) of every state file in ``data_dir``."""
+def saved_attachments(data_dir: str) -> list[tuple[str, Saved]]:
+    """(file name, state) of every state file in ``data_dir`` (container IDs and interface names may hold
+    '_', so an attachment is matched by its file name, never by splitting it)."""
     out = []
     try:
         names = os.listdir(data_dir)
     except OSError:
         return out
     for name in names:
-        stem, ext = os.path.splitext(name)
-        container_id, sep, ifname = stem.rpartition("_")
-        if ext != ".json" or not sep:
+        if not name.endswith(".json") or name.startswith("."):
             continue
-        saved = load(data_dir, container_id, ifname)
+        saved = _read(os.path.join(data_dir, name))
         if saved is not None:
-            out.append((container_id, ifname, saved))
+            out.append((name, saved))
     return out
 
 

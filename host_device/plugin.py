@@ -12,6 +12,8 @@ A DPDK device (userspace driver, no netdev) is not moved: IPAM's result is retur
 
 from __future__ import annotations
 
+import os
+
 from cni_plugins import delegate, netlink
 from cni_plugins.errors import CNIError
 from cni_plugins.handles import Handles
@@ -37,8 +39,9 @@ def add(req: Request, conf: HostDeviceConfig, handles: Handles) -> Result:
             require_absent(ns.ipr, req.ifname)
             msg = lookup.find(host.ipr, conf)
             saved = move.Saved.of(host.ipr, msg, req.network_name)
-            move.save(conf.data_dir, req, saved)
-            undo.append(("saved state", lambda: move.forget(conf.data_dir, req.container_id, req.ifname)))
+            state = move.state_path(conf.data_dir, req.container_id, req.ifname)
+            move.save(state, saved)
+            undo.append(("saved state", lambda: move.forget(state)))
             undo.append(("the move", lambda: move.move_out(ns, host, req.ifname, saved, restore_up=True)))
             index = move.move_in(host, ns, msg, req.ifname, saved.addresses)
             result.interfaces[0].mac = netlink.mac_by_name(ns.ipr, req.ifname) or ""
@@ -62,7 +65,7 @@ def delete(req: Request, conf: HostDeviceConfig, handles: Handles) -> None:
         delegate.ipam_del(req, handles)
     if failure is not None:
         raise failure
-    move.forget(conf.data_dir, req.container_id, req.ifname)
+    move.forget(move.state_path(conf.data_dir, req.container_id, req.ifname))
 
 
 def check(req: Request, conf: HostDeviceConfig, handles: Handles) -> None:
@@ -80,10 +83,11 @@ def check(req: Request, conf: HostDeviceConfig, handles: Handles) -> None:
 def gc(req: Request, conf: HostDeviceConfig, handles: Handles) -> None:
     """IPAM's GC, and this network's saved states of attachments that are not valid any more (a DEL that
     never came, or came to another plugin)."""
-    valid = req.valid_attachments()
-    for container_id, ifname, saved in move.saved_attachments(conf.data_dir):
-        if saved.network == req.network_name and (container_id, ifname) not in valid:
-            move.forget(conf.data_dir, container_id, ifname)
+    valid = {os.path.basename(move.state_path(conf.data_dir, container_id, ifname))
+             for container_id, ifname in req.valid_attachments()}
+    for file_name, saved in move.saved_attachments(conf.data_dir):
+        if saved.network == req.network_name and file_name not in valid:
+            move.forget(os.path.join(conf.data_dir, file_name))
     if conf.ipam:
         delegate.ipam_verb(req, handles, "GC")
 

@@ -205,7 +205,7 @@ def test_lookup_by_kernelpath(cni, host_ns, dev, container_ns, tmp_path):
     assert_on_host_as_before(dev)
 
 
-def test_kernelpath_seen_in_another_netns_sysfs_is_refused(cni, dev, container_ns, tmp_path):
+def test_kernelpath_missing_from_this_sysfs_is_refused(cni, dev, container_ns, tmp_path):
     # this process's /sys shows the machine's devices, not the sandbox host's: nothing may be moved
     c = conf(tmp_path, kernelpath=f"/sys/devices/virtual/net/{dev.name}")
     inv = cni.invoke("host-device", "ADD", c, container=container_ns)
@@ -249,6 +249,20 @@ def test_pci_bus_id_and_device_id_find_the_netdev_of_the_pci_device(dev, tmp_pat
     assert err.value.code == 7 and "runtimeConfig.deviceID" in err.value.msg and "0000:00:09.0" in err.value.msg
 
 
+def test_a_sysfs_entry_of_another_netns_is_not_taken_for_the_same_named_link(dev, tmp_path, monkeypatch):
+    entry = tmp_path / "devices" / "virtual" / "net" / dev.name
+    entry.mkdir(parents=True)
+    (entry / "ifindex").write_text("4242\n")   # same name, another namespace's link
+    (entry / "address").write_text(dev.mac + "\n")
+    monkeypatch.setattr(hconf, "SYS_DEVICES", str(tmp_path / "devices") + "/")
+    loaded = hconf.load(_request(conf(tmp_path, kernelpath=str(entry))))
+    with pytest.raises(Exception) as err:
+        lookup.find(dev.host.ipr, loaded)
+    assert err.value.code == 7 and "kernelpath" in err.value.msg and "another network namespace" in err.value.msg
+    (entry / "ifindex").write_text(f"{dev.host.link(dev.name)['index']}\n")
+    assert lookup.find(dev.host.ipr, loaded).get_attr("IFLA_IFNAME") == dev.name
+
+
 def test_pci_device_on_a_userspace_driver_is_dpdk(dev, tmp_path, monkeypatch):
     root = tmp_path / "sys"
     _fake_pci(root, dev, "0000:00:1f.7", driver="vfio-pci")
@@ -290,6 +304,31 @@ def test_ifname_taken_in_the_container_fails_and_leaves_the_device(cni, dev, con
     assert "eth0" in container_ns.link_names()
 
 
+def test_del_puts_back_the_alias_the_device_had(cni, dev, container_ns, tmp_path):
+    index = dev.host.ipr.link_lookup(ifname=dev.name)[0]
+    dev.host.ipr.link("set", index=index, ifalias="uplink to rack 7")
+    cni.add("host-device", conf(tmp_path, device=dev.name), container_ns)
+    assert container_ns.link("eth0").get_attr("IFLA_IFALIAS") == dev.name
+    cni.delete("host-device", conf(tmp_path, device=dev.name), container_ns)
+    assert dev.host.link(dev.name).get_attr("IFLA_IFALIAS") == "uplink to rack 7"
+
+
+def test_del_blocked_by_a_new_host_link_of_that_name_keeps_the_device_and_retries(cni, dev, container_ns,
+                                                                                    tmp_path):
+    c = conf(tmp_path, ipam=host_local(tmp_path), device=dev.name)
+    result = cni.add("host-device", dict(c), container_ns)
+    dev.host.ipr.link("add", ifname=dev.name, kind="veth", peer={"ifname": "squat" + dev.name[2:]})
+    inv = cni.invoke("host-device", "DEL", dict(c, prevResult=result), container=container_ns)
+    assert inv.rc != 0 and dev.name in inv.reply["msg"]
+    # the device went back into the container (the host briefly had it as eth0): nothing stray on the host
+    assert container_ns.link("eth0").get_attr("IFLA_ADDRESS") == dev.mac
+    assert "eth0" not in dev.host.link_names()
+    assert leases(tmp_path) == []   # the lease is released all the same
+    dev.host.ipr.link("del", index=dev.host.ipr.link_lookup(ifname=dev.name)[0])
+    cni.delete("host-device", dict(c, prevResult=result), container_ns)
+    assert_on_host_as_before(dev, up=False)
+
+
 def test_reference_add_then_our_del_finds_the_name_in_the_alias(ref_cni, cni, dev, container_ns, tmp_path):
     c = conf(tmp_path, device=dev.name)
     ref_result = ref_cni.add("host-device", c, container_ns)
@@ -315,14 +354,21 @@ def test_our_add_then_reference_del_and_the_same_result(ref_cni, cni, dev, conta
 def test_gc_forgets_saved_state_of_attachments_no_longer_valid(cni, dev, make_netns, tmp_path):
     a = make_netns()
     c = conf(tmp_path, version="1.1.0", device=dev.name)
-    cni.add("host-device", c, a, container_id="ctr-a")
+    cni.add("host-device", c, a, container_id="ctr_a", ifname="net_1")
     other = tmp_path / "hd" / "ctr-x_eth0.json"
     other.write_text(json.dumps({"name": "x", "network": "another-net"}))
-    cni.gc("host-device", c, [{"containerID": "ctr-a", "ifname": "eth0"}])
-    assert state_files(tmp_path) == ["ctr-a_eth0.json", "ctr-x_eth0.json"]
+    cni.gc("host-device", c, [{"containerID": "ctr_a", "ifname": "net_1"}])
+    assert state_files(tmp_path) == ["ctr-x_eth0.json", "ctr_a_net_1.json"]
     cni.gc("host-device", c, [])
     assert state_files(tmp_path) == ["ctr-x_eth0.json"]
+
+
+def test_status_of_a_config_naming_its_device_by_capability_only(cni, tmp_path):
+    c = conf(tmp_path, "1.1.0", ipam=host_local(tmp_path), capabilities={"deviceID": True})
     cni.status("host-device", c)
+    inv = cni.invoke("host-device", "STATUS", dict(c, ipam={"type": "no-such-ipam"}), container=None, ifname="",
+                     container_id="")
+    assert inv.rc != 0 and "no-such-ipam" in inv.reply["msg"]
 
 
 def test_add_and_del_through_the_daemon(daemon_cni, dev, container_ns, tmp_path):
