@@ -155,13 +155,37 @@ def move_out(ns, host, ifname: str, saved: Saved | None, restore_up: bool = Fals
         saved = None  # the state file is not about this link
     index = _move(ns.ipr, msg, host, ns.fd, name, saved.alias if saved else "", "back to the host")
     if saved is not None:
-        if saved.mtu and saved.mtu != msg.get_attr("IFLA_MTU"):
-            try:
-                host.ipr.link("set", index=index, mtu=saved.mtu)
-            except Exception as exc:
-                if netlink.netlink_error_code(exc) != errno.EINVAL:
-                    raise
-        _add_addresses(host.ipr, index, saved.addresses)
-        if restore_up and saved.up:
-            netlink.set_up(host.ipr, index)
+        _restore(host.ipr, index, msg, saved, restore_up)
     return True
+
+
+def _restore(ipr, index: int, msg, saved: Saved, up: bool) -> None:
+    """MTU and addresses as ADD found them on the host (and up, when ``up`` and it was)."""
+    if saved.mtu and saved.mtu != msg.get_attr("IFLA_MTU"):
+        try:
+            ipr.link("set", index=index, mtu=saved.mtu)
+        except Exception as exc:
+            if netlink.netlink_error_code(exc) != errno.EINVAL:
+                raise
+    _add_addresses(ipr, index, saved.addresses)
+    if up and saved.up:
+        netlink.set_up(ipr, index)
+
+
+def reclaim(host, saved: Saved) -> bool:
+    """After the container netns is gone: the kernel destroys a virtual device with it but returns a physical
+    one to the initial netns, under its container name (or devN), alias kept. When that is this host's
+    netns, the device gets its name, alias, MTU and addresses back. False when there is no such link."""
+    if netlink.link(host.ipr, saved.name) is not None:
+        return False
+    for msg in netlink.dump(host.ipr.get_links):
+        if msg.get_attr("IFLA_IFALIAS") == saved.name:
+            old_name = msg.get_attr("IFLA_IFNAME")
+            try:
+                host.ipr.link("set", index=msg["index"], ifname=saved.name, ifalias=saved.alias)
+            except Exception as exc:
+                raise CNIError(INTERNAL, f"failed to rename {old_name!r}, returned to the host by the kernel, "
+                               f"back to {saved.name!r}: {exc}") from None
+            _restore(host.ipr, msg["index"], msg, saved, False)
+            return True
+    return False

@@ -5,8 +5,9 @@ its host name), its addresses added again there, up -> IPAM (optional) on top. A
 device back on the host as it was (name, alias, addresses, MTU, up) and releases the lease.
 DEL: the device goes back to the host under its original name with its saved addresses and MTU, left down
 (as the reference leaves it), then IPAM releases. No device in the container (second DEL) or no container
-netns (a veth is destroyed with its netns, a physical device goes to the initial netns) is fine: IPAM
-still releases (the reference fails there and leaks the lease: plugins#1196).
+netns is fine: IPAM still releases (the reference fails there and leaks the lease: plugins#1196). Without
+the netns, a virtual device is gone with it; a physical one the kernel put in the initial netns is given
+its name back when that is the host netns here.
 A DPDK device (userspace driver, no netdev) is not moved: IPAM's result is returned as is.
 """
 
@@ -56,11 +57,13 @@ def delete(req: Request, conf: HostDeviceConfig, handles: Handles) -> None:
     saved = move.load(conf.data_dir, req.container_id, req.ifname)
     ns = handles.container_if_present()
     failure = None
-    if ns is not None:
-        try:
+    try:
+        if ns is not None:
             move.move_out(ns, handles.host, req.ifname, saved)
-        except CNIError as exc:
-            failure = exc  # the lease is still released; the runtime retries DEL for the device
+        elif saved is not None:
+            move.reclaim(handles.host, saved)
+    except CNIError as exc:
+        failure = exc  # the lease is still released; the runtime retries DEL for the device
     if conf.ipam:
         delegate.ipam_del(req, handles)
     if failure is not None:

@@ -164,6 +164,26 @@ def test_del_after_netns_deleted_releases_lease(cni, dev, make_netns, tmp_path):
     cni.delete("host-device", dict(c, prevResult=result), path)
 
 
+def test_del_after_netns_deleted_renames_a_device_the_kernel_returned(cni, dev, make_netns, tmp_path):
+    """A physical device outlives its netns: the kernel puts it in the initial netns under its container
+    name, alias kept. Here that return is done by hand (the sandbox host is not the initial netns)."""
+    ctr = make_netns()
+    c = conf(tmp_path, ipam=host_local(tmp_path), device=dev.name)
+    result = cni.add("host-device", c, ctr)
+    host_fd = os.open(dev.host.path, os.O_RDONLY)
+    try:
+        ctr.ipr.link("set", index=ctr.ipr.link_lookup(ifname="eth0")[0], net_ns_fd=host_fd)
+    finally:
+        os.close(host_fd)
+    path = ctr.path
+    ctr.remove()
+    assert dev.host.link("eth0").get_attr("IFLA_IFALIAS") == dev.name
+    cni.delete("host-device", dict(c, prevResult=result), path)
+    assert "eth0" not in dev.host.link_names()
+    assert_on_host_as_before(dev, up=False)
+    assert leases(tmp_path) == [] and state_files(tmp_path) == []
+
+
 def test_reference_del_after_netns_deleted_fails_and_keeps_the_lease(ref_cni, dev, make_netns, tmp_path):
     """What ours does differently (plugins#1196): the reference's DEL fails without the netns."""
     ctr = make_netns()
