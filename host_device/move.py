@@ -108,15 +108,15 @@ def _recover(dst, old_name: str, mac: str, src_fd: int) -> None:
         dst.ipr.link("set", index=msg["index"], net_ns_fd=src_fd, ifname=old_name)
 
 
-def _move(src_ipr, msg, dst, src_fd: int, new_name: str, alias: str, what: str) -> int:
-    """Moves link ``msg`` from the netns of ``src_ipr`` into ``dst`` (a NetnsHandle) as ``new_name`` with
-    alias ``alias`` ("" clears it); returns its index there."""
+def _move(src, msg, dst, new_name: str, alias: str, what: str) -> int:
+    """Moves link ``msg`` from ``src`` into ``dst`` (NetnsHandles) as ``new_name`` with alias ``alias``
+    ("" clears it); returns its index there."""
     old_name = msg.get_attr("IFLA_IFNAME")
     try:
-        src_ipr.link("set", index=msg["index"], net_ns_fd=dst.fd, ifname=new_name, ifalias=alias)
+        src.ipr.link("set", index=msg["index"], net_ns_fd=dst.fd, ifname=new_name, ifalias=alias)
     except Exception as exc:
         try:
-            _recover(dst, old_name, netlink.mac_of(msg), src_fd)
+            _recover(dst, old_name, netlink.mac_of(msg), src.fd)
         except Exception:
             pass
         raise CNIError(INTERNAL, f"failed to move {old_name!r} {what} as {new_name!r}: {exc}") from None
@@ -129,7 +129,7 @@ def _move(src_ipr, msg, dst, src_fd: int, new_name: str, alias: str, what: str) 
 def move_in(host, ns, msg, ifname: str, addresses: list[str]) -> int:
     """The host device into the container as ``ifname``, remembering its name as its alias, with the
     ``addresses`` it had on the host, up; returns its index in the container."""
-    index = _move(host.ipr, msg, ns, host.fd, ifname, msg.get_attr("IFLA_IFNAME"), "into the container")
+    index = _move(host, msg, ns, ifname, msg.get_attr("IFLA_IFNAME"), "into the container")
     _add_addresses(ns.ipr, index, addresses)
     netlink.set_up(ns.ipr, index)
     return index
@@ -153,7 +153,7 @@ def move_out(ns, host, ifname: str, saved: Saved | None, restore_up: bool = Fals
         return False
     if saved is not None and saved.name != name:
         saved = None  # the state file is not about this link
-    index = _move(ns.ipr, msg, host, ns.fd, name, saved.alias if saved else "", "back to the host")
+    index = _move(ns, msg, host, name, saved.alias if saved else "", "back to the host")
     if saved is not None:
         _restore(host.ipr, index, msg, saved, restore_up)
     return True
