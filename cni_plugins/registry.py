@@ -25,6 +25,8 @@ MODULES = {
     "vlan": "vlan.plugin",
     "dummy": "dummy.plugin",
     "vrf": "vrf.plugin",
+    "host-device": "host_device.plugin",
+    "tap": "tap.plugin",
 }
 NAMES = tuple(MODULES)
 # Plugin scripts written by earlier versions of `pynet cni install` name the module instead.
