@@ -40,3 +40,37 @@ def option_int(conf: dict, key: str, default=0, minimum: int | None = None, maxi
                 and (maximum is None or v <= maximum))
 
     return _option(conf, key, default, prefix, valid, why)
+
+
+class GoKeys(dict):
+    """A JSON object read the way the reference plugins' Go decoding reads it: a key names a field exactly
+    or, failing that, in any case (``HostPort`` for ``hostPort``, as containerd's CRI plugin sends port
+    mappings). Every object of a request's config is one of these (skel decodes with it as object_hook),
+    so config, runtimeConfig, args and prevResult all match keys this way in this one place."""
+
+    __slots__ = ()
+
+    def _other_case(self, key):
+        if isinstance(key, str):
+            folded = key.lower()
+            for k in self:
+                if isinstance(k, str) and k.lower() == folded:
+                    return k
+        return None
+
+    def __getitem__(self, key):
+        if dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        other = self._other_case(key)
+        if other is None:
+            raise KeyError(key)
+        return dict.__getitem__(self, other)
+
+    def get(self, key, default=None):
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key):
+        return dict.__contains__(self, key) or self._other_case(key) is not None

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from . import lean_imports, registry
+from .config import GoKeys
 from .handles import Handles, NetnsFds, NetnsHandle, own_netns
 from . import version as cniversion
 from .errors import (CNIError, DECODING_FAILURE, INTERNAL, INVALID_CONFIG, INVALID_ENVIRONMENT, INCOMPATIBLE_VERSION,
@@ -177,7 +178,7 @@ def _version_reply(stdin: bytes) -> dict:
 
 def _decode_config(stdin: bytes) -> dict:
     try:
-        config = json.loads(stdin or b"")
+        config = json.loads(stdin or b"", object_hook=GoKeys)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CNIError(DECODING_FAILURE, f"failed to decode network configuration: {exc}") from None
     except RecursionError:
