@@ -20,6 +20,7 @@ MODULES = {
     "portmap": "portmap.plugin",
     "firewall": "firewall.plugin",
     "tuning": "tuning.plugin",
+    "bandwidth": "bandwidth.plugin",
 }
 NAMES = tuple(MODULES)
 # Plugin scripts written by earlier versions of `pynet cni install` name the module instead.
