@@ -21,6 +21,7 @@ MODULES = {
     "firewall": "firewall.plugin",
     "tuning": "tuning.plugin",
     "bandwidth": "bandwidth.plugin",
+    "sbr": "sbr.plugin",
 }
 NAMES = tuple(MODULES)
 # Plugin scripts written by earlier versions of `pynet cni install` name the module instead.
