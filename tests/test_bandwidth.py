@@ -46,13 +46,14 @@ def conflist(tmp_path, brname):
     return make
 
 
-def _mix(tmp_path, bandwidth_dir: str) -> str:
-    """A plugin directory with our bridge and host-local and the bandwidth of ``bandwidth_dir``."""
+def mixed_plugin_dir(tmp_path, plugin: str, plugin_dir: str) -> str:
+    """A plugin directory with our bridge and host-local and ``plugin`` from ``plugin_dir`` (the reference's
+    after our bridge: the chain is the same, only the plugin under test differs)."""
     d = tmp_path / f"mix-{len(os.listdir(tmp_path))}"
     d.mkdir()
     for name in ("bridge", "host-local"):
         os.symlink(os.path.join(OUR_PLUGINS, name), d / name)
-    os.symlink(os.path.join(bandwidth_dir, "bandwidth"), d / "bandwidth")
+    os.symlink(os.path.join(plugin_dir, plugin), d / plugin)
     return str(d)
 
 
@@ -60,7 +61,7 @@ def _mix(tmp_path, bandwidth_dir: str) -> str:
 def ref_bw_cni(make_cni, tmp_path):
     if not reference_available():
         pytest.skip("reference plugins not installed in /usr/lib/cni")
-    return make_cni(_mix(tmp_path, REFERENCE_PLUGINS))
+    return make_cni(mixed_plugin_dir(tmp_path, "bandwidth", REFERENCE_PLUGINS))
 
 
 # -- readers of the host netns -------------------------------------------------------------------------------

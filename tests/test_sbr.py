@@ -7,7 +7,9 @@ import os
 
 import pytest
 
-from netns_fixtures import OUR_PLUGINS, REFERENCE_PLUGINS, reference_available, tcp_connect, tcp_listener
+from netns_fixtures import REFERENCE_PLUGINS, reference_available, tcp_connect, tcp_listener
+
+from .test_bandwidth import mixed_plugin_dir
 
 AF_INET = 2
 MAIN = 254
@@ -223,15 +225,11 @@ def test_result_is_the_prev_result_in_every_version(cni, container_ns, net, vers
 def test_same_rules_and_tables_as_the_reference(cni, make_cni, tmp_path, make_netns, net):
     if not reference_available():
         pytest.skip("reference plugins not installed in /usr/lib/cni")
-    mix = tmp_path / "mix"
-    mix.mkdir()
-    for name in ("bridge", "host-local"):
-        os.symlink(os.path.join(OUR_PLUGINS, name), mix / name)
-    os.symlink(os.path.join(REFERENCE_PLUGINS, "sbr"), mix / "sbr")
     conf = net()
     ours, ref = make_netns(), make_netns()
     r_ours = cni.add_chain(conf, ours, container_id="ctr-ours")
-    r_ref = make_cni(str(mix)).add_chain(conf, ref, container_id="ctr-ref")
+    ref_cni = make_cni(mixed_plugin_dir(tmp_path, "sbr", REFERENCE_PLUGINS))
+    r_ref = ref_cni.add_chain(conf, ref, container_id="ctr-ref")
 
     def state(ns, result):
         ip = ip_of(result)
