@@ -45,9 +45,12 @@ def _family(version: int) -> int:
 
 
 def _ips(req: Request, prev: Result) -> list[IPConfig]:
-    if not prev.ips:
+    """The IPs of CNI_IFNAME in prevResult; none is an error (the reference then goes on and only empties
+    the main table of the interface's routes)."""
+    ips = netlink._ips_for(prev, req.ifname)
+    if not ips:
         raise CNIError(INVALID_CONFIG, f"sbr: prevResult has no IP addresses for interface {req.ifname!r}")
-    return netlink._ips_for(prev, req.ifname)
+    return ips
 
 
 @contextlib.contextmanager
@@ -131,9 +134,10 @@ def _route(ipr, command: str, kwargs: dict, quiet=()) -> None:
         ipr.route(command, **kwargs)
     except Exception as exc:
         if netlink.netlink_error_code(exc) not in quiet:
-            dst = f"{kwargs.get('dst', 'default')}/{kwargs.get('dst_len')}"
-            raise CNIError(INTERNAL, f"failed to {command} route {dst} in table {kwargs.get('table')}: {exc}") \
-                from None
+            dst = f"{kwargs['dst']}/{kwargs['dst_len']}" if kwargs.get("dst") else "default"
+            via = f" via {kwargs['gateway']}" if kwargs.get("gateway") else ""
+            raise CNIError(INTERNAL, f"failed to {command} route {dst}{via} in table {kwargs.get('table')}: "
+                           f"{exc}") from None
 
 
 def _belongs_to(ip: IPConfig, msg) -> bool:

@@ -265,3 +265,22 @@ def test_dual_stack_gets_a_table_per_address(cni, container_ns, net):
     cni.delete("sbr", plugin_conf(conf, 1, result), container_ns)
     assert not [r for r in container_ns.ipr.get_rules(family=10) if r.get_attr("FRA_SRC")]
     assert rules(container_ns) == []
+
+
+def test_failed_add_leaves_routes_and_rules_as_they_were(cni, container_ns, net):
+    conf = net(gateways=["192.0.2.1"])   # not on the interface's subnet: the kernel refuses the default route
+    prev = cni.add("bridge", plugin_conf(conf, 0), container_ns)
+    before = table(container_ns, MAIN)
+    inv = cni.invoke("sbr", "ADD", plugin_conf(conf, 1, prev), container=container_ns)
+    assert inv.rc != 0 and "192.0.2.1" in inv.reply["msg"], inv.reply
+    assert rules(container_ns) == []
+    assert table(container_ns, 100) == []
+    assert table(container_ns, MAIN) == before
+
+
+def test_no_address_for_the_interface_is_code_7(cni, container_ns, net):
+    conf = net()
+    prev = cni.add("bridge", plugin_conf(conf, 0), container_ns)
+    inv = cni.invoke("sbr", "ADD", plugin_conf(conf, 1, prev), container=container_ns, ifname="net9")
+    assert inv.rc != 0 and inv.reply["code"] == 7 and "net9" in inv.reply["msg"]
+    assert rules(container_ns) == [] and table(container_ns, MAIN) != []
