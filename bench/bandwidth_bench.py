@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -52,19 +53,26 @@ def plugin_dir(tmp: str, label: str, bandwidth_dir: str) -> str:
     return d
 
 
-def iperf(ctr: Netns, server_ip: str, seconds: int, reverse: bool) -> float:
-    """Received throughput in bit/s of one bounded iperf3 TCP run from ``ctr`` (reverse: server sends)."""
+def iperf(ctr: Netns, server_ip: str, seconds: int, reverse: bool, attempts: int = 10) -> float:
+    """Received throughput in bit/s of one bounded iperf3 TCP run from ``ctr`` (reverse: server sends).
+
+    A run that cannot start is tried again after a moment: the server may not listen yet, or may still be
+    closing the previous run (it serves one at a time and turns others away)."""
     argv = ["iperf3", "-c", server_ip, "-p", str(PORT), "-t", str(seconds), "-J"]
     if reverse:
         argv.append("-R")
-    proc = ctr.run(argv, timeout=seconds + 20)
-    try:
-        report = json.loads(proc.stdout)
-    except ValueError:
-        raise RuntimeError(f"iperf3 failed: {proc.stderr.decode(errors='replace')[-500:]}") from None
-    if "error" in report:
-        raise RuntimeError(f"iperf3: {report['error']}")
-    return report["end"]["sum_received"]["bits_per_second"]
+    error = ""
+    for _ in range(attempts):
+        proc = ctr.run(argv, timeout=seconds + 20)
+        try:
+            report = json.loads(proc.stdout)
+        except ValueError:
+            report = {"error": proc.stderr.decode(errors="replace")[-500:] or "no output"}
+        if "error" not in report:
+            return report["end"]["sum_received"]["bits_per_second"]
+        error = report["error"]
+        time.sleep(0.5)
+    raise RuntimeError(f"iperf3: {error}")
 
 
 def main() -> int:
