@@ -294,16 +294,10 @@ def test_bench_prints_measured_against_configured_and_cleans_up():
     if shutil.which("iperf3") is None:
         pytest.skip("iperf3 not installed (apt-get install iperf3)")
     bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "bandwidth_bench.py")
-    proc = subprocess.Popen([sys.executable, bench, "--seconds", "1"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, stderr
-    lines = stdout.splitlines()
+    before = {n for n in os.listdir("/run/netns") if n.startswith("pynbw-")}
+    proc = subprocess.run([sys.executable, bench, "--seconds", "1"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
     assert lines[0].split()[:4] == ["direction", "configured", "ours", "Mbit/s"]
     assert [line.split()[0] for line in lines[2:]] == ["ingress", "egress"]
-    assert not [n for n in os.listdir("/run/netns") if n.startswith("pynbw-") and f"-{proc.pid}-" in n]
+    assert {n for n in os.listdir("/run/netns") if n.startswith("pynbw-")} <= before
