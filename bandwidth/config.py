@@ -46,8 +46,11 @@ class BandwidthConfig:
 
 
 def tbf_for(rate_bits: int, burst_bits: int, where: str, direction: str) -> Tbf:
-    """The reference's createTBF parameters; values the kernel's 32-bit fields cannot hold are refused
-    (the reference lets them wrap around)."""
+    """The reference's createTBF parameters, computed in the same floating point order.
+
+    A bucket longer than tbf's 32-bit buffer can hold (about 274 s of the rate) gets the longest one it can
+    hold: containerd sends ``burst = 2^32 - 1`` bits for every Kubernetes bandwidth annotation, where the
+    reference's uint32 conversion wraps around to an arbitrary bucket. The queue limit is capped likewise."""
     rate = rate_bits // 8
     burst = burst_bits // 8
     if rate < 1:
@@ -57,15 +60,10 @@ def tbf_for(rate_bits: int, burst_bits: int, where: str, direction: str) -> Tbf:
                              f"must be below {(UINT32_MAX + 1) * 8} bits per second (32-bit tbf rate)")
     if burst < 1:
         raise invalid_config(f"{where}{direction}Burst", burst_bits, "must be at least 8 bits")
-    usec = int(burst * TIME_UNITS_PER_SEC / rate)
-    buffer = int(usec * _tick_in_usec())
-    if usec > UINT32_MAX or buffer > UINT32_MAX:
-        raise invalid_config(f"{where}{direction}Burst", burst_bits,
-                             f"takes {usec / TIME_UNITS_PER_SEC:.0f} s to drain at {direction}Rate {rate_bits}: "
-                             "more than a tbf bucket can hold")
-    limit = int(rate * (TIME_UNITS_PER_SEC * LATENCY_MS / 1000) / TIME_UNITS_PER_SEC) + burst
-    if limit > UINT32_MAX:
-        raise invalid_config(f"{where}{direction}Rate", rate_bits, "gives a tbf queue limit above 4 GB")
+    usec = min(int(float(burst) * float(TIME_UNITS_PER_SEC) / float(rate)), UINT32_MAX)
+    buffer = min(int(float(usec) * _tick_in_usec()), UINT32_MAX)
+    latency = float(TIME_UNITS_PER_SEC) * (LATENCY_MS / 1000.0)
+    limit = min(int(float(rate) * latency / float(TIME_UNITS_PER_SEC)) + burst, UINT32_MAX)
     return Tbf(rate, burst, buffer, limit)
 
 

@@ -188,6 +188,17 @@ def test_runtime_config_bandwidth_overrides_config(cni, host_ns, container_ns, c
     assert "rate" in err.value.msg
 
 
+def test_containerd_burst_gets_the_longest_bucket_tbf_holds(cni, host_ns, container_ns, conflist):
+    """containerd sends burst 2^32-1 bits with every Kubernetes bandwidth annotation: at 1 Mbit/s that bucket
+    takes longer to drain than tbf's 32-bit buffer (in scheduler ticks) can say, so it gets the most it can."""
+    conf = conflist(ingressRate=1_000_000, ingressBurst=2 ** 32 - 1)
+    result = cni.add_chain(conf, container_ns)
+    tbf = tbf_of(host_ns, host_veth(result))
+    assert tbf["rate"] == 125_000 and tbf["buffer"] == 2 ** 32 - 1
+    assert tbf["limit"] == int(125_000 * 0.025) + (2 ** 32 - 1) // 8
+    cni.check_chain(conf, container_ns, result)
+
+
 def test_check_notices_a_changed_tbf(cni, host_ns, container_ns, conflist):
     conf = conflist(egressRate=8_000_000, egressBurst=80_000)
     result = cni.add_chain(conf, container_ns)
