@@ -27,6 +27,8 @@ MODULES = {
     "vrf": "vrf.plugin",
     "host-device": "host_device.plugin",
     "tap": "tap.plugin",
+    "bandwidth": "bandwidth.plugin",
+    "sbr": "sbr.plugin",
 }
 NAMES = tuple(MODULES)
 # Plugin scripts written by earlier versions of `pynet cni install` name the module instead.
