@@ -35,8 +35,8 @@ LOOPBACK = {"cniVersion": "1.0.0", "name": "bench-lo", "type": "loopback"}
 BRIDGE = {"type": "bridge", "bridge": "bench0", "isGateway": True, "ipMasq": True, "hairpinMode": True}
 # Modules a scenario needs from pynet; a missing one means "not implemented (yet)".
 NEEDS = {
-    "bridge": ("bridge.plugin", "ipam.host_local"),
-    "chain": ("bridge.plugin", "ipam.host_local", "portmap.plugin", "firewall.plugin"),
+    "bridge": ("cni_plugins.bridge.plugin", "cni_plugins.ipam.host_local"),
+    "chain": ("cni_plugins.bridge.plugin", "cni_plugins.ipam.host_local", "cni_plugins.portmap.plugin", "cni_plugins.firewall.plugin"),
 }
 # GNU time reports the peak RSS of the process it runs; being small C, its own pre-exec image does not
 # mask the plugin's (a Python wrapper's would: maxrss keeps the forked image's high-water mark).

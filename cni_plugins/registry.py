@@ -13,26 +13,27 @@ import os
 import sys
 
 MODULES = {
-    "bridge": "bridge.plugin",
-    "host-local": "ipam.host_local",
-    "static": "ipam.static",
-    "loopback": "loopback.plugin",
-    "portmap": "portmap.plugin",
-    "firewall": "firewall.plugin",
-    "tuning": "tuning.plugin",
-    "macvlan": "macvlan.plugin",
-    "ipvlan": "ipvlan.plugin",
-    "vlan": "vlan.plugin",
-    "dummy": "dummy.plugin",
-    "vrf": "vrf.plugin",
-    "host-device": "host_device.plugin",
-    "tap": "tap.plugin",
-    "bandwidth": "bandwidth.plugin",
-    "sbr": "sbr.plugin",
+    "bridge": "cni_plugins.bridge.plugin",
+    "host-local": "cni_plugins.ipam.host_local",
+    "static": "cni_plugins.ipam.static",
+    "loopback": "cni_plugins.loopback.plugin",
+    "portmap": "cni_plugins.portmap.plugin",
+    "firewall": "cni_plugins.firewall.plugin",
+    "tuning": "cni_plugins.tuning.plugin",
+    "macvlan": "cni_plugins.macvlan.plugin",
+    "ipvlan": "cni_plugins.ipvlan.plugin",
+    "vlan": "cni_plugins.vlan.plugin",
+    "dummy": "cni_plugins.dummy.plugin",
+    "vrf": "cni_plugins.vrf.plugin",
+    "host-device": "cni_plugins.host_device.plugin",
+    "tap": "cni_plugins.tap.plugin",
+    "bandwidth": "cni_plugins.bandwidth.plugin",
+    "sbr": "cni_plugins.sbr.plugin",
 }
 NAMES = tuple(MODULES)
-# Plugin scripts written by earlier versions of `pynet cni install` name the module instead.
-_BY_MODULE = {module: name for name, module in MODULES.items()}
+# Plugin scripts written by earlier versions of `pynet cni install` name the module instead (the plugin
+# packages were top-level then).
+_BY_MODULE = {module.removeprefix("cni_plugins."): name for name, module in MODULES.items()}
 # Written next to the interpreter by `pynet cni install`: the directories holding this installation's
 # plugin executables besides its own bin directory.
 INSTALLED_DIRS_FILE = "pynet-cni-dirs"

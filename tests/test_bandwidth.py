@@ -236,7 +236,7 @@ def test_failed_add_leaves_no_qdisc_behind(cni, host_ns, container_ns, conflist)
     again and the other link is left alone."""
     conf = conflist(**SHAPED)
     bridge_result = cni.add_chain(dict(conf, plugins=conf["plugins"][:1]), container_ns)
-    from bandwidth.plugin import ifb_name
+    from cni_plugins.bandwidth.plugin import ifb_name
     squatter = ifb_name(conf["name"], "ctr1")
     host_ns.ipr.link("add", ifname=squatter, kind="veth", peer={"ifname": "sq-peer"})
     bw = dict(conf["plugins"][1], name=conf["name"], cniVersion=conf["cniVersion"], prevResult=bridge_result)
@@ -263,7 +263,7 @@ def test_same_config_gives_the_reference_qdiscs(cni, ref_bw_cni, host_ns, make_n
     ours = cni.add_chain(conf, ours_ctr, container_id="ctr-ours")
     ref = ref_bw_cni.add_chain(conf, ref_ctr, container_id="ctr-ref")
     ours_ifb, ref_ifb = ours["interfaces"][-1]["name"], ref["interfaces"][-1]["name"]
-    from bandwidth.plugin import ifb_name
+    from cni_plugins.bandwidth.plugin import ifb_name
     assert ref_ifb == ifb_name(conf["name"], "ctr-ref") and ours_ifb == ifb_name(conf["name"], "ctr-ours")
 
     for name_ours, name_ref in ((host_veth(ours), host_veth(ref)), (ours_ifb, ref_ifb)):

@@ -22,7 +22,7 @@ IFA_F_TENTATIVE = 0x40
 
 
 def our_host_local_available() -> bool:
-    return importlib.util.find_spec("ipam.host_local") is not None
+    return importlib.util.find_spec("cni_plugins.ipam.host_local") is not None
 
 
 def _mix_dir(tmp_path, bridge_dir: str, ipam_dir: str) -> str:

@@ -22,7 +22,7 @@ from netns_fixtures.runner import MINIMAL_PATH
 from pynet.runner.attachments import is_pinned, unpin
 
 PYNET = os.path.join(sys.prefix, "bin", "pynet")
-needs_portmap = pytest.mark.skipif(importlib.util.find_spec("portmap.plugin") is None,
+needs_portmap = pytest.mark.skipif(importlib.util.find_spec("cni_plugins.portmap.plugin") is None,
                                    reason="pynet's portmap plugin not written yet")
 needs_reference = pytest.mark.skipif(not reference_available(), reason="reference plugins not in /usr/lib/cni")
 

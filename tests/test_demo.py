@@ -23,7 +23,7 @@ PART2 = ["hostname is the container's own", "PID 1 is httpd",
          "eth1 gone from web after detach", "nothing left: containers none, cgroups none, mounts none, netns pins none"]
 
 needs_plugins = pytest.mark.skipif(
-    any(importlib.util.find_spec(m) is None for m in ("bridge.plugin", "ipam.host_local", "portmap.plugin")),
+    any(importlib.util.find_spec(m) is None for m in ("cni_plugins.bridge.plugin", "cni_plugins.ipam.host_local", "cni_plugins.portmap.plugin")),
     reason="bridge, host-local or portmap plugin not written yet")
 needs_launcher = pytest.mark.skipif(not security.seccomp_available(),
                                     reason="python3-seccomp not installed (the launcher's seccomp profile needs it)")

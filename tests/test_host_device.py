@@ -9,8 +9,8 @@ import os
 import pytest
 
 from cni_plugins.skel import build_request
-from host_device import config as hconf
-from host_device import lookup
+from cni_plugins.host_device import config as hconf
+from cni_plugins.host_device import lookup
 from netns_fixtures import icmp_echo
 
 IFF_UP = 0x1

@@ -4,9 +4,9 @@ import ipaddress
 from concurrent.futures import ThreadPoolExecutor
 
 from cni_plugins.skel import Request
-from ipam import host_local
-from ipam.allocator import candidates, has_free_address
-from ipam.config import parse_range_set
+from cni_plugins.ipam import host_local
+from cni_plugins.ipam.allocator import candidates, has_free_address
+from cni_plugins.ipam.config import parse_range_set
 
 
 def ips(*texts):

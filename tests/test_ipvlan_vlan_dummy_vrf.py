@@ -222,7 +222,7 @@ def test_chained_ipvlan_takes_prev_results_single_interface_as_master(world):
 
 
 def test_vlan_request_carries_the_vlan_id(world):
-    from vlan.config import load
+    from cni_plugins.vlan.config import load
 
     conf = load(request("vlan", master="eth9", vlanId=42, mtu=1500, ipam={"type": "host-local"}))
     master = container_links.find_master(world, conf.link)
@@ -297,7 +297,7 @@ def test_del_removes_the_link_and_tolerates_its_absence(world):
 
 
 def test_check_compares_kind_and_kind_data(world):
-    from vlan.config import load
+    from cni_plugins.vlan.config import load
 
     conf = load(request("vlan", master="eth9", vlanId=7, ipam={"type": "host-local"}))
     iface = container_links.create_link(request("vlan"), world.container(), "vlan",
@@ -347,7 +347,7 @@ def test_vrf_second_interface_joins_the_existing_vrf_and_del_removes_it_with_the
     run("vrf", vworld, vrfname="blue", table=50, prevResult=VRF_PREV)
     req = request("vrf", vrfname="blue", table=50, prevResult=dict(VRF_PREV, interfaces=[{"name": "eth1"}]))
     req = req.__class__(**{**req.__dict__, "ifname": "eth1"})
-    from vrf.plugin import PLUGIN
+    from cni_plugins.vrf.plugin import PLUGIN
 
     PLUGIN.add(req, PLUGIN.load_config(req), vworld)
     assert len(adds(ipr)) == 1 and ipr.links["eth1"]["master"] == ipr.links["blue"]["index"]

@@ -124,7 +124,7 @@ def test_mac_comes_from_config_cni_args_or_runtime_config(cni, container_ns, con
 
 
 def test_bcqueuelen_reaches_the_kernel(cni, container_ns, conf):
-    from macvlan.plugin import _register_bc_queue_len
+    from cni_plugins.macvlan.plugin import _register_bc_queue_len
 
     _register_bc_queue_len()   # so this process decodes the attribute too
     cni.add("macvlan", conf(bcqueuelen=321), container_ns)

@@ -6,7 +6,7 @@ import pytest
 
 from cni_plugins.errors import CNIError
 from cni_plugins.types import Result
-from portmap import config
+from cni_plugins.portmap import config
 
 
 def entries(*mappings, ips=("10.88.0.2/24", "fd00:88::2/64")):

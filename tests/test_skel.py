@@ -12,7 +12,7 @@ import pytest
 CONF = {"cniVersion": "1.0.0", "name": "skel-net", "type": "loopback"}
 
 # Plugins whose module is written; each answers through the same skeleton.
-PLUGINS = [name for name, module in (("loopback", "loopback.plugin"), ("static", "ipam.static"))
+PLUGINS = [name for name, module in (("loopback", "cni_plugins.loopback.plugin"), ("static", "cni_plugins.ipam.static"))
            if importlib.util.find_spec(module) is not None]
 
 

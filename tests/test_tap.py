@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from tap.tuntap import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TAP, TUNSETIFF
+from cni_plugins.tap.tuntap import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TAP, TUNSETIFF
 
 IFF_UP = 0x1
 VERSIONS = ["0.3.1", "0.4.0", "1.0.0", "1.1.0"]

@@ -36,7 +36,7 @@ def leftovers(dep):
 @pytest.mark.parametrize("name", ["two-hosts-routed.yaml", "two-hosts-vxlan.yaml", "three-tier-firewall.yaml",
                                   "bridge-portforward.yaml"])
 def test_example_comes_up_passes_its_checks_and_goes_down_leaving_nothing(name, tmp_path):
-    if name == "bridge-portforward.yaml" and not our_plugin_ready("portmap.plugin"):
+    if name == "bridge-portforward.yaml" and not our_plugin_ready("cni_plugins.portmap.plugin"):
         pytest.skip("pynet's portmap plugin (portmap/plugin.py) is not written yet; "
                     "see test_bridge_portforward_example_with_reference_plugins")
     if "vxlan" in name and not kernel_supports_vxlan():

@@ -32,8 +32,8 @@ OUTSIDE_PATHS = ("/var/lib/cni/results", "/var/lib/cni", "/var/lib/containers/ca
                  "/var/lib/containers/cache", "/var/lib/containers")
 NEEDED_BINARIES = ("podman", "runc", "conmon")
 # The plugin modules behind the executables podman's conflist names.
-PLUGIN_MODULES = {"bridge": "bridge.plugin", "host-local": "ipam.host_local", "portmap": "portmap.plugin",
-                  "firewall": "firewall.plugin", "tuning": "tuning.plugin"}
+PLUGIN_MODULES = {"bridge": "cni_plugins.bridge.plugin", "host-local": "cni_plugins.ipam.host_local", "portmap": "cni_plugins.portmap.plugin",
+                  "firewall": "cni_plugins.firewall.plugin", "tuning": "cni_plugins.tuning.plugin"}
 
 
 def missing_requirements() -> str | None:

@@ -22,7 +22,7 @@ from cni_plugins.plugin import Plugin
 from cni_plugins.skel import Request
 from cni_plugins.types import Interface, Result
 
-from bridge.links import require_absent
+from cni_plugins.bridge.links import require_absent
 
 from . import attach, lookup, move
 from . import config as hconf

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bridge.config import normalize_mac
+from cni_plugins.bridge.config import normalize_mac
 from cni_plugins import container_links
 from cni_plugins.config import option_int, option_str
 from cni_plugins.container_links import LinkOptions

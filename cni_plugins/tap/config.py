@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bridge.config import normalize_mac, validate_link_name
+from cni_plugins.bridge.config import normalize_mac, validate_link_name
 from cni_plugins import delegate
 from cni_plugins.config import option_bool, option_int, option_str
 from cni_plugins.errors import invalid_config

@@ -19,8 +19,8 @@ from cni_plugins.plugin import Plugin
 from cni_plugins.skel import Request
 from cni_plugins.types import Interface, Result
 
-from bridge.links import kind_of, require_absent
-from host_device import attach
+from cni_plugins.bridge.links import kind_of, require_absent
+from cni_plugins.host_device import attach
 
 from . import config as tconf
 from .config import TapConfig

@@ -17,12 +17,12 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from bridge.config import validate_link_name
+from cni_plugins.bridge.config import validate_link_name
 from cni_plugins import delegate
 from cni_plugins.errors import CNIError, INVALID_CONFIG, invalid_config
 from cni_plugins.skel import Request
 from cni_plugins.types import DNS
-from tuning.config import parse_data_dir
+from cni_plugins.tuning.config import parse_data_dir
 
 DEFAULT_DATA_DIR = "/var/lib/cni/host-device"
 # Module attributes so unit tests can point them at a fake sysfs tree.
