@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -34,6 +33,7 @@ from .handles import Handles, NetnsHandle
 from .netlink import netlink_error_code
 from .skel import IFNAMSIZ, Request
 from .types import DNS, Interface, Result
+from .undo import undo_on_failure
 
 AF_INET, AF_INET6 = 2, 10
 MAIN_TABLE = 254
@@ -212,20 +212,6 @@ def create_link(req: Request, container: NetnsHandle, kind: str, master: Master 
             raise CNIError(INTERNAL, f"failed to rename the {kind} link to {req.ifname!r}: {_strerror(exc)}") from None
     return Interface(req.ifname, netlink.mac_by_name(container.ipr, req.ifname) or "", req.netns)
 
-
-@contextlib.contextmanager
-def undo_on_failure(plugin: str):
-    """Collects (what, step) undo pairs; on an exception they run in reverse and the original error propagates."""
-    steps: list = []
-    try:
-        yield steps
-    except BaseException:
-        for what, step in reversed(steps):
-            try:
-                step()
-            except Exception as exc:  # the ADD error matters more than a failed cleanup step
-                print(f"{plugin}: cleanup of {what} failed: {exc}", file=sys.stderr)
-        raise
 
 
 def _notify_neighbours(ns: NetnsHandle, ifname: str) -> None:

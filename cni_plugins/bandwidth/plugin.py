@@ -10,11 +10,10 @@ netns through ``handles.host.ipr``; the container netns is only read, to find th
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import sys
 
 from cni_plugins import netlink
+from cni_plugins.undo import undo_on_failure
 from cni_plugins.errors import CNIError, INTERNAL
 from cni_plugins.handles import Handles
 from cni_plugins.plugin import Plugin
@@ -37,21 +36,6 @@ def ifb_name(network: str, container_id: str) -> str:
         from hashlib import sha512
     return (IFB_PREFIX + sha512((network + container_id).encode()).hexdigest())[:IFNAME_MAX]
 
-
-@contextlib.contextmanager
-def undo_on_failure(plugin: str):
-    """Collects (what, step) undo pairs; on an exception they run in reverse and the original error
-    propagates (a failed cleanup step is reported on stderr, never instead of the error)."""
-    steps: list = []
-    try:
-        yield steps
-    except BaseException:
-        for what, step in reversed(steps):
-            try:
-                step()
-            except Exception as exc:
-                print(f"{plugin}: cleanup of {what} failed: {exc}", file=sys.stderr)
-        raise
 
 
 def _peer_index(ns, ifname: str) -> int:

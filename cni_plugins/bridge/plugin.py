@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import sys
 
 from cni_plugins import delegate, netlink, sysctl
 from cni_plugins.errors import CNIError, INTERNAL
+from cni_plugins.undo import undo_on_failure
 from cni_plugins.handles import Handles, NetnsHandle
 from cni_plugins.plugin import Plugin
 from cni_plugins.skel import Request
@@ -31,25 +31,11 @@ def _tag(req: Request) -> str:
     return req.network_owner()
 
 
-@contextlib.contextmanager
-def _undo_on_failure():
-    """Collects undo steps; on an exception they run in reverse and the original error propagates."""
-    steps: list = []
-    try:
-        yield steps
-    except BaseException:
-        for what, step in reversed(steps):
-            try:
-                step()
-            except Exception as exc:  # the ADD error matters more than a failed cleanup step
-                print(f"bridge: cleanup of {what} failed: {exc}", file=sys.stderr)
-        raise
-
 
 # -- ADD ----------------------------------------------------------------------------------------------------
 def add(req: Request, conf: BridgeConfig, handles: Handles) -> Result:
     ns, host = handles.container(), handles.host
-    with _undo_on_failure() as undo:
+    with undo_on_failure("bridge") as undo:
         links.require_absent(ns.ipr, req.ifname)
         bridge = links.ensure_bridge(host, conf)
         port = links.add_veth(host.ipr, ns.ipr, ns.fd, req.ifname, conf, bridge)

@@ -11,7 +11,6 @@ network with that network's valid attachments) must only collect elements of its
 
 from __future__ import annotations
 
-from cni_plugins import nft as nftlib
 from cni_plugins.errors import CNIError, INVALID_CONFIG, INTERNAL, PLUGIN_NOT_AVAILABLE
 from cni_plugins.handles import Handles
 from cni_plugins.plugin import Plugin

@@ -3,29 +3,12 @@ on a failed ADD, IPAM on top of the interface, and the prevResult interface CHEC
 
 from __future__ import annotations
 
-import contextlib
-import sys
 
 from cni_plugins import delegate, netlink
 from cni_plugins.errors import CNIError, INTERNAL
 from cni_plugins.skel import Request
 from cni_plugins.types import DNS, Interface, Result
 
-
-@contextlib.contextmanager
-def undo_on_failure(plugin: str):
-    """Yields a list of (what, step); when the block raises, the steps run newest first and the block's
-    error is what propagates (a failing cleanup step is only reported on stderr)."""
-    steps: list = []
-    try:
-        yield steps
-    except BaseException:
-        for what, step in reversed(steps):
-            try:
-                step()
-            except Exception as exc:
-                print(f"{plugin}: undoing {what} failed: {exc}", file=sys.stderr)
-        raise
 
 
 def ipam_onto(req: Request, handles, ipr, ifname: str, index: int | None, result: Result, ipam_type: str,

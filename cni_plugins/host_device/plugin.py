@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 
 from cni_plugins import delegate, netlink
+from cni_plugins.undo import undo_on_failure
 from cni_plugins.errors import CNIError
 from cni_plugins.handles import Handles
 from cni_plugins.plugin import Plugin
@@ -34,7 +35,7 @@ NAME = "host-device"
 def add(req: Request, conf: HostDeviceConfig, handles: Handles) -> Result:
     ns, host = handles.container(), handles.host
     result = Result(interfaces=[Interface(req.ifname, sandbox=req.netns)])
-    with attach.undo_on_failure(NAME) as undo:
+    with undo_on_failure(NAME) as undo:
         index = None
         if not conf.dpdk:
             require_absent(ns.ipr, req.ifname)

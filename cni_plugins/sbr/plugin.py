@@ -20,7 +20,7 @@ import errno
 import fcntl
 import ipaddress
 
-from cni_plugins.bandwidth.plugin import undo_on_failure
+from cni_plugins.undo import undo_on_failure
 from cni_plugins import netlink
 from cni_plugins.errors import CNIError, INTERNAL, INVALID_CONFIG
 from cni_plugins.handles import Handles, NetnsHandle

@@ -13,6 +13,7 @@ import contextlib
 import os
 
 from cni_plugins import delegate, netlink, sysctl
+from cni_plugins.undo import undo_on_failure
 from cni_plugins.errors import CNIError, INTERNAL
 from cni_plugins.handles import Handles
 from cni_plugins.plugin import Plugin
@@ -49,7 +50,7 @@ def _bridge_index(ipr, name: str) -> int:
 def add(req: Request, conf: TapConfig, handles: Handles) -> Result:
     ns = handles.container()
     require_absent(ns.ipr, req.ifname)
-    with attach.undo_on_failure(NAME) as undo:
+    with undo_on_failure(NAME) as undo:
         index = create_tap(ns, "tap" + os.urandom(5).hex(), conf.multi_queue, conf.owner, conf.group)
         undo.append(("the tap", lambda: ns.ipr.link("del", index=index)))
         if conf.mtu:

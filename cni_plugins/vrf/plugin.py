@@ -11,7 +11,8 @@ driver: code 50 naming it, nothing left behind.
 from __future__ import annotations
 
 from cni_plugins import netlink
-from cni_plugins.container_links import info_data, link_kind, link_refused, undo_on_failure
+from cni_plugins.container_links import info_data, link_kind, link_refused
+from cni_plugins.undo import undo_on_failure
 from cni_plugins.errors import CNIError, INTERNAL, invalid_config
 from cni_plugins.handles import Handles
 from cni_plugins.plugin import Plugin
