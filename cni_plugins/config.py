@@ -3,7 +3,13 @@ fails with code 7 naming the key (``prefix`` + key, e.g. ``args.cni.mtu``) and t
 
 from __future__ import annotations
 
+import re
+
 from .errors import invalid_config
+
+_MAC = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
+_IFNAME_FORBIDDEN = re.compile(r"[/:\s]")
+IFNAMSIZ = 16
 
 
 def _option(conf: dict, key: str, default, prefix: str, valid, why: str):
@@ -41,6 +47,44 @@ def option_int(conf: dict, key: str, default=0, minimum: int | None = None, maxi
 
     return _option(conf, key, default, prefix, valid, why)
 
+
+def validate_link_name(key: str, name) -> str:
+    if not isinstance(name, str) or not name:
+        raise invalid_config(key, name, "expected a non-empty interface name")
+    if len(name) >= IFNAMSIZ:
+        raise invalid_config(key, name, f"longer than {IFNAMSIZ - 1} characters")
+    if name in (".", "..") or _IFNAME_FORBIDDEN.search(name):
+        raise invalid_config(key, name, "not a valid interface name")
+    return name
+
+
+def normalize_mac(key: str, value) -> str:
+    if not isinstance(value, str) or not _MAC.match(value):
+        raise invalid_config(key, value, "expected a MAC address like 02:42:ac:11:00:02")
+    mac = value.lower().replace("-", ":")
+    if int(mac[:2], 16) & 1:
+        raise invalid_config(key, value, "a multicast MAC address cannot be an interface address")
+    if mac == "00:00:00:00:00:00":
+        raise invalid_config(key, value, "the all-zero MAC address cannot be an interface address")
+    return mac
+
+
+def requested_mac(req, config_key: bool = False, args_cni: bool = False) -> str | None:
+    """The container MAC a request asks for; later sources win, as in the reference plugins: the config's
+    ``mac`` (where the plugin has one), CNI_ARGS ``MAC``, ``args.cni.mac`` (where the plugin reads it),
+    ``runtimeConfig.mac``."""
+    mac = None
+    if config_key and req.config.get("mac") not in (None, ""):
+        mac = normalize_mac("mac", req.config["mac"])
+    env_mac = req.cni_arg("MAC", known=("MAC",))
+    if env_mac:
+        mac = normalize_mac("CNI_ARGS MAC", env_mac)
+    cni_args = req.config_args.get("cni") if args_cni else None
+    if isinstance(cni_args, dict) and cni_args.get("mac"):
+        mac = normalize_mac("args.cni.mac", cni_args["mac"])
+    if req.runtime_config.get("mac"):
+        mac = normalize_mac("runtimeConfig.mac", req.runtime_config["mac"])
+    return mac
 
 class GoKeys(dict):
     """A JSON object read the way the reference plugins' Go decoding reads it: a key names a field exactly

@@ -145,16 +145,8 @@ def find_master(handles: Handles, opts: LinkOptions, fallback: str | None = None
 
 
 # -- links ----------------------------------------------------------------------------------------------------
-def link_kind(msg) -> str:
-    info = msg.get_attr("IFLA_LINKINFO")
-    return (info.get_attr("IFLA_INFO_KIND") or "") if info is not None else ""
-
-
-def info_data(msg, attr: str):
-    """One IFLA_INFO_DATA attribute of a link message (``IFLA_MACVLAN_MODE``, ``IFLA_VLAN_ID``, ...)."""
-    info = msg.get_attr("IFLA_LINKINFO")
-    data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
-    return data.get_attr(attr) if data is not None and hasattr(data, "get_attr") else None
+link_kind = netlink.kind_of
+info_data = netlink.info_data
 
 
 def _strerror(exc: BaseException) -> str:

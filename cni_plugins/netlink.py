@@ -98,6 +98,19 @@ def mac_by_name(ipr, name: str) -> str | None:
 
 
 
+def kind_of(msg) -> str:
+    """The IFLA_INFO_KIND of a link message ("" for a link without one)."""
+    info = msg.get_attr("IFLA_LINKINFO")
+    return (info.get_attr("IFLA_INFO_KIND") or "") if info is not None else ""
+
+
+def info_data(msg, attr: str):
+    """One IFLA_INFO_DATA attribute of a link message (``IFLA_MACVLAN_MODE``, ``IFLA_BR_VLAN_FILTERING``, ...)."""
+    info = msg.get_attr("IFLA_LINKINFO")
+    data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
+    return data.get_attr(attr) if data is not None and hasattr(data, "get_attr") else None
+
+
 def mac_of(msg) -> str:
     return msg.get_attr("IFLA_ADDRESS") or ""
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from . import lean_imports, registry
-from .config import GoKeys
+from .config import _IFNAME_FORBIDDEN, IFNAMSIZ, GoKeys  # noqa: F401  (IFNAMSIZ: re-exported)
 from .handles import Handles, NetnsFds, NetnsHandle, own_netns
 from . import version as cniversion
 from .errors import (CNIError, DECODING_FAILURE, INTERNAL, INVALID_CONFIG, INVALID_ENVIRONMENT, INCOMPATIBLE_VERSION,
@@ -38,8 +38,6 @@ _REQUIRED_ENV = {
 _MIN_VERSION = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}
 
 _CONTAINER_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
-_IFNAME_FORBIDDEN = re.compile(r"[/:\s]")
-IFNAMSIZ = 16
 
 
 def validate_container_id(container_id: str) -> None:

@@ -6,18 +6,15 @@ Every key and default follows the reference (plugins/main/bridge): ``bridge`` "c
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from cni_plugins import delegate
-from cni_plugins.config import option_bool, option_int
+from cni_plugins.config import option_bool, option_int, requested_mac, validate_link_name
 from cni_plugins.errors import CNIError, INVALID_CONFIG, invalid_config
-from cni_plugins.skel import IFNAMSIZ, Request
+from cni_plugins.skel import Request
 from cni_plugins.types import DNS
 
 DEFAULT_BRIDGE = "cni0"
-_MAC = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
-_IFNAME_FORBIDDEN = re.compile(r"[/:\s]")
 # veth and bridge both accept 68..65535 (ETH_MIN_MTU..ETH_MAX_MTU for veth, IP_MAX_MTU for a bridge).
 MIN_MTU, MAX_MTU = 68, 65535
 MAX_VLAN = 4094
@@ -63,25 +60,6 @@ class BridgeConfig:
         return bool(self.vlan or self.vlan_trunk)
 
 
-def validate_link_name(key: str, name) -> str:
-    if not isinstance(name, str) or not name:
-        raise invalid_config(key, name, "expected a non-empty interface name")
-    if len(name) >= IFNAMSIZ:
-        raise invalid_config(key, name, f"longer than {IFNAMSIZ - 1} characters")
-    if name in (".", "..") or _IFNAME_FORBIDDEN.search(name):
-        raise invalid_config(key, name, "not a valid interface name")
-    return name
-
-
-def normalize_mac(key: str, value) -> str:
-    if not isinstance(value, str) or not _MAC.match(value):
-        raise invalid_config(key, value, "expected a MAC address like 02:42:ac:11:00:02")
-    mac = value.lower().replace("-", ":")
-    if int(mac[:2], 16) & 1:
-        raise invalid_config(key, value, "a multicast MAC address cannot be an interface address")
-    if mac == "00:00:00:00:00:00":
-        raise invalid_config(key, value, "the all-zero MAC address cannot be an interface address")
-    return mac
 
 
 def _trunk_id(key: str, value) -> int:
@@ -111,20 +89,6 @@ def _vlan_trunk(raw) -> tuple[int, ...]:
         if item.get("id") is not None:
             vids.add(_trunk_id("vlanTrunk.id", item["id"]))
     return tuple(sorted(vids))
-
-
-def _mac(req: Request) -> str | None:
-    """The container MAC; later sources win, as in the reference: CNI_ARGS MAC, args.cni.mac, runtimeConfig.mac."""
-    mac = None
-    env_mac = req.cni_arg("MAC", known=("MAC",))
-    if env_mac:
-        mac = normalize_mac("CNI_ARGS MAC", env_mac)
-    cni_args = req.config_args.get("cni")
-    if isinstance(cni_args, dict) and cni_args.get("mac"):
-        mac = normalize_mac("args.cni.mac", cni_args["mac"])
-    if req.runtime_config.get("mac"):
-        mac = normalize_mac("runtimeConfig.mac", req.runtime_config["mac"])
-    return mac
 
 
 def load(req: Request) -> BridgeConfig:
@@ -158,5 +122,5 @@ def load(req: Request) -> BridgeConfig:
         raise CNIError(INVALID_CONFIG, f"invalid disableContainerInterface true: cannot be used with IPAM "
                        f"(ipam type {ipam!r}) since a down interface cannot hold addresses")
 
-    return BridgeConfig(bridge=bridge, mtu=mtu or None, vlan=vlan, vlan_trunk=trunk, mac=_mac(req),
+    return BridgeConfig(bridge=bridge, mtu=mtu or None, vlan=vlan, vlan_trunk=trunk, mac=requested_mac(req, args_cni=True),
                         ipam=ipam, dns=DNS.from_dict(config.get("dns")), **flags)

@@ -42,15 +42,7 @@ def _fail(what: str, exc: BaseException) -> CNIError:
     return CNIError(INTERNAL, f"{what}: {os.strerror(code) if isinstance(code, int) and code > 0 else exc}")
 
 
-def kind_of(msg) -> str:
-    info = msg.get_attr("IFLA_LINKINFO")
-    return (info.get_attr("IFLA_INFO_KIND") or "") if info is not None else ""
-
-
-def _bridge_info(msg, attr: str):
-    info = msg.get_attr("IFLA_LINKINFO")
-    data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
-    return data.get_attr(attr) if data is not None else None
+kind_of = netlink.kind_of
 
 
 def _vlan_refused(conf: BridgeConfig, exc: BaseException) -> CNIError:
@@ -71,7 +63,7 @@ def ensure_bridge(host, conf: BridgeConfig) -> Link:
     if kind_of(msg) != "bridge":
         raise CNIError(INTERNAL, f"{conf.bridge!r} already exists but is not a bridge (kind {kind_of(msg)!r})")
     index = msg["index"]
-    if conf.vlan_filtering and not _bridge_info(msg, "IFLA_BR_VLAN_FILTERING"):
+    if conf.vlan_filtering and not netlink.info_data(msg, "IFLA_BR_VLAN_FILTERING"):
         try:
             ipr.link("set", index=index, kind="bridge", br_vlan_filtering=1)
         except Exception as exc:

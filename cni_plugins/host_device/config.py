@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from cni_plugins.bridge.config import validate_link_name
+from cni_plugins.config import validate_link_name
 from cni_plugins import delegate
 from cni_plugins.errors import CNIError, INVALID_CONFIG, invalid_config
 from cni_plugins.skel import Request

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cni_plugins.bridge.config import normalize_mac
 from cni_plugins import container_links
-from cni_plugins.config import option_int, option_str
+from cni_plugins.config import option_int, option_str, requested_mac
 from cni_plugins.container_links import LinkOptions
 from cni_plugins.errors import invalid_config
 from cni_plugins.skel import Request
@@ -32,23 +31,11 @@ class MacvlanConfig:
     dns: DNS = field(default_factory=DNS)
 
 
-def _mac(req: Request) -> str | None:
-    mac = None
-    if req.config.get("mac") not in (None, ""):
-        mac = normalize_mac("mac", req.config["mac"])
-    env_mac = req.cni_arg("MAC", known=("MAC",))
-    if env_mac:
-        mac = normalize_mac("CNI_ARGS MAC", env_mac)
-    if req.runtime_config.get("mac"):
-        mac = normalize_mac("runtimeConfig.mac", req.runtime_config["mac"])
-    return mac
-
-
 def load(req: Request) -> MacvlanConfig:
     config = req.config
     mode = option_str(config, "mode") or "bridge"
     if mode not in MODES:
         raise invalid_config("mode", mode, f"expected one of {', '.join(MODES)}")
-    return MacvlanConfig(link=container_links.link_options(req), mode=mode, mac=_mac(req),
+    return MacvlanConfig(link=container_links.link_options(req), mode=mode, mac=requested_mac(req, config_key=True),
                          bcqueuelen=option_int(config, "bcqueuelen", 0, minimum=0, maximum=MAX_BC_QUEUE_LEN),
                          ipam=container_links.ipam_options(req), dns=container_links.dns_option(req))

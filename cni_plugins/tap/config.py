@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cni_plugins.bridge.config import normalize_mac, validate_link_name
 from cni_plugins import delegate
-from cni_plugins.config import option_bool, option_int, option_str
+from cni_plugins.config import option_bool, option_int, option_str, requested_mac, validate_link_name
 from cni_plugins.errors import invalid_config
 from cni_plugins.skel import Request
 from cni_plugins.types import DNS
@@ -34,18 +33,6 @@ class TapConfig:
     dns: DNS = field(default_factory=DNS)
 
 
-def _mac(req: Request) -> str | None:
-    mac = None
-    if req.config.get("mac"):
-        mac = normalize_mac("mac", req.config["mac"])
-    env_mac = req.cni_arg("MAC", known=("MAC",))
-    if env_mac:
-        mac = normalize_mac("CNI_ARGS MAC", env_mac)
-    if req.runtime_config.get("mac"):
-        mac = normalize_mac("runtimeConfig.mac", req.runtime_config["mac"])
-    return mac
-
-
 def load(req: Request) -> TapConfig:
     config = req.config
     mtu = option_int(config, "mtu")
@@ -60,7 +47,7 @@ def load(req: Request) -> TapConfig:
     bridge = config.get("bridge") or None
     if bridge is not None:
         bridge = validate_link_name("bridge", bridge)
-    return TapConfig(mac=_mac(req), mtu=mtu or None, multi_queue=option_bool(config, "multiQueue"), owner=owner,
+    return TapConfig(mac=requested_mac(req, config_key=True), mtu=mtu or None, multi_queue=option_bool(config, "multiQueue"), owner=owner,
                      group=group, bridge=bridge, ipam=delegate.ipam_type(req), dns=DNS.from_dict(config.get("dns")))
 
 
