@@ -1,20 +1,20 @@
 """`pynet` command line. Each command group lives in its own module exposing ``register(subparsers)``;
-a registered sub-command sets ``func(args) -> int`` as its handler."""
+a registered sub-command sets ``func(args) -> int`` as its handler and reports a user-facing failure as
+pynet.cli_base.CommandError."""
 
 import sys
+
+from .cli_base import CommandError  # noqa: F401 - the topology and daemon commands raise pynet.cli.CommandError
 
 # Modules that add sub-commands. A module missing here (not written yet) is skipped, not fatal.
 COMMAND_MODULES = (
     "pynet.cni_install",   # pynet cni install DIR
-    "pynet.commands",      # net create/ls/inspect/rm, attach, detach, ls, inspect, status, gc
-    "pynet.launcher.cli",  # run, ps, logs, stop, kill, rm, exec, image, stats
+    "pynet.cli_networks",  # net create/ls/inspect/rm
+    "pynet.cli_attach",    # attach, detach, ls, inspect, status, gc
+    "pynet.launcher.cli",  # run, ps, logs, stop, kill, rm, exec, image, stats, container
     "pynet.topology.cli",  # topology up/check/down/show
     "pynet.daemon.cli",    # daemon
 )
-
-
-class CommandError(Exception):
-    """A user-facing failure: printed as one line (or JSON with --json), exit status 1."""
 
 
 def build_parser():

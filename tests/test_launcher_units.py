@@ -90,13 +90,8 @@ def test_lsm_status_records_that_selinux_and_apparmor_are_inactive():
     ("8080:80", {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}),
     ("127.0.0.1:53:53/udp", {"hostPort": 53, "containerPort": 53, "protocol": "udp", "hostIP": "127.0.0.1"}),
 ])
-def test_publish_flags_become_port_mappings(spec, entry):
-    assert network.parse_ports([spec]) == [entry]
-
-
-def test_bad_publish_flag_is_rejected():
-    with pytest.raises(network.NetworkError, match="-p '80'"):
-        network.parse_ports(["80"])
+def test_publish_flags_become_port_mappings_in_the_record(spec, entry):
+    assert network.NetOptions.from_flags(publish=[spec]).to_record()["publish"] == [entry]
 
 
 def test_layer_extraction_translates_whiteouts_and_refuses_escapes(tmp_path):

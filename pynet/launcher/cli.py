@@ -53,13 +53,13 @@ def _options(args) -> RunOptions:
                                 cpus=args.cpus, pids=args.pids_limit, cpuset_cpus=args.cpuset_cpus)
     except ValueError:
         raise ContainerError(f"invalid --memory {args.memory!r}") from None
-    net = network.NetOptions(mode=args.net, publish=args.publish, ip=args.ip, config_dir=args.config_dir,
-                             cache_dir=args.cache_dir, cni_path=args.cni_path, netns_dir=args.netns_dir)
-    if net.mode in ("none", "host") and (args.publish or args.ip):
-        raise ContainerError(f"-p/--ip make no sense with --net {net.mode}")
+    if args.net in ("none", "host") and (args.publish or args.ip):
+        raise ContainerError(f"-p/--ip make no sense with --net {args.net}")
     try:
-        net.to_record()
-    except network.NetworkError as exc:
+        net = network.NetOptions.from_flags(mode=args.net, publish=args.publish, ip=args.ip,
+                                            config_dir=args.config_dir, cache_dir=args.cache_dir,
+                                            cni_path=args.cni_path, netns_dir=args.netns_dir)
+    except ValueError as exc:   # ports.PortSpecError, capabilities.CapabilityError
         raise ContainerError(str(exc)) from None
     volumes = []
     for v in args.volume:
