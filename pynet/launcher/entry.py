@@ -35,7 +35,7 @@ def run(argv: list) -> None:
 def _via_daemon(argv: list):
     """The exit code of the run as served by a listening `pynet daemon`, or None: run it here. Same
     discovery as the CNI plugins' client (PYNET_SOCKET, the default socket; PYNET_DAEMON=off disables)."""
-    from cni_plugins.client import daemon_mode, exists, socket_path
+    from cni_plugins.wire import daemon_mode, exists, socket_path
 
     path = socket_path()
     if daemon_mode() == b"off" or not exists(path):

@@ -31,7 +31,6 @@ reservation and exits.
 
 from __future__ import annotations
 
-import array
 import os
 import select
 import signal
@@ -39,13 +38,13 @@ import socket
 import sys
 import threading
 
-from cni_plugins.client import decode_env, pack, recv_fields
+from cni_plugins.wire import (ACCEPTED, EXITED, MAX_FDS, REFUSED, SIGNAL, decode_env, pack, recv_fields,
+                              recv_with_fds, send_with_fds, unpack)
 
 from . import linux
 from .remote import NAMESPACES
 
 MAX_MESSAGE = 1 << 18      # a SOCK_SEQPACKET message is bounded by the socket buffer anyway
-MAX_FDS = 3 + len(NAMESPACES) + 1
 # `pynet run` options served through the daemon; anything else is refused and runs locally.
 SUPPORTED = frozenset({"rm", "net", "name", "hostname", "env", "workdir", "dns", "init", "read_only",
                        "config_dir", "cache_dir", "cni_path", "netns_dir", "args", "command", "func"})
@@ -59,9 +58,8 @@ class Zygote:
 
     def submit(self, conn_fd: int, fields: list, fds: list) -> bool:
         """Hands one request over; False when the zygote cannot take it (the daemon then refuses)."""
-        rights = array.array("i", [conn_fd, *fds[:MAX_FDS - 1]]).tobytes()
         try:
-            self.sock.sendmsg([pack(*fields)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
+            send_with_fds(self.sock, pack(*fields), [conn_fd, *fds[:MAX_FDS - 1]])
             return True
         except OSError:
             return False
@@ -148,7 +146,7 @@ def _zygote(sock: socket.socket, parent: int) -> None:
             pid, spare_sock = spare
             spare = None
             try:
-                spare_sock.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds.tobytes())])
+                send_with_fds(spare_sock, msg, fds)
                 child = pid
             except OSError:
                 pass   # the spare is gone: an ordinary launcher takes the request
@@ -170,14 +168,9 @@ def _zygote(sock: socket.socket, parent: int) -> None:
                 previous = -1
 
 
-def _recv(sock: socket.socket) -> tuple[bytes, array.array]:
-    fds = array.array("i")
-    msg, ancdata, _flags, _addr = sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * fds.itemsize),
-                                               socket.MSG_CMSG_CLOEXEC)
-    for level, kind, cdata in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
-    return msg, fds
+def _recv(sock: socket.socket) -> tuple[bytes, list]:
+    """One request (a whole SOCK_SEQPACKET message) and its fds."""
+    return recv_with_fds(sock, MAX_MESSAGE, MAX_FDS)
 
 
 def _fork_spare(zygote_sock: socket.socket):
@@ -253,21 +246,12 @@ def _spare(sock: socket.socket) -> None:
     try:
         msg, fds = _recv(sock)
     except OSError:
-        msg, fds = b"", array.array("i")
+        msg, fds = b"", []
     sock.close()
     if not fds:
         _release(reserved)
         os._exit(0)
     _launcher(fds[0], list(fds[1:]), msg, reserved)
-
-
-def _unpack(blob: bytes, count: int) -> list:
-    out = []
-    for _ in range(count):
-        size = int.from_bytes(blob[:4], "big")
-        out.append(blob[4:4 + size])
-        blob = blob[4 + size:]
-    return out
 
 
 def unsupported(args) -> str | None:
@@ -319,7 +303,7 @@ def _launcher(conn_fd: int, fds: list, msg: bytes, reserved=None) -> None:
         cgroups.start_warmup()
     conn = socket.socket(fileno=conn_fd)
     try:
-        argv, env, cwd, umask, names = _unpack(msg, 5)
+        argv, env, cwd, umask, names = unpack(msg, 5)
         args = cli.parse_run_fast([os.fsdecode(a) for a in argv.split(b"\0")] if argv else [])
         reason = unsupported(args)
         if reason is None:
@@ -345,9 +329,9 @@ def _launcher(conn_fd: int, fds: list, msg: bytes, reserved=None) -> None:
         reason = f"{type(exc).__name__}: {exc}"
     if reason is not None:
         _release(reserved)
-        _send(conn, b"R", reason.encode())
+        _send(conn, REFUSED, reason.encode())
         os._exit(0)
-    _send(conn, b"A", b"")
+    _send(conn, ACCEPTED, b"")
     deferred = []   # directories of a --rm container, deleted once the client has the exit code
     try:
         code = cli.cmd_run(args, wait=lambda rec, pid: _wait(conn, rec, pid), reserved=reserved, deferred=deferred)
@@ -367,7 +351,7 @@ def _launcher(conn_fd: int, fds: list, msg: bytes, reserved=None) -> None:
     for target in (0, 1, 2):
         os.dup2(devnull, target)
     os.close(devnull)
-    _send(conn, b"X", str(code).encode())
+    _send(conn, EXITED, str(code).encode())
     conn.close()
     _release(reserved)   # what a failed create left (after a run there is nothing left to do)
     from .container import remove_trees
@@ -408,7 +392,7 @@ def _wait(conn: socket.socket, rec, pid: int) -> int:
                     poller.unregister(conn)
                     _kill(pid, signal.SIGKILL)
                     continue
-                if kind == b"S":
+                if kind == SIGNAL:
                     _kill(pid, int(value))
     finally:
         os.close(pidfd)
