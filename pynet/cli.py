@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None and sys.argv[1:2] == ["run"]:
         # Every container start comes through here: the launcher's start-up path, without argparse and
         # every command group's parser (~15 ms). It ends the process itself.
-        from pynet.launcher.entry import run
+        from pynet.launcher.startup import run
 
         run(sys.argv[2:])
     parser = build_parser()

@@ -67,3 +67,17 @@ def test_scripts_point_at_this_installations_interpreter(tmp_path):
     path = cni_install.install(str(tmp_path))[0]
     assert open(path).readline().strip() == f"#!{os.path.abspath(sys.executable)} -IS"
     assert os.path.dirname(os.path.abspath(sys.executable)) == OUR_PLUGINS
+
+
+def test_lean_pynet_script_runs_every_command_without_site(tmp_path):
+    import subprocess
+
+    path = cni_install.write_script(str(tmp_path / "pynet"))
+    with open(path) as f:
+        assert f.readline() == f"#!{cni_install.interpreter()} -IS\n"
+    assert os.stat(path).st_mode & 0o777 == 0o755
+    res = subprocess.run([path, "net", "ls", "--json", "--config-dir", str(tmp_path / "net.d"),
+                          "--cache-dir", str(tmp_path / "cache")], env={"PATH": BARE_PATH},
+                         capture_output=True, check=False)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["networks"] == []

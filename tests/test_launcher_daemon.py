@@ -21,7 +21,7 @@ from tests.test_launcher import PYNET, _cgroup_dirs, _leased, netenv, pynet, pyn
 
 from netns_fixtures.daemon import dropping_daemon, start_daemon, stop_daemon
 from pynet.launcher import zygote
-from pynet.launcher.cli import parse_run_fast
+from pynet.launcher.options import OptionsError, parse_fast
 
 
 @pytest.fixture
@@ -189,11 +189,17 @@ def test_a_daemon_that_drops_the_request_falls_back_to_local(pynet, host_ns, tmp
     (["-d", "busybox"], False),
     (["--rm", "-v", "/a:/b", "busybox"], False),
     (["--rm", "--memory", "64m", "busybox"], False),
-    (["--rm"], False),
     (["--rm", "--help"], False),
+    (["--rm", "-p", "8080:80", "busybox"], False),
+    (["--rm", "--security-opt", "no-new-privileges=false", "busybox"], False),
 ])
 def test_daemon_serves_only_the_plain_forms(argv, served):
-    assert (zygote.unsupported(parse_run_fast(argv)) is None) == served
+    assert (zygote.why_not_served(parse_fast(argv)) is None) == served
+
+
+def test_a_run_without_an_image_is_refused_by_the_parser_and_reported_locally():
+    with pytest.raises(OptionsError, match="needs an IMAGE"):
+        parse_fast(["--rm"])
 
 
 def test_a_killed_client_takes_its_container_with_it(remote, host_ns):

@@ -13,7 +13,7 @@ import os
 
 from pynet.runner import capabilities, locations, ports
 
-from .fields import Fields
+from .value_objects import Fields
 
 DEFAULT_NETWORK = "pynet"
 DEFAULT_BRIDGE = "pynet0"

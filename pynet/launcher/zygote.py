@@ -9,7 +9,8 @@ daemon forks this process once, at start, before its first thread; it imports th
 network runner) once, then waits on a SOCK_SEQPACKET socketpair. For each request a daemon thread passes
 it the client's connection, stdio and namespace fds plus the request fields in one message; the zygote
 forks, and the child — from here on an ordinary `pynet run` launcher — joins the client's namespaces,
-takes its stdio, environment, cwd and umask, and runs cli.cmd_run, the same code as a local run. The
+takes its stdio, environment, cwd and umask, reads the argv into RunOptions (options.parse_fast) and
+runs supervise.run, the same code as a local run. The
 child answers the client directly on the passed connection (the daemon thread is done once it handed
 over), passes on the client's signals, and reports the exit code after the cleanup (a --rm container's
 directories are only set aside by then, and deleted after the client has its answer).
@@ -45,9 +46,11 @@ from . import linux
 from .remote import NAMESPACES
 
 MAX_MESSAGE = 1 << 18      # a SOCK_SEQPACKET message is bounded by the socket buffer anyway
-# `pynet run` options served through the daemon; anything else is refused and runs locally.
-SUPPORTED = frozenset({"rm", "net", "name", "hostname", "env", "workdir", "dns", "init", "read_only",
-                       "config_dir", "cache_dir", "cni_path", "netns_dir", "args", "command", "func"})
+# What a run served through the daemon may ask for (RunOptions fields, NetOptions fields); any other
+# field that differs from its default makes the launcher refuse the run, which then runs locally.
+SERVED = frozenset({"image", "command", "name", "hostname", "rm", "init", "env", "workdir", "read_only", "dns",
+                    "net"})
+SERVED_NET = frozenset({"mode", "ifname", "config_dir", "cache_dir", "cni_path", "netns_dir"})
 
 
 class Zygote:
@@ -104,7 +107,7 @@ def _preload() -> None:
     import shutil  # noqa: F401
     import traceback  # noqa: F401
 
-    from . import cli, container, namespaces, network, rootfs, security, state  # noqa: F401
+    from . import container, namespaces, network, options, rootfs, security, state, supervise  # noqa: F401
 
     network.preload()
 
@@ -254,18 +257,19 @@ def _spare(sock: socket.socket) -> None:
     _launcher(fds[0], list(fds[1:]), msg, reserved)
 
 
-def unsupported(args) -> str | None:
-    """Why a parsed `pynet run` is not served by the daemon, or None."""
-    from .cli import parse_run_fast
+def why_not_served(opts) -> str | None:
+    """Why the daemon does not serve a run with these RunOptions (None: it does). None for ``opts``: the
+    fast parser could not read the argv (argparse's forms, help and errors are the local run's)."""
+    from .options import RunOptions
 
-    if args is None:
+    if opts is None:
         return "options left to argparse"
-    if not args.args:
+    if not opts.image:
         return "no IMAGE"
-    defaults = parse_run_fast([])
-    for dest, value in vars(args).items():
-        if dest not in SUPPORTED and value != getattr(defaults, dest, None):
-            return f"option {dest}"
+    for given, default, served in ((opts, RunOptions(), SERVED), (opts.net, RunOptions().net, SERVED_NET)):
+        for name in given.FIELDS:
+            if name not in served and getattr(given, name) != getattr(default, name):
+                return f"option {name}"
     return None
 
 
@@ -280,11 +284,11 @@ def _enter(ns_fds: dict, names: list) -> None:
         linux.setns(ns_fds[name], linux.NAMESPACES[name])
 
 
-def _reservation_fits(differing: list, args) -> bool:
+def _reservation_fits(differing: list, opts) -> bool:
     """A reserved stage 1 was forked in the daemon's namespaces and has made its own (all but the user
     namespace, see namespaces.Prestarted): fine when the client shares the daemon's, except the ones the
     container makes anew anyway (uts, ipc, net); never for --net host."""
-    return args.net != "host" and set(differing) <= {"uts", "ipc", "net"}
+    return opts.net.mode != "host" and set(differing) <= {"uts", "ipc", "net"}
 
 
 def _send(conn: socket.socket, kind: bytes, value: bytes) -> None:
@@ -297,20 +301,20 @@ def _send(conn: socket.socket, kind: bytes, value: bytes) -> None:
 def _launcher(conn_fd: int, fds: list, msg: bytes, reserved=None) -> None:
     """The launcher of one container (forked for it, or the spare); never returns."""
     _child_signals()
-    from . import cgroups, cli
+    from . import cgroups, options, supervise
 
     if reserved is None:
         cgroups.start_warmup()
     conn = socket.socket(fileno=conn_fd)
     try:
         argv, env, cwd, umask, names = unpack(msg, 5)
-        args = cli.parse_run_fast([os.fsdecode(a) for a in argv.split(b"\0")] if argv else [])
-        reason = unsupported(args)
+        opts = options.parse_fast([os.fsdecode(a) for a in argv.split(b"\0")] if argv else [])
+        reason = why_not_served(opts)
         if reason is None:
             stdio, ns_fds = fds[:3], fds[3:]
             ns_fds = dict(zip(names.decode().split(",") if names else [], ns_fds))
             differing = _differing(ns_fds)
-            if reserved is not None and not _reservation_fits(differing, args):
+            if reserved is not None and not _reservation_fits(differing, opts):
                 _release(reserved)
                 reserved = None
             _enter(ns_fds, differing)
@@ -325,6 +329,8 @@ def _launcher(conn_fd: int, fds: list, msg: bytes, reserved=None) -> None:
             os.environ.update(decode_env(env))
             os.chdir(os.fsdecode(cwd))
             os.umask(int(umask))
+    except options.OptionsError as exc:   # the local run reports it
+        reason = str(exc)
     except BaseException as exc:  # noqa: BLE001 - nothing was created yet: the client runs it itself
         reason = f"{type(exc).__name__}: {exc}"
     if reason is not None:
@@ -334,7 +340,7 @@ def _launcher(conn_fd: int, fds: list, msg: bytes, reserved=None) -> None:
     _send(conn, ACCEPTED, b"")
     deferred = []   # directories of a --rm container, deleted once the client has the exit code
     try:
-        code = cli.cmd_run(args, wait=lambda rec, pid: _wait(conn, rec, pid), reserved=reserved, deferred=deferred)
+        code = supervise.run(opts, wait=lambda rec, pid: _wait(conn, rec, pid), reserved=reserved, deferred=deferred)
     except BaseException:  # noqa: BLE001
         import traceback
 
