@@ -547,7 +547,11 @@ def test_published_port_reaches_the_container(pynet, netenv, host_ns):
             break
         time.sleep(0.05)
     assert ok
+    assert "18080" in host_ns.nft_ruleset()
     assert pynet("rm", "-f", cid).returncode == 0
+    # The monitor ran portmap's DEL in its own process (our plugins run in-process): the mapping is gone.
+    assert "18080" not in host_ns.nft_ruleset()
+    assert _leased(netenv["leases"]) == []
 
 
 def test_default_network_is_a_bridge_created_on_first_use(pynet, tmp_path, host_ns):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from pynet.runner import capabilities, locations, ports
+from pynet.runner import locations
 
 from .value_objects import Fields
 
@@ -30,8 +30,16 @@ class NetOptions(Fields):
     def from_flags(cls, mode: str = "default", publish=(), ip: str | None = None, **locations_) -> "NetOptions":
         """From `pynet run`'s --net, -p values, --ip and location flags; ValueError (ports.PortSpecError,
         capabilities.CapabilityError) names a bad value."""
-        return cls(mode=mode, publish=[ports.parse_publish(spec) for spec in publish],
-                   ip=capabilities.check_ip(ip) if ip else None, **locations_)
+        mappings = []
+        if publish:   # imported only then: this runs on every `pynet run`'s start-up path
+            from pynet.runner.ports import parse_publish
+
+            mappings = [parse_publish(spec) for spec in publish]
+        if ip:
+            from pynet.runner.capabilities import check_ip
+
+            ip = check_ip(ip)
+        return cls(mode=mode, publish=mappings, ip=ip, **locations_)
 
     def to_record(self) -> dict:
         """What the container's record keeps: the flags, with the runner's locations resolved now."""
@@ -41,9 +49,22 @@ class NetOptions(Fields):
 
 
 def preload() -> None:
-    """Imports the runner (~20 ms), for a caller with time to spare before attach/detach."""
+    """Imports the runner (~20 ms) and what our plugins need when the runner runs them in this process
+    (their modules, pyroute2's netlink code, libnftables' binding: ~40 ms), for a caller with time to
+    spare before attach/detach: the daemon's zygote once, a local launcher while its container is built."""
+    import importlib
+
     import pynet.runner.attachments  # noqa: F401
     import pynet.runner.chain  # noqa: F401
+    from cni_plugins import lean_imports
+    from cni_plugins.entry import PLUGIN_MODULES
+
+    lean_imports.install()   # as the plugins' skeleton does first: only the parts of pyroute2 they use
+    for module in (*PLUGIN_MODULES.values(), "pyroute2.iproute.linux", "nftables"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass   # a plugin whose dependency is missing reports that itself when it runs
 
 
 def default_conflist(cni_version: str | None = None) -> dict:
@@ -93,6 +114,8 @@ def attach(rec, pid: int) -> dict | None:
 
 
 def attach_cni(net: dict, pid: int) -> dict:
+    from pynet.runner import capabilities
+
     atts = locations.attachments(net.get("runner") or {})
     name = _network_name(atts, net["mode"])
     conf = atts.runner.network(name)
