@@ -1,19 +1,20 @@
 """`pynet run` inside the daemon: a single-threaded zygote that forks one launcher per container.
 
-Why a zygote: the daemon serves each connection on a thread, and fork() in a threaded process copies
-only the calling thread, with every lock another thread held (the import lock, malloc's, logging's, the
-GIL bookkeeping) frozen in whatever state it was in; the launcher forks again and again (stages, warm-up,
-CNI plugins), so it must start from a process that never had threads. Exec'ing a fresh interpreter
-instead would be safe but would throw away the warm imports that are the point of the fast path. So the
-daemon forks this process once, at start, before its first thread; it imports the launcher (and the
-network runner) once, then waits on a SOCK_SEQPACKET socketpair. For each request a daemon thread passes
-it the client's connection, stdio and namespace fds plus the request fields in one message; the zygote
-forks, and the child — from here on an ordinary `pynet run` launcher — joins the client's namespaces,
-takes its stdio, environment, cwd and umask, reads the argv into RunOptions (options.parse_fast) and
-runs supervise.run, the same code as a local run. The
-child answers the client directly on the passed connection (the daemon thread is done once it handed
-over), passes on the client's signals, and reports the exit code after the cleanup (a --rm container's
-directories are only set aside by then, and deleted after the client has its answer).
+Why a zygote: the daemon serves each connection on a thread, and fork() in a threaded process copies only
+the calling thread, with every lock another thread held (the import lock, malloc's, logging's, the GIL
+bookkeeping) frozen in whatever state it was in; the launcher forks again and again (stages, warm-up,
+other installations' CNI plugins), so it must start from a process that never had threads. Exec'ing a
+fresh interpreter instead would be safe but would throw away the warm imports that are the point of the
+fast path. So the daemon forks this process once, at start, before its first thread; it imports the
+launcher (and the network runner) once, then waits on a SOCK_SEQPACKET socketpair. For each request a
+daemon thread passes it the client's connection, stdio and namespace fds plus the request fields in one
+message; the zygote forks, and the child — from here on an ordinary `pynet run` launcher — joins the
+client's namespaces, takes its stdio, environment, cwd and umask, reads the argv into RunOptions
+(options.parse_fast) and runs supervise.run, the same code as a local run. The child answers the client
+directly on the passed connection (the daemon thread is done once it handed over), passes on the client's
+signals, and reports the exit code after the cleanup (a --rm container's directories are only set aside by
+then, and deleted after the client has its answer). The zygote also loads our CNI plugins
+(network.preload): the launcher runs them in its own process.
 
 The cgroup move of a container's first process waits an RCU grace period (~9 ms here) when no move
 happened lately, and holds the global cgroup mutex meanwhile, so nothing overlaps it well. So the zygote
