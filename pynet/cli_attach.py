@@ -4,11 +4,10 @@ its netns pinned so that detach works after the process died)."""
 
 from __future__ import annotations
 
-import sys
-
 from cni_plugins.errors import CNIError
 
-from .cli_base import CommandError, attachments_of, fail, location_options, print_json, runner_of, table
+from .cli_base import (CommandError, attachments_of, fail, location_options, print_json, runner_of, table,
+                       warn)
 
 
 def _ports(mappings: list[dict]) -> str:
@@ -157,7 +156,7 @@ def cmd_gc(args) -> int:
         if not report["removed"] and not report["errors"]:
             print(f"nothing to collect ({len(networks)} network(s) checked)")
         for e in report["errors"]:
-            print(f"pynet: {e}", file=sys.stderr)
+            warn(e)
     return 1 if report["errors"] else 0
 
 

@@ -65,5 +65,6 @@ def table(headers: list[str], rows: list[list]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
 
 
-def warn(msg: str) -> None:
+def warn(msg) -> None:
+    """One line on stderr that does not fail the command."""
     print(f"pynet: {msg}", file=sys.stderr)

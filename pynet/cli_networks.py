@@ -6,12 +6,12 @@ import ipaddress
 import json
 import os
 import re
-import sys
 
 from cni_plugins import version as cniversion
 from cni_plugins.errors import CNIError
 
-from .cli_base import CommandError, attachments_of, fail, location_options, print_json, runner_of, table
+from .cli_base import (CommandError, attachments_of, fail, location_options, print_json, runner_of, table,
+                       warn)
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 
@@ -105,7 +105,7 @@ def cmd_net_ls(args) -> int:
                [[r["name"], r["cniVersion"], ",".join(r["plugins"]), ",".join(r["subnets"]), r["attachments"],
                  r["file"]] for r in rows])
         for path, err in broken:
-            print(f"pynet: skipped {path}: {err}", file=sys.stderr)
+            warn(f"skipped {path}: {err}")
     return 0
 
 
