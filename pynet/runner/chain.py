@@ -3,7 +3,11 @@ reverse with the cached result, CHECK, STATUS and GC; each step's plugin found o
 
 A plugin executable of this very installation runs in this process (cni_plugins.delegate.call: the same
 code with the same environment and stdin, so the same answer and the same error, minus an interpreter
-start per step); any other executable, another pynet installation's included, is executed."""
+start per step); any other executable, another pynet installation's included, is executed. What the
+plugin modules cache stays in this process: notably cni_plugins.nft's libnftables contexts, one pool per
+network namespace the plugins wrote rules in (at most 8, least recently used dropped first), each keeping
+its namespace alive. `pynet run` and `pynet attach` exit soon after; a long-lived process that runs chains
+in many short-lived "host" namespaces (a topology in a test process) keeps up to 8 of them until then."""
 
 from __future__ import annotations
 
