@@ -4,8 +4,6 @@ pynet.cli_base.CommandError."""
 
 import sys
 
-from .cli_base import CommandError  # noqa: F401 - the topology and daemon commands raise pynet.cli.CommandError
-
 # Modules that add sub-commands. A module missing here (not written yet) is skipped, not fatal.
 COMMAND_MODULES = (
     "pynet.cni_install",   # pynet cni install DIR
@@ -15,6 +13,16 @@ COMMAND_MODULES = (
     "pynet.topology.cli",  # topology up/check/down/show
     "pynet.daemon.cli",    # daemon
 )
+
+
+def __getattr__(name):
+    # pynet.cli.CommandError, which the topology and daemon commands raise, without importing cli_base
+    # on `pynet run`'s start-up path.
+    if name == "CommandError":
+        from .cli_base import CommandError
+
+        return CommandError
+    raise AttributeError(name)
 
 
 def build_parser():
@@ -42,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         from pynet.launcher.startup import run
 
         run(sys.argv[2:])
+    from .cli_base import CommandError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
