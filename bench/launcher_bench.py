@@ -10,8 +10,10 @@ live in a temp dir. "local" rows run with PYNET_DAEMON=off (the launcher in the 
 "via daemon" rows reach a `pynet daemon --containers` started in the namespace (socket in the temp dir):
 the thin client of pynet/launcher/remote.py, the container launched by the daemon's zygote
 (pynet/launcher/zygote.py: a spare launcher with the container's cgroups, namespaces and PID 1 made in
-advance). --net adds the same on the default bridge network, whose plugins reach the daemon too in the
-"via daemon" row; runc has no network there, so those rows compare a networked pynet run with a bare runc.
+advance). --net adds the same on the default bridge network, whose plugins (ours) the launcher runs in
+its own process (loaded ahead by the zygote in the "via daemon" row, while the container is being built
+in the "local" one); runc has no network there, so those rows compare a networked pynet run with a bare
+runc.
 """
 
 from __future__ import annotations

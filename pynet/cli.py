@@ -1,20 +1,28 @@
 """`pynet` command line. Each command group lives in its own module exposing ``register(subparsers)``;
-a registered sub-command sets ``func(args) -> int`` as its handler."""
+a registered sub-command sets ``func(args) -> int`` as its handler and reports a user-facing failure as
+pynet.cli_base.CommandError."""
 
 import sys
 
 # Modules that add sub-commands. A module missing here (not written yet) is skipped, not fatal.
 COMMAND_MODULES = (
     "pynet.cni_install",   # pynet cni install DIR
-    "pynet.commands",      # net create/ls/inspect/rm, attach, detach, ls, inspect, status, gc
-    "pynet.launcher.cli",  # run, ps, logs, stop, kill, rm, exec, image, stats
+    "pynet.cli_networks",  # net create/ls/inspect/rm
+    "pynet.cli_attach",    # attach, detach, ls, inspect, status, gc
+    "pynet.launcher.cli",  # run, ps, logs, stop, kill, rm, exec, image, stats, container
     "pynet.topology.cli",  # topology up/check/down/show
     "pynet.daemon.cli",    # daemon
 )
 
 
-class CommandError(Exception):
-    """A user-facing failure: printed as one line (or JSON with --json), exit status 1."""
+def __getattr__(name):
+    # pynet.cli.CommandError, which the topology and daemon commands raise, without importing cli_base
+    # on `pynet run`'s start-up path.
+    if name == "CommandError":
+        from .cli_base import CommandError
+
+        return CommandError
+    raise AttributeError(name)
 
 
 def build_parser():
@@ -39,9 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None and sys.argv[1:2] == ["run"]:
         # Every container start comes through here: the launcher's start-up path, without argparse and
         # every command group's parser (~15 ms). It ends the process itself.
-        from pynet.launcher.entry import run
+        from pynet.launcher.startup import run
 
         run(sys.argv[2:])
+    from .cli_base import CommandError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

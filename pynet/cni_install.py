@@ -1,4 +1,5 @@
-"""`pynet cni install DIR`: puts pynet's plugin executables where a runtime looks for them (e.g. /opt/cni/bin).
+"""`pynet cni install DIR`: puts pynet's plugin executables where a runtime looks for them (e.g. /opt/cni/bin);
+and write_script, the lean `pynet` executable scripts/install.sh puts in the venv.
 
 Each executable is the native shim (cni_plugins/shim/pynet-cni-shim.c, built by scripts/install.sh with
 the system compiler into ``<venv>/libexec/pynet-cni/shim``), copied once per plugin name: it answers
@@ -92,6 +93,26 @@ def install(directory: str, shim: bool = True) -> list[str]:
             written.append(target)
     registry.record_installed_dir(directory)
     return written
+
+
+# The same for the `pynet` command itself: site (its .pth processing, ~3 ms) is skipped and its
+# directories written in. The console script pip writes for `pynet` cannot do this.
+_PYNET_SCRIPT = """#!{python} -IS
+# pynet's command line, started without site; written by pynet.cni_install.write_script.
+import sys
+sys.path[1:1] = {paths!r}
+from pynet.cli import main
+sys.exit(main())
+"""
+
+
+def write_script(path: str) -> str:
+    """Writes a lean `pynet` executable (every command; `run` starts ~3 ms sooner than through pip's
+    console script) to ``path``, atomically; returns the path. scripts/install.sh puts it in place of
+    pip's .venv/bin/pynet."""
+    atomic_write(path, _PYNET_SCRIPT.format(python=interpreter(), paths=import_paths()), mode=0o755)
+    os.chmod(path, 0o755)
+    return path
 
 
 def _run_install(args) -> int:

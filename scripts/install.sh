@@ -34,7 +34,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     # pip's console-script wrappers start with site (and the venv's .pth files): replace them with lean
     # ones, -IS with the paths written in, for the plugins and for `pynet` itself (each `pynet run` pays it).
     "$VENV/bin/pynet" cni install "$VENV/bin" >/dev/null
-    "$VENV/bin/python" -c 'import sys; from pynet.launcher.entry import write_script; write_script(sys.argv[1])' "$VENV/bin/pynet"
+    "$VENV/bin/python" -c 'import sys; from pynet.cni_install import write_script; write_script(sys.argv[1])' "$VENV/bin/pynet"
     touch "$stamp"
 fi
 

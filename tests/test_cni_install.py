@@ -115,3 +115,17 @@ def test_shim_peak_rss_is_small(tmp_path, host_ns):
                        env={"CNI_COMMAND": "VERSION", "PATH": BARE_PATH})
     assert proc.returncode == 0
     assert int(proc.stderr.split()[-1]) < 4096   # KiB; a Python front door needs several times this
+
+
+def test_lean_pynet_script_runs_every_command_without_site(tmp_path):
+    import subprocess
+
+    path = cni_install.write_script(str(tmp_path / "pynet"))
+    with open(path) as f:
+        assert f.readline() == f"#!{cni_install.interpreter()} -IS\n"
+    assert os.stat(path).st_mode & 0o777 == 0o755
+    res = subprocess.run([path, "net", "ls", "--json", "--config-dir", str(tmp_path / "net.d"),
+                          "--cache-dir", str(tmp_path / "cache")], env={"PATH": BARE_PATH},
+                         capture_output=True, check=False)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["networks"] == []

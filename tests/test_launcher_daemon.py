@@ -8,7 +8,6 @@ store live under pytest's tmp dirs, and the ``pynet`` fixture removes every cont
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -17,11 +16,12 @@ import time
 
 import pytest
 
-from tests.test_launcher import PYNET, _cgroup_dirs, _leased, netenv, pynet, pynet_root, pytestmark  # noqa: F401
+from tests.test_launcher import (PYNET, _cgroup_dirs, _leased, netenv, pynet, pynet_root, pytestmark,  # noqa: F401
+                                 state_records)
 
 from netns_fixtures.daemon import dropping_daemon, start_daemon, stop_daemon
 from pynet.launcher import zygote
-from pynet.launcher.cli import parse_run_fast
+from pynet.launcher.options import OptionsError, parse_fast
 
 
 @pytest.fixture
@@ -36,24 +36,10 @@ def remote(pynet, pynet_daemon):
     return pynet
 
 
-def _state_records(state: str) -> list[dict]:
-    d = os.path.join(state, "containers")
-    out = []
-    for cid in os.listdir(d) if os.path.isdir(d) else ():
-        if cid.startswith(".removing-"):
-            continue   # set aside for deletion: no longer a container (see state.set_aside)
-        try:
-            with open(os.path.join(d, cid, "state.json")) as fh:
-                out.append(json.load(fh))
-        except (FileNotFoundError, json.JSONDecodeError):
-            continue
-    return out
-
-
 def _wait_running(state: str, timeout: float = 30) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for rec in _state_records(state):
+        for rec in state_records(state):
             if rec.get("status") == "running" and rec.get("pid"):
                 return rec
         time.sleep(0.02)
@@ -123,7 +109,7 @@ def test_isolation_is_the_same_as_a_local_run(remote, host_ns):
 def test_rm_cleans_up_through_the_daemon(remote, pynet_root):
     res = remote.run("--rm", "--name", "gone-d", "busybox", "sh", "-c", "echo data > /file; cat /proc/self/cgroup")
     assert res.returncode == 0, res.err
-    assert _state_records(remote.state) == []
+    assert state_records(remote.state) == []
     # The upper dir is out of sight at once (set aside), and deleted right after the client's answer.
     storage = os.path.join(pynet_root, "containers")
     assert [n for n in os.listdir(storage) if not n.startswith(".removing-")] == []
@@ -138,7 +124,7 @@ def test_rm_cleans_up_through_the_daemon(remote, pynet_root):
     # Without --rm the record stays, exited with its code, cgroups gone.
     res = remote.run("--name", "kept-d", "busybox", "sh", "-c", "exit 3")
     assert res.returncode == 3
-    (rec,) = _state_records(remote.state)
+    (rec,) = state_records(remote.state)
     assert rec["status"] == "exited" and rec["exit_code"] == 3 and rec["name"] == "kept-d"
     assert _cgroup_dirs(rec["id"]) == []
 
@@ -161,7 +147,7 @@ def test_bridge_network_through_the_daemon_attaches_and_releases(remote, netenv,
 
 def test_unsupported_options_and_detach_run_locally(remote):
     cid = remote.detach("busybox", "sleep", "30")
-    rec = next(r for r in _state_records(remote.state) if r["id"] == cid)
+    rec = next(r for r in state_records(remote.state) if r["id"] == cid)
     assert _comm(_ppid(rec["monitor_pid"])) != "pynet-zygote"
     assert remote("rm", "-f", cid).returncode == 0
     res = remote.run("--rm", "--pids-limit", "50", "busybox", "sh", "-c", "exit 6")
@@ -189,11 +175,17 @@ def test_a_daemon_that_drops_the_request_falls_back_to_local(pynet, host_ns, tmp
     (["-d", "busybox"], False),
     (["--rm", "-v", "/a:/b", "busybox"], False),
     (["--rm", "--memory", "64m", "busybox"], False),
-    (["--rm"], False),
     (["--rm", "--help"], False),
+    (["--rm", "-p", "8080:80", "busybox"], False),
+    (["--rm", "--security-opt", "no-new-privileges=false", "busybox"], False),
 ])
 def test_daemon_serves_only_the_plain_forms(argv, served):
-    assert (zygote.unsupported(parse_run_fast(argv)) is None) == served
+    assert (zygote.why_not_served(parse_fast(argv)) is None) == served
+
+
+def test_a_run_without_an_image_is_refused_by_the_parser_and_reported_locally():
+    with pytest.raises(OptionsError, match="needs an IMAGE"):
+        parse_fast(["--rm"])
 
 
 def test_a_killed_client_takes_its_container_with_it(remote, host_ns):
@@ -209,9 +201,9 @@ def test_a_killed_client_takes_its_container_with_it(remote, host_ns):
         client.kill()
         client.wait()
     deadline = time.monotonic() + 30
-    while _state_records(remote.state) and time.monotonic() < deadline:
+    while state_records(remote.state) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert _state_records(remote.state) == []
+    assert state_records(remote.state) == []
     assert _cgroup_dirs(rec["id"]) == []
 
 
@@ -278,7 +270,7 @@ def test_spare_reservation_is_used_and_undone_when_the_daemon_stops(pynet, host_
         pynet.env["PYNET_SOCKET"] = socket_path
         res = pynet.run("busybox", "sh", "-c", "cat /proc/self/cgroup")   # no --rm: the record keeps the id
         assert res.returncode == 0, res.err
-        (rec,) = _state_records(pynet.state)
+        (rec,) = state_records(pynet.state)
         assert rec["id"] == reserved   # the container took the spare's reservation
         assert _cgroup_dirs(reserved) == []
         spare, next_reserved = _spare_reservation(zygote_pid)
@@ -298,6 +290,6 @@ def test_failed_runs_through_the_daemon_report_and_leave_nothing(remote, pynet_r
     assert remote.run("--name", "twice", "busybox", "true").returncode == 0
     res = remote.run("--name", "twice", "busybox", "true")
     assert res.returncode == 125 and "already in use" in res.err
-    (rec,) = _state_records(remote.state)
+    (rec,) = state_records(remote.state)
     assert rec["name"] == "twice"
     assert os.listdir(os.path.join(pynet_root, "containers")) == [rec["id"]]

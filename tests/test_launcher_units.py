@@ -90,13 +90,25 @@ def test_lsm_status_records_that_selinux_and_apparmor_are_inactive():
     ("8080:80", {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}),
     ("127.0.0.1:53:53/udp", {"hostPort": 53, "containerPort": 53, "protocol": "udp", "hostIP": "127.0.0.1"}),
 ])
-def test_publish_flags_become_port_mappings(spec, entry):
-    assert network.parse_ports([spec]) == [entry]
+def test_publish_flags_become_port_mappings_in_the_record(spec, entry):
+    assert network.NetOptions.from_flags(publish=[spec]).to_record()["publish"] == [entry]
 
 
-def test_bad_publish_flag_is_rejected():
-    with pytest.raises(network.NetworkError, match="-p '80'"):
-        network.parse_ports(["80"])
+@pytest.mark.parametrize("argv, message", [
+    (["-p", "80", "busybox"], "invalid -p '80'"),
+    (["-p", "0:80", "busybox"], "invalid -p '0:80': ports must be 1-65535"),
+    (["--ip", "10.0.0.300", "busybox"], "invalid --ip '10.0.0.300'"),
+    (["--net", "none", "-p", "1:2", "busybox"], "make no sense with --net none"),
+    (["--security-opt", "foo=bar", "busybox"], "unsupported --security-opt 'foo=bar'"),
+    (["--memory", "lots", "busybox"], "invalid --memory 'lots'"),
+    (["-v", "a:/b", "busybox"], "invalid -v 'a:/b'"),
+    (["--rm"], "needs an IMAGE"),
+])
+def test_bad_run_options_are_refused_naming_the_value(argv, message):
+    from pynet.launcher import options
+
+    with pytest.raises(options.OptionsError, match=message):
+        options.parse(argv)
 
 
 def test_layer_extraction_translates_whiteouts_and_refuses_escapes(tmp_path):
@@ -169,7 +181,7 @@ def _argparse_run(argv):
 
     parser = argparse.ArgumentParser(prog="pynet")
     cli.register(parser.add_subparsers(dest="command"), only="run")
-    return vars(parser.parse_args(["run", *argv]))
+    return parser.parse_args(["run", *argv])
 
 
 @pytest.mark.parametrize("argv", [
@@ -186,11 +198,14 @@ def _argparse_run(argv):
     ["--network", "mynet", "--name=", "busybox"],
 ])
 def test_fast_run_parser_gives_what_argparse_gives(argv):
-    from pynet.launcher import cli
+    from pynet.launcher import options
 
-    fast = cli.parse_run_fast(argv)
+    fast = options.fast_namespace(argv)
     assert fast is not None
-    assert vars(fast) == _argparse_run(argv)
+    slow = _argparse_run(argv)
+    assert vars(fast) == {k: v for k, v in vars(slow).items() if k not in ("command", "func")}
+    if argv:   # [] has no IMAGE: both refuse it
+        assert options.parse_fast(argv) == options.to_run_options(slow) == options.parse(argv)
 
 
 @pytest.mark.parametrize("argv", [
@@ -198,13 +213,13 @@ def test_fast_run_parser_gives_what_argparse_gives(argv):
     ["--name"], ["--name", "--rm", "busybox"], ["--rm=yes", "busybox"], ["--", "busybox"], ["-x", "busybox"],
 ])
 def test_fast_run_parser_leaves_unusual_forms_to_argparse(argv):
-    from pynet.launcher import cli
+    from pynet.launcher import options
 
-    assert cli.parse_run_fast(argv) is None
+    assert options.fast_namespace(argv) is None
 
 
 def test_value_objects_construct_compare_and_copy_defaults():
-    from pynet.launcher.container import RunOptions
+    from pynet.launcher.options import RunOptions
     from pynet.launcher.rootfs import RootfsSpec
 
     a, b = RunOptions(image="busybox"), RunOptions(image="busybox")

@@ -263,3 +263,48 @@ def test_foreign_cache_files_are_read_and_junk_is_skipped(env):
     assert (got.container_id, got.network, got.ifname, got.netns, got.config) == \
         ("abc", "n", "eth0", "/run/netns/foo", b'{"name":"n"}')
     assert got.to_json() == entry
+
+
+# -- our plugins in-process, foreign ones executed ---------------------------------------------------------
+def _bad_bridge_network(tmp_path):
+    """Our bridge with a config it refuses before touching anything (no kernel state involved)."""
+    from netns_fixtures import OUR_PLUGINS
+
+    runner = Runner(str(tmp_path / "net.d"), [OUR_PLUGINS], str(tmp_path / "cache"))
+    return runner, {"cniVersion": "1.0.0", "name": "bad", "plugins": [{"type": "bridge", "bridge": 5}]}
+
+
+def _chain_error(runner, conf) -> ChainError:
+    with pytest.raises(ChainError) as info:
+        runner.add(conf, "ctr1", "/run/netns/does-not-exist", "eth0")
+    return info.value
+
+
+def test_our_plugins_run_in_process_and_fail_as_the_executed_ones_do(tmp_path, monkeypatch):
+    from cni_plugins import delegate
+
+    runner, conf = _bad_bridge_network(tmp_path)
+    executed = []
+    real_exec = delegate.exec_plugin
+    monkeypatch.setattr(delegate, "exec_plugin", lambda *a, **kw: executed.append(a[0]) or real_exec(*a, **kw))
+    in_process = _chain_error(runner, conf)
+    assert executed == []                                           # ADD and the rollback DEL: no process
+    assert runner.version("bridge")["cniVersion"] and executed == []
+    monkeypatch.setattr(delegate, "in_process_module", lambda exe: None)
+    as_program = _chain_error(runner, conf)
+    assert executed                                                 # the same plugin, executed this time
+    assert (in_process.code, in_process.msg, in_process.details, in_process.plugin_type) == \
+        (as_program.code, as_program.msg, as_program.details, as_program.plugin_type)
+    assert 'plugin type="bridge" failed (add)' in in_process.msg
+    assert runner.cache.entries() == []
+
+
+def test_plugins_of_other_installations_are_executed(env, monkeypatch):
+    from cni_plugins import delegate
+
+    seen = []
+    real_call = delegate.in_process_module
+    monkeypatch.setattr(delegate, "in_process_module", lambda exe: seen.append(real_call(exe)) or seen[-1])
+    env.write("net1.conflist", chain(env))
+    env.runner.add("net1", "ctr1", "/run/netns/x", "eth0")
+    assert seen == [None, None] and len(env.calls()) == 2

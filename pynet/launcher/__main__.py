@@ -1,5 +1,5 @@
 """``python -m pynet.launcher run ...``: the launcher's commands without loading every other pynet
-command group; ``run`` takes the start-up path of entry.py."""
+command group; ``run`` takes the start-up path of startup.py."""
 
 import sys
 
@@ -7,7 +7,7 @@ import sys
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:
-        from .entry import run
+        from .startup import run
 
         run(argv[1:])
     import argparse

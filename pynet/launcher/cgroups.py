@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import time
-from .fields import REQUIRED, Fields
+from .value_objects import REQUIRED, Fields
 
 V1_CONTROLLERS = {"memory", "pids", "cpu", "cpuacct", "cpuset", "freezer", "devices", "blkio"}
 

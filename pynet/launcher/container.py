@@ -1,4 +1,5 @@
-"""Container lifecycle: options -> prepared storage, cgroups and state -> running process -> cleanup.
+"""Container lifecycle: RunOptions (options.py) -> prepared storage, cgroups and state -> running process
+-> cleanup.
 
 One launcher process (the foreground ``pynet run``, or its detached monitor with ``-d``) owns a container
 from start to exit: it waits for PID 1 and then undoes everything (network DEL, cgroups, upper dir with
@@ -13,27 +14,15 @@ import signal
 import time
 
 from . import cgroups, images, linux, namespaces, network, rootfs, security, state
-from .fields import REQUIRED, Fields
+from .options import RunOptions
 from .state import Record
-
-DEFAULT_USERNS = (100000, 65536)
+from .value_objects import REQUIRED, Fields
 
 
 class ContainerError(Exception):
     def __init__(self, message: str, exit_code: int = 125):
         super().__init__(message)
         self.exit_code = exit_code
-
-
-class RunOptions(Fields):
-    FIELDS = {
-        "image": None, "rootfs_dir": None, "command": list, "name": None, "hostname": None,
-        "detach": False, "rm": False, "init": False, "env": list, "workdir": None,
-        "userns": False, "userns_base": DEFAULT_USERNS[0], "userns_size": DEFAULT_USERNS[1],
-        "limits": cgroups.Limits, "cap_add": list, "cap_drop": list,
-        "seccomp": "default", "no_new_privs": True, "read_only": False,
-        "net": network.NetOptions, "dns": list, "volumes": list,
-    }
 
 
 def _env_list_to_dict(items) -> dict:

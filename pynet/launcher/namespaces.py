@@ -30,7 +30,7 @@ import warnings  # noqa: F401 - os.execvpe imports it when called: after pivot_r
 
 from . import linux as L
 from . import rootfs, security
-from .fields import REQUIRED, Fields
+from .value_objects import REQUIRED, Fields
 
 
 class LaunchError(Exception):

@@ -2,71 +2,69 @@
 or a CNI network attached through pynet's runner, the same code path as ``pynet attach`` (the netns is
 pinned by the runner, so the DEL at exit reaches it even after PID 1 is gone).
 
-Runner locations come from the same flags/environment as the other commands: PYNET_CONFIG_DIR,
-PYNET_CACHE_DIR, PYNET_CNI_PATH, PYNET_NETNS_DIR.
+Runner locations come from the same flags/environment as the other commands (pynet.runner.locations:
+PYNET_CONFIG_DIR, PYNET_CACHE_DIR, PYNET_CNI_PATH, PYNET_NETNS_DIR); -p and --ip are read by the
+runner's ports and capabilities modules, as for `pynet attach`.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from .fields import Fields
+
+from pynet.runner import locations
+
+from .value_objects import Fields
 
 DEFAULT_NETWORK = "pynet"
 DEFAULT_BRIDGE = "pynet0"
 DEFAULT_SUBNET = "10.88.0.0/16"
-_PORT = re.compile(r"^(?:(?P<hip>[0-9.]+|\[[0-9a-fA-F:]+\]):)?(?P<host>\d+)?:(?P<ctr>\d+)(?:/(?P<proto>tcp|udp|sctp))?$")
-
-
-class NetworkError(Exception):
-    pass
 
 
 class NetOptions(Fields):
     FIELDS = {"mode": "default",     # "none" | "host" | "default" (the network "pynet") | a network name
-              "publish": list, "ip": None, "ifname": "eth0",
+              "publish": list,       # ports.PortMapping
+              "ip": None, "ifname": "eth0",
               "config_dir": None, "cache_dir": None, "cni_path": None, "netns_dir": None}
 
+    @classmethod
+    def from_flags(cls, mode: str = "default", publish=(), ip: str | None = None, **locations_) -> "NetOptions":
+        """From `pynet run`'s --net, -p values, --ip and location flags; ValueError (ports.PortSpecError,
+        capabilities.CapabilityError) names a bad value."""
+        mappings = []
+        if publish:   # imported only then: this runs on every `pynet run`'s start-up path
+            from pynet.runner.ports import parse_publish
+
+            mappings = [parse_publish(spec) for spec in publish]
+        if ip:
+            from pynet.runner.capabilities import check_ip
+
+            ip = check_ip(ip)
+        return cls(mode=mode, publish=mappings, ip=ip, **locations_)
+
     def to_record(self) -> dict:
-        return {"mode": self.mode, "publish": parse_ports(self.publish), "ip": self.ip, "ifname": self.ifname,
-                "runner": {"config_dir": self.config_dir or os.environ.get("PYNET_CONFIG_DIR"),
-                           "cache_dir": self.cache_dir or os.environ.get("PYNET_CACHE_DIR"),
-                           "cni_path": self.cni_path or os.environ.get("PYNET_CNI_PATH"),
-                           "netns_dir": self.netns_dir or os.environ.get("PYNET_NETNS_DIR")}}
-
-
-def parse_ports(specs) -> list[dict]:
-    """-p [HOSTIP:]HOST:CTR[/proto] as CNI portMappings entries."""
-    out = []
-    for spec in specs:
-        m = _PORT.match(spec)
-        if not m or not m.group("host"):
-            raise NetworkError(f"invalid -p {spec!r}: expected [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|udp|sctp]")
-        entry = {"hostPort": int(m.group("host")), "containerPort": int(m.group("ctr")),
-                 "protocol": m.group("proto") or "tcp"}
-        if m.group("hip"):
-            entry["hostIP"] = m.group("hip").strip("[]")
-        out.append(entry)
-    return out
+        """What the container's record keeps: the flags, with the runner's locations resolved now."""
+        return {"mode": self.mode, "publish": [p.to_cni() for p in self.publish], "ip": self.ip,
+                "ifname": self.ifname,
+                "runner": locations.resolve(self.config_dir, self.cache_dir, self.cni_path, self.netns_dir)}
 
 
 def preload() -> None:
-    """Imports the runner (~20 ms), for a caller with time to spare before attach/detach."""
-    import pynet.runner  # noqa: F401
+    """Imports the runner (~20 ms) and what our plugins need when the runner runs them in this process
+    (their modules, pyroute2's netlink code, libnftables' binding: ~40 ms), for a caller with time to
+    spare before attach/detach: the daemon's zygote once, a local launcher while its container is built."""
+    import importlib
+
     import pynet.runner.attachments  # noqa: F401
+    import pynet.runner.chain  # noqa: F401
+    from cni_plugins import lean_imports
+    from cni_plugins.entry import PLUGIN_MODULES
 
-
-def _attachments(runner_conf: dict):
-    from pynet.runner import Runner
-    from pynet.runner.attachments import DEFAULT_NETNS_DIR, Attachments
-    from pynet.runner.cache import DEFAULT_CACHE_DIR
-    from pynet.runner.netconf import DEFAULT_CONFIG_DIR
-
-    path = runner_conf.get("cni_path")
-    runner = Runner(config_dir=runner_conf.get("config_dir") or DEFAULT_CONFIG_DIR,
-                    cni_path=path.split(":") if path else None,
-                    cache_dir=runner_conf.get("cache_dir") or DEFAULT_CACHE_DIR)
-    return Attachments(runner, runner_conf.get("netns_dir") or DEFAULT_NETNS_DIR)
+    lean_imports.install()   # as the plugins' skeleton does first: only the parts of pyroute2 they use
+    for module in (*PLUGIN_MODULES.values(), "pyroute2.iproute.linux", "nftables"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass   # a plugin whose dependency is missing reports that itself when it runs
 
 
 def default_conflist(cni_version: str | None = None) -> dict:
@@ -75,7 +73,7 @@ def default_conflist(cni_version: str | None = None) -> dict:
     import ipaddress
 
     from cni_plugins import version as cniversion
-    from pynet.commands import build_conflist
+    from pynet.runner.conflists import build_conflist
 
     return build_conflist(DEFAULT_NETWORK, [ipaddress.ip_network(DEFAULT_SUBNET)], DEFAULT_BRIDGE, True, True, True,
                           os.environ.get("PYNET_DEFAULT_DATA_DIR"), cni_version or cniversion.CURRENT)
@@ -116,19 +114,13 @@ def attach(rec, pid: int) -> dict | None:
 
 
 def attach_cni(net: dict, pid: int) -> dict:
-    atts = _attachments(net.get("runner") or {})
+    from pynet.runner import capabilities
+
+    atts = locations.attachments(net.get("runner") or {})
     name = _network_name(atts, net["mode"])
     conf = atts.runner.network(name)
-    caps = {}
-    if net.get("publish"):
-        caps["portMappings"] = net["publish"]
-    if net.get("ip"):
-        caps["ips"] = [net["ip"]]
-    missing = sorted(set(caps) - conf.capabilities())
-    if missing:
-        flags = {"portMappings": "-p", "ips": "--ip"}
-        raise NetworkError(f"network {name!r} does not accept {', '.join(flags[m] for m in missing)}: no plugin "
-                           f"declares the capability {', '.join(missing)}")
+    caps = capabilities.capability_args(net.get("publish"), [net["ip"]] if net.get("ip") else None)
+    capabilities.require(conf, caps)
     container, entry = atts.attach(pid, conf, ifname=net.get("ifname") or "eth0", capability_args=caps or None)
     net.update(network=name, attachment_id=container.id, netns=container.netns, result=entry.result)
     return net
@@ -141,7 +133,7 @@ def detach(rec) -> None:
         return
     from cni_plugins.errors import CNIError
 
-    atts = _attachments(net.get("runner") or {})
+    atts = locations.attachments(net.get("runner") or {})
     try:
         atts.detach(net["attachment_id"], network=net.get("network"), ifname=net.get("ifname"))
     except CNIError as err:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from . import linux as L
-from .fields import REQUIRED, Fields
+from .value_objects import REQUIRED, Fields
 
 STAGING_CANDIDATES = ("/mnt", "/media", "/srv", "/tmp")
 ETC_FILES = ("hostname", "hosts", "resolv.conf")

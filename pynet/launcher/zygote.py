@@ -1,18 +1,20 @@
 """`pynet run` inside the daemon: a single-threaded zygote that forks one launcher per container.
 
-Why a zygote: the daemon serves each connection on a thread, and fork() in a threaded process copies
-only the calling thread, with every lock another thread held (the import lock, malloc's, logging's, the
-GIL bookkeeping) frozen in whatever state it was in; the launcher forks again and again (stages, warm-up,
-CNI plugins), so it must start from a process that never had threads. Exec'ing a fresh interpreter
-instead would be safe but would throw away the warm imports that are the point of the fast path. So the
-daemon forks this process once, at start, before its first thread; it imports the launcher (and the
-network runner) once, then waits on a SOCK_SEQPACKET socketpair. For each request a daemon thread passes
-it the client's connection, stdio and namespace fds plus the request fields in one message; the zygote
-forks, and the child — from here on an ordinary `pynet run` launcher — joins the client's namespaces,
-takes its stdio, environment, cwd and umask, and runs cli.cmd_run, the same code as a local run. The
-child answers the client directly on the passed connection (the daemon thread is done once it handed
-over), passes on the client's signals, and reports the exit code after the cleanup (a --rm container's
-directories are only set aside by then, and deleted after the client has its answer).
+Why a zygote: the daemon serves each connection on a thread, and fork() in a threaded process copies only
+the calling thread, with every lock another thread held (the import lock, malloc's, logging's, the GIL
+bookkeeping) frozen in whatever state it was in; the launcher forks again and again (stages, warm-up,
+other installations' CNI plugins), so it must start from a process that never had threads. Exec'ing a
+fresh interpreter instead would be safe but would throw away the warm imports that are the point of the
+fast path. So the daemon forks this process once, at start, before its first thread; it imports the
+launcher (and the network runner) once, then waits on a SOCK_SEQPACKET socketpair. For each request a
+daemon thread passes it the client's connection, stdio and namespace fds plus the request fields in one
+message; the zygote forks, and the child — from here on an ordinary `pynet run` launcher — joins the
+client's namespaces, takes its stdio, environment, cwd and umask, reads the argv into RunOptions
+(options.parse_fast) and runs supervise.run, the same code as a local run. The child answers the client
+directly on the passed connection (the daemon thread is done once it handed over), passes on the client's
+signals, and reports the exit code after the cleanup (a --rm container's directories are only set aside by
+then, and deleted after the client has its answer). The zygote also loads our CNI plugins
+(network.preload): the launcher runs them in its own process.
 
 The cgroup move of a container's first process waits an RCU grace period (~9 ms here) when no move
 happened lately, and holds the global cgroup mutex meanwhile, so nothing overlaps it well. So the zygote
@@ -31,7 +33,6 @@ reservation and exits.
 
 from __future__ import annotations
 
-import array
 import os
 import select
 import signal
@@ -39,16 +40,18 @@ import socket
 import sys
 import threading
 
-from cni_plugins.wire import decode_env, pack, recv_fields
+from cni_plugins.wire import (ACCEPTED, EXITED, MAX_FDS, REFUSED, SIGNAL, decode_env, pack, recv_fields,
+                              recv_with_fds, send_with_fds, unpack)
 
 from . import linux
 from .remote import NAMESPACES
 
 MAX_MESSAGE = 1 << 18      # a SOCK_SEQPACKET message is bounded by the socket buffer anyway
-MAX_FDS = 3 + len(NAMESPACES) + 1
-# `pynet run` options served through the daemon; anything else is refused and runs locally.
-SUPPORTED = frozenset({"rm", "net", "name", "hostname", "env", "workdir", "dns", "init", "read_only",
-                       "config_dir", "cache_dir", "cni_path", "netns_dir", "args", "command", "func"})
+# What a run served through the daemon may ask for (RunOptions fields, NetOptions fields); any other
+# field that differs from its default makes the launcher refuse the run, which then runs locally.
+SERVED = frozenset({"image", "command", "name", "hostname", "rm", "init", "env", "workdir", "read_only", "dns",
+                    "net"})
+SERVED_NET = frozenset({"mode", "ifname", "config_dir", "cache_dir", "cni_path", "netns_dir"})
 
 
 class Zygote:
@@ -59,9 +62,8 @@ class Zygote:
 
     def submit(self, conn_fd: int, fields: list, fds: list) -> bool:
         """Hands one request over; False when the zygote cannot take it (the daemon then refuses)."""
-        rights = array.array("i", [conn_fd, *fds[:MAX_FDS - 1]]).tobytes()
         try:
-            self.sock.sendmsg([pack(*fields)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
+            send_with_fds(self.sock, pack(*fields), [conn_fd, *fds[:MAX_FDS - 1]])
             return True
         except OSError:
             return False
@@ -106,7 +108,7 @@ def _preload() -> None:
     import shutil  # noqa: F401
     import traceback  # noqa: F401
 
-    from . import cli, container, namespaces, network, rootfs, security, state  # noqa: F401
+    from . import container, namespaces, network, options, rootfs, security, state, supervise  # noqa: F401
 
     network.preload()
 
@@ -148,7 +150,7 @@ def _zygote(sock: socket.socket, parent: int) -> None:
             pid, spare_sock = spare
             spare = None
             try:
-                spare_sock.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds.tobytes())])
+                send_with_fds(spare_sock, msg, fds)
                 child = pid
             except OSError:
                 pass   # the spare is gone: an ordinary launcher takes the request
@@ -170,14 +172,9 @@ def _zygote(sock: socket.socket, parent: int) -> None:
                 previous = -1
 
 
-def _recv(sock: socket.socket) -> tuple[bytes, array.array]:
-    fds = array.array("i")
-    msg, ancdata, _flags, _addr = sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * fds.itemsize),
-                                               socket.MSG_CMSG_CLOEXEC)
-    for level, kind, cdata in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
-    return msg, fds
+def _recv(sock: socket.socket) -> tuple[bytes, list]:
+    """One request (a whole SOCK_SEQPACKET message) and its fds."""
+    return recv_with_fds(sock, MAX_MESSAGE, MAX_FDS)
 
 
 def _fork_spare(zygote_sock: socket.socket):
@@ -253,7 +250,7 @@ def _spare(sock: socket.socket) -> None:
     try:
         msg, fds = _recv(sock)
     except OSError:
-        msg, fds = b"", array.array("i")
+        msg, fds = b"", []
     sock.close()
     if not fds:
         _release(reserved)
@@ -261,27 +258,19 @@ def _spare(sock: socket.socket) -> None:
     _launcher(fds[0], list(fds[1:]), msg, reserved)
 
 
-def _unpack(blob: bytes, count: int) -> list:
-    out = []
-    for _ in range(count):
-        size = int.from_bytes(blob[:4], "big")
-        out.append(blob[4:4 + size])
-        blob = blob[4 + size:]
-    return out
+def why_not_served(opts) -> str | None:
+    """Why the daemon does not serve a run with these RunOptions (None: it does). None for ``opts``: the
+    fast parser could not read the argv (argparse's forms, help and errors are the local run's)."""
+    from .options import RunOptions
 
-
-def unsupported(args) -> str | None:
-    """Why a parsed `pynet run` is not served by the daemon, or None."""
-    from .cli import parse_run_fast
-
-    if args is None:
+    if opts is None:
         return "options left to argparse"
-    if not args.args:
+    if not opts.image:
         return "no IMAGE"
-    defaults = parse_run_fast([])
-    for dest, value in vars(args).items():
-        if dest not in SUPPORTED and value != getattr(defaults, dest, None):
-            return f"option {dest}"
+    for given, default, served in ((opts, RunOptions(), SERVED), (opts.net, RunOptions().net, SERVED_NET)):
+        for name in given.FIELDS:
+            if name not in served and getattr(given, name) != getattr(default, name):
+                return f"option {name}"
     return None
 
 
@@ -296,11 +285,11 @@ def _enter(ns_fds: dict, names: list) -> None:
         linux.setns(ns_fds[name], linux.NAMESPACES[name])
 
 
-def _reservation_fits(differing: list, args) -> bool:
+def _reservation_fits(differing: list, opts) -> bool:
     """A reserved stage 1 was forked in the daemon's namespaces and has made its own (all but the user
     namespace, see namespaces.Prestarted): fine when the client shares the daemon's, except the ones the
     container makes anew anyway (uts, ipc, net); never for --net host."""
-    return args.net != "host" and set(differing) <= {"uts", "ipc", "net"}
+    return opts.net.mode != "host" and set(differing) <= {"uts", "ipc", "net"}
 
 
 def _send(conn: socket.socket, kind: bytes, value: bytes) -> None:
@@ -313,20 +302,20 @@ def _send(conn: socket.socket, kind: bytes, value: bytes) -> None:
 def _launcher(conn_fd: int, fds: list, msg: bytes, reserved=None) -> None:
     """The launcher of one container (forked for it, or the spare); never returns."""
     _child_signals()
-    from . import cgroups, cli
+    from . import cgroups, options, supervise
 
     if reserved is None:
         cgroups.start_warmup()
     conn = socket.socket(fileno=conn_fd)
     try:
-        argv, env, cwd, umask, names = _unpack(msg, 5)
-        args = cli.parse_run_fast([os.fsdecode(a) for a in argv.split(b"\0")] if argv else [])
-        reason = unsupported(args)
+        argv, env, cwd, umask, names = unpack(msg, 5)
+        opts = options.parse_fast([os.fsdecode(a) for a in argv.split(b"\0")] if argv else [])
+        reason = why_not_served(opts)
         if reason is None:
             stdio, ns_fds = fds[:3], fds[3:]
             ns_fds = dict(zip(names.decode().split(",") if names else [], ns_fds))
             differing = _differing(ns_fds)
-            if reserved is not None and not _reservation_fits(differing, args):
+            if reserved is not None and not _reservation_fits(differing, opts):
                 _release(reserved)
                 reserved = None
             _enter(ns_fds, differing)
@@ -341,16 +330,18 @@ def _launcher(conn_fd: int, fds: list, msg: bytes, reserved=None) -> None:
             os.environ.update(decode_env(env))
             os.chdir(os.fsdecode(cwd))
             os.umask(int(umask))
+    except options.OptionsError as exc:   # the local run reports it
+        reason = str(exc)
     except BaseException as exc:  # noqa: BLE001 - nothing was created yet: the client runs it itself
         reason = f"{type(exc).__name__}: {exc}"
     if reason is not None:
         _release(reserved)
-        _send(conn, b"R", reason.encode())
+        _send(conn, REFUSED, reason.encode())
         os._exit(0)
-    _send(conn, b"A", b"")
+    _send(conn, ACCEPTED, b"")
     deferred = []   # directories of a --rm container, deleted once the client has the exit code
     try:
-        code = cli.cmd_run(args, wait=lambda rec, pid: _wait(conn, rec, pid), reserved=reserved, deferred=deferred)
+        code = supervise.run(opts, wait=lambda rec, pid: _wait(conn, rec, pid), reserved=reserved, deferred=deferred)
     except BaseException:  # noqa: BLE001
         import traceback
 
@@ -367,7 +358,7 @@ def _launcher(conn_fd: int, fds: list, msg: bytes, reserved=None) -> None:
     for target in (0, 1, 2):
         os.dup2(devnull, target)
     os.close(devnull)
-    _send(conn, b"X", str(code).encode())
+    _send(conn, EXITED, str(code).encode())
     conn.close()
     _release(reserved)   # what a failed create left (after a run there is nothing left to do)
     from .container import remove_trees
@@ -408,7 +399,7 @@ def _wait(conn: socket.socket, rec, pid: int) -> int:
                     poller.unregister(conn)
                     _kill(pid, signal.SIGKILL)
                     continue
-                if kind == b"S":
+                if kind == SIGNAL:
                     _kill(pid, int(value))
     finally:
         os.close(pidfd)

@@ -31,19 +31,37 @@ Python API (what ``pynet run``, topologies and the CLI use)::
     atts.gc(["mynet", ...])  # DEL of dead containers' attachments + GC verb per network; drops dead pins
     # A pynet container is alive while its attached process (PID + start time) is; another runtime's
     # cache entry is alive while its netns path still is a namespace.
-"""
 
-from .cache import CacheEntry, ResultCache
-from .chain import ChainError, Runner, default_cni_path
-from .netconf import NetworkConfigList, list_networks, load_network
+    # Runtime services (each import-light: `pynet run` reads its options with them)
+    from pynet.runner import capabilities, conflists, locations, ports
+    locs = locations.resolve(config_dir=None, cache_dir=None, cni_path=None, netns_dir=None)
+    #   flag, else PYNET_CONFIG_DIR/PYNET_CACHE_DIR/PYNET_CNI_PATH (or CNI_PATH)/PYNET_NETNS_DIR, else None
+    runner, atts = locations.runner(locs), locations.attachments(locs)   # defaults filled in
+    ports.parse_publish("127.0.0.1:8080:80/udp")   # -> ports.PortMapping(8080, 80, "udp", "127.0.0.1")
+    ports.to_port_mappings(["8080:80"])            # -> [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]
+    #   the one -p grammar: [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|udp|sctp]; ports.PortSpecError names the value
+    caps = capabilities.capability_args(port_mappings=[...], ips=["10.1.0.5/24"], mac="..")  # checked values
+    capabilities.require(runner.network("mynet"), caps)  # CapabilityError: no plugin declares one of them
+    conflists.build_conflist(name, subnets, bridge, gateway, masq, port_map, data_dir, cni_version)
+    #   the bridge + host-local (+ portmap) conflist of `pynet net create` and `pynet run`'s default network
+
+Plugins of this installation run in the runner's process (cni_plugins.delegate.call: same code, same
+answer, no interpreter start); any other executable on the CNI path is executed.
+"""
 
 __all__ = ["Runner", "ChainError", "default_cni_path", "CacheEntry", "ResultCache", "NetworkConfigList",
            "list_networks", "load_network", "Attachments", "Container"]
 
+# Each name is imported from its module on first use, so importing one light submodule (ports, locations)
+# does not load the chain runner, dataclasses and the cache (~20 ms of a `pynet run` start).
+_HOME = {"Runner": "chain", "ChainError": "chain", "default_cni_path": "chain", "CacheEntry": "cache",
+         "ResultCache": "cache", "NetworkConfigList": "netconf", "list_networks": "netconf",
+         "load_network": "netconf", "Attachments": "attachments", "Container": "attachments"}
+
 
 def __getattr__(name):
-    # attachments imports ctypes mount helpers; only the attach/detach path needs them.
-    if name in ("Attachments", "Container"):
-        from . import attachments
-        return getattr(attachments, name)
+    if name in _HOME:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
     raise AttributeError(name)

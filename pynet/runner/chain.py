@@ -1,5 +1,13 @@
 """Running a network's plugin chain as libcni does: ADD in order with prevResult threaded through, DEL in
-reverse with the cached result, CHECK, STATUS and GC; one plugin process per step, found on CNI_PATH."""
+reverse with the cached result, CHECK, STATUS and GC; each step's plugin found on CNI_PATH.
+
+A plugin executable of this very installation runs in this process (cni_plugins.delegate.call: the same
+code with the same environment and stdin, so the same answer and the same error, minus an interpreter
+start per step); any other executable, another pynet installation's included, is executed. What the
+plugin modules cache stays in this process: notably cni_plugins.nft's libnftables contexts, one pool per
+network namespace the plugins wrote rules in (at most 8, least recently used dropped first), each keeping
+its namespace alive. `pynet run` and `pynet attach` exit soon after; a long-lived process that runs chains
+in many short-lived "host" namespaces (a topology in a test process) keeps up to 8 of them until then."""
 
 from __future__ import annotations
 
@@ -9,7 +17,7 @@ import sys
 from typing import Iterable
 
 from cni_plugins import version as cniversion
-from cni_plugins.delegate import exec_plugin, find_plugin
+from cni_plugins.delegate import call, find_plugin
 from cni_plugins.errors import CNIError, DECODING_FAILURE, INCOMPATIBLE_VERSION, INVALID_CONFIG, IO_FAILURE
 from cni_plugins.skel import validate_container_id, validate_ifname
 from cni_plugins.types import Result
@@ -87,14 +95,15 @@ class Runner:
                    CNI_ARGS=";".join(f"{k}={v}" for k, v in cni_args or []), CNI_PATH=os.pathsep.join(self.cni_path))
         return env
 
-    def exec_plugin(self, plugin_type: str, command: str, conf: dict, env: dict) -> dict | None:
-        """``command`` is already in ``env`` (CNI_COMMAND); the plugin's own error is raised as CNIError."""
+    def call_plugin(self, plugin_type: str, command: str, conf: dict, env: dict) -> dict | None:
+        """Runs the plugin ``plugin_type`` (in-process when it is ours, else executed); its decoded reply.
+        ``command`` is already in ``env`` (CNI_COMMAND); the plugin's own error is raised as CNIError."""
         exe = find_plugin(plugin_type, tuple(self.cni_path))
-        return exec_plugin(exe, env, json.dumps(conf).encode(), timeout=PLUGIN_TIMEOUT)
+        return call(exe, env, json.dumps(conf).encode(), timeout=PLUGIN_TIMEOUT)
 
     def _step(self, conf: NetworkConfigList, plugin: dict, command: str, env: dict, **build) -> dict | None:
         try:
-            return self.exec_plugin(plugin["type"], command, conf.plugin_config(plugin, **build), env)
+            return self.call_plugin(plugin["type"], command, conf.plugin_config(plugin, **build), env)
         except CNIError as err:
             raise ChainError(plugin["type"], command, err) from None
 
@@ -222,7 +231,7 @@ class Runner:
 
     def version(self, plugin_type: str) -> dict:
         env = self._env("VERSION", "dummy", "dummy", "dummy")
-        reply = self.exec_plugin(plugin_type, "VERSION", {"cniVersion": cniversion.CURRENT}, env)
+        reply = self.call_plugin(plugin_type, "VERSION", {"cniVersion": cniversion.CURRENT}, env)
         if not isinstance(reply, dict):
             raise CNIError(INVALID_CONFIG, f"plugin {plugin_type!r} gave no VERSION reply")
         return reply

@@ -1,6 +1,6 @@
-"""Plain value objects for the launcher's options and specs: what ``@dataclass`` gave them (positional or
-keyword construction with defaults, repr, ==) without importing dataclasses, which with inspect costs
-~8 ms of every `pynet run` start."""
+"""The base class of the launcher's plain value objects (RunOptions, NetOptions, Limits, the process and
+rootfs specs, ...): what ``@dataclass`` gave them (positional or keyword construction with defaults,
+repr, ==) without importing dataclasses, which with inspect costs ~8 ms of every `pynet run` start."""
 
 REQUIRED = object()
 

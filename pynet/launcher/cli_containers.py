@@ -1,0 +1,229 @@
+"""`pynet ps`, `logs`, `stop`, `kill`, `rm`, `exec`, `stats` and `container inspect/gc/ls`: the commands on
+containers that exist (their records in the state dir, see state.py), whoever started them.
+
+Exit codes follow Docker: the command's own status for exec, 125 when pynet itself failed, 1 for a
+container that cannot be found.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+from . import cgroups, container, state
+from .container import ContainerError
+
+
+def _err(msg: str) -> None:
+    print(f"pynet: {msg}", file=sys.stderr)
+
+
+def _find(ref: str):
+    try:
+        return state.find(ref)
+    except state.LookupFailed as exc:
+        raise ContainerError(str(exc), 1) from None
+
+
+def _guard(fn):
+    def wrapped(args):
+        try:
+            return fn(args) or 0
+        except ContainerError as exc:
+            _err(str(exc))
+            return exc.exit_code
+    return wrapped
+
+
+def _age(ts) -> str:
+    if not ts:
+        return "-"
+    secs = int(time.time() - ts)
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= n:
+            return f"{secs // n}{unit} ago"
+    return f"{secs}s ago"
+
+
+def _row(rec) -> dict:
+    st = rec.status()
+    status = f"exited ({rec.get('exit_code')})" if st == "exited" else st
+    return {"id": rec.id, "name": rec.get("name"), "image": rec.get("image"),
+            "command": " ".join(rec.get("command") or []), "created": rec.get("created"), "status": status,
+            "pid": rec.get("pid") if st == "running" else None,
+            "network": (rec.get("network") or {}).get("network") or (rec.get("network") or {}).get("mode")}
+
+
+@_guard
+def cmd_ps(args):
+    import json
+
+    rows = [_row(r) for r in state.all_records() if args.all or r.status() == "running"]
+    if args.quiet:
+        for row in rows:
+            print(row["id"][:12])
+    elif args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        fmt = "{:<12}  {:<20}  {:<16}  {:<24}  {:<12}  {:<14}  {}"
+        print(fmt.format("CONTAINER ID", "NAME", "IMAGE", "COMMAND", "CREATED", "STATUS", "PID"))
+        for row in rows:
+            print(fmt.format(row["id"][:12], row["name"][:20], str(row["image"])[:16], row["command"][:24],
+                             _age(row["created"]), row["status"], row["pid"] or ""))
+
+
+@_guard
+def cmd_logs(args):
+    rec = _find(args.container)
+    path = rec.get("log")
+    if not path:
+        raise ContainerError(f"container {rec.id[:12]} was not started with -d: its output went to the terminal", 1)
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(65536)
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                continue
+            if not (args.follow and rec.running()):
+                break
+            sys.stdout.buffer.flush()
+            time.sleep(0.1)
+    sys.stdout.buffer.flush()
+
+
+@_guard
+def cmd_stop(args):
+    for ref in args.containers:
+        container.stop(_find(ref), args.time)
+        print(ref)
+
+
+def _signal(name: str) -> int:
+    name = name.upper()
+    if name.isdigit():
+        return int(name)
+    try:
+        return int(getattr(signal, name if name.startswith("SIG") else f"SIG{name}"))
+    except AttributeError:
+        raise ContainerError(f"unknown signal {name!r}", 1) from None
+
+
+@_guard
+def cmd_kill(args):
+    sig = _signal(args.signal)
+    for ref in args.containers:
+        container.signal_container(_find(ref), sig)
+        print(ref)
+
+
+@_guard
+def cmd_rm(args):
+    failed = 0
+    for ref in args.containers:
+        try:
+            container.remove(_find(ref), force=args.force)
+            print(ref)
+        except ContainerError as exc:
+            _err(str(exc))
+            failed = 1
+    return failed
+
+
+@_guard
+def cmd_exec(args):
+    if not args.command:
+        raise ContainerError("`pynet exec` needs a command", 1)
+    rec = _find(args.container)
+    return container.exec_in(rec, args.command, args.env, args.workdir)
+
+
+@_guard
+def cmd_stats(args):
+    import json
+
+    recs = [_find(r) for r in args.containers] if args.containers else \
+        [r for r in state.all_records() if r.status() == "running"]
+    rows = []
+    for rec in recs:
+        st = cgroups.from_paths(rec.get("cgroups") or {}).stats() if rec.running() else {}
+        rows.append({"id": rec.id, "name": rec.get("name"), **st})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    fmt = "{:<12}  {:<20}  {:>12}  {:>12}  {:>10}  {:>8}"
+    print(fmt.format("CONTAINER ID", "NAME", "MEM USAGE", "MEM LIMIT", "CPU (s)", "PIDS"))
+    for r in rows:
+        mib = lambda v: "-" if v is None else f"{v / 1048576:.1f}MiB"  # noqa: E731
+        cpu = "-" if r.get("cpu_ns") is None else f"{r['cpu_ns'] / 1e9:.2f}"
+        print(fmt.format(r["id"][:12], str(r["name"])[:20], mib(r.get("memory_bytes")), mib(r.get("memory_limit")),
+                         cpu, r.get("pids") if r.get("pids") is not None else "-"))
+
+
+@_guard
+def cmd_inspect(args):
+    import json
+
+    print(json.dumps([container.inspect(_find(ref)) for ref in args.containers], indent=2, default=str))
+
+
+@_guard
+def cmd_gc(args):
+    for cid in container.gc():
+        print(cid)
+
+
+def register(sub) -> None:
+    import argparse
+
+    p = sub.add_parser("ps", help="list containers")
+    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ps)
+
+    p = sub.add_parser("logs", help="output of a detached container")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("container")
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("stop", help="SIGTERM, then SIGKILL after a timeout")
+    p.add_argument("-t", "--time", type=float, default=10.0)
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(func=cmd_stop)
+
+    p = sub.add_parser("kill", help="send a signal to a container's PID 1")
+    p.add_argument("-s", "--signal", default="KILL")
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(func=cmd_kill)
+
+    p = sub.add_parser("rm", help="remove containers (-f: kill first, also cleans up after a crashed launcher)")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser("exec", help="run a command inside a running container (joins all its namespaces)")
+    p.add_argument("-e", "--env", action="append", default=[])
+    p.add_argument("-w", "--workdir")
+    p.add_argument("container")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_exec)
+
+    p = sub.add_parser("stats", help="cgroup usage of running containers")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("containers", nargs="*")
+    p.set_defaults(func=cmd_stats)
+
+    ctr = sub.add_parser("container", help="container records: inspect, gc, ls")
+    csub = ctr.add_subparsers(dest="container_command", metavar="COMMAND")
+    p = csub.add_parser("inspect", help="namespaces, cgroups, mounts, network of containers (JSON)")
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(func=cmd_inspect)
+    p = csub.add_parser("gc", help="clean up containers whose launcher died, and exited --rm leftovers")
+    p.set_defaults(func=cmd_gc)
+    p = csub.add_parser("ls", help="same as `pynet ps`")
+    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ps)
+    ctr.set_defaults(func=lambda a: (ctr.print_help(), 2)[1])

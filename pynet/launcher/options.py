@@ -1,0 +1,211 @@
+"""`pynet run`'s options: RunOptions (everything a run is asked to do), the table of its flags, and
+argv -> RunOptions. The command line and the daemon's zygote both read a run's argv here and hand the
+RunOptions to supervise.run.
+
+    parse(argv) -> RunOptions            the fast parser, argparse for what it declines (help, usage
+                                         errors: argparse prints them and raises SystemExit)
+    parse_fast(argv) -> RunOptions|None  the fast parser alone (None: only argparse can read it)
+    to_run_options(namespace)            argparse's (or the fast parser's) namespace -> RunOptions
+    add_parser(subparsers)               `run` for the full `pynet` parser
+
+A value that cannot be used raises OptionsError naming it (exit status 125, as Docker's).
+
+This is on the start-up path of every `pynet run`: no argparse, json or dataclasses unless needed.
+"""
+
+from __future__ import annotations
+
+from . import cgroups, network
+from .value_objects import Fields
+
+DEFAULT_USERNS = (100000, 65536)   # --userns-base, --userns-size
+
+
+class OptionsError(Exception):
+    """A `pynet run` option value that cannot be used; the message names it."""
+
+    exit_code = 125
+
+
+class RunOptions(Fields):
+    FIELDS = {
+        "image": None, "rootfs_dir": None, "command": list, "name": None, "hostname": None,
+        "detach": False, "rm": False, "init": False, "env": list, "workdir": None,
+        "userns": False, "userns_base": DEFAULT_USERNS[0], "userns_size": DEFAULT_USERNS[1],
+        "limits": cgroups.Limits, "cap_add": list, "cap_drop": list,
+        "seccomp": "default", "no_new_privs": True, "read_only": False,
+        "net": network.NetOptions, "dns": list, "volumes": list,
+    }
+
+
+# One table for both parsers: argparse (help, errors, the full `pynet` parser) and parse_fast, which
+# covers the plain forms of these options.
+RUN_OPTIONS = (
+    (("--rootfs",), dict(metavar="DIR", help="use DIR as the (read-only lower) root filesystem")),
+    (("--name",), dict()),
+    (("-h", "--hostname"), dict(dest="hostname", default=None, help="container hostname (default: short id)")),
+    (("-d", "--detach"), dict(action="store_true", help="run in the background, output to `pynet logs`")),
+    (("--rm",), dict(action="store_true", help="remove the container and its writable layer on exit")),
+    (("--init",), dict(action="store_true", help="PID 1 is a tiny init that reaps zombies")),
+    (("-e", "--env"), dict(action="append", default=[], metavar="KEY[=VALUE]")),
+    (("-w", "--workdir"), dict()),
+    (("-v", "--volume"), dict(action="append", default=[], metavar="/HOST:/CTR[:ro]")),
+    (("--userns",), dict(action="store_true", help="map container root to an unprivileged host uid range")),
+    (("--userns-base",), dict(type=int, default=DEFAULT_USERNS[0], metavar="UID")),
+    (("--userns-size",), dict(type=int, default=DEFAULT_USERNS[1], metavar="N")),
+    (("-m", "--memory"), dict(help="memory limit (e.g. 64m)")),
+    (("--cpus",), dict(type=float)),
+    (("--pids-limit",), dict(type=int)),
+    (("--cpuset-cpus",), dict()),
+    (("--cap-add",), dict(action="append", default=[])),
+    (("--cap-drop",), dict(action="append", default=[])),
+    (("--security-opt",), dict(action="append", default=[], help="seccomp=unconfined, no-new-privileges=false")),
+    (("--read-only",), dict(action="store_true", help="mount the root filesystem read-only")),
+    (("--net", "--network"), dict(dest="net", default="default", help="none, host, or a CNI network name "
+                                  "(default: 'pynet', a bridge network created on first use)")),
+    (("-p", "--publish"), dict(action="append", default=[], metavar="[IP:]HOST:CTR[/proto]")),
+    (("--ip",), dict(help="request this address from the network's IPAM")),
+    (("--dns",), dict(action="append", default=[], help="nameserver for /etc/resolv.conf")),
+    (("--config-dir",), dict(default=None, help="network definitions")),
+    (("--cache-dir",), dict(default=None, help="libcni cache dir")),
+    (("--cni-path",), dict(default=None, help="plugin dirs")),
+    (("--netns-dir",), dict(default=None, help="netns pin dir")),
+)
+
+
+# -- argv -> RunOptions -----------------------------------------------------------------------------------
+def parse(argv: list) -> RunOptions:
+    """The RunOptions of `pynet run ARGV`: the fast parser, else argparse (which prints help or a usage
+    error and raises SystemExit)."""
+    args = fast_namespace(argv)
+    if args is None:
+        import argparse
+
+        parser = argparse.ArgumentParser(prog="pynet")
+        add_parser(parser.add_subparsers(dest="command", metavar="COMMAND"))
+        args = parser.parse_args(["run", *argv])
+    return to_run_options(args)
+
+
+def parse_fast(argv: list) -> RunOptions | None:
+    """The RunOptions of `pynet run ARGV` when the fast parser reads it; None when only argparse can."""
+    args = fast_namespace(argv)
+    return None if args is None else to_run_options(args)
+
+
+class _Namespace:
+    """What fast_namespace fills: the attributes argparse would set for `run`."""
+
+
+def fast_namespace(argv: list) -> _Namespace | None:
+    """`pynet run` options as argparse parses them, for the forms that need no judgement: exact flags,
+    ``--flag value`` / ``--flag=value`` / ``-f value``, then IMAGE and everything after it. Anything else
+    (--help, abbreviations, bundled short flags, a value that looks like an option, a bad number, a
+    missing value) returns None, and argparse does the parsing, the help and the error messages."""
+    args, table = _Namespace(), {}
+    for flags, kwargs in RUN_OPTIONS:
+        dest = kwargs.get("dest") or next(f for f in flags if f.startswith("--"))[2:].replace("-", "_")
+        default = kwargs.get("default")
+        setattr(args, dest, list(default) if isinstance(default, list) else
+                False if kwargs.get("action") == "store_true" else default)
+        for flag in flags:
+            table[flag] = (dest, kwargs.get("action"), kwargs.get("type"))
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        flag, eq, value = argv[i].partition("=")
+        if flag not in table or (eq and not flag.startswith("--")):
+            return None
+        dest, action, kind = table[flag]
+        if action == "store_true":
+            if eq:
+                return None
+            setattr(args, dest, True)
+            i += 1
+            continue
+        if not eq:
+            if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
+                return None
+            value = argv[i + 1]
+            i += 1
+        i += 1
+        if kind is not None:
+            try:
+                value = kind(value)
+            except ValueError:
+                return None
+        if action == "append":
+            getattr(args, dest).append(value)
+        else:
+            setattr(args, dest, value)
+    args.args = list(argv[i:])
+    if args.args[:1] == ["--"]:
+        return None
+    return args
+
+
+def to_run_options(args) -> RunOptions:
+    """RunOptions from a namespace with RUN_OPTIONS' destinations and ``args`` (IMAGE and command)."""
+    rest = list(args.args)
+    if args.rootfs:
+        image, command = None, rest
+    else:
+        if not rest:
+            raise OptionsError("`pynet run` needs an IMAGE or --rootfs DIR")
+        image, command = rest[0], rest[1:]
+    seccomp, no_new_privs = _security(args.security_opt)
+    try:
+        limits = cgroups.Limits(memory=cgroups.parse_size(args.memory) if args.memory else None,
+                                cpus=args.cpus, pids=args.pids_limit, cpuset_cpus=args.cpuset_cpus)
+    except ValueError:
+        raise OptionsError(f"invalid --memory {args.memory!r}") from None
+    if args.net in ("none", "host") and (args.publish or args.ip):
+        raise OptionsError(f"-p/--ip make no sense with --net {args.net}")
+    try:
+        net = network.NetOptions.from_flags(mode=args.net, publish=args.publish, ip=args.ip,
+                                            config_dir=args.config_dir, cache_dir=args.cache_dir,
+                                            cni_path=args.cni_path, netns_dir=args.netns_dir)
+    except ValueError as exc:   # ports.PortSpecError, capabilities.CapabilityError
+        raise OptionsError(str(exc)) from None
+    return RunOptions(
+        image=image, rootfs_dir=args.rootfs, command=command, name=args.name, hostname=args.hostname,
+        detach=args.detach, rm=args.rm, init=args.init, env=list(args.env), workdir=args.workdir,
+        userns=args.userns, userns_base=args.userns_base, userns_size=args.userns_size, limits=limits,
+        cap_add=list(args.cap_add), cap_drop=list(args.cap_drop), seccomp=seccomp, no_new_privs=no_new_privs,
+        read_only=args.read_only, net=net, dns=list(args.dns), volumes=[_volume(v) for v in args.volume])
+
+
+def _security(security_opts: list) -> tuple[str, bool]:
+    """(seccomp, no_new_privs) of the --security-opt values."""
+    seccomp, no_new_privs = "default", True
+    for opt in security_opts:
+        key, _, value = opt.partition("=")
+        if key == "seccomp" and value in ("unconfined", "default"):
+            seccomp = value
+        elif key in ("no-new-privileges", "no_new_privs"):
+            no_new_privs = value.lower() not in ("false", "0", "no")
+        elif key in ("apparmor", "label"):
+            continue   # not active on this kernel: accepted and ignored, as Docker does without the LSM
+        else:
+            raise OptionsError(f"unsupported --security-opt {opt!r}")
+    return seccomp, no_new_privs
+
+
+def _volume(spec: str) -> tuple:
+    """-v /HOST:/CONTAINER[:ro] -> (host, container, read_only)."""
+    parts = spec.split(":")
+    if len(parts) < 2 or not parts[0].startswith("/") or not parts[1].startswith("/"):
+        raise OptionsError(f"invalid -v {spec!r}: expected /HOST:/CONTAINER[:ro]")
+    return parts[0], parts[1], len(parts) > 2 and parts[2] == "ro"
+
+
+def add_parser(sub):
+    """Adds `run` (from RUN_OPTIONS) to ``sub``, argparse subparsers; returns its parser."""
+    import argparse
+
+    p = sub.add_parser("run", help="run a command in a new container", add_help=False,
+                       usage="pynet run [options] IMAGE|--rootfs DIR [CMD ...]")
+    for flags, kwargs in RUN_OPTIONS:
+        p.add_argument(*flags, **kwargs)
+    p.add_argument("--help", action="help", help="show this help")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="IMAGE [CMD ...]")
+    return p
