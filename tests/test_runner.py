@@ -290,7 +290,7 @@ def test_our_plugins_run_in_process_and_fail_as_the_executed_ones_do(tmp_path, m
     in_process = _chain_error(runner, conf)
     assert executed == []                                           # ADD and the rollback DEL: no process
     assert runner.version("bridge")["cniVersion"] and executed == []
-    monkeypatch.setattr(delegate, "in_process_module", lambda exe: None)
+    monkeypatch.setattr(delegate.registry, "ours", lambda exe: None)
     as_program = _chain_error(runner, conf)
     assert executed                                                 # the same plugin, executed this time
     assert (in_process.code, in_process.msg, in_process.details, in_process.plugin_type) == \
@@ -300,11 +300,11 @@ def test_our_plugins_run_in_process_and_fail_as_the_executed_ones_do(tmp_path, m
 
 
 def test_plugins_of_other_installations_are_executed(env, monkeypatch):
-    from cni_plugins import delegate
+    from cni_plugins import registry
 
     seen = []
-    real_call = delegate.in_process_module
-    monkeypatch.setattr(delegate, "in_process_module", lambda exe: seen.append(real_call(exe)) or seen[-1])
+    real_call = registry.ours
+    monkeypatch.setattr(registry, "ours", lambda exe: seen.append(real_call(exe)) or seen[-1])
     env.write("net1.conflist", chain(env))
     env.runner.add("net1", "ctr1", "/run/netns/x", "eth0")
     assert seen == [None, None] and len(env.calls()) == 2

@@ -56,11 +56,10 @@ def preload() -> None:
 
     import pynet.runner.attachments  # noqa: F401
     import pynet.runner.chain  # noqa: F401
-    from cni_plugins import lean_imports
-    from cni_plugins.entry import PLUGIN_MODULES
+    from cni_plugins import lean_imports, registry
 
     lean_imports.install()   # as the plugins' skeleton does first: only the parts of pyroute2 they use
-    for module in (*PLUGIN_MODULES.values(), "pyroute2.iproute.linux", "nftables"):
+    for module in (*registry.MODULES.values(), "pyroute2.iproute.linux", "nftables"):
         try:
             importlib.import_module(module)
         except ImportError:
