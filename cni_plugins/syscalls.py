@@ -73,6 +73,14 @@ def setns(fd: int, nstype: int = 0) -> None:
     _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), f"setns({nstype:#x})")
 
 
+def join(fds: dict) -> None:
+    """Joins the namespaces given as {name: fd} (names as in NAMESPACES), in NAMESPACES order: the user
+    namespace first, as nsenter does, since joining it grants the rights to join the others."""
+    for name, flag in NAMESPACES.items():
+        if name in fds:
+            setns(fds[name], flag)
+
+
 def mount(source, target, fstype=None, flags: int = 0, data: str | None = None) -> None:
     ret = _libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
     _check(ret, f"mount {fstype or 'bind'} {source} on {target}")

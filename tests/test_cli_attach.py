@@ -19,7 +19,8 @@ from cni_plugins import netns as cni_netns
 from netns_fixtures import (OUR_PLUGINS, REFERENCE_PLUGINS, icmp_echo, reference_available, tcp_connect,
                             tcp_listener)
 from netns_fixtures.runner import MINIMAL_PATH
-from pynet.runner.attachments import is_pinned, unpin
+from cni_plugins.syscalls import unpin
+from pynet.runner.attachments import is_pinned
 
 PYNET = os.path.join(sys.prefix, "bin", "pynet")
 needs_portmap = pytest.mark.skipif(importlib.util.find_spec("cni_plugins.portmap.plugin") is None,

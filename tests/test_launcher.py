@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from pynet.launcher import cgroups, images, linux, security
+from cni_plugins import syscalls
+from pynet.launcher import cgroups, images, security
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYNET = os.path.join(ROOT, ".venv", "bin", "pynet")
@@ -94,7 +95,7 @@ def pynet(host_ns, pynet_root, tmp_path):
     yield launcher
     # Leave nothing behind: kill our containers by their recorded PID, then the same cleanup as `rm -f`.
     for rec in launcher.records():
-        if linux.is_alive(rec.get("pid"), rec.get("pid_start")):
+        if syscalls.is_alive(rec.get("pid"), rec.get("pid_start")):
             os.kill(rec["pid"], signal.SIGKILL)
         launcher("rm", "-f", rec["id"])
     leftover = [r["id"] for r in launcher.records()]
@@ -334,12 +335,12 @@ def test_rm_force_cleans_up_after_a_crashed_launcher(pynet):
     rec = pynet.inspect(cid)
     os.kill(rec["monitor_pid"], signal.SIGKILL)   # the detached launcher we started
     for _ in range(200):
-        if not linux.is_alive(rec["monitor_pid"], rec["monitor_start"]):
+        if not syscalls.is_alive(rec["monitor_pid"], rec["monitor_start"]):
             break
         time.sleep(0.01)
     assert pynet.inspect(cid)["state"] == "running"
     assert pynet("rm", "-f", cid).returncode == 0
-    assert not linux.is_alive(rec["pid"], rec["pid_start"])
+    assert not syscalls.is_alive(rec["pid"], rec["pid_start"])
     assert _cgroup_dirs(cid) == []
     assert pynet.records() == []
 

@@ -237,12 +237,12 @@ class StackDemo(Steps):
             self.pynet("rm", *refs)
         except Exception as exc:
             self.failed(f"stop/rm: {exc}")
-        from pynet.launcher import linux
+        from cni_plugins import syscalls
 
         # Whatever survived (a failed step above): our own containers and monitors, by recorded PID.
         for rec in self.records():
             for pid_key, start_key in (("pid", "pid_start"), ("monitor_pid", "monitor_start")):
-                if linux.is_alive(rec.get(pid_key), rec.get(start_key)):
+                if syscalls.is_alive(rec.get(pid_key), rec.get(start_key)):
                     os.kill(rec[pid_key], signal.SIGKILL)
             self.pynet("rm", "-f", rec["id"], expect_ok=False)
             self.ok = False

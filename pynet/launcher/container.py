@@ -13,7 +13,9 @@ import os
 import signal
 import time
 
-from . import cgroups, images, linux, namespaces, network, rootfs, security, state
+from cni_plugins import syscalls
+
+from . import cgroups, images, namespaces, network, rootfs, security, state
 from .options import RunOptions
 from .state import Record
 from .value_objects import REQUIRED, Fields
@@ -128,7 +130,7 @@ def create(opts: RunOptions, reserved: Reserved | None = None) -> tuple[Record, 
         "hostname": hostname, "rm": opts.rm, "userns": list(userns) if userns else None,
         "caps": caps, "seccomp": opts.seccomp, "no_new_privs": opts.no_new_privs, "env": env, "cwd": cwd,
         "storage": state.storage_dir(cid), "read_only": opts.read_only, "detached": opts.detach,
-        "monitor_pid": os.getpid(), "monitor_start": linux.proc_start_time(os.getpid()),
+        "monitor_pid": os.getpid(), "monitor_start": syscalls.proc_start_time(os.getpid()),
         "limits": vars(opts.limits), "network": opts.net.to_record(),
         **({"cgroups": reserved.cgroups.paths} if reserved is not None else {}),
     })
@@ -171,8 +173,8 @@ def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
     needs_network = network.needs_attach(rec)
 
     def record_running(pid: int) -> None:
-        rec.update(pid=pid, pid_start=linux.proc_start_time(pid), status="running", started=state.now(),
-                   namespaces={n: linux.ns_inode(pid, n) for n in linux.NAMESPACES})
+        rec.update(pid=pid, pid_start=syscalls.proc_start_time(pid), status="running", started=state.now(),
+                   namespaces={n: syscalls.ns_inode(pid, n) for n in syscalls.NAMESPACES})
 
     def before_exec(pid: int) -> None:
         if not needs_network:
@@ -364,8 +366,8 @@ def inspect(rec: Record) -> dict:
     data["state"] = rec.status()
     pid = rec.get("pid")
     if rec.running():
-        data["namespaces"] = {n: linux.ns_inode(pid, n) for n in linux.NAMESPACES}
-        data["host_namespaces"] = {n: linux.ns_inode("self", n) for n in linux.NAMESPACES}
+        data["namespaces"] = {n: syscalls.ns_inode(pid, n) for n in syscalls.NAMESPACES}
+        data["host_namespaces"] = {n: syscalls.ns_inode("self", n) for n in syscalls.NAMESPACES}
         data["mounts"] = rootfs.mounts_of(pid)
         data["stats"] = cgroups.from_paths(rec.get("cgroups") or {}).stats()
     data["security"] = {"capabilities": rec.get("caps"), "seccomp": rec.get("seccomp"),

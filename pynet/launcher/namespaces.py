@@ -28,7 +28,7 @@ import struct
 import sys
 import warnings  # noqa: F401 - os.execvpe imports it when called: after pivot_root, out of reach
 
-from . import linux as L
+from cni_plugins import syscalls as L
 from . import rootfs, security
 from .value_objects import REQUIRED, Fields
 
@@ -438,11 +438,10 @@ def join(pid: int, spec: ProcessSpec, join_cgroups) -> int:
         def enter(*_):
             join_cgroups(os.getpid())
             if "user" in fds:
-                L.setns(fds.pop("user"), L.CLONE_NEWUSER)
+                L.join({"user": fds.pop("user")})
                 os.setresgid(0, 0, 0)
                 os.setresuid(0, 0, 0)
-            for name, fd in fds.items():
-                L.setns(fd, L.NAMESPACES[name])
+            L.join(fds)
             grandchild = os.fork()   # setns(pid) only affects children
             if grandchild == 0:
                 os.chdir(spec.cwd or "/")

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import os
-from . import linux as L
+from cni_plugins import syscalls as L
 from .value_objects import REQUIRED, Fields
 
 STAGING_CANDIDATES = ("/mnt", "/media", "/srv", "/tmp")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 
-from . import linux
+from cni_plugins import syscalls
 
 try:
     # Imported here, in the launcher: the filter is built after pivot_root, when host modules are out of reach.
@@ -43,8 +43,8 @@ BLOCKED_SYSCALLS = (
     "swapon", "syslog", "sysfs", "_sysctl", "umount", "umount2", "unshare", "uselib", "userfaultfd", "ustat",
     "vm86", "vm86old",
 )
-_NS_FLAGS = (linux.CLONE_NEWNS, linux.CLONE_NEWUTS, linux.CLONE_NEWIPC, linux.CLONE_NEWUSER,
-             linux.CLONE_NEWPID, linux.CLONE_NEWNET, linux.CLONE_NEWCGROUP)
+_NS_FLAGS = (syscalls.CLONE_NEWNS, syscalls.CLONE_NEWUTS, syscalls.CLONE_NEWIPC, syscalls.CLONE_NEWUSER,
+             syscalls.CLONE_NEWPID, syscalls.CLONE_NEWNET, syscalls.CLONE_NEWCGROUP)
 
 
 class SecurityError(ValueError):
@@ -91,16 +91,16 @@ def drop_capabilities(keep: list[str]) -> None:
     keep_mask = cap_mask(keep)
     for cap in range(last_cap() + 1):
         if not keep_mask & (1 << cap):
-            linux.prctl(linux.PR_CAPBSET_DROP, cap)
+            syscalls.prctl(syscalls.PR_CAPBSET_DROP, cap)
     try:
-        linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)
+        syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_CLEAR_ALL)
     except OSError:
         pass
-    linux.capset(keep_mask, keep_mask, keep_mask)
+    syscalls.capset(keep_mask, keep_mask, keep_mask)
 
 
 def no_new_privs() -> None:
-    linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+    syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
 
 
 def build_seccomp_filter():

@@ -16,7 +16,7 @@ import time
 
 from cni_plugins.files import atomic_write
 
-from . import linux
+from cni_plugins import syscalls
 
 
 def run_root() -> str:
@@ -99,10 +99,10 @@ class Record:
             return self
 
     def running(self) -> bool:
-        return linux.is_alive(self.get("pid"), self.get("pid_start"))
+        return syscalls.is_alive(self.get("pid"), self.get("pid_start"))
 
     def monitor_alive(self) -> bool:
-        return linux.is_alive(self.get("monitor_pid"), self.get("monitor_start"))
+        return syscalls.is_alive(self.get("monitor_pid"), self.get("monitor_start"))
 
     def status(self) -> str:
         """created/running/exited, with "dead" for a record whose launcher vanished mid-flight."""

@@ -43,7 +43,7 @@ import threading
 from cni_plugins.wire import (ACCEPTED, EXITED, MAX_FDS, REFUSED, SIGNAL, decode_env, pack, recv_fields,
                               recv_with_fds, send_with_fds, unpack)
 
-from . import linux
+from cni_plugins import syscalls
 from .remote import NAMESPACES
 
 MAX_MESSAGE = 1 << 18      # a SOCK_SEQPACKET message is bounded by the socket buffer anyway
@@ -114,13 +114,13 @@ def _preload() -> None:
 
 
 def _zygote(sock: socket.socket, parent: int) -> None:
-    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:
         return
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)   # launchers are reaped by the kernel, never by us
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # a ^C at the daemon's terminal stops the daemon; we follow it
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    linux.set_process_name("pynet-zygote")
+    syscalls.set_process_name("pynet-zygote")
     _preload()
     import gc
 
@@ -245,7 +245,7 @@ def _spare(sock: socket.socket) -> None:
     """The spare launcher; never returns."""
     _child_signals()
     os.setsid()   # before the stage 1 is forked: the containers stay out of the daemon's process group
-    linux.set_process_name("pynet-spare")
+    syscalls.set_process_name("pynet-spare")
     reserved = _reserve()
     try:
         msg, fds = _recv(sock)
@@ -281,8 +281,7 @@ def _differing(ns_fds: dict) -> list:
 
 def _enter(ns_fds: dict, names: list) -> None:
     """Joins the client's namespaces ``names`` (in NAMESPACES order: user first)."""
-    for name in names:
-        linux.setns(ns_fds[name], linux.NAMESPACES[name])
+    syscalls.join({name: ns_fds[name] for name in names})
 
 
 def _reservation_fits(differing: list, opts) -> bool:

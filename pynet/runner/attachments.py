@@ -10,8 +10,6 @@ it was; which networks it is on is read from the libcni result cache, the one so
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import fcntl
 import hashlib
 import json
@@ -20,6 +18,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from cni_plugins import syscalls
 from cni_plugins.files import atomic_write
 from cni_plugins.errors import CNIError, INVALID_ENVIRONMENT, UNKNOWN_CONTAINER
 
@@ -29,9 +28,6 @@ from .netconf import list_networks
 
 DEFAULT_NETNS_DIR = "/run/netns"
 PIN_PREFIX = "pynet-"
-MS_BIND = 4096
-MNT_DETACH = 2
-_libc = ctypes.CDLL(None, use_errno=True)
 _ID = re.compile(r"^[0-9a-f]{16}$")
 
 
@@ -56,41 +52,9 @@ def netns_identity(path: str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _mount_bind(source: str, target: str) -> None:
-    if _libc.mount(source.encode(), target.encode(), b"none", MS_BIND, None) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"bind mount {source} on {target}: {os.strerror(err)}")
-
-
-def pin(source: str, target: str) -> None:
-    """Bind-mounts a namespace file so the namespace outlives every process in it."""
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
-    os.close(fd)
-    try:
-        _mount_bind(source, target)
-    except OSError:
-        os.unlink(target)
-        raise
-
-
-def unpin(target: str) -> None:
-    if _libc.umount2(target.encode(), MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        if err not in (errno.EINVAL, errno.ENOENT):  # EINVAL: not a mount point (any more)
-            raise OSError(err, f"unmount {target}: {os.strerror(err)}")
-    try:
-        os.unlink(target)
-    except FileNotFoundError:
-        pass
-
-
 def is_pinned(target: str) -> bool:
     """True when ``target`` still holds a namespace (not the empty file under an unmounted pin)."""
-    try:
-        return os.stat(target).st_dev == os.stat("/proc/self/ns/net").st_dev
-    except OSError:
-        return False
+    return syscalls.holds_namespace(target)
 
 
 # -- records ---------------------------------------------------------------------------------------
@@ -257,11 +221,11 @@ class Attachments:
         target = os.path.join(self.netns_dir, PIN_PREFIX + cid)
         if not is_pinned(target):
             if os.path.exists(target):
-                unpin(target)
-            pin(source, target)
+                syscalls.unpin(target)
+            syscalls.pin(source, target)
         # The pin must hold the namespace we checked, not one a reused PID pointed at meanwhile.
         if netns_identity(target) != ident or start_time(pid) != st:
-            unpin(target)
+            syscalls.unpin(target)
             raise AttachError(UNKNOWN_CONTAINER, f"process {pid} exited while being attached")
         c = Container(id=cid, pid=pid, start_time=st, netns=target, netns_inode=list(ident), created=time.time())
         self._save(c)
@@ -308,7 +272,7 @@ class Attachments:
         if c.foreign or self.runner.cache.entries(container_id=c.id):
             return False
         if c.netns and os.path.basename(c.netns).startswith(PIN_PREFIX):
-            unpin(c.netns)
+            syscalls.unpin(c.netns)
         try:
             os.unlink(self._record_path(c.id))
         except FileNotFoundError:
