@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from pynet.runner.ports import PortMapping  # noqa: F401  (a topology publishes ports in the one -p grammar)
+
 # A switch node is a netns holding this bridge; link endpoints on the switch become its ports.
 SWITCH_BRIDGE = "br0"
 
@@ -24,20 +26,6 @@ class TopologyError(Exception):
             super().__init__(head + self.problems[0])
         else:
             super().__init__(head + f"{len(self.problems)} problems:\n  - " + "\n  - ".join(self.problems))
-
-
-@dataclass
-class PortMapping:
-    host_port: int
-    container_port: int
-    protocol: str = "tcp"
-    host_ip: str = ""
-
-    def to_cni(self) -> dict:
-        out = {"hostPort": self.host_port, "containerPort": self.container_port, "protocol": self.protocol}
-        if self.host_ip:
-            out["hostIP"] = self.host_ip
-        return out
 
 
 @dataclass

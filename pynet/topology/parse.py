@@ -47,8 +47,10 @@ import json
 import os
 import re
 
+from pynet.runner.ports import PortMapping, PortSpecError, parse_publish
+
 from . import validate
-from .model import (Attachment, Check, Endpoint, Link, Network, Node, PortMapping, RouteSpec, Topology,
+from .model import (Attachment, Check, Endpoint, Link, Network, Node, RouteSpec, Topology,
                     TopologyError)
 from .state import valid_name
 from .validate import Problems
@@ -61,7 +63,6 @@ EXPECT = {"success": True, "reach": True, "pass": True, True: True,
 NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 # The topology engine's own port string; pynet/runner/ports.py will be the one `-p` grammar for all.
-PORT_RE = re.compile(r"^(\d+):(\d+)(?:/(tcp|udp|sctp))?$")
 
 
 def load(path: str) -> Topology:
@@ -320,13 +321,13 @@ def _attachment(p: Problems, where: str, raw, position: int) -> Attachment:
 
 
 def _port(p: Problems, where: str, port) -> PortMapping | None:
-    """A port mapping: "8080:80/tcp" or the CNI portMappings entry {hostPort, containerPort, ...}."""
+    """A port mapping: a ``-p`` string ("8080:80/tcp") or the CNI portMappings entry {hostPort, containerPort, ...}."""
     if isinstance(port, str):
-        m = PORT_RE.match(port)
-        if not m:
-            p.add(where, f"bad port mapping {port!r}; write HOST:CONTAINER[/tcp|udp]")
+        try:
+            return parse_publish(port, flag=where)   # the one -p grammar (pynet/runner/ports.py)
+        except PortSpecError as exc:
+            p.add(where, str(exc).removeprefix(f"invalid {where} "))
             return None
-        port = {"hostPort": int(m[1]), "containerPort": int(m[2]), "protocol": m[3] or "tcp"}
     port = _mapping(p, where, port, {"hostPort", "containerPort", "protocol", "hostIP"})
     host_port = _int(p, where + ".hostPort", port.get("hostPort"), 1, 65535)
     container_port = _int(p, where + ".containerPort", port.get("containerPort"), 1, 65535)
