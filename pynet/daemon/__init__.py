@@ -1,3 +1,3 @@
-"""The resident pynet daemon: imported libraries and plugin modules stay loaded, requests from the thin
-plugin clients (cni_plugins.client) are served in the caller's network namespace by the same plugin code
-the standalone path runs."""
+"""The resident pynet daemon: imported libraries and plugins stay loaded; requests from the plugin front
+doors (the native shim, cni_plugins/main.py) are served with the handles of the caller's namespaces
+(passed as fds) by the same plugin code the standalone path runs."""

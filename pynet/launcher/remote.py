@@ -1,6 +1,6 @@
 """`pynet run` served by the resident daemon: the thin client.
 
-Like the CNI plugins' front door (cni_plugins/client.py), it speaks the daemon's protocol through
+Like the CNI plugins' front door (cni_plugins/main.py), it speaks the daemon's protocol through
 cni_plugins/wire.py (framing, fd passing, discovery, the request kind and replies), and imports nothing
 beyond sys and the C modules ``posix``/``_socket``/``_signal`` (not even ``os``, ~1 ms): the point is to
 skip the launcher's start-up. The daemon's zygote (pynet/launcher/zygote.py) forks a launcher that runs
