@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "pynet.launcher.cli",  # run, ps, logs, stop, kill, rm, exec, image, stats, container
     "pynet.topology.cli",  # topology up/check/down/show
     "pynet.daemon.cli",    # daemon
+    "pynet.node.cli",      # node run, node ls (multi-node pod network)
 )
 
 
