@@ -88,6 +88,11 @@ class Agent:
         self.lease, self.own = lease, own
 
     def _claim(self, lease: int) -> str:
+        assigned = self.store.assigned_subnet(self.cfg.name)
+        if assigned:   # Kubernetes: the Node's podCIDR
+            if not self.store.claim_subnet(assigned, self.cfg.name, lease):
+                raise RuntimeError(f"subnet {assigned} assigned to {self.cfg.name} cannot be used")
+            return assigned
         taken = self.store.taken_subnets()
         for subnet in subnets.candidates(self.cluster, self.cfg.subnet_len,
                                          {s for s, holder in taken.items() if holder != self.cfg.name},

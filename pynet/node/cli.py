@@ -12,11 +12,11 @@ def _agent(args) -> int:
     from pynet.cli_base import CommandError
 
     from .agent import Agent, AgentConfig
-    from .store_etcd import EtcdStore, StoreError, parse_store
+    from .store_etcd import StoreError
     from .subnets import SubnetError
 
     try:
-        store = EtcdStore(parse_store(args.store))
+        store = _store(args.store)
         cfg = AgentConfig(name=args.name, cluster_cidr=args.cluster_cidr, backend=args.backend, iface=args.iface,
                           config_dir=args.config_dir, ipam_dir=args.ipam_dir, subnet_len=args.subnet_len,
                           ttl=args.ttl, interval=args.interval, leave_on_exit=args.leave_on_exit)
@@ -37,11 +37,10 @@ def _agent(args) -> int:
 def _ls(args) -> int:
     from pynet.cli_base import CommandError
 
-    from .store_etcd import EtcdStore, StoreError, StoreUnavailable, parse_store
+    from .store_etcd import StoreError, StoreUnavailable
 
     try:
-        store = EtcdStore(parse_store(args.store))
-        nodes = store.nodes()
+        nodes = _store(args.store).nodes()
     except (StoreError, StoreUnavailable) as exc:
         raise CommandError(str(exc)) from None
     rows = [{"name": n.name, "subnet": n.subnet, "publicIP": n.public_ip, "backend": n.backend,
@@ -55,13 +54,24 @@ def _ls(args) -> int:
     return 0
 
 
+def _store(spec: str):
+    """``kube`` (the Kubernetes API: subnets from Node.spec.podCIDR) or ``etcd://HOST:PORT[,...]``."""
+    if spec == "kube":
+        from .store_kube import KubeStore
+
+        return KubeStore()
+    from .store_etcd import EtcdStore, parse_store
+
+    return EtcdStore(parse_store(spec))
+
+
 def register(subparsers) -> None:
     node = subparsers.add_parser("node", help="pod network across nodes (agent on etcd)")
     sub = node.add_subparsers(dest="node_command", metavar="COMMAND")
     node.set_defaults(func=lambda args: (node.print_help(), 2)[1])
     run = sub.add_parser("run", help="run this host's node agent in the foreground")
     run.add_argument("--name", required=True, help="this node's name")
-    run.add_argument("--store", required=True, help="etcd://HOST:PORT[,HOST:PORT...]")
+    run.add_argument("--store", required=True, help="etcd://HOST:PORT[,HOST:PORT...], or kube (subnets from the Kubernetes Nodes' podCIDR)")
     run.add_argument("--cluster-cidr", required=True, help="the pod network of the whole cluster, e.g. 10.244.0.0/16")
     run.add_argument("--subnet-len", type=int, default=24, help="prefix length of each node's subnet (default 24)")
     run.add_argument("--backend", choices=("vxlan", "host-gw"), default="vxlan")
@@ -75,6 +85,6 @@ def register(subparsers) -> None:
                           "so pods keep their connectivity across an agent restart)")
     run.set_defaults(func=_agent)
     ls = sub.add_parser("ls", help="list the cluster's nodes")
-    ls.add_argument("--store", required=True, help="etcd://HOST:PORT[,HOST:PORT...]")
+    ls.add_argument("--store", required=True, help="etcd://HOST:PORT[,HOST:PORT...], or kube (subnets from the Kubernetes Nodes' podCIDR)")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=_ls)

@@ -84,6 +84,10 @@ class EtcdStore:
         self._call(lambda c: Lease(lease_id, c).revoke())
 
     # -- subnets and records ------------------------------------------------------------------------------
+    def assigned_subnet(self, node: str) -> str | None:
+        """etcd assigns nothing: the agent picks a free subnet and claims it."""
+        return None
+
     def claim_subnet(self, subnet: str, node: str, lease_id: int) -> bool:
         """Takes ``subnet`` for ``node`` under ``lease_id``: created when nobody holds it, re-attached when
         ``node`` holds it already (an agent restart); False when another node holds it."""
