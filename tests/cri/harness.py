@@ -73,6 +73,7 @@ class CRI:
     def __init__(self, api, socket_path: str):
         import grpc
 
+        self.api = api
         self.pb, pb_grpc = api
         self.channel = grpc.insecure_channel(f"unix://{socket_path}")
         self.runtime = pb_grpc.RuntimeServiceStub(self.channel)
@@ -132,6 +133,19 @@ def pod_netns(path: str) -> Netns:
     return Netns(os.path.basename(path))
 
 
+def processes_naming(marker: str) -> list[int]:
+    """PIDs (this one left out) whose command line contains ``marker``, e.g. a socket path in a temp dir."""
+    pids = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if marker.encode() in f.read() and int(entry) != os.getpid():
+                    pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
 # -- the pause image ---------------------------------------------------------------------------------
 def _blob(layout: tarfile.TarFile, data: bytes) -> tuple[str, int]:
     digest = hashlib.sha256(data).hexdigest()
@@ -181,8 +195,9 @@ def write_pause_image(path: str, name: str = PAUSE_IMAGE) -> None:
 class Containerd:
     """One containerd process in ``host`` with everything it writes under a temp dir of its own."""
 
-    def __init__(self, host: Netns, cni_bin_dir: str):
+    def __init__(self, host: Netns, cni_bin_dir: str, plugin_env: dict | None = None):
         self.host = host
+        self.plugin_env = dict(plugin_env or {})
         # short: the grpc socket path must fit sockaddr_un
         self.base = tempfile.mkdtemp(prefix="pynet-cri-", dir="/tmp")
         self.cni_bin_dir = cni_bin_dir
@@ -251,9 +266,8 @@ state = "{self.path('state')}"
         return conflist
 
     def env(self) -> dict:
-        # libcni hands containerd's environment to the plugins: PYNET_DAEMON=off keeps the test on the
-        # standalone path whatever daemon may listen on the default socket.
-        return {"PATH": SYSTEM_PATH, "HOME": self.base, "TMPDIR": self.base, "PYNET_DAEMON": "off"}
+        # libcni hands containerd's environment to the plugins (PYNET_DAEMON, PYNET_SOCKET reach the shim)
+        return {"PATH": SYSTEM_PATH, "HOME": self.base, "TMPDIR": self.base, **self.plugin_env}
 
     def start(self, api, timeout: float = 60) -> CRI:
         """Starts containerd (again) and returns a CRI client once the CRI service answers."""
@@ -277,6 +291,15 @@ state = "{self.path('state')}"
                     client.close()
                     raise RuntimeError(f"containerd's CRI service did not answer: {exc}\n{self.log_tail()}")
             time.sleep(0.1)  # readiness polling of a starting daemon, not a timed assertion
+
+    def restart(self, client: CRI) -> CRI:
+        """Stops containerd with its pods running and starts it again; the new client knows the old pods."""
+        client.close()
+        self.stop()
+        fresh = self.start(client.api)
+        fresh.sandboxes |= client.sandboxes
+        fresh.netns_paths |= client.netns_paths
+        return fresh
 
     def log_tail(self, chars: int = 4000) -> str:
         try:
@@ -318,6 +341,10 @@ state = "{self.path('state')}"
         notes = []
         if client is not None:
             if self.proc is not None and self.proc.poll() is None:
+                try:  # also the ones a failed RunPodSandbox left behind
+                    client.sandboxes |= {pod.id for pod in client.pods()}
+                except Exception as exc:
+                    notes.append(f"listing sandboxes: {exc}")
                 for sandbox_id in list(client.sandboxes):
                     try:
                         client.stop_pod(sandbox_id)
@@ -358,16 +385,7 @@ state = "{self.path('state')}"
 
     def _own_processes(self) -> list[int]:
         """Shims whose command line names our socket, and every process in our pods' cgroups."""
-        pids = set()
-        marker = self.socket.encode()
-        for entry in os.listdir("/proc"):
-            if entry.isdigit() and int(entry) != os.getpid():
-                try:
-                    with open(f"/proc/{entry}/cmdline", "rb") as f:
-                        if marker in f.read():
-                            pids.add(int(entry))
-                except OSError:
-                    continue
+        pids = set(processes_naming(self.socket))
         for directory in self._cgroup_dirs():
             for root, _, files in os.walk(directory):
                 if "cgroup.procs" in files:
