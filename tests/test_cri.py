@@ -16,14 +16,14 @@ import os
 
 import pytest
 
-from netns_fixtures import tcp_connect, tcp_listener, veth_link
+from netns_fixtures import tcp_connect, tcp_listener
+from tests.test_podman import UPLINK_HOST, outside  # noqa: F401 (outside: a client on the node's network)
 from tests.test_portmap import nft_elements
 from tests.cri.harness import Containerd, cri_api, missing_requirements, pod_netns, processes_naming
 
 NET = "pynetcri"
 BRIDGE = "cni-cri0"
 SUBNET, GATEWAY = "10.88.42.0/24", "10.88.42.1"
-UPLINK_HOST, UPLINK_OUT = "192.168.79.1", "192.168.79.2"
 HOST_PORT, POD_PORT = 18090, 80
 DNS = {"servers": ["10.96.0.10"], "searches": ["default.svc.cluster.local", "svc.cluster.local"],
        "options": ["ndots:5"]}
@@ -69,14 +69,6 @@ def containerd(host_ns, api, plugin_env, tmp_path):
         finally:
             notes = ctd.teardown(state["client"])
             assert not notes, notes
-
-
-@pytest.fixture
-def outside(host_ns, make_netns):
-    """A netns behind host_ns's uplink, as a client on the node's network."""
-    out = make_netns("pynt-o")
-    veth_link(host_ns, "up0", out, "eth0", [f"{UPLINK_HOST}/24"], [f"{UPLINK_OUT}/24"])
-    return out
 
 
 def leases(ctd) -> list[str]:

@@ -10,6 +10,7 @@ its own StopPodSandbox), shim sockets under /run/containerd/s, and libcni's resu
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import importlib
 import io
@@ -25,6 +26,8 @@ import time
 
 from cni_plugins import syscalls
 from netns_fixtures import Netns
+from pynet.launcher import cgroups
+from pynet.launcher.cgroups import CgroupError
 
 PAUSE_IMAGE = "localhost/pynet-pause:1"
 NAMESPACE = "k8s.io"
@@ -353,21 +356,32 @@ state = "{self.path('state')}"
                         notes.append(f"removing sandbox {sandbox_id[:12]}: {exc}")
             client.close()
         self.stop()
-        leftovers = self._own_processes()
-        if leftovers:
-            notes.append(f"processes left running: {leftovers}")
-            for pid in leftovers:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            self._wait_gone(leftovers)
+        pods = self._pod_cgroups()
+        shims = processes_naming(self.socket)
+        if shims or pods.pids():
+            notes.append(f"processes left running: shims {shims}, in pod cgroups {sorted(pods.pids())}")
+        for pid in shims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._wait_gone(shims)
+        try:
+            pods.remove()  # SIGKILLs whatever is left in them first
+        except CgroupError as exc:
+            notes.append(str(exc))
         for point in self._mounts_below(self.base):
             try:
                 syscalls.umount2(point, syscalls.MNT_DETACH)
             except OSError as exc:
                 notes.append(f"umount {point}: {exc}")
-        self._remove_cgroups()
+        for sandbox_id in (client.sandboxes if client else ()):
+            # what a pod containerd could not tear down leaves: libcni's cache (our network and CRI's own
+            # cni-loopback) and the socket of its shim (containerd 1.6: /run/containerd/s/sha256(address/ns/id))
+            shim_socket = hashlib.sha256(f"{self.socket}/{NAMESPACE}/{sandbox_id}".encode()).hexdigest()
+            for left in glob.glob(f"/var/lib/cni/results/*-{sandbox_id}-*") + glob.glob(f"/run/containerd/s/{shim_socket}"):
+                notes.append(f"file left: {left}")
+                os.unlink(left)
         for path in (client.netns_paths if client else ()):
             if os.path.exists(path):
                 notes.append(f"pod netns pin left: {path}")
@@ -383,19 +397,6 @@ state = "{self.path('state')}"
                 pass
         return notes
 
-    def _own_processes(self) -> list[int]:
-        """Shims whose command line names our socket, and every process in our pods' cgroups."""
-        pids = set(processes_naming(self.socket))
-        for directory in self._cgroup_dirs():
-            for root, _, files in os.walk(directory):
-                if "cgroup.procs" in files:
-                    try:
-                        with open(os.path.join(root, "cgroup.procs")) as f:
-                            pids.update(int(line) for line in f if line.strip())
-                    except OSError:
-                        continue
-        return sorted(pids)
-
     @staticmethod
     def _wait_gone(pids, timeout: float = 10) -> None:
         deadline = time.monotonic() + timeout
@@ -408,22 +409,10 @@ state = "{self.path('state')}"
             points = [line.split()[4] for line in f]
         return sorted((p for p in points if p.startswith(base + "/")), key=len, reverse=True)
 
-    def _cgroup_dirs(self) -> list[str]:
-        out = []
+    def _pod_cgroups(self) -> cgroups.ContainerCgroups:
+        """Every cgroup directory under our cgroup parent, in every hierarchy, deepest first."""
+        dirs = []
         for controller in os.listdir("/sys/fs/cgroup"):
             top = os.path.join("/sys/fs/cgroup", controller, self.cgroup_parent.lstrip("/"))
-            if os.path.isdir(top):
-                out.append(top)
-        return out
-
-    def _remove_cgroups(self) -> None:
-        for top in self._cgroup_dirs():
-            for root, _, _ in sorted(os.walk(top), key=lambda t: len(t[0]), reverse=True):
-                for _ in range(20):
-                    try:
-                        os.rmdir(root)
-                        break
-                    except FileNotFoundError:
-                        break
-                    except OSError:
-                        time.sleep(0.05)
+            dirs += [root for root, _, _ in os.walk(top)]
+        return cgroups.from_paths({str(i): d for i, d in enumerate(sorted(dirs, key=len, reverse=True))})
