@@ -179,14 +179,19 @@ def _delete_orphaned_host_veth(req: Request, host: NetnsHandle) -> None:
         prev = req.prev_result
     if prev is None:
         return
+    for iface, msg in _host_veths(host, prev):
+        if any(netlink.has_route(host.ipr, _host_route(ip), msg["index"]) for ip in prev.ips):
+            netlink.delete_link(host.ipr, iface.name)
+
+
+def _host_veths(host: NetnsHandle, prev: Result):
+    """(interface, link message) of each host-side interface of prevResult that is a veth in the host."""
     for iface in prev.interfaces:
         if iface.sandbox:
             continue
         msg = netlink.link(host.ipr, iface.name)
-        if msg is None or netlink.kind_of(msg) != "veth":
-            continue
-        if any(netlink.has_route(host.ipr, _host_route(ip), msg["index"]) for ip in prev.ips):
-            netlink.delete_link(host.ipr, iface.name)
+        if msg is not None and netlink.kind_of(msg) == "veth":
+            yield iface, msg
 
 
 def _host_route(ip: IPConfig) -> Route:
@@ -227,12 +232,7 @@ def check(req: Request, conf: PtpConfig, handles: Handles) -> None:
 
 
 def _check_host_veth(host: NetnsHandle, prev: Result, container):
-    for iface in prev.interfaces:
-        if iface.sandbox:
-            continue
-        msg = netlink.link(host.ipr, iface.name)
-        if msg is None or netlink.kind_of(msg) != "veth":
-            continue
+    for iface, msg in _host_veths(host, prev):
         if msg["index"] != container.get_attr("IFLA_LINK") or msg.get_attr("IFLA_LINK") != container["index"]:
             continue
         if iface.mac and iface.mac != netlink.mac_of(msg):
