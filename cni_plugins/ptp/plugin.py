@@ -30,7 +30,7 @@ from cni_plugins.undo import undo_on_failure
 from . import config as ptp_config
 from .config import PtpConfig
 
-HOST, CONTAINER = 0, 1
+CONTAINER = 1  # the result's interfaces: the host veth, then the container end
 MAIN_TABLE = 254
 SCOPE_LINK, SCOPE_HOST, SCOPE_NOWHERE = 253, 254, 255  # NOWHERE: any scope, when deleting
 
