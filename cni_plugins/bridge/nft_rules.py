@@ -1,6 +1,6 @@
 """nftables state of the bridge plugin: ipMasq and macspoofchk, each a fixed rule set plus owner-tagged elements.
 
-``table inet pynet-bridge`` (ipMasq; the reference's per-container iptables chain, as set lookups) and
+``table inet pynet-bridge`` (ipMasq, shared with ptp: cni_plugins/masquerade.py) and
 ``table bridge pynet-bridge`` (macspoofchk: frames entering the bridge from a guarded port must carry the
 container's MAC) are declared below as data; ``cni_plugins.nft`` writes them.
 
@@ -13,23 +13,8 @@ are written only when a set is missing (the first ADD, or after someone removed 
 from __future__ import annotations
 
 from cni_plugins import nft
+from cni_plugins.masquerade import MASQ, add_masquerade, masqueraded  # noqa: F401  (bridge's ipMasq)
 from cni_plugins.nft import Chain, Set, Table
-
-MASQ = Table("inet", "pynet-bridge", sets=(
-    Set("masq4", "ipv4_addr"),                                         # container address
-    Set("local4", "ipv4_addr . ipv4_addr", flags=("interval",)),       # container address . its subnet
-    Set("masq6", "ipv6_addr"),
-    Set("local6", "ipv6_addr . ipv6_addr", flags=("interval",)),
-), chains=(
-    Chain("postrouting", hook="nat postrouting", priority=100, rules=(
-        "ip saddr . ip daddr @local4 return",     # traffic to the container's own subnet keeps its source
-        "ip daddr 224.0.0.0/4 return",            # multicast keeps its source
-        "ip saddr @masq4 masquerade",
-        "ip6 saddr . ip6 daddr @local6 return",
-        "ip6 daddr ff00::/8 return",
-        "ip6 saddr @masq6 masquerade",
-    )),
-))
 
 SPOOF = Table("bridge", "pynet-bridge", sets=(
     Set("guarded", "ifname"),                                          # host veth
@@ -40,16 +25,6 @@ SPOOF = Table("bridge", "pynet-bridge", sets=(
         "iifname @guarded drop",
     )),
 ))
-
-
-def add_masquerade(handle: nft.Nft, tag: str, addresses) -> None:
-    """Masquerades traffic from each container address (an ip_interface) leaving its subnet."""
-    elements = {}
-    for version in (4, 6):
-        mine = [a for a in addresses if a.version == version]
-        elements[f"masq{version}"] = [str(a.ip) for a in mine]
-        elements[f"local{version}"] = [nft.concat(str(a.ip), nft.prefix(a.network)) for a in mine]
-    nft.own(handle, MASQ, tag, elements, what="ipMasq setup")
 
 
 def add_spoofcheck(handle: nft.Nft, tag: str, host_ifname: str, mac: str) -> None:
@@ -69,7 +44,3 @@ def collect_garbage(handle: nft.Nft, network: str, valid_tags: set[str]) -> None
     for table in (MASQ, SPOOF):
         nft.collect_garbage(handle, table, network, valid_tags)
 
-
-def masqueraded(handle: nft.Nft, tag: str) -> set[str]:
-    """The container addresses ``tag`` owns in the masquerade sets (for CHECK)."""
-    return {str(value) for values in nft.owned(handle, MASQ, tag, ("masq4", "masq6")).values() for value in values}
