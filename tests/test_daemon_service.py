@@ -220,3 +220,30 @@ def test_listen_fds_for_another_pid_is_ignored(host_ns, run_dir):
         proc.terminate()
         proc.wait(30)
     assert not os.path.exists(path)
+
+
+def test_systemd_install_writes_the_units_and_asks_systemctl_to_start_them(tmp_path, monkeypatch):
+    """systemd is not running here: a stand-in `systemctl` records what it is asked."""
+    bin_dir, unit_dir, calls = tmp_path / "bin", tmp_path / "units", tmp_path / "calls"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    service.install_systemd("/run/pynet/pynetd.sock", unit_dir=str(unit_dir))
+    assert sorted(os.listdir(unit_dir)) == ["pynetd.service", "pynetd.socket"]
+    assert (unit_dir / "pynetd.socket").read_text() == service.unit_files()["pynetd.socket"]
+    assert calls.read_text().splitlines() == ["daemon-reload", "enable --now pynetd.socket pynetd.service"]
+    calls.unlink()
+    service.uninstall_systemd(unit_dir=str(unit_dir))
+    assert os.listdir(unit_dir) == []
+    assert calls.read_text().splitlines() == ["disable --now pynetd.service pynetd.socket", "daemon-reload"]
+
+
+def test_systemctl_failure_is_reported_with_its_output(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text("#!/bin/sh\necho 'Failed to connect to bus'\nexit 1\n")
+    (bin_dir / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    with pytest.raises(service.ServiceError, match="systemctl daemon-reload failed: Failed to connect to bus"):
+        service.install_systemd("/run/pynet/pynetd.sock", unit_dir=str(tmp_path / "units"))

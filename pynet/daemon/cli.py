@@ -69,7 +69,9 @@ def _service(args) -> int:
         else:
             said = (service.install_supervised(paths) if args.service_action == "install"
                     else service.uninstall_supervised(paths))
-    except (service.ServiceError, OSError) as exc:
+    except service.ServiceError as exc:
         raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"{args.service_action}: {exc.filename or args.run_dir}: {exc.strerror}") from None
     print("\n".join(said))
     return 0
