@@ -150,9 +150,12 @@ def s_loopback_add(box: Sandbox, opts) -> tuple[float, str]:
 
 
 def _add_del(box: Sandbox, opts, conflist: dict, caps: bool) -> tuple[list[float], list[float]]:
-    cni, ns = box.cni, box.container()
+    cni = box.cni
     adds, dels = [], []
     for i in range(opts.repeat):
+        # A netns per container, as runtimes do: the daemon finishes a DEL's link teardown after its reply,
+        # serialized only with later requests for the same container ID.
+        ns = box.container()
         kw = {"container_id": f"bench-{i}", "capability_args": port_mappings(i) if caps else None}
         start = time.perf_counter()
         result = cni.add_chain(conflist, ns, **kw)

@@ -254,11 +254,9 @@ def run(path: str = wire.DEFAULT_SOCKET, ready=None, serve_containers: bool = Fa
         server.stop()
 
     def _dump_served(*_):   # `kill -USR1 PID`: what it served so far, as JSON next to the socket
-        text = json.dumps(dict(server.served)) + "\n"
-        tmp = f"{server.path}.served.{os.getpid()}"
-        with open(tmp, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, server.path + ".served")
+        from cni_plugins.files import atomic_write
+
+        atomic_write(server.path + ".served", json.dumps(dict(server.served)) + "\n", mode=0o600)
 
     # Before the slow preload: a SIGTERM meanwhile still removes the socket file.
     signal.signal(signal.SIGTERM, _stop)

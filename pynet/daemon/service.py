@@ -13,6 +13,7 @@ run directory and have the start time recorded next to it, so a recycled PID is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ import sys
 import time
 
 from cni_plugins import wire
+from cni_plugins.files import atomic_write
 from cni_plugins.syscalls import is_alive, proc_start_time
 
 from . import supervisor
@@ -94,7 +96,7 @@ def _systemctl(*args: str) -> None:
 def install_systemd(socket_path: str, unit_dir: str = UNIT_DIR) -> list[str]:
     os.makedirs(unit_dir, exist_ok=True)
     for name, text in unit_files(socket_path).items():
-        supervisor.write_atomic(os.path.join(unit_dir, name), text)
+        atomic_write(os.path.join(unit_dir, name), text, mode=0o644)
     _systemctl("daemon-reload")
     _systemctl("enable", "--now", SOCKET_UNIT, SERVICE_UNIT)
     return [f"installed {SOCKET_UNIT} and {SERVICE_UNIT} in {unit_dir}, listening on {socket_path}"]
@@ -105,8 +107,7 @@ def uninstall_systemd(unit_dir: str = UNIT_DIR) -> list[str]:
     if not any(os.path.exists(p) for p in paths):
         return ["not installed"]
     _systemctl("disable", "--now", SERVICE_UNIT, SOCKET_UNIT)
-    for path in paths:
-        _remove(path)
+    _remove(*paths)
     _systemctl("daemon-reload")
     return [f"removed {SOCKET_UNIT} and {SERVICE_UNIT} from {unit_dir}"]
 
@@ -218,8 +219,7 @@ def install_supervised(paths: Paths, timeout: float = 60) -> list[str]:
     if pid is not None:
         return [f"already running: supervisor PID {pid}, socket {paths.socket}"]
     os.makedirs(paths.run_dir, mode=0o700, exist_ok=True)
-    for stale in (paths.pid_file, paths.state_file):
-        _remove(stale)
+    _remove(paths.pid_file, paths.state_file)
     _spawn_supervisor(paths)
     deadline = time.monotonic() + timeout
     while True:
@@ -263,11 +263,9 @@ def uninstall_supervised(paths: Paths) -> list[str]:
     if dpid is not None:   # the supervisor was killed without stopping its daemon
         _stop_pid(dpid)
         said.append(f"stopped daemon PID {dpid}")
-    for path in (paths.pid_file, paths.state_file, paths.log_file):
-        _remove(path)
+    _remove(paths.pid_file, paths.state_file, paths.log_file)
     if not listening(paths.socket):   # a daemon killed by SIGKILL leaves its socket and lock file
-        for path in (paths.socket, paths.socket + ".lock", paths.socket + ".served"):
-            _remove(path)
+        _remove(paths.socket, paths.socket + ".lock", paths.socket + ".served")
     try:
         os.rmdir(paths.run_dir)
     except OSError:
@@ -284,11 +282,10 @@ def status_supervised(paths: Paths) -> tuple[bool, dict]:
     return info["running"], info
 
 
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+def _remove(*paths: str) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def describe(info: dict) -> str:

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 
+from cni_plugins.files import atomic_write
 from cni_plugins.syscalls import PR_SET_PDEATHSIG, prctl, proc_start_time
 
 MODULE = "pynet.daemon.supervisor"
@@ -34,13 +35,6 @@ def command(run_dir: str, socket_path: str) -> list[str]:
 
 def daemon_command(socket_path: str) -> list[str]:
     return [sys.executable, "-I", "-m", "pynet.cli", "daemon", "--socket", socket_path]
-
-
-def write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 class Supervisor:
@@ -60,7 +54,7 @@ class Supervisor:
 
     def _save(self, **changes) -> None:
         self.state.update(changes)
-        write_atomic(self.state_file, json.dumps(self.state) + "\n")
+        atomic_write(self.state_file, json.dumps(self.state) + "\n", mode=0o600)
 
     def _start_daemon(self) -> None:
         def die_with_supervisor():  # a supervisor killed by SIGKILL leaves no orphan daemon behind
@@ -74,7 +68,7 @@ class Supervisor:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._stop)
-        write_atomic(self.pid_file, f"{os.getpid()} {proc_start_time(os.getpid())}\n")
+        atomic_write(self.pid_file, f"{os.getpid()} {proc_start_time(os.getpid())}\n", mode=0o600)
         backoff = FIRST_BACKOFF
         try:
             while not self.stopping:
