@@ -247,3 +247,10 @@ def test_systemctl_failure_is_reported_with_its_output(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     with pytest.raises(service.ServiceError, match="systemctl daemon-reload failed: Failed to connect to bus"):
         service.install_systemd("/run/pynet/pynetd.sock", unit_dir=str(tmp_path / "units"))
+
+
+def test_install_refuses_a_socket_another_daemon_serves(svc, pynet_daemon, run_dir):
+    proc = svc("install", "--socket", pynet_daemon)
+    assert proc.returncode == 1
+    assert f"already serves {pynet_daemon}".encode() in proc.stderr and b"Traceback" not in proc.stderr
+    assert not os.path.exists(run_dir)

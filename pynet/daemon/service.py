@@ -218,6 +218,9 @@ def install_supervised(paths: Paths, timeout: float = 60) -> list[str]:
     pid = supervisor_pid(paths)
     if pid is not None:
         return [f"already running: supervisor PID {pid}, socket {paths.socket}"]
+    if listening(paths.socket):
+        raise ServiceError(f"a pynet daemon that is not this service already serves {paths.socket}: stop it "
+                           "first (or pass another --socket)")
     os.makedirs(paths.run_dir, mode=0o700, exist_ok=True)
     _remove(paths.pid_file, paths.state_file)
     _spawn_supervisor(paths)
