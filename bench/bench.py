@@ -150,9 +150,12 @@ def s_loopback_add(box: Sandbox, opts) -> tuple[float, str]:
 
 
 def _add_del(box: Sandbox, opts, conflist: dict, caps: bool) -> tuple[list[float], list[float]]:
-    cni, ns = box.cni, box.container()
+    cni = box.cni
     adds, dels = [], []
     for i in range(opts.repeat):
+        # A netns per container, as runtimes do: the daemon finishes a DEL's link teardown after its reply,
+        # serialized only with later requests for the same container ID.
+        ns = box.container()
         kw = {"container_id": f"bench-{i}", "capability_args": port_mappings(i) if caps else None}
         start = time.perf_counter()
         result = cni.add_chain(conflist, ns, **kw)
@@ -173,22 +176,31 @@ def s_chain(box: Sandbox, opts):
     return (statistics.median(adds), "ms"), (statistics.median(dels), "ms")
 
 
-def s_parallel(box: Sandbox, opts) -> tuple[float, str]:
+def s_parallel(box: Sandbox, opts):
+    """Wall time of N chain ADDs on W workers, then of their N DELs."""
     box.impl.require("chain")
     cni, conflist = box.cni, box.chain_conflist()
     targets = [(i, box.container()) for i in range(opts.parallel)]
     # One ADD first, untimed: the first attachment creates the host's shared tables/chains, and the
     # reference portmap fails when several processes race to create its top-level iptables chains.
     cni.add_chain(conflist, box.container(), container_id="par-warmup", capability_args=port_mappings(opts.parallel))
+    results = {}
 
-    def one(item):
+    def add(item):
         i, ns = item
-        cni.add_chain(conflist, ns, container_id=f"par-{i}", capability_args=port_mappings(i))
+        results[i] = cni.add_chain(conflist, ns, container_id=f"par-{i}", capability_args=port_mappings(i))
 
-    start = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(opts.workers) as pool:
-        list(pool.map(one, targets))  # re-raises the first failure
-    return time.perf_counter() - start, "s"
+    def delete(item):
+        i, ns = item
+        cni.del_chain(conflist, ns, results[i], container_id=f"par-{i}", capability_args=port_mappings(i))
+
+    walls = []
+    for step in (add, delete):
+        start = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(opts.workers) as pool:
+            list(pool.map(step, targets))  # re-raises the first failure
+        walls.append((time.perf_counter() - start, "s"))
+    return walls
 
 
 def s_scale(box: Sandbox, opts) -> list[tuple[float, str]]:
@@ -293,6 +305,16 @@ def spread(value, n: int) -> list:
     return list(value)
 
 
+def front_door(plugin_dir: str) -> str:
+    """What a runtime executes there: the native shim (an ELF) or a Python plugin script."""
+    try:
+        with open(os.path.join(plugin_dir, "loopback"), "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    return "the native shim (ELF)" if head == b"\x7fELF" else "a Python script (no shim built)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: counts 1,10,20, 10 parallel ADDs")
@@ -332,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         ("loopback", s_loopback_add, ["loopback ADD"]),
         ("bridge", s_bridge, ["bridge+host-local ADD", "bridge+host-local DEL"]),
         ("chain", s_chain, ["bridge>portmap>firewall ADD", "bridge>portmap>firewall DEL"]),
-        ("parallel", s_parallel, [f"{opts.parallel} chain ADDs, {opts.workers} workers (wall)"]),
+        ("parallel", s_parallel, [f"{opts.parallel} parallel chain ADDs, {opts.workers} workers (wall)",
+                                  f"{opts.parallel} parallel chain DELs, {opts.workers} workers (wall)"]),
         ("scale", s_scale, [f"chain ADD with {n} containers" for n in opts.counts]
          + [f"nft ruleset at {top + opts.probes} containers", f"daemon RSS with {top + opts.probes} attached"]),
         ("rss", s_rss, ["peak RSS loopback ADD", "peak RSS bridge ADD"]),
@@ -362,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     print(line.format(*("-" * w for w in widths)))
     for row in rows:
         print(line.format(*row))
+    print(f"front door measured (ours): {os.path.join(opts.ours, 'loopback')} is {front_door(opts.ours)}; "
+          "standalone = PYNET_DAEMON=off (the front door runs the Python plugin), daemon = the same front door "
+          "reaching a `pynet daemon` in the sandbox")
     for err in sorted(set(errors)):
         print(f"error: {err}")
     return 0

@@ -12,8 +12,8 @@ the thin client of pynet/launcher/remote.py, the container launched by the daemo
 (pynet/launcher/zygote.py: a spare launcher with the container's cgroups, namespaces and PID 1 made in
 advance). --net adds the same on the default bridge network, whose plugins (ours) the launcher runs in
 its own process (loaded ahead by the zygote in the "via daemon" row, while the container is being built
-in the "local" one); runc has no network there, so those rows compare a networked pynet run with a bare
-runc.
+in the "local" one), and `pynet run --rm -p 18080:80 busybox true` on it (portmap too); runc has no network
+there, so those rows compare a networked pynet run with a bare runc.
 """
 
 from __future__ import annotations
@@ -96,6 +96,11 @@ def main() -> None:
             envs["pynet run --net default, local"] = local
             cases["pynet run --net default, via daemon"] = networked
             envs["pynet run --net default, via daemon"] = daemon_env
+            # A published port: portmap's DNAT rules (and their removal) on top of the bridge network.
+            published = [pynet, "run", "--rm", "--dns", "127.0.0.1", "-p", "18080:80", "busybox", "true"]
+            for where, e in (("local", local), ("via daemon", daemon_env)):
+                cases[f"pynet run -p 18080:80 (bridge), {where}"] = published
+                envs[f"pynet run -p 18080:80 (bridge), {where}"] = e
         daemon = start_daemon(ns, daemon_env["PYNET_SOCKET"], "--containers", env=daemon_env)
         try:
             for name, argv in cases.items():
@@ -109,7 +114,7 @@ def main() -> None:
             stop_daemon(daemon)
         results = {name: statistics.median(v) for name, v in samples.items()}
         for name, ms in results.items():
-            print(f"{name:40s} median {ms:7.1f} ms  min {min(samples[name]):7.1f} ms  (n={n})")
+            print(f"{name:44s} median {ms:7.1f} ms  min {min(samples[name]):7.1f} ms  (n={n})")
         base = results["runc run"]
         print("ratio pynet/runc: " + ", ".join(f"{results[name] / base:.2f} ({name})"
                                                for name in results if name != "runc run"))

@@ -28,6 +28,28 @@ class AlreadyRunning(Exception):
     pass
 
 
+SD_LISTEN_FDS_START = 3
+
+
+def inherited_socket() -> socket.socket | None:
+    """The listening socket a service manager passed (systemd socket activation, sd_listen_fds(3) without
+    libsystemd): LISTEN_PID is this process and LISTEN_FDS >= 1, the socket is fd 3. The variables are
+    unset either way, so no child takes the socket for its own."""
+    pid, count = os.environ.pop("LISTEN_PID", ""), os.environ.pop("LISTEN_FDS", "")
+    os.environ.pop("LISTEN_FDNAMES", None)
+    if pid != str(os.getpid()) or not count.isdigit() or int(count) < 1:
+        return None
+    try:
+        sock = socket.socket(fileno=SD_LISTEN_FDS_START)
+    except OSError as exc:
+        raise AlreadyRunning(f"LISTEN_FDS: fd {SD_LISTEN_FDS_START} is not a socket ({exc.strerror})") from None
+    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+        sock.detach()
+        raise AlreadyRunning(f"LISTEN_FDS: fd {SD_LISTEN_FDS_START} is not a unix stream socket")
+    os.set_inheritable(SD_LISTEN_FDS_START, False)
+    return sock
+
+
 class ContainerLocks:
     """One lock per container ID, dropped when nobody holds or waits for it."""
 
@@ -69,6 +91,7 @@ class Server:
         self.served = collections.Counter()
         self._sock: socket.socket | None = None
         self._lock_fd = -1
+        self._adopted = False   # the socket came from the service manager, which owns its file
         self._stopping = threading.Event()
         self.zygote = None   # pynet.launcher.zygote.Zygote: serves `pynet run`; without it runs are refused
 
@@ -77,6 +100,9 @@ class Server:
         life, so a socket file found while holding the lock is a crashed daemon's and may be replaced."""
         import fcntl
 
+        inherited = inherited_socket()
+        if inherited is not None and isinstance(inherited.getsockname(), str) and inherited.getsockname():
+            self.path = inherited.getsockname()
         os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
         self._lock_fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -87,6 +113,9 @@ class Server:
             raise AlreadyRunning(f"another pynet daemon serves {self.path}") from None
         os.ftruncate(self._lock_fd, 0)
         os.write(self._lock_fd, f"{os.getpid()}\n".encode())
+        if inherited is not None:
+            self._sock, self._adopted = inherited, True
+            return
         if os.path.lexists(self.path):
             os.unlink(self.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -112,14 +141,17 @@ class Server:
     def stop(self) -> None:
         self._stopping.set()
         if self._sock is not None:
-            try:
-                self._sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            if not self._adopted:   # shutdown would also stop the service manager's copy listening
+                try:
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
             self._sock.close()
         if self._lock_fd >= 0:  # only the daemon that owns the path removes it
-            if os.path.lexists(self.path):
+            if os.path.lexists(self.path) and not self._adopted:
                 os.unlink(self.path)
+            if os.path.lexists(self.path + ".served"):
+                os.unlink(self.path + ".served")
             os.unlink(self.path + ".lock")
             os.close(self._lock_fd)
             self._lock_fd = -1
@@ -217,19 +249,26 @@ def run(path: str = wire.DEFAULT_SOCKET, ready=None, serve_containers: bool = Fa
         if server.zygote is not None:
             server.zygote.close()
         raise
-    preload()
-    # A delegated plugin that is not served in-process (another installation's pynet plugin) would
-    # otherwise send its request back here and wait for the container lock its caller holds.
-    delegate.exec_env_overrides["PYNET_DAEMON"] = "off"
 
     def _stop(*_):
         server.stop()
 
+    def _dump_served(*_):   # `kill -USR1 PID`: what it served so far, as JSON next to the socket
+        from cni_plugins.files import atomic_write
+
+        atomic_write(server.path + ".served", json.dumps(dict(server.served)) + "\n", mode=0o600)
+
+    # Before the slow preload: a SIGTERM meanwhile still removes the socket file.
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    if ready is not None:
-        ready()
+    signal.signal(signal.SIGUSR1, _dump_served)
     try:
+        preload()
+        # A delegated plugin that is not served in-process (another installation's pynet plugin) would
+        # otherwise send its request back here and wait for the container lock its caller holds.
+        delegate.exec_env_overrides["PYNET_DAEMON"] = "off"
+        if ready is not None:
+            ready()
         server.serve_forever()
     finally:
         server.stop()
