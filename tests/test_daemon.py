@@ -215,3 +215,16 @@ def test_deeply_nested_config_is_a_decoding_error_not_a_crash(daemon_cni, cni, c
         inv = runner.invoke("loopback", "ADD", nested, container=container_ns)
         assert inv.rc != 0 and inv.reply["code"] == 6, inv
         assert "Traceback" not in inv.stderr
+
+
+def test_readd_into_the_same_netns_under_another_container_id_finds_the_old_link_gone(daemon_cni, container_ns,
+                                                                                      tmp_path):
+    """A DEL's link removal runs after the reply; a runtime that re-creates the sandbox in the same netns
+    under a new container ID must not find the old eth0 still there."""
+    conf = _bridge_conf(tmp_path)
+    for i in range(3):
+        result = daemon_cni.add("bridge", conf, container_ns, container_id=f"first{i}")
+        daemon_cni.delete("bridge", conf, container_ns, container_id=f"first{i}")
+        again = daemon_cni.add("bridge", conf, container_ns, container_id=f"second{i}")
+        assert container_ns.addresses("eth0") == [again["ips"][0]["address"]], result
+        daemon_cni.delete("bridge", conf, container_ns, container_id=f"second{i}")

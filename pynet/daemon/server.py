@@ -51,7 +51,8 @@ def inherited_socket() -> socket.socket | None:
 
 
 class ContainerLocks:
-    """One lock per container ID, dropped when nobody holds or waits for it."""
+    """One lock per key (a container ID, a container netns), dropped when nobody holds or waits for it.
+    A request takes its keys in sorted order, so two requests never wait on each other crosswise."""
 
     def __init__(self):
         self._guard = threading.Lock()
@@ -196,8 +197,13 @@ class Server:
         if netns is None:
             return _reply(conn, 1, _error(INVALID_ENVIRONMENT, "the daemon needs the caller's network namespace"))
         key = env.get("CNI_CONTAINERID") or ""
+        # Serialized per container ID and per container netns: a DEL's last step (the link's slow removal)
+        # runs after the reply, and the next request into that netns, whatever its container ID (a runtime
+        # re-creating the sandbox), must find it done.
+        keys = sorted({"id:" + key} | ({f"netns:{os.fstat(netns.container).st_ino}"} if netns.container else set()))
         deferred: list = []
-        self.locks.acquire(key)
+        for k in keys:
+            self.locks.acquire(k)
         try:
             code, reply = handle(plugin, env, stdin, netns=netns, defer_to=deferred)
             _reply(conn, code, (json.dumps(reply) + "\n") if reply is not None else "")
@@ -207,7 +213,8 @@ class Server:
                 except Exception as exc:  # the verb already succeeded; what is left dies with the netns
                     print(f"pynet daemon: deferred step of {env.get('CNI_COMMAND')} {key}: {exc}", flush=True)
         finally:
-            self.locks.release(key)
+            for k in reversed(keys):
+                self.locks.release(k)
         self.served[env.get("CNI_COMMAND", "?")] += 1
 
 
