@@ -86,6 +86,41 @@ def requested_mac(req, config_key: bool = False, args_cni: bool = False) -> str 
         mac = normalize_mac("runtimeConfig.mac", req.runtime_config["mac"])
     return mac
 
+def string_value(value, key: str) -> str:
+    """A value that must be a string (code 7 naming the key otherwise)."""
+    if not isinstance(value, str):
+        raise invalid_config(key, value, "expected a string")
+    return value
+
+
+def list_value(value, key: str) -> list:
+    """A JSON array; absent or null reads as empty (code 7 naming the key otherwise)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise invalid_config(key, value, "expected a list")
+    return value
+
+
+def parse_dns(value, key: str = "dns"):
+    """A config's DNS settings ({nameservers, domain, search, options}); code 7 naming the key when malformed."""
+    from .types import DNS
+
+    if value in (None, {}):
+        return DNS()
+    if not isinstance(value, dict):
+        raise invalid_config(key, value, "expected an object with nameservers/domain/search/options")
+
+    def strings(name):
+        items = list_value(value.get(name), f"{key}.{name}")
+        for item in items:
+            string_value(item, f"{key}.{name}[]")
+        return list(items)
+
+    domain = value.get("domain") or ""
+    return DNS(strings("nameservers"), string_value(domain, f"{key}.domain"), strings("search"), strings("options"))
+
+
 class GoKeys(dict):
     """A JSON object read the way the reference plugins' Go decoding reads it: a key names a field exactly
     or, failing that, in any case (``HostPort`` for ``hostPort``, as containerd's CRI plugin sends port

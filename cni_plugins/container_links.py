@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import delegate, netlink, sysctl
-from .config import option_bool, option_int
+from .config import option_bool, option_int, parse_dns
 from .errors import CNIError, INTERNAL, INVALID_CONFIG, PLUGIN_NOT_AVAILABLE, invalid_config
 from .handles import Handles, NetnsHandle
 from .netlink import netlink_error_code
@@ -85,7 +85,7 @@ def ipam_options(req: Request, required: str = "") -> str | None:
 
 
 def dns_option(req: Request) -> DNS:
-    return DNS.from_dict(req.config.get("dns"))
+    return parse_dns(req.config.get("dns"))
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     spec="."
     [ -n "$EXTRAS" ] && spec=".[$EXTRAS]"
     "$VENV/bin/pip" install --disable-pip-version-check -q -e "$spec" --config-settings editable_mode=compat 2> >(grep -v "^WARNING: Location" >&2)
-    # pip's console-script wrappers start with site (and the venv's .pth files): replace them with lean
-    # ones, -IS with the paths written in, for the plugins and for `pynet` itself (each `pynet run` pays it).
-    "$VENV/bin/pynet" cni install "$VENV/bin" >/dev/null
+    # pip's console script for `pynet` starts with site (and the venv's .pth files): replace it with a lean
+    # one, -IS with the paths written in (each `pynet run` pays for it). The plugins: see the end.
     "$VENV/bin/python" -c 'import sys; from pynet.cni_install import write_script; write_script(sys.argv[1])' "$VENV/bin/pynet"
     touch "$stamp"
 fi
@@ -49,8 +48,11 @@ if [ ! -x "$SHIM" ] || [ "$SHIM_SRC" -nt "$SHIM" ]; then
         mkdir -p "$(dirname "$SHIM")"
         cc -O2 -Wall -o "$SHIM.tmp" -DPYNET_FALLBACK_DIR="\"$(pwd)/$VENV/libexec/pynet-cni\"" "$SHIM_SRC"
         mv "$SHIM.tmp" "$SHIM"
-        "$VENV/bin/pynet" cni install "$VENV/bin" >/dev/null
     else
         echo "==> no C compiler (cc): the CNI plugin executables stay Python scripts"
     fi
 fi
+
+# The plugin executables, every time (a fraction of a second): a plugin added since the last install gets
+# its executable, and every one is the shim once it is built.
+"$VENV/bin/pynet" cni install "$VENV/bin" >/dev/null

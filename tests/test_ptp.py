@@ -393,7 +393,7 @@ def test_add_and_del_through_the_daemon(daemon_cni, host_ns, container_ns, conf,
     ({"ipam": "host-local"}, "ipam", "'host-local'"),
     ({"ipam": {"type": 5}}, "ipam.type", "5"),
     ({"ipam": {"type": ""}}, "ipam.type", "''"),
-    ({"dns": {"nameservers": "10.0.0.1"}}, "dns nameservers", "'10.0.0.1'"),
+    ({"dns": {"nameservers": "10.0.0.1"}}, "dns.nameservers", "'10.0.0.1'"),
     ({"dns": "10.0.0.1"}, "dns", "'10.0.0.1'"),
 ])
 def test_malformed_key_is_code_7_naming_key_and_value(cni, host_ns, container_ns, conf, tmp_path, options, key,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cni_plugins import delegate
-from cni_plugins.config import option_bool, option_int, requested_mac, validate_link_name
+from cni_plugins.config import option_bool, option_int, parse_dns, requested_mac, validate_link_name
 from cni_plugins.errors import CNIError, INVALID_CONFIG, invalid_config
 from cni_plugins.skel import Request
 from cni_plugins.types import DNS
@@ -123,4 +123,4 @@ def load(req: Request) -> BridgeConfig:
                        f"(ipam type {ipam!r}) since a down interface cannot hold addresses")
 
     return BridgeConfig(bridge=bridge, mtu=mtu or None, vlan=vlan, vlan_trunk=trunk, mac=requested_mac(req, args_cni=True),
-                        ipam=ipam, dns=DNS.from_dict(config.get("dns")), **flags)
+                        ipam=ipam, dns=parse_dns(config.get("dns")), **flags)

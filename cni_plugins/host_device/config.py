@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from cni_plugins.config import validate_link_name
+from cni_plugins.config import parse_dns, validate_link_name
 from cni_plugins import delegate
 from cni_plugins.errors import CNIError, INVALID_CONFIG, invalid_config
 from cni_plugins.skel import Request
@@ -134,7 +134,7 @@ def load(req: Request) -> HostDeviceConfig:
         if not os.path.exists(os.path.join(SYS_BUS_PCI, value)):
             raise invalid_config("pciBusID", config[key], f"no such PCI device in {SYS_BUS_PCI}")
     return HostDeviceConfig(key=key, value=value, by=by, dpdk=by == "pci" and is_dpdk(value),
-                            ipam=delegate.ipam_type(req), dns=DNS.from_dict(config.get("dns")),
+                            ipam=delegate.ipam_type(req), dns=parse_dns(config.get("dns")),
                             data_dir=data_dir(config))
 
 

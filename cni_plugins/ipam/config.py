@@ -12,7 +12,8 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from cni_plugins.config import option_int, option_str
+from cni_plugins.config import list_value as _list, option_int, option_str, string_value as _string
+from cni_plugins.config import parse_dns  # noqa: F401  (static reads its dns through here)
 from cni_plugins.errors import CNIError, INVALID_CONFIG, INVALID_ENVIRONMENT, invalid_config
 from cni_plugins.skel import Request
 from cni_plugins.types import DNS, IPAddress, IPInterface, IPNetwork, Route
@@ -35,18 +36,6 @@ def ipam_section(req: Request) -> dict:
     return ipam
 
 
-def _string(value, key: str) -> str:
-    if not isinstance(value, str):
-        raise invalid_config(key, value, "expected a string")
-    return value
-
-
-def _list(value, key: str) -> list:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise invalid_config(key, value, "expected a list")
-    return value
 
 
 def parse_ip(value, key: str) -> IPAddress:
@@ -121,20 +110,6 @@ def parse_routes(value, key: str) -> list[Route]:
     return routes
 
 
-def parse_dns(value, key: str) -> DNS:
-    if value in (None, {}):
-        return DNS()
-    if not isinstance(value, dict):
-        raise invalid_config(key, value, "expected an object with nameservers/domain/search/options")
-
-    def strings(name):
-        items = _list(value.get(name), f"{key}.{name}")
-        for item in items:
-            _string(item, f"{key}.{name}[]")
-        return list(items)
-
-    domain = value.get("domain") or ""
-    return DNS(strings("nameservers"), _string(domain, f"{key}.domain"), strings("search"), strings("options"))
 
 
 def parse_resolv_conf(path: str, key: str = "ipam.resolvConf") -> DNS:

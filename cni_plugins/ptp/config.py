@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cni_plugins.config import option_bool, option_int, option_str
-from cni_plugins.errors import CNIError, INVALID_CONFIG, invalid_config
+from cni_plugins.config import option_bool, option_int, option_str, parse_dns
+from cni_plugins.errors import invalid_config
 from cni_plugins.skel import Request
 from cni_plugins.types import DNS
 
@@ -37,12 +37,6 @@ def _ipam(config) -> str:
     return kind
 
 
-def _dns(config) -> DNS:
-    """``dns``: a bad value is a config error (code 7), not the result decoding error DNS.from_dict reports."""
-    try:
-        return DNS.from_dict(config.get("dns"))
-    except CNIError as exc:
-        raise CNIError(INVALID_CONFIG, exc.msg.replace("invalid result: ", "invalid ", 1)) from None
 
 
 def load(req: Request) -> PtpConfig:
@@ -54,7 +48,7 @@ def load(req: Request) -> PtpConfig:
     if backend is not None and backend not in MASQ_BACKENDS:
         raise invalid_config("ipMasqBackend", backend, f"expected one of {', '.join(MASQ_BACKENDS)}")
     return PtpConfig(ipam=_ipam(config), ip_masq=option_bool(config, "ipMasq"), mtu=mtu or None,
-                     dns=_dns(config))
+                     dns=parse_dns(config.get("dns")))
 
 
 def load_teardown(req: Request) -> PtpConfig:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cni_plugins import delegate
-from cni_plugins.config import option_bool, option_int, option_str, requested_mac, validate_link_name
+from cni_plugins.config import option_bool, option_int, option_str, parse_dns, requested_mac, validate_link_name
 from cni_plugins.errors import invalid_config
 from cni_plugins.skel import Request
 from cni_plugins.types import DNS
@@ -48,7 +48,7 @@ def load(req: Request) -> TapConfig:
     if bridge is not None:
         bridge = validate_link_name("bridge", bridge)
     return TapConfig(mac=requested_mac(req, config_key=True), mtu=mtu or None, multi_queue=option_bool(config, "multiQueue"), owner=owner,
-                     group=group, bridge=bridge, ipam=delegate.ipam_type(req), dns=DNS.from_dict(config.get("dns")))
+                     group=group, bridge=bridge, ipam=delegate.ipam_type(req), dns=parse_dns(config.get("dns")))
 
 
 def load_teardown(req: Request) -> TapConfig:
