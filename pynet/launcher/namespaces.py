@@ -439,6 +439,7 @@ def join(pid: int, spec: ProcessSpec, join_cgroups) -> int:
         os.close(r_report)
 
         def enter(*_):
+            filt = security.build_seccomp_filter(spec.seccomp, spec.caps)   # the profile file is on this side
             join_cgroups(os.getpid())
             if "user" in fds:
                 L.join({"user": fds.pop("user")})
@@ -448,7 +449,7 @@ def join(pid: int, spec: ProcessSpec, join_cgroups) -> int:
             grandchild = os.fork()   # setns(pid) only affects children
             if grandchild == 0:
                 os.chdir(spec.cwd or "/")
-                exec_command(spec)
+                exec_command(spec, filt)
             os.close(w_report)
             _, status = os.waitpid(grandchild, 0)
             os._exit(exit_status(status))

@@ -10,9 +10,11 @@ label or profile is applied; ``lsm_status()`` records that for ``container inspe
 from __future__ import annotations
 
 import os
+import resource   # here: set_rlimits runs after pivot_root, when the host's modules are out of reach
 
 from cni_plugins import syscalls
 
+from . import seccomp_profile
 from .value_objects import Fields
 
 try:
@@ -95,8 +97,6 @@ def build_seccomp_filter(profile="default", caps=None):
     if seccomp is None:
         raise SecurityError("seccomp profile requested but python3-seccomp is not installed "
                             "(apt-get install python3-seccomp, or --security-opt seccomp=unconfined)")
-    from . import seccomp_profile
-
     if profile == "default":
         profile = seccomp_profile.load()
     return seccomp_profile.build(profile, resolve_caps() if caps is None else caps, seccomp)
@@ -134,8 +134,6 @@ def parse_ulimit(spec: str) -> tuple[str, int, int]:
 def resolve_rlimits(ulimits=()) -> dict:
     """{name: (soft, hard)}: the defaults, overridden by --ulimit values; a hard limit above what this
     process has cannot be given (raising one needs CAP_SYS_RESOURCE, which root here does not have)."""
-    import resource
-
     out = dict(DEFAULT_RLIMITS)
     for spec in ulimits:
         name, soft, hard = parse_ulimit(spec)
@@ -148,8 +146,6 @@ def resolve_rlimits(ulimits=()) -> dict:
 
 
 def set_rlimits(rlimits: dict) -> None:
-    import resource
-
     for name, (soft, hard) in rlimits.items():
         as_rlim = lambda v: resource.RLIM_INFINITY if v >= RLIM_INFINITY else v   # noqa: E731
         try:
@@ -166,7 +162,12 @@ class User(Fields):
 def set_user(user: "User") -> None:
     """setgroups, then gid, then uid (runc's order); capabilities are kept across the change (KEEPCAPS)
     and set again by drop_capabilities."""
-    os.setgroups(list(user.groups))
+    try:
+        os.setgroups(list(user.groups))
+    except PermissionError:
+        if user.groups:
+            raise
+        # In a user namespace with setgroups denied (--userns): there are none to drop.
     os.setresgid(user.gid, user.gid, user.gid)
     if user.uid != 0:
         syscalls.prctl(syscalls.PR_SET_KEEPCAPS, 1)
