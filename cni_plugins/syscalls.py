@@ -286,3 +286,21 @@ def bpf_prog_attach(prog_fd: int, target_fd: int, attach_type: int, flags: int =
     # union bpf_attr (BPF_PROG_ATTACH): target_fd, attach_bpf_fd, attach_type, attach_flags
     struct.pack_into("=IIII", attr, 0, target_fd, prog_fd, attach_type, flags)
     _bpf(BPF_PROG_ATTACH, attr, "bpf(BPF_PROG_ATTACH)")
+
+
+# -- seccomp: installing a filter compiled beforehand ---------------------------------------------------------
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_set_filter(program: bytes) -> None:
+    """Installs a classic-BPF seccomp program (``program``: struct sock_filter entries, 8 bytes each, as
+    libseccomp's seccomp_export_bpf writes them). Needs no_new_privs or CAP_SYS_ADMIN."""
+    code = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.addressof(code))
+    _check(_libc.prctl(ctypes.c_int(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(prog),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl(PR_SET_SECCOMP)")
