@@ -21,9 +21,11 @@ import tarfile
 import pytest
 
 from tests.test_launcher import PYNET, pynet, pynet_root, pytestmark  # noqa: F401
+from tests.test_launcher_daemon import pynet_daemon_args, remote  # noqa: F401
 
 from cni_plugins import syscalls
-from pynet.launcher import cgroups, devices, security, seccomp_profile
+from pynet.launcher import cgroups, devices, security, seccomp_profile, zygote
+from pynet.launcher.options import parse_fast
 
 KVM = (10, 232)          # a device not in the allowlist that root can open on this host
 LOOP_CONTROL = "/dev/loop-control"
@@ -334,6 +336,25 @@ def test_malformed_profile_is_a_clear_error_naming_the_file(pynet, tmp_path, con
     res = pynet.run("--rm", "--security-opt", f"seccomp={path}", "busybox", "true")
     assert res.returncode == 125 and str(path) in res.err and message in res.err, res.err
     assert "Traceback" not in res.err and pynet.records() == []
+
+
+# -- the daemon's fast path ---------------------------------------------------------------------------------
+def test_runs_served_by_the_daemon_get_the_same_defaults(remote, pynet_root, tmp_path):
+    argv = ["--rm", "--net", "none", "--dns", "127.0.0.1", "busybox", "sh", "-c",
+            f"ulimit -n; grep -E '^Cap(Inh|Amb)|^Seccomp:' /proc/self/status; mknod /tmp/k c {KVM[0]} {KVM[1]}; "
+            "cat /tmp/k; unshare -U true"]
+    assert zygote.why_not_served(parse_fast(argv)) is None
+    res = remote("run", *argv)
+    assert res.out.split() == ["1024", "CapInh:", "0000000000000000", "CapAmb:", "0000000000000000",
+                               "Seccomp:", "2"], res.err
+    assert res.err.count("Operation not permitted") == 2
+    name = _image_with_user(remote, pynet_root, tmp_path, "nobody")
+    try:
+        argv = ["--rm", "--net", "none", name]
+        assert zygote.why_not_served(parse_fast(argv)) is None
+        assert remote("run", *argv).out.strip() == "uid=65534(nobody) gid=65534(nogroup)"
+    finally:
+        remote("image", "rm", name)
 
 
 # -- tmpfs ---------------------------------------------------------------------------------------------------
