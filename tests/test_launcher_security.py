@@ -75,25 +75,14 @@ def test_v1_devices_cgroup_holds_the_allowlist(pynet):
     assert listed == {r.line() for r in devices.DEFAULT_RULES} | {f"c {os.major(st.st_rdev)}:{os.minor(st.st_rdev)} r"}
 
 
-def _try_in_cgroup(procs_files: list, paths: list) -> dict:
-    """Forks a child that moves into the cgroups (their cgroup.procs files) and opens each path for
-    reading; returns {path: "ok" or the errno name}."""
+def _in_child(work):
+    """What ``work()`` returns (JSON data) when run in a forked child (which it may change for good)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             os.close(r)
-            for procs in procs_files:
-                with open(procs, "w") as fh:
-                    fh.write(str(os.getpid()))
-            out = {}
-            for path in paths:
-                try:
-                    os.close(os.open(path, os.O_RDONLY))
-                    out[path] = "ok"
-                except OSError as exc:
-                    out[path] = errno.errorcode[exc.errno]
-            os.write(w, json.dumps(out).encode())
+            os.write(w, json.dumps(work()).encode())
         finally:
             os._exit(0)
     os.close(w)
@@ -101,6 +90,25 @@ def _try_in_cgroup(procs_files: list, paths: list) -> dict:
         data = fh.read()
     os.waitpid(pid, 0)
     return json.loads(data)
+
+
+def _try_in_cgroup(procs_files: list, paths: list) -> dict:
+    """Opens each path for reading in a child moved into the cgroups (their cgroup.procs files);
+    returns {path: "ok" or the errno name}."""
+    def work():
+        for procs in procs_files:
+            with open(procs, "w") as fh:
+                fh.write(str(os.getpid()))
+        out = {}
+        for path in paths:
+            try:
+                os.close(os.open(path, os.O_RDONLY))
+                out[path] = "ok"
+            except OSError as exc:
+                out[path] = errno.errorcode[exc.errno]
+        return out
+
+    return _in_child(work)
 
 
 @pytest.fixture
@@ -257,26 +265,18 @@ def _syscalls_under(filt, calls: list) -> list:
     success (or a positive return) or the errno name."""
     if os.uname().machine != "x86_64":
         pytest.skip("syscall numbers here are x86_64's")
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
-            if filt is not None:
-                filt.load()
-            out = []
-            for name, args in calls:
-                ret = _libc.syscall(ctypes.c_long(SYS[name]), *[ctypes.c_long(a) for a in args])
-                out.append(errno.errorcode[ctypes.get_errno()] if ret == -1 else 0)
-            os.write(w, json.dumps(out).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as fh:
-        data = fh.read()
-    os.waitpid(pid, 0)
-    return json.loads(data)
+
+    def work():
+        syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+        if filt is not None:
+            filt.load()
+        out = []
+        for name, args in calls:
+            ret = _libc.syscall(ctypes.c_long(SYS[name]), *[ctypes.c_long(a) for a in args])
+            out.append(errno.errorcode[ctypes.get_errno()] if ret == -1 else 0)
+        return out
+
+    return _in_child(work)
 
 
 def test_default_profile_is_an_allowlist_with_argument_filters():
