@@ -163,7 +163,12 @@ def parse_ulimit(spec: str) -> tuple[str, int, int]:
 def resolve_rlimits(ulimits=()) -> dict:
     """{name: (soft, hard)}: the defaults, overridden by --ulimit values; a hard limit above what this
     process has cannot be given (raising one needs CAP_SYS_RESOURCE, which root here does not have)."""
-    out = dict(DEFAULT_RLIMITS)
+    out = {}
+    for name, (soft, hard) in DEFAULT_RLIMITS.items():
+        cur_hard = resource.getrlimit(RLIMITS[name])[1]
+        if cur_hard != resource.RLIM_INFINITY:   # a default is never a raise
+            soft, hard = min(soft, cur_hard), min(hard, cur_hard)
+        out[name] = (soft, hard)
     for spec in ulimits:
         name, soft, hard = parse_ulimit(spec)
         _cur_soft, cur_hard = resource.getrlimit(RLIMITS[name])
@@ -195,7 +200,8 @@ def set_user(user: "User") -> None:
         os.setgroups(list(user.groups))
     except PermissionError:
         if user.groups:
-            raise
+            raise SecurityError(f"cannot set supplementary groups {user.groups}: setgroups is denied "
+                                "in this user namespace (--userns)") from None
         # In a user namespace with setgroups denied (--userns): there are none to drop.
     os.setresgid(user.gid, user.gid, user.gid)
     if user.uid != 0:
