@@ -217,6 +217,12 @@ def test_user_names_groups_home_and_capabilities(pynet):
     assert res.out.split() == ["1234", "5678", "/given"]
 
 
+def test_exec_runs_as_the_containers_user_with_its_limits(pynet):
+    cid = pynet.detach("-u", "nobody", "--ulimit", "nofile=512", "busybox", "sleep", "30")
+    res = pynet("exec", cid, "sh", "-c", "id -u; ulimit -n; grep CapEff /proc/self/status")
+    assert res.out.split() == ["65534", "512", "CapEff:", "0000000000000000"], res.err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["-u", "nosuchuser"], "'nosuchuser'"), (["-u", "nobody:nosuchgroup"], "'nosuchgroup'"),
     (["--group-add", "nosuchgroup"], "'nosuchgroup'"),

@@ -37,6 +37,7 @@ CAPABILITIES = [
 DEFAULT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
                 "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE")
 
+
 class SecurityError(ValueError):
     pass
 
@@ -90,8 +91,8 @@ def no_new_privs() -> None:
 
 
 def build_seccomp_filter(profile="default", caps=None):
-    """The libseccomp filter of ``profile`` ("default", "unconfined": None, or a checked profile dict from
-    seccomp_profile.load) for a process keeping ``caps`` (default: the default set)."""
+    """The seccomp filter (a CompiledFilter) of ``profile`` ("default", "unconfined": None, or a checked
+    profile dict from seccomp_profile.load) for a process keeping ``caps`` (default: the default set)."""
     if profile == "unconfined":
         return None
     if seccomp is None:
