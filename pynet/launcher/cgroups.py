@@ -336,7 +336,12 @@ def create(container_id: str, limits: Limits, devices=()) -> ContainerCgroups:
             else:
                 _make_child(path, lambda: _enable_v2(h, parent, v2_limits))
                 cg.paths["unified"] = path
-                devs.attach_v2(path, rules)
+                try:
+                    devs.attach_v2(path, rules)
+                except OSError as exc:
+                    # Without cgroup BPF a hybrid still has its v1 devices controller enforcing the rules.
+                    if not any("devices" in other.controllers for other in hs if other.version == 1):
+                        raise CgroupError(f"cannot attach the device filter to {path}: {exc.strerror}") from None
         _apply(cg, limits)
     except BaseException:
         try:
