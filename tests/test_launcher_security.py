@@ -381,3 +381,12 @@ def test_tmpfs_is_writable_on_a_read_only_rootfs(pynet):
 def test_bad_tmpfs_is_a_clear_error(pynet, spec, message):
     res = pynet.run("--rm", "--tmpfs", spec, "busybox", "true")
     assert res.returncode == 125 and message in res.err and "Traceback" not in res.err
+
+
+def test_new_flags_are_read_by_the_fast_parser_and_run_locally():
+    opts = parse_fast(["-u", "nobody:tty", "--group-add", "5", "--ulimit", "nofile=10:20", "--tmpfs", "/t:size=1m",
+                       "--device", f"{LOOP_CONTROL}:/dev/lc:r", "busybox", "true"])
+    assert (opts.user, opts.group_add, opts.ulimits) == ("nobody:tty", ["5"], ["nofile=10:20"])
+    assert opts.tmpfs == [("/t", syscalls.MS_NOEXEC | syscalls.MS_NOSUID | syscalls.MS_NODEV, "size=1m")]
+    assert [(d.path, d.access, d.kind) for d in opts.devices] == [("/dev/lc", "r", "c")]
+    assert zygote.why_not_served(opts) is not None   # the local launcher runs these
