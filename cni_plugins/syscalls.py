@@ -44,6 +44,7 @@ MS_SLAVE = 1 << 19
 MNT_DETACH = 2
 
 PR_SET_PDEATHSIG = 1
+PR_SET_KEEPCAPS = 8
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
@@ -241,3 +242,65 @@ def holds_namespace(target: str, nstype: int = CLONE_NEWNET) -> bool:
         return ns_type(fd) == nstype
     finally:
         os.close(fd)
+
+
+# -- bpf(2): cgroup device programs ---------------------------------------------------------------------------
+_SYS_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351, "riscv64": 280}
+BPF_PROG_LOAD = 5
+BPF_PROG_ATTACH = 8
+BPF_PROG_TYPE_CGROUP_DEVICE = 15
+BPF_CGROUP_DEVICE = 6
+BPF_F_ALLOW_MULTI = 2
+
+
+def _bpf(cmd: int, attr: ctypes.Array, what: str) -> int:
+    nr = _SYS_BPF[os.uname().machine]
+    return _check(_libc.syscall(ctypes.c_long(nr), ctypes.c_int(cmd), attr, ctypes.c_uint(len(attr))), what)
+
+
+def bpf_prog_load(prog_type: int, insns: bytes, license: str = "GPL", log_size: int = 0) -> int:
+    """Loads an eBPF program (``insns``: 8-byte instructions); returns its fd. A verifier rejection
+    raises OSError; with ``log_size`` its message carries the verifier's log (the log costs time, so
+    callers ask for it only on a retry)."""
+    import struct
+
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(license.encode())
+    log = ctypes.create_string_buffer(max(log_size, 1))
+    attr = ctypes.create_string_buffer(128)
+    # union bpf_attr (BPF_PROG_LOAD): prog_type, insn_cnt, insns, license, log_level, log_size, log_buf
+    struct.pack_into("=IIQQIIQ", attr, 0, prog_type, len(insns) // 8, ctypes.addressof(code),
+                     ctypes.addressof(lic), 1 if log_size else 0, log_size, ctypes.addressof(log) if log_size else 0)
+    try:
+        return _bpf(BPF_PROG_LOAD, attr, "bpf(BPF_PROG_LOAD)")
+    except OSError as exc:
+        text = log.value.decode(errors="replace").strip()
+        raise OSError(exc.errno, f"{exc.strerror}{': ' + text if text else ''}") from None
+
+
+def bpf_prog_attach(prog_fd: int, target_fd: int, attach_type: int, flags: int = 0) -> None:
+    """Attaches a loaded program to ``target_fd`` (a cgroup2 directory for cgroup programs)."""
+    import struct
+
+    attr = ctypes.create_string_buffer(128)
+    # union bpf_attr (BPF_PROG_ATTACH): target_fd, attach_bpf_fd, attach_type, attach_flags
+    struct.pack_into("=IIII", attr, 0, target_fd, prog_fd, attach_type, flags)
+    _bpf(BPF_PROG_ATTACH, attr, "bpf(BPF_PROG_ATTACH)")
+
+
+# -- seccomp: installing a filter compiled beforehand ---------------------------------------------------------
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_set_filter(program: bytes) -> None:
+    """Installs a classic-BPF seccomp program (``program``: struct sock_filter entries, 8 bytes each, as
+    libseccomp's seccomp_export_bpf writes them). Needs no_new_privs or CAP_SYS_ADMIN."""
+    code = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.addressof(code))
+    _check(_libc.prctl(ctypes.c_int(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(prog),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl(PR_SET_SECCOMP)")

@@ -309,8 +309,13 @@ def _make_child(path: str, prepare_parent, attempts: int = 5) -> None:
                 raise
 
 
-def create(container_id: str, limits: Limits) -> ContainerCgroups:
-    """Makes pynet/<id> in every hierarchy and writes the limits; on failure removes what it made."""
+def create(container_id: str, limits: Limits, devices=()) -> ContainerCgroups:
+    """Makes pynet/<id> in every hierarchy, writes the limits and the device allowlist (the default one
+    plus ``devices``, launcher.devices.Device): on v1 through the devices controller, on cgroup2 (also
+    the controller-less one of a hybrid) through a device program; on failure removes what it made."""
+    from . import devices as devs
+
+    rules = devs.rules_for(devices)
     hs = hierarchies()
     cg = ContainerCgroups()
     v2_limits = {"memory", "pids", "cpu", "cpuset"}
@@ -323,12 +328,20 @@ def create(container_id: str, limits: Limits) -> ContainerCgroups:
                 key = ",".join(sorted(h.controllers)) or os.path.basename(h.mountpoint)
                 for c in h.controllers or {key}:
                     cg.paths[c] = path
+                if "devices" in h.controllers:
+                    devs.apply_v1(path, rules)
                 if "cpuset" in h.controllers:
                     _write(os.path.join(path, "cpuset.mems"), _read(os.path.join(parent, "cpuset.mems")))
                     _write(os.path.join(path, "cpuset.cpus"), limits.cpuset_cpus or _read(os.path.join(parent, "cpuset.cpus")))
             else:
                 _make_child(path, lambda: _enable_v2(h, parent, v2_limits))
                 cg.paths["unified"] = path
+                try:
+                    devs.attach_v2(path, rules)
+                except OSError as exc:
+                    # Without cgroup BPF a hybrid still has its v1 devices controller enforcing the rules.
+                    if not any("devices" in other.controllers for other in hs if other.version == 1):
+                        raise CgroupError(f"cannot attach the device filter to {path}: {exc.strerror}") from None
         _apply(cg, limits)
     except BaseException:
         try:

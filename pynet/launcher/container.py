@@ -116,12 +116,14 @@ def create(opts: RunOptions, reserved: Reserved | None = None) -> tuple[Record, 
         lowers = [images.layer_path(layer) for layer in layer_ids]
     userns = (opts.userns_base, opts.userns_size) if opts.userns else None
     argv = _resolve_command(opts, config)
+    user, rlimits, seccomp = _process_security(opts, config, lowers, caps)
     env = {"PATH": images.DEFAULT_PATH.split("=", 1)[1]}
     env.update(_env_list_to_dict(config.get("Env") or []))
     cid = reserved.id if reserved is not None else state.new_id()
     hostname = opts.hostname or cid[:12]
     env["HOSTNAME"] = hostname
     env.update(_env_list_to_dict(opts.env))
+    env.setdefault("HOME", user.home)
     cwd = opts.workdir or config.get("WorkingDir") or "/"
 
     rec = Record.create({
@@ -132,6 +134,9 @@ def create(opts: RunOptions, reserved: Reserved | None = None) -> tuple[Record, 
         "storage": state.storage_dir(cid), "read_only": opts.read_only, "detached": opts.detach,
         "monitor_pid": os.getpid(), "monitor_start": syscalls.proc_start_time(os.getpid()),
         "limits": vars(opts.limits), "network": opts.net.to_record(),
+        "user": vars(user), "rlimits": rlimits, "devices": [vars(d) for d in opts.devices],
+        "tmpfs": [path for path, _flags, _data in opts.tmpfs],
+        **({"seccomp_profile": seccomp} if isinstance(seccomp, dict) else {}),
         **({"cgroups": reserved.cgroups.paths} if reserved is not None else {}),
     })
     try:
@@ -149,7 +154,7 @@ def create(opts: RunOptions, reserved: Reserved | None = None) -> tuple[Record, 
                 os.chown(d, userns[0], userns[0])
         _write_etc(rec.dir, hostname, [], opts.dns or None)
         if reserved is None:
-            cg = cgroups.create(cid, opts.limits)
+            cg = cgroups.create(cid, opts.limits, opts.devices)
             rec.update(cgroups=cg.paths)
     except BaseException as exc:
         _undo(rec)
@@ -157,13 +162,30 @@ def create(opts: RunOptions, reserved: Reserved | None = None) -> tuple[Record, 
             raise ContainerError(str(exc)) from None
         raise
     spec = namespaces.ProcessSpec(
-        argv=argv, env=env, cwd=cwd, hostname=hostname, caps=caps, seccomp=opts.seccomp,
+        argv=argv, env=env, cwd=cwd, hostname=hostname, caps=caps, seccomp=seccomp, user=user, rlimits=rlimits,
         nnp=opts.no_new_privs, init=opts.init, userns=userns, new_net=opts.net.mode != "host",
         rootfs=rootfs.RootfsSpec(lowerdirs=list(reversed(lowers)), upper=upper, work=work, etc_dir=rec.dir,
                                  readonly=opts.read_only, new_netns=opts.net.mode != "host",
                                  owner=userns[0] if userns else 0, extra_binds=list(opts.volumes),
-                                 cgroup_mounts=cgroups.container_mounts()))
+                                 cgroup_mounts=cgroups.container_mounts(), tmpfs=list(opts.tmpfs),
+                                 devices=[(d.host, d.path) for d in opts.devices]))
     return rec, spec
+
+
+def _process_security(opts: RunOptions, config: dict, lowers: list, caps: list) -> tuple:
+    """(security.User, rlimits, seccomp profile) of a run: --user or the image's User resolved in the
+    image's files (``lowers``: its layer directories, bottom first), the --ulimit values over the
+    defaults, and the profile ("default", "unconfined" or the --security-opt file, loaded)."""
+    from . import seccomp_profile, users
+
+    try:
+        user = users.resolve(opts.user if opts.user is not None else config.get("User"), lowers[::-1],
+                             opts.group_add)
+        rlimits = security.resolve_rlimits(opts.ulimits)
+        seccomp = opts.seccomp if opts.seccomp in ("default", "unconfined") else seccomp_profile.load(opts.seccomp)
+    except ValueError as exc:   # UserError, SecurityError, ProfileError
+        raise ContainerError(str(exc)) from None
+    return user, rlimits, seccomp
 
 
 def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
@@ -352,8 +374,9 @@ def exec_in(rec: Record, argv: list, env: list, workdir: str | None) -> int:
     full_env.update(_env_list_to_dict(env))
     spec = namespaces.ProcessSpec(
         argv=argv, env=full_env, cwd=workdir or rec.get("cwd") or "/", hostname=rec["hostname"],
-        caps=rec["caps"], seccomp=rec.get("seccomp", "default"), nnp=rec.get("no_new_privs", True),
-        init=False, userns=None, new_net=False, rootfs=None)
+        caps=rec["caps"], seccomp=rec.get("seccomp_profile") or rec.get("seccomp", "default"),
+        nnp=rec.get("no_new_privs", True), init=False, userns=None, new_net=False, rootfs=None,
+        user=security.User(**rec["user"]) if rec.get("user") else None, rlimits=rec.get("rlimits"))
     cg = cgroups.from_paths(rec.get("cgroups") or {})
     try:
         return namespaces.join(rec["pid"], spec, cg.join)
@@ -370,6 +393,8 @@ def inspect(rec: Record) -> dict:
         data["host_namespaces"] = {n: syscalls.ns_inode("self", n) for n in syscalls.NAMESPACES}
         data["mounts"] = rootfs.mounts_of(pid)
         data["stats"] = cgroups.from_paths(rec.get("cgroups") or {}).stats()
+    data.pop("seccomp_profile", None)
     data["security"] = {"capabilities": rec.get("caps"), "seccomp": rec.get("seccomp"),
-                        "no_new_privs": rec.get("no_new_privs"), **security.lsm_status()}
+                        "no_new_privs": rec.get("no_new_privs"), "user": rec.get("user"),
+                        "rlimits": rec.get("rlimits"), **security.lsm_status()}
     return data

@@ -1,5 +1,5 @@
 """Local image store: images/<name>.json names an ordered list of layers (layers/<id>/, each an extracted
-directory used as an overlayfs lowerdir) and the image config (Env, Cmd, Entrypoint, WorkingDir).
+directory used as an overlayfs lowerdir) and the image config (Env, Cmd, Entrypoint, WorkingDir, User).
 
 Imports: a rootfs tar or directory (one layer), an OCI image layout (directory or tar; layers with
 whiteouts turned into overlayfs whiteouts and opaque dirs), or a `docker save` tar. The default image
@@ -349,7 +349,8 @@ def _import_docker_save(unpack: str, name: str, source: str) -> dict:
 
 def _image_config(config: dict) -> dict:
     return {"Env": config.get("Env") or [DEFAULT_PATH], "Cmd": config.get("Cmd") or [],
-            "Entrypoint": config.get("Entrypoint") or [], "WorkingDir": config.get("WorkingDir") or "/"}
+            "Entrypoint": config.get("Entrypoint") or [], "WorkingDir": config.get("WorkingDir") or "/",
+            "User": config.get("User") or ""}
 
 
 def _goarch() -> str:

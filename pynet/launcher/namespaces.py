@@ -42,11 +42,13 @@ class LaunchError(Exception):
 class ProcessSpec(Fields):
     FIELDS = {
         "argv": REQUIRED, "env": REQUIRED, "cwd": REQUIRED, "hostname": REQUIRED, "caps": REQUIRED,
-        "seccomp": REQUIRED,      # "default" | "unconfined"
+        "seccomp": REQUIRED,      # "default" | "unconfined" | a profile (seccomp_profile.load)
         "nnp": REQUIRED, "init": REQUIRED,
         "userns": REQUIRED,       # (host base, size) mapped to container 0..size-1, or None
         "new_net": REQUIRED,
         "rootfs": REQUIRED,       # rootfs.RootfsSpec, or None (exec into a running container)
+        "user": None,             # security.User (None: root with no supplementary groups changed)
+        "rlimits": None,          # {name: (soft, hard)} (security.resolve_rlimits)
     }
 
 
@@ -171,7 +173,8 @@ def _prestarted_pid1(spec: ProcessSpec, prepared: tuple, sync_fd: int, report_fd
     _wait_byte(sync_fd, b"1")
     if error is not None:
         raise error
-    filt = filt if spec.seccomp == "default" else None
+    if spec.seccomp != "default" or spec.caps != security.resolve_caps():
+        filt = security.build_seccomp_filter(spec.seccomp, spec.caps)   # not the one built ahead
     if isinstance(filt, Exception):
         raise filt
     rootfs.assemble(spec.rootfs)
@@ -312,7 +315,7 @@ def _stage1(spec: ProcessSpec, sync_fd: int, report_fd: int) -> None:
     # The seccomp filter is built now, while the launcher moves this process into the container's cgroups
     # (PID 1 inherits it); a failure is raised once the launcher listens for it.
     try:
-        filt = security.build_seccomp_filter() if spec.seccomp == "default" else None
+        filt = security.build_seccomp_filter(spec.seccomp, spec.caps)
     except Exception as exc:  # noqa: BLE001
         filt = exc
     _wait_byte(sync_fd, b"1")
@@ -367,7 +370,7 @@ def _stage2(spec: ProcessSpec, filt, sync_fd: int, report_fd: int) -> None:
 def exec_command(spec: ProcessSpec, filt=None) -> None:
     """Privilege drop (with ``filt``, a seccomp filter built beforehand), then execve. Errors from execve
     carry ``pynet_exec`` for the 126/127 codes."""
-    security.apply(spec.caps, spec.seccomp, spec.nnp, filt)
+    security.apply(spec.caps, spec.seccomp, spec.nnp, filt, spec.user, spec.rlimits)
     try:
         os.execvpe(spec.argv[0], spec.argv, spec.env)
     except OSError as exc:
@@ -395,7 +398,7 @@ def _tiny_init(spec: ProcessSpec, report_fd: int, filt=None) -> None:
     L.set_process_name("pynet-init")
     for sig in _FORWARDED:
         signal.signal(sig, lambda signum, _frame: _forward(child, signum))
-    security.apply(spec.caps, spec.seccomp, spec.nnp, filt)
+    security.apply(spec.caps, spec.seccomp, spec.nnp, filt, spec.user, spec.rlimits)
     while True:
         try:
             pid, status = os.waitpid(-1, 0)
@@ -436,6 +439,7 @@ def join(pid: int, spec: ProcessSpec, join_cgroups) -> int:
         os.close(r_report)
 
         def enter(*_):
+            filt = security.build_seccomp_filter(spec.seccomp, spec.caps)   # the profile file is on this side
             join_cgroups(os.getpid())
             if "user" in fds:
                 L.join({"user": fds.pop("user")})
@@ -445,7 +449,7 @@ def join(pid: int, spec: ProcessSpec, join_cgroups) -> int:
             grandchild = os.fork()   # setns(pid) only affects children
             if grandchild == 0:
                 os.chdir(spec.cwd or "/")
-                exec_command(spec)
+                exec_command(spec, filt)
             os.close(w_report)
             _, status = os.waitpid(grandchild, 0)
             os._exit(exit_status(status))

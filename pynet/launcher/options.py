@@ -33,8 +33,10 @@ class RunOptions(Fields):
         "detach": False, "rm": False, "init": False, "env": list, "workdir": None,
         "userns": False, "userns_base": DEFAULT_USERNS[0], "userns_size": DEFAULT_USERNS[1],
         "limits": cgroups.Limits, "cap_add": list, "cap_drop": list,
-        "seccomp": "default", "no_new_privs": True, "read_only": False,
+        "seccomp": "default",      # "default" | "unconfined" | the path of a checked profile file
+        "no_new_privs": True, "read_only": False,
         "net": network.NetOptions, "dns": list, "volumes": list,
+        "user": None, "group_add": list, "ulimits": list, "devices": list, "tmpfs": list,
     }
 
 
@@ -59,8 +61,17 @@ RUN_OPTIONS = (
     (("--cpuset-cpus",), dict()),
     (("--cap-add",), dict(action="append", default=[])),
     (("--cap-drop",), dict(action="append", default=[])),
-    (("--security-opt",), dict(action="append", default=[], help="seccomp=unconfined, no-new-privileges=false")),
+    (("--security-opt",), dict(action="append", default=[], help="seccomp=unconfined|PROFILE.json, "
+                                                                  "no-new-privileges=false")),
     (("--read-only",), dict(action="store_true", help="mount the root filesystem read-only")),
+    (("-u", "--user"), dict(default=None, metavar="USER[:GROUP]", help="uid[:gid] or name[:group] of the image "
+                                                                      "(default: the image's User, else root)")),
+    (("--group-add",), dict(action="append", default=[], metavar="GROUP", help="an extra supplementary group")),
+    (("--ulimit",), dict(action="append", default=[], metavar="NAME=SOFT[:HARD]",
+                         help="a resource limit (default: nofile=1024:1024, as `runc spec`)")),
+    (("--device",), dict(action="append", default=[], metavar="HOST[:CTR[:rwm]]", help="give access to a host device")),
+    (("--tmpfs",), dict(action="append", default=[], metavar="PATH[:OPTS]",
+                        help="a tmpfs at PATH (OPTS: size=, mode=, uid=, gid=, exec, ...; default noexec,nosuid,nodev)")),
     (("--net", "--network"), dict(dest="net", default="default", help="none, host, or a CNI network name "
                                   "(default: 'pynet', a bridge network created on first use)")),
     (("-p", "--publish"), dict(action="append", default=[], metavar="[IP:]HOST:CTR[/proto]")),
@@ -166,21 +177,57 @@ def to_run_options(args) -> RunOptions:
                                             cni_path=args.cni_path, netns_dir=args.netns_dir)
     except ValueError as exc:   # ports.PortSpecError, capabilities.CapabilityError
         raise OptionsError(str(exc)) from None
+    extras = _extras(args)
     return RunOptions(
-        image=image, rootfs_dir=args.rootfs, command=command, name=args.name, hostname=args.hostname,
+        **extras, image=image, rootfs_dir=args.rootfs, command=command, name=args.name, hostname=args.hostname,
         detach=args.detach, rm=args.rm, init=args.init, env=list(args.env), workdir=args.workdir,
         userns=args.userns, userns_base=args.userns_base, userns_size=args.userns_size, limits=limits,
         cap_add=list(args.cap_add), cap_drop=list(args.cap_drop), seccomp=seccomp, no_new_privs=no_new_privs,
         read_only=args.read_only, net=net, dns=list(args.dns), volumes=[_volume(v) for v in args.volume])
 
 
+def _extras(args) -> dict:
+    """The RunOptions of --user, --group-add, --ulimit, --device and --tmpfs, checked (their modules are
+    imported only when the flags are given)."""
+    out = {"user": args.user, "group_add": list(args.group_add), "ulimits": list(args.ulimit)}
+    if args.user is not None and not args.user.strip(":"):
+        raise OptionsError(f"invalid --user {args.user!r}: expected uid[:gid] or name[:group]")
+    try:
+        if args.ulimit:
+            from .security import parse_ulimit
+
+            for spec in args.ulimit:
+                parse_ulimit(spec)
+        if args.device:
+            from .devices import parse_device
+
+            out["devices"] = [parse_device(spec) for spec in args.device]
+        if args.tmpfs:
+            from .rootfs import parse_tmpfs
+
+            out["tmpfs"] = [parse_tmpfs(spec) for spec in args.tmpfs]
+    except ValueError as exc:   # SecurityError, DeviceError, rootfs.TmpfsError
+        raise OptionsError(str(exc)) from None
+    return out
+
+
 def _security(security_opts: list) -> tuple[str, bool]:
-    """(seccomp, no_new_privs) of the --security-opt values."""
+    """(seccomp, no_new_privs) of the --security-opt values; a profile file is read and checked here."""
     seccomp, no_new_privs = "default", True
     for opt in security_opts:
         key, _, value = opt.partition("=")
         if key == "seccomp" and value in ("unconfined", "default"):
             seccomp = value
+        elif key == "seccomp" and value:
+            import os
+
+            from .seccomp_profile import ProfileError, load
+
+            try:
+                load(value)
+            except ProfileError as exc:
+                raise OptionsError(str(exc)) from None
+            seccomp = os.path.abspath(value)
         elif key in ("no-new-privileges", "no_new_privs"):
             no_new_privs = value.lower() not in ("false", "0", "no")
         elif key in ("apparmor", "label"):

@@ -7,7 +7,8 @@
    and state paths under 0700 directories stay reachable with a user namespace too.
 2. ``enter`` (in the container's PID namespace, as container root): /proc, /sys (ro), /dev (tmpfs with
    standard nodes bound from the host, devpts, shm, mqueue), masked and read-only paths as runc does,
-   pivot_root (not chroot), the old root detached, then an optional read-only remount of ``/``.
+   --device nodes and --tmpfs mounts, pivot_root (not chroot), the old root detached, then an optional
+   read-only remount of ``/`` (the tmpfs mounts stay writable).
 """
 
 from __future__ import annotations
@@ -38,7 +39,39 @@ class RootfsSpec(Fields):
         "staging": "",
         "extra_binds": list,       # (host_src, container_dst, readonly)
         "cgroup_mounts": list,     # (dir under /sys/fs/cgroup or "", fstype, options)
+        "tmpfs": list,             # (container path, mount flags, tmpfs options) from parse_tmpfs
+        "devices": list,           # (host node, container path): --device nodes, bound into place
     }
+
+
+class TmpfsError(ValueError):
+    pass
+
+
+_TMPFS_FLAGS = {"ro": (L.MS_RDONLY, True), "rw": (L.MS_RDONLY, False), "noexec": (L.MS_NOEXEC, True),
+                "exec": (L.MS_NOEXEC, False), "nosuid": (L.MS_NOSUID, True), "suid": (L.MS_NOSUID, False),
+                "nodev": (L.MS_NODEV, True), "dev": (L.MS_NODEV, False)}
+_TMPFS_KEYS = ("size", "mode", "uid", "gid", "nr_inodes", "nr_blocks", "huge", "mpol")
+
+
+def parse_tmpfs(spec: str) -> tuple:
+    """--tmpfs PATH[:OPTS] -> (path, mount flags, tmpfs options). OPTS as Docker's: ro/rw, exec/noexec,
+    suid/nosuid, dev/nodev and size=, mode=, uid=, gid=, nr_inodes=...; default noexec,nosuid,nodev."""
+    path, _, opts = spec.partition(":")
+    if not path.startswith("/") or path.rstrip("/") == "":
+        raise TmpfsError(f"invalid --tmpfs {spec!r}: expected an absolute container path other than /")
+    flags, data = L.MS_NOEXEC | L.MS_NOSUID | L.MS_NODEV, []
+    for opt in filter(None, opts.split(",")):
+        key, eq, value = opt.partition("=")
+        if not eq and key in _TMPFS_FLAGS:
+            bit, on = _TMPFS_FLAGS[key]
+            flags = flags | bit if on else flags & ~bit
+        elif eq and key in _TMPFS_KEYS and value:
+            data.append(opt)
+        else:
+            raise TmpfsError(f"invalid --tmpfs {spec!r}: unknown option {opt!r} (known: "
+                             f"{', '.join(_TMPFS_FLAGS)}, {'=, '.join(_TMPFS_KEYS)}=)")
+    return path, flags, ",".join(data)
 
 
 def secure_join(root: str, path: str) -> str:
@@ -116,15 +149,20 @@ def _mkdir(path: str, mode: int = 0o755) -> None:
     os.makedirs(path, mode=mode, exist_ok=True)
 
 
+def _bind_node(host: str, target: str) -> None:
+    """A host device node at ``target``: bound, not mknod'ed (works in a user namespace, and the node is
+    the host's own); whether it may be opened is the device cgroup's business (devices.py)."""
+    _mkdir(os.path.dirname(target))
+    open(target, "w").close()
+    L.mount(host, target, None, L.MS_BIND)
+
+
 def _setup_dev(rootfs: str) -> None:
     dev = secure_join(rootfs, "/dev")
     _mkdir(dev)
     L.mount("tmpfs", dev, "tmpfs", L.MS_NOSUID | L.MS_NOEXEC, "mode=755,size=65536k")
     for name in DEVICES:
-        target = os.path.join(dev, name)
-        open(target, "w").close()
-        # Bound, not mknod'ed: works in a user namespace, and the nodes are the host's own.
-        L.mount(f"/dev/{name}", target, None, L.MS_BIND)
+        _bind_node(f"/dev/{name}", os.path.join(dev, name))
     for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                          ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"), ("core", "/proc/kcore")):
         os.symlink(target, os.path.join(dev, link))
@@ -207,6 +245,12 @@ def enter(spec: RootfsSpec) -> None:
     _setup_sys(rootfs, spec.new_netns)
     _setup_cgroupfs(rootfs, spec.cgroup_mounts)
     _setup_dev(rootfs)
+    for host, path in spec.devices:
+        _bind_node(host, secure_join(rootfs, path))
+    for path, flags, data in spec.tmpfs:
+        target = secure_join(rootfs, path)
+        _mkdir(target)
+        L.mount("tmpfs", target, "tmpfs", flags, data or None)
     # pivot_root refuses a mount that is locked to its parent (what a user namespace's copy of the
     # mount table holds), so pivot onto a fresh recursive bind of the rootfs.
     L.mount(rootfs, rootfs, None, L.MS_BIND | L.MS_REC)

@@ -1,5 +1,7 @@
-"""Privilege reduction applied last, right before the container's command is executed: the capability
-bounding set and process sets, no_new_privs and a seccomp deny-list comparable to Docker's default.
+"""Privilege reduction applied last, right before the container's command is executed, as runc does it:
+resource limits, the capability bounding set, the user and groups (keeping capabilities across the
+change), the process capability sets (inheritable and ambient empty), no_new_privs, and the seccomp filter
+(Docker's default allowlist, seccomp_profile.py, or a profile given with --security-opt).
 
 SELinux and AppArmor are not active on this kernel (LSMs: lockdown, capability, landlock, bpf), so no
 label or profile is applied; ``lsm_status()`` records that for ``container inspect``.
@@ -7,9 +9,13 @@ label or profile is applied; ``lsm_status()`` records that for ``container inspe
 
 from __future__ import annotations
 
-import errno
+import os
+import resource   # here: set_rlimits runs after pivot_root, when the host's modules are out of reach
 
 from cni_plugins import syscalls
+
+from . import seccomp_profile
+from .value_objects import Fields
 
 try:
     # Imported here, in the launcher: the filter is built after pivot_root, when host modules are out of reach.
@@ -30,21 +36,6 @@ CAPABILITIES = [
 # images are written for).
 DEFAULT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
                 "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE")
-
-# Denied with EPERM whatever the capabilities: kernel-wide state, module loading, new mount API, keyring,
-# namespace escapes, raw I/O. Names unknown to this libseccomp/arch are skipped.
-BLOCKED_SYSCALLS = (
-    "acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "create_module", "delete_module",
-    "finit_module", "fsconfig", "fsmount", "fsopen", "fspick", "get_kernel_syms", "get_mempolicy",
-    "init_module", "ioperm", "iopl", "kcmp", "kexec_file_load", "kexec_load", "keyctl", "lookup_dcookie",
-    "mbind", "mount", "mount_setattr", "move_mount", "move_pages", "name_to_handle_at", "nfsservctl",
-    "open_by_handle_at", "open_tree", "perf_event_open", "pivot_root", "query_module", "quotactl",
-    "quotactl_fd", "reboot", "request_key", "set_mempolicy", "setns", "settimeofday", "stime", "swapoff",
-    "swapon", "syslog", "sysfs", "_sysctl", "umount", "umount2", "unshare", "uselib", "userfaultfd", "ustat",
-    "vm86", "vm86old",
-)
-_NS_FLAGS = (syscalls.CLONE_NEWNS, syscalls.CLONE_NEWUTS, syscalls.CLONE_NEWIPC, syscalls.CLONE_NEWUSER,
-             syscalls.CLONE_NEWPID, syscalls.CLONE_NEWNET, syscalls.CLONE_NEWCGROUP)
 
 
 class SecurityError(ValueError):
@@ -85,68 +76,159 @@ def cap_mask(names) -> int:
     return mask
 
 
-def drop_capabilities(keep: list[str]) -> None:
-    """Bounding set first (needs CAP_SETPCAP, so before capset), then the process sets. The container
-    runs as uid 0, so after execve its permitted set is exactly the bounding set."""
-    keep_mask = cap_mask(keep)
-    for cap in range(last_cap() + 1):
-        if not keep_mask & (1 << cap):
-            syscalls.prctl(syscalls.PR_CAPBSET_DROP, cap)
+def set_capabilities(keep_mask: int) -> None:
+    """The process sets as runc and Docker leave them: effective = permitted = the kept set, inheritable
+    and ambient empty (so after execve a non-root user has none, and root has the bounding set)."""
     try:
         syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_CLEAR_ALL)
     except OSError:
         pass
-    syscalls.capset(keep_mask, keep_mask, keep_mask)
+    syscalls.capset(keep_mask, keep_mask, 0)
 
 
 def no_new_privs() -> None:
     syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
 
 
-def build_seccomp_filter():
-    """A libseccomp filter: allow by default, EPERM for BLOCKED_SYSCALLS and namespace-creating clone(),
-    ENOSYS for clone3 (its flags live in memory, unfilterable; libc then falls back to clone)."""
+def build_seccomp_filter(profile="default", caps=None):
+    """The seccomp filter (a CompiledFilter) of ``profile`` ("default", "unconfined": None, or a checked
+    profile dict from seccomp_profile.load) for a process keeping ``caps`` (default: the default set)."""
+    if profile == "unconfined":
+        return None
     if seccomp is None:
         raise SecurityError("seccomp profile requested but python3-seccomp is not installed "
                             "(apt-get install python3-seccomp, or --security-opt seccomp=unconfined)")
-    filt = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
-    native = seccomp.system_arch()
-    # 32-bit entry points would bypass a native-only filter.
-    for arch in (seccomp.Arch.X86, seccomp.Arch.X32) if native == seccomp.Arch.X86_64 else ():
+    if profile == "default":
+        profile = seccomp_profile.load()
+    return CompiledFilter(seccomp_profile.build(profile, resolve_caps() if caps is None else caps, seccomp))
+
+
+class CompiledFilter:
+    """A libseccomp filter compiled to its BPF program when made: libseccomp compiles on every load()
+    (~2 ms for Docker's ~370 rules), so stage 1 and the daemon's spare do that ahead, and the container's
+    last step before execve only installs the program (syscalls.seccomp_set_filter)."""
+
+    def __init__(self, filt):
+        fd = os.memfd_create("pynet-seccomp", os.MFD_CLOEXEC)
         try:
-            filt.add_arch(arch)
-        except Exception:
-            pass
-    eperm = seccomp.ERRNO(errno.EPERM)
-    for name in BLOCKED_SYSCALLS:
+            filt.export_bpf(_FileNo(fd))
+            os.lseek(fd, 0, os.SEEK_SET)
+            chunks = []
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        self.program = b"".join(chunks)
+
+    def load(self) -> None:
+        syscalls.seccomp_set_filter(self.program)
+
+
+class _FileNo:
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+
+# RLIMIT_* numbers of Docker's --ulimit names (Linux, every architecture pynet runs on).
+RLIMITS = {"cpu": 0, "fsize": 1, "data": 2, "stack": 3, "core": 4, "rss": 5, "nproc": 6, "nofile": 7,
+           "memlock": 8, "as": 9, "locks": 10, "sigpending": 11, "msgqueue": 12, "nice": 13, "rtprio": 14,
+           "rttime": 15}
+DEFAULT_RLIMITS = {"nofile": (1024, 1024)}   # `runc spec`'s (Docker passes its daemon's on instead)
+RLIM_INFINITY = (1 << 64) - 1
+
+
+def parse_ulimit(spec: str) -> tuple[str, int, int]:
+    """--ulimit NAME=SOFT[:HARD] (Docker's names; -1 or "unlimited" for no limit) -> (name, soft, hard)."""
+    name, eq, values = spec.partition("=")
+    if not eq or name not in RLIMITS or name == "as":   # "as": left out by Docker too
+        known = ", ".join(n for n in RLIMITS if n != "as")
+        raise SecurityError(f"invalid --ulimit {spec!r}: expected NAME=SOFT[:HARD] with NAME one of {known}")
+    soft_text, _, hard_text = values.partition(":")
+
+    def number(text):
+        if text in ("-1", "unlimited"):
+            return RLIM_INFINITY
+        if not text.isdigit():
+            raise SecurityError(f"invalid --ulimit {spec!r}: {text!r} is not a number")
+        return int(text)
+
+    soft, hard = number(soft_text), number(hard_text or soft_text)
+    if soft > hard:
+        raise SecurityError(f"invalid --ulimit {spec!r}: soft limit {soft_text} is above hard limit {hard_text}")
+    return name, soft, hard
+
+
+def resolve_rlimits(ulimits=()) -> dict:
+    """{name: (soft, hard)}: the defaults, overridden by --ulimit values; a hard limit above what this
+    process has cannot be given (raising one needs CAP_SYS_RESOURCE, which root here does not have)."""
+    out = {}
+    for name, (soft, hard) in DEFAULT_RLIMITS.items():
+        cur_hard = resource.getrlimit(RLIMITS[name])[1]
+        if cur_hard != resource.RLIM_INFINITY:   # a default is never a raise
+            soft, hard = min(soft, cur_hard), min(hard, cur_hard)
+        out[name] = (soft, hard)
+    for spec in ulimits:
+        name, soft, hard = parse_ulimit(spec)
+        _cur_soft, cur_hard = resource.getrlimit(RLIMITS[name])
+        if cur_hard != resource.RLIM_INFINITY and hard > cur_hard:
+            raise SecurityError(f"--ulimit {spec!r}: hard limit above this launcher's hard limit {cur_hard} "
+                                "(it can only be lowered here)")
+        out[name] = (soft, hard)
+    return out
+
+
+def set_rlimits(rlimits: dict) -> None:
+    for name, (soft, hard) in rlimits.items():
+        as_rlim = lambda v: resource.RLIM_INFINITY if v >= RLIM_INFINITY else v   # noqa: E731
         try:
-            filt.add_rule(eperm, name)
-        except (RuntimeError, ValueError, OSError):
-            pass
-    for flag in _NS_FLAGS:
-        try:
-            filt.add_rule(eperm, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
-        except (RuntimeError, ValueError, OSError):
-            pass
+            resource.setrlimit(RLIMITS[name], (as_rlim(soft), as_rlim(hard)))
+        except (OSError, ValueError) as exc:
+            raise SecurityError(f"setrlimit {name}={soft}:{hard}: {exc}") from None
+
+
+class User(Fields):
+    """Who the command runs as: uid, gid, supplementary gids, and the passwd home (for HOME)."""
+    FIELDS = {"uid": 0, "gid": 0, "groups": list, "home": "/root"}
+
+
+def set_user(user: "User") -> None:
+    """setgroups, then gid, then uid (runc's order); capabilities are kept across the change (KEEPCAPS)
+    and set again by drop_capabilities."""
     try:
-        filt.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
-    except (RuntimeError, ValueError, OSError):
-        pass
-    return filt
+        os.setgroups(list(user.groups))
+    except PermissionError:
+        if user.groups:
+            raise SecurityError(f"cannot set supplementary groups {user.groups}: setgroups is denied "
+                                "in this user namespace (--userns)") from None
+        # In a user namespace with setgroups denied (--userns): there are none to drop.
+    os.setresgid(user.gid, user.gid, user.gid)
+    if user.uid != 0:
+        syscalls.prctl(syscalls.PR_SET_KEEPCAPS, 1)
+        os.setresuid(user.uid, user.uid, user.uid)
+        syscalls.prctl(syscalls.PR_SET_KEEPCAPS, 0)
 
 
-def apply(caps: list[str], seccomp_profile: str = "default", nnp: bool = True, prebuilt=None) -> None:
+def apply(caps: list[str], seccomp_profile="default", nnp: bool = True, prebuilt=None, user: "User | None" = None,
+          rlimits: dict | None = None) -> None:
     """Everything privileged is done by now; this is the last step before execve. ``prebuilt``: the
-    filter build_seccomp_filter() made earlier, off the critical path."""
-    filt = None
-    if seccomp_profile == "default":
-        filt = prebuilt if prebuilt is not None else build_seccomp_filter()
+    filter build_seccomp_filter() made earlier, off the critical path (None: built here if needed)."""
+    if rlimits:
+        set_rlimits(rlimits)
+    filt = prebuilt if prebuilt is not None else build_seccomp_filter(seccomp_profile, caps)
     if filt is not None and not nnp:
         # Without no_new_privs the kernel wants CAP_SYS_ADMIN to load a filter: load it before the drop.
-        filt.set_attr(seccomp.Attr.CTL_NNP, 0)
         filt.load()
         filt = None
-    drop_capabilities(caps)
+    keep_mask = cap_mask(caps)
+    for cap in range(last_cap() + 1):
+        if not keep_mask & (1 << cap):
+            syscalls.prctl(syscalls.PR_CAPBSET_DROP, cap)
+    if user is not None:
+        set_user(user)
+    set_capabilities(keep_mask)
     if nnp:
         no_new_privs()
     if filt is not None:
