@@ -41,6 +41,7 @@ MS_MOVE = 8192
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
 MNT_DETACH = 2
 
 PR_SET_PDEATHSIG = 1
@@ -241,3 +242,30 @@ def holds_namespace(target: str, nstype: int = CLONE_NEWNET) -> bool:
         return ns_type(fd) == nstype
     finally:
         os.close(fd)
+
+
+def make_shared(path: str) -> None:
+    """Makes ``path`` a shared mount, bind-mounting it on itself first when it is not a mount point (as
+    `ip netns` does for /run/netns): pins mounted under it then propagate to the mount namespaces that
+    are its slaves, the ones made after it (`ip netns exec`, containers). Propagation goes from master
+    to slave only: a pin made inside such a slave namespace (inside `ip netns exec`) never reaches its
+    master and ends with that namespace, whatever is shared."""
+    try:
+        mount("none", path, None, MS_SHARED | MS_REC)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:   # EINVAL: not a mount point
+            raise
+    mount(path, path, None, MS_BIND | MS_REC)
+    mount("none", path, None, MS_SHARED | MS_REC)
+
+
+def ns_link_inode(path: str) -> int | None:
+    """The namespace inode a /proc/PID/ns/<name> link names (``net:[4026531833]``), or None. readlink
+    answers where stat(2) of the same file fails with EACCES (another process's, e.g. PID 1's, here)."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return None
+    _, _, rest = target.partition(":[")
+    return int(rest[:-1]) if rest.endswith("]") and rest[:-1].isdigit() else None
