@@ -67,19 +67,44 @@ def cmd_attach(args) -> int:
     return 0
 
 
+def _detached_line(d) -> str:
+    from .runner.attachments import INTERFACE_REMOVED, INTERFACE_UNKNOWN
+
+    e = d.entry
+    if d.interface == INTERFACE_REMOVED:
+        return f"detached {e.container_id} {e.ifname} from {e.network}"
+    if d.interface == INTERFACE_UNKNOWN:
+        return (f"released {e.container_id} {e.ifname} from {e.network} on the host side only: its network "
+                f"namespace could not be reached ({d.reason}), so DEL ran without it and {e.ifname} was not "
+                "checked (it went with the namespace unless something still holds that namespace)")
+    return f"not detached: {d.reason}"
+
+
 def cmd_detach(args) -> int:
+    """Exit 0 when every chosen attachment is gone or released (a namespace that could not be reached is
+    said so on its line); 1, naming the interface, when one is still in the container after DEL."""
+    from .runner.attachments import INTERFACE_PRESENT
+
     atts = attachments_of(args)
     try:
-        removed = atts.detach(args.ref, network=args.net, ifname=args.ifname)
+        done = atts.detach(args.ref, network=args.net, ifname=args.ifname)
     except CNIError as err:
         fail(err)
+    stayed = [d for d in done if d.interface == INTERFACE_PRESENT]
     if args.json:
-        print_json({"detached": [{"containerID": e.container_id, "network": e.network, "ifname": e.ifname}
-                                 for e in removed]})
+        out: dict = {"detached": [{"containerID": d.entry.container_id, "network": d.entry.network,
+                                   "ifname": d.entry.ifname, "interface": d.interface,
+                                   **({"reason": d.reason} if d.reason else {})} for d in done]}
+        if stayed:
+            out["error"] = "; ".join(d.reason for d in stayed)
+        print_json(out)
     else:
-        for e in removed:
-            print(f"detached {e.container_id} {e.ifname} from {e.network}")
-    return 0
+        for d in done:
+            if d.interface != INTERFACE_PRESENT:
+                print(_detached_line(d))
+        for d in stayed:
+            warn(_detached_line(d) + "; the attachment is kept: remove the interface, then detach again")
+    return 1 if stayed else 0
 
 
 # -- ls / inspect / status / gc ---------------------------------------------------------------------------
