@@ -26,7 +26,7 @@ from pynet.runner.attachments import AttachError, Attachments, is_pinned
 from pynet.runner.chain import Runner
 
 from .test_cli_attach import (PYNET, Pynet, addresses_in, bridge_ports, mounted_here, needs_portmap,  # noqa: F401
-                              pynet, unpin_all)
+                              needs_reference, pynet, ref_pynet, unpin_all)
 
 IP = shutil.which("ip") or "/usr/sbin/ip"
 
@@ -280,3 +280,24 @@ def test_sigkill_of_the_only_holder_then_gc_is_clean(pynet, host_ns):
     assert report["errors"] == [] and [r["ifname"] for r in report["removed"]] == ["eth0"]
     assert pynet.leases("gcl") == [] and bridge_ports(host_ns, bridge) == []
     assert pynet.json("ls") == []
+
+
+@needs_reference
+def test_reference_plugins_release_attachments_whose_pin_was_lost(ref_pynet, host_ns):
+    """The Go plugins fail DEL on a CNI_NETNS that is not a namespace (the empty file of a lost pin); an
+    unreachable namespace is handed to them as none at all, by detach and by gc."""
+    bridge = ref_pynet.net("refpin", "10.88.0.0/24")
+    first, second = ref_pynet.sleeper(), ref_pynet.sleeper()
+    run_in_exec(ref_pynet, "attach", first.pid)
+    run_in_exec(ref_pynet, "attach", second.pid)
+    assert ref_pynet.leases("refpin") == ["10.88.0.2", "10.88.0.3"]
+    for proc in (first, second):
+        proc.kill()
+        proc.wait()
+    out = ref_pynet.json("detach", first.pid)
+    assert [d["interface"] for d in out["detached"]] == ["unknown"]
+    assert ref_pynet.leases("refpin") == ["10.88.0.3"]
+    report = ref_pynet.json("gc")
+    assert report["errors"] == [] and [r["addresses"] for r in report["removed"]] == [["10.88.0.3/24"]]
+    assert ref_pynet.leases("refpin") == [] and bridge_ports(host_ns, bridge) == []
+    assert ref_pynet.json("ls") == [] and list(ref_pynet.netns_dir.iterdir()) == []

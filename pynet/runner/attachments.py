@@ -38,6 +38,9 @@ DEFAULT_NETNS_DIR = "/run/netns"
 PIN_PREFIX = "pynet-"
 _ID = re.compile(r"^[0-9a-f]{16}$")
 PF_KTHREAD = 0x00200000   # /proc/PID/stat flags: a kernel thread
+# How long an interface may outlive a successful DEL before it counts as left behind: pynet's daemon
+# replies first and removes the veth just after (the kernel's 20-30 ms teardown); more on a loaded host.
+DEL_GRACE = 2.0
 
 
 class AttachError(CNIError):
@@ -108,9 +111,9 @@ def attachable_netns(pid: int) -> tuple[int, int]:
     return ident
 
 
-def interface_in(netns: str, ifname: str) -> bool | None:
-    """Whether ``ifname`` is in the network namespace at ``netns`` (asked over netlink); None when the
-    namespace cannot be opened."""
+def interface_in(netns: str, ifname: str, grace: float = 0.0) -> bool | None:
+    """Whether ``ifname`` is in the network namespace at ``netns`` (asked over netlink), waiting up to
+    ``grace`` seconds for it to go; None when the namespace cannot be opened."""
     from cni_plugins import netlink
     from cni_plugins.netns import iproute
 
@@ -119,7 +122,12 @@ def interface_in(netns: str, ifname: str) -> bool | None:
     except OSError:
         return None
     try:
-        return netlink.link_index(ipr, ifname) is not None
+        deadline = time.monotonic() + grace
+        while netlink.link_index(ipr, ifname) is not None:
+            if time.monotonic() >= deadline:
+                return True
+            time.sleep(0.02)
+        return False
     finally:
         ipr.close()
 
@@ -407,7 +415,7 @@ class Attachments:
             # netns at all when it cannot be reached (plugins then release what they hold on the host).
             netns, why = self._reach(c, entry)
             self.runner.delete(entry.network, entry.container_id, entry.ifname, netns=netns)
-            present = interface_in(netns, entry.ifname) if netns else None
+            present = interface_in(netns, entry.ifname, DEL_GRACE) if netns else None
             if present:
                 self.runner.cache.write(entry)   # still attached: listed, and detach can be run again
                 done.append(Detached(entry, INTERFACE_PRESENT, f"{entry.ifname} is still in container "
@@ -430,8 +438,20 @@ class Attachments:
 
     def _gc(self, networks) -> dict:
         containers = self.containers()
-        valid = [e.attachment() for c in containers if c.alive for e in c.entries]
         report: dict = {"removed": [], "errors": []}
+        for c in containers:
+            if c.foreign or is_pinned(c.netns):
+                continue
+            if c.alive:
+                try:
+                    self._reach(c)        # a lost pin of a live process is made again
+                except CNIError as err:
+                    report["errors"].append(str(err))
+            elif c.netns and os.path.basename(c.netns).startswith(PIN_PREFIX):
+                # The empty file a lost pin leaves: gone, it reads as "namespace gone" to every plugin
+                # (the reference ones fail DEL on a path that is not a namespace).
+                syscalls.unpin(c.netns)
+        valid = [e.attachment() for c in containers if c.alive for e in c.entries]
         names = {n.name for n in list_networks(self.runner.config_dir)[0]}
         for network in networks:
             try:
