@@ -83,11 +83,13 @@ def _detached_line(d) -> str:
 def cmd_detach(args) -> int:
     """Exit 0 when every chosen attachment is gone or released (a namespace that could not be reached is
     said so on its line); 1, naming the interface, when one is still in the container after DEL."""
-    from .runner.attachments import INTERFACE_PRESENT
+    from .runner.attachments import INTERFACE_PRESENT, InterfaceStayed
 
     atts = attachments_of(args)
     try:
         done = atts.detach(args.ref, network=args.net, ifname=args.ifname)
+    except InterfaceStayed as err:
+        done = err.done
     except CNIError as err:
         fail(err)
     stayed = [d for d in done if d.interface == INTERFACE_PRESENT]

@@ -197,9 +197,17 @@ def test_detach_fails_naming_the_interface_that_stayed(pynet, tmp_path):
     assert "eth0" in res.err and container["id"] in res.err and "still" in res.err
     assert "detached" not in res.out
     assert has_link(proc.pid, "eth0")
-    # Still listed: what `ls` shows is what is there.
+    # Still listed: what `ls` shows is what is there; the JSON form says the same, and so does every
+    # other caller of detach (`net rm --force` keeps the network).
     assert [a["ifname"] for a in the_container(pynet)["attachments"]] == ["eth0"]
     assert is_pinned(container["netns"])
+    res = pynet.run("detach", container["id"], "--json", ok=False)
+    out = json.loads(res.out)
+    assert res.returncode == 1 and [d["interface"] for d in out["detached"]] == ["present"]
+    assert "eth0" in out["error"] and container["id"] in out["error"]
+    res = pynet.run("net", "rm", "sticky", "--force", ok=False)
+    assert res.returncode == 1 and "eth0 is still in container" in res.err
+    assert (pynet.config_dir / "sticky.conflist").exists()
 
 
 # -- the initial network namespace ---------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from cni_plugins import syscalls
 from cni_plugins.files import atomic_write
-from cni_plugins.errors import CNIError, INVALID_ENVIRONMENT, UNKNOWN_CONTAINER
+from cni_plugins.errors import CNIError, INVALID_ENVIRONMENT, IO_FAILURE, UNKNOWN_CONTAINER
 
 from .cache import CacheEntry
 from .chain import Runner
@@ -189,6 +189,15 @@ class Detached:
     entry: CacheEntry
     interface: str
     reason: str = ""
+
+
+class InterfaceStayed(AttachError):
+    """Detach ran DEL, and an interface is still in its container (the plugins said success): ``done``
+    says what became of every chosen attachment, those that did go included."""
+
+    def __init__(self, done: list[Detached]):
+        super().__init__(IO_FAILURE, "; ".join(d.reason for d in done if d.interface == INTERFACE_PRESENT))
+        self.done = done
 
 
 class Attachments:
@@ -396,8 +405,9 @@ class Attachments:
             pass
         return True
 
-    def detach(self, ref: str, network: str | None = None, ifname: str | None = None) -> list["Detached"]:
-        """DEL of the chosen attachments, each checked afterwards (see Detached)."""
+    def detach(self, ref: str, network: str | None = None, ifname: str | None = None) -> list[Detached]:
+        """DEL of the chosen attachments, each checked afterwards (see Detached); raises InterfaceStayed
+        when an interface is still in the container after its DEL (that attachment stays cached)."""
         with self._locked():
             return self._detach(ref, network, ifname)
 
@@ -427,6 +437,8 @@ class Attachments:
             else:
                 done.append(Detached(entry, INTERFACE_REMOVED))
         self._forget_if_unused(c)
+        if any(d.interface == INTERFACE_PRESENT for d in done):
+            raise InterfaceStayed(done)
         return done
 
     # -- gc ------------------------------------------------------------------------------------------
