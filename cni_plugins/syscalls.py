@@ -14,6 +14,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import re
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -258,6 +259,33 @@ def make_shared(path: str) -> None:
             raise
     mount(path, path, None, MS_BIND | MS_REC)
     mount("none", path, None, MS_SHARED | MS_REC)
+
+
+def _mountinfo() -> list[tuple[int, int, str, str, str]]:
+    """(id, parent id, major:minor, root, mount point) of every mount in this mount namespace."""
+    def unescape(field: str) -> str:   # mountinfo writes space, tab, newline and backslash as \ooo
+        return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+    with open("/proc/self/mountinfo") as f:
+        return [(int(p[0]), int(p[1]), p[2], unescape(p[3]), unescape(p[4])) for p in map(str.split, f)]
+
+
+def release_shared(path: str) -> bool:
+    """Undoes make_shared's bind mount of ``path`` on itself: unmounts the topmost mount at ``path`` when it
+    is the very directory it covers (same filesystem, same directory), and leaves any other mount there
+    (a tmpfs of its own, say) alone. True when it unmounted."""
+    path = os.path.realpath(path)
+    mounts = _mountinfo()
+    here = [m for m in mounts if m[4] == path]
+    covered = {m[1] for m in here}
+    top = next((m for m in reversed(here) if m[0] not in covered), None)
+    parent = next((m for m in mounts if top and m[0] == top[1]), None)
+    if top is None or parent is None or parent[2] != top[2]:
+        return False
+    if top[3] != os.path.normpath(os.path.join(parent[3], os.path.relpath(path, parent[4]))):
+        return False
+    umount2(path, MNT_DETACH)
+    return True
 
 
 def ns_link_inode(path: str) -> int | None:

@@ -19,7 +19,7 @@ import subprocess
 import pytest
 
 from cni_plugins import netns as cni_netns
-from cni_plugins.syscalls import unpin
+from cni_plugins.syscalls import MNT_DETACH, make_shared, mount, release_shared, umount2, unpin
 from netns_fixtures import OUR_PLUGINS
 from pynet.runner import attachments as atts_mod
 from pynet.runner.attachments import AttachError, Attachments, is_pinned
@@ -77,6 +77,20 @@ def test_attach_inside_ip_netns_exec_then_detach_outside_removes_the_interface(p
     pynet.run("detach", proc.pid)
     assert not has_link(proc.pid, "eth1") and pynet.leases("exb") == []
     assert pynet.json("ls") == [] and list(pynet.netns_dir.iterdir()) == []
+    assert not mounted_here(pynet.netns_dir)
+
+
+def test_pin_dir_is_a_shared_mount_while_it_holds_pins(pynet):
+    """As `ip netns` does for /run/netns: a pin made here reaches mount namespaces made from this one
+    earlier (their copy of the dir is a slave of it); the dir's own mount goes with its last pin."""
+    pynet.net("shr", "10.87.1.0/24")
+    proc = pynet.sleeper()
+    pynet.run("attach", proc.pid)
+    with open("/proc/self/mountinfo") as f:
+        [line] = [line for line in f if line.split()[4] == str(pynet.netns_dir)]
+    assert "shared:" in line
+    pynet.run("detach", proc.pid)
+    assert not mounted_here(pynet.netns_dir)
 
 
 def test_attach_outside_then_detach_inside_ip_netns_exec(pynet, host_ns):
@@ -309,3 +323,20 @@ def test_reference_plugins_release_attachments_whose_pin_was_lost(ref_pynet, hos
     assert report["errors"] == [] and [r["addresses"] for r in report["removed"]] == [["10.88.0.3/24"]]
     assert ref_pynet.leases("refpin") == [] and bridge_ports(host_ns, bridge) == []
     assert ref_pynet.json("ls") == [] and list(ref_pynet.netns_dir.iterdir()) == []
+
+
+def test_release_shared_undoes_only_its_own_bind(tmp_path):
+    plain, own = tmp_path / "plain", tmp_path / "own"
+    plain.mkdir()
+    own.mkdir()
+    try:
+        make_shared(str(plain))       # not a mount point: bound on itself, then shared
+        assert mounted_here(plain)
+        assert release_shared(str(plain)) and not mounted_here(plain)
+        mount("tmpfs", str(own), "tmpfs", 0, "size=64k")   # somebody's mount: made shared, never unmounted
+        make_shared(str(own))
+        assert not release_shared(str(own)) and mounted_here(own)
+    finally:
+        for d in (plain, own):
+            while mounted_here(d):
+                umount2(str(d), MNT_DETACH)

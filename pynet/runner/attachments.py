@@ -302,6 +302,8 @@ class Attachments:
         if is_pinned(target) and netns_identity(target) == ident:
             return True
         try:
+            # Shared, as `ip netns` makes /run/netns: the pin reaches the mount namespaces made from this
+            # one before it (never the other way: one made under `ip netns exec` ends with that command).
             os.makedirs(self.netns_dir, exist_ok=True)
             syscalls.make_shared(self.netns_dir)
             if os.path.lexists(target):
@@ -399,11 +401,23 @@ class Attachments:
             return False
         if c.netns and os.path.basename(c.netns).startswith(PIN_PREFIX):
             syscalls.unpin(c.netns)
+            self._release_pin_dir()
         try:
             os.unlink(self._record_path(c.id))
         except FileNotFoundError:
             pass
         return True
+
+    def _release_pin_dir(self) -> None:
+        """The pin dir's bind mount on itself (made shared for the pins, see _pin) goes with its last pin,
+        so a temp pin dir can be removed; /run/netns stays shared, as `ip netns` leaves it."""
+        if os.path.realpath(self.netns_dir) == DEFAULT_NETNS_DIR:
+            return
+        try:
+            if not os.listdir(self.netns_dir):
+                syscalls.release_shared(self.netns_dir)
+        except OSError:
+            pass   # gone already, or not ours to unmount: nothing is left pinned either way
 
     def detach(self, ref: str, network: str | None = None, ifname: str | None = None) -> list[Detached]:
         """DEL of the chosen attachments, each checked afterwards (see Detached); raises InterfaceStayed
