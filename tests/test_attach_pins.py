@@ -116,6 +116,20 @@ def test_attach_inside_ip_netns_exec_refuses_the_sandbox_own_netns(pynet):
     assert not pynet.netns_dir.exists() or not list(pynet.netns_dir.iterdir())
 
 
+def test_gc_pins_a_live_process_again_so_detach_after_its_death_reaches_the_netns(pynet):
+    pynet.net("regc", "10.86.1.0/24")
+    proc = pynet.sleeper()
+    run_in_exec(pynet, "attach", proc.pid)
+    pin = the_container(pynet)["netns"]
+    assert not is_pinned(pin)
+    assert pynet.json("gc") == {"removed": [], "errors": []}
+    assert is_pinned(pin)
+    proc.kill()
+    proc.wait()
+    assert [d["interface"] for d in pynet.json("detach", proc.pid)["detached"]] == ["removed"]
+    assert pynet.leases("regc") == []
+
+
 # -- pins removed by hand, processes gone -------------------------------------------------------------------
 def test_detach_repins_a_live_process_whose_pin_was_removed(pynet, host_ns):
     bridge = pynet.net("rep", "10.95.0.0/24")
