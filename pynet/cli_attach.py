@@ -113,9 +113,9 @@ def cmd_detach(args) -> int:
 def cmd_ls(args) -> int:
     containers = attachments_of(args).containers()
     if args.json:
-        print_json([{**c.describe(), "attachments": [{k: v for k, v in a.items() if k != "result"}
-                                                     for a in c.describe()["attachments"]]}
-                    for c in containers])
+        described = [c.describe() for c in containers]
+        print_json([{**d, "attachments": [{k: v for k, v in a.items() if k != "result"} for a in d["attachments"]]}
+                    for d in described])
     else:
         table(_HEADERS, [row for c in containers for row in _attachment_rows(c, c.entries)])
     return 0

@@ -66,10 +66,11 @@ def test_attach_inside_ip_netns_exec_then_detach_outside_removes_the_interface(p
     container = the_container(pynet)
     assert has_link(proc.pid, "eth0")
     # What this is about: the pin was made in the command's own mount namespace and went with it.
-    assert not is_pinned(container["netns"])
+    assert not is_pinned(container["netns"]) and container["reachable"] is False
     # The next attach re-pins the live process (it failed on the lost pin before).
     pynet.run("attach", proc.pid, "--net", "exb")
     assert addresses_in(proc.pid, "eth1") == ["10.92.0.2/24"]
+    assert the_container(pynet)["reachable"] is True
     out = pynet.run("detach", proc.pid, "--net", "exa").out
     assert out.strip() == f"detached {container['id']} eth0 from exa"
     assert not has_link(proc.pid, "eth0") and has_link(proc.pid, "eth1")

@@ -162,8 +162,9 @@ class Container:
                    created=float(obj.get("created") or 0))
 
     def describe(self) -> dict:
+        # reachable: the netns path holds the namespace now (a lost pin is made again by detach or gc)
         return {"id": self.id, "pid": self.pid or None, "alive": self.alive, "netns": self.netns,
-                "pynet": not self.foreign,
+                "reachable": bool(self.netns) and is_pinned(self.netns), "pynet": not self.foreign,
                 "attachments": [describe_entry(e) for e in self.entries]}
 
 
