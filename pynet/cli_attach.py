@@ -4,7 +4,7 @@ its netns pinned so that detach works after the process died)."""
 
 from __future__ import annotations
 
-from cni_plugins.errors import CNIError
+from cni_plugins.errors import CNIError, UNKNOWN_CONTAINER
 
 from .cli_base import (CommandError, attachments_of, fail, location_options, print_json, runner_of, table,
                        warn)
@@ -133,7 +133,10 @@ def cmd_inspect(args) -> int:
         # CHECK through the chain: the plugins verify the interfaces still match the cached result.
         for att, entry in zip(out["attachments"], container.entries):
             try:
-                atts.runner.check(entry.network, entry.container_id, entry.ifname)
+                netns, why = atts.reach(container, entry)   # a lost pin of a live process is made again
+                if not netns:
+                    raise CNIError(UNKNOWN_CONTAINER, f"the network namespace cannot be reached: {why}")
+                atts.runner.check(entry.network, entry.container_id, entry.ifname, netns=netns)
                 att["check"] = "ok"
             except CNIError as err:
                 att["check"], failed = str(err), True

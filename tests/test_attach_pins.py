@@ -94,6 +94,22 @@ def test_pin_dir_is_a_shared_mount_while_it_holds_pins(pynet):
     assert not mounted_here(pynet.netns_dir)
 
 
+def test_inspect_check_pins_a_live_process_again_and_names_an_unreachable_netns(pynet):
+    pynet.net("insp", "10.86.2.0/24")
+    proc = pynet.sleeper()
+    run_in_exec(pynet, "attach", proc.pid)
+    [att] = pynet.json("inspect", proc.pid, "--check")["attachments"]
+    assert att["check"] == "ok"
+    container = the_container(pynet)
+    assert container["reachable"] is True
+    unpin(container["netns"])
+    proc.kill()
+    proc.wait()
+    res = pynet.run("inspect", container["id"], "--check", ok=False)
+    [att] = json.loads(res.out)["attachments"]
+    assert res.returncode == 1 and "cannot be reached" in att["check"] and "has exited" in att["check"]
+
+
 def test_attach_outside_then_detach_inside_ip_netns_exec(pynet, host_ns):
     bridge = pynet.net("exc", "10.93.0.0/24")
     proc = pynet.sleeper()

@@ -341,6 +341,11 @@ class Attachments:
                         "it was attached in")
         return pin, ""
 
+    def reach(self, c: Container, entry: CacheEntry | None = None) -> tuple[str, str]:
+        """As _reach, under the lock (it may pin again)."""
+        with self._locked():
+            return self._reach(c, entry)
+
     # -- attach --------------------------------------------------------------------------------------
     def _pin_process(self, pid: int) -> Container:
         st = start_time(pid)
