@@ -14,6 +14,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import re
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -41,6 +42,7 @@ MS_MOVE = 8192
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
 MNT_DETACH = 2
 
 PR_SET_PDEATHSIG = 1
@@ -304,3 +306,57 @@ def seccomp_set_filter(program: bytes) -> None:
     prog = _SockFprog(len(program) // 8, ctypes.addressof(code))
     _check(_libc.prctl(ctypes.c_int(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(prog),
                        ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl(PR_SET_SECCOMP)")
+
+
+def make_shared(path: str) -> None:
+    """Makes ``path`` a shared mount, bind-mounting it on itself first when it is not a mount point (as
+    `ip netns` does for /run/netns): pins mounted under it then propagate to the mount namespaces that
+    are its slaves, the ones made after it (`ip netns exec`, containers). Propagation goes from master
+    to slave only: a pin made inside such a slave namespace (inside `ip netns exec`) never reaches its
+    master and ends with that namespace, whatever is shared."""
+    try:
+        mount("none", path, None, MS_SHARED | MS_REC)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:   # EINVAL: not a mount point
+            raise
+    mount(path, path, None, MS_BIND | MS_REC)
+    mount("none", path, None, MS_SHARED | MS_REC)
+
+
+def _mountinfo() -> list[tuple[int, int, str, str, str]]:
+    """(id, parent id, major:minor, root, mount point) of every mount in this mount namespace."""
+    def unescape(field: str) -> str:   # mountinfo writes space, tab, newline and backslash as \ooo
+        return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+    with open("/proc/self/mountinfo") as f:
+        return [(int(p[0]), int(p[1]), p[2], unescape(p[3]), unescape(p[4])) for p in map(str.split, f)]
+
+
+def release_shared(path: str) -> bool:
+    """Undoes make_shared's bind mount of ``path`` on itself: unmounts the topmost mount at ``path`` when it
+    is the very directory it covers (same filesystem, same directory), and leaves any other mount there
+    (a tmpfs of its own, say) alone. True when it unmounted."""
+    path = os.path.realpath(path)
+    mounts = _mountinfo()
+    here = [m for m in mounts if m[4] == path]
+    covered = {m[1] for m in here}
+    top = next((m for m in reversed(here) if m[0] not in covered), None)
+    parent = next((m for m in mounts if top and m[0] == top[1]), None)
+    if top is None or parent is None or parent[2] != top[2]:
+        return False
+    if top[3] != os.path.normpath(os.path.join(parent[3], os.path.relpath(path, parent[4]))):
+        return False
+    umount2(path, MNT_DETACH)
+    return True
+
+
+def ns_link_inode(path: str) -> int | None:
+    """The namespace inode a /proc/PID/ns/<name> link names (``net:[4026531833]``), or None. readlink
+    answers where stat(2) of the same file fails with EACCES (another process's, e.g. PID 1's, here)."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return None
+    _, _, rest = target.partition(":[")
+    return int(rest[:-1]) if rest.endswith("]") and rest[:-1].isdigit() else None

@@ -4,7 +4,7 @@ its netns pinned so that detach works after the process died)."""
 
 from __future__ import annotations
 
-from cni_plugins.errors import CNIError
+from cni_plugins.errors import CNIError, UNKNOWN_CONTAINER
 
 from .cli_base import (CommandError, attachments_of, fail, location_options, print_json, runner_of, table,
                        warn)
@@ -67,28 +67,55 @@ def cmd_attach(args) -> int:
     return 0
 
 
+def _detached_line(d) -> str:
+    from .runner.attachments import INTERFACE_REMOVED, INTERFACE_UNKNOWN
+
+    e = d.entry
+    if d.interface == INTERFACE_REMOVED:
+        return f"detached {e.container_id} {e.ifname} from {e.network}"
+    if d.interface == INTERFACE_UNKNOWN:
+        return (f"released {e.container_id} {e.ifname} from {e.network} on the host side only: its network "
+                f"namespace could not be reached ({d.reason}), so DEL ran without it and {e.ifname} was not "
+                "checked (it went with the namespace unless something still holds that namespace)")
+    return f"not detached: {d.reason}"
+
+
 def cmd_detach(args) -> int:
+    """Exit 0 when every chosen attachment is gone or released (a namespace that could not be reached is
+    said so on its line); 1, naming the interface, when one is still in the container after DEL."""
+    from .runner.attachments import INTERFACE_PRESENT, InterfaceStayed
+
     atts = attachments_of(args)
     try:
-        removed = atts.detach(args.ref, network=args.net, ifname=args.ifname)
+        done = atts.detach(args.ref, network=args.net, ifname=args.ifname)
+    except InterfaceStayed as err:
+        done = err.done
     except CNIError as err:
         fail(err)
+    stayed = [d for d in done if d.interface == INTERFACE_PRESENT]
     if args.json:
-        print_json({"detached": [{"containerID": e.container_id, "network": e.network, "ifname": e.ifname}
-                                 for e in removed]})
+        out: dict = {"detached": [{"containerID": d.entry.container_id, "network": d.entry.network,
+                                   "ifname": d.entry.ifname, "interface": d.interface,
+                                   **({"reason": d.reason} if d.reason else {})} for d in done]}
+        if stayed:
+            out["error"] = "; ".join(d.reason for d in stayed)
+        print_json(out)
     else:
-        for e in removed:
-            print(f"detached {e.container_id} {e.ifname} from {e.network}")
-    return 0
+        for d in done:
+            if d.interface != INTERFACE_PRESENT:
+                print(_detached_line(d))
+        for d in stayed:
+            warn(_detached_line(d) + "; the attachment is kept: remove the interface, then detach again")
+    return 1 if stayed else 0
 
 
 # -- ls / inspect / status / gc ---------------------------------------------------------------------------
 def cmd_ls(args) -> int:
     containers = attachments_of(args).containers()
     if args.json:
-        print_json([{**c.describe(), "attachments": [{k: v for k, v in a.items() if k != "result"}
-                                                     for a in c.describe()["attachments"]]}
-                    for c in containers])
+        described = [c.describe() for c in containers]
+        print_json([{**d, "attachments": [{k: v for k, v in a.items() if k != "result"} for a in d["attachments"]]}
+                    for d in described])
     else:
         table(_HEADERS, [row for c in containers for row in _attachment_rows(c, c.entries)])
     return 0
@@ -106,7 +133,10 @@ def cmd_inspect(args) -> int:
         # CHECK through the chain: the plugins verify the interfaces still match the cached result.
         for att, entry in zip(out["attachments"], container.entries):
             try:
-                atts.runner.check(entry.network, entry.container_id, entry.ifname)
+                netns, why = atts.reach(container, entry)   # a lost pin of a live process is made again
+                if not netns:
+                    raise CNIError(UNKNOWN_CONTAINER, f"the network namespace cannot be reached: {why}")
+                atts.runner.check(entry.network, entry.container_id, entry.ifname, netns=netns)
                 att["check"] = "ok"
             except CNIError as err:
                 att["check"], failed = str(err), True

@@ -19,7 +19,7 @@ from cni_plugins import netns as cni_netns
 from netns_fixtures import (OUR_PLUGINS, REFERENCE_PLUGINS, icmp_echo, reference_available, tcp_connect,
                             tcp_listener)
 from netns_fixtures.runner import MINIMAL_PATH
-from cni_plugins.syscalls import unpin
+from cni_plugins.syscalls import MNT_DETACH, umount2, unpin
 from pynet.runner.attachments import is_pinned
 
 PYNET = os.path.join(sys.prefix, "bin", "pynet")
@@ -86,9 +86,23 @@ class Pynet:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
-        if self.netns_dir.exists():
-            for pin in self.netns_dir.iterdir():
-                unpin(str(pin))
+        unpin_all(self.netns_dir)
+
+
+def mounted_here(path) -> bool:
+    """Whether ``path`` is a mount point in this (the test's) mount namespace."""
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == str(path) for line in f)
+
+
+def unpin_all(netns_dir) -> None:
+    """Every pin under ``netns_dir``, then the shared bind mount attach makes of the dir itself."""
+    if not os.path.isdir(netns_dir):
+        return
+    for pin in os.listdir(netns_dir):
+        unpin(os.path.join(netns_dir, pin))
+    while mounted_here(netns_dir):
+        umount2(str(netns_dir), MNT_DETACH)
 
 
 @pytest.fixture
@@ -249,7 +263,8 @@ def test_detach_after_process_was_killed(pynet, host_ns):
     proc.wait()
     assert pynet.json("ls")[0]["alive"] is False
     out = pynet.json("detach", proc.pid)
-    assert out["detached"] == [{"containerID": container["id"], "network": "gone", "ifname": "eth0"}]
+    assert out["detached"] == [{"containerID": container["id"], "network": "gone", "ifname": "eth0",
+                                "interface": "removed"}]
     assert bridge_ports(host_ns, bridge) == []
     assert pynet.leases("gone") == []
     assert list((pynet.cache_dir / "results").iterdir()) == []

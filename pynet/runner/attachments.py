@@ -3,8 +3,16 @@ bind mount (``<netns_dir>/pynet-<id>``) so a later DEL reaches that namespace ev
 and its PID was reused. The container ID is derived from the namespace inode and the process start time,
 and is reused for every further attachment of the same namespace.
 
-A small record per container (``<cache_dir>/pynet/containers/<id>.json``: pid, start time, pin) says who
-it was; which networks it is on is read from the libcni result cache, the one source of truth.
+A small record per container (``<cache_dir>/pynet/containers/<id>.json``: pid, start time, pin, netns
+inode) says who it was; which networks it is on is read from the libcni result cache, the one source of
+truth.
+
+Pins do not always last: one made inside `ip netns exec` (a mount namespace of its own per command, a
+slave of the host's: nothing mounted in it propagates back) ends with that command, and anyone can unmount
+one. So a pin is never trusted blindly: a live process whose pin is gone is pinned again once its start
+time and netns inode are the recorded ones; after DEL, the interface is looked for in the namespace (still
+there: an error, the attachment kept); and when the namespace cannot be reached at all, DEL runs without
+it (host-side state released) and the caller is told the interface was not checked.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from dataclasses import dataclass, field
 
 from cni_plugins import syscalls
 from cni_plugins.files import atomic_write
-from cni_plugins.errors import CNIError, INVALID_ENVIRONMENT, UNKNOWN_CONTAINER
+from cni_plugins.errors import CNIError, INVALID_ENVIRONMENT, IO_FAILURE, UNKNOWN_CONTAINER
 
 from .cache import CacheEntry
 from .chain import Runner
@@ -29,6 +37,10 @@ from .netconf import list_networks
 DEFAULT_NETNS_DIR = "/run/netns"
 PIN_PREFIX = "pynet-"
 _ID = re.compile(r"^[0-9a-f]{16}$")
+PF_KTHREAD = 0x00200000   # /proc/PID/stat flags: a kernel thread
+# How long an interface may outlive a successful DEL before it counts as left behind: pynet's daemon
+# replies first and removes the veth just after (the kernel's 20-30 ms teardown); more on a loaded host.
+DEL_GRACE = 2.0
 
 
 class AttachError(CNIError):
@@ -36,15 +48,7 @@ class AttachError(CNIError):
 
 
 # -- processes and namespaces --------------------------------------------------------------------
-def start_time(pid: int) -> int | None:
-    """The process start time in clock ticks since boot (field 22 of /proc/PID/stat), None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # comm may contain spaces and parentheses: fields resume after the last ')'.
-    return int(stat[stat.rindex(b")") + 2:].split()[19])
+start_time = syscalls.proc_start_time   # field 22 of /proc/PID/stat, None once the process is gone
 
 
 def netns_identity(path: str) -> tuple[int, int]:
@@ -55,6 +59,77 @@ def netns_identity(path: str) -> tuple[int, int]:
 def is_pinned(target: str) -> bool:
     """True when ``target`` still holds a namespace (not the empty file under an unmounted pin)."""
     return syscalls.holds_namespace(target)
+
+
+def _is_kernel_thread(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return False
+    return bool(int(fields[6]) & PF_KTHREAD)
+
+
+def initial_netns_inodes() -> set[int]:
+    """The nsfs inode of the host's initial network namespace, as far as it can be read: PID 1's and a
+    kernel thread's (kthreadd, PID 2 outside PID namespaces: kernel threads all live in the initial netns),
+    each by stat or else by readlink (stat of /proc/1/ns/net fails with EACCES on some hosts even for root,
+    and there readlink of it can fail too). Empty when none can be read."""
+    found = set()
+    for pid in (1, 2):
+        if pid != 1 and not _is_kernel_thread(pid):
+            continue
+        path = f"/proc/{pid}/ns/net"
+        try:
+            found.add(os.stat(path).st_ino)
+        except OSError:
+            inode = syscalls.ns_link_inode(path)
+            if inode is not None:
+                found.add(inode)
+    return found
+
+
+def attachable_netns(pid: int) -> tuple[int, int]:
+    """The identity (nsfs device, inode) of process ``pid``'s network namespace; refused when it is pynet's
+    own or the host's initial one, or when the initial one cannot be told at all."""
+    try:
+        ident = netns_identity(f"/proc/{pid}/ns/net")
+    except OSError as exc:
+        raise AttachError(UNKNOWN_CONTAINER, f"cannot read the network namespace of process {pid}: "
+                          f"{exc.strerror}") from None
+    if ident == netns_identity(syscalls.SELF_NETNS):
+        raise AttachError(INVALID_ENVIRONMENT, f"process {pid} is in pynet's own network namespace; "
+                          "refusing to attach it")
+    initial = initial_netns_inodes()
+    if not initial:
+        raise AttachError(INVALID_ENVIRONMENT, f"cannot tell whether process {pid} is in the host's initial "
+                          "network namespace (neither /proc/1/ns/net nor a kernel thread's can be read); "
+                          "refusing to attach it")
+    if ident[1] in initial:   # every namespace file is on the one nsfs device: the inode tells them apart
+        raise AttachError(INVALID_ENVIRONMENT, f"process {pid} is in the host's initial network namespace; "
+                          "refusing to attach it")
+    return ident
+
+
+def interface_in(netns: str, ifname: str, grace: float = 0.0) -> bool | None:
+    """Whether ``ifname`` is in the network namespace at ``netns`` (asked over netlink), waiting up to
+    ``grace`` seconds for it to go; None when the namespace cannot be opened."""
+    from cni_plugins import netlink
+    from cni_plugins.netns import iproute
+
+    try:
+        ipr = iproute(netns)
+    except OSError:
+        return None
+    try:
+        deadline = time.monotonic() + grace
+        while netlink.link_index(ipr, ifname) is not None:
+            if time.monotonic() >= deadline:
+                return True
+            time.sleep(0.02)
+        return False
+    finally:
+        ipr.close()
 
 
 # -- records ---------------------------------------------------------------------------------------
@@ -87,8 +162,9 @@ class Container:
                    created=float(obj.get("created") or 0))
 
     def describe(self) -> dict:
+        # reachable: the netns path holds the namespace now (a lost pin is made again by detach or gc)
         return {"id": self.id, "pid": self.pid or None, "alive": self.alive, "netns": self.netns,
-                "pynet": not self.foreign,
+                "reachable": bool(self.netns) and is_pinned(self.netns), "pynet": not self.foreign,
                 "attachments": [describe_entry(e) for e in self.entries]}
 
 
@@ -100,6 +176,29 @@ def describe_entry(entry: CacheEntry) -> dict:
             "addresses": [ip.get("address") for ip in result.get("ips") or [] if ip.get("address")],
             "portMappings": entry.capability_args.get("portMappings") or [],
             "containerID": entry.container_id, "netns": entry.netns, "result": result}
+
+
+INTERFACE_REMOVED = "removed"   # DEL ran in the namespace and the interface is gone from it
+INTERFACE_UNKNOWN = "unknown"   # the namespace could not be reached: DEL ran without it (host side released)
+INTERFACE_PRESENT = "present"   # DEL succeeded but the interface is still there: an error, the entry is kept
+
+
+@dataclass
+class Detached:
+    """What one detach did to one attachment: ``interface`` is one of INTERFACE_*, ``reason`` says why
+    when it is not INTERFACE_REMOVED."""
+    entry: CacheEntry
+    interface: str
+    reason: str = ""
+
+
+class InterfaceStayed(AttachError):
+    """Detach ran DEL, and an interface is still in its container (the plugins said success): ``done``
+    says what became of every chosen attachment, those that did go included."""
+
+    def __init__(self, done: list[Detached]):
+        super().__init__(IO_FAILURE, "; ".join(d.reason for d in done if d.interface == INTERFACE_PRESENT))
+        self.done = done
 
 
 class Attachments:
@@ -196,36 +295,66 @@ class Attachments:
         raise AttachError(UNKNOWN_CONTAINER, f"no container {ref!r}"
                           + (f" (ambiguous prefix: {sorted(prefixed)})" if prefixed else ""))
 
+    # -- pins --------------------------------------------------------------------------------------
+    def _pin(self, pid: int, st: int, ident, target: str) -> bool:
+        """Pins process ``pid``'s network namespace at ``target`` unless it already holds it; False (nothing
+        left at ``target``) when the process is not the one started at ``st`` in namespace ``ident``."""
+        ident = tuple(ident)
+        if is_pinned(target) and netns_identity(target) == ident:
+            return True
+        try:
+            # Shared, as `ip netns` makes /run/netns: the pin reaches the mount namespaces made from this
+            # one before it (never the other way: one made under `ip netns exec` ends with that command).
+            os.makedirs(self.netns_dir, exist_ok=True)
+            syscalls.make_shared(self.netns_dir)
+            if os.path.lexists(target):
+                syscalls.unpin(target)
+            syscalls.pin(f"/proc/{pid}/ns/net", target)
+        except OSError as exc:
+            if start_time(pid) != st:
+                return False
+            raise AttachError(INVALID_ENVIRONMENT, f"cannot pin the network namespace of process {pid} "
+                              f"at {target}: {exc}") from None
+        # The pin must hold the namespace we checked, not one a reused PID (or a setns) points at meanwhile.
+        if netns_identity(target) != ident or start_time(pid) != st:
+            syscalls.unpin(target)
+            return False
+        return True
+
+    def _reach(self, c: Container, entry: CacheEntry | None = None) -> tuple[str, str]:
+        """(path, "") of the container's network namespace (another runtime's: the entry's) as it can be
+        reached now, pinning a live process again when its pin is gone; ("", why) when it cannot be."""
+        if c.foreign:
+            netns = entry.netns if entry is not None else c.netns
+            if netns and is_pinned(netns):
+                return netns, ""
+            return "", f"its network namespace {netns or '(none recorded)'} is gone"
+        pin = c.netns
+        if is_pinned(pin) and (not c.netns_inode or list(netns_identity(pin)) == c.netns_inode):
+            return pin, ""
+        if start_time(c.pid) is None or start_time(c.pid) != c.start_time:
+            return "", f"process {c.pid} has exited and the pin {pin} is gone"
+        if not c.netns_inode:
+            return "", f"the pin {pin} is gone and no namespace identity was recorded to pin process {c.pid} again"
+        if not self._pin(c.pid, c.start_time, c.netns_inode, pin):
+            return "", (f"the pin {pin} is gone and process {c.pid} is no longer in the network namespace "
+                        "it was attached in")
+        return pin, ""
+
+    def reach(self, c: Container, entry: CacheEntry | None = None) -> tuple[str, str]:
+        """As _reach, under the lock (it may pin again)."""
+        with self._locked():
+            return self._reach(c, entry)
+
     # -- attach --------------------------------------------------------------------------------------
     def _pin_process(self, pid: int) -> Container:
-        source = f"/proc/{pid}/ns/net"
         st = start_time(pid)
         if st is None:
             raise AttachError(UNKNOWN_CONTAINER, f"no process {pid}")
-        try:
-            ident = netns_identity(source)
-        except OSError as exc:
-            raise AttachError(UNKNOWN_CONTAINER, f"cannot read the network namespace of process {pid}: "
-                              f"{exc.strerror}") from None
-        if ident == netns_identity("/proc/thread-self/ns/net"):
-            raise AttachError(INVALID_ENVIRONMENT, f"process {pid} is in pynet's own network namespace; "
-                              "refusing to attach it")
-        try:
-            initial = netns_identity("/proc/1/ns/net")
-        except OSError:
-            initial = None
-        if ident == initial:
-            raise AttachError(INVALID_ENVIRONMENT, f"process {pid} is in the host's initial network namespace; "
-                              "refusing to attach it")
+        ident = attachable_netns(pid)
         cid = hashlib.sha256(f"{ident[0]}:{ident[1]}:{pid}:{st}".encode()).hexdigest()[:16]
         target = os.path.join(self.netns_dir, PIN_PREFIX + cid)
-        if not is_pinned(target):
-            if os.path.exists(target):
-                syscalls.unpin(target)
-            syscalls.pin(source, target)
-        # The pin must hold the namespace we checked, not one a reused PID pointed at meanwhile.
-        if netns_identity(target) != ident or start_time(pid) != st:
-            syscalls.unpin(target)
+        if not self._pin(pid, st, ident, target):
             raise AttachError(UNKNOWN_CONTAINER, f"process {pid} exited while being attached")
         c = Container(id=cid, pid=pid, start_time=st, netns=target, netns_inode=list(ident), created=time.time())
         self._save(c)
@@ -255,6 +384,11 @@ class Attachments:
             # Another process of the same (still pinned) namespace now stands for the container.
             c.pid, c.start_time = pid, start_time(pid)
             self._save(c)
+        if not fresh:
+            netns, why = self._reach(c)
+            if not netns:
+                raise AttachError(UNKNOWN_CONTAINER, f"cannot reach the network namespace of container {c.id}: "
+                                  f"{why}; detach it first: pynet detach {c.id}")
         ifname = ifname or self._free_ifname(c, pid)
         if self.runner.cached(conf.name, c.id, ifname):
             raise AttachError(INVALID_ENVIRONMENT, f"container {c.id} (process {pid}) already has {ifname} "
@@ -273,13 +407,27 @@ class Attachments:
             return False
         if c.netns and os.path.basename(c.netns).startswith(PIN_PREFIX):
             syscalls.unpin(c.netns)
+            self._release_pin_dir()
         try:
             os.unlink(self._record_path(c.id))
         except FileNotFoundError:
             pass
         return True
 
-    def detach(self, ref: str, network: str | None = None, ifname: str | None = None) -> list[CacheEntry]:
+    def _release_pin_dir(self) -> None:
+        """The pin dir's bind mount on itself (made shared for the pins, see _pin) goes with its last pin,
+        so a temp pin dir can be removed; /run/netns stays shared, as `ip netns` leaves it."""
+        if os.path.realpath(self.netns_dir) == DEFAULT_NETNS_DIR:
+            return
+        try:
+            if not os.listdir(self.netns_dir):
+                syscalls.release_shared(self.netns_dir)
+        except OSError:
+            pass   # gone already, or not ours to unmount: nothing is left pinned either way
+
+    def detach(self, ref: str, network: str | None = None, ifname: str | None = None) -> list[Detached]:
+        """DEL of the chosen attachments, each checked afterwards (see Detached); raises InterfaceStayed
+        when an interface is still in the container after its DEL (that attachment stays cached)."""
         with self._locked():
             return self._detach(ref, network, ifname)
 
@@ -291,11 +439,27 @@ class Attachments:
             what = " ".join(filter(None, [f"on network {network!r}" if network else "",
                                           f"with interface {ifname!r}" if ifname else ""]))
             raise AttachError(UNKNOWN_CONTAINER, f"container {c.id} has no attachment {what}".rstrip())
+        done = []
         for entry in chosen:
-            # The cached netns is the pin (for our containers): never /proc/PID of a possibly reused PID.
-            self.runner.delete(entry.network, entry.container_id, entry.ifname, netns=entry.netns)
+            # Our pin (checked, re-made for a live process), never /proc/PID of a possibly reused PID; no
+            # netns at all when it cannot be reached (plugins then release what they hold on the host).
+            netns, why = self._reach(c, entry)
+            self.runner.delete(entry.network, entry.container_id, entry.ifname, netns=netns)
+            present = interface_in(netns, entry.ifname, DEL_GRACE) if netns else None
+            if present:
+                self.runner.cache.write(entry)   # still attached: listed, and detach can be run again
+                done.append(Detached(entry, INTERFACE_PRESENT, f"{entry.ifname} is still in container "
+                                     f"{entry.container_id} (netns {netns}) after DEL on network "
+                                     f"{entry.network!r}: the plugins reported success without removing it"))
+            elif present is None:
+                done.append(Detached(entry, INTERFACE_UNKNOWN, why or f"the network namespace {netns} went away "
+                                     "during DEL"))
+            else:
+                done.append(Detached(entry, INTERFACE_REMOVED))
         self._forget_if_unused(c)
-        return chosen
+        if any(d.interface == INTERFACE_PRESENT for d in done):
+            raise InterfaceStayed(done)
+        return done
 
     # -- gc ------------------------------------------------------------------------------------------
     def gc(self, networks) -> dict:
@@ -306,8 +470,20 @@ class Attachments:
 
     def _gc(self, networks) -> dict:
         containers = self.containers()
-        valid = [e.attachment() for c in containers if c.alive for e in c.entries]
         report: dict = {"removed": [], "errors": []}
+        for c in containers:
+            if c.foreign or is_pinned(c.netns):
+                continue
+            if c.alive:
+                try:
+                    self._reach(c)        # a lost pin of a live process is made again
+                except CNIError as err:
+                    report["errors"].append(str(err))
+            elif c.netns and os.path.basename(c.netns).startswith(PIN_PREFIX):
+                # The empty file a lost pin leaves: gone, it reads as "namespace gone" to every plugin
+                # (the reference ones fail DEL on a path that is not a namespace).
+                syscalls.unpin(c.netns)
+        valid = [e.attachment() for c in containers if c.alive for e in c.entries]
         names = {n.name for n in list_networks(self.runner.config_dir)[0]}
         for network in networks:
             try:
