@@ -1,0 +1,392 @@
+"""The resolver of one network (aardvark-dns's shape): answers the network's container names on its gateway
+addresses, port 53, UDP and TCP, and forwards everything else to upstream resolvers.
+
+Started by the dnsname plugin (cni_plugins/dnsname) inside the network namespace where the bridge lives::
+
+    python -m pynet.dns.server --state-dir DIR --network NAME [--detach]
+
+It reads ``DIR/NAME.json`` (cni_plugins/dnsname/records.py) and re-reads it whenever its inode or mtime
+change (checked per query), so the plugin only rewrites the file. ``--detach``: bind, fork, start a new
+session, write ``DIR/NAME.pid`` and only then let the starting process exit (it waits for that), so the
+plugin returns with the resolver answering; stdio goes to ``DIR/NAME.log``. Wire format: dnspython.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.query
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from cni_plugins import syscalls
+from cni_plugins.dnsname import records as store
+
+PORT = 53
+TTL = 60
+UPSTREAM_TIMEOUT = 2.0
+TCP_IDLE_TIMEOUT = 10.0
+IP_FREEBIND = 15   # bind before the address is up (an IPv6 gateway still in DAD)
+
+log = logging.getLogger("pynet.dns")
+
+
+class Records:
+    """The network's names as last read from its records file (re-read when the file changes)."""
+
+    def __init__(self, data_dir: str, network: str):
+        self.data_dir = data_dir
+        self.network = network
+        self.path = store.records_path(data_dir, network)
+        self._stamp = None
+        self._lock = threading.Lock()
+        self.domain = dns.name.from_text("dns.pynet")
+        self.names: dict[str, dict[str, list[str]]] = {}
+        self.ptr: dict[str, str] = {}
+        self.upstreams: list[str] = []
+        self.client_upstreams: dict[str, list[str]] = {}
+        self.listen: list[str] = []
+        self.refresh()
+
+    def refresh(self) -> None:
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self._stamp:
+            return
+        with self._lock:
+            if stamp == self._stamp:
+                return
+            self._load(store.load(self.data_dir, self.network))
+            self._stamp = stamp
+
+    def _load(self, data: dict) -> None:
+        names: dict[str, dict[str, list[str]]] = {}
+        ptr: dict[str, str] = {}
+        client_upstreams: dict[str, list[str]] = {}
+        domain = dns.name.from_text(data.get("domain") or "dns.pynet")
+        for record in data["records"].values():
+            labels = [record.get("name"), *(record.get("aliases") or ()), record.get("shortId")]
+            labels = [label.lower() for label in labels if label]
+            ips = [ip for ip in record.get("ips") or () if _is_ip(ip)]
+            for label in labels:
+                entry = names.setdefault(label, {"A": [], "AAAA": []})
+                for ip in ips:
+                    kind = "A" if ipaddress.ip_address(ip).version == 4 else "AAAA"
+                    if ip not in entry[kind]:
+                        entry[kind].append(ip)
+            if labels:
+                for ip in ips:
+                    ptr[store.reverse_name(ip)] = f"{labels[0]}.{domain.to_text(omit_final_dot=True)}."
+                    if record.get("upstreams"):
+                        client_upstreams[ip] = list(record["upstreams"])
+        self.domain, self.names, self.ptr, self.client_upstreams = domain, names, ptr, client_upstreams
+        self.upstreams = [u for u in data.get("upstreams") or () if _is_ip(u)]
+        self.listen = store.listen_addresses(data)
+
+
+def _is_ip(value) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _formerr(wire: bytes) -> bytes | None:
+    """A header-only FORMERR for bytes that are not a query dnspython can read; None (drop) when there is
+    not even a whole header to answer."""
+    if len(wire) < 12:
+        return None
+    (flags,) = struct.unpack("!H", wire[2:4])
+    if flags & dns.flags.QR:
+        return None   # a response sent to us: never answer one (no reflection loops)
+    reply = dns.message.Message(id=struct.unpack("!H", wire[:2])[0])
+    reply.flags = dns.flags.QR | (flags & dns.flags.RD)
+    reply.set_rcode(dns.rcode.FORMERR)
+    return reply.to_wire()
+
+
+class Resolver:
+    def __init__(self, records: Records, timeout: float = UPSTREAM_TIMEOUT):
+        self.records = records
+        self.timeout = timeout
+        # Never forward to a pynet resolver (this one or another network's): a forwarding loop.
+        self._own = store.all_resolver_addresses(records.data_dir) | set(records.listen)
+
+    # -- answering ----------------------------------------------------------------------------------
+    def local(self, query: dns.message.Message) -> dns.message.Message | None:
+        """The answer from this network's records, or None when the name is not ours to answer."""
+        question = query.question[0]
+        rdtype = question.rdtype
+        qname = question.name
+        recs = self.records
+        if rdtype == dns.rdatatype.PTR:
+            target = recs.ptr.get(qname.to_text(omit_final_dot=True).lower())
+            if target is None:
+                return None
+            return self._answer(query, {dns.rdatatype.PTR: [target]})
+        if qname.is_subdomain(recs.domain):
+            relative = qname.relativize(recs.domain)
+            label = relative.to_text().lower() if len(relative) == 1 else None
+            if relative == dns.name.empty:
+                return self._answer(query, {})
+            entry = recs.names.get(label) if label else None
+            if entry is None:
+                reply = self._answer(query, {})
+                reply.set_rcode(dns.rcode.NXDOMAIN)
+                return reply
+        elif len(qname) == 2:   # a bare name ("web.")
+            entry = recs.names.get(qname.labels[0].decode("ascii", "replace").lower())
+            if entry is None:
+                return None
+        else:
+            return None
+        wanted = {dns.rdatatype.A: ("A",), dns.rdatatype.AAAA: ("AAAA",),
+                  dns.rdatatype.ANY: ("A", "AAAA")}.get(rdtype, ())
+        return self._answer(query, {dns.rdatatype.from_text(k): entry[k] for k in wanted if entry[k]})
+
+    def _answer(self, query, data: dict) -> dns.message.Message:
+        reply = dns.message.make_response(query)
+        reply.flags |= dns.flags.AA | dns.flags.RA
+        name = query.question[0].name
+        for rdtype, values in data.items():
+            reply.answer.append(dns.rrset.from_text_list(name, TTL, dns.rdataclass.IN, rdtype, values))
+        return reply
+
+    def forward(self, query: dns.message.Message, client: str, tcp: bool) -> dns.message.Message:
+        upstreams = self.records.client_upstreams.get(client) or self.records.upstreams
+        for upstream in upstreams:
+            if upstream in self._own or upstream in self.records.listen:
+                continue
+            try:
+                if tcp:
+                    return dns.query.tcp(query, upstream, timeout=self.timeout)
+                return dns.query.udp(query, upstream, timeout=self.timeout, ignore_unexpected=True)
+            except (dns.exception.DNSException, OSError, ValueError) as exc:
+                log.info("upstream %s failed for %s: %s", upstream, query.question[0].name, exc)
+        reply = dns.message.make_response(query)
+        reply.flags |= dns.flags.RA
+        reply.set_rcode(dns.rcode.SERVFAIL)
+        return reply
+
+    def parse(self, wire: bytes) -> tuple[dns.message.Message | None, bytes | None]:
+        """(query, None) for a query to answer, (None, reply-or-None) for anything else."""
+        try:
+            query = dns.message.from_wire(wire)
+        except Exception:
+            return None, _formerr(wire)
+        if query.flags & dns.flags.QR:
+            return None, None
+        if query.opcode() != dns.opcode.QUERY or len(query.question) != 1:
+            reply = dns.message.make_response(query)
+            reply.question = query.question[:1]
+            reply.set_rcode(dns.rcode.NOTIMP if query.opcode() != dns.opcode.QUERY else dns.rcode.FORMERR)
+            return None, reply.to_wire()
+        return query, None
+
+    def respond(self, query: dns.message.Message, client: str, tcp: bool) -> bytes:
+        try:
+            self.records.refresh()
+            reply = self.local(query)
+            if reply is None:
+                reply = self.forward(query, client, tcp)
+        except Exception:
+            log.exception("failed to answer %s", query.question[0].name)
+            reply = dns.message.make_response(query)
+            reply.set_rcode(dns.rcode.SERVFAIL)
+        reply.id = query.id
+        if tcp:
+            return reply.to_wire()
+        limit = max(512, query.payload if query.edns >= 0 else 512)
+        try:
+            return reply.to_wire(max_size=limit)
+        except dns.exception.TooBig:
+            short = dns.message.make_response(query)
+            short.flags |= dns.flags.TC | (reply.flags & dns.flags.AA)
+            return short.to_wire()
+
+
+# -- sockets ------------------------------------------------------------------------------------------
+
+def _bind(address: str, kind: int) -> socket.socket:
+    family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+    sock = socket.socket(family, kind)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+    sock.bind((address, PORT))
+    if kind == socket.SOCK_STREAM:
+        sock.listen(64)
+    return sock
+
+
+def _serve_udp(sock: socket.socket, resolver: Resolver, pool: ThreadPoolExecutor) -> None:
+    def forward_and_send(query, peer):
+        data = resolver.respond(query, peer[0], tcp=False)
+        sock.sendto(data, peer)
+
+    while True:
+        try:
+            wire, peer = sock.recvfrom(65535)
+        except OSError:
+            continue
+        try:
+            query, immediate = resolver.parse(wire)
+            if query is None:
+                if immediate:
+                    sock.sendto(immediate, peer)
+                continue
+            resolver.records.refresh()
+            if resolver.local(query) is not None:   # local names inline: no thread hop
+                sock.sendto(resolver.respond(query, peer[0], tcp=False), peer)
+            else:
+                pool.submit(forward_and_send, query, peer)
+        except Exception:
+            log.exception("udp query from %s", peer)
+
+
+def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def _serve_tcp_connection(conn: socket.socket, peer, resolver: Resolver) -> None:
+    conn.settimeout(TCP_IDLE_TIMEOUT)
+    try:
+        while True:
+            head = _recv_exact(conn, 2)
+            if head is None:
+                return
+            wire = _recv_exact(conn, struct.unpack("!H", head)[0])
+            if wire is None:
+                return
+            query, immediate = resolver.parse(wire)
+            data = resolver.respond(query, peer[0], tcp=True) if query is not None else immediate
+            if data is None:
+                return
+            conn.sendall(struct.pack("!H", len(data)) + data)
+    except (OSError, socket.timeout):
+        pass
+    finally:
+        conn.close()
+
+
+def _serve_tcp(sock: socket.socket, resolver: Resolver) -> None:
+    while True:
+        try:
+            conn, peer = sock.accept()
+        except OSError:
+            continue
+        threading.Thread(target=_serve_tcp_connection, args=(conn, peer, resolver), daemon=True).start()
+
+
+class Server:
+    def __init__(self, data_dir: str, network: str):
+        self.records = Records(data_dir, network)
+        self.resolver = Resolver(self.records)
+        self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="forward")
+        self.sockets: dict[str, list[socket.socket]] = {}
+
+    def bind(self) -> None:
+        """Binds every address of the records (raises OSError naming the address on failure)."""
+        for address in self.records.listen:
+            if address in self.sockets:
+                continue
+            try:
+                self.sockets[address] = [_bind(address, socket.SOCK_DGRAM), _bind(address, socket.SOCK_STREAM)]
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot listen on {address} port {PORT}: {exc.strerror}") from None
+
+    def start(self, addresses) -> None:
+        for address in addresses:
+            udp, tcp = self.sockets[address]
+            threading.Thread(target=_serve_udp, args=(udp, self.resolver, self.pool), daemon=True).start()
+            threading.Thread(target=_serve_tcp, args=(tcp, self.resolver), daemon=True).start()
+
+
+def _detach() -> int:
+    """Forks; the parent waits for the child's word that it is ready and exits with it. Returns the write
+    end of the pipe in the child."""
+    read_end, write_end = os.pipe()
+    if os.fork():
+        os.close(write_end)
+        ready = os.read(read_end, 1)
+        os._exit(0 if ready == b"1" else 1)
+    os.close(read_end)
+    os.setsid()
+    return write_end
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pynet.dns.server", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--state-dir", required=True, help="the dnsname plugin's dataDir")
+    parser.add_argument("--network", required=True)
+    parser.add_argument("--detach", action="store_true", help="run in the background once answering")
+    args = parser.parse_args(argv)
+    ready_fd = _detach() if args.detach else None
+    try:
+        server = Server(args.state_dir, args.network)
+        server.bind()
+    except OSError as exc:
+        print(f"pynet dns: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if ready_fd is not None:
+        fd = os.open(store.log_path(args.state_dir, args.network), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        os.close(devnull)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    server.start(list(server.sockets))
+    _write_pid_file(server, args)
+    if ready_fd is not None:
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
+    # The main thread picks up new gateway addresses (a network's second family) and otherwise sleeps.
+    while True:
+        time.sleep(1.0)
+        try:
+            server.records.refresh()
+            before = set(server.sockets)
+            server.bind()
+            if set(server.sockets) != before:
+                server.start(set(server.sockets) - before)
+                _write_pid_file(server, args)
+        except Exception:
+            log.exception("reload")
+
+
+def _write_pid_file(server: Server, args) -> None:
+    store.write_pid_file(args.state_dir, args.network, os.getpid(), syscalls.proc_start_time(os.getpid()),
+                         list(server.sockets))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
