@@ -63,6 +63,7 @@ class Records:
         self.upstreams: list[str] = []
         self.client_upstreams: dict[str, list[str]] = {}
         self.listen: list[str] = []
+        self.loop_guard: set[str] = set()
         self.refresh()
 
     def refresh(self) -> None:
@@ -102,6 +103,8 @@ class Records:
         self.domain, self.names, self.ptr, self.client_upstreams = domain, names, ptr, client_upstreams
         self.upstreams = [u for u in data.get("upstreams") or () if _is_ip(u)]
         self.listen = store.listen_addresses(data)
+        # Never forward to a pynet resolver (this one or another network's): a forwarding loop.
+        self.loop_guard = store.all_resolver_addresses(self.data_dir) | set(self.listen)
 
 
 def _is_ip(value) -> bool:
@@ -130,8 +133,6 @@ class Resolver:
     def __init__(self, records: Records, timeout: float = UPSTREAM_TIMEOUT):
         self.records = records
         self.timeout = timeout
-        # Never forward to a pynet resolver (this one or another network's): a forwarding loop.
-        self._own = store.all_resolver_addresses(records.data_dir) | set(records.listen)
 
     # -- answering ----------------------------------------------------------------------------------
     def local(self, query: dns.message.Message) -> dns.message.Message | None:
@@ -176,7 +177,7 @@ class Resolver:
     def forward(self, query: dns.message.Message, client: str, tcp: bool) -> dns.message.Message:
         upstreams = self.records.client_upstreams.get(client) or self.records.upstreams
         for upstream in upstreams:
-            if upstream in self._own or upstream in self.records.listen:
+            if upstream in self.records.loop_guard:
                 continue
             try:
                 if tcp:
@@ -214,6 +215,9 @@ class Resolver:
             log.exception("failed to answer %s", query.question[0].name)
             reply = dns.message.make_response(query)
             reply.set_rcode(dns.rcode.SERVFAIL)
+        return self.render(query, reply, tcp)
+
+    def render(self, query: dns.message.Message, reply: dns.message.Message, tcp: bool) -> bytes:
         reply.id = query.id
         if tcp:
             return reply.to_wire()
@@ -256,8 +260,9 @@ def _serve_udp(sock: socket.socket, resolver: Resolver, pool: ThreadPoolExecutor
                     sock.sendto(immediate, peer)
                 continue
             resolver.records.refresh()
-            if resolver.local(query) is not None:   # local names inline: no thread hop
-                sock.sendto(resolver.respond(query, peer[0], tcp=False), peer)
+            reply = resolver.local(query)
+            if reply is not None:   # local names inline: no thread hop
+                sock.sendto(resolver.render(query, reply, tcp=False), peer)
             else:
                 pool.submit(forward_and_send, query, peer)
         except Exception:
