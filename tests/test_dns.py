@@ -354,3 +354,21 @@ def test_check_fails_when_the_records_are_gone(two, cni, dns_dir):
 
 def test_status_reports_ready(cni, tmp_path, dns_dir):
     cni.status("dnsname", dict(conflist(tmp_path, dns_dir)["plugins"][1], name="dnsnet", cniVersion="1.1.0"))
+
+
+def test_through_the_daemon_the_resolver_runs_detached_and_answers(daemon_cni, make_netns, tmp_path, dns_dir,
+                                                                  pynet_daemon):
+    net = conflist(tmp_path, dns_dir)
+    web, db = make_netns("pynt-web"), make_netns("pynt-db")
+    res_web = attach(daemon_cni, net, web, WEB_ID, "web")
+    res_db = attach(daemon_cni, net, db, DB_ID, "db")
+    try:
+        pid = resolver_pid(dns_dir)
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        assert int(fields[3]) == pid   # a session of its own: detached from the daemon that started it
+        assert answers(ask(db, "10.88.0.1", "web")) == [ip_of(res_web)]
+    finally:
+        detach(daemon_cni, net, db, DB_ID, res_db)
+        detach(daemon_cni, net, web, WEB_ID, res_web)
+    assert resolver_pid(dns_dir) is None
