@@ -32,6 +32,7 @@ import dns.message  # noqa: E402
 
 from cni_plugins import netlink  # noqa: E402
 from netns_fixtures import CNI, OUR_PLUGINS, Netns  # noqa: E402
+from netns_fixtures.daemon import stop_daemon  # noqa: E402
 from netns_fixtures.links import veth_link  # noqa: E402
 from pynet.dns import plugin_config  # noqa: E402
 
@@ -98,16 +99,6 @@ def dnsmasq(ns: Netns, tmp: str, label: str, address: str, *options: str) -> sub
     raise RuntimeError(f"dnsmasq ({label}) does not answer on {address}")
 
 
-def stop(proc: subprocess.Popen | None) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--local", type=int, default=2000, help="queries for the local name (default 2000)")
@@ -157,7 +148,7 @@ def main() -> int:
         return 0
     finally:
         for proc in procs:
-            stop(proc)
+            stop_daemon(proc, 5)
         if result is not None:
             cni.del_chain(net, ctr, result, container_id=CONTAINER_ID, args="IgnoreUnknown=1")
         for ns in reversed(namespaces):

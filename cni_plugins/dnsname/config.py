@@ -11,11 +11,10 @@ capability). Every name must be one DNS label.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from dataclasses import dataclass, field
 
-from cni_plugins.config import option_str
+from cni_plugins.config import option_abs_path, option_str
 from cni_plugins.errors import invalid_config
 from cni_plugins.skel import Request
 
@@ -83,10 +82,7 @@ def resolv_conf_nameservers(path: str = RESOLV_CONF) -> list[str]:
 
 
 def parse_data_dir(config: dict) -> str:
-    data_dir = config.get("dataDir") or DEFAULT_DATA_DIR
-    if not isinstance(data_dir, str) or not os.path.isabs(data_dir):
-        raise invalid_config("dataDir", data_dir, "must be an absolute path")
-    return data_dir
+    return option_abs_path(config, "dataDir", DEFAULT_DATA_DIR)
 
 
 def parse_network(req: Request) -> str:

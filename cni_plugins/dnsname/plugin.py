@@ -159,6 +159,8 @@ def add(req: Request, cfg: DnsnameConfig, handles: Handles) -> Result:
 
 
 def _teardown(cfg: DnsnameConfig, handles: Handles, keep) -> None:
+    if not os.path.isdir(cfg.data_dir):
+        return   # never used: nothing to remove, and nothing to create
     with store.locked(cfg.data_dir):
         data = store.load(cfg.data_dir, cfg.network)
         if not data["records"] and not os.path.exists(store.pid_path(cfg.data_dir, cfg.network)) \

@@ -3,7 +3,7 @@ what a conflist needs to use it (cni_plugins/dnsname holds the plugin and the re
 
 from __future__ import annotations
 
-from cni_plugins.dnsname.config import DEFAULT_DATA_DIR, DEFAULT_DOMAIN
+from cni_plugins.dnsname.config import DEFAULT_DOMAIN
 
 
 def plugin_config(domain: str = DEFAULT_DOMAIN, data_dir: str | None = None,
