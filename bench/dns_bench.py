@@ -5,7 +5,9 @@ Everything happens in namespaces this script creates: a sandbox "host" netns wit
 attached with our bridge -> dnsname chain (which starts pynet's resolver on the gateway), an "upstream"
 namespace running a dnsmasq that knows the forwarded name, and a dnsmasq under test in the host netns on a
 second bridge address with the container's name as a host record and no cache (pynet's resolver has none).
-The client is one UDP socket in the container sending one query at a time (a bounded count, a time cap).
+The client is one UDP socket in the container sending one query at a time (a bounded count, a time cap):
+the same query again and again ("local", answered from pynet's answer cache), the name in a new mix of
+cases each time ("local-0x20": no two queries alike, so every one is looked up), and a forwarded name.
 Both dnsmasq processes are stopped by PID; the container is detached (which stops pynet's resolver) and
 every namespace is removed at the end, also on failure. Nothing here asserts a number.
 
@@ -45,17 +47,21 @@ CONTAINER_ID = "0123456789abcdef" * 4
 TIME_CAP = 15.0
 
 
-def measure(ctr: Netns, server: str, name: str, count: int) -> dict:
-    """Sequential queries from inside ``ctr``: qps and latency percentiles (ms) of the answered ones."""
+def measure(ctr: Netns, server: str, name: str, count: int, mixed_case: bool = False) -> dict:
+    """Sequential queries from inside ``ctr``: qps and latency percentiles (ms) of the answered ones.
+    ``mixed_case``: each query spells the name in another mix of cases (0x20, as some stub resolvers do),
+    so no two queries are the same bytes."""
     with ctr.entered():
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.settimeout(2.0)
     sock.connect((server, 53))
-    wire = bytearray(dns.message.make_query(name, "A").to_wire())
+    spellings = [bytearray(dns.message.make_query(spell(name, i) if mixed_case else name, "A").to_wire())
+                 for i in range(min(count, 4096))]
     latencies, failures = [], 0
     started = time.perf_counter()
     with sock:
         for i in range(count):
+            wire = spellings[i % len(spellings)]
             wire[0:2] = (i & 0xFFFF).to_bytes(2, "big")
             t0 = time.perf_counter()
             sock.send(wire)
@@ -75,6 +81,15 @@ def measure(ctr: Netns, server: str, name: str, count: int) -> dict:
     return {"queries": len(latencies) + (failures if not latencies else 0), "failures": failures,
             "qps": len(latencies) / elapsed if elapsed else 0.0,
             "p50_ms": statistics.median(latencies) * 1000 if latencies else float("nan"), "p99_ms": p99 * 1000}
+
+
+def spell(name: str, n: int) -> str:
+    letters = [i for i, c in enumerate(name) if c.isalpha()]
+    chars = list(name)
+    for bit, i in enumerate(letters):
+        if (n >> bit) & 1:
+            chars[i] = chars[i].upper()
+    return "".join(chars)
 
 
 def dnsmasq(ns: Netns, tmp: str, label: str, address: str, *options: str) -> subprocess.Popen:
@@ -132,9 +147,11 @@ def main() -> int:
                              f"--host-record=web.dns.pynet,web,{web_ip}"))
 
         rows = []
-        for label, name, count in (("local", "web.dns.pynet", args.local), ("forwarded", FORWARDED, args.forwarded)):
-            ours = measure(ctr, GATEWAY, name, count)
-            theirs = measure(ctr, DNSMASQ_ADDRESS, name, count)
+        for label, name, count, mixed in (("local", "web.dns.pynet", args.local, False),
+                                          ("local-0x20", "web.dns.pynet", args.local, True),
+                                          ("forwarded", FORWARDED, args.forwarded, False)):
+            ours = measure(ctr, GATEWAY, name, count, mixed)
+            theirs = measure(ctr, DNSMASQ_ADDRESS, name, count, mixed)
             rows.append((label, ours, theirs))
         print(f"{'query':<10} {'server':<8} {'answered':>8} {'failed':>6} {'qps':>8} {'p50 ms':>7} {'p99 ms':>7}")
         for label, ours, theirs in rows:

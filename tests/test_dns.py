@@ -164,6 +164,7 @@ def test_a_container_on_another_network_cannot_resolve_them(two, cni, make_netns
 def test_removed_container_name_is_gone_and_delete_is_idempotent(two, cni):
     net, ctrs = two
     (web, _), (db, db_res) = ctrs["web"], ctrs["db"]
+    assert answers(ask(web, "10.88.0.1", "db.dns.pynet")) == [ip_of(db_res)]   # (now a cached answer too)
     detach(cni, net, db, DB_ID, db_res)
     assert ask(web, "10.88.0.1", "db.dns.pynet").rcode() == dns.rcode.NXDOMAIN
     assert ask(web, "10.88.0.1", DB_ID[:12] + ".dns.pynet").rcode() == dns.rcode.NXDOMAIN

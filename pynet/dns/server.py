@@ -43,6 +43,7 @@ PORT = 53
 TTL = 60
 UPSTREAM_TIMEOUT = 2.0
 TCP_IDLE_TIMEOUT = 10.0
+ANSWER_CACHE = 4096
 IP_FREEBIND = 15   # bind before the address is up (an IPv6 gateway still in DAD)
 
 log = logging.getLogger("pynet.dns")
@@ -64,6 +65,9 @@ class Records:
         self.client_upstreams: dict[str, list[str]] = {}
         self.listen: list[str] = []
         self.loop_guard: set[str] = set()
+        # Local answers by the query's bytes after its ID (same question, flags and EDNS: same answer),
+        # emptied whenever the records are read again.
+        self.answers: dict[bytes, bytes] = {}
         self.refresh()
 
     def refresh(self) -> None:
@@ -101,6 +105,7 @@ class Records:
                     if record.get("upstreams"):
                         client_upstreams[ip] = list(record["upstreams"])
         self.domain, self.names, self.ptr, self.client_upstreams = domain, names, ptr, client_upstreams
+        self.answers = {}
         self.upstreams = [u for u in data.get("upstreams") or () if _is_ip(u)]
         self.listen = store.listen_addresses(data)
         # Never forward to a pynet resolver (this one or another network's): a forwarding loop.
@@ -254,15 +259,24 @@ def _serve_udp(sock: socket.socket, resolver: Resolver, pool: ThreadPoolExecutor
         except OSError:
             continue
         try:
+            resolver.records.refresh()
+            cached = resolver.records.answers.get(wire[2:])
+            if cached is not None:
+                sock.sendto(wire[:2] + cached, peer)
+                continue
             query, immediate = resolver.parse(wire)
             if query is None:
                 if immediate:
                     sock.sendto(immediate, peer)
                 continue
-            resolver.records.refresh()
+            answers = resolver.records.answers   # before the lookup: a reload in between replaces it
             reply = resolver.local(query)
             if reply is not None:   # local names inline: no thread hop
-                sock.sendto(resolver.render(query, reply, tcp=False), peer)
+                data = resolver.render(query, reply, tcp=False)
+                sock.sendto(data, peer)
+                if len(answers) >= ANSWER_CACHE:
+                    answers.clear()
+                answers[wire[2:]] = data[2:]
             else:
                 pool.submit(forward_and_send, query, peer)
         except Exception:
