@@ -373,3 +373,21 @@ def test_through_the_daemon_the_resolver_runs_detached_and_answers(daemon_cni, m
         detach(daemon_cni, net, db, DB_ID, res_db)
         detach(daemon_cni, net, web, WEB_ID, res_web)
     assert resolver_pid(dns_dir) is None
+
+
+def test_dual_stack_container_has_a_aaaa_and_ptr_records(cni, make_netns, tmp_path, dns_dir):
+    net = conflist(tmp_path, dns_dir, subnet="10.92.0.0/24,fd92::/64")
+    web, db = make_netns("pynt-web"), make_netns("pynt-db")
+    res_web = attach(cni, net, web, WEB_ID, "web")
+    res_db = attach(cni, net, db, DB_ID, "db")
+    try:
+        assert res_web["dns"]["nameservers"] == ["10.92.0.1", "fd92::1"]
+        v4, v6 = sorted((ip["address"].split("/")[0] for ip in res_web["ips"]), key=lambda a: ":" in a)
+        assert answers(ask(db, "10.92.0.1", "web", "A")) == [v4]
+        assert answers(ask(db, "10.92.0.1", "web.dns.pynet", "AAAA")) == [v6]
+        assert answers(ask(db, "10.92.0.1", dns.reversename.from_address(v6), "PTR")) == ["web.dns.pynet."]
+        assert answers(ask(db, "10.92.0.1", "web", "ANY")) == sorted([v4, v6])
+        assert answers(ask(db, "fd92::1", "web", "AAAA", timeout=5)) == [v6]   # over IPv6 too
+    finally:
+        detach(cni, net, db, DB_ID, res_db)
+        detach(cni, net, web, WEB_ID, res_web)

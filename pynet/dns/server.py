@@ -32,6 +32,7 @@ import dns.name
 import dns.opcode
 import dns.query
 import dns.rcode
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
@@ -59,8 +60,8 @@ class Records:
         self._stamp = None
         self._lock = threading.Lock()
         self.domain = dns.name.from_text("dns.pynet")
-        self.names: dict[str, dict[str, list[str]]] = {}
-        self.ptr: dict[str, str] = {}
+        self.names: dict[str, dict[str, list]] = {}   # label -> {"A": [rdata], "AAAA": [rdata]}
+        self.ptr: dict[str, object] = {}   # reverse name -> PTR rdata
         self.upstreams: list[str] = []
         self.client_upstreams: dict[str, list[str]] = {}
         self.listen: list[str] = []
@@ -85,8 +86,8 @@ class Records:
             self._stamp = stamp
 
     def _load(self, data: dict) -> None:
-        names: dict[str, dict[str, list[str]]] = {}
-        ptr: dict[str, str] = {}
+        names: dict[str, dict[str, list]] = {}
+        ptr: dict[str, object] = {}
         client_upstreams: dict[str, list[str]] = {}
         domain = dns.name.from_text(data.get("domain") or "dns.pynet")
         for record in data["records"].values():
@@ -97,11 +98,13 @@ class Records:
                 entry = names.setdefault(label, {"A": [], "AAAA": []})
                 for ip in ips:
                     kind = "A" if ipaddress.ip_address(ip).version == 4 else "AAAA"
-                    if ip not in entry[kind]:
-                        entry[kind].append(ip)
+                    rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(kind), ip)
+                    if rdata not in entry[kind]:
+                        entry[kind].append(rdata)
             if labels:
+                target = f"{labels[0]}.{domain.to_text(omit_final_dot=True)}."
                 for ip in ips:
-                    ptr[store.reverse_name(ip)] = f"{labels[0]}.{domain.to_text(omit_final_dot=True)}."
+                    ptr[store.reverse_name(ip)] = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.PTR, target)
                     if record.get("upstreams"):
                         client_upstreams[ip] = list(record["upstreams"])
         self.domain, self.names, self.ptr, self.client_upstreams = domain, names, ptr, client_upstreams
@@ -176,7 +179,7 @@ class Resolver:
         reply.flags |= dns.flags.AA | dns.flags.RA
         name = query.question[0].name
         for rdtype, values in data.items():
-            reply.answer.append(dns.rrset.from_text_list(name, TTL, dns.rdataclass.IN, rdtype, values))
+            reply.answer.append(dns.rrset.from_rdata_list(name, TTL, values))
         return reply
 
     def forward(self, query: dns.message.Message, client: str, tcp: bool) -> dns.message.Message:
