@@ -391,3 +391,33 @@ def test_dual_stack_container_has_a_aaaa_and_ptr_records(cni, make_netns, tmp_pa
     finally:
         detach(cni, net, db, DB_ID, res_db)
         detach(cni, net, web, WEB_ID, res_web)
+
+
+# -- podman 4.3 (CNI backend) with dnsname in its conflist ------------------------------------------------------
+from tests.test_podman import plugin_dir, podman  # noqa: E402,F401  (the isolated podman of test_podman)
+from tests.podman.harness import IMAGE  # noqa: E402
+
+
+def test_podman_containers_resolve_each_other_through_dnsname(podman, host_ns):
+    pm = podman
+    pm.import_busybox()
+    conflist = pm.write_conflist("pmdns", "cni-pmdns", "10.89.12.0/24", "10.89.12.1")
+    conflist["plugins"].append({"type": "dnsname", "domainName": "dns.podman", "dataDir": pm.path("dns"),
+                                "upstreams": [], "capabilities": {"aliases": True}})
+    with open(pm.path("net.d", "pmdns.conflist"), "w") as f:
+        json.dump(conflist, f)
+    pm("run", "-d", "--name", "web", "--network", "pmdns", "--network-alias", "www", "--cgroup-parent",
+       pm.cgroup_parent, IMAGE, "httpd", "-f", "-p", "80", "-h", "/www")
+    web_ip = json.loads(pm.out("inspect", "web"))[0]["NetworkSettings"]["Networks"]["pmdns"]["IPAddress"]
+    for name in ("web", "web.dns.podman", "www"):
+        out = pm.out("run", "--rm", "--network", "pmdns", "--cgroup-parent", pm.cgroup_parent, IMAGE,
+                     "/bin/busybox", "nslookup", name)   # the server from resolv.conf
+        assert web_ip in out, (name, out)
+    # podman sees dnsname in the conflist: its containers' resolv.conf names the gateway
+    resolv = pm.out("run", "--rm", "--network", "pmdns", "--cgroup-parent", pm.cgroup_parent, IMAGE,
+                    "cat", "/etc/resolv.conf")
+    assert "nameserver 10.89.12.1" in resolv and "dns.podman" in resolv, resolv
+    resolver = json.loads(open(pm.path("dns", "pmdns.pid")).read())["pid"]
+    pm("rm", "-f", "-t", "0", "web")
+    assert not syscalls.is_alive(resolver, None)
+    assert not os.path.exists(pm.path("dns", "pmdns.json"))
