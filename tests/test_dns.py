@@ -101,6 +101,21 @@ def resolver_pid(dns_dir, network="dnsnet"):
     return info["pid"] if syscalls.is_alive(info["pid"], info.get("startTime")) else None
 
 
+def resolvers_of(dns_dir) -> list[int]:
+    """PIDs of every process running a resolver of ``dns_dir`` (by command line)."""
+    marker = f"--state-dir\0{dns_dir}\0".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if marker in f.read():
+                        pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
 @pytest.fixture
 def two(cni, make_netns, tmp_path, dns_dir):
     """web and db on one network; yields (net, {name: (ns, result)})."""
@@ -269,7 +284,7 @@ def test_resolver_survives_kill_and_restart_with_its_records(two, cni, dns_dir):
     # the next request for the network (here CHECK) starts it again, from the records on disk
     cni.check_chain(net, db, db_res, container_id=DB_ID, args="IgnoreUnknown=1;K8S_POD_NAME=db")
     new_pid = resolver_pid(dns_dir)
-    assert new_pid not in (None, pid)
+    assert new_pid not in (None, pid) and resolvers_of(dns_dir) == [new_pid]
     assert answers(ask(db, "10.88.0.1", "www")) == [ip_of(web_res)]
 
 
@@ -326,7 +341,7 @@ def test_last_delete_stops_the_resolver_and_leaves_nothing_behind(cni, make_netn
     detach(cni, net, a, WEB_ID, res_a)
     assert resolver_pid(dns_dir) == pid
     detach(cni, net, b, DB_ID, res_b)
-    assert not os.path.exists(f"/proc/{pid}") or not syscalls.is_alive(pid, None)
+    assert not syscalls.is_alive(pid, None) and resolvers_of(dns_dir) == []
     assert sorted(os.listdir(dns_dir)) == ["dnsname.lock"]
 
 
@@ -351,6 +366,32 @@ def test_check_fails_when_the_records_are_gone(two, cni, dns_dir):
     inv = cni.invoke("dnsname", "CHECK", dict(net["plugins"][1], name=net["name"], cniVersion="1.0.0",
                                               prevResult=db_res), container=db, container_id=DB_ID)
     assert inv.rc != 0 and "no records" in inv.reply["msg"]
+
+
+def test_concurrent_adds_share_one_resolver_and_every_name_resolves(cni, make_netns, tmp_path, dns_dir):
+    net = conflist(tmp_path, dns_dir)
+    ctrs = [(make_netns(f"pynt-p{i}"), f"{i:02x}" * 32, f"c{i}") for i in range(6)]
+    results: dict[str, dict] = {}
+
+    def add(ns, cid, name):
+        results[name] = attach(cni, net, ns, cid, name)
+
+    threads = [threading.Thread(target=add, args=c) for c in ctrs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert sorted(results) == [name for _, _, name in ctrs]
+        pid = resolver_pid(dns_dir)
+        assert resolvers_of(dns_dir) == [pid]
+        for ns, _, name in ctrs:
+            assert answers(ask(ctrs[0][0], "10.88.0.1", name)) == [ip_of(results[name])]
+    finally:
+        for ns, cid, name in ctrs:
+            if name in results:
+                detach(cni, net, ns, cid, results[name])
+    assert not syscalls.is_alive(pid, None)
 
 
 def test_status_reports_ready(cni, tmp_path, dns_dir):
@@ -398,11 +439,23 @@ from tests.test_podman import plugin_dir, podman  # noqa: E402,F401  (the isolat
 from tests.podman.harness import IMAGE  # noqa: E402
 
 
-def test_podman_containers_resolve_each_other_through_dnsname(podman, host_ns):
-    pm = podman
+@pytest.fixture
+def podman_dns(podman):
+    """The podman fixture, and the dnsname dataDir inside its temp dir; a resolver left there by a failed
+    test is killed by PID before podman's teardown looks for leftover processes."""
+    yield podman, podman.path("dns")
+    pid_file = podman.path("dns", "pmdns.pid")
+    if os.path.exists(pid_file):
+        info = json.loads(open(pid_file).read())
+        if syscalls.is_alive(info.get("pid"), info.get("startTime")):
+            os.kill(info["pid"], signal.SIGKILL)
+
+
+def test_podman_containers_resolve_each_other_through_dnsname(podman_dns, host_ns):
+    pm, data_dir = podman_dns
     pm.import_busybox()
     conflist = pm.write_conflist("pmdns", "cni-pmdns", "10.89.12.0/24", "10.89.12.1")
-    conflist["plugins"].append({"type": "dnsname", "domainName": "dns.podman", "dataDir": pm.path("dns"),
+    conflist["plugins"].append({"type": "dnsname", "domainName": "dns.podman", "dataDir": data_dir,
                                 "upstreams": [], "capabilities": {"aliases": True}})
     with open(pm.path("net.d", "pmdns.conflist"), "w") as f:
         json.dump(conflist, f)
@@ -417,7 +470,7 @@ def test_podman_containers_resolve_each_other_through_dnsname(podman, host_ns):
     resolv = pm.out("run", "--rm", "--network", "pmdns", "--cgroup-parent", pm.cgroup_parent, IMAGE,
                     "cat", "/etc/resolv.conf")
     assert "nameserver 10.89.12.1" in resolv and "dns.podman" in resolv, resolv
-    resolver = json.loads(open(pm.path("dns", "pmdns.pid")).read())["pid"]
+    resolver = json.loads(open(os.path.join(data_dir, "pmdns.pid")).read())["pid"]
     pm("rm", "-f", "-t", "0", "web")
     assert not syscalls.is_alive(resolver, None)
-    assert not os.path.exists(pm.path("dns", "pmdns.json"))
+    assert not os.path.exists(os.path.join(data_dir, "pmdns.json"))

@@ -243,7 +243,8 @@ class Resolver:
 def _bind(address: str, kind: int) -> socket.socket:
     family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
     sock = socket.socket(family, kind)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if kind == socket.SOCK_STREAM:   # (not UDP: there it would let a second resolver share the port)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
     sock.bind((address, PORT))
     if kind == socket.SOCK_STREAM:
