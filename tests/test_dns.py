@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import struct
+import subprocess
 import threading
 import time
 
@@ -103,17 +104,8 @@ def resolver_pid(dns_dir, network="dnsnet"):
 
 def resolvers_of(dns_dir) -> list[int]:
     """PIDs of every process running a resolver of ``dns_dir`` (by command line)."""
-    marker = f"--state-dir\0{dns_dir}\0".encode()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if marker in f.read():
-                        pids.append(int(entry))
-            except OSError:
-                continue
-    return pids
+    proc = subprocess.run(["pgrep", "-f", f"pynet.dns.server --state-dir {dns_dir} "], stdout=subprocess.PIPE)
+    return sorted(int(pid) for pid in proc.stdout.split())
 
 
 @pytest.fixture

@@ -364,6 +364,13 @@ def _detach() -> int:
     return write_end
 
 
+def _stdio_to(log_file: str) -> None:
+    """stdin from /dev/null, stdout and stderr appended to ``log_file`` (nothing of the starter's kept)."""
+    with open(os.devnull, "rb") as null, open(log_file, "ab") as log:
+        for target, source in ((0, null), (1, log), (2, log)):
+            os.dup2(source.fileno(), target)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pynet.dns.server", description=__doc__.split("\n\n")[0])
     parser.add_argument("--state-dir", required=True, help="the dnsname plugin's dataDir")
@@ -378,13 +385,7 @@ def main(argv=None) -> int:
         print(f"pynet dns: {exc.strerror or exc}", file=sys.stderr)
         return 1
     if ready_fd is not None:
-        fd = os.open(store.log_path(args.state_dir, args.network), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
-        os.close(devnull)
+        _stdio_to(store.log_path(args.state_dir, args.network))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     server.start(list(server.sockets))
