@@ -53,8 +53,8 @@ def conflist(tmp_path, dns_dir, name="dnsnet", bridge="dnsbr0", subnet="10.88.0.
     dnsname.update(dns_options)
     return {"cniVersion": "1.0.0", "name": name, "plugins": [
         {"type": "bridge", "bridge": bridge, "isGateway": True,
-         "ipam": {"type": "host-local", "dataDir": str(tmp_path / "ipam"), "ranges": [[{"subnet": s}] for s in
-                                                                                     subnet.split(",")]}},
+         "ipam": {"type": "host-local", "dataDir": str(tmp_path / "ipam"), "routes": [{"dst": "0.0.0.0/0"}],
+                  "ranges": [[{"subnet": s}] for s in subnet.split(",")]}},
         dnsname]}
 
 
@@ -164,6 +164,10 @@ def test_a_container_on_another_network_cannot_resolve_them(two, cni, make_netns
         assert ask(other, "10.89.0.1", "web.dns.pynet").rcode() == dns.rcode.NXDOMAIN
         assert ask(other, "10.89.0.1", "web").answer == []   # forwarded (no upstream here): never its address
         assert answers(ask(other, "10.89.0.1", "lonely")) == [ip_of(result)]
+        # the first network's resolver is reachable through the host, but keeps its names to its own
+        reply = ask(other, "10.88.0.1", "web.dns.pynet")
+        assert reply.rcode() == dns.rcode.REFUSED and reply.answer == []
+        assert ask(other, "10.88.0.1", "web").answer == []
     finally:
         detach(cni, other_net, other, "c" * 64, result)
 

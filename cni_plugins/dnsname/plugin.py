@@ -48,6 +48,12 @@ def short_id(container_id: str) -> str:
         return ""
 
 
+def _subnets(prev: Result, ifname: str) -> list[str]:
+    """The networks of the container's addresses: the resolver answers names only to clients in them."""
+    mine = {i for i, iface in enumerate(prev.interfaces) if iface.name == ifname and iface.sandbox}
+    return sorted({str(ip.address.network) for ip in prev.ips if ip.interface is None or ip.interface in mine or not mine})
+
+
 def _addresses(prev: Result, ifname: str) -> tuple[list[str], list[str]]:
     """The container's addresses on ``ifname`` and their gateways (where the resolver answers)."""
     mine = {i for i, iface in enumerate(prev.interfaces) if iface.name == ifname and iface.sandbox}
@@ -137,7 +143,7 @@ def add(req: Request, cfg: DnsnameConfig, handles: Handles) -> Result:
         raise CNIError(INVALID_CONFIG, f"dnsname needs an address with a gateway on {req.ifname!r} in prevResult "
                        "(a bridge with isGateway: true): the resolver answers on the gateway")
     record = {"name": cfg.name, "aliases": cfg.aliases, "shortId": short_id(req.container_id), "ips": ips,
-              "gateways": gateways, "upstreams": cfg.container_upstreams}
+              "gateways": gateways, "subnets": _subnets(prev, req.ifname), "upstreams": cfg.container_upstreams}
     try:
         with store.locked(cfg.data_dir):
             data = store.load(cfg.data_dir, cfg.network)

@@ -69,7 +69,25 @@ class Records:
         # Local answers by the query's bytes after its ID (same question, flags and EDNS: same answer),
         # emptied whenever the records are read again.
         self.answers: dict[bytes, bytes] = {}
+        self.subnets: set = set()
+        self.client_allowed: dict[str, bool] = {}
         self.refresh()
+
+    def serves(self, client: str) -> bool:
+        """Whether ``client`` may see this network's names: an address of its subnets (its containers) or
+        of this host's resolver addresses (the host itself, CHECK). Containers of other networks get none."""
+        allowed = self.client_allowed.get(client)
+        if allowed is None:
+            try:
+                address = ipaddress.ip_address(client.split("%")[0])
+            except ValueError:
+                return False
+            if address.version == 6 and address.ipv4_mapped:
+                address = address.ipv4_mapped
+            allowed = (str(address) in self.listen or address.is_loopback
+                       or any(address in subnet for subnet in self.subnets))
+            self.client_allowed[client] = allowed
+        return allowed
 
     def refresh(self) -> None:
         try:
@@ -109,6 +127,15 @@ class Records:
                         client_upstreams[ip] = list(record["upstreams"])
         self.domain, self.names, self.ptr, self.client_upstreams = domain, names, ptr, client_upstreams
         self.answers = {}
+        subnets = set()
+        for record in data["records"].values():
+            for subnet in record.get("subnets") or ():
+                try:
+                    subnets.add(ipaddress.ip_network(subnet, strict=False))
+                except ValueError:
+                    pass
+        self.subnets = subnets
+        self.client_allowed = {}
         self.upstreams = [u for u in data.get("upstreams") or () if _is_ip(u)]
         self.listen = store.listen_addresses(data)
         # Never forward to a pynet resolver (this one or another network's): a forwarding loop.
@@ -143,12 +170,18 @@ class Resolver:
         self.timeout = timeout
 
     # -- answering ----------------------------------------------------------------------------------
-    def local(self, query: dns.message.Message) -> dns.message.Message | None:
+    def local(self, query: dns.message.Message, client: str) -> dns.message.Message | None:
         """The answer from this network's records, or None when the name is not ours to answer."""
         question = query.question[0]
         rdtype = question.rdtype
         qname = question.name
         recs = self.records
+        if not recs.serves(client):
+            if not qname.is_subdomain(recs.domain):
+                return None
+            reply = self._answer(query, {})
+            reply.set_rcode(dns.rcode.REFUSED)
+            return reply
         if rdtype == dns.rdatatype.PTR:
             target = recs.ptr.get(qname.to_text(omit_final_dot=True).lower())
             if target is None:
@@ -216,7 +249,7 @@ class Resolver:
     def respond(self, query: dns.message.Message, client: str, tcp: bool) -> bytes:
         try:
             self.records.refresh()
-            reply = self.local(query)
+            reply = self.local(query, client)
             if reply is None:
                 reply = self.forward(query, client, tcp)
         except Exception:
@@ -264,7 +297,7 @@ def _serve_udp(sock: socket.socket, resolver: Resolver, pool: ThreadPoolExecutor
             continue
         try:
             resolver.records.refresh()
-            cached = resolver.records.answers.get(wire[2:])
+            cached = resolver.records.answers.get(wire[2:]) if resolver.records.serves(peer[0]) else None
             if cached is not None:
                 sock.sendto(wire[:2] + cached, peer)
                 continue
@@ -274,10 +307,12 @@ def _serve_udp(sock: socket.socket, resolver: Resolver, pool: ThreadPoolExecutor
                     sock.sendto(immediate, peer)
                 continue
             answers = resolver.records.answers   # before the lookup: a reload in between replaces it
-            reply = resolver.local(query)
+            reply = resolver.local(query, peer[0])
             if reply is not None:   # local names inline: no thread hop
                 data = resolver.render(query, reply, tcp=False)
                 sock.sendto(data, peer)
+                if reply.rcode() == dns.rcode.REFUSED:
+                    continue
                 if len(answers) >= ANSWER_CACHE:
                     answers.clear()
                 answers[wire[2:]] = data[2:]
