@@ -48,16 +48,20 @@ def short_id(container_id: str) -> str:
         return ""
 
 
+def _container_ips(prev: Result, ifname: str) -> list:
+    """The IPConfigs of the container's ``ifname`` (all of them when the result names no interfaces)."""
+    mine = {i for i, iface in enumerate(prev.interfaces) if iface.name == ifname and iface.sandbox}
+    return [ip for ip in prev.ips if ip.interface is None or ip.interface in mine or not mine]
+
+
 def _subnets(prev: Result, ifname: str) -> list[str]:
     """The networks of the container's addresses: the resolver answers names only to clients in them."""
-    mine = {i for i, iface in enumerate(prev.interfaces) if iface.name == ifname and iface.sandbox}
-    return sorted({str(ip.address.network) for ip in prev.ips if ip.interface is None or ip.interface in mine or not mine})
+    return sorted({str(ip.address.network) for ip in _container_ips(prev, ifname)})
 
 
 def _addresses(prev: Result, ifname: str) -> tuple[list[str], list[str]]:
     """The container's addresses on ``ifname`` and their gateways (where the resolver answers)."""
-    mine = {i for i, iface in enumerate(prev.interfaces) if iface.name == ifname and iface.sandbox}
-    chosen = [ip for ip in prev.ips if ip.interface is None or ip.interface in mine or not mine]
+    chosen = _container_ips(prev, ifname)
     ips = [str(ip.address.ip) for ip in chosen]
     gateways: list[str] = []
     for ip in chosen:
@@ -80,7 +84,8 @@ def _start(cfg: DnsnameConfig, handles: Handles) -> None:
             cfg.network, "--detach"]
     # -S with our import paths given explicitly: the same modules as this process, also when it was
     # started with -IS (plugin scripts) or from a minimal environment (podman's cleanup).
-    env = {"PATH": os.environ.get("PATH") or MINIMAL_PATH, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    env = {"PATH": os.environ.get("PATH") or MINIMAL_PATH,
+           "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path if p)}
     # Spawned from inside the host namespace of the request (the child inherits it); the resolver forks
     # again into a new session and only then lets this child exit, once it answers.
     try:

@@ -396,6 +396,7 @@ def _detach() -> int:
         os._exit(0 if ready == b"1" else 1)
     os.close(read_end)
     os.setsid()
+    os.chdir("/")   # holds no directory of whoever started it
     return write_end
 
 
