@@ -310,7 +310,16 @@ def test_malformed_queries_get_formerr_or_are_dropped_and_the_server_keeps_answe
     two_q.question.append(dns.rrset.RRset(dns.name.from_text("db"), 1, 1))
     reply = _raw_udp(db, "10.88.0.1", two_q.to_wire())
     assert reply is not None and dns.message.from_wire(reply).rcode() == dns.rcode.FORMERR
+    # over TCP: garbage gets FORMERR on the same connection
+    with db.entered():
+        conn = socket.create_connection(("10.88.0.1", 53), timeout=3)
+    with conn:
+        conn.sendall(struct.pack("!H", len(garbage)) + garbage)
+        head = conn.recv(2)
+        reply = conn.recv(struct.unpack("!H", head)[0])
+    assert reply[:2] == b"\x42\x42" and dns.rcode.from_flags(struct.unpack("!H", reply[2:4])[0], 0) == dns.rcode.FORMERR
     assert answers(ask(db, "10.88.0.1", "web")) == [ip_of(web_res)]
+    assert answers(ask(db, "10.88.0.1", "web", tcp=True)) == [ip_of(web_res)]
 
 
 @pytest.mark.parametrize("where", ["K8S_POD_NAME", "alias", "domainName"])
@@ -324,6 +333,27 @@ def test_names_that_are_not_dns_labels_are_refused_naming_the_value(cni, contain
     assert (repr(bad) if where != "domainName" else "bad..domain") in failed.value.msg
     assert resolver_pid(dns_dir) is None
     assert not (dns_dir / "dnsnet.json").exists()
+
+
+@pytest.mark.parametrize("key,value", [("upstreams", ["not-an-ip"]), ("dataDir", "relative/dir"),
+                                       ("domainName", 5)])
+def test_bad_options_are_refused_naming_key_and_value(cni, container_ns, tmp_path, dns_dir, key, value):
+    net = conflist(tmp_path, dns_dir, **{key: value})
+    with pytest.raises(PluginFailed) as failed:
+        attach(cni, net, container_ns, WEB_ID, "web")
+    assert failed.value.code == 7
+    assert key in failed.value.msg and repr(value[0] if isinstance(value, list) else value) in failed.value.msg
+    assert resolver_pid(dns_dir) is None
+
+
+def test_add_without_a_gateway_in_prev_result_is_refused(cni, container_ns, tmp_path, dns_dir):
+    net = conflist(tmp_path, dns_dir)
+    conf = dict(net["plugins"][1], name=net["name"], cniVersion="1.0.0",
+                prevResult={"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": container_ns.path}],
+                            "ips": [{"address": "10.88.0.5/24", "interface": 0}]})
+    inv = cni.invoke("dnsname", "ADD", conf, container=container_ns, args="K8S_POD_NAME=web")
+    assert inv.rc != 0 and inv.reply["code"] == 7 and "gateway" in inv.reply["msg"]
+    assert resolver_pid(dns_dir) is None and not (dns_dir / "dnsnet.json").exists()
 
 
 def test_last_delete_stops_the_resolver_and_leaves_nothing_behind(cni, make_netns, tmp_path, dns_dir):
