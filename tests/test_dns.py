@@ -12,6 +12,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 
@@ -500,3 +501,27 @@ def test_podman_containers_resolve_each_other_through_dnsname(podman_dns, host_n
     pm("rm", "-f", "-t", "0", "web")
     assert not syscalls.is_alive(resolver, None)
     assert not os.path.exists(os.path.join(data_dir, "pmdns.json"))
+
+
+DNS_BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "dns_bench.py")
+
+
+@pytest.mark.skipif(not os.access("/usr/sbin/dnsmasq", os.X_OK), reason="dnsmasq not installed")
+def test_dns_bench_prints_every_row_and_cleans_up():
+    proc = subprocess.Popen([sys.executable, DNS_BENCH, "--local", "30", "--forwarded", "10"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    rows = [line.split() for line in stdout.splitlines()[1:7]]
+    assert [(r[0], r[1]) for r in rows] == [(q, s) for q in ("local", "local-0x20", "forwarded")
+                                           for s in ("pynet", "dnsmasq")], stdout
+    assert all(r[3] == "0" for r in rows), stdout   # no failed query
+    assert "forwarded: pynet/dnsmasq qps" in stdout
+    # this run's namespaces (named after its pid) and processes are gone
+    assert not [n for n in os.listdir("/run/netns") if n.startswith("pynt-db") and f"-{proc.pid}-" in n]
+    assert subprocess.run(["pgrep", "-f", "pynet-dnsbench-"], stdout=subprocess.PIPE).stdout == b""
