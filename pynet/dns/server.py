@@ -176,6 +176,8 @@ class Resolver:
         rdtype = question.rdtype
         qname = question.name
         recs = self.records
+        if question.rdclass != dns.rdataclass.IN:
+            return None   # (CHAOS and the like: the upstream's business)
         if not recs.serves(client):
             if not qname.is_subdomain(recs.domain):
                 return None
