@@ -3,6 +3,7 @@ fails with code 7 naming the key (``prefix`` + key, e.g. ``args.cni.mtu``) and t
 
 from __future__ import annotations
 
+import os
 import re
 
 from .errors import invalid_config
@@ -46,6 +47,14 @@ def option_int(conf: dict, key: str, default=0, minimum: int | None = None, maxi
                 and (maximum is None or v <= maximum))
 
     return _option(conf, key, default, prefix, valid, why)
+
+
+def option_abs_path(conf: dict, key: str, default: str, prefix: str = "") -> str:
+    """A directory or file option that must be an absolute path (an empty string gives the default)."""
+    if conf.get(key) == "":
+        return default
+    return _option(conf, key, default, prefix, lambda v: isinstance(v, str) and os.path.isabs(v),
+                   "must be an absolute path")
 
 
 def validate_link_name(key: str, name) -> str:

@@ -30,6 +30,7 @@ MODULES = {
     "bandwidth": "cni_plugins.bandwidth.plugin",
     "sbr": "cni_plugins.sbr.plugin",
     "ptp": "cni_plugins.ptp.plugin",
+    "dnsname": "cni_plugins.dnsname.plugin",
 }
 NAMES = tuple(MODULES)
 # Plugin scripts written by earlier versions of `pynet cni install` name the module instead (the plugin

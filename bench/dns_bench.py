@@ -1,0 +1,177 @@
+"""Name resolution measured: pynet's per-network resolver (dnsname plugin) and dnsmasq serving the same
+records, side by side: queries per second and p99 latency for a local name and a forwarded one.
+
+Everything happens in namespaces this script creates: a sandbox "host" netns with the bridge, one container
+attached with our bridge -> dnsname chain (which starts pynet's resolver on the gateway), an "upstream"
+namespace running a dnsmasq that knows the forwarded name, and a dnsmasq under test in the host netns on a
+second bridge address with the container's name as a host record and no cache (pynet's resolver has none).
+The client is one UDP socket in the container sending one query at a time (a bounded count, a time cap):
+the same query again and again ("local", answered from pynet's answer cache), the name in a new mix of
+cases each time ("local-0x20": no two queries alike, so every one is looked up), and a forwarded name.
+Both dnsmasq processes are stopped by PID; the container is detached (which stops pynet's resolver) and
+every namespace is removed at the end, also on failure. Nothing here asserts a number.
+
+    .venv/bin/python bench/dns_bench.py                   # 2000 local, 500 forwarded queries each
+    .venv/bin/python bench/dns_bench.py --local 500 --forwarded 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import dns.message  # noqa: E402
+
+from cni_plugins import netlink  # noqa: E402
+from netns_fixtures import CNI, OUR_PLUGINS, Netns  # noqa: E402
+from netns_fixtures.daemon import stop_daemon  # noqa: E402
+from netns_fixtures.links import veth_link  # noqa: E402
+from pynet.dns import plugin_config  # noqa: E402
+
+SUBNET = "10.96.0.0/24"
+GATEWAY = "10.96.0.1"
+DNSMASQ_ADDRESS = "10.96.0.254"
+UPSTREAM = "10.54.0.2"
+FORWARDED = "fwd.example.org"
+CONTAINER_ID = "0123456789abcdef" * 4
+TIME_CAP = 15.0
+
+
+def measure(ctr: Netns, server: str, name: str, count: int, mixed_case: bool = False) -> dict:
+    """Sequential queries from inside ``ctr``: qps and latency percentiles (ms) of the answered ones.
+    ``mixed_case``: each query spells the name in another mix of cases (0x20, as some stub resolvers do),
+    so no two queries are the same bytes."""
+    with ctr.entered():
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(2.0)
+    sock.connect((server, 53))
+    spellings = [bytearray(dns.message.make_query(spell(name, i) if mixed_case else name, "A").to_wire())
+                 for i in range(min(count, 4096))]
+    latencies, failures = [], 0
+    started = time.perf_counter()
+    with sock:
+        for i in range(count):
+            wire = spellings[i % len(spellings)]
+            wire[0:2] = (i & 0xFFFF).to_bytes(2, "big")
+            t0 = time.perf_counter()
+            sock.send(wire)
+            try:
+                reply = sock.recv(4096)
+            except socket.timeout:
+                failures += 1
+                continue
+            latencies.append(time.perf_counter() - t0)
+            if reply[3] & 0x0F:   # an rcode other than NOERROR
+                failures += 1
+            if time.perf_counter() - started > TIME_CAP:
+                break
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else float("nan")
+    return {"queries": len(latencies) + (failures if not latencies else 0), "failures": failures,
+            "qps": len(latencies) / elapsed if elapsed else 0.0,
+            "p50_ms": statistics.median(latencies) * 1000 if latencies else float("nan"), "p99_ms": p99 * 1000}
+
+
+def spell(name: str, n: int) -> str:
+    letters = [i for i, c in enumerate(name) if c.isalpha()]
+    chars = list(name)
+    for bit, i in enumerate(letters):
+        if (n >> bit) & 1:
+            chars[i] = chars[i].upper()
+    return "".join(chars)
+
+
+def dnsmasq(ns: Netns, tmp: str, label: str, address: str, *options: str) -> subprocess.Popen:
+    argv = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-hosts", "--no-resolv",
+            "--user=root", f"--pid-file={os.path.join(tmp, label + '.pid')}", f"--listen-address={address}",
+            "--bind-interfaces", "--log-facility=-", *options]
+    proc = ns.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:   # answering yet?
+        if proc.poll() is not None:
+            raise RuntimeError(f"dnsmasq ({label}) exited with {proc.returncode}")
+        with ns.entered():
+            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with probe:
+            probe.settimeout(0.1)
+            try:
+                probe.sendto(dns.message.make_query("probe.invalid", "A").to_wire(), (address, 53))
+                probe.recv(512)
+                return proc
+            except OSError:
+                pass
+    raise RuntimeError(f"dnsmasq ({label}) does not answer on {address}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--local", type=int, default=2000, help="queries for the local name (default 2000)")
+    parser.add_argument("--forwarded", type=int, default=500, help="queries for the forwarded name (default 500)")
+    args = parser.parse_args()
+    if not shutil.which("dnsmasq"):
+        print("dnsmasq is not installed (scripts/install.sh installs it)", file=sys.stderr)
+        return 2
+    tmp = tempfile.mkdtemp(prefix="pynet-dnsbench-")
+    namespaces: list[Netns] = []
+    procs: list[subprocess.Popen] = []
+    cni = net = result = ctr = None
+    try:
+        host, ctr, up = (Netns.create(p) for p in ("pynt-dbh", "pynt-dbc", "pynt-dbu"))
+        namespaces += [host, ctr, up]
+        veth_link(host, "up0", up, "up1", a_addresses=["10.54.0.1/24"], b_addresses=[UPSTREAM + "/24"])
+        procs.append(dnsmasq(up, tmp, "upstream", UPSTREAM, f"--host-record={FORWARDED},192.0.2.7"))
+
+        dns_entry = plugin_config(data_dir=os.path.join(tmp, "dns"), upstreams=[UPSTREAM])
+        net = {"cniVersion": "1.0.0", "name": "dnsbench", "plugins": [
+            {"type": "bridge", "bridge": "dnsbench0", "isGateway": True,
+             "ipam": {"type": "host-local", "dataDir": os.path.join(tmp, "ipam"), "ranges": [[{"subnet": SUBNET}]]}},
+            dns_entry]}
+        cni = CNI(host, OUR_PLUGINS)
+        result = cni.add_chain(net, ctr, container_id=CONTAINER_ID, args="IgnoreUnknown=1;K8S_POD_NAME=web")
+        web_ip = result["ips"][0]["address"].split("/")[0]
+
+        netlink.add_address(host.ipr, netlink.link_index(host.ipr, "dnsbench0"),
+                            ipaddress.ip_interface(DNSMASQ_ADDRESS + "/24"), nodad=True)
+        procs.append(dnsmasq(host, tmp, "under-test", DNSMASQ_ADDRESS, "--cache-size=0", f"--server={UPSTREAM}",
+                             f"--host-record=web.dns.pynet,web,{web_ip}"))
+
+        rows = []
+        for label, name, count, mixed in (("local", "web.dns.pynet", args.local, False),
+                                          ("local-0x20", "web.dns.pynet", args.local, True),
+                                          ("forwarded", FORWARDED, args.forwarded, False)):
+            ours = measure(ctr, GATEWAY, name, count, mixed)
+            theirs = measure(ctr, DNSMASQ_ADDRESS, name, count, mixed)
+            rows.append((label, ours, theirs))
+        print(f"{'query':<10} {'server':<8} {'answered':>8} {'failed':>6} {'qps':>8} {'p50 ms':>7} {'p99 ms':>7}")
+        for label, ours, theirs in rows:
+            for server, m in (("pynet", ours), ("dnsmasq", theirs)):
+                print(f"{label:<10} {server:<8} {m['queries']:>8} {m['failures']:>6} {m['qps']:>8.0f} "
+                      f"{m['p50_ms']:>7.3f} {m['p99_ms']:>7.3f}")
+        print()
+        for label, ours, theirs in rows:
+            print(f"{label}: pynet/dnsmasq qps {ours['qps'] / theirs['qps']:.2f}x, "
+                  f"p99 {ours['p99_ms'] / theirs['p99_ms']:.2f}x")
+        return 0
+    finally:
+        for proc in procs:
+            stop_daemon(proc, 5)
+        if result is not None:
+            cni.del_chain(net, ctr, result, container_id=CONTAINER_ID, args="IgnoreUnknown=1")
+        for ns in reversed(namespaces):
+            ns.remove()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

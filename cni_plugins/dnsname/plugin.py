@@ -1,0 +1,247 @@
+"""dnsname: containers find each other by name on a network, chained after bridge (containers/dnsname's
+options, aardvark-dns's shape).
+
+ADD records the container's name, aliases and short ID (12 characters of CNI_CONTAINERID) with its
+addresses in ``<dataDir>/<network>.json`` and makes sure the network's resolver (pynet/dns/server.py) runs
+in the host network namespace of the request, on the network's gateway addresses, port 53; the result is
+the prevResult with ``dns.nameservers`` = the gateways and ``dns.search`` = the domain. DEL and GC remove
+records; the last one gone stops the resolver. A resolver found dead (PID + start time of its pid file) is
+started again by the next ADD, DEL, GC or CHECK; it reads the records file, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from cni_plugins import syscalls
+from cni_plugins.errors import CNIError, INTERNAL, INVALID_CONFIG, IO_FAILURE, PLUGIN_NOT_AVAILABLE
+from cni_plugins.handles import Handles
+from cni_plugins.plugin import Plugin
+from cni_plugins.skel import Request
+from cni_plugins.types import Result
+
+from . import config as dconf
+from . import records as store
+from .config import DnsnameConfig
+
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 3.0
+MINIMAL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _key(container_id: str, ifname: str) -> str:
+    return f"{container_id}/{ifname}"
+
+
+def short_id(container_id: str) -> str:
+    """The first 12 characters of the container ID, when they make a DNS label (podman's are hex)."""
+    candidate = container_id[:12].lower()
+    try:
+        return dconf.validate_label("", candidate)
+    except CNIError:
+        return ""
+
+
+def _container_ips(prev: Result, ifname: str) -> list:
+    """The IPConfigs of the container's ``ifname`` (all of them when the result names no interfaces)."""
+    mine = {i for i, iface in enumerate(prev.interfaces) if iface.name == ifname and iface.sandbox}
+    return [ip for ip in prev.ips if ip.interface is None or ip.interface in mine or not mine]
+
+
+def _subnets(prev: Result, ifname: str) -> list[str]:
+    """The networks of the container's addresses: the resolver answers names only to clients in them."""
+    return sorted({str(ip.address.network) for ip in _container_ips(prev, ifname)})
+
+
+def _addresses(prev: Result, ifname: str) -> tuple[list[str], list[str]]:
+    """The container's addresses on ``ifname`` and their gateways (where the resolver answers)."""
+    chosen = _container_ips(prev, ifname)
+    ips = [str(ip.address.ip) for ip in chosen]
+    gateways: list[str] = []
+    for ip in chosen:
+        if ip.gateway is not None and str(ip.gateway) not in gateways:
+            gateways.append(str(ip.gateway))
+    return ips, gateways
+
+
+# -- the resolver process -----------------------------------------------------------------------------
+
+def resolver_pid(cfg: DnsnameConfig) -> int | None:
+    """The PID of the network's running resolver, or None."""
+    info = store.read_pid_file(cfg.data_dir, cfg.network)
+    pid = info.get("pid")
+    return pid if isinstance(pid, int) and syscalls.is_alive(pid, info.get("startTime")) else None
+
+
+def _start(cfg: DnsnameConfig, handles: Handles) -> None:
+    argv = [sys.executable, "-S", "-m", "pynet.dns.server", "--state-dir", cfg.data_dir, "--network",
+            cfg.network, "--detach"]
+    # -S with our import paths given explicitly: the same modules as this process, also when it was
+    # started with -IS (plugin scripts) or from a minimal environment (podman's cleanup).
+    env = {"PATH": os.environ.get("PATH") or MINIMAL_PATH,
+           "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path if p)}
+    # Spawned from inside the host namespace of the request (the child inherits it); the resolver forks
+    # again into a new session and only then lets this child exit, once it answers.
+    try:
+        proc = handles.host.make(subprocess.run, argv, env=env, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=START_TIMEOUT,
+                                 start_new_session=True, close_fds=True)
+    except subprocess.TimeoutExpired:
+        raise CNIError(INTERNAL, f"the DNS resolver of network {cfg.network!r} did not start within "
+                       f"{START_TIMEOUT:.0f} s") from None
+    if proc.returncode != 0:
+        why = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise CNIError(INTERNAL, f"the DNS resolver of network {cfg.network!r} did not start: "
+                       f"{why[-1] if why else 'exit status ' + str(proc.returncode)}")
+
+
+def stop_resolver(cfg: DnsnameConfig) -> None:
+    pid = resolver_pid(cfg)
+    if pid is not None:
+        info = store.read_pid_file(cfg.data_dir, cfg.network)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while syscalls.is_alive(pid, info.get("startTime")):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                break
+            time.sleep(0.01)
+    try:
+        os.unlink(store.pid_path(cfg.data_dir, cfg.network))
+    except FileNotFoundError:
+        pass
+
+
+def _ensure_resolver(cfg: DnsnameConfig, data: dict, handles: Handles) -> None:
+    """The resolver runs and serves every gateway address of the records (started or restarted if not)."""
+    listen = store.listen_addresses(data)
+    if resolver_pid(cfg) is not None:
+        serving = store.read_pid_file(cfg.data_dir, cfg.network).get("listen") or []
+        if set(listen) <= set(serving):
+            return
+    stop_resolver(cfg)
+    _start(cfg, handles)
+
+
+def _commit(cfg: DnsnameConfig, data: dict, handles: Handles) -> None:
+    """Writes the records and brings the resolver in line: running while there are records, gone after."""
+    if data["records"]:
+        store.save(cfg.data_dir, cfg.network, data)
+        _ensure_resolver(cfg, data, handles)
+    else:
+        stop_resolver(cfg)
+        store.remove_network(cfg.data_dir, cfg.network)
+
+
+# -- verbs --------------------------------------------------------------------------------------------
+
+def add(req: Request, cfg: DnsnameConfig, handles: Handles) -> Result:
+    prev = req.require_prev_result("dnsname")
+    ips, gateways = _addresses(prev, req.ifname)
+    if not ips or not gateways:
+        raise CNIError(INVALID_CONFIG, f"dnsname needs an address with a gateway on {req.ifname!r} in prevResult "
+                       "(a bridge with isGateway: true): the resolver answers on the gateway")
+    record = {"name": cfg.name, "aliases": cfg.aliases, "shortId": short_id(req.container_id), "ips": ips,
+              "gateways": gateways, "subnets": _subnets(prev, req.ifname), "upstreams": cfg.container_upstreams}
+    try:
+        with store.locked(cfg.data_dir):
+            data = store.load(cfg.data_dir, cfg.network)
+            data.update(domain=cfg.domain, upstreams=cfg.upstreams)
+            key = _key(req.container_id, req.ifname)
+            data["records"][key] = record
+            try:
+                _commit(cfg, data, handles)
+            except BaseException:
+                data["records"].pop(key)   # a failed ADD leaves the network as it was without it
+                with contextlib.suppress(Exception):
+                    _commit(cfg, data, handles)
+                raise
+    except OSError as exc:
+        raise CNIError(IO_FAILURE, f"dnsname: cannot write records in {cfg.data_dir}: {exc.strerror}") from None
+    prev.dns.nameservers = gateways + [ns for ns in prev.dns.nameservers if ns not in gateways]
+    prev.dns.search = [cfg.domain] + [s for s in prev.dns.search if s != cfg.domain]
+    return prev
+
+
+def _teardown(cfg: DnsnameConfig, handles: Handles, keep) -> None:
+    if not os.path.isdir(cfg.data_dir):
+        return   # never used: nothing to remove, and nothing to create
+    with store.locked(cfg.data_dir):
+        data = store.load(cfg.data_dir, cfg.network)
+        if not data["records"] and not os.path.exists(store.pid_path(cfg.data_dir, cfg.network)) \
+                and not os.path.exists(store.records_path(cfg.data_dir, cfg.network)):
+            return
+        data["records"] = {key: rec for key, rec in data["records"].items() if keep(key)}
+        _commit(cfg, data, handles)
+
+
+def delete(req: Request, cfg: DnsnameConfig, handles: Handles) -> None:
+    _teardown(cfg, handles, lambda key: key != _key(req.container_id, req.ifname))
+
+
+def gc(req: Request, cfg: DnsnameConfig, handles: Handles) -> None:
+    valid = {_key(cid, ifname) for cid, ifname in req.valid_attachments()}
+    _teardown(cfg, handles, lambda key: key in valid)
+
+
+def query(server: str, name: str, rdtype: str, handles: Handles, timeout: float = 2.0):
+    """One query to ``server`` port 53 from the host namespace of the request (dnspython)."""
+    import dns.message
+    import dns.query
+
+    family = socket.AF_INET6 if ":" in server else socket.AF_INET
+    sock = handles.host.make(socket.socket, family, socket.SOCK_DGRAM)
+    with sock:
+        return dns.query.udp(dns.message.make_query(name, rdtype), server, timeout=timeout, sock=sock)
+
+
+def check(req: Request, cfg: DnsnameConfig, handles: Handles) -> None:
+    prev = req.require_prev_result("dnsname")
+    ips, gateways = _addresses(prev, req.ifname)
+    with store.locked(cfg.data_dir):
+        data = store.load(cfg.data_dir, cfg.network)
+        record = data["records"].get(_key(req.container_id, req.ifname))
+        if record is None:
+            raise CNIError(INTERNAL, f"dnsname: no records of container {req.container_id!r} on network "
+                           f"{cfg.network!r}")
+        if sorted(record.get("ips") or []) != sorted(ips):
+            raise CNIError(INTERNAL, f"dnsname: records hold {record.get('ips')}, the container has {ips}")
+        _ensure_resolver(cfg, data, handles)
+    name = record.get("name") or record.get("shortId")
+    if not name:
+        return
+    fqdn = f"{name}.{data.get('domain') or cfg.domain}."
+    for gateway in gateways:
+        rdtype = "AAAA" if ":" in ips[0] else "A"
+        try:
+            reply = query(gateway, fqdn, rdtype, handles)
+        except Exception as exc:
+            raise CNIError(INTERNAL, f"dnsname: the resolver on {gateway} does not answer: {exc}") from None
+        answered = {rd.to_text() for rrset in reply.answer for rd in rrset}
+        if ips[0] not in answered:
+            raise CNIError(INTERNAL, f"dnsname: the resolver on {gateway} answers {sorted(answered)} for "
+                           f"{fqdn}, expected {ips[0]}")
+
+
+def status(req: Request, cfg: DnsnameConfig, handles: Handles) -> None:
+    """Ready when the resolver could run: dnspython importable, the data directory writable."""
+    try:
+        import dns.message  # noqa: F401
+    except ImportError:
+        raise CNIError(PLUGIN_NOT_AVAILABLE, "dnsname: dnspython is not installed") from None
+    try:
+        os.makedirs(cfg.data_dir, exist_ok=True)
+    except OSError as exc:
+        raise CNIError(PLUGIN_NOT_AVAILABLE, f"dnsname: cannot create dataDir {cfg.data_dir}: {exc.strerror}") from None
+    if not os.access(cfg.data_dir, os.W_OK):
+        raise CNIError(PLUGIN_NOT_AVAILABLE, f"dnsname: dataDir {cfg.data_dir} is not writable")
+
+
+PLUGIN = Plugin(name="dnsname", load_config=dconf.parse, add=add, delete=delete, check=check, status=status,
+                gc=gc, load_teardown_config=dconf.parse_teardown)

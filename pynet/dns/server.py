@@ -1,0 +1,454 @@
+"""The resolver of one network (aardvark-dns's shape): answers the network's container names on its gateway
+addresses, port 53, UDP and TCP, and forwards everything else to upstream resolvers.
+
+Started by the dnsname plugin (cni_plugins/dnsname) inside the network namespace where the bridge lives::
+
+    python -m pynet.dns.server --state-dir DIR --network NAME [--detach]
+
+It reads ``DIR/NAME.json`` (cni_plugins/dnsname/records.py) and re-reads it whenever its inode or mtime
+change (checked per query), so the plugin only rewrites the file. ``--detach``: bind, fork, start a new
+session, write ``DIR/NAME.pid`` and only then let the starting process exit (it waits for that), so the
+plugin returns with the resolver answering; stdio goes to ``DIR/NAME.log``. Wire format: dnspython.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.query
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from cni_plugins import syscalls
+from cni_plugins.dnsname import records as store
+
+PORT = 53
+TTL = 60
+UPSTREAM_TIMEOUT = 2.0
+TCP_IDLE_TIMEOUT = 10.0
+ANSWER_CACHE = 4096
+IP_FREEBIND = 15   # bind before the address is up (an IPv6 gateway still in DAD)
+
+log = logging.getLogger("pynet.dns")
+
+
+class Records:
+    """The network's names as last read from its records file (re-read when the file changes)."""
+
+    def __init__(self, data_dir: str, network: str):
+        self.data_dir = data_dir
+        self.network = network
+        self.path = store.records_path(data_dir, network)
+        self._stamp = None
+        self._lock = threading.Lock()
+        self.domain = dns.name.from_text("dns.pynet")
+        self.names: dict[str, dict[str, list]] = {}   # label -> {"A": [rdata], "AAAA": [rdata]}
+        self.ptr: dict[str, object] = {}   # reverse name -> PTR rdata
+        self.upstreams: list[str] = []
+        self.client_upstreams: dict[str, list[str]] = {}
+        self.listen: list[str] = []
+        self.loop_guard: set[str] = set()
+        # Local answers by the query's bytes after its ID (same question, flags and EDNS: same answer),
+        # emptied whenever the records are read again.
+        self.answers: dict[bytes, bytes] = {}
+        self.subnets: set = set()
+        self.client_allowed: dict[str, bool] = {}
+        self.refresh()
+
+    def serves(self, client: str) -> bool:
+        """Whether ``client`` may see this network's names: an address of its subnets (its containers) or
+        of this host's resolver addresses (the host itself, CHECK). Containers of other networks get none."""
+        allowed = self.client_allowed.get(client)
+        if allowed is None:
+            try:
+                address = ipaddress.ip_address(client.split("%")[0])
+            except ValueError:
+                return False
+            if address.version == 6 and address.ipv4_mapped:
+                address = address.ipv4_mapped
+            allowed = (str(address) in self.listen or address.is_loopback
+                       or any(address in subnet for subnet in self.subnets))
+            self.client_allowed[client] = allowed
+        return allowed
+
+    def refresh(self) -> None:
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self._stamp:
+            return
+        with self._lock:
+            if stamp == self._stamp:
+                return
+            self._load(store.load(self.data_dir, self.network))
+            self._stamp = stamp
+
+    def _load(self, data: dict) -> None:
+        names: dict[str, dict[str, list]] = {}
+        ptr: dict[str, object] = {}
+        client_upstreams: dict[str, list[str]] = {}
+        domain = dns.name.from_text(data.get("domain") or "dns.pynet")
+        for record in data["records"].values():
+            labels = [record.get("name"), *(record.get("aliases") or ()), record.get("shortId")]
+            labels = [label.lower() for label in labels if label]
+            ips = [ip for ip in record.get("ips") or () if _is_ip(ip)]
+            for label in labels:
+                entry = names.setdefault(label, {"A": [], "AAAA": []})
+                for ip in ips:
+                    kind = "A" if ipaddress.ip_address(ip).version == 4 else "AAAA"
+                    rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(kind), ip)
+                    if rdata not in entry[kind]:
+                        entry[kind].append(rdata)
+            if labels:
+                target = f"{labels[0]}.{domain.to_text(omit_final_dot=True)}."
+                for ip in ips:
+                    ptr[store.reverse_name(ip)] = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.PTR, target)
+                    if record.get("upstreams"):
+                        client_upstreams[ip] = list(record["upstreams"])
+        self.domain, self.names, self.ptr, self.client_upstreams = domain, names, ptr, client_upstreams
+        self.answers = {}
+        subnets = set()
+        for record in data["records"].values():
+            for subnet in record.get("subnets") or ():
+                try:
+                    subnets.add(ipaddress.ip_network(subnet, strict=False))
+                except ValueError:
+                    pass
+        self.subnets = subnets
+        self.client_allowed = {}
+        self.upstreams = [u for u in data.get("upstreams") or () if _is_ip(u)]
+        self.listen = store.listen_addresses(data)
+        # Never forward to a pynet resolver (this one or another network's): a forwarding loop.
+        self.loop_guard = store.all_resolver_addresses(self.data_dir) | set(self.listen)
+
+
+def _is_ip(value) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _formerr(wire: bytes) -> bytes | None:
+    """A header-only FORMERR for bytes that are not a query dnspython can read; None (drop) when there is
+    not even a whole header to answer."""
+    if len(wire) < 12:
+        return None
+    (flags,) = struct.unpack("!H", wire[2:4])
+    if flags & dns.flags.QR:
+        return None   # a response sent to us: never answer one (no reflection loops)
+    reply = dns.message.Message(id=struct.unpack("!H", wire[:2])[0])
+    reply.flags = dns.flags.QR | (flags & dns.flags.RD)
+    reply.set_rcode(dns.rcode.FORMERR)
+    return reply.to_wire()
+
+
+class Resolver:
+    def __init__(self, records: Records, timeout: float = UPSTREAM_TIMEOUT):
+        self.records = records
+        self.timeout = timeout
+
+    # -- answering ----------------------------------------------------------------------------------
+    def local(self, query: dns.message.Message, client: str) -> dns.message.Message | None:
+        """The answer from this network's records, or None when the name is not ours to answer."""
+        question = query.question[0]
+        rdtype = question.rdtype
+        qname = question.name
+        recs = self.records
+        if question.rdclass != dns.rdataclass.IN:
+            return None   # (CHAOS and the like: the upstream's business)
+        if not recs.serves(client):
+            if not qname.is_subdomain(recs.domain):
+                return None
+            reply = self._answer(query, {})
+            reply.set_rcode(dns.rcode.REFUSED)
+            return reply
+        if rdtype == dns.rdatatype.PTR:
+            target = recs.ptr.get(qname.to_text(omit_final_dot=True).lower())
+            if target is None:
+                return None
+            return self._answer(query, {dns.rdatatype.PTR: [target]})
+        if qname.is_subdomain(recs.domain):
+            relative = qname.relativize(recs.domain)
+            label = relative.to_text().lower() if len(relative) == 1 else None
+            if relative == dns.name.empty:
+                return self._answer(query, {})
+            entry = recs.names.get(label) if label else None
+            if entry is None:
+                reply = self._answer(query, {})
+                reply.set_rcode(dns.rcode.NXDOMAIN)
+                return reply
+        elif len(qname) == 2:   # a bare name ("web.")
+            entry = recs.names.get(qname.labels[0].decode("ascii", "replace").lower())
+            if entry is None:
+                return None
+        else:
+            return None
+        wanted = {dns.rdatatype.A: ("A",), dns.rdatatype.AAAA: ("AAAA",),
+                  dns.rdatatype.ANY: ("A", "AAAA")}.get(rdtype, ())
+        return self._answer(query, {dns.rdatatype.from_text(k): entry[k] for k in wanted if entry[k]})
+
+    def _answer(self, query, data: dict) -> dns.message.Message:
+        reply = dns.message.make_response(query)
+        reply.flags |= dns.flags.AA | dns.flags.RA
+        name = query.question[0].name
+        for rdtype, values in data.items():
+            reply.answer.append(dns.rrset.from_rdata_list(name, TTL, values))
+        return reply
+
+    def forward(self, query: dns.message.Message, client: str, tcp: bool) -> dns.message.Message:
+        upstreams = self.records.client_upstreams.get(client) or self.records.upstreams
+        for upstream in upstreams:
+            if upstream in self.records.loop_guard:
+                continue
+            try:
+                if tcp:
+                    return dns.query.tcp(query, upstream, timeout=self.timeout)
+                return dns.query.udp(query, upstream, timeout=self.timeout, ignore_unexpected=True)
+            except (dns.exception.DNSException, OSError, ValueError) as exc:
+                log.info("upstream %s failed for %s: %s", upstream, query.question[0].name, exc)
+        reply = dns.message.make_response(query)
+        reply.flags |= dns.flags.RA
+        reply.set_rcode(dns.rcode.SERVFAIL)
+        return reply
+
+    def parse(self, wire: bytes) -> tuple[dns.message.Message | None, bytes | None]:
+        """(query, None) for a query to answer, (None, reply-or-None) for anything else."""
+        try:
+            query = dns.message.from_wire(wire)
+        except Exception:
+            return None, _formerr(wire)
+        if query.flags & dns.flags.QR:
+            return None, None
+        if query.opcode() != dns.opcode.QUERY or len(query.question) != 1:
+            reply = dns.message.make_response(query)
+            reply.question = query.question[:1]
+            reply.set_rcode(dns.rcode.NOTIMP if query.opcode() != dns.opcode.QUERY else dns.rcode.FORMERR)
+            return None, reply.to_wire()
+        return query, None
+
+    def respond(self, query: dns.message.Message, client: str, tcp: bool) -> bytes:
+        try:
+            self.records.refresh()
+            reply = self.local(query, client)
+            if reply is None:
+                reply = self.forward(query, client, tcp)
+        except Exception:
+            log.exception("failed to answer %s", query.question[0].name)
+            reply = dns.message.make_response(query)
+            reply.set_rcode(dns.rcode.SERVFAIL)
+        return self.render(query, reply, tcp)
+
+    def render(self, query: dns.message.Message, reply: dns.message.Message, tcp: bool) -> bytes:
+        reply.id = query.id
+        if tcp:
+            return reply.to_wire()
+        limit = max(512, query.payload if query.edns >= 0 else 512)
+        try:
+            return reply.to_wire(max_size=limit)
+        except dns.exception.TooBig:
+            short = dns.message.make_response(query)
+            short.flags |= dns.flags.TC | (reply.flags & dns.flags.AA)
+            return short.to_wire()
+
+
+# -- sockets ------------------------------------------------------------------------------------------
+
+def _bind(address: str, kind: int) -> socket.socket:
+    family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+    sock = socket.socket(family, kind)
+    if kind == socket.SOCK_STREAM:   # (not UDP: there it would let a second resolver share the port)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+    sock.bind((address, PORT))
+    if kind == socket.SOCK_STREAM:
+        sock.listen(64)
+    return sock
+
+
+def _serve_udp(sock: socket.socket, resolver: Resolver, pool: ThreadPoolExecutor) -> None:
+    def forward_and_send(query, peer):
+        data = resolver.respond(query, peer[0], tcp=False)
+        sock.sendto(data, peer)
+
+    while True:
+        try:
+            wire, peer = sock.recvfrom(65535)
+        except OSError:
+            continue
+        try:
+            resolver.records.refresh()
+            cached = resolver.records.answers.get(wire[2:]) if resolver.records.serves(peer[0]) else None
+            if cached is not None:
+                sock.sendto(wire[:2] + cached, peer)
+                continue
+            query, immediate = resolver.parse(wire)
+            if query is None:
+                if immediate:
+                    sock.sendto(immediate, peer)
+                continue
+            answers = resolver.records.answers   # before the lookup: a reload in between replaces it
+            reply = resolver.local(query, peer[0])
+            if reply is not None:   # local names inline: no thread hop
+                data = resolver.render(query, reply, tcp=False)
+                sock.sendto(data, peer)
+                if reply.rcode() == dns.rcode.REFUSED:
+                    continue
+                if len(answers) >= ANSWER_CACHE:
+                    answers.clear()
+                answers[wire[2:]] = data[2:]
+            else:
+                pool.submit(forward_and_send, query, peer)
+        except Exception:
+            log.exception("udp query from %s", peer)
+
+
+def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def _serve_tcp_connection(conn: socket.socket, peer, resolver: Resolver) -> None:
+    conn.settimeout(TCP_IDLE_TIMEOUT)
+    try:
+        while True:
+            head = _recv_exact(conn, 2)
+            if head is None:
+                return
+            wire = _recv_exact(conn, struct.unpack("!H", head)[0])
+            if wire is None:
+                return
+            query, immediate = resolver.parse(wire)
+            data = resolver.respond(query, peer[0], tcp=True) if query is not None else immediate
+            if data is None:
+                return
+            conn.sendall(struct.pack("!H", len(data)) + data)
+    except (OSError, socket.timeout):
+        pass
+    finally:
+        conn.close()
+
+
+def _serve_tcp(sock: socket.socket, resolver: Resolver) -> None:
+    while True:
+        try:
+            conn, peer = sock.accept()
+        except OSError:
+            continue
+        threading.Thread(target=_serve_tcp_connection, args=(conn, peer, resolver), daemon=True).start()
+
+
+class Server:
+    def __init__(self, data_dir: str, network: str):
+        self.records = Records(data_dir, network)
+        self.resolver = Resolver(self.records)
+        self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="forward")
+        self.sockets: dict[str, list[socket.socket]] = {}
+
+    def bind(self) -> None:
+        """Binds every address of the records (raises OSError naming the address on failure)."""
+        for address in self.records.listen:
+            if address in self.sockets:
+                continue
+            try:
+                self.sockets[address] = [_bind(address, socket.SOCK_DGRAM), _bind(address, socket.SOCK_STREAM)]
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot listen on {address} port {PORT}: {exc.strerror}") from None
+
+    def start(self, addresses) -> None:
+        for address in addresses:
+            udp, tcp = self.sockets[address]
+            threading.Thread(target=_serve_udp, args=(udp, self.resolver, self.pool), daemon=True).start()
+            threading.Thread(target=_serve_tcp, args=(tcp, self.resolver), daemon=True).start()
+
+
+def _detach() -> int:
+    """Forks; the parent waits for the child's word that it is ready and exits with it. Returns the write
+    end of the pipe in the child."""
+    read_end, write_end = os.pipe()
+    if os.fork():
+        os.close(write_end)
+        ready = os.read(read_end, 1)
+        os._exit(0 if ready == b"1" else 1)
+    os.close(read_end)
+    os.setsid()
+    os.chdir("/")   # holds no directory of whoever started it
+    return write_end
+
+
+def _stdio_to(log_file: str) -> None:
+    """stdin from /dev/null, stdout and stderr appended to ``log_file`` (nothing of the starter's kept)."""
+    with open(os.devnull, "rb") as null, open(log_file, "ab") as log:
+        for target, source in ((0, null), (1, log), (2, log)):
+            os.dup2(source.fileno(), target)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pynet.dns.server", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--state-dir", required=True, help="the dnsname plugin's dataDir")
+    parser.add_argument("--network", required=True)
+    parser.add_argument("--detach", action="store_true", help="run in the background once answering")
+    args = parser.parse_args(argv)
+    ready_fd = _detach() if args.detach else None
+    try:
+        server = Server(args.state_dir, args.network)
+        server.bind()
+    except OSError as exc:
+        print(f"pynet dns: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if ready_fd is not None:
+        _stdio_to(store.log_path(args.state_dir, args.network))
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    server.start(list(server.sockets))
+    _write_pid_file(server, args)
+    if ready_fd is not None:
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
+    # The main thread picks up new gateway addresses (a network's second family) and otherwise sleeps.
+    while True:
+        time.sleep(1.0)
+        try:
+            server.records.refresh()
+            before = set(server.sockets)
+            server.bind()
+            if set(server.sockets) != before:
+                server.start(set(server.sockets) - before)
+                _write_pid_file(server, args)
+        except Exception:
+            log.exception("reload")
+
+
+def _write_pid_file(server: Server, args) -> None:
+    store.write_pid_file(args.state_dir, args.network, os.getpid(), syscalls.proc_start_time(os.getpid()),
+                         list(server.sockets))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
