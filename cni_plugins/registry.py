@@ -29,6 +29,7 @@ MODULES = {
     "tap": "cni_plugins.tap.plugin",
     "bandwidth": "cni_plugins.bandwidth.plugin",
     "sbr": "cni_plugins.sbr.plugin",
+    "dhcp": "cni_plugins.dhcp.plugin",
 }
 NAMES = tuple(MODULES)
 # Plugin scripts written by earlier versions of `pynet cni install` name the module instead (the plugin
