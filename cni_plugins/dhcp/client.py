@@ -34,7 +34,7 @@ ETH_P_IP = 0x0800
 PACKET_OUTGOING = 4
 BROADCAST_MAC = b"\xff" * 6
 SIOCGIFFLAGS, SIOCSIFFLAGS, SIOCGIFINDEX = 0x8913, 0x8914, 0x8933
-IFF_UP = 0x1
+IFF_UP, IFF_RUNNING = 0x1, 0x40
 FAST_RESENDS, FAST_DELAY, SLOW_DELAY0 = 4, 2.0, 4.0
 
 
@@ -81,6 +81,11 @@ class Interface:
             self.index = self._ioctl_index()
             if self.index is None:
                 raise ExchangeFailed(f"error looking up {ifname!r}: no such interface in the container")
+            # A packet socket bound to a link that is down reports ENETDOWN on its next use: up first (as
+            # the reference sets a link that is down up).
+            self.was_down = not self.is_up()
+            if self.was_down:
+                self.set_up()
             self._packet.bind((ifname, ETH_P_IP))
             self.mac: bytes = self._packet.getsockname()[4]
         except BaseException:
@@ -109,10 +114,26 @@ class Interface:
             self._ifreq(SIOCSIFFLAGS, struct.pack("H", want))
 
     def is_up(self) -> bool:
-        return bool(struct.unpack_from("H", self._ifreq(SIOCGIFFLAGS), 16)[0] & IFF_UP)
+        return bool(self._flags() & IFF_UP)
+
+    def _flags(self) -> int:
+        return struct.unpack_from("H", self._ifreq(SIOCGIFFLAGS), 16)[0]
+
+    def wait_running(self, timeout: float) -> bool:
+        """Waits for the carrier (IFF_RUNNING: the kernel's link watch has seen the link come up, so a bridge
+        port it is plugged into forwards again)."""
+        deadline = time.monotonic() + timeout
+        while not self._flags() & IFF_RUNNING:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     # -- datagrams -------------------------------------------------------------------------------------------
     def send(self, msg: Message, src: ipaddress.IPv4Address, dst: ipaddress.IPv4Address, dst_mac: bytes) -> None:
+        # A link that went down since the last send left ENETDOWN pending on the packet socket (reported on
+        # its next use even once the link is up again): reading SO_ERROR clears it.
+        self._packet.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         packet = message.udp_datagram(src, dst, msg.encode())
         self._packet.sendto(packet, (self.ifname, ETH_P_IP, 0, 0, dst_mac))
 

@@ -34,6 +34,8 @@ from . import message, rpc
 from .config import DEFAULT_SOCKET
 
 LINK_CHECK_INTERVAL = 30.0   # while bound, how often a lease looks whether its interface is still there
+RELEASE_CARRIER_WAIT = 2.0   # how long a release waits for the carrier of a link it had to set up
+RELEASE_REPEATS = (0.05, 0.2, 0.5)   # then sends it again after these pauses
 
 
 def log(text: str) -> None:
@@ -117,7 +119,8 @@ class Lease:
         self.ended = threading.Event()
         self.state = "acquiring"
         self.renewals = 0
-        options = {int(code): bytes.fromhex(value) for code, value in args.get("options", {}).items()}
+        provided = {int(code): bytes.fromhex(value) for code, value in (args.get("options") or {}).items()}
+        options = dhcp_client.client_options(self.client_id, provided)
         request = [int(code) for code in args.get("request", [])]
         self.iface = dhcp_client.Interface(netns_fd, self.ifname)
         self.client = dhcp_client.Client(self.iface, options, request, timing)
@@ -126,9 +129,8 @@ class Lease:
         self.thread: threading.Thread | None = None
 
     def acquire(self) -> None:
-        if not self.iface.is_up():
-            log(f"{self.client_id}: link {self.ifname!r} down, setting it up")
-            self.iface.set_up()
+        if self.iface.was_down:
+            log(f"{self.client_id}: link {self.ifname!r} was down, set it up")
         log(f"{self.client_id}: acquiring lease")
         self.ack, self.server_mac = self.client.acquire()
         self.timers = dhcp_lease.Timers.from_ack(self.ack, time.monotonic())
@@ -186,9 +188,28 @@ class Lease:
             self.ended.set()
 
     def _release(self) -> None:
+        """DHCPRELEASE through the container interface. A plugin that sets its link down before the IPAM DEL
+        (pynet's bridge: the address must not stay live on two ports) gets it up for the moment of the send
+        and down again; a link already gone cannot carry it (the lease then ends at the server in time)."""
         log(f"{self.client_id}: releasing lease of {self.ack.yiaddr}")
+        if not self.iface.present():
+            log(f"{self.client_id}: interface {self.ifname!r} is gone, cannot send DHCPRELEASE")
+            return
         try:
-            self.client.release(self.ack, self.server_mac)
+            was_down = not self.iface.is_up()
+            if was_down:
+                self.iface.set_up()
+                self.iface.wait_running(RELEASE_CARRIER_WAIT)
+            try:
+                self.client.release(self.ack, self.server_mac)
+                # A bridge port the link is plugged into may forward only a moment after the carrier shows
+                # (its own link watch): the release is sent again then (a server ignores a repeated one).
+                for delay in RELEASE_REPEATS if was_down else ():
+                    time.sleep(delay)
+                    self.client.release(self.ack, self.server_mac)
+            finally:
+                if was_down:
+                    self.iface.set_up(False)
         except OSError as exc:
             log(f"{self.client_id}: failed to send DHCPRELEASE: {exc}")
 
@@ -367,6 +388,8 @@ def serve(flags: dict) -> int:
         def handle(self):
             try:
                 method, args, fds = rpc.receive(self.request)
+            except EOFError:
+                return   # a connection that only probed whether a daemon listens
             except (ValueError, ConnectionError, OSError) as exc:
                 log(f"bad request: {exc}")
                 return
@@ -379,6 +402,9 @@ def serve(flags: dict) -> int:
     old_umask = os.umask(0o177)   # the socket: root only, as the reference's 0600 socket unit
     try:
         server = _Server(path, Handler)
+    except OSError as exc:
+        log(f"Error getting listener: cannot listen on {path}: {exc.strerror or exc}")
+        return 1
     finally:
         os.umask(old_umask)
     if pidfile:

@@ -45,11 +45,12 @@ def call(socket_path: str, method: str, args: dict, fds=(), unavailable_code: in
 
 
 def receive(sock) -> tuple[str, dict, list[int]]:
-    """(method, args, fds) of one request; the fds are closed if it is malformed."""
+    """(method, args, fds) of one request; the fds are closed if it is malformed. EOFError: the client
+    hung up without a request."""
     first, fds = wire.recv_with_fds(sock)
     try:
         if not first:
-            raise ConnectionError("client went away")
+            raise EOFError("the client sent nothing")
         method, body = wire.recv_fields(sock, 2, first)
         args = json.loads(body)
         if not isinstance(args, dict):
