@@ -218,8 +218,21 @@ def test_two_containers_get_different_addresses(cni, make_netns, conf, dnsmasq, 
 def test_check_passes_for_the_held_lease_and_fails_after_del(cni, container_ns, conf, dnsmasq, dhcp_daemon):
     result = cni.add("macvlan", conf(), container_ns, container_id="ctr-a")
     cni.check("macvlan", dict(conf(), prevResult=result), container_ns, container_id="ctr-a")
+    cni.check("dhcp", dict(conf(), prevResult=result), container_ns, container_id="ctr-a")
     cni.delete("macvlan", conf(), container_ns, container_id="ctr-a")
     assert dhcp_daemon.status() == {"leases": []}
+    with pytest.raises(PluginFailed) as err:
+        cni.check("dhcp", dict(conf(), prevResult=result), container_ns, container_id="ctr-a")
+    assert "no DHCP lease held for ctr-a/dhcpnet/eth0" in err.value.msg
+
+
+def test_gc_releases_the_leases_of_attachments_no_longer_valid(cni, make_netns, conf, dnsmasq, dhcp_daemon):
+    a, b = make_netns(), make_netns()
+    ra = cni.add("macvlan", conf("1.1.0"), a, container_id="ctr-a")
+    cni.add("macvlan", conf("1.1.0"), b, container_id="ctr-b")
+    cni.gc("dhcp", conf("1.1.0"), [{"containerID": "ctr-a", "ifname": "eth0"}])
+    assert [lease["clientID"] for lease in dhcp_daemon.status()["leases"]] == ["ctr-a/dhcpnet/eth0"]
+    wait_for(lambda: dnsmasq.leases() == {mac_of(a): str(address_of(ra).ip)}, what="b's lease released")
 
 
 def test_options_provided_from_cni_args_reach_the_server(cni, container_ns, conf, dnsmasq, dhcp_daemon):
