@@ -9,7 +9,6 @@ import ipaddress
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -21,6 +20,7 @@ from cni_plugins.dhcp import lease as dhcp_lease
 from cni_plugins.dhcp import message, rpc
 from cni_plugins.dhcp.daemon import parse_duration, parse_flags
 from netns_fixtures import OUR_PLUGINS
+from netns_fixtures.daemon import stop_daemon
 from netns_fixtures.runner import PluginFailed
 
 MASTER, SERVER_IF = "dh0", "dh0srv"
@@ -28,7 +28,6 @@ SERVER_IP = "10.77.0.1"
 RANGE = ("10.77.0.50", "10.77.0.99")
 NETWORK = "dhcpnet"
 
-needs_dnsmasq = pytest.mark.skipif(shutil.which("dnsmasq") is None, reason="dnsmasq not installed")
 
 
 # -- fixtures: a DHCP server behind the macvlan master, and the daemon --------------------------------------
@@ -66,13 +65,7 @@ class Dnsmasq:
         return self.logfile.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_daemon(self.proc)
         self.log.close()
 
 
@@ -142,14 +135,8 @@ class DhcpDaemon:
             return f.read()
 
     def stop(self) -> str:
-        """Stops it by PID; its log."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        """Stops it by PID (SIGTERM); its log."""
+        stop_daemon(self.proc)
         return self.log()
 
     def status(self) -> dict:
@@ -258,18 +245,35 @@ def test_the_daemon_renews_at_t1(cni, container_ns, conf, dnsmasq, dhcp_daemon):
     assert dnsmasq.log_text().count(f"DHCPACK({SERVER_IF}) {address_of(result).ip}") >= 2
 
 
-def test_a_restarted_daemon_serves_new_containers(cni, make_netns, conf, dnsmasq, dhcp_daemon):
+def test_a_restarted_daemon_takes_over_the_leases_and_serves_new_containers(cni, make_netns, conf, dnsmasq,
+                                                                            dhcp_daemon):
     a, b = make_netns(), make_netns()
-    cni.add("macvlan", conf(), a, container_id="ctr-a")
+    ra = cni.add("macvlan", conf(), a, container_id="ctr-a")
     log = dhcp_daemon.stop()
     assert "listening on" in log and not os.path.exists(dhcp_daemon.socket_path)
+    assert dnsmasq.leases() == {mac_of(a): str(address_of(ra).ip)}   # a daemon stopping releases nothing
     dhcp_daemon.start()
+    assert dhcp_daemon.status()["leases"] == [{"clientID": "ctr-a/dhcpnet/eth0", "state": "bound",
+                                               "address": str(address_of(ra).ip), "renewals": 0}]
     rb = cni.add("macvlan", conf(), b, container_id="ctr-b")
-    assert in_range(address_of(rb).ip)
-    mac_b = mac_of(b)
-    cni.delete("macvlan", conf(), a, container_id="ctr-a")   # the old daemon's lease: nothing held, no error
+    assert in_range(address_of(rb).ip) and address_of(rb) != address_of(ra)
+    mac_a, mac_b = mac_of(a), mac_of(b)
+    cni.delete("macvlan", conf(), a, container_id="ctr-a")   # the taken-over lease is released
+    wait_for(lambda: mac_a not in dnsmasq.leases(), what="a's lease released")
     cni.delete("macvlan", conf(), b, container_id="ctr-b")
     wait_for(lambda: mac_b not in dnsmasq.leases(), what="b's lease released")
+    assert os.listdir(os.path.join(os.path.dirname(dhcp_daemon.socket_path), "dhcp-leases")) == []
+
+
+def test_a_lease_whose_namespace_is_gone_is_not_taken_over(cni, make_netns, conf, dnsmasq, dhcp_daemon):
+    a = make_netns()
+    cni.add("macvlan", conf(), a, container_id="ctr-a")
+    dhcp_daemon.stop()
+    a.remove()
+    dhcp_daemon.start()
+    assert dhcp_daemon.status() == {"leases": []}
+    assert "not taking over the lease" in dhcp_daemon.log()
+    assert os.listdir(os.path.join(os.path.dirname(dhcp_daemon.socket_path), "dhcp-leases")) == []
 
 
 def test_a_stale_socket_file_is_replaced_and_a_live_daemon_is_not(host_ns, tmp_path, dnsmasq):

@@ -67,7 +67,7 @@ def resend_delays(timing: Timing, rand=random.uniform):
 class Interface:
     """The container interface as the client sees it, through sockets made in its namespace."""
 
-    def __init__(self, netns_fd: int, ifname: str):
+    def __init__(self, netns_fd: int, ifname: str, bring_up: bool = True):
         self.ifname = ifname
         with syscalls.entered(netns_fd):
             self._ctl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
@@ -84,7 +84,7 @@ class Interface:
             # A packet socket bound to a link that is down reports ENETDOWN on its next use: up first (as
             # the reference sets a link that is down up).
             self.was_down = not self.is_up()
-            if self.was_down:
+            if self.was_down and bring_up:
                 self.set_up()
             self._packet.bind((ifname, ETH_P_IP))
             self.mac: bytes = self._packet.getsockname()[4]

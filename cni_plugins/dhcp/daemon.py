@@ -11,8 +11,10 @@ One lease per (container, network, interface): acquired in the request's thread,
 its own (cni_plugins/dhcp/lease.py) until DEL releases it (DHCPRELEASE), the interface disappears or the
 lease runs out. The daemon holds the container's network namespace by the fd the plugin passed; every
 socket of a lease is made inside it once (cni_plugins/dhcp/client.py), no thread stays in it.
-SIGTERM or SIGINT stop the daemon without releasing (the containers keep their addresses until the
-leases end, as with the reference); a new daemon does not know the old one's leases.
+SIGTERM or SIGINT stop the daemon without releasing (the containers keep their addresses, as with the
+reference); each lease is written down (cni_plugins/dhcp/store.py), so the next daemon on the same socket
+takes them over where the container's CNI_NETNS still opens to the same namespace (the reference's
+forgets them: no renewal, no release).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from cni_plugins.errors import CNIError, INTERNAL, INVALID_CONFIG, UNKNOWN_CONTA
 from . import client as dhcp_client
 from . import lease as dhcp_lease
 from . import message, rpc
+from . import store as lease_store
 from .config import DEFAULT_SOCKET
 
 LINK_CHECK_INTERVAL = 30.0   # while bound, how often a lease looks whether its interface is still there
@@ -108,7 +111,10 @@ def parse_flags(argv: list[str]) -> dict:
 class Lease:
     """One acquired lease and the thread that keeps it."""
 
-    def __init__(self, args: dict, netns_fd: int, timing: dhcp_client.Timing):
+    def __init__(self, args: dict, netns_fd: int, timing: dhcp_client.Timing, store_dir: str | None = None,
+                 bring_up: bool = True):
+        self.args = args
+        self.store_dir = store_dir
         self.client_id = args["clientID"]
         self.network = args.get("network", "")
         self.container_id = args.get("containerID", "")
@@ -122,7 +128,7 @@ class Lease:
         provided = {int(code): bytes.fromhex(value) for code, value in (args.get("options") or {}).items()}
         options = dhcp_client.client_options(self.client_id, provided)
         request = [int(code) for code in args.get("request", [])]
-        self.iface = dhcp_client.Interface(netns_fd, self.ifname)
+        self.iface = dhcp_client.Interface(netns_fd, self.ifname, bring_up)
         self.client = dhcp_client.Client(self.iface, options, request, timing)
         self.ack: message.Message | None = None
         self.server_mac = b""
@@ -137,6 +143,27 @@ class Lease:
         self.state = dhcp_lease.BOUND
         log(f"{self.client_id}: lease of {self.ack.yiaddr} acquired from {self.ack.server_id}, "
             f"renewal in {self.timers.renew_at - time.monotonic():.0f}s")
+        self.persist()
+
+    # -- what a restarted daemon takes over (cni_plugins/dhcp/store.py) ------------------------------------
+    def persist(self) -> None:
+        if self.store_dir is None:
+            return
+        offset = time.time() - time.monotonic()
+        record = {"args": self.args, "netns": lease_store.netns_identity(self.netns_fd), "ack": self.ack.encode().hex(),
+                  "serverMAC": self.server_mac.hex(),
+                  "timers": [t + offset for t in (self.timers.renew_at, self.timers.rebind_at, self.timers.expire_at)]}
+        try:
+            lease_store.save(self.store_dir, self.client_id, record)
+        except OSError as exc:
+            log(f"{self.client_id}: cannot write the lease down for a restarted daemon: {exc}")
+
+    def restore(self, record: dict) -> None:
+        self.ack = message.Message.decode(bytes.fromhex(record["ack"]))
+        self.server_mac = bytes.fromhex(record["serverMAC"])
+        offset = time.monotonic() - time.time()
+        self.timers = dhcp_lease.Timers(*(float(t) + offset for t in record["timers"]))
+        self.state = dhcp_lease.BOUND
 
     def result(self):
         assert self.ack is not None
@@ -155,7 +182,9 @@ class Lease:
                 log(f"{self.client_id}: {'rebinding' if broadcast else 'renewal'} failed: {exc}")
                 return None
             self.ack, self.server_mac = ack, mac
+            self.timers = dhcp_lease.Timers.from_ack(ack, time.monotonic())   # as the maintainer computes them
             log(f"{self.client_id}: lease of {ack.yiaddr} {'rebound' if broadcast else 'renewed'}")
+            self.persist()
             return ack
         return attempt
 
@@ -183,6 +212,8 @@ class Lease:
         except Exception as exc:   # a bug must not kill the daemon
             log(f"{self.client_id}: lease maintenance failed: {exc.__class__.__name__}: {exc}")
         finally:
+            if self.release_on_stop and self.store_dir is not None:   # not a daemon shutting down
+                lease_store.remove(self.store_dir, self.client_id)
             self.close()
             on_end(self)
             self.ended.set()
@@ -229,9 +260,10 @@ class Lease:
 
 
 class Daemon:
-    def __init__(self, timing: dhcp_client.Timing, host_prefix: str = ""):
+    def __init__(self, timing: dhcp_client.Timing, host_prefix: str = "", store_dir: str | None = None):
         self.timing = timing
         self.host_prefix = host_prefix
+        self.store_dir = store_dir
         self.leases: dict[str, Lease] = {}
         self.lock = threading.Lock()
         # One request per client ID at a time (an ADD racing its DEL, a retried ADD).
@@ -268,7 +300,7 @@ class Daemon:
                 return {"result": existing.result().to_dict("1.1.0")}
             netns_fd = self._netns_fd(args, fds)
             try:
-                lease = Lease(args, netns_fd, self.timing)
+                lease = Lease(args, netns_fd, self.timing, self.store_dir)
             except dhcp_client.ExchangeFailed as exc:
                 dhcp_client.close_quietly(netns_fd)
                 raise CNIError(INTERNAL, str(exc)) from None
@@ -335,6 +367,47 @@ class Daemon:
             for fd in fds:
                 dhcp_client.close_quietly(fd)
 
+    def resume(self) -> None:
+        """Takes over the leases a previous daemon wrote down (cni_plugins/dhcp/store.py)."""
+        if self.store_dir is None:
+            return
+        for path, record in lease_store.load_all(self.store_dir):
+            try:
+                lease = self._resume(record)
+            except Exception as exc:
+                lease = None
+                log(f"not taking over the lease in {path}: {exc}")
+            if lease is None:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+    def _resume(self, record: dict | None) -> Lease | None:
+        if record is None:
+            raise ValueError("unreadable")
+        args = record["args"]
+        fd = self._netns_fd(args, [])
+        try:
+            if lease_store.netns_identity(fd) != list(record["netns"]):
+                raise ValueError(f"{args.get('netns')!r} is another network namespace now")
+            lease = Lease(args, fd, self.timing, self.store_dir, bring_up=False)
+        except BaseException:
+            dhcp_client.close_quietly(fd)
+            raise
+        try:
+            lease.restore(record)
+            if lease.timers.expire_at <= time.monotonic():
+                raise ValueError("the lease has expired")
+        except BaseException:
+            lease.close()
+            raise
+        with self.lock:
+            self.leases[lease.client_id] = lease
+        lease.start(self._forget)
+        log(f"{lease.client_id}: took over the lease of {lease.ack.yiaddr}")
+        return lease
+
     def stop_all(self) -> None:
         """Ends every lease's maintenance without releasing (a daemon shutting down)."""
         with self.lock:
@@ -376,8 +449,8 @@ def _listen(path: str) -> None:
 
 def serve(flags: dict) -> int:
     timing = dhcp_client.Timing(flags["timeout"], flags["resendmax"], flags["resendtimeout"], flags["broadcast"])
-    daemon = Daemon(timing, flags["hostprefix"])
     path = flags["hostprefix"] + (flags["socketpath"] or DEFAULT_SOCKET)
+    daemon = Daemon(timing, flags["hostprefix"], lease_store.directory_for(path))
     pidfile = flags["pidfile"]
     if pidfile and not os.path.isabs(pidfile):
         log(f"Error writing pidfile {pidfile!r}: path not absolute")
@@ -417,6 +490,7 @@ def serve(flags: dict) -> int:
 
     signal.signal(signal.SIGTERM, shut_down)
     signal.signal(signal.SIGINT, shut_down)
+    daemon.resume()
     log(f"listening on {path}")
     try:
         server.serve_forever(poll_interval=0.5)
