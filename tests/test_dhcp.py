@@ -144,9 +144,14 @@ class DhcpDaemon:
 
 
 @pytest.fixture
-def dhcp_daemon(host_ns, tmp_path, dnsmasq):
+def dhcp_daemon_flags() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def dhcp_daemon(host_ns, tmp_path, dnsmasq, dhcp_daemon_flags):
     (tmp_path / "run").mkdir(exist_ok=True)
-    daemon = DhcpDaemon(host_ns, str(tmp_path / "run" / "dhcp.sock"))
+    daemon = DhcpDaemon(host_ns, str(tmp_path / "run" / "dhcp.sock"), *dhcp_daemon_flags)
     yield daemon
     daemon.stop()
 
@@ -186,10 +191,31 @@ def test_add_leases_an_address_from_the_server_and_del_releases_it(cni, containe
     # the client identifier is the reference's: 0, then containerID/network/ifname
     assert dnsmasq.leasefile.read_text().split()[4] == "00:" + ":".join(f"{b:02x}" for b in b"ctr-a/dhcpnet/eth0")
 
+    # the client ran in the container netns only through its sockets: every thread of the daemon is in its own
+    assert {os.readlink(f"/proc/{dhcp_daemon.proc.pid}/task/{tid}/ns/net")
+            for tid in os.listdir(f"/proc/{dhcp_daemon.proc.pid}/task")} == {os.readlink(
+                f"/proc/{dhcp_daemon.proc.pid}/ns/net")}
+
     cni.delete("macvlan", conf(), container_ns, container_id="ctr-a")
     wait_for(lambda: dnsmasq.leases() == {}, what="dnsmasq to drop the released lease")
     assert "DHCPRELEASE" in dnsmasq.log_text()
     assert dhcp_daemon.status() == {"leases": []}
+
+
+@pytest.mark.parametrize("dhcp_daemon_flags", [["-broadcast"]])
+def test_broadcast_flag_asks_for_broadcast_replies(cni, container_ns, conf, dnsmasq, dhcp_daemon):
+    result = cni.add("macvlan", conf(), container_ns, container_id="ctr-a")
+    assert str(address_of(result)) in container_ns.addresses("eth0")
+    assert "broadcast response" in dnsmasq.log_text()
+
+
+@pytest.mark.parametrize("dhcp_daemon_flags", [["-resendtimeout", "3s", "-timeout", "1s"]])
+def test_no_answer_fails_the_add_after_resendtimeout(cni, container_ns, conf, dnsmasq, dhcp_daemon):
+    dnsmasq.stop()
+    with pytest.raises(PluginFailed) as err:
+        cni.add("macvlan", conf(), container_ns, container_id="ctr-a")
+    assert "no DHCPOFFER from a DHCP server on 'eth0' within 3s" in err.value.msg
+    assert container_ns.link("eth0") is None and dhcp_daemon.status() == {"leases": []}
 
 
 def test_two_containers_get_different_addresses(cni, make_netns, conf, dnsmasq, dhcp_daemon):

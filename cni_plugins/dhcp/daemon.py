@@ -124,7 +124,6 @@ class Lease:
         self.release_on_stop = True
         self.ended = threading.Event()
         self.state = "acquiring"
-        self.renewals = 0
         provided = {int(code): bytes.fromhex(value) for code, value in (args.get("options") or {}).items()}
         options = dhcp_client.client_options(self.client_id, provided)
         request = [int(code) for code in args.get("request", [])]
@@ -133,6 +132,7 @@ class Lease:
         self.ack: message.Message | None = None
         self.server_mac = b""
         self.thread: threading.Thread | None = None
+        self.machine: dhcp_lease.Maintainer | None = None
 
     def acquire(self) -> None:
         if self.iface.was_down:
@@ -255,8 +255,9 @@ class Lease:
         self.netns_fd = -1
 
     def describe(self) -> dict:
+        machine = self.machine
         return {"clientID": self.client_id, "state": self.state, "address": str(self.ack.yiaddr) if self.ack else "",
-                "renewals": getattr(self, "machine", None).renewals if getattr(self, "machine", None) else 0}
+                "renewals": machine.renewals if machine is not None else 0}
 
 
 class Daemon:
