@@ -540,3 +540,21 @@ def test_dhcp_daemon_with_a_bad_flag_says_so():
     proc = subprocess.run([os.path.join(OUR_PLUGINS, "dhcp"), "daemon", "-timeout", "soon"], capture_output=True,
                           timeout=30)
     assert proc.returncode == 2 and b"invalid value 'soon' for flag -timeout" in proc.stderr
+
+
+def test_reference_macvlan_with_our_dhcp(make_cni, tmp_path, container_ns, conf, dnsmasq, dhcp_daemon):
+    from netns_fixtures import REFERENCE_PLUGINS, reference_available
+
+    if not reference_available():
+        pytest.skip("reference plugins not installed")
+    mixed = tmp_path / "bin"
+    mixed.mkdir()
+    os.symlink(os.path.join(REFERENCE_PLUGINS, "macvlan"), mixed / "macvlan")
+    os.symlink(os.path.join(OUR_PLUGINS, "dhcp"), mixed / "dhcp")
+    cni = make_cni(str(mixed))
+    result = cni.add("macvlan", conf(), container_ns, container_id="ctr-r")
+    assert str(address_of(result)) in container_ns.addresses("eth0")
+    mac = mac_of(container_ns)
+    assert dnsmasq.leases() == {mac: str(address_of(result).ip)}
+    cni.delete("macvlan", conf(), container_ns, container_id="ctr-r")
+    wait_for(lambda: dnsmasq.leases() == {}, what="the release")
