@@ -558,3 +558,88 @@ def test_reference_macvlan_with_our_dhcp(make_cni, tmp_path, container_ns, conf,
     assert dnsmasq.leases() == {mac: str(address_of(result).ip)}
     cni.delete("macvlan", conf(), container_ns, container_id="ctr-r")
     wait_for(lambda: dnsmasq.leases() == {}, what="the release")
+
+
+class FakeInterface:
+    """A client interface that answers from a script instead of a network: ``server(msg)`` gives the reply."""
+
+    def __init__(self, server):
+        import threading
+
+        self.mac, self.ifname, self._lock = bytes.fromhex("02aabbccddee"), "eth0", threading.Lock()
+        self.server, self.sent, self.pending = server, [], None
+
+    def send(self, msg, src, dst, dst_mac):
+        msg = message.Message.decode(msg.encode())   # what went over the wire
+        self.sent.append((msg, str(src), str(dst), dst_mac))
+        self.pending = self.server(msg)
+
+    def receive(self, until, accept, cancel=None):
+        reply, self.pending = self.pending, None
+        return (reply, b"\x02\x00\x00\x00\x00\x01") if reply is not None and accept(reply) else None
+
+
+def reply_to(msg, kind, **options):
+    opts = {message.MESSAGE_TYPE: bytes([kind]), message.SERVER_ID: bytes([10, 77, 0, 1]),
+            message.SUBNET_MASK: bytes([255, 255, 255, 0]), **options}
+    return message.Message(message.BOOTREPLY, msg.xid, msg.chaddr, yiaddr=ipaddress.IPv4Address("10.77.0.60"),
+                           options=opts)
+
+
+def test_acquire_sends_discover_then_request_with_the_offered_address_and_our_options():
+    from cni_plugins.dhcp import client
+
+    iface = FakeInterface(lambda m: reply_to(m, message.OFFER if m.message_type == message.DISCOVER else message.ACK))
+    c = client.Client(iface, client.client_options("c1/n/eth0", {message.HOST_NAME: b"web"}), [1, 3, 121],
+                      client.Timing())
+    ack, server_mac = c.acquire()
+    assert ack.message_type == message.ACK and server_mac == b"\x02\x00\x00\x00\x00\x01"
+    (discover, src, dst, mac), (request, *_rest) = iface.sent
+    assert (discover.message_type, src, dst, mac) == (message.DISCOVER, "0.0.0.0", "255.255.255.255", b"\xff" * 6)
+    assert discover.options[message.CLIENT_ID] == b"\0c1/n/eth0" and discover.options[message.HOST_NAME] == b"web"
+    assert discover.options[message.PARAMETER_LIST] == bytes([1, 3, 121]) and discover.flags == 0
+    assert request.message_type == message.REQUEST and request.xid == discover.xid   # RFC 2131, table 5
+    assert request.options[message.REQUESTED_IP] == bytes([10, 77, 0, 60])
+    assert request.options[message.SERVER_ID] == bytes([10, 77, 0, 1])
+
+
+def test_renewal_is_unicast_from_the_leased_address_and_a_nak_fails_it():
+    from cni_plugins.dhcp import client
+
+    lease = reply_to(message.Message(message.BOOTREQUEST, 1, bytes.fromhex("02aabbccddee")), message.ACK)
+    iface = FakeInterface(lambda m: reply_to(m, message.ACK))
+    c = client.Client(iface, {}, [], client.Timing())
+    c.extend(lease, b"\x02\x00\x00\x00\x00\x01", time.monotonic() + 60, broadcast=False)
+    msg, src, dst, mac = iface.sent[0]
+    assert (msg.message_type, str(msg.ciaddr), src, dst, mac) == (
+        message.REQUEST, "10.77.0.60", "10.77.0.60", "10.77.0.1", b"\x02\x00\x00\x00\x00\x01")
+    assert message.REQUESTED_IP not in msg.options and message.SERVER_ID not in msg.options
+    c.extend(lease, b"\x02\x00\x00\x00\x00\x01", time.monotonic() + 60, broadcast=True)
+    assert iface.sent[1][2:] == ("255.255.255.255", b"\xff" * 6)
+    iface.server = lambda m: reply_to(m, message.NAK)
+    with pytest.raises(client.ExchangeFailed, match="DHCPNAK"):
+        c.extend(lease, b"\x02\x00\x00\x00\x00\x01", time.monotonic() + 60, broadcast=False)
+
+
+def test_a_cancelled_client_stops_exchanging():
+    import threading
+
+    from cni_plugins.dhcp import client
+
+    lease = reply_to(message.Message(message.BOOTREQUEST, 1, bytes.fromhex("02aabbccddee")), message.ACK)
+    cancel = threading.Event()
+    cancel.set()
+    iface = FakeInterface(lambda m: None)
+    c = client.Client(iface, {}, [], client.Timing(), cancel=cancel)
+    with pytest.raises(client.ExchangeFailed, match="cancelled"):
+        c.extend(lease, b"\x02" * 6, time.monotonic() + 600, broadcast=False)
+    assert iface.sent == []
+
+
+def test_resend_delays_follow_the_reference_backoff():
+    from cni_plugins.dhcp import client
+
+    delays = client.resend_delays(client.Timing(timeout=100, resend_max=16), rand=lambda a, b: 0.0)
+    assert [next(delays) for _ in range(8)] == [2, 2, 2, 2, 4, 8, 16, 16]
+    capped = client.resend_delays(client.Timing(timeout=3), rand=lambda a, b: 0.0)
+    assert [next(capped) for _ in range(6)] == [2, 2, 2, 2, 3, 3]

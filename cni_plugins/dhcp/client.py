@@ -36,6 +36,7 @@ BROADCAST_MAC = b"\xff" * 6
 SIOCGIFFLAGS, SIOCSIFFLAGS, SIOCGIFINDEX = 0x8913, 0x8914, 0x8933
 IFF_UP, IFF_RUNNING = 0x1, 0x40
 FAST_RESENDS, FAST_DELAY, SLOW_DELAY0 = 4, 2.0, 4.0
+CANCEL_POLL = 0.25   # how soon an exchange notices it was cancelled
 
 
 class ExchangeFailed(Exception):
@@ -137,13 +138,14 @@ class Interface:
         packet = message.udp_datagram(src, dst, msg.encode())
         self._packet.sendto(packet, (self.ifname, ETH_P_IP, 0, 0, dst_mac))
 
-    def receive(self, until: float, accept) -> tuple[Message, bytes] | None:
-        """The first DHCP reply that ``accept(msg)`` takes before ``until`` (monotonic), with the sender's MAC."""
+    def receive(self, until: float, accept, cancel: threading.Event | None = None) -> tuple[Message, bytes] | None:
+        """The first DHCP reply that ``accept(msg)`` takes before ``until`` (monotonic), with the sender's MAC;
+        None at ``until`` or soon after ``cancel`` is set."""
         while True:
             left = until - time.monotonic()
-            if left <= 0:
+            if left <= 0 or (cancel is not None and cancel.is_set()):
                 return None
-            ready, _, _ = select.select([self._packet], [], [], left)
+            ready, _, _ = select.select([self._packet], [], [], min(left, CANCEL_POLL))
             if not ready:
                 return None
             try:
@@ -176,6 +178,7 @@ class Client:
     options: dict[int, bytes]
     request: list[int]
     timing: Timing
+    cancel: threading.Event | None = None   # set: exchanges in progress give up (a DEL during a renewal)
 
     def _message(self, kind: int, xid: int, **fields) -> Message:
         opts = {message.MESSAGE_TYPE: bytes((kind,))}
@@ -189,21 +192,26 @@ class Client:
         return Message(message.BOOTREQUEST, xid, self.iface.mac, flags=flags, options=opts, **fields)
 
     def _exchange(self, build, expect: tuple[int, ...], deadline: float | None, src=message.ZERO,
-                  dst=message.BROADCAST, dst_mac=BROADCAST_MAC) -> tuple[Message, bytes]:
-        """Sends ``build(xid, secs)`` until a reply of a type in ``expect`` (or a NAK) arrives."""
+                  dst=message.BROADCAST, dst_mac=BROADCAST_MAC, xid: int | None = None) -> tuple[Message, bytes]:
+        """Sends ``build(xid, secs)`` until a reply of a type in ``expect`` (or a NAK) arrives; ``xid``: the
+        transaction's (a new one when None)."""
         start = time.monotonic()
         give_up = start + self.timing.resend_timeout
         if deadline is not None:   # time.monotonic()'s
             give_up = min(give_up, deadline)
-        xid = random.getrandbits(32)
+        if xid is None:
+            xid = random.getrandbits(32)
         with self.iface._lock:
             for delay in resend_delays(self.timing):
                 now = time.monotonic()
                 if now >= give_up:
                     break
+                if self.cancel is not None and self.cancel.is_set():
+                    raise ExchangeFailed("cancelled")
                 self.iface.send(build(xid, min(int(now - start), 0xFFFF)), src, dst, dst_mac)
                 got = self.iface.receive(min(now + delay, give_up),
-                                         lambda m: m.xid == xid and m.message_type in expect + (message.NAK,))
+                                         lambda m: m.xid == xid and m.message_type in expect + (message.NAK,),
+                                         self.cancel)
                 if got is not None:
                     return got
         names = "/".join(message.TYPE_NAMES[t] for t in expect)
@@ -220,8 +228,9 @@ class Client:
             extra = {message.REQUESTED_IP: offer.yiaddr.packed}
             if offer.server_id is not None:
                 extra[message.SERVER_ID] = offer.server_id.packed
+            # SELECTING: the request carries the offer's xid (RFC 2131, table 5)
             ack, mac = self._exchange(lambda xid, secs: self._message(message.REQUEST, xid, secs=secs, extra=extra),
-                                      (message.ACK,), deadline)
+                                      (message.ACK,), deadline, xid=offer.xid)
             if ack.message_type == message.ACK:
                 return ack, mac
         raise ExchangeFailed(f"the DHCP server refused (DHCPNAK) every address it offered on {self.iface.ifname!r}")

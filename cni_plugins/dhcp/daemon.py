@@ -128,7 +128,7 @@ class Lease:
         options = dhcp_client.client_options(self.client_id, provided)
         request = [int(code) for code in args.get("request", [])]
         self.iface = dhcp_client.Interface(netns_fd, self.ifname, bring_up)
-        self.client = dhcp_client.Client(self.iface, options, request, timing)
+        self.client = dhcp_client.Client(self.iface, options, request, timing, cancel=self.stop_event)
         self.ack: message.Message | None = None
         self.server_mac = b""
         self.thread: threading.Thread | None = None
