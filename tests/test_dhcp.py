@@ -643,3 +643,29 @@ def test_resend_delays_follow_the_reference_backoff():
     assert [next(delays) for _ in range(8)] == [2, 2, 2, 2, 4, 8, 16, 16]
     capped = client.resend_delays(client.Timing(timeout=3), rand=lambda a, b: 0.0)
     assert [next(capped) for _ in range(6)] == [2, 2, 2, 2, 3, 3]
+
+
+def test_same_result_and_client_id_as_the_reference_dhcp(host_ns, make_cni, tmp_path, make_netns, conf, dnsmasq,
+                                                         dhcp_daemon):
+    from netns_fixtures import REFERENCE_PLUGINS, reference_available
+
+    if not reference_available() or not os.access(os.path.join(REFERENCE_PLUGINS, "dhcp"), os.X_OK):
+        pytest.skip("reference dhcp plugin not installed")
+    ref_socket = str(tmp_path / "refrun" / "dhcp.sock")
+    os.makedirs(os.path.dirname(ref_socket))
+    ref_daemon = host_ns.popen([os.path.join(REFERENCE_PLUGINS, "dhcp"), "daemon", "-socketpath", ref_socket],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: os.path.exists(ref_socket), what="the reference dhcp daemon")
+        ref_conf = dict(conf(), ipam={"type": "dhcp", "daemonSocketPath": ref_socket})
+        a, b = make_netns(), make_netns()
+        ref = make_cni(REFERENCE_PLUGINS).add("macvlan", ref_conf, a, container_id="ctr-ref")
+        ref_client_id = dnsmasq.leasefile.read_text().split()[4]
+        ours = make_cni(OUR_PLUGINS).add("macvlan", conf(), b, container_id="ctr-ref", ifname="eth0")
+        ours_line = [line for line in dnsmasq.leasefile.read_text().splitlines() if mac_of(b) in line][0]
+    finally:
+        stop_daemon(ref_daemon)
+    assert ours_line.split()[4] == ref_client_id   # the same client identifier (same container, network, ifname)
+    assert address_of(ours).network == address_of(ref).network
+    assert ours["ips"][0]["gateway"] == ref["ips"][0]["gateway"] and ours["routes"] == ref["routes"]
+    assert "dns" not in ref or not ref["dns"]   # the reference leaves DNS out; ours carries the server's
