@@ -9,7 +9,8 @@ resends, 62s), ``-resendtimeout`` (an exchange gives up after this, 208s). Durat
 
 One lease per (container, network, interface): acquired in the request's thread, then kept by a thread of
 its own (cni_plugins/dhcp/lease.py) until DEL releases it (DHCPRELEASE), the interface disappears or the
-lease runs out. The daemon holds the container's network namespace by the fd the plugin passed; every
+lease runs out. The daemon holds the container's network namespace by the fd the plugin passed (which
+keeps the namespace alive until DEL or GC ends the lease, as the reference's thread inside it does); every
 socket of a lease is made inside it once (cni_plugins/dhcp/client.py), no thread stays in it.
 SIGTERM or SIGINT stop the daemon without releasing (the containers keep their addresses, as with the
 reference); each lease is written down (cni_plugins/dhcp/store.py), so the next daemon on the same socket
