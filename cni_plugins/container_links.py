@@ -248,13 +248,16 @@ def add(req: Request, handles: Handles, plugin: str, create: Callable[[NetnsHand
 
 
 def delete(req: Request, conf, handles: Handles) -> None:
-    """Idempotent DEL: the container link goes if the netns and the link are still there; IPAM always
-    releases the lease (also when the netns is gone)."""
+    """Idempotent DEL: IPAM releases the lease first, as the reference (dhcp sends its DHCPRELEASE through
+    the container link), also when the netns is gone; then the link goes if the netns and the link are
+    still there, also when IPAM failed."""
     ns = handles.container_if_present()
-    if ns is not None:
-        netlink.delete_link(ns.ipr, req.ifname)
-    if conf.ipam:
-        delegate.ipam_del(req, handles)
+    try:
+        if conf.ipam:
+            delegate.ipam_del(req, handles)
+    finally:
+        if ns is not None:
+            netlink.delete_link(ns.ipr, req.ifname)
 
 
 def container_interface(req: Request, prev: Result) -> Interface:

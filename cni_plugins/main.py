@@ -89,6 +89,10 @@ def _standalone(plugin: str, stdin: bytes, environ=None) -> tuple:
 
 def run(plugin: str) -> None:
     """Serves one invocation of the plugin registered as ``plugin`` and ends the process."""
+    if plugin == "dhcp" and sys.argv[1:2] == ["daemon"]:   # `dhcp daemon ...`: the lease daemon, not a verb
+        from .dhcp.daemon import main
+
+        sys.exit(main(sys.argv[2:]))
     command = posix.environ.get(b"CNI_COMMAND")
     if command == b"VERSION":
         sys.stdout.write(_VERSION_REPLY)

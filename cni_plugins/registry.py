@@ -31,6 +31,7 @@ MODULES = {
     "sbr": "cni_plugins.sbr.plugin",
     "ptp": "cni_plugins.ptp.plugin",
     "dnsname": "cni_plugins.dnsname.plugin",
+    "dhcp": "cni_plugins.dhcp.plugin",
 }
 NAMES = tuple(MODULES)
 # Plugin scripts written by earlier versions of `pynet cni install` name the module instead (the plugin

@@ -75,6 +75,9 @@ static const char *plugin_name(const char *argv0) {
     return slash ? slash + 1 : argv0;
 }
 
+/* Arguments after the name (`dhcp daemon -socketpath ...`): passed on to the Python plugin. */
+static char **extra_args;
+
 /* Execs the Python plugin with this environment; stdin is either untouched or the bytes already read. */
 static void fallback(const char *name, const struct buf *stdin_read, int lost) {
     char path[4096];
@@ -92,7 +95,16 @@ static void fallback(const char *name, const struct buf *stdin_read, int lost) {
     }
     if (lost)
         setenv("PYNET_DAEMON_LOST", "1", 1);
-    char *argv[] = {path, NULL};
+    char *none[] = {NULL};
+    char **extra = extra_args ? extra_args : none;
+    size_t n = 0;
+    while (extra[n])
+        n++;
+    char **argv = calloc(n + 2, sizeof *argv);
+    if (!argv)
+        _exit(1);
+    argv[0] = path;
+    memcpy(argv + 1, extra, n * sizeof *argv);
     execve(path, argv, environ);
     fprintf(stderr, "pynet: cannot run %s: %s\n", path, strerror(errno));
     _exit(1);
@@ -190,8 +202,11 @@ static int send_request(int sock, const struct buf *msg, const int *fds, int nfd
 }
 
 int main(int argc, char **argv) {
-    (void)argc;
     const char *name = plugin_name(argv[0]);
+    if (argc > 1) {   /* a subcommand, not a CNI verb (`dhcp daemon`): the Python plugin serves it */
+        extra_args = argv + 1;
+        fallback(name, NULL, 0);
+    }
     const char *command = getenv("CNI_COMMAND");
     if (command && strcmp(command, "VERSION") == 0) {
         fputs(VERSION_REPLY, stdout);
