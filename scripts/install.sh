@@ -14,8 +14,19 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # Packages such as etcd-server and containerd ship services: none of them may start on this machine's
+    # own network namespace (the tests start their own, inside sandbox namespaces). policy-rc.d says so to
+    # Debian's maintainer scripts for the length of the install, unless the machine already has one.
+    policy=/usr/sbin/policy-rc.d
+    own_policy=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy" && own_policy=1
+    fi
+    trap '[ -z "$own_policy" ] || rm -f "$policy"' EXIT
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    [ -z "$own_policy" ] || rm -f "$policy"
+    own_policy=""
 fi
 
 VENV=.venv
