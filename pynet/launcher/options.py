@@ -217,9 +217,9 @@ _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 def _check_name(name: str | None) -> None:
     """--name: Docker's [a-zA-Z0-9][a-zA-Z0-9_.-]*, and not the start of another container's id (a
     reference to it would then be ambiguous)."""
-    if name is None:
-        return
-    if not name or not name[0].isascii() or not name[0].isalnum() or not set(name) <= _NAME_CHARS:
+    if not name:
+        return   # --name= : no name, as Docker
+    if not name[0].isascii() or not name[0].isalnum() or not set(name) <= _NAME_CHARS:
         raise OptionsError(f"invalid --name {name!r}: letters, digits, '_', '.', '-', starting with a letter "
                            "or digit")
     from . import state
