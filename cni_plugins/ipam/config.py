@@ -12,7 +12,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from cni_plugins.config import option_int, option_str
+from cni_plugins.config import option_int, option_path, option_str
 from cni_plugins.errors import CNIError, INVALID_CONFIG, INVALID_ENVIRONMENT, invalid_config
 from cni_plugins.skel import Request
 from cni_plugins.types import DNS, IPAddress, IPInterface, IPNetwork, Route
@@ -89,7 +89,7 @@ def network_name(req: Request) -> str:
 
 
 def data_dir(ipam: dict) -> str:
-    return option_str(ipam, "dataDir", prefix="ipam.") or DEFAULT_DATA_DIR
+    return option_path(ipam, "dataDir", prefix="ipam.") or DEFAULT_DATA_DIR
 
 
 # -- routes and DNS -----------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ def parse_dns(value, key: str) -> DNS:
             _string(item, f"{key}.{name}[]")
         return list(items)
 
-    domain = value.get("domain") or ""
+    domain = "" if value.get("domain") is None else value.get("domain")
     return DNS(strings("nameservers"), _string(domain, f"{key}.domain"), strings("search"), strings("options"))
 
 
@@ -313,7 +313,7 @@ def load_host_local(req: Request) -> HostLocalConfig:
     if not range_sets:
         raise CNIError(INVALID_CONFIG, "invalid ipam: no IP ranges specified (set 'ranges' or 'subnet')")
     check_no_overlap(range_sets, keys)
-    resolv_conf = ipam.get("resolvConf") or ""
+    resolv_conf = option_path(ipam, "resolvConf", prefix="ipam.")
     return HostLocalConfig(
         name=network_name(req),
         data_dir=data_dir(ipam),
