@@ -141,9 +141,11 @@ class Sandbox:
 
     def warm_up(self, cni: CNI) -> None:
         """A valid ADD and DEL first: the tables and chains a plugin keeps between containers exist from
-        then on, so what is compared afterwards is the per-container state (links, leases, elements)."""
+        then on, so what is compared afterwards is the per-container state (links, leases, elements).
+        ``baseline``: that state, which every ADD (failed, or accepted and deleted) must come back to."""
         for command in ("ADD", "DEL"):
             _invoke(cni, self.plugin, command, self.conf, _env(cni, command, self, {}))
+        self.baseline = self.stable()
 
     def state(self):
         try:
@@ -231,7 +233,7 @@ def check_reply(what: str, rc: int, out: str, err: str) -> bool:
 
 
 def exercise(cni: CNI, sandbox: Sandbox, command: str, conf, env_overrides: dict, what: str) -> None:
-    before = sandbox.stable() if command == "ADD" else None
+    before = sandbox.baseline
     rc, out, err = _invoke(cni, sandbox.plugin, command, conf, _env(cni, command, sandbox, env_overrides))
     accepted = check_reply(what, rc, out, err)
     if command != "ADD":
