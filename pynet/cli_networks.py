@@ -168,6 +168,8 @@ def cmd_net_inspect(args) -> int:
 
 
 def cmd_net_rm(args) -> int:
+    from .runner.conflists import remove_host_side
+
     atts = attachments_of(args)
     runner = atts.runner
     try:
@@ -188,7 +190,7 @@ def cmd_net_rm(args) -> int:
     if errors:
         raise CommandError(f"network {conf.name!r} kept: detaching failed: " + "; ".join(errors))
     os.unlink(conf.path)
-    removed = _remove_host_side(conf)
+    removed = remove_host_side(conf, all_leases=True)
     if args.json:
         print_json({"removed": conf.name, "file": conf.path, "detached": len(entries), "host": removed})
     else:
@@ -205,44 +207,6 @@ def _user_of(attachment_id: str) -> str:
     rec = next((r for r in state.all_records()
                 if (r.get("network") or {}).get("attachment_id") == attachment_id), None)
     return f"container {rec.id} ({rec.get('name')})" if rec else attachment_id
-
-
-def _remove_host_side(conf) -> list[str]:
-    """What a removed network leaves on the host once nothing is attached: the bridges of its bridge
-    plugins (with their gateway addresses and routes), if no other link is still enslaved to them, and the
-    host-local lease folders. Returns what was removed."""
-    import shutil
-
-    from cni_plugins.ipam.config import DEFAULT_DATA_DIR
-
-    removed = []
-    bridges = [p["bridge"] for p in conf.plugins if p.get("type") == "bridge" and isinstance(p.get("bridge"), str)]
-    if bridges:
-        from pyroute2 import IPRoute
-
-        with IPRoute() as ipr:
-            for name in bridges:
-                found = ipr.link_lookup(ifname=name)
-                if not found:
-                    continue
-                link = ipr.get_links(found[0])[0]
-                info = link.get_attr("IFLA_LINKINFO")
-                ports = [x for x in ipr.get_links() if x.get_attr("IFLA_MASTER") == found[0]]
-                if info is None or info.get_attr("IFLA_INFO_KIND") != "bridge" or ports:
-                    continue   # not a bridge, or something still uses it
-                ipr.link("del", index=found[0])
-                removed.append(f"link {name}")
-    for plugin in conf.plugins:
-        ipam = plugin.get("ipam") if isinstance(plugin.get("ipam"), dict) else {}
-        if ipam.get("type") != "host-local":
-            continue
-        data_dir = ipam.get("dataDir") if isinstance(ipam.get("dataDir"), str) and ipam.get("dataDir") else \
-            DEFAULT_DATA_DIR
-        folder = os.path.join(data_dir, conf.name)
-        if os.path.isdir(folder):
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(f"leases {folder}")
-    return removed
 
 
 def register(sub) -> None:

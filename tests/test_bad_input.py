@@ -234,3 +234,16 @@ def test_run_on_a_removed_network_fails_naming_it_and_leaves_nothing(pynet, nete
     assert_clean_failure(res, "ctrnet", code=125)
     assert_nothing_left(pynet)
     assert host_ns.link("pnbad0") is None
+
+
+def test_failed_run_on_a_handwritten_tiny_network_leaves_no_bridge(pynet, netenv, host_ns):
+    conf = json.load(open(netenv["config"] / "ctrnet.conflist"))
+    conf["name"] = "tiny"
+    conf["plugins"][0].update(bridge="pntiny0")
+    conf["plugins"][0]["ipam"]["ranges"] = [[{"subnet": "10.150.9.4/32"}]]
+    (netenv["config"] / "tiny.conflist").write_text(json.dumps(conf))
+    res = pynet("run", "--rm", "--dns", "127.0.0.1", "--net", "tiny", "busybox", "true")
+    assert_clean_failure(res, "10.150.9.4/32", code=125)
+    assert_nothing_left(pynet)
+    assert host_ns.link("pntiny0") is None
+    assert not [n for n in host_ns.link_names() if n.startswith("veth")]

@@ -124,7 +124,19 @@ def attach_cni(net: dict, pid: int) -> dict:
     conf = atts.runner.network(name)
     caps = capabilities.capability_args(net.get("publish"), [net["ip"]] if net.get("ip") else None)
     capabilities.require(conf, caps)
-    container, entry = atts.attach(pid, conf, ifname=net.get("ifname") or "eth0", capability_args=caps or None)
+    try:
+        container, entry = atts.attach(pid, conf, ifname=net.get("ifname") or "eth0", capability_args=caps or None)
+    except Exception:
+        # The chain undid its own steps; a bridge the network's first ADD made, and its lease folder, go
+        # too when nothing else uses the network.
+        if not atts.runner.cache.entries(network=conf.name):
+            from pynet.runner.conflists import remove_host_side
+
+            try:
+                remove_host_side(conf)
+            except Exception:  # noqa: BLE001 - the attach's own error is the one to report
+                pass
+        raise
     net.update(network=name, attachment_id=container.id, netns=container.netns, result=entry.result)
     return net
 
