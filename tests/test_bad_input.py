@@ -163,6 +163,17 @@ def test_ctrl_c_on_a_foreground_run_stops_it_and_cleans_up(pynet):
     assert_nothing_left(pynet)
 
 
+def test_ctrl_c_before_the_container_started_is_130_without_traceback(monkeypatch, capsys):
+    from pynet.launcher import container, options, supervise
+
+    def interrupted(*_args, **_kw):
+        raise KeyboardInterrupt   # Ctrl-C while the launcher prepares (create/start undo their own work)
+
+    monkeypatch.setattr(container, "create", interrupted)
+    assert supervise.run(options.parse(["--net", "none", "busybox", "true"])) == 130
+    assert "interrupted" in capsys.readouterr().err
+
+
 # -- networks ----------------------------------------------------------------------------------------------
 @pytest.fixture
 def netenv(pynet, tmp_path):
