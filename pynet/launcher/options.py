@@ -230,13 +230,16 @@ def _check_name(name: str | None) -> None:
 
 
 def check_env(item: str) -> None:
-    """-e KEY[=VALUE]: KEY not empty, without whitespace or NUL."""
+    """-e KEY[=VALUE]: KEY not empty, without whitespace."""
     key = item.partition("=")[0]
-    if not key or any(c.isspace() or c == "\0" for c in key) or "\0" in item:
+    if not key or any(c.isspace() for c in key):
         raise OptionsError(f"invalid -e {item!r}: the variable name must be non-empty, without spaces")
 
 
 def _check_dns(server: str) -> None:
+    quads = server.split(".")
+    if len(quads) == 4 and all(q.isascii() and q.isdigit() and len(q) <= 3 and int(q) < 256 for q in quads):
+        return   # the common case, without importing ipaddress on the start-up path
     import ipaddress
 
     try:
