@@ -30,6 +30,14 @@ def option_str(conf: dict, key: str, default="", prefix: str = ""):
     return _option(conf, key, default, prefix, lambda v: isinstance(v, str), "expected a string")
 
 
+def option_path(conf: dict, key: str, default="", prefix: str = "", absolute: bool = False):
+    """A file system path: a string without NUL bytes (the kernel's end of a path), absolute if asked."""
+    def valid(v) -> bool:
+        return isinstance(v, str) and "\0" not in v and (not absolute or not v or v.startswith("/"))
+
+    return _option(conf, key, default, prefix, valid, "expected an absolute path" if absolute else "expected a path")
+
+
 def option_int(conf: dict, key: str, default=0, minimum: int | None = None, maximum: int | None = None,
                prefix: str = ""):
     if minimum is not None and maximum is not None:
@@ -126,7 +134,7 @@ def parse_dns(value, key: str = "dns"):
             string_value(item, f"{key}.{name}[]")
         return list(items)
 
-    domain = value.get("domain") or ""
+    domain = "" if value.get("domain") is None else value.get("domain")
     return DNS(strings("nameservers"), string_value(domain, f"{key}.domain"), strings("search"), strings("options"))
 
 

@@ -153,8 +153,11 @@ def delete_link(ipr, name: str) -> bool:
     try:
         ipr.link("del", index=index)
     except Exception as exc:
-        if netlink_error_code(exc) in (errno.ENODEV, errno.ENOENT):
+        code = netlink_error_code(exc)
+        if code in (errno.ENODEV, errno.ENOENT):
             return False
+        if isinstance(code, int):   # e.g. EOPNOTSUPP: CNI_IFNAME names the loopback
+            raise CNIError(INTERNAL, f"cannot delete link {name!r}: {os.strerror(code)}") from None
         raise
     return True
 

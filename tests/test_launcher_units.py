@@ -189,7 +189,7 @@ def _argparse_run(argv):
     ["--rm", "busybox", "true"],
     ["--rm", "--net", "none", "busybox", "true"],
     ["--net=none", "-d", "--name", "web", "-e", "A=1", "-e", "B", "busybox", "sh", "-c", "echo $A"],
-    ["-h", "box", "-w", "/srv", "-v", "/a:/b:ro", "-p", "8080:80", "-p", "53:53/udp", "--ip", "10.0.0.5", "img"],
+    ["-h", "box", "-w", "/srv", "-v", "/tmp:/b:ro", "-p", "8080:80", "-p", "53:53/udp", "--ip", "10.0.0.5", "img"],
     ["--memory", "64m", "--cpus", "0.5", "--pids-limit", "20", "--cpuset-cpus", "0", "busybox"],
     ["--userns", "--userns-base=200000", "--userns-size", "1000", "--cap-add", "NET_ADMIN", "--cap-drop=ALL", "x"],
     ["--security-opt", "seccomp=unconfined", "--read-only", "--init", "--dns", "1.1.1.1", "busybox", "ls", "-l"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cni_plugins import delegate
-from cni_plugins.config import option_bool, option_int, parse_dns, requested_mac, validate_link_name
+from cni_plugins.config import option_bool, option_int, option_str, parse_dns, requested_mac, validate_link_name
 from cni_plugins.errors import CNIError, INVALID_CONFIG, invalid_config
 from cni_plugins.skel import Request
 from cni_plugins.types import DNS
@@ -100,7 +100,7 @@ def load(req: Request) -> BridgeConfig:
     if flags["is_default_gateway"]:
         flags["is_gateway"] = True
 
-    bridge = validate_link_name("bridge", config.get("bridge") or DEFAULT_BRIDGE)
+    bridge = validate_link_name("bridge", option_str(config, "bridge") or DEFAULT_BRIDGE)
 
     mtu = option_int(config, "mtu")
     if mtu and not MIN_MTU <= mtu <= MAX_MTU:

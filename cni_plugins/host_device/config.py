@@ -17,12 +17,11 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from cni_plugins.config import parse_dns, validate_link_name
+from cni_plugins.config import option_path, parse_dns, validate_link_name
 from cni_plugins import delegate
 from cni_plugins.errors import CNIError, INVALID_CONFIG, invalid_config
 from cni_plugins.skel import Request
 from cni_plugins.types import DNS
-from cni_plugins.tuning.config import parse_data_dir
 
 DEFAULT_DATA_DIR = "/var/lib/cni/host-device"
 # Module attributes so unit tests can point them at a fake sysfs tree.
@@ -92,7 +91,7 @@ def is_dpdk(pci: str) -> bool:
 
 def data_dir(config: dict) -> str:
     """``dataDir``, validated as tuning's is (an absolute path), with host-device's default."""
-    return parse_data_dir({"dataDir": config.get("dataDir") or DEFAULT_DATA_DIR})
+    return option_path(config, "dataDir", absolute=True) or DEFAULT_DATA_DIR
 
 
 def load(req: Request) -> HostDeviceConfig:

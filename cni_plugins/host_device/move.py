@@ -75,6 +75,9 @@ def forget(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:   # too long a name: no such file can exist
+            raise CNIError(IO_FAILURE, f"cannot remove the saved state {path!r}: {exc.strerror}") from None
 
 
 def saved_attachments(data_dir: str) -> list[tuple[str, Saved]]:

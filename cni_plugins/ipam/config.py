@@ -12,7 +12,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from cni_plugins.config import list_value as _list, option_int, option_str, string_value as _string
+from cni_plugins.config import list_value as _list, option_int, option_path, string_value as _string
 from cni_plugins.config import parse_dns  # noqa: F401  (static reads its dns through here)
 from cni_plugins.errors import CNIError, INVALID_CONFIG, INVALID_ENVIRONMENT, invalid_config
 from cni_plugins.skel import Request
@@ -78,7 +78,7 @@ def network_name(req: Request) -> str:
 
 
 def data_dir(ipam: dict) -> str:
-    return option_str(ipam, "dataDir", prefix="ipam.") or DEFAULT_DATA_DIR
+    return option_path(ipam, "dataDir", prefix="ipam.") or DEFAULT_DATA_DIR
 
 
 # -- routes and DNS -----------------------------------------------------------------------------------
@@ -108,7 +108,6 @@ def parse_routes(value, key: str) -> list[Route]:
                 extra[name] = value
         routes.append(Route(dst, gw, **extra))
     return routes
-
 
 
 
@@ -288,7 +287,7 @@ def load_host_local(req: Request) -> HostLocalConfig:
     if not range_sets:
         raise CNIError(INVALID_CONFIG, "invalid ipam: no IP ranges specified (set 'ranges' or 'subnet')")
     check_no_overlap(range_sets, keys)
-    resolv_conf = ipam.get("resolvConf") or ""
+    resolv_conf = option_path(ipam, "resolvConf", prefix="ipam.")
     return HostLocalConfig(
         name=network_name(req),
         data_dir=data_dir(ipam),

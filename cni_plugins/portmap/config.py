@@ -144,11 +144,13 @@ def parse_mapping(index: int, entry) -> PortMapping:
     for key, first in (("hostPort", host_port), ("containerPort", container_port)):
         if first + count - 1 > 65535:
             raise invalid_config(f"{where}.{key}", entry.get(key), f"range of {count} ports runs past 65535")
-    protocol = entry.get("protocol") or "tcp"
+    protocol = "tcp" if entry.get("protocol") in (None, "") else entry.get("protocol")
     if not isinstance(protocol, str) or protocol.lower() not in PROTOCOLS:
         raise invalid_config(f"{where}.protocol", protocol, f"must be one of {list(PROTOCOLS)}")
-    raw_ip = entry.get("hostIP") or ""
+    raw_ip = "" if entry.get("hostIP") is None else entry.get("hostIP")
     try:
+        if not isinstance(raw_ip, str):
+            raise TypeError(raw_ip)   # ip_address() would take a number
         host_ip = ipaddress.ip_address(raw_ip) if raw_ip else None
     except (TypeError, ValueError):
         raise invalid_config(f"{where}.hostIP", raw_ip, "must be an IP address") from None

@@ -44,7 +44,7 @@ def load(req: Request) -> TapConfig:
     if selinux:
         raise invalid_config("selinuxContext", selinux, "not supported by pynet (it creates the tap in-process, "
                              "not by running `ip` under an SELinux exec label)")
-    bridge = config.get("bridge") or None
+    bridge = option_str(config, "bridge") or None
     if bridge is not None:
         bridge = validate_link_name("bridge", bridge)
     return TapConfig(mac=requested_mac(req, config_key=True), mtu=mtu or None, multi_queue=option_bool(config, "multiQueue"), owner=owner,

@@ -7,7 +7,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from cni_plugins.config import option_bool, option_int
+from cni_plugins.config import option_bool, option_int, option_path
 from cni_plugins.errors import CNIError, INVALID_CONFIG, invalid_config
 from cni_plugins.skel import Request
 
@@ -57,10 +57,7 @@ def _mac(value, key: str) -> str:
 
 
 def parse_data_dir(config: dict) -> str:
-    data_dir = config.get("dataDir") or DEFAULT_DATA_DIR
-    if not isinstance(data_dir, str) or not os.path.isabs(data_dir):
-        raise invalid_config("dataDir", data_dir, "must be an absolute path")
-    return data_dir
+    return option_path(config, "dataDir", absolute=True) or DEFAULT_DATA_DIR
 
 
 def parse(req: Request) -> TuningConfig:

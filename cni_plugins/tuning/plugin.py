@@ -110,8 +110,11 @@ def _read_sysctls(ns: NetnsHandle, paths) -> dict[str, str]:
 # -- saved originals ----------------------------------------------------------------------------------
 
 def _save(path: str, saved: dict) -> None:
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    atomic_write(path, json.dumps(saved))
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        atomic_write(path, json.dumps(saved))
+    except OSError as exc:
+        raise CNIError(IO_FAILURE, f"cannot save the originals to {path!r}: {exc.strerror}") from None
 
 
 def _load(path: str) -> dict | None:
@@ -120,6 +123,10 @@ def _load(path: str) -> dict | None:
             data = json.load(f)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return None   # a container id too long for a file name: nothing can have been saved under it
+        raise CNIError(IO_FAILURE, f"cannot read the saved originals {path!r}: {exc.strerror}") from None
     except ValueError:
         return {}  # a torn file restores nothing but must not make DEL fail forever
     return data if isinstance(data, dict) else {}

@@ -143,8 +143,13 @@ def _wait_warmup() -> None:
 
 
 def _write(path: str, value) -> None:
-    with open(path, "w") as fh:
-        fh.write(str(value))
+    try:
+        with open(path, "w") as fh:
+            fh.write(str(value))
+    except OSError as exc:
+        if exc.filename is None:   # the write itself failed: name the file too
+            exc.filename = path
+        raise
 
 
 def _read(path: str) -> str | None:
@@ -383,11 +388,91 @@ def _apply(cg: ContainerCgroups, limits: Limits) -> None:
         if limits.cpuset_cpus is not None and "cpuset" not in cg.paths:
             _write(os.path.join(need("cpuset"), "cpuset.cpus"), limits.cpuset_cpus)
     except OSError as exc:
-        raise CgroupError(f"cannot set limit: {exc.filename}: {exc.strerror}") from None
+        name = os.path.basename(str(exc.filename))
+        flag = next((f for prefix, f in _LIMIT_FLAGS if name.startswith(prefix)), "limit")
+        value = {"--memory": limits.memory, "--pids-limit": limits.pids, "--cpus": limits.cpus,
+                 "--cpuset-cpus": limits.cpuset_cpus}.get(flag)
+        raise CgroupError(f"cannot set {flag} {value!r} ({name}): {exc.strerror}") from None
+
+
+_LIMIT_FLAGS = (("memory.", "--memory"), ("pids.", "--pids-limit"), ("cpuset.", "--cpuset-cpus"),
+                ("cpu.", "--cpus"))
 
 
 def from_paths(paths: dict) -> ContainerCgroups:
     return ContainerCgroups(dict(paths))
+
+
+class LimitError(ValueError):
+    """A limit flag's value that cannot be used; the message names the flag and the value."""
+
+
+MIN_MEMORY = 6 << 20   # Docker's minimum --memory: below it the container's own start-up is OOM-killed
+
+
+def check_memory(text: str | None) -> int | None:
+    """--memory TEXT in bytes (None: no limit); at least MIN_MEMORY."""
+    if text is None:
+        return None
+    try:
+        value = parse_size(text)
+    except (ValueError, OverflowError):
+        raise LimitError(f"invalid --memory {text!r}: expected a size like 64m, 1g, 512k") from None
+    if value < MIN_MEMORY:
+        raise LimitError(f"invalid --memory {text!r}: the minimum is 6m ({MIN_MEMORY} bytes)")
+    return value
+
+
+def check_cpus(value) -> float | None:
+    """--cpus: more than 0 (at least 0.01) and at most the number of CPUs."""
+    if value is None:
+        return None
+    n = os.cpu_count() or 1
+    if not 0.01 <= value <= n:   # also NaN
+        raise LimitError(f"invalid --cpus {value!r}: the range is 0.01 to {n} (the CPUs available)")
+    return value
+
+
+def check_pids(value) -> int | None:
+    """--pids-limit: a positive number, or 0 / -1 for unlimited (Docker's values)."""
+    if value is not None and value < -1:
+        raise LimitError(f"invalid --pids-limit {value!r}: a positive number, or -1 for unlimited")
+    return value
+
+
+def online_cpus() -> str:
+    return _read("/sys/devices/system/cpu/online") or f"0-{(os.cpu_count() or 1) - 1}"
+
+
+def cpu_list(text: str) -> set[int]:
+    """The CPUs of a kernel CPU list such as ``0-2,4``; ValueError when malformed."""
+    out = set()
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()):
+            raise ValueError(part)
+        first, last = int(lo), int(hi) if dash else int(lo)
+        if last < first:
+            raise ValueError(part)
+        out.update(range(first, last + 1))
+    return out
+
+
+def check_cpuset(text: str | None) -> str | None:
+    """--cpuset-cpus: a CPU list naming only CPUs that exist here."""
+    if text is None:
+        return None
+    available = online_cpus()
+    try:
+        wanted = cpu_list(text)
+    except ValueError:
+        raise LimitError(f"invalid --cpuset-cpus {text!r}: expected a CPU list like 0-2,4 "
+                         f"(available: {available})") from None
+    missing = sorted(wanted - cpu_list(available))
+    if missing:
+        cpus = ", ".join(map(str, missing[:8]))
+        raise LimitError(f"invalid --cpuset-cpus {text!r}: CPU {cpus} does not exist (available: {available})")
+    return text
 
 
 def parse_size(text: str) -> int:

@@ -7,6 +7,7 @@ container that cannot be found.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -79,17 +80,22 @@ def cmd_logs(args):
     path = rec.get("log")
     if not path:
         raise ContainerError(f"container {rec.id[:12]} was not started with -d: its output went to the terminal", 1)
-    with open(path, "rb") as fh:
-        while True:
-            chunk = fh.read(65536)
-            if chunk:
-                sys.stdout.buffer.write(chunk)
-                continue
-            if not (args.follow and rec.running()):
-                break
-            sys.stdout.buffer.flush()
-            time.sleep(0.1)
-    sys.stdout.buffer.flush()
+    try:
+        with open(path, "rb") as fh:
+            while True:
+                chunk = fh.read(65536)
+                if chunk:
+                    sys.stdout.buffer.write(chunk)
+                    continue
+                if not (args.follow and rec.running()):
+                    break
+                sys.stdout.buffer.flush()
+                time.sleep(0.1)
+        sys.stdout.buffer.flush()
+    except KeyboardInterrupt:   # Ctrl-C ends a follow: the normal way out
+        return 130
+    except BrokenPipeError:     # `pynet logs ... | head`
+        return 0
 
 
 @_guard
@@ -100,20 +106,72 @@ def cmd_stop(args):
 
 
 def _signal(name: str) -> int:
-    name = name.upper()
-    if name.isdigit():
-        return int(name)
+    """A signal by number or name (KILL, SIGKILL, kill); ContainerError naming anything else."""
+    text = name.upper()
+    if text.isdigit():
+        number = int(text)
+    else:
+        number = getattr(signal, text if text.startswith("SIG") else f"SIG{text}", None)
+        if not isinstance(number, signal.Signals):
+            number = -1   # SIG_DFL, SIG_IGN, SIG_BLOCK...: attributes, not signals
+    if number not in signal.valid_signals() or number == 0:
+        raise ContainerError(f"invalid signal {name!r}: a name like KILL or TERM, or a number from 1 to "
+                             f"{signal.SIGRTMAX}", 1)
+    return int(number)
+
+
+class _Forward:
+    """While active: the signals a terminal sends (SIGINT, SIGTERM, SIGHUP, SIGQUIT) go to the commands
+    `pynet exec` started (this process's grandchildren: the forked joiner's children) instead of
+    interrupting pynet; ``received`` is the last one."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+    def __init__(self):
+        self.received = None
+        self.saved = {}
+        self.owner = os.getpid()
+
+    def __enter__(self):
+        for sig in self.SIGNALS:
+            self.saved[sig] = signal.signal(sig, self._forward)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+    def _forward(self, signum, _frame):
+        self.received = signum
+        if os.getpid() != self.owner:
+            return   # the forked joiner inherited this handler: it only must not be interrupted
+        for child in _children(self.owner):
+            for pid in _children(child):
+                try:
+                    os.kill(pid, signum)
+                except ProcessLookupError:
+                    pass
+
+
+def _children(pid: int) -> list[int]:
+    out = []
     try:
-        return int(getattr(signal, name if name.startswith("SIG") else f"SIG{name}"))
-    except AttributeError:
-        raise ContainerError(f"unknown signal {name!r}", 1) from None
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                out += [int(p) for p in fh.read().split()]
+    except OSError:
+        pass
+    return out
 
 
 @_guard
 def cmd_kill(args):
     sig = _signal(args.signal)
     for ref in args.containers:
-        container.signal_container(_find(ref), sig)
+        try:
+            container.signal_container(_find(ref), sig)
+        except OSError as exc:
+            raise ContainerError(f"cannot send signal {args.signal!r} to {ref}: {exc.strerror}") from None
         print(ref)
 
 
@@ -135,7 +193,18 @@ def cmd_exec(args):
     if not args.command:
         raise ContainerError("`pynet exec` needs a command", 1)
     rec = _find(args.container)
-    return container.exec_in(rec, args.command, args.env, args.workdir)
+    from .options import OptionsError, check_env
+
+    try:
+        for item in args.env:
+            check_env(item)
+    except OptionsError as exc:
+        raise ContainerError(str(exc), exc.exit_code) from None
+    with _Forward() as forward:
+        code = container.exec_in(rec, args.command, args.env, args.workdir)
+    if forward.received is not None and code == 125:
+        code = 128 + forward.received   # the joiner was interrupted before its command ran
+    return code
 
 
 @_guard

@@ -66,20 +66,22 @@ def preload() -> None:
             pass   # a plugin whose dependency is missing reports that itself when it runs
 
 
-def default_conflist(cni_version: str | None = None) -> dict:
+def default_conflist(cni_version: str | None = None, data_dir: str | None = None) -> dict:
     """The default bridge network, like Docker's docker0 / podman's "podman": a gateway bridge with
-    masquerade and port mapping. Leases go to host-local's default dir unless PYNET_DEFAULT_DATA_DIR."""
+    masquerade and port mapping. Leases go to ``data_dir`` (locations.lease_dir), else host-local's
+    default dir unless PYNET_DEFAULT_DATA_DIR."""
     import ipaddress
 
     from cni_plugins import version as cniversion
     from pynet.runner.conflists import build_conflist
 
     return build_conflist(DEFAULT_NETWORK, [ipaddress.ip_network(DEFAULT_SUBNET)], DEFAULT_BRIDGE, True, True, True,
-                          os.environ.get("PYNET_DEFAULT_DATA_DIR"), cni_version or cniversion.CURRENT)
+                          data_dir or os.environ.get("PYNET_DEFAULT_DATA_DIR"), cni_version or cniversion.CURRENT)
 
 
-def ensure_default_network(config_dir: str) -> str:
-    """Writes the default network's conflist when no network of that name exists (first use)."""
+def ensure_default_network(config_dir: str, data_dir: str | None = None) -> str:
+    """Writes the default network's conflist when no network of that name exists (first use); its leases
+    go to ``data_dir``."""
     import json
 
     from pynet.runner.netconf import list_networks
@@ -89,15 +91,17 @@ def ensure_default_network(config_dir: str) -> str:
     os.makedirs(config_dir, exist_ok=True)
     try:
         with open(os.path.join(config_dir, f"{DEFAULT_NETWORK}.conflist"), "x") as fh:
-            json.dump(default_conflist(), fh, indent=2)
+            json.dump(default_conflist(data_dir=data_dir), fh, indent=2)
             fh.write("\n")
     except FileExistsError:
         pass   # another launcher wrote it first
     return DEFAULT_NETWORK
 
 
-def _network_name(atts, mode: str) -> str:
-    return ensure_default_network(atts.runner.config_dir) if mode == "default" else mode
+def _network_name(atts, mode: str, runner_locations: dict) -> str:
+    if mode != "default":
+        return mode
+    return ensure_default_network(atts.runner.config_dir, locations.lease_dir(runner_locations))
 
 
 def needs_attach(rec) -> bool:
@@ -116,11 +120,23 @@ def attach_cni(net: dict, pid: int) -> dict:
     from pynet.runner import capabilities
 
     atts = locations.attachments(net.get("runner") or {})
-    name = _network_name(atts, net["mode"])
+    name = _network_name(atts, net["mode"], net.get("runner") or {})
     conf = atts.runner.network(name)
     caps = capabilities.capability_args(net.get("publish"), [net["ip"]] if net.get("ip") else None)
     capabilities.require(conf, caps)
-    container, entry = atts.attach(pid, conf, ifname=net.get("ifname") or "eth0", capability_args=caps or None)
+    try:
+        container, entry = atts.attach(pid, conf, ifname=net.get("ifname") or "eth0", capability_args=caps or None)
+    except Exception:
+        # The chain undid its own steps; a bridge the network's first ADD made, and its lease folder, go
+        # too when nothing else uses the network.
+        if not atts.runner.cache.entries(network=conf.name):
+            from pynet.runner.conflists import remove_host_side
+
+            try:
+                remove_host_side(conf)
+            except Exception:  # noqa: BLE001 - the attach's own error is the one to report
+                pass
+        raise
     net.update(network=name, attachment_id=container.id, netns=container.netns, result=entry.result)
     return net
 

@@ -15,6 +15,8 @@ This is on the start-up path of every `pynet run`: no argparse, json or dataclas
 
 from __future__ import annotations
 
+import os
+
 from . import cgroups, network
 from .value_objects import Fields
 
@@ -165,10 +167,16 @@ def to_run_options(args) -> RunOptions:
         image, command = rest[0], rest[1:]
     seccomp, no_new_privs = _security(args.security_opt)
     try:
-        limits = cgroups.Limits(memory=cgroups.parse_size(args.memory) if args.memory else None,
-                                cpus=args.cpus, pids=args.pids_limit, cpuset_cpus=args.cpuset_cpus)
-    except ValueError:
-        raise OptionsError(f"invalid --memory {args.memory!r}") from None
+        limits = cgroups.Limits(memory=cgroups.check_memory(args.memory), cpus=cgroups.check_cpus(args.cpus),
+                                pids=cgroups.check_pids(args.pids_limit),
+                                cpuset_cpus=cgroups.check_cpuset(args.cpuset_cpus))
+    except ValueError as exc:   # cgroups.LimitError names the flag and the value
+        raise OptionsError(str(exc)) from None
+    _check_name(args.name)
+    for item in args.env:
+        check_env(item)
+    for server in args.dns:
+        _check_dns(server)
     if args.net in ("none", "host") and (args.publish or args.ip):
         raise OptionsError(f"-p/--ip make no sense with --net {args.net}")
     try:
@@ -242,7 +250,49 @@ def _volume(spec: str) -> tuple:
     parts = spec.split(":")
     if len(parts) < 2 or not parts[0].startswith("/") or not parts[1].startswith("/"):
         raise OptionsError(f"invalid -v {spec!r}: expected /HOST:/CONTAINER[:ro]")
+    if len(parts) > 3 or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        raise OptionsError(f"invalid -v {spec!r}: the only options are ro and rw")
+    if not os.path.exists(parts[0]):
+        raise OptionsError(f"invalid -v {spec!r}: {parts[0]} does not exist on the host")
     return parts[0], parts[1], len(parts) > 2 and parts[2] == "ro"
+
+
+# Docker's rule for container names.
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+def _check_name(name: str | None) -> None:
+    """--name: Docker's [a-zA-Z0-9][a-zA-Z0-9_.-]*, and not the start of another container's id (a
+    reference to it would then be ambiguous)."""
+    if not name:
+        return   # --name= : no name, as Docker
+    if not name[0].isascii() or not name[0].isalnum() or not set(name) <= _NAME_CHARS:
+        raise OptionsError(f"invalid --name {name!r}: letters, digits, '_', '.', '-', starting with a letter "
+                           "or digit")
+    from . import state
+
+    taken = next((r.id for r in state.all_records() if r.id.startswith(name)), None)
+    if taken:
+        raise OptionsError(f"invalid --name {name!r}: the start of container id {taken[:12]}")
+
+
+def check_env(item: str) -> None:
+    """-e KEY[=VALUE]: KEY not empty, without whitespace."""
+    key = item.partition("=")[0]
+    if not key or any(c.isspace() for c in key):
+        raise OptionsError(f"invalid -e {item!r}: the variable name must be non-empty, without spaces")
+
+
+def _check_dns(server: str) -> None:
+    quads = server.split(".")
+    if len(quads) == 4 and all(q.isascii() and q.isdigit() and len(q) <= 3 and int(q) < 256 for q in quads):
+        return   # the common case, without importing ipaddress on the start-up path
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(server)
+    except ValueError:
+        raise OptionsError(f"invalid --dns {server!r}: not an IP address") from None
 
 
 def add_parser(sub):

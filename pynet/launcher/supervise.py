@@ -34,6 +34,9 @@ def run(opts: RunOptions, wait=None, reserved=None, deferred=None) -> int:
     except ContainerError as exc:
         _err(str(exc))
         return exc.exit_code
+    except KeyboardInterrupt:   # Ctrl-C before the container ran: create/start undid their work
+        _err("interrupted before the container started")
+        return 128 + signal.SIGINT
 
 
 def run_foreground(opts: RunOptions, wait=None, reserved=None, deferred=None) -> int:

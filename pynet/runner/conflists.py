@@ -1,7 +1,10 @@
 """Network definitions written by pynet: the bridge + host-local conflist of `pynet net create`, which is
-also the shape of `pynet run`'s default network. (Reading them, as libcni does, is netconf.py.)"""
+also the shape of `pynet run`'s default network, and what such a network leaves on the host once unused
+(remove_host_side). (Reading them, as libcni does, is netconf.py.)"""
 
 from __future__ import annotations
+
+import os
 
 
 def build_conflist(name: str, subnets: list, bridge: str, gateway: bool, masq: bool, port_map: bool,
@@ -20,3 +23,43 @@ def build_conflist(name: str, subnets: list, bridge: str, gateway: bool, masq: b
     if port_map:
         plugins.append({"type": "portmap", "capabilities": {"portMappings": True}})
     return {"cniVersion": cni_version, "name": name, "plugins": plugins}
+
+
+def remove_host_side(conf, all_leases: bool = False) -> list[str]:
+    """What a network (a netconf.NetworkConfig) leaves in this netns once nothing is attached to it: the
+    bridges of its bridge plugins (with their gateway addresses and routes) that no link is enslaved to,
+    and the host-local lease folders holding no lease (``all_leases``: whatever they hold). For `net rm`,
+    and after a failed first attach.
+    Returns what was removed."""
+    import shutil
+
+    from cni_plugins.ipam.config import DEFAULT_DATA_DIR
+
+    removed = []
+    bridges = [p["bridge"] for p in conf.plugins if p.get("type") == "bridge" and isinstance(p.get("bridge"), str)]
+    if bridges:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            for name in bridges:
+                found = ipr.link_lookup(ifname=name)
+                if not found:
+                    continue
+                link = ipr.get_links(found[0])[0]
+                info = link.get_attr("IFLA_LINKINFO")
+                ports = [x for x in ipr.get_links() if x.get_attr("IFLA_MASTER") == found[0]]
+                if info is None or info.get_attr("IFLA_INFO_KIND") != "bridge" or ports:
+                    continue   # not a bridge, or something still uses it
+                ipr.link("del", index=found[0])
+                removed.append(f"link {name}")
+    for plugin in conf.plugins:
+        ipam = plugin.get("ipam") if isinstance(plugin.get("ipam"), dict) else {}
+        if ipam.get("type") != "host-local":
+            continue
+        data_dir = ipam.get("dataDir") if isinstance(ipam.get("dataDir"), str) and ipam.get("dataDir") else \
+            DEFAULT_DATA_DIR
+        folder = os.path.join(data_dir, conf.name)
+        if os.path.isdir(folder) and (all_leases or not [n for n in os.listdir(folder) if n[:1].isdigit() or ":" in n]):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(f"leases {folder}")
+    return removed

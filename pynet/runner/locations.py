@@ -7,6 +7,9 @@ status, gc, run) builds them here.
     --cache-dir     PYNET_CACHE_DIR              /var/lib/cni (cache.DEFAULT_CACHE_DIR)
     --cni-path      PYNET_CNI_PATH, CNI_PATH     our interpreter's bin dir, then /opt/cni/bin (':'-separated)
     --netns-dir     PYNET_NETNS_DIR              /run/netns (attachments.DEFAULT_NETNS_DIR)
+    --data-dir      PYNET_DEFAULT_DATA_DIR       <cache dir>/networks: host-local's leases of the networks
+                                                 pynet writes (with the default cache dir that is
+                                                 host-local's own default, /var/lib/cni/networks)
 
 Import-light: `pynet run` records the locations at start; the runner itself is imported when built.
 """
@@ -46,3 +49,14 @@ def attachments(locations: dict):
     from .attachments import DEFAULT_NETNS_DIR, Attachments
 
     return Attachments(runner(locations), locations.get("netns_dir") or DEFAULT_NETNS_DIR)
+
+
+def lease_dir(locations: dict, environ=None) -> str:
+    """Where host-local keeps the leases of a network pynet writes (`net create` without --data-dir, the
+    default network): PYNET_DEFAULT_DATA_DIR, else ``networks`` in the cache dir, so a pynet whose
+    PYNET_* dirs are set leaves nothing in /var/lib/cni."""
+    from .cache import DEFAULT_CACHE_DIR
+
+    env = os.environ if environ is None else environ
+    return env.get("PYNET_DEFAULT_DATA_DIR") or os.path.join(locations.get("cache_dir") or DEFAULT_CACHE_DIR,
+                                                             "networks")
