@@ -34,7 +34,7 @@ VALUES = [True, False, None, 0, -1, 2 ** 63, 1e308, "", "x" * 5000, [], {}, [[]]
 SPEC_CODES = {1, 2, 3, 4, 5, 6, 7, 11, 50, 51}
 TIMEOUT = 20
 # Plugins that act on the interface of a prevResult (the sandbox gives the container that eth0).
-CHAINED = {"portmap", "firewall", "tuning", "vrf", "bandwidth", "sbr"}
+CHAINED = {"portmap", "firewall", "tuning", "vrf", "bandwidth", "sbr", "dnsname"}
 
 
 def _prev(container_path: str) -> dict:
@@ -67,6 +67,12 @@ def valid_config(plugin: str, data_dir: str, container_path: str) -> dict:
         "bandwidth": {"ingressRate": 1000000, "ingressBurst": 100000, "egressRate": 1000000,
                       "egressBurst": 100000, "prevResult": prev},
         "sbr": {"prevResult": prev},
+        "ptp": {"ipMasq": True, "mtu": 1400, "ipam": host_local},
+        # The resolver answers on the prevResult's gateway, which the sandbox host holds (see Sandbox).
+        "dnsname": {"domainName": "fuzz.pynet", "dataDir": os.path.join(data_dir, "dns"), "upstreams": [],
+                    "prevResult": prev},
+        # No DHCP daemon listens on this socket: every ADD is the "daemon not running" error (code 11).
+        "dhcp": {"ipam": {"type": "dhcp", "daemonSocketPath": os.path.join(data_dir, "dhcp.sock")}},
     }[plugin]
     return {"cniVersion": VERSION, "name": NETWORK, "type": plugin, **copy.deepcopy(body)}
 
@@ -138,6 +144,8 @@ class Sandbox:
         cipr.link("set", index=cidx, ifname="eth0")
         cipr.addr("add", index=cidx, address="10.163.0.5", prefixlen=24)
         cipr.link("set", index=cidx, state="up")
+        if plugin == "dnsname":   # the gateway of the prevResult, where the network's resolver listens
+            ipr.addr("add", index=ipr.link_lookup(ifname="fzh0")[0], address="10.163.0.1", prefixlen=24)
 
     def warm_up(self, cni: CNI) -> None:
         """A valid ADD and DEL first: the tables and chains a plugin keeps between containers exist from
