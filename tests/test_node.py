@@ -5,148 +5,37 @@ members' addresses and an outside address). One agent per node; containers attac
 the agent writes. Everything lives in namespaces and temp dirs of the test and goes with it."""
 
 import json
-import os
-import shutil
 import signal
 import socket
-import subprocess
 import threading
 import time
 
 import pytest
 
-from netns_fixtures import CNI, OUR_PLUGINS, icmp_echo, tcp_connect, tcp_listener, veth_link
+from netns_fixtures import CNI, OUR_PLUGINS, icmp_echo, tcp_connect, tcp_listener
+from netns_fixtures.multinode import CLUSTER, ETCD, OUTSIDE, PYNET, EtcdCluster, Underlay, stop as _stop, wait_for as _wait
 
-ETCD = shutil.which("etcd")
 pytestmark = pytest.mark.skipif(ETCD is None, reason="etcd-server is not installed (scripts/install.sh installs it)")
-
-UNDERLAY = "10.77.0.{}"
-OUTSIDE = UNDERLAY.format(254)
-MEMBERS = [UNDERLAY.format(201 + i) for i in range(3)]
-CLUSTER = "10.244.0.0/16"
-PYNET = os.path.join(OUR_PLUGINS, "pynet")
-
-
-def _wait(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _stop(proc, sig=signal.SIGTERM):
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-class Etcd:
-    """A 3-member etcd cluster on the switch namespace's addresses."""
-
-    def __init__(self, switch, tmp):
-        self.switch, self.tmp = switch, tmp
-        self.procs: dict[int, subprocess.Popen] = {}
-        self.initial = ",".join(f"m{i}=http://{ip}:2380" for i, ip in enumerate(MEMBERS))
-
-    def start(self, i: int, state: str = "new") -> None:
-        ip = MEMBERS[i]
-        self.procs[i] = self.switch.popen([
-            ETCD, "--name", f"m{i}", "--data-dir", str(self.tmp / f"etcd{i}"),
-            "--listen-client-urls", f"http://{ip}:2379", "--advertise-client-urls", f"http://{ip}:2379",
-            "--listen-peer-urls", f"http://{ip}:2380", "--initial-advertise-peer-urls", f"http://{ip}:2380",
-            "--initial-cluster", self.initial, "--initial-cluster-state", state,
-            "--initial-cluster-token", "pynet-test", "--heartbeat-interval", "50", "--election-timeout", "500"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def stop(self, i: int) -> None:
-        _stop(self.procs.pop(i))
-
-    def healthy(self) -> bool:
-        for ip in MEMBERS:
-            try:
-                with self.switch.entered():
-                    sock = socket.create_connection((ip, 2379), timeout=1)
-                sock.close()
-            except OSError:
-                return False
-        return True
-
-    @property
-    def store(self) -> str:
-        return "etcd://" + ",".join(f"{ip}:2379" for ip in MEMBERS)
-
-
-class Node:
-    def __init__(self, index, ns, tmp):
-        self.index, self.ns = index, ns
-        self.name = f"node{index}"
-        self.ip = UNDERLAY.format(11 + index)
-        self.dir = tmp / self.name
-        self.dir.mkdir()
-        self.agent = None
-        self.containers = []
-
-    def start_agent(self, store, backend, *extra):
-        self.agent = self.ns.popen([PYNET, "node", "run", "--name", self.name, "--store", store,
-                                    "--cluster-cidr", CLUSTER, "--backend", backend, "--iface", "eth0",
-                                    "--config-dir", str(self.dir / "net.d"), "--ipam-dir", str(self.dir / "ipam"),
-                                    "--ttl", "4", "--interval", "0.3", *extra],
-                                   stdout=subprocess.DEVNULL, stderr=open(self.dir / "agent.log", "ab"))
-
-    def status(self) -> dict:
-        try:
-            with open(self.dir / "net.d" / "pynet-node-status.json") as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return {}
-
-    def conflist(self) -> dict:
-        with open(self.dir / "net.d" / "10-pynet-pods.conflist") as f:
-            return json.load(f)
-
 
 @pytest.fixture
 def cluster(make_netns, tmp_path):
-    switch = make_netns("pynt-sw")
-    switch.ipr.link("add", ifname="under0", kind="bridge")
-    bridge = switch.ipr.link_lookup(ifname="under0")[0]
-    for ip in [*MEMBERS, OUTSIDE]:
-        switch.ipr.addr("add", index=bridge, address=ip, prefixlen=24)
-    switch.ipr.link("set", index=bridge, state="up")
-    nodes = []
-    for i in range(3):
-        ns = make_netns(f"pynt-n{i}")
-        node = Node(i, ns, tmp_path)
-        veth_link(switch, f"sw{os.getpid() % 10000}n{i}", ns, "eth0", (), [f"{node.ip}/24"])
-        switch.ipr.link("set", index=switch.ipr.link_lookup(ifname=f"sw{os.getpid() % 10000}n{i}")[0],
-                        master=bridge)
-        nodes.append(node)
-    etcd = Etcd(switch, tmp_path)
-    for i in range(3):
-        etcd.start(i)
+    underlay = Underlay(make_netns)
+    nodes = [underlay.node(i, make_netns, tmp_path) for i in range(3)]
+    etcd = None
     try:
-        _wait(etcd.healthy, 30, "etcd to listen")
-        yield switch, etcd, nodes, make_netns
+        etcd = EtcdCluster(underlay, tmp_path)
+        yield underlay.ns, etcd, nodes, make_netns
     finally:
         for node in nodes:
-            if node.agent is not None:
-                _stop(node.agent)
+            node.stop_agent()
             cni = CNI(node.ns, OUR_PLUGINS)
-            for ctr, result in node.containers:
+            for i, (ctr, result) in enumerate(node.containers):
                 try:
-                    cni.del_chain(node.conflist(), ctr, result,
-                                  container_id=f"{node.name}-pod{node.containers.index((ctr, result))}")
+                    cni.del_chain(node.conflist(), ctr, result, container_id=f"{node.name}-pod{i}")
                 except Exception:
                     pass
-        for i in list(etcd.procs):
-            etcd.stop(i)
+        if etcd is not None:
+            etcd.stop_all()
 
 
 def _up(cluster, backend, containers_per_node=2):
@@ -154,8 +43,7 @@ def _up(cluster, backend, containers_per_node=2):
     for node in nodes:
         node.start_agent(etcd.store, backend)
     for node in nodes:
-        _wait(lambda: node.status().get("ready") and len(node.status().get("peers", [])) == 2, 40,
-              f"{node.name} to be ready with 2 peers")
+        _wait(lambda: node.ready_with(2), 40, f"{node.name} to be ready with 2 peers")
     pods = []
     for node in nodes:
         cni = CNI(node.ns, OUR_PLUGINS)
@@ -193,7 +81,7 @@ def test_every_pod_reaches_every_other_across_nodes(cluster, backend):
 def test_traffic_leaving_the_cluster_is_masqueraded_and_pod_traffic_is_not(cluster):
     pods = _up(cluster, "vxlan", containers_per_node=1)
     switch = cluster[0]
-    (node_a, a, a_ip), (_node_b, b, b_ip) = pods[0], pods[1]
+    (node_a, a, a_ip), (_, b, b_ip) = pods[0], pods[1]
     seen = []
 
     def serve(ns, ip):
