@@ -73,6 +73,35 @@ def _ifreq(ipr, request: int, name: str) -> bytes | None:
         return _NO_IOCTL
 
 
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+
+def ioctl_flags(sock, name: str) -> int | None:
+    """The IFF_* flags of ``name`` through an interface ioctl on ``sock`` (any socket made in the namespace:
+    the kernel answers in the socket's netns), or None when there is no such link. For plugins that touch
+    one flag of one link (loopback): no netlink library to import at all."""
+    try:
+        reply = fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, struct.pack("16sH14x", name.encode(), 0))
+    except OSError as exc:
+        if exc.errno == errno.ENODEV:
+            return None
+        raise
+    return struct.unpack_from("H", reply, IFNAMSIZ)[0]
+
+
+def ioctl_set_up(sock, name: str, up: bool = True) -> bool:
+    """Sets ``name`` up (or down) through SIOCSIFFLAGS; False when there is no such link."""
+    flags = ioctl_flags(sock, name)
+    if flags is None:
+        return False
+    wanted = flags | IFF_UP if up else flags & ~IFF_UP
+    if wanted != flags:
+        fcntl.ioctl(sock.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", name.encode(), wanted))
+    return True
+
+
 def link_index(ipr, name: str) -> int | None:
     reply = _ifreq(ipr, SIOCGIFINDEX, name)
     if reply is None:
