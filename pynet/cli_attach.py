@@ -19,7 +19,10 @@ def _capability_args(args, conf) -> dict:
     from .runner import capabilities, ports
 
     try:
-        caps = capabilities.capability_args(ports.to_port_mappings(args.publish), args.ip, args.mac)
+        mappings = [ports.parse_publish(spec) for spec in args.publish or ()]
+        ports.check_host_ips(mappings)
+        caps = capabilities.capability_args([m.to_cni() for m in ports.assign_host_ports(mappings)], args.ip,
+                                            args.mac)
         capabilities.require(conf, caps)
     except ValueError as err:   # ports.PortSpecError, capabilities.CapabilityError
         fail(err)

@@ -98,7 +98,7 @@ def test_inspect_check_pins_a_live_process_again_and_names_an_unreachable_netns(
     pynet.net("insp", "10.86.2.0/24")
     proc = pynet.sleeper()
     run_in_exec(pynet, "attach", proc.pid)
-    [att] = pynet.json("inspect", proc.pid, "--check")["attachments"]
+    [att] = pynet.json("inspect", proc.pid, "--check")[0]["attachments"]
     assert att["check"] == "ok"
     container = the_container(pynet)
     assert container["reachable"] is True

@@ -58,7 +58,7 @@ class Pynet:
     def net(self, name, subnet, *extra, version=None):
         version = version or ("1.0.0" if self.cni_path == REFERENCE_PLUGINS else "1.1.0")
         bridge = f"pb{name[-3:]}{os.getpid() % 100000}"[:15]
-        self.run("net", "create", name, "--subnet", subnet, "--bridge", bridge, "--gateway", "--data-dir",
+        self.run("net", "create", name, "--subnet", subnet, "--bridge", bridge, "--gateway", "--disable-dns", "--data-dir",
                  self.data_dir, "--cni-version", version, *extra)
         return bridge
 
@@ -144,7 +144,7 @@ def bridge_ports(host_ns, bridge) -> list[str]:
 # -- networks ---------------------------------------------------------------------------------------------
 def test_net_create_writes_bridge_host_local_conflist(pynet):
     pynet.run("net", "create", "web", "--subnet", "10.61.0.0/24", "--subnet", "fd61::/64", "--bridge", "pnweb0",
-              "--gateway", "--masq", "--port-map")
+              "--gateway", "--masq", "--port-map", "--disable-dns")
     conf = json.loads((pynet.config_dir / "web.conflist").read_text())
     bridge, portmap = conf["plugins"]
     assert conf["name"] == "web" and conf["cniVersion"] == "1.1.0"
@@ -153,9 +153,9 @@ def test_net_create_writes_bridge_host_local_conflist(pynet):
     assert bridge["ipam"]["ranges"] == [[{"subnet": "10.61.0.0/24"}], [{"subnet": "fd61::/64"}]]
     assert {"dst": "0.0.0.0/0"} in bridge["ipam"]["routes"] and {"dst": "::/0"} in bridge["ipam"]["routes"]
     assert portmap == {"type": "portmap", "capabilities": {"portMappings": True}}
-    listed = pynet.json("net", "ls")["networks"]
+    listed = pynet.json("net", "ls")
     assert [(n["name"], n["plugins"], n["attachments"]) for n in listed] == [("web", ["bridge", "portmap"], 0)]
-    assert pynet.json("net", "inspect", "web")["capabilities"] == ["ips", "mac", "portMappings"]
+    assert pynet.json("net", "inspect", "web")[0]["capabilities"] == ["ips", "mac", "portMappings"]
 
 
 def test_net_create_refuses_duplicate_name_and_overlapping_subnet(pynet):
@@ -189,7 +189,7 @@ def test_attach_two_networks_to_one_process(pynet, host_ns):
     assert container["pid"] == proc.pid and container["alive"] is True
     assert sorted((a["network"], a["ifname"], tuple(a["addresses"])) for a in container["attachments"]) == \
         [("back", "eth1", ("10.65.0.2/24",)), ("front", "eth0", ("10.64.0.2/24",))]
-    assert pynet.json("inspect", proc.pid)["id"] == container["id"]
+    assert pynet.json("inspect", proc.pid)[0]["id"] == container["id"]
     table = pynet.run("ls").out
     assert "CONTAINER" in table and "10.64.0.2/24" in table and "yes" in table
     # the namespace is pinned under the netns dir, named after the container
@@ -480,7 +480,7 @@ def test_inspect_check_notices_a_removed_interface(pynet):
     pynet.net("chk", "10.87.0.0/24")
     proc = pynet.sleeper()
     pynet.run("attach", proc.pid)
-    [att] = pynet.json("inspect", proc.pid, "--check")["attachments"]
+    [att] = pynet.json("inspect", proc.pid, "--check")[0]["attachments"]
     assert att["check"] == "ok"
     ipr = cni_netns.iproute(f"/proc/{proc.pid}/ns/net")
     try:
