@@ -232,7 +232,7 @@ def register(sub) -> None:
 
     common = location_options()
 
-    net = sub.add_parser("net", help="network definitions (conflists)")
+    net = sub.add_parser("net", aliases=["network"], help="network definitions (conflists); connect, disconnect")
     net_sub = net.add_subparsers(dest="net_command", metavar="SUBCOMMAND")
     net.set_defaults(func=lambda a: (net.print_help(), 2)[1])
 
@@ -269,3 +269,6 @@ def register(sub) -> None:
     p.add_argument("name")
     p.add_argument("--force", action="store_true", help="detach its attachments first")
     p.set_defaults(func=cmd_net_rm)
+    from .cli_attach import register_network_commands
+
+    register_network_commands(net_sub, common)

@@ -105,8 +105,8 @@ def test_inspect_check_pins_a_live_process_again_and_names_an_unreachable_netns(
     unpin(container["netns"])
     proc.kill()
     proc.wait()
-    res = pynet.run("inspect", container["id"], "--check", ok=False)
-    [att] = json.loads(res.out)["attachments"]
+    res = pynet.run("inspect", container["id"], "--check", "--json", ok=False)
+    [att] = json.loads(res.out)[0]["attachments"]
     assert res.returncode == 1 and "cannot be reached" in att["check"] and "has exited" in att["check"]
 
 
@@ -143,7 +143,7 @@ def test_gc_pins_a_live_process_again_so_detach_after_its_death_reaches_the_netn
     assert is_pinned(pin)
     proc.kill()
     proc.wait()
-    assert [d["interface"] for d in pynet.json("detach", proc.pid)["detached"]] == ["removed"]
+    assert [d["interface"] for d in pynet.json("detach", proc.pid)] == ["removed"]
     assert pynet.leases("regc") == []
 
 
@@ -155,7 +155,7 @@ def test_detach_repins_a_live_process_whose_pin_was_removed(pynet, host_ns):
     container = the_container(pynet)
     unpin(container["netns"])
     out = pynet.json("detach", container["id"])
-    assert out["detached"] == [{"containerID": container["id"], "network": "rep", "ifname": "eth0",
+    assert out == [{"containerID": container["id"], "network": "rep", "ifname": "eth0",
                                 "interface": "removed"}]
     assert not has_link(proc.pid, "eth0")
     assert bridge_ports(host_ns, bridge) == [] and pynet.leases("rep") == []
@@ -175,7 +175,7 @@ def test_repin_refuses_a_process_that_left_its_namespace(pynet, tmp_path):
     data["netnsInode"] = [data["netnsInode"][0], data["netnsInode"][1] + 1]   # "moved elsewhere"
     record.write_text(json.dumps(data))
     out = pynet.json("detach", proc.pid)
-    assert out["detached"][0]["interface"] == "unknown"
+    assert out[0]["interface"] == "unknown"
     assert has_link(proc.pid, "eth0")    # not touched: it is not the namespace that was attached
     assert pynet.leases("left") == []
 
@@ -208,7 +208,7 @@ def test_detach_after_kill_with_the_pin_still_there_is_verified(pynet, host_ns):
         proc.kill()
         proc.wait()
         out = pynet.json("detach", proc.pid)
-        assert out["detached"][0]["interface"] == "removed"
+        assert out[0]["interface"] == "removed"
         assert not has_link(f"/proc/self/fd/{fd}", "eth0")
     finally:
         os.close(fd)
@@ -248,8 +248,8 @@ def test_detach_fails_naming_the_interface_that_stayed(pynet, tmp_path):
     assert is_pinned(container["netns"])
     res = pynet.run("detach", container["id"], "--json", ok=False)
     out = json.loads(res.out)
-    assert res.returncode == 1 and [d["interface"] for d in out["detached"]] == ["present"]
-    assert "eth0" in out["error"] and container["id"] in out["error"]
+    assert res.returncode == 1 and [d["interface"] for d in out] == ["present"]
+    assert "eth0" in out[0]["reason"] and container["id"] in out[0]["reason"]
     res = pynet.run("net", "rm", "sticky", "--force", ok=False)
     assert res.returncode == 1 and "eth0 is still in container" in res.err
     assert (pynet.config_dir / "sticky.conflist").exists()
@@ -348,7 +348,7 @@ def test_reference_plugins_release_attachments_whose_pin_was_lost(ref_pynet, hos
         proc.kill()
         proc.wait()
     out = ref_pynet.json("detach", first.pid)
-    assert [d["interface"] for d in out["detached"]] == ["unknown"]
+    assert [d["interface"] for d in out] == ["unknown"]
     assert ref_pynet.leases("refpin") == ["10.88.0.3"]
     report = ref_pynet.json("gc")
     assert report["errors"] == [] and [r["addresses"] for r in report["removed"]] == [["10.88.0.3/24"]]

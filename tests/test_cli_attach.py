@@ -178,8 +178,8 @@ def test_attach_two_networks_to_one_process(pynet, host_ns):
     br1 = pynet.net("front", "10.64.0.0/24")
     br2 = pynet.net("back", "10.65.0.0/24")
     proc = pynet.sleeper()
-    first = pynet.json("attach", proc.pid, "--net", "front")
-    second = pynet.json("attach", proc.pid, "--net", "back", "--ifname", "eth1")
+    [first] = pynet.json("attach", proc.pid, "--net", "front")
+    [second] = pynet.json("attach", proc.pid, "--net", "back", "--ifname", "eth1")
     assert [ip["address"] for ip in first["ips"]] == ["10.64.0.2/24"]
     assert addresses_in(proc.pid, "eth0") == ["10.64.0.2/24"]
     assert addresses_in(proc.pid, "eth1") == [second["ips"][0]["address"]] == ["10.65.0.2/24"]
@@ -191,7 +191,7 @@ def test_attach_two_networks_to_one_process(pynet, host_ns):
         [("back", "eth1", ("10.65.0.2/24",)), ("front", "eth0", ("10.64.0.2/24",))]
     assert pynet.json("inspect", proc.pid)[0]["id"] == container["id"]
     table = pynet.run("ls").out
-    assert "CONTAINER" in table and "10.64.0.2/24" in table and "yes" in table
+    assert "CONTAINER ID" in table and f"sleep-{proc.pid}" in table and "10.64.0.2/24" in table and "yes" in table
     # the namespace is pinned under the netns dir, named after the container
     assert is_pinned(str(pynet.netns_dir / f"pynet-{container['id']}"))
 
@@ -209,7 +209,7 @@ def test_attach_default_ifname_skips_taken_names(pynet):
 def test_attach_requested_ip_and_mac(pynet):
     pynet.net("fix", "10.68.0.0/24")
     proc = pynet.sleeper()
-    result = pynet.json("attach", proc.pid, "--ip", "10.68.0.77/24", "--mac", "02:42:0a:44:00:4d")
+    [result] = pynet.json("attach", proc.pid, "--ip", "10.68.0.77/24", "--mac", "02:42:0a:44:00:4d")
     assert addresses_in(proc.pid, "eth0") == ["10.68.0.77/24"]
     ctr_if = next(i for i in result["interfaces"] if i.get("sandbox"))
     assert ctr_if["mac"] == "02:42:0a:44:00:4d"
@@ -224,7 +224,7 @@ def test_attach_refuses_process_in_own_netns(pynet):
 
 
 def test_attach_rejects_flags_the_network_cannot_take(pynet):
-    pynet.net("plain", "10.70.0.0/24")
+    pynet.net("plain", "10.70.0.0/24", "--no-port-map")
     proc = pynet.sleeper()
     res = pynet.run("attach", proc.pid, "-p", "8080:80", ok=False)
     assert res.returncode == 1 and "does not accept -p" in res.err
@@ -249,6 +249,8 @@ def test_attach_twice_same_ifname_is_refused(pynet):
     proc = pynet.sleeper()
     pynet.run("attach", proc.pid, "--ifname", "eth3")
     res = pynet.run("attach", proc.pid, "--ifname", "eth3", ok=False)
+    assert res.returncode == 1 and "is already on network 'dup' (eth3)" in res.err
+    res = pynet.run("attach", proc.pid, "--ifname", "eth3", "--force", ok=False)
     assert res.returncode == 1 and "already has eth3" in res.err
 
 
@@ -263,7 +265,7 @@ def test_detach_after_process_was_killed(pynet, host_ns):
     proc.wait()
     assert pynet.json("ls")[0]["alive"] is False
     out = pynet.json("detach", proc.pid)
-    assert out["detached"] == [{"containerID": container["id"], "network": "gone", "ifname": "eth0",
+    assert out == [{"containerID": container["id"], "network": "gone", "ifname": "eth0",
                                 "interface": "removed"}]
     assert bridge_ports(host_ns, bridge) == []
     assert pynet.leases("gone") == []
@@ -401,11 +403,11 @@ def test_published_port_reaches_the_process_and_gc_removes_the_mapping(pynet, ho
 def test_reference_plugins_del_accepts_our_cached_result(ref_pynet, ref_cni, host_ns):
     bridge = ref_pynet.net("refnet", "10.82.0.0/24")
     proc = ref_pynet.sleeper()
-    result = ref_pynet.json("attach", proc.pid)
+    [result] = ref_pynet.json("attach", proc.pid)
     [container] = ref_pynet.json("ls")
     cache_file = ref_pynet.cache_dir / "results" / f"refnet-{container['id']}-eth0"
     cached = json.loads(cache_file.read_text())
-    assert cached["kind"] == "cniCacheV1" and cached["result"] == result
+    assert cached["kind"] == "cniCacheV1" and cached["result"] == {k: v for k, v in result.items() if k not in ("containerID", "name", "network", "ifname")}
     conflist = json.loads(base64.b64decode(cached["config"]))
     assert conflist == json.loads((ref_pynet.config_dir / "refnet.conflist").read_text())
     ref_cni.del_chain(conflist, cached["netns"], cached["result"], container_id=cached["containerId"],
@@ -469,7 +471,7 @@ def test_concurrent_attaches_get_distinct_addresses(pynet):
     pynet.net("par", "10.86.0.0/24")
     procs = [pynet.sleeper() for _ in range(3)]
     with ThreadPoolExecutor(3) as pool:
-        results = list(pool.map(lambda p: pynet.json("attach", p.pid), procs))
+        results = list(pool.map(lambda p: pynet.json("attach", p.pid)[0], procs))
     addresses = sorted(r["ips"][0]["address"] for r in results)
     assert addresses == ["10.86.0.2/24", "10.86.0.3/24", "10.86.0.4/24"]
     assert sorted(addresses_in(p.pid, "eth0")[0] for p in procs) == addresses
@@ -487,9 +489,9 @@ def test_inspect_check_notices_a_removed_interface(pynet):
         ipr.link("del", index=ipr.link_lookup(ifname="eth0")[0])
     finally:
         ipr.close()
-    res = pynet.run("inspect", proc.pid, "--check", ok=False)
+    res = pynet.run("inspect", proc.pid, "--check", "--json", ok=False)
     assert res.returncode == 1
-    [att] = json.loads(res.out)["attachments"]
+    [att] = json.loads(res.out)[0]["attachments"]
     assert 'failed (check)' in att["check"]
     pynet.run("detach", proc.pid)  # DEL still succeeds with the interface gone
     assert pynet.leases("chk") == []

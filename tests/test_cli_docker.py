@@ -153,3 +153,51 @@ def test_publish_on_an_address_not_on_the_host_is_refused(pynet):
     res = pynet.run("attach", proc.pid, "-p", "99999:80", ok=False)
     assert res.returncode == 1 and "invalid -p '99999:80': ports must be 1-65535" in res.err
     assert "runtimeConfig" not in res.err
+
+
+def test_attach_by_pid_gives_a_name_used_everywhere(pynet):
+    pynet.run("net", "create", "a", "--disable-dns")
+    pynet.run("net", "create", "b", "--disable-dns")
+    proc = pynet.sleeper()
+    pynet.run("attach", proc.pid, "--name", "worker", "--net", "a")
+    [c] = pynet.json("ls")
+    assert c["name"] == "worker" and c["pid"] == proc.pid
+    assert pynet.json("inspect", "worker")[0]["id"] == c["id"] == pynet.json("inspect", c["id"][:6])[0]["id"]
+    assert "worker" in pynet.run("inspect", "worker").out
+    assert pynet.run("ls", "--format", "{{.Name}} {{.Networks}}").out.split() == ["worker", "a"]
+    again = pynet.run("attach", "worker", "--net", "a", ok=False)
+    assert again.returncode == 1 and "container worker is already on network 'a'" in again.err
+    pynet.run("network", "connect", "b", "worker")
+    assert pynet.run("ls", "--format", "{{.Networks}}").out.strip() == "a,b"
+    pynet.run("network", "disconnect", "b", "worker")
+    assert pynet.run("ls", "--format", "{{.Networks}}").out.strip() == "a"
+    other = pynet.sleeper()
+    taken = pynet.run("attach", other.pid, "--name", "worker", "--net", "a", ok=False)
+    assert taken.returncode == 1 and "the name 'worker' is taken" in taken.err
+    unnamed = pynet.sleeper()
+    pynet.run("attach", unnamed.pid, "--net", "b")
+    assert f"sleep-{unnamed.pid}" in pynet.run("ls").out
+    missing = pynet.run("inspect", "nope", ok=False)
+    assert missing.returncode == 1 and "no container 'nope'" in missing.err and "pynet ls" in missing.err
+    pynet.run("detach", "worker")
+    assert sorted(c["name"] for c in pynet.json("ls")) == [f"sleep-{unnamed.pid}"]
+
+
+def test_messages_name_the_flag_not_the_cni_key(pynet):
+    pynet.run("net", "create", "a", "--disable-dns")
+    proc = pynet.sleeper()
+    res = pynet.run("attach", proc.pid, "--ifname", "bad name", ok=False)
+    assert res.returncode == 1 and "invalid --ifname 'bad name'" in res.err and "CNI_IFNAME" not in res.err
+    res = pynet.run("attach", proc.pid, "--format", "x", ok=False)
+    assert res.returncode == 2   # argparse: no such option for attach
+    pynet.run("attach", proc.pid)
+    res = pynet.run("ls", "--format", "{{.Nope}}", ok=False)
+    assert res.returncode == 1 and "no field 'Nope'" in res.err
+
+
+def test_format_fills_fields_of_every_row():
+    from pynet.cli_base import CommandError, render_format
+
+    assert render_format("{{.Name}}\\t{{ .Networks }}", {"Name": "web", "Networks": ["a", "b"]}) == "web\ta,b"
+    with pytest.raises(CommandError, match="no field 'X'"):
+        render_format("{{.X}}", {"Name": "web"})

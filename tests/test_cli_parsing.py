@@ -79,7 +79,7 @@ def test_location_options_parse_on_every_command():
     parser = build_parser()
     args = parser.parse_args(["attach", "123", "--config-dir", "/c", "--cache-dir", "/k", "--cni-path", "/a:/b",
                               "--netns-dir", "/n", "--net", "x", "-p", "1:2", "-p", "3:4", "--json"])
-    assert (args.pid, args.config_dir, args.cache_dir, args.cni_path, args.netns_dir, args.net, args.json) == \
+    assert (int(args.ref), args.config_dir, args.cache_dir, args.cni_path, args.netns_dir, args.net, args.json) == \
         (123, "/c", "/k", "/a:/b", "/n", "x", True)
     assert args.publish == ["1:2", "3:4"]
     for argv in (["net", "ls"], ["net", "rm", "x", "--force"], ["ls"], ["inspect", "1"], ["status"], ["gc"],

@@ -126,10 +126,14 @@ def attach(rec, pid: int) -> dict | None:
     net = dict(rec.get("network") or {})
     if net.get("mode") in ("none", "host", None):
         return None
-    return attach_cni(net, pid)
+    return attach_cni(net, pid, rec.get("name"), rec.id)
 
 
-def attach_cni(net: dict, pid: int) -> dict:
+def attach_cni(net: dict, pid: int, container_name: str | None = None, container_id: str | None = None) -> dict:
+    """ADD of the network for process ``pid``, known to the runner as ``container_id`` (the launcher's id:
+    one identity in `pynet ps`, `ls`, `inspect`) and ``container_name``, which the chain gets as CNI_ARGS
+    ``K8S_POD_NAME`` (as podman passes it; dnsname records it), with the --network-alias names as the
+    ``aliases`` capability."""
     from pynet.runner import capabilities
 
     atts = locations.attachments(net.get("runner") or {})
@@ -137,8 +141,15 @@ def attach_cni(net: dict, pid: int) -> dict:
     conf = atts.runner.network(name)
     caps = capabilities.capability_args(net.get("publish"), [net["ip"]] if net.get("ip") else None)
     capabilities.require(conf, caps)
+    if net.get("aliases"):
+        if "aliases" not in conf.capabilities():
+            raise capabilities.CapabilityError(f"network {name!r} resolves no names (no dnsname plugin): "
+                                               "--network-alias needs one")
+        caps["aliases"] = {name: list(net["aliases"])}
+    cni_args = [("IgnoreUnknown", "1"), ("K8S_POD_NAME", container_name)] if container_name else None
     try:
-        container, entry = atts.attach(pid, conf, ifname=net.get("ifname") or "eth0", capability_args=caps or None)
+        container, entry = atts.attach(pid, conf, ifname=net.get("ifname") or "eth0", capability_args=caps or None,
+                                       cni_args=cni_args, name=container_name, container_id=container_id)
     except Exception:
         # The chain undid its own steps; a bridge the network's first ADD made, and its lease folder, go
         # too when nothing else uses the network.
@@ -167,6 +178,10 @@ def detach(rec) -> None:
     except CNIError as err:
         if err.code != 3:   # unknown container: already detached
             raise
+    try:   # networks `pynet network connect` added later go too
+        atts.detach(net["attachment_id"])
+    except CNIError:
+        pass   # none left (code 3), or one that would not go: `pynet gc` collects it
     rec.data["network"] = dict(net, attachment_id=None, detached=True)
     if os.path.exists(rec.path):
         rec.save()
