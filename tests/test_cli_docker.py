@@ -201,3 +201,107 @@ def test_format_fills_fields_of_every_row():
     assert render_format("{{.Name}}\\t{{ .Networks }}", {"Name": "web", "Networks": ["a", "b"]}) == "web\ta,b"
     with pytest.raises(CommandError, match="no field 'X'"):
         render_format("{{.X}}", {"Name": "web"})
+
+
+# -- `pynet run` containers: identity, ports, DNS ---------------------------------------------------------
+from tests.test_launcher import Launcher, pynet_root  # noqa: E402,F401  (pynet_root: the busybox image, once)
+
+
+@pytest.fixture
+def docker(host_ns, pynet_root, tmp_path):  # noqa: F811
+    """`pynet` with a state dir, an image store and network dirs of its own; containers removed after."""
+    from cni_plugins import syscalls
+    from pynet.launcher import security
+
+    if not security.seccomp_available():
+        pytest.skip("python3-seccomp not installed (scripts/install.sh)")
+    host_ns.set_sysctl("net/ipv4/ip_forward", 1)
+    d = Launcher(host_ns, pynet_root, str(tmp_path / "state"))
+    for key, sub in (("PYNET_CONFIG_DIR", "net.d"), ("PYNET_CACHE_DIR", "cache"), ("PYNET_NETNS_DIR", "netns")):
+        os.makedirs(tmp_path / sub, exist_ok=True)
+        d.env[key] = str(tmp_path / sub)
+    d.env["PYNET_DAEMON"] = "off"
+    yield d
+    for rec in d.records():
+        if syscalls.is_alive(rec.get("pid"), rec.get("pid_start")):
+            os.kill(rec["pid"], 9)
+        d("rm", "-f", rec["id"])
+    assert not [r["id"] for r in d.records()], "containers left behind"
+
+
+def ok(res):
+    assert res.returncode == 0, f"{res.args} failed ({res.returncode}): {res.err}{res.out}"
+    return res
+
+
+def test_run_container_has_one_identity_in_ps_ls_inspect_and_port(docker, host_ns):
+    ok(docker("net", "create", "front", "--disable-dns"))
+    ok(docker("net", "create", "back", "--disable-dns"))
+    cid = ok(docker("run", "-d", "--name", "web", "--network", "front", "-p", "80", "busybox", "sleep", "60")).out.strip()
+    line = ok(docker("ps", "--format", "{{.Name}} {{.Networks}} {{.IPs}}")).out.split()
+    assert line[:2] == ["web", "front"] and line[2].startswith("10.200.")
+    [c] = json.loads(ok(docker("--json", "ls")).out)
+    assert (c["id"], c["name"]) == (cid, "web")
+    assert json.loads(ok(docker("inspect", cid[:6], "--json")).out)[0]["name"] == "web"
+    port = ok(docker("port", "web")).out.strip()
+    assert re.fullmatch(r"80/tcp -> 0\.0\.0\.0:\d+", port)
+    assert str(json.loads(ok(docker("port", "web", "--json")).out)[0]["hostPort"]) in ok(docker("ps")).out
+    ok(docker("network", "connect", "back", "web"))
+    assert ok(docker("ps", "--format", "{{.Networks}}")).out.strip() == "back,front"
+    again = docker("attach", "web", "--net", "back")
+    assert again.returncode == 1 and "already on network 'back'" in again.err
+    ok(docker("network", "disconnect", "back", "web"))
+    assert ok(docker("ps", "--format", "{{.Networks}}")).out.strip() == "front"
+    ok(docker("stop", "-t", "1", "web"))
+    res = docker("kill", "web")
+    assert res.returncode == 1 and "not running" in res.err
+    short = docker("logs", cid[:2])
+    assert short.returncode == 1 and "at least 3 characters" in short.err
+    ok(docker("rm", "web"))
+    assert json.loads(ok(docker("ls", "--json")).out) == []
+
+
+def test_run_accepts_dockers_everyday_flags_and_exit_codes(docker):
+    ok(docker("run", "--rm", "-it", "--net", "none", "busybox", "true"))
+    ok(docker("run", "--rm", "-i", "-u", "0", "--net", "none", "busybox", "true"))
+    assert docker("run", "--rm", "--net", "none", "busybox", "sh", "-c", "exit 7").returncode == 7
+    assert docker("run", "--rm", "--net", "none", "busybox", "no-such-command").returncode == 127
+    bad = docker("run", "--memory", "12q", "busybox", "true")
+    assert bad.returncode == 125 and "invalid --memory '12q'" in bad.err and "64m" in bad.err
+    bad = docker("run", "--no-such-flag", "busybox", "true")
+    assert bad.returncode == 125
+    bad = docker("run", "-p", "10.9.9.9:8091:80", "busybox", "true")
+    assert bad.returncode == 125 and "not an address of this host" in bad.err
+    assert docker.records() == []
+
+
+def test_containers_resolve_each_other_by_name_and_alias_on_their_network_only(docker):
+    ok(docker("net", "create", "front"))
+    ok(docker("net", "create", "other"))
+    ok(docker("run", "-d", "--name", "web", "--network", "front", "--network-alias", "www", "busybox", "sleep", "120"))
+    ok(docker("run", "-d", "--name", "client", "--network", "front", "busybox", "sleep", "120"))
+    ok(docker("run", "-d", "--name", "outsider", "--network", "other", "busybox", "sleep", "120"))
+    [web] = [c for c in json.loads(ok(docker("ps", "--json")).out) if c["name"] == "web"]
+    [web_ip] = web["ips"]
+    resolv = ok(docker("exec", "client", "cat", "/etc/resolv.conf")).out
+    gateway = str(next(ipaddress.ip_network(web_ip + "/24", strict=False).hosts()))
+    assert f"nameserver {gateway}" in resolv and "search dns.pynet" in resolv
+    for name in ("web", "www", "web.dns.pynet"):
+        res = docker("exec", "client", "nslookup", name)
+        assert res.returncode == 0 and web_ip in res.out, (name, res.out, res.err)
+    res = docker("exec", "outsider", "timeout", "10", "nslookup", "web")
+    assert web_ip not in res.out
+    ok(docker("rm", "-f", "web"))
+    res = docker("exec", "client", "timeout", "10", "nslookup", "web")
+    assert web_ip not in res.out
+
+
+def test_names_that_are_no_dns_labels_are_refused_on_a_dns_network(docker):
+    ok(docker("net", "create", "front"))
+    bad = docker("run", "--name", "a.b", "--network", "front", "busybox", "true")
+    assert bad.returncode == 125 and "invalid --name 'a.b'" in bad.err and "DNS" in bad.err
+    bad = docker("run", "--network-alias", "bad_alias-", "--network", "front", "busybox", "true")
+    assert bad.returncode == 125 and "invalid --network-alias 'bad_alias-'" in bad.err
+    ok(docker("net", "create", "plain", "--disable-dns"))
+    ok(docker("run", "--rm", "--name", "a.b", "--network", "plain", "busybox", "true"))
+    assert docker.records() == []
