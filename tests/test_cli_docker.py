@@ -14,19 +14,10 @@ import subprocess
 
 import pytest
 
-from netns_fixtures import OUR_PLUGINS
 from pynet.runner import ports
-from tests.test_cli_attach import PYNET, Pynet
+from tests.test_cli_attach import PYNET, pynet  # noqa: F401  (pynet: the CLI fixture of a sandbox host netns)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture
-def pynet(host_ns, tmp_path):
-    host_ns.set_sysctl("net/ipv4/ip_forward", 1)
-    p = Pynet(host_ns, tmp_path, OUR_PLUGINS)
-    yield p
-    p.cleanup()
 
 
 def conflist(pynet, name) -> dict:

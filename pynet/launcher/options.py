@@ -82,6 +82,7 @@ RUN_OPTIONS = (
     (("--network-alias",), dict(action="append", default=[], metavar="NAME",
                                 help="another DNS name of the container on its network")),
     (("-i", "--interactive"), dict(action="store_true", help="keep stdin attached (it always is)")),
+    (("--entrypoint",), dict(default=None, metavar="CMD", help="not supported yet: give the command after IMAGE")),
     (("-t", "--tty"), dict(action="store_true", help="accepted for Docker's `-it`: the container uses the "
                                                      "terminal pynet runs in")),
     (("--dns",), dict(action="append", default=[], help="nameserver for /etc/resolv.conf")),
@@ -170,6 +171,9 @@ def fast_namespace(argv: list) -> _Namespace | None:
 def to_run_options(args) -> RunOptions:
     """RunOptions from a namespace with RUN_OPTIONS' destinations and ``args`` (IMAGE and command)."""
     rest = list(args.args)
+    if args.entrypoint is not None:
+        raise OptionsError(f"--entrypoint {args.entrypoint!r} is not supported yet: give the whole command after "
+                           "IMAGE (pynet run IMAGE CMD ARGS...)")
     if args.rootfs:
         image, command = None, rest
     else:
