@@ -234,6 +234,7 @@ def test_run_container_has_one_identity_in_ps_ls_inspect_and_port(docker, host_n
     [c] = json.loads(ok(docker("--json", "ls")).out)
     assert (c["id"], c["name"]) == (cid, "web")
     assert json.loads(ok(docker("inspect", cid[:6], "--json")).out)[0]["name"] == "web"
+    assert "Container:  web (" + cid in ok(docker("inspect", "web")).out
     port = ok(docker("port", "web")).out.strip()
     assert re.fullmatch(r"80/tcp -> 0\.0\.0\.0:\d+", port)
     assert str(json.loads(ok(docker("port", "web", "--json")).out)[0]["hostPort"]) in ok(docker("ps")).out
