@@ -41,6 +41,7 @@ ENVIRONMENT = (
     ("PYNET_TOPOLOGY_STATE_DIR", "topology state files (default /run/pynet/topology)"),
     ("PYNET_TOPOLOGY_CNI", "which plugins topologies run (ours, reference)"),
     ("PYNET_TUNING_ALLOWLIST", "the tuning plugin's sysctl allowlist file"),
+    ("PYNET_FUZZ_SAMPLE", "tests only: 'all' runs the plugin fuzz's whole cross product"),
     ("CNI_PATH", "plugin dirs, when PYNET_CNI_PATH is not set"),
 )
 

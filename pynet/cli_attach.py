@@ -158,14 +158,15 @@ def cmd_attach(args) -> int:
     return 0
 
 
-def _detached_line(d) -> str:
+def _detached_line(d, who: str) -> str:
+    """``who``: the container as the user knows it, ``name (id)``."""
     from .runner.attachments import INTERFACE_REMOVED, INTERFACE_UNKNOWN
 
     e = d.entry
     if d.interface == INTERFACE_REMOVED:
-        return f"detached {e.container_id} {e.ifname} from {e.network}"
+        return f"detached {who} {e.ifname} from {e.network}"
     if d.interface == INTERFACE_UNKNOWN:
-        return (f"released {e.container_id} {e.ifname} from {e.network} on the host side only: its network "
+        return (f"released {who} {e.ifname} from {e.network} on the host side only: its network "
                 f"namespace could not be reached ({d.reason}), so DEL ran without it and {e.ifname} was not "
                 "checked (it went with the namespace unless something still holds that namespace)")
     return f"not detached: {d.reason}"
@@ -178,7 +179,9 @@ def cmd_detach(args) -> int:
 
     atts = attachments_of(args)
     try:
-        done = atts.detach(resolve(atts, args.ref).id, network=args.net, ifname=args.ifname)
+        c = resolve(atts, args.ref)
+        who = f"{c.name} ({c.id})" if c.name else c.id
+        done = atts.detach(c.id, network=args.net, ifname=args.ifname)
     except InterfaceStayed as err:
         done = err.done
     except CNIError as err:
@@ -190,9 +193,9 @@ def cmd_detach(args) -> int:
     else:
         for d in done:
             if d.interface != INTERFACE_PRESENT:
-                print(_detached_line(d))
+                print(_detached_line(d, who))
         for d in stayed:
-            warn(_detached_line(d) + "; the attachment is kept: remove the interface, then detach again")
+            warn(_detached_line(d, who) + "; the attachment is kept: remove the interface, then detach again")
     return 1 if stayed else 0
 
 
@@ -289,9 +292,10 @@ def cmd_gc(args) -> int:
     atts = attachments_of(args)
     networks = list_networks(atts.runner.config_dir)[0]
     report = atts.gc(networks)
-    if args.json:
-        print_json({"removed": [{k: v for k, v in r.items() if k != "result"} for r in report["removed"]],
-                    "errors": report["errors"]})
+    if args.json:   # what was removed; errors on stderr (and exit 1), as every --json list
+        print_json([{k: v for k, v in r.items() if k != "result"} for r in report["removed"]])
+        for e in report["errors"]:
+            warn(e)
     else:
         for r in report["removed"]:
             print(f"removed {r['containerID']} {r['ifname']} from {r['network']}")

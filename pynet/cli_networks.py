@@ -180,8 +180,9 @@ def cmd_net_inspect(args) -> int:
     print(f"DNS:           {'yes' if has_dns(conf) else 'no'}")
     print(f"Capabilities:  {', '.join(out['capabilities']) or '-'}")
     print(f"Attachments:   {len(entries)}")
+    names = {c.id: c.name for c in attachments_of(args).containers() if c.name}
     for a in out["attachments"]:
-        print(f"  {_user_of(a['containerID'])} {a['ifname']} {','.join(a.get('addresses') or [])}")
+        print(f"  {_user_of(a['containerID'], names)} {a['ifname']} {','.join(a.get('addresses') or [])}")
     return 0
 
 
@@ -196,7 +197,8 @@ def cmd_net_rm(args) -> int:
         fail(err)
     entries = runner.cache.entries(network=conf.name)
     if entries and not args.force:
-        listed = ", ".join(f"{_user_of(e.container_id)}/{e.ifname}" for e in entries)
+        names = {c.id: c.name for c in atts.containers() if c.name}
+        listed = ", ".join(f"{_user_of(e.container_id, names)}/{e.ifname}" for e in entries)
         raise CommandError(f"network {conf.name!r} is in use by {len(entries)} attachment(s) ({listed}): "
                            "detach them first or use --force")
     errors = []
@@ -218,13 +220,17 @@ def cmd_net_rm(args) -> int:
     return 0
 
 
-def _user_of(attachment_id: str) -> str:
-    """The `pynet run` container (id and name) an attachment belongs to, else the attachment's id."""
+def _user_of(attachment_id: str, names: dict | None = None) -> str:
+    """The container an attachment belongs to as the user knows it: ``container NAME (ID)`` of a `pynet run`
+    container or a named attached process (``names``: id -> name), else the attachment's id."""
     from .launcher import state
 
     rec = next((r for r in state.all_records()
                 if (r.get("network") or {}).get("attachment_id") == attachment_id), None)
-    return f"container {rec.id} ({rec.get('name')})" if rec else attachment_id
+    if rec:
+        return f"container {rec.get('name')} ({rec.id})"
+    name = (names or {}).get(attachment_id)
+    return f"container {name} ({attachment_id})" if name else attachment_id
 
 
 def register(sub) -> None:

@@ -50,6 +50,7 @@ def test_version_and_help_list_every_environment_variable():
     read = {f"PYNET_{v}" for v in read}
     assert sorted(v for v in read if v not in help_text) == []
     assert sorted(v for v in read if v not in readme) == []
+    assert sorted(v for v in set(re.findall(r"PYNET_[A-Z][A-Z_]*[A-Z]", readme)) if v not in help_text) == []
 
 
 # -- network defaults -----------------------------------------------------------------------------------
