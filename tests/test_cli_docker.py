@@ -119,12 +119,16 @@ def test_publish_ranges_follow_dockers_grammar(spec, cni):
     assert ports.parse_publish(spec).to_cni() == cni
 
 
-def test_publish_without_host_port_gets_a_free_one():
-    [one] = ports.to_port_mappings(["80"])
+def test_publish_without_host_port_gets_a_free_one(pynet):
+    pynet.run("net", "create", "a", "--disable-dns")
+    proc = pynet.sleeper()
+    pynet.run("attach", proc.pid, "-p", "80", "-p", "127.0.0.1::80-81/udp")
+    [c] = pynet.json("ls")
+    one, rng = c["attachments"][0]["portMappings"]
     assert one["containerPort"] == 80 and 1024 <= one["hostPort"] <= 65535
-    [rng] = ports.to_port_mappings(["127.0.0.1::80-81/udp"])
     first, last = map(int, rng["hostPort"].split("-"))
     assert last == first + 1 and rng["containerPort"] == "80-81" and rng["hostIP"] == "127.0.0.1"
+    assert f"->{80}/tcp" in pynet.run("ls").out
 
 
 @pytest.mark.parametrize("spec, why", [
