@@ -138,7 +138,7 @@ def cmd_attach(args) -> int:
         aliases = getattr(args, "alias", None) or []
         if aliases:
             caps["aliases"] = {conf.name: _aliases(aliases, conf)}
-        existing = atts._container_of_pid(pid)
+        existing = atts.container_of_pid(pid)
         if existing is not None and not args.force:
             same = [e for e in runner.cache.entries(container_id=existing.id) if e.network == conf.name]
             if same:

@@ -279,6 +279,10 @@ class Attachments:
                 return c
         return None
 
+    def container_of_pid(self, pid: int) -> Container | None:
+        """The container process ``pid`` is attached as, if any."""
+        return self._container_of_pid(pid)
+
     def resolve(self, ref: str) -> Container:
         """A container from its name, a PID or a container ID or unique ID prefix (pynet's, or any
         runtime's in the result cache)."""
