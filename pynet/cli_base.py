@@ -7,7 +7,9 @@ import sys
 
 
 class CommandError(Exception):
-    """A user-facing failure: printed as one line (or JSON with --json), exit status 1."""
+    """A user-facing failure: printed as one line (or JSON with --json), exit status 1 (``exit_code``)."""
+
+    exit_code = 1
 
 
 def fail(err: Exception):
@@ -68,3 +70,28 @@ def table(headers: list[str], rows: list[list]) -> None:
 def warn(msg) -> None:
     """One line on stderr that does not fail the command."""
     print(f"pynet: {msg}", file=sys.stderr)
+
+
+def render_format(template: str, row: dict) -> str:
+    """Docker's ``--format`` in its common form: ``{{.Field}}`` replaced by the row's field (lists joined
+    with ','), ``\\t``/``\\n`` as tab/newline; CommandError naming a field the row does not have."""
+    import re
+
+    def field(match) -> str:
+        key = match.group(1)
+        if key not in row:
+            raise CommandError(f"invalid --format {template!r}: no field {key!r} (fields: "
+                               f"{', '.join('.' + k for k in row)})")
+        value = row[key]
+        if isinstance(value, (list, tuple)):
+            return ",".join(map(str, value))
+        return "" if value is None else str(value)
+
+    text = re.sub(r"\{\{\s*\.(\w+)\s*\}\}", field, template)
+    return text.replace("\\t", "\t").replace("\\n", "\n")
+
+
+def print_format(template: str, rows: list[dict]) -> None:
+    """Each row through render_format, one line each."""
+    for row in rows:
+        print(render_format(template, row))

@@ -10,25 +10,10 @@ import re
 from cni_plugins import version as cniversion
 from cni_plugins.errors import CNIError
 
-from .cli_base import (CommandError, attachments_of, fail, location_options, print_json, runner_of, table,
-                       warn)
+from .cli_base import (CommandError, attachments_of, fail, location_options, print_format, print_json, runner_of,
+                       table, warn)
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
-
-
-def _subnets_in_use(networks) -> list:
-    out = []
-    for conf in networks:
-        for plugin in conf.plugins:
-            ipam = plugin.get("ipam") if isinstance(plugin.get("ipam"), dict) else {}
-            candidates = [ipam.get("subnet")] + [r.get("subnet") for rs in ipam.get("ranges") or []
-                                                 if isinstance(rs, list) for r in rs if isinstance(r, dict)]
-            for s in candidates:
-                try:
-                    out.append(ipaddress.ip_network(s, strict=False))
-                except (TypeError, ValueError):
-                    pass
-    return out
 
 
 def _usable(net) -> int:
@@ -38,28 +23,26 @@ def _usable(net) -> int:
     return max(net.num_addresses - reserved - 1, 0)
 
 
-def _routed_here() -> list:
-    """(network, link name) of every route with a destination in this network namespace's main table
-    (the subnets of live links here: a network over one could not reach its gateway)."""
-    from pyroute2 import IPRoute
-
-    out = []
-    with IPRoute() as ipr:
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-        for family in (2, 10):   # AF_INET, AF_INET6
-            for route in ipr.get_routes(family=family, table=254):
-                dst, plen = route.get_attr("RTA_DST"), route["dst_len"]
-                if dst is None or plen == 0 or (family == 10 and dst.startswith("fe80:")):
-                    continue
-                try:
-                    out.append((ipaddress.ip_network(f"{dst}/{plen}", strict=False),
-                                names.get(route.get_attr("RTA_OIF"), "?")))
-                except ValueError:
-                    continue
-    return out
+def _gateway(raw, subnets):
+    """--gateway [ADDR]: True (the first address of each subnet) or the address, checked."""
+    if raw is True:
+        return True
+    try:
+        addr = ipaddress.ip_address(raw)
+    except ValueError:
+        raise CommandError(f"invalid --gateway {raw!r}: not an IP address") from None
+    net = next((s for s in subnets if addr in s), None)
+    if net is None:
+        raise CommandError(f"invalid --gateway {raw}: not in --subnet {', '.join(map(str, subnets))}")
+    if net.version == 4 and net.prefixlen < 31 and addr in (net.network_address, net.broadcast_address):
+        raise CommandError(f"invalid --gateway {raw}: the network or broadcast address of {net}")
+    return addr
 
 
 def cmd_net_create(args) -> int:
+    from .cli_base import locations
+    from .runner.conflists import bridge_of, build_conflist, dns_data_dir, free_subnet, routed_here, subnets_in_use
+    from .runner.locations import lease_dir
     from .runner.netconf import list_networks
 
     runner = runner_of(args)
@@ -73,14 +56,14 @@ def cmd_net_create(args) -> int:
     networks, _ = list_networks(runner.config_dir)
     if any(n.name == name for n in networks):
         raise CommandError(f"network {name!r} already exists in {runner.config_dir}")
-    in_use = _subnets_in_use(networks)
-    routed = _routed_here()
+    in_use = subnets_in_use(networks)
+    routed = routed_here()
     subnets = []
     for raw in args.subnet or []:
         try:
             net = ipaddress.ip_network(raw, strict=False)
         except ValueError:
-            raise CommandError(f"invalid --subnet {raw!r}: expected a CIDR like 10.89.1.0/24") from None
+            raise CommandError(f"invalid --subnet {raw!r}: expected a CIDR like 10.200.1.0/24") from None
         if _usable(net) < 2:
             raise CommandError(f"invalid --subnet {raw!r}: too small, it leaves {_usable(net)} address(es) "
                                "for containers besides the gateway (at least 2 needed: /29 or larger)")
@@ -93,20 +76,33 @@ def cmd_net_create(args) -> int:
             raise CommandError(f"--subnet {raw} overlaps {link}, routed in this network namespace")
         subnets.append(net)
     if not subnets:
-        taken = in_use + [r for r, _ in routed]
-        free = (ipaddress.ip_network(f"10.89.{n}.0/24") for n in range(256))
-        subnets.append(next((s for s in free if not any(s.overlaps(u) for u in taken if u.version == 4)), None)
-                       or ipaddress.ip_network("10.90.0.0/24"))
+        try:
+            subnets.append(free_subnet(in_use + [r for r, _ in routed]))
+        except ValueError as err:
+            fail(err)
+    gateway = False if args.no_gateway else _gateway(args.gateway if args.gateway is not None else True, subnets)
     bridge = args.bridge or f"pn-{name}"[:15]
     if len(bridge) > 15 or not _NAME.match(bridge):
         raise CommandError(f"invalid --bridge {bridge!r}: an interface name of at most 15 characters")
-    from .runner.conflists import build_conflist
+    sharing = [n.name for n in networks if bridge_of(n) == bridge]
+    if sharing and not args.force:
+        raise CommandError(f"bridge {bridge} is already the bridge of network {sharing[0]!r}: choose another "
+                           "--bridge, or --force to share it")
+    locs = locations(args)
+    dns = None
+    if not args.disable_dns and gateway:
+        from .dns import plugin_config
+        from cni_plugins.delegate import find_plugin
 
-    from .cli_base import locations
-    from .runner.locations import lease_dir
-
-    conflist = build_conflist(name, subnets, bridge, args.gateway, args.masq, args.port_map,
-                              args.data_dir or lease_dir(locations(args)), args.cni_version)
+        try:
+            find_plugin("dnsname", tuple(runner.cni_path))
+            dns = plugin_config(data_dir=dns_data_dir(locs))
+        except CNIError:
+            warn(f"no dnsname plugin in the CNI path ({':'.join(runner.cni_path)}): network {name} resolves no "
+                 "container names (--disable-dns says so without this warning)")
+    conflist = build_conflist(name, subnets, bridge, gateway, not (args.no_masq or args.internal),
+                              not args.no_port_map, args.data_dir or lease_dir(locs), args.cni_version, dns=dns,
+                              default_route=bool(gateway) and not args.internal)
     os.makedirs(runner.config_dir, exist_ok=True)
     path = os.path.join(runner.config_dir, f"{name}.conflist")
     try:
@@ -116,9 +112,12 @@ def cmd_net_create(args) -> int:
     except FileExistsError:
         raise CommandError(f"{path} already exists") from None
     if args.json:
-        print_json({"name": name, "file": path, "config": conflist})
+        print_json([{"name": name, "file": path, "config": conflist}])
     else:
-        print(f"network {name} created: {path} (bridge {bridge}, subnets {', '.join(map(str, subnets))})")
+        extras = [w for w, on in (("gateway", gateway), ("masquerade", conflist["plugins"][0]["ipMasq"]),
+                                  ("ports", not args.no_port_map), ("dns", dns)) if on]
+        print(f"network {name} created: {path} (bridge {bridge}, subnets {', '.join(map(str, subnets))}; "
+              f"{', '.join(extras) or 'no gateway'})")
     return 0
 
 
@@ -130,22 +129,27 @@ def _attachment_counts(args) -> dict[str, int]:
 
 
 def cmd_net_ls(args) -> int:
+    from .runner.conflists import subnets_in_use
     from .runner.netconf import list_networks
 
     runner = runner_of(args)
     networks, broken = list_networks(runner.config_dir)
     counts = _attachment_counts(args)
     rows = [{"name": n.name, "file": n.path, "cniVersion": n.cni_version,
-             "plugins": [p["type"] for p in n.plugins], "subnets": [str(s) for s in _subnets_in_use([n])],
+             "plugins": [p["type"] for p in n.plugins], "subnets": [str(s) for s in subnets_in_use([n])],
              "attachments": counts.get(n.name, 0)} for n in networks]
+    for path, err in broken:
+        warn(f"skipped {path}: {err}")
     if args.json:
-        print_json({"networks": rows, "errors": [{"file": p, "error": e} for p, e in broken]})
+        print_json(rows)
+    elif getattr(args, "format", None):
+        print_format(args.format, [{"Name": r["name"], "File": r["file"], "Version": r["cniVersion"],
+                                    "Plugins": ",".join(r["plugins"]), "Subnets": ",".join(r["subnets"]),
+                                    "Attachments": r["attachments"]} for r in rows])
     else:
         table(["NAME", "VERSION", "PLUGINS", "SUBNETS", "ATTACHMENTS", "FILE"],
                [[r["name"], r["cniVersion"], ",".join(r["plugins"]), ",".join(r["subnets"]), r["attachments"],
                  r["file"]] for r in rows])
-        for path, err in broken:
-            warn(f"skipped {path}: {err}")
     return 0
 
 
@@ -161,9 +165,24 @@ def cmd_net_inspect(args) -> int:
     out = {"name": conf.name, "file": conf.path, "cniVersion": conf.cni_version,
            "disableCheck": conf.disable_check, "disableGC": conf.disable_gc,
            "capabilities": sorted(conf.capabilities()), "config": json.loads(conf.bytes),
-           "plugins": conf.plugins,
            "attachments": [{k: v for k, v in describe_entry(e).items() if k != "result"} for e in entries]}
-    print_json(out)
+    if args.json:
+        print_json([out])
+        return 0
+    from .runner.conflists import bridge_of, has_dns, subnets_in_use
+
+    print(f"Name:          {conf.name}")
+    print(f"File:          {conf.path}")
+    print(f"CNI version:   {conf.cni_version}")
+    print(f"Plugins:       {', '.join(str(p.get('type')) for p in conf.plugins)}")
+    print(f"Bridge:        {bridge_of(conf) or '-'}")
+    print(f"Subnets:       {', '.join(map(str, subnets_in_use([conf]))) or '-'}")
+    print(f"DNS:           {'yes' if has_dns(conf) else 'no'}")
+    print(f"Capabilities:  {', '.join(out['capabilities']) or '-'}")
+    print(f"Attachments:   {len(entries)}")
+    names = {c.id: c.name for c in attachments_of(args).containers() if c.name}
+    for a in out["attachments"]:
+        print(f"  {_user_of(a['containerID'], names)} {a['ifname']} {','.join(a.get('addresses') or [])}")
     return 0
 
 
@@ -178,7 +197,8 @@ def cmd_net_rm(args) -> int:
         fail(err)
     entries = runner.cache.entries(network=conf.name)
     if entries and not args.force:
-        listed = ", ".join(f"{_user_of(e.container_id)}/{e.ifname}" for e in entries)
+        names = {c.id: c.name for c in atts.containers() if c.name}
+        listed = ", ".join(f"{_user_of(e.container_id, names)}/{e.ifname}" for e in entries)
         raise CommandError(f"network {conf.name!r} is in use by {len(entries)} attachment(s) ({listed}): "
                            "detach them first or use --force")
     errors = []
@@ -192,7 +212,7 @@ def cmd_net_rm(args) -> int:
     os.unlink(conf.path)
     removed = remove_host_side(conf, all_leases=True)
     if args.json:
-        print_json({"removed": conf.name, "file": conf.path, "detached": len(entries), "host": removed})
+        print_json([{"removed": conf.name, "file": conf.path, "detached": len(entries), "host": removed}])
     else:
         print(f"network {conf.name} removed ({conf.path})" + (f", {len(entries)} attachment(s) detached"
                                                               if entries else "")
@@ -200,35 +220,53 @@ def cmd_net_rm(args) -> int:
     return 0
 
 
-def _user_of(attachment_id: str) -> str:
-    """The `pynet run` container (id and name) an attachment belongs to, else the attachment's id."""
+def _user_of(attachment_id: str, names: dict | None = None) -> str:
+    """The container an attachment belongs to as the user knows it: ``container NAME (ID)`` of a `pynet run`
+    container or a named attached process (``names``: id -> name), else the attachment's id."""
     from .launcher import state
 
     rec = next((r for r in state.all_records()
                 if (r.get("network") or {}).get("attachment_id") == attachment_id), None)
-    return f"container {rec.id} ({rec.get('name')})" if rec else attachment_id
+    if rec:
+        return f"container {rec.get('name')} ({rec.id})"
+    name = (names or {}).get(attachment_id)
+    return f"container {name} ({attachment_id})" if name else attachment_id
 
 
 def register(sub) -> None:
+    import argparse
+
     common = location_options()
 
-    net = sub.add_parser("net", help="network definitions (conflists)")
+    net = sub.add_parser("net", aliases=["network"], help="network definitions (conflists); connect, disconnect")
     net_sub = net.add_subparsers(dest="net_command", metavar="SUBCOMMAND")
     net.set_defaults(func=lambda a: (net.print_help(), 2)[1])
 
     p = net_sub.add_parser("create", parents=[common], help="write a bridge + host-local conflist")
     p.add_argument("name")
-    p.add_argument("--subnet", action="append", help="CIDR (repeatable; IPv4 and/or IPv6)")
+    p.add_argument("--subnet", action="append", help="CIDR (repeatable; IPv4 and/or IPv6; default: a free /24 "
+                   "of 10.200.0.0/16)")
     p.add_argument("--bridge", help="bridge name (default pn-NAME)")
-    p.add_argument("--gateway", action="store_true", help="the bridge is the gateway (isGateway, default route)")
-    p.add_argument("--masq", action="store_true", help="masquerade traffic leaving the subnet (ipMasq)")
-    p.add_argument("--port-map", action="store_true", help="add portmap (capability portMappings, for -p)")
+    p.add_argument("--gateway", nargs="?", const=True, default=None, metavar="ADDR",
+                   help="the gateway address (default: the subnet's first address; the bridge is the gateway "
+                        "and containers get a default route through it)")
+    p.add_argument("--no-gateway", action="store_true", help="no gateway, no default route (and so no DNS)")
+    p.add_argument("--internal", action="store_true", help="no default route, no masquerade: containers reach "
+                   "only each other and the host")
+    p.add_argument("--masq", action="store_true", help=argparse.SUPPRESS)   # the default; kept for old scripts
+    p.add_argument("--no-masq", action="store_true", help="do not masquerade traffic leaving the subnet")
+    p.add_argument("--port-map", action="store_true", help=argparse.SUPPRESS)   # the default
+    p.add_argument("--no-port-map", action="store_true", help="no portmap plugin (no -p)")
+    p.add_argument("--disable-dns", action="store_true", help="no dnsname plugin: containers do not resolve "
+                   "each other's names")
+    p.add_argument("--force", action="store_true", help="share a bridge another network uses")
     p.add_argument("--data-dir", help="host-local lease dir (default: PYNET_DEFAULT_DATA_DIR, else networks/ "
                    "in the cache dir: /var/lib/cni/networks)")
     p.add_argument("--cni-version", default=cniversion.CURRENT, help=f"default {cniversion.CURRENT}")
     p.set_defaults(func=cmd_net_create)
 
     p = net_sub.add_parser("ls", parents=[common], help="list networks")
+    p.add_argument("--format", help="Go-template-like fields per line: {{.Name}} {{.Subnets}} {{.Plugins}} ...")
     p.set_defaults(func=cmd_net_ls)
     p = net_sub.add_parser("inspect", parents=[common], help="show a network and its attachments")
     p.add_argument("name")
@@ -237,3 +275,6 @@ def register(sub) -> None:
     p.add_argument("name")
     p.add_argument("--force", action="store_true", help="detach its attachments first")
     p.set_defaults(func=cmd_net_rm)
+    from .cli_attach import register_network_commands
+
+    register_network_commands(net_sub, common)

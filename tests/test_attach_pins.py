@@ -72,7 +72,7 @@ def test_attach_inside_ip_netns_exec_then_detach_outside_removes_the_interface(p
     assert addresses_in(proc.pid, "eth1") == ["10.92.0.2/24"]
     assert the_container(pynet)["reachable"] is True
     out = pynet.run("detach", proc.pid, "--net", "exa").out
-    assert out.strip() == f"detached {container['id']} eth0 from exa"
+    assert out.strip() == f"detached {container['name']} ({container['id']}) eth0 from exa"
     assert not has_link(proc.pid, "eth0") and has_link(proc.pid, "eth1")
     assert bridge_ports(host_ns, bridge) == [] and pynet.leases("exa") == []
     pynet.run("detach", proc.pid)
@@ -98,15 +98,15 @@ def test_inspect_check_pins_a_live_process_again_and_names_an_unreachable_netns(
     pynet.net("insp", "10.86.2.0/24")
     proc = pynet.sleeper()
     run_in_exec(pynet, "attach", proc.pid)
-    [att] = pynet.json("inspect", proc.pid, "--check")["attachments"]
+    [att] = pynet.json("inspect", proc.pid, "--check")[0]["attachments"]
     assert att["check"] == "ok"
     container = the_container(pynet)
     assert container["reachable"] is True
     unpin(container["netns"])
     proc.kill()
     proc.wait()
-    res = pynet.run("inspect", container["id"], "--check", ok=False)
-    [att] = json.loads(res.out)["attachments"]
+    res = pynet.run("inspect", container["id"], "--check", "--json", ok=False)
+    [att] = json.loads(res.out)[0]["attachments"]
     assert res.returncode == 1 and "cannot be reached" in att["check"] and "has exited" in att["check"]
 
 
@@ -139,11 +139,11 @@ def test_gc_pins_a_live_process_again_so_detach_after_its_death_reaches_the_netn
     run_in_exec(pynet, "attach", proc.pid)
     pin = the_container(pynet)["netns"]
     assert not is_pinned(pin)
-    assert pynet.json("gc") == {"removed": [], "errors": []}
+    assert pynet.json("gc") == []
     assert is_pinned(pin)
     proc.kill()
     proc.wait()
-    assert [d["interface"] for d in pynet.json("detach", proc.pid)["detached"]] == ["removed"]
+    assert [d["interface"] for d in pynet.json("detach", proc.pid)] == ["removed"]
     assert pynet.leases("regc") == []
 
 
@@ -155,7 +155,7 @@ def test_detach_repins_a_live_process_whose_pin_was_removed(pynet, host_ns):
     container = the_container(pynet)
     unpin(container["netns"])
     out = pynet.json("detach", container["id"])
-    assert out["detached"] == [{"containerID": container["id"], "network": "rep", "ifname": "eth0",
+    assert out == [{"containerID": container["id"], "network": "rep", "ifname": "eth0",
                                 "interface": "removed"}]
     assert not has_link(proc.pid, "eth0")
     assert bridge_ports(host_ns, bridge) == [] and pynet.leases("rep") == []
@@ -175,7 +175,7 @@ def test_repin_refuses_a_process_that_left_its_namespace(pynet, tmp_path):
     data["netnsInode"] = [data["netnsInode"][0], data["netnsInode"][1] + 1]   # "moved elsewhere"
     record.write_text(json.dumps(data))
     out = pynet.json("detach", proc.pid)
-    assert out["detached"][0]["interface"] == "unknown"
+    assert out[0]["interface"] == "unknown"
     assert has_link(proc.pid, "eth0")    # not touched: it is not the namespace that was attached
     assert pynet.leases("left") == []
 
@@ -192,7 +192,7 @@ def test_detach_with_process_dead_and_pin_gone_releases_host_side_and_says_so(py
     proc.wait()
     res = pynet.run("detach", container["id"])
     assert "detached" not in res.out
-    assert f"released {container['id']} eth0 from dead" in res.out
+    assert f"released {container['name']} ({container['id']}) eth0 from dead" in res.out
     assert "could not be reached" in res.out and f"process {proc.pid} has exited" in res.out
     assert pynet.leases("dead") == [] and "18197" not in host_ns.nft_ruleset()
     assert list((pynet.cache_dir / "results").iterdir()) == [] and pynet.json("ls") == []
@@ -208,7 +208,7 @@ def test_detach_after_kill_with_the_pin_still_there_is_verified(pynet, host_ns):
         proc.kill()
         proc.wait()
         out = pynet.json("detach", proc.pid)
-        assert out["detached"][0]["interface"] == "removed"
+        assert out[0]["interface"] == "removed"
         assert not has_link(f"/proc/self/fd/{fd}", "eth0")
     finally:
         os.close(fd)
@@ -248,8 +248,8 @@ def test_detach_fails_naming_the_interface_that_stayed(pynet, tmp_path):
     assert is_pinned(container["netns"])
     res = pynet.run("detach", container["id"], "--json", ok=False)
     out = json.loads(res.out)
-    assert res.returncode == 1 and [d["interface"] for d in out["detached"]] == ["present"]
-    assert "eth0" in out["error"] and container["id"] in out["error"]
+    assert res.returncode == 1 and [d["interface"] for d in out] == ["present"]
+    assert "eth0" in out[0]["reason"] and container["id"] in out[0]["reason"]
     res = pynet.run("net", "rm", "sticky", "--force", ok=False)
     assert res.returncode == 1 and "eth0 is still in container" in res.err
     assert (pynet.config_dir / "sticky.conflist").exists()
@@ -330,7 +330,7 @@ def test_sigkill_of_the_only_holder_then_gc_is_clean(pynet, host_ns):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     report = pynet.json("gc")
-    assert report["errors"] == [] and [r["ifname"] for r in report["removed"]] == ["eth0"]
+    assert [r["ifname"] for r in report] == ["eth0"]
     assert pynet.leases("gcl") == [] and bridge_ports(host_ns, bridge) == []
     assert pynet.json("ls") == []
 
@@ -348,10 +348,10 @@ def test_reference_plugins_release_attachments_whose_pin_was_lost(ref_pynet, hos
         proc.kill()
         proc.wait()
     out = ref_pynet.json("detach", first.pid)
-    assert [d["interface"] for d in out["detached"]] == ["unknown"]
+    assert [d["interface"] for d in out] == ["unknown"]
     assert ref_pynet.leases("refpin") == ["10.88.0.3"]
     report = ref_pynet.json("gc")
-    assert report["errors"] == [] and [r["addresses"] for r in report["removed"]] == [["10.88.0.3/24"]]
+    assert [r["addresses"] for r in report] == [["10.88.0.3/24"]]
     assert ref_pynet.leases("refpin") == [] and bridge_ports(host_ns, bridge) == []
     assert ref_pynet.json("ls") == [] and list(ref_pynet.netns_dir.iterdir()) == []
 

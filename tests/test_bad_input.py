@@ -180,7 +180,8 @@ def netenv(pynet, tmp_path):
     for key, sub in (("PYNET_CONFIG_DIR", "net.d"), ("PYNET_CACHE_DIR", "cache"), ("PYNET_NETNS_DIR", "netns")):
         os.makedirs(tmp_path / sub, exist_ok=True)
         pynet.env[key] = str(tmp_path / sub)
-    res = pynet("net", "create", "ctrnet", "--subnet", "10.151.8.0/24", "--bridge", "pnbad0", "--gateway")
+    res = pynet("net", "create", "ctrnet", "--subnet", "10.151.8.0/24", "--bridge", "pnbad0", "--gateway",
+                "--disable-dns")
     assert res.returncode == 0, res.err
     return {"leases": tmp_path / "cache" / "networks", "config": tmp_path / "net.d"}
 
@@ -207,10 +208,10 @@ def test_subnet_routed_on_a_live_link_is_refused(pynet, netenv, host_ns):
     assert_clean_failure(res, "10.152.0.0/16", "10.152.3.0/24", "pnroute0")
     assert sorted(os.listdir(netenv["config"])) == ["ctrnet.conflist"]
     # Without --subnet, the free subnet chosen avoids it too.
-    ipr.addr("add", index=idx, address="10.89.0.1", prefixlen=24)
+    ipr.addr("add", index=idx, address="10.200.0.1", prefixlen=24)
     res = pynet("net", "create", "auto", "--json")
     assert res.returncode == 0, res.err
-    assert json.loads(res.out)["config"]["plugins"][0]["ipam"]["ranges"] == [[{"subnet": "10.89.1.0/24"}]]
+    assert json.loads(res.out)[0]["config"]["plugins"][0]["ipam"]["ranges"] == [[{"subnet": "10.200.1.0/24"}]]
 
 
 def test_leases_default_to_the_cache_dir(pynet, netenv):

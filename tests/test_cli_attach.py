@@ -58,7 +58,7 @@ class Pynet:
     def net(self, name, subnet, *extra, version=None):
         version = version or ("1.0.0" if self.cni_path == REFERENCE_PLUGINS else "1.1.0")
         bridge = f"pb{name[-3:]}{os.getpid() % 100000}"[:15]
-        self.run("net", "create", name, "--subnet", subnet, "--bridge", bridge, "--gateway", "--data-dir",
+        self.run("net", "create", name, "--subnet", subnet, "--bridge", bridge, "--gateway", "--disable-dns", "--data-dir",
                  self.data_dir, "--cni-version", version, *extra)
         return bridge
 
@@ -144,7 +144,7 @@ def bridge_ports(host_ns, bridge) -> list[str]:
 # -- networks ---------------------------------------------------------------------------------------------
 def test_net_create_writes_bridge_host_local_conflist(pynet):
     pynet.run("net", "create", "web", "--subnet", "10.61.0.0/24", "--subnet", "fd61::/64", "--bridge", "pnweb0",
-              "--gateway", "--masq", "--port-map")
+              "--gateway", "--masq", "--port-map", "--disable-dns")
     conf = json.loads((pynet.config_dir / "web.conflist").read_text())
     bridge, portmap = conf["plugins"]
     assert conf["name"] == "web" and conf["cniVersion"] == "1.1.0"
@@ -153,9 +153,9 @@ def test_net_create_writes_bridge_host_local_conflist(pynet):
     assert bridge["ipam"]["ranges"] == [[{"subnet": "10.61.0.0/24"}], [{"subnet": "fd61::/64"}]]
     assert {"dst": "0.0.0.0/0"} in bridge["ipam"]["routes"] and {"dst": "::/0"} in bridge["ipam"]["routes"]
     assert portmap == {"type": "portmap", "capabilities": {"portMappings": True}}
-    listed = pynet.json("net", "ls")["networks"]
+    listed = pynet.json("net", "ls")
     assert [(n["name"], n["plugins"], n["attachments"]) for n in listed] == [("web", ["bridge", "portmap"], 0)]
-    assert pynet.json("net", "inspect", "web")["capabilities"] == ["ips", "mac", "portMappings"]
+    assert pynet.json("net", "inspect", "web")[0]["capabilities"] == ["ips", "mac", "portMappings"]
 
 
 def test_net_create_refuses_duplicate_name_and_overlapping_subnet(pynet):
@@ -178,8 +178,8 @@ def test_attach_two_networks_to_one_process(pynet, host_ns):
     br1 = pynet.net("front", "10.64.0.0/24")
     br2 = pynet.net("back", "10.65.0.0/24")
     proc = pynet.sleeper()
-    first = pynet.json("attach", proc.pid, "--net", "front")
-    second = pynet.json("attach", proc.pid, "--net", "back", "--ifname", "eth1")
+    [first] = pynet.json("attach", proc.pid, "--net", "front")
+    [second] = pynet.json("attach", proc.pid, "--net", "back", "--ifname", "eth1")
     assert [ip["address"] for ip in first["ips"]] == ["10.64.0.2/24"]
     assert addresses_in(proc.pid, "eth0") == ["10.64.0.2/24"]
     assert addresses_in(proc.pid, "eth1") == [second["ips"][0]["address"]] == ["10.65.0.2/24"]
@@ -189,9 +189,9 @@ def test_attach_two_networks_to_one_process(pynet, host_ns):
     assert container["pid"] == proc.pid and container["alive"] is True
     assert sorted((a["network"], a["ifname"], tuple(a["addresses"])) for a in container["attachments"]) == \
         [("back", "eth1", ("10.65.0.2/24",)), ("front", "eth0", ("10.64.0.2/24",))]
-    assert pynet.json("inspect", proc.pid)["id"] == container["id"]
+    assert pynet.json("inspect", proc.pid)[0]["id"] == container["id"]
     table = pynet.run("ls").out
-    assert "CONTAINER" in table and "10.64.0.2/24" in table and "yes" in table
+    assert "CONTAINER ID" in table and f"sleep-{proc.pid}" in table and "10.64.0.2/24" in table and "yes" in table
     # the namespace is pinned under the netns dir, named after the container
     assert is_pinned(str(pynet.netns_dir / f"pynet-{container['id']}"))
 
@@ -209,7 +209,7 @@ def test_attach_default_ifname_skips_taken_names(pynet):
 def test_attach_requested_ip_and_mac(pynet):
     pynet.net("fix", "10.68.0.0/24")
     proc = pynet.sleeper()
-    result = pynet.json("attach", proc.pid, "--ip", "10.68.0.77/24", "--mac", "02:42:0a:44:00:4d")
+    [result] = pynet.json("attach", proc.pid, "--ip", "10.68.0.77/24", "--mac", "02:42:0a:44:00:4d")
     assert addresses_in(proc.pid, "eth0") == ["10.68.0.77/24"]
     ctr_if = next(i for i in result["interfaces"] if i.get("sandbox"))
     assert ctr_if["mac"] == "02:42:0a:44:00:4d"
@@ -224,7 +224,7 @@ def test_attach_refuses_process_in_own_netns(pynet):
 
 
 def test_attach_rejects_flags_the_network_cannot_take(pynet):
-    pynet.net("plain", "10.70.0.0/24")
+    pynet.net("plain", "10.70.0.0/24", "--no-port-map")
     proc = pynet.sleeper()
     res = pynet.run("attach", proc.pid, "-p", "8080:80", ok=False)
     assert res.returncode == 1 and "does not accept -p" in res.err
@@ -249,6 +249,8 @@ def test_attach_twice_same_ifname_is_refused(pynet):
     proc = pynet.sleeper()
     pynet.run("attach", proc.pid, "--ifname", "eth3")
     res = pynet.run("attach", proc.pid, "--ifname", "eth3", ok=False)
+    assert res.returncode == 1 and "is already on network 'dup' (eth3)" in res.err
+    res = pynet.run("attach", proc.pid, "--ifname", "eth3", "--force", ok=False)
     assert res.returncode == 1 and "already has eth3" in res.err
 
 
@@ -263,7 +265,7 @@ def test_detach_after_process_was_killed(pynet, host_ns):
     proc.wait()
     assert pynet.json("ls")[0]["alive"] is False
     out = pynet.json("detach", proc.pid)
-    assert out["detached"] == [{"containerID": container["id"], "network": "gone", "ifname": "eth0",
+    assert out == [{"containerID": container["id"], "network": "gone", "ifname": "eth0",
                                 "interface": "removed"}]
     assert bridge_ports(host_ns, bridge) == []
     assert pynet.leases("gone") == []
@@ -330,15 +332,15 @@ def test_gc_after_kill_9_cleans_dead_and_keeps_live(pynet, host_ns):
     os.kill(dead.pid, signal.SIGKILL)
     dead.wait()
     out = pynet.json("gc")
-    assert [(r["network"], r["ifname"], r["addresses"]) for r in out["removed"]] == \
-        [("gcnet", "eth0", ["10.78.0.3/24"])] and out["errors"] == []
+    assert [(r["network"], r["ifname"], r["addresses"]) for r in out] == \
+        [("gcnet", "eth0", ["10.78.0.3/24"])]
     assert pynet.leases("gcnet") == ["10.78.0.2"]
     assert len(bridge_ports(host_ns, bridge)) == 1
     [container] = pynet.json("ls")
     assert container["pid"] == live.pid and container["alive"]
     assert [p.name for p in pynet.netns_dir.iterdir()] == [f"pynet-{container['id']}"]
     assert addresses_in(live.pid, "eth0") == ["10.78.0.2/24"]
-    assert pynet.json("gc")["removed"] == []
+    assert pynet.json("gc") == []
 
 
 def test_status_reports_each_network(pynet):
@@ -401,11 +403,11 @@ def test_published_port_reaches_the_process_and_gc_removes_the_mapping(pynet, ho
 def test_reference_plugins_del_accepts_our_cached_result(ref_pynet, ref_cni, host_ns):
     bridge = ref_pynet.net("refnet", "10.82.0.0/24")
     proc = ref_pynet.sleeper()
-    result = ref_pynet.json("attach", proc.pid)
+    [result] = ref_pynet.json("attach", proc.pid)
     [container] = ref_pynet.json("ls")
     cache_file = ref_pynet.cache_dir / "results" / f"refnet-{container['id']}-eth0"
     cached = json.loads(cache_file.read_text())
-    assert cached["kind"] == "cniCacheV1" and cached["result"] == result
+    assert cached["kind"] == "cniCacheV1" and cached["result"] == {k: v for k, v in result.items() if k not in ("containerID", "name", "network", "ifname")}
     conflist = json.loads(base64.b64decode(cached["config"]))
     assert conflist == json.loads((ref_pynet.config_dir / "refnet.conflist").read_text())
     ref_cni.del_chain(conflist, cached["netns"], cached["result"], container_id=cached["containerId"],
@@ -430,7 +432,7 @@ def test_our_detach_reads_a_cache_entry_another_runtime_wrote(ref_pynet, ref_cni
     [foreign] = ref_pynet.json("ls")
     assert foreign["id"] == cid and foreign["alive"] and foreign["pynet"] is False
     assert foreign["attachments"][0]["addresses"] == ["10.83.0.2/24"]
-    assert ref_pynet.json("gc")["removed"] == []  # its netns still exists: still valid
+    assert ref_pynet.json("gc") == []  # its netns still exists: still valid
     ref_pynet.run("detach", cid)
     assert bridge_ports(host_ns, bridge) == [] and ref_pynet.leases("podnet") == []
     assert ctr.link("eth0") is None
@@ -469,7 +471,7 @@ def test_concurrent_attaches_get_distinct_addresses(pynet):
     pynet.net("par", "10.86.0.0/24")
     procs = [pynet.sleeper() for _ in range(3)]
     with ThreadPoolExecutor(3) as pool:
-        results = list(pool.map(lambda p: pynet.json("attach", p.pid), procs))
+        results = list(pool.map(lambda p: pynet.json("attach", p.pid)[0], procs))
     addresses = sorted(r["ips"][0]["address"] for r in results)
     assert addresses == ["10.86.0.2/24", "10.86.0.3/24", "10.86.0.4/24"]
     assert sorted(addresses_in(p.pid, "eth0")[0] for p in procs) == addresses
@@ -480,16 +482,16 @@ def test_inspect_check_notices_a_removed_interface(pynet):
     pynet.net("chk", "10.87.0.0/24")
     proc = pynet.sleeper()
     pynet.run("attach", proc.pid)
-    [att] = pynet.json("inspect", proc.pid, "--check")["attachments"]
+    [att] = pynet.json("inspect", proc.pid, "--check")[0]["attachments"]
     assert att["check"] == "ok"
     ipr = cni_netns.iproute(f"/proc/{proc.pid}/ns/net")
     try:
         ipr.link("del", index=ipr.link_lookup(ifname="eth0")[0])
     finally:
         ipr.close()
-    res = pynet.run("inspect", proc.pid, "--check", ok=False)
+    res = pynet.run("inspect", proc.pid, "--check", "--json", ok=False)
     assert res.returncode == 1
-    [att] = json.loads(res.out)["attachments"]
+    [att] = json.loads(res.out)[0]["attachments"]
     assert 'failed (check)' in att["check"]
     pynet.run("detach", proc.pid)  # DEL still succeeds with the interface gone
     assert pynet.leases("chk") == []

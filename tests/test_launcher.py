@@ -498,7 +498,7 @@ def netenv(pynet, tmp_path):
         os.makedirs(tmp_path / sub, exist_ok=True)
         pynet.env[key] = str(tmp_path / sub)
     leases = tmp_path / "leases"
-    res = pynet("net", "create", "ctrnet", "--subnet", "10.151.7.0/24", "--bridge", "pnctr0", "--gateway",
+    res = pynet("net", "create", "ctrnet", "--subnet", "10.151.7.0/24", "--bridge", "pnctr0", "--gateway", "--disable-dns",
                 "--port-map", "--data-dir", str(leases))
     assert res.returncode == 0, res.err
     return {"leases": leases, "cache": tmp_path / "cache", "pins": tmp_path / "netns"}
@@ -571,9 +571,9 @@ def test_default_network_is_a_bridge_created_on_first_use(pynet, tmp_path, host_
     os.makedirs(tmp_path / "netns")
     res = pynet("run", "--rm", "--dns", "127.0.0.1", "busybox", "ip", "-o", "-4", "addr", "show", "eth0")
     assert res.returncode == 0, res.err
-    assert "10.88." in res.out
+    assert "10.200." in res.out
     conf = json.load(open(tmp_path / "net.d" / "pynet.conflist"))
-    assert [p["type"] for p in conf["plugins"]] == ["bridge", "portmap"]
+    assert [p["type"] for p in conf["plugins"]] == ["bridge", "portmap", "dnsname"]
     assert conf["plugins"][0]["ipam"]["dataDir"] == str(tmp_path / "leases")
     assert host_ns.link("pynet0") is not None
     assert not [n for n in os.listdir(tmp_path / "leases" / "pynet") if n[0].isdigit()]

@@ -95,7 +95,7 @@ def test_publish_flags_become_port_mappings_in_the_record(spec, entry):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["-p", "80", "busybox"], "invalid -p '80'"),
+    (["-p", "80-81:80", "busybox"], "invalid -p '80-81:80': the host range holds 2 ports, the container range 1"),
     (["-p", "0:80", "busybox"], "invalid -p '0:80': ports must be 1-65535"),
     (["--ip", "10.0.0.300", "busybox"], "invalid --ip '10.0.0.300'"),
     (["--net", "none", "-p", "1:2", "busybox"], "make no sense with --net none"),

@@ -24,7 +24,13 @@ def _find(ref: str):
     try:
         return state.find(ref)
     except state.LookupFailed as exc:
-        raise ContainerError(str(exc), 1) from None
+        msg = str(exc)
+        if msg.startswith("no such container") and len(ref) < 3 and \
+                any(r.id.startswith(ref) for r in state.all_records()):
+            msg += " (an ID prefix needs at least 3 characters)"
+        elif msg.startswith("no such container"):
+            msg += " (a name, an ID or unique ID prefix; `pynet ps -a` lists them)"
+        raise ContainerError(msg, 1) from None
 
 
 def _guard(fn):
@@ -47,13 +53,52 @@ def _age(ts) -> str:
     return f"{secs}s ago"
 
 
+def _attachments(rec) -> list:
+    """The cache entries of every network the container is on (its own and those `pynet network connect`
+    added), [] when it has none."""
+    net = rec.get("network") or {}
+    if not net.get("attachment_id"):
+        return []
+    from pynet.runner import locations
+
+    try:
+        return locations.runner(net.get("runner") or {}).cache.entries(container_id=net["attachment_id"])
+    except Exception:  # noqa: BLE001 - an unreadable cache: the record's own network below
+        return []
+
+
+def _port_text(m: dict) -> str:
+    ip = m.get("hostIP") or "0.0.0.0"
+    return f"{ip}:{m.get('hostPort')}->{m.get('containerPort')}/{m.get('protocol', 'tcp')}"
+
+
 def _row(rec) -> dict:
     st = rec.status()
     status = f"exited ({rec.get('exit_code')})" if st == "exited" else st
+    net = rec.get("network") or {}
+    entries = _attachments(rec) if st == "running" else []
+    if entries:
+        networks = sorted({e.network for e in entries})
+        ips = [ip["address"].split("/")[0] for e in entries for ip in (e.result or {}).get("ips") or []]
+        mappings = [m for e in entries for m in e.capability_args.get("portMappings") or []]
+    else:
+        networks = [net.get("network") or net.get("mode")] if (net.get("network") or net.get("mode")) else []
+        ips = [ip["address"].split("/")[0] for ip in (net.get("result") or {}).get("ips") or []] \
+            if st == "running" else []
+        mappings = list(net.get("publish") or [])
     return {"id": rec.id, "name": rec.get("name"), "image": rec.get("image"),
             "command": " ".join(rec.get("command") or []), "created": rec.get("created"), "status": status,
             "pid": rec.get("pid") if st == "running" else None,
-            "network": (rec.get("network") or {}).get("network") or (rec.get("network") or {}).get("mode")}
+            "network": networks[0] if networks else None, "networks": networks, "ips": ips,
+            "ports": [_port_text(m) for m in mappings]}
+
+
+def _format_row(row: dict) -> dict:
+    """A ps row under Docker's --format field names."""
+    return {"ID": row["id"][:12], "FullID": row["id"], "Name": row["name"], "Names": row["name"],
+            "Image": row["image"], "Command": row["command"], "CreatedAt": _age(row["created"]),
+            "Status": row["status"], "PID": row["pid"] or "", "Networks": row["networks"], "IPs": row["ips"],
+            "Ports": row["ports"]}
 
 
 @_guard
@@ -66,18 +111,52 @@ def cmd_ps(args):
             print(row["id"][:12])
     elif args.json:
         print(json.dumps(rows, indent=2))
+    elif getattr(args, "format", None):
+        from pynet.cli_base import CommandError, print_format
+
+        try:
+            print_format(args.format, [_format_row(r) for r in rows])
+        except CommandError as exc:
+            raise ContainerError(str(exc), 1) from None
     else:
-        fmt = "{:<12}  {:<20}  {:<16}  {:<24}  {:<12}  {:<14}  {}"
-        print(fmt.format("CONTAINER ID", "NAME", "IMAGE", "COMMAND", "CREATED", "STATUS", "PID"))
-        for row in rows:
-            print(fmt.format(row["id"][:12], row["name"][:20], str(row["image"])[:16], row["command"][:24],
-                             _age(row["created"]), row["status"], row["pid"] or ""))
+        from pynet.cli_base import table
+
+        table(["CONTAINER ID", "NAME", "IMAGE", "COMMAND", "CREATED", "STATUS", "NETWORKS", "IPS", "PORTS"],
+              [[r["id"][:12], r["name"], str(r["image"])[:16], r["command"][:24], _age(r["created"]), r["status"],
+                ",".join(r["networks"]), ",".join(r["ips"]), ", ".join(r["ports"])] for r in rows])
+
+
+@_guard
+def cmd_port(args):
+    """`pynet port CONTAINER`: its published ports, Docker's `80/tcp -> 0.0.0.0:32768` lines."""
+    import json
+
+    rec = _find(args.container)
+    entries = _attachments(rec)
+    mappings = [m for e in entries for m in e.capability_args.get("portMappings") or []] if entries else \
+        list((rec.get("network") or {}).get("publish") or [])
+    if args.json:
+        print(json.dumps([{"containerPort": m.get("containerPort"), "protocol": m.get("protocol", "tcp"),
+                           "hostIP": m.get("hostIP") or "0.0.0.0", "hostPort": m.get("hostPort")} for m in mappings],
+                         indent=2))
+        return
+    for m in mappings:
+        print(f"{m.get('containerPort')}/{m.get('protocol', 'tcp')} -> {m.get('hostIP') or '0.0.0.0'}:{m.get('hostPort')}")
 
 
 @_guard
 def cmd_logs(args):
     rec = _find(args.container)
     path = rec.get("log")
+    if getattr(args, "json", False):
+        import json
+
+        text = ""
+        if path:
+            with open(path, "rb") as fh:
+                text = fh.read().decode(errors="replace")
+        print(json.dumps([{"id": rec.id, "name": rec.get("name"), "log": text}], indent=2))
+        return 0
     if not path:
         raise ContainerError(f"container {rec.id[:12]} was not started with -d: its output went to the terminal", 1)
     try:
@@ -100,9 +179,22 @@ def cmd_logs(args):
 
 @_guard
 def cmd_stop(args):
+    done = []
     for ref in args.containers:
-        container.stop(_find(ref), args.time)
-        print(ref)
+        rec = _find(ref)
+        container.stop(rec, args.time)
+        done.append(rec)
+        if not args.json:
+            print(ref)
+    _print_done(args, done, "stopped")
+
+
+def _print_done(args, recs, what: str) -> None:
+    """--json of stop, kill, rm: a list of {id, name, <what>: true}."""
+    if getattr(args, "json", False):
+        import json
+
+        print(json.dumps([{"id": r.id, "name": r.get("name"), what: True} for r in recs], indent=2))
 
 
 def _signal(name: str) -> int:
@@ -167,24 +259,37 @@ def _children(pid: int) -> list[int]:
 @_guard
 def cmd_kill(args):
     sig = _signal(args.signal)
+    done = []
     for ref in args.containers:
+        rec = _find(ref)
+        if rec.status() != "running":
+            raise ContainerError(f"container {ref} is not running ({rec.status()})", 1)
         try:
-            container.signal_container(_find(ref), sig)
+            container.signal_container(rec, sig)
+        except ContainerError as exc:
+            raise ContainerError(str(exc), 1) from None
         except OSError as exc:
-            raise ContainerError(f"cannot send signal {args.signal!r} to {ref}: {exc.strerror}") from None
-        print(ref)
+            raise ContainerError(f"cannot send signal {args.signal!r} to {ref}: {exc.strerror}", 1) from None
+        done.append(rec)
+        if not args.json:
+            print(ref)
+    _print_done(args, done, "signalled")
 
 
 @_guard
 def cmd_rm(args):
-    failed = 0
+    failed, done = 0, []
     for ref in args.containers:
         try:
-            container.remove(_find(ref), force=args.force)
-            print(ref)
+            rec = _find(ref)
+            container.remove(rec, force=args.force)
+            done.append(rec)
+            if not args.json:
+                print(ref)
         except ContainerError as exc:
             _err(str(exc))
             failed = 1
+    _print_done(args, done, "removed")
     return failed
 
 
@@ -233,7 +338,8 @@ def cmd_stats(args):
 def cmd_inspect(args):
     import json
 
-    print(json.dumps([container.inspect(_find(ref)) for ref in args.containers], indent=2, default=str))
+    recs = [_find(ref) for ref in args.containers]
+    print(json.dumps([container.inspect(r) for r in recs], indent=2, default=str))
 
 
 @_guard
@@ -245,29 +351,40 @@ def cmd_gc(args):
 def register(sub) -> None:
     import argparse
 
+    fmt_help = "fields per line: {{.ID}} {{.Name}} {{.Image}} {{.Status}} {{.Networks}} {{.IPs}} {{.Ports}} ..."
     p = sub.add_parser("ps", help="list containers")
     p.add_argument("-a", "--all", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--format", help=fmt_help)
     p.set_defaults(func=cmd_ps)
 
+    p = sub.add_parser("port", help="a container's published ports")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("container", metavar="CONTAINER", help="name, ID or unique ID prefix")
+    p.set_defaults(func=cmd_port)
+
     p = sub.add_parser("logs", help="output of a detached container")
+    p.add_argument("--json", action="store_true")
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("container")
     p.set_defaults(func=cmd_logs)
 
     p = sub.add_parser("stop", help="SIGTERM, then SIGKILL after a timeout")
     p.add_argument("-t", "--time", type=float, default=10.0)
+    p.add_argument("--json", action="store_true")
     p.add_argument("containers", nargs="+")
     p.set_defaults(func=cmd_stop)
 
     p = sub.add_parser("kill", help="send a signal to a container's PID 1")
     p.add_argument("-s", "--signal", default="KILL")
+    p.add_argument("--json", action="store_true")
     p.add_argument("containers", nargs="+")
     p.set_defaults(func=cmd_kill)
 
     p = sub.add_parser("rm", help="remove containers (-f: kill first, also cleans up after a crashed launcher)")
     p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("--json", action="store_true")
     p.add_argument("containers", nargs="+")
     p.set_defaults(func=cmd_rm)
 
@@ -294,5 +411,6 @@ def register(sub) -> None:
     p.add_argument("-a", "--all", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--format", help=fmt_help)
     p.set_defaults(func=cmd_ps)
     ctr.set_defaults(func=lambda a: (ctr.print_help(), 2)[1])

@@ -16,7 +16,15 @@ def _image_guard(fn):
         try:
             return fn(args) or 0
         except images.ImageError as exc:
-            _err(str(exc))
+            msg = str(exc)
+            if "not a tar archive (" in msg:   # tarfile's list of every compression it tried: not the user's terms
+                msg = msg.split(" (", 1)[0] + " (expected a tar, tar.gz/bz2/xz, a rootfs dir or an OCI layout)"
+            if getattr(args, "json", False):
+                import json
+
+                print(json.dumps({"error": msg}))
+            else:
+                _err(msg)
             return 1
     return wrapped
 
@@ -24,6 +32,11 @@ def _image_guard(fn):
 @_image_guard
 def cmd_image_import(args):
     image = images.import_image(args.source, args.name)
+    if args.json:
+        import json
+
+        print(json.dumps([image], indent=2, default=str))
+        return
     print(f"{image['name']} ({len(image['layers'])} layer{'s' if len(image['layers']) != 1 else ''})")
 
 
@@ -63,6 +76,7 @@ def register(sub) -> None:
     p = isub.add_parser("import", help="import a rootfs tar/dir or an OCI image layout (dir or tar)")
     p.add_argument("source")
     p.add_argument("name")
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_image_import)
     p = isub.add_parser("ls", help="list images")
     p.add_argument("--json", action="store_true")

@@ -17,34 +17,39 @@ from .value_objects import Fields
 
 DEFAULT_NETWORK = "pynet"
 DEFAULT_BRIDGE = "pynet0"
-DEFAULT_SUBNET = "10.88.0.0/16"
 
 
 class NetOptions(Fields):
     FIELDS = {"mode": "default",     # "none" | "host" | "default" (the network "pynet") | a network name
               "publish": list,       # ports.PortMapping
               "ip": None, "ifname": "eth0",
+              "aliases": list,       # --network-alias: more DNS names on the network
+
               "config_dir": None, "cache_dir": None, "cni_path": None, "netns_dir": None}
 
     @classmethod
-    def from_flags(cls, mode: str = "default", publish=(), ip: str | None = None, **locations_) -> "NetOptions":
-        """From `pynet run`'s --net, -p values, --ip and location flags; ValueError (ports.PortSpecError,
-        capabilities.CapabilityError) names a bad value."""
+    def from_flags(cls, mode: str = "default", publish=(), ip: str | None = None, aliases=(),
+                   **locations_) -> "NetOptions":
+        """From `pynet run`'s --net, -p values, --ip, --network-alias and location flags; ValueError
+        (ports.PortSpecError, capabilities.CapabilityError) names a bad value. A -p without host port gets
+        a free one here; a host IP that is not an address of this netns is refused."""
         mappings = []
         if publish:   # imported only then: this runs on every `pynet run`'s start-up path
-            from pynet.runner.ports import parse_publish
+            from pynet.runner.ports import assign_host_ports, check_host_ips, parse_publish
 
             mappings = [parse_publish(spec) for spec in publish]
+            check_host_ips(mappings)
+            assign_host_ports(mappings)
         if ip:
             from pynet.runner.capabilities import check_ip
 
             ip = check_ip(ip)
-        return cls(mode=mode, publish=mappings, ip=ip, **locations_)
+        return cls(mode=mode, publish=mappings, ip=ip, aliases=list(aliases or ()), **locations_)
 
     def to_record(self) -> dict:
         """What the container's record keeps: the flags, with the runner's locations resolved now."""
         return {"mode": self.mode, "publish": [p.to_cni() for p in self.publish], "ip": self.ip,
-                "ifname": self.ifname,
+                "ifname": self.ifname, "aliases": list(self.aliases),
                 "runner": locations.resolve(self.config_dir, self.cache_dir, self.cni_path, self.netns_dir)}
 
 
@@ -66,32 +71,37 @@ def preload() -> None:
             pass   # a plugin whose dependency is missing reports that itself when it runs
 
 
-def default_conflist(cni_version: str | None = None, data_dir: str | None = None) -> dict:
+def default_conflist(cni_version: str | None = None, data_dir: str | None = None, dns_dir: str | None = None,
+                     networks=()) -> dict:
     """The default bridge network, like Docker's docker0 / podman's "podman": a gateway bridge with
-    masquerade and port mapping. Leases go to ``data_dir`` (locations.lease_dir), else host-local's
-    default dir unless PYNET_DEFAULT_DATA_DIR."""
-    import ipaddress
-
+    masquerade, port mapping and DNS, over a free /24 of pynet's pool (conflists.free_subnet: clear of
+    podman's and Docker's defaults and of what is routed here). Leases go to ``data_dir``
+    (locations.lease_dir), else host-local's default dir unless PYNET_DEFAULT_DATA_DIR; DNS records to
+    ``dns_dir`` (None: the dnsname plugin's default); ``networks``: those defined already (their subnets
+    are avoided)."""
     from cni_plugins import version as cniversion
-    from pynet.runner.conflists import build_conflist
+    from pynet.dns import plugin_config
+    from pynet.runner.conflists import build_conflist, free_subnet, routed_here, subnets_in_use
 
-    return build_conflist(DEFAULT_NETWORK, [ipaddress.ip_network(DEFAULT_SUBNET)], DEFAULT_BRIDGE, True, True, True,
-                          data_dir or os.environ.get("PYNET_DEFAULT_DATA_DIR"), cni_version or cniversion.CURRENT)
+    return build_conflist(DEFAULT_NETWORK, [free_subnet(subnets_in_use(networks) + [r for r, _ in routed_here()])],
+                          DEFAULT_BRIDGE, True, True, True, data_dir or os.environ.get("PYNET_DEFAULT_DATA_DIR"),
+                          cni_version or cniversion.CURRENT, dns=plugin_config(data_dir=dns_dir))
 
 
-def ensure_default_network(config_dir: str, data_dir: str | None = None) -> str:
+def ensure_default_network(config_dir: str, data_dir: str | None = None, dns_dir: str | None = None) -> str:
     """Writes the default network's conflist when no network of that name exists (first use); its leases
     go to ``data_dir``."""
     import json
 
     from pynet.runner.netconf import list_networks
 
-    if DEFAULT_NETWORK in {n.name for n in list_networks(config_dir)[0]}:
+    networks = list_networks(config_dir)[0]
+    if DEFAULT_NETWORK in {n.name for n in networks}:
         return DEFAULT_NETWORK
     os.makedirs(config_dir, exist_ok=True)
     try:
         with open(os.path.join(config_dir, f"{DEFAULT_NETWORK}.conflist"), "x") as fh:
-            json.dump(default_conflist(data_dir=data_dir), fh, indent=2)
+            json.dump(default_conflist(data_dir=data_dir, dns_dir=dns_dir, networks=networks), fh, indent=2)
             fh.write("\n")
     except FileExistsError:
         pass   # another launcher wrote it first
@@ -101,7 +111,10 @@ def ensure_default_network(config_dir: str, data_dir: str | None = None) -> str:
 def _network_name(atts, mode: str, runner_locations: dict) -> str:
     if mode != "default":
         return mode
-    return ensure_default_network(atts.runner.config_dir, locations.lease_dir(runner_locations))
+    from pynet.runner.conflists import dns_data_dir
+
+    return ensure_default_network(atts.runner.config_dir, locations.lease_dir(runner_locations),
+                                  dns_data_dir(runner_locations))
 
 
 def needs_attach(rec) -> bool:
@@ -113,10 +126,14 @@ def attach(rec, pid: int) -> dict | None:
     net = dict(rec.get("network") or {})
     if net.get("mode") in ("none", "host", None):
         return None
-    return attach_cni(net, pid)
+    return attach_cni(net, pid, rec.get("name"), rec.id)
 
 
-def attach_cni(net: dict, pid: int) -> dict:
+def attach_cni(net: dict, pid: int, container_name: str | None = None, container_id: str | None = None) -> dict:
+    """ADD of the network for process ``pid``, known to the runner as ``container_id`` (the launcher's id:
+    one identity in `pynet ps`, `ls`, `inspect`) and ``container_name``, which the chain gets as CNI_ARGS
+    ``K8S_POD_NAME`` (as podman passes it; dnsname records it), with the --network-alias names as the
+    ``aliases`` capability."""
     from pynet.runner import capabilities
 
     atts = locations.attachments(net.get("runner") or {})
@@ -124,8 +141,15 @@ def attach_cni(net: dict, pid: int) -> dict:
     conf = atts.runner.network(name)
     caps = capabilities.capability_args(net.get("publish"), [net["ip"]] if net.get("ip") else None)
     capabilities.require(conf, caps)
+    if net.get("aliases"):
+        if "aliases" not in conf.capabilities():
+            raise capabilities.CapabilityError(f"network {name!r} resolves no names (no dnsname plugin): "
+                                               "--network-alias needs one")
+        caps["aliases"] = {name: list(net["aliases"])}
+    cni_args = [("IgnoreUnknown", "1"), ("K8S_POD_NAME", container_name)] if container_name else None
     try:
-        container, entry = atts.attach(pid, conf, ifname=net.get("ifname") or "eth0", capability_args=caps or None)
+        container, entry = atts.attach(pid, conf, ifname=net.get("ifname") or "eth0", capability_args=caps or None,
+                                       cni_args=cni_args, name=container_name, container_id=container_id)
     except Exception:
         # The chain undid its own steps; a bridge the network's first ADD made, and its lease folder, go
         # too when nothing else uses the network.
@@ -154,6 +178,10 @@ def detach(rec) -> None:
     except CNIError as err:
         if err.code != 3:   # unknown container: already detached
             raise
+    try:   # networks `pynet network connect` added later go too
+        atts.detach(net["attachment_id"])
+    except CNIError:
+        pass   # none left (code 3), or one that would not go: `pynet gc` collects it
     rec.data["network"] = dict(net, attachment_id=None, detached=True)
     if os.path.exists(rec.path):
         rec.save()

@@ -76,8 +76,15 @@ RUN_OPTIONS = (
                         help="a tmpfs at PATH (OPTS: size=, mode=, uid=, gid=, exec, ...; default noexec,nosuid,nodev)")),
     (("--net", "--network"), dict(dest="net", default="default", help="none, host, or a CNI network name "
                                   "(default: 'pynet', a bridge network created on first use)")),
-    (("-p", "--publish"), dict(action="append", default=[], metavar="[IP:]HOST:CTR[/proto]")),
+    (("-p", "--publish"), dict(action="append", default=[], metavar="[IP:][HOST[-END]:]CTR[-END][/proto]",
+                                help="publish a container port (no HOST: a free one, see `pynet port`)")),
     (("--ip",), dict(help="request this address from the network's IPAM")),
+    (("--network-alias",), dict(action="append", default=[], metavar="NAME",
+                                help="another DNS name of the container on its network")),
+    (("-i", "--interactive"), dict(action="store_true", help="keep stdin attached (it always is)")),
+    (("--entrypoint",), dict(default=None, metavar="CMD", help="not supported yet: give the command after IMAGE")),
+    (("-t", "--tty"), dict(action="store_true", help="accepted for Docker's `-it`: the container uses the "
+                                                     "terminal pynet runs in")),
     (("--dns",), dict(action="append", default=[], help="nameserver for /etc/resolv.conf")),
     (("--config-dir",), dict(default=None, help="network definitions")),
     (("--cache-dir",), dict(default=None, help="libcni cache dir")),
@@ -96,7 +103,12 @@ def parse(argv: list) -> RunOptions:
 
         parser = argparse.ArgumentParser(prog="pynet")
         add_parser(parser.add_subparsers(dest="command", metavar="COMMAND"))
-        args = parser.parse_args(["run", *argv])
+        try:
+            args = parser.parse_args(["run", *argv])
+        except SystemExit as exc:
+            if exc.code == 2:   # a usage error: argparse said which; Docker's status for a run pynet refused
+                raise SystemExit(OptionsError.exit_code) from None
+            raise
     return to_run_options(args)
 
 
@@ -159,6 +171,9 @@ def fast_namespace(argv: list) -> _Namespace | None:
 def to_run_options(args) -> RunOptions:
     """RunOptions from a namespace with RUN_OPTIONS' destinations and ``args`` (IMAGE and command)."""
     rest = list(args.args)
+    if args.entrypoint is not None:
+        raise OptionsError(f"--entrypoint {args.entrypoint!r} is not supported yet: give the whole command after "
+                           "IMAGE (pynet run IMAGE CMD ARGS...)")
     if args.rootfs:
         image, command = None, rest
     else:
@@ -177,10 +192,12 @@ def to_run_options(args) -> RunOptions:
         check_env(item)
     for server in args.dns:
         _check_dns(server)
-    if args.net in ("none", "host") and (args.publish or args.ip):
-        raise OptionsError(f"-p/--ip make no sense with --net {args.net}")
+    if args.net in ("none", "host") and (args.publish or args.ip or args.network_alias):
+        raise OptionsError(f"-p/--ip/--network-alias make no sense with --net {args.net}")
+    _check_dns_names(args)
     try:
         net = network.NetOptions.from_flags(mode=args.net, publish=args.publish, ip=args.ip,
+                                            aliases=args.network_alias,
                                             config_dir=args.config_dir, cache_dir=args.cache_dir,
                                             cni_path=args.cni_path, netns_dir=args.netns_dir)
     except ValueError as exc:   # ports.PortSpecError, capabilities.CapabilityError
@@ -274,6 +291,37 @@ def _check_name(name: str | None) -> None:
     taken = next((r.id for r in state.all_records() if r.id.startswith(name)), None)
     if taken:
         raise OptionsError(f"invalid --name {name!r}: the start of container id {taken[:12]}")
+
+
+def _dns_label(name: str) -> bool:
+    """Whether ``name`` is one DNS label (what the dnsname plugin records: letters, digits, '-', '_')."""
+    return 0 < len(name) <= 63 and name[0] != "-" and name[-1] != "-" and \
+        all(c.isascii() and (c.isalnum() or c in "-_") for c in name)
+
+
+def _check_dns_names(args) -> None:
+    """--network-alias must be DNS labels; so must --name on a network with DNS (checked only for a name
+    that is not one, so the common case reads no network definition)."""
+    for alias in args.network_alias:
+        if not _dns_label(alias):
+            raise OptionsError(f"invalid --network-alias {alias!r}: a DNS name of letters, digits, '-' and '_' "
+                               "(at most 63, not starting or ending with '-')")
+    if not args.name or _dns_label(args.name) or args.net in ("none", "host"):
+        return
+    from pynet.runner import locations
+
+    locs = locations.resolve(args.config_dir, args.cache_dir, args.cni_path, args.netns_dir)
+    try:
+        from pynet.runner.conflists import has_dns
+
+        conf = locations.runner(locs).network(network.DEFAULT_NETWORK if args.net == "default" else args.net)
+        dns = has_dns(conf)
+    except Exception:  # noqa: BLE001 - no such network yet (the default is made with DNS); attach says more
+        dns = args.net == "default"
+    if dns:
+        raise OptionsError(f"invalid --name {args.name!r}: network {args.net if args.net != 'default' else 'pynet'!r} "
+                           "resolves container names, and this is not a DNS name (letters, digits, '-', '_'; "
+                           "at most 63)")
 
 
 def check_env(item: str) -> None:

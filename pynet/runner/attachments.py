@@ -143,6 +143,7 @@ class Container:
     created: float = 0.0
     foreign: bool = False        # known only from cache entries another runtime wrote
     entries: list[CacheEntry] = field(default_factory=list)
+    name: str = ""               # what the user calls it (--name, a `pynet run` name, else <command>-<pid>)
 
     @property
     def alive(self) -> bool:
@@ -152,18 +153,18 @@ class Container:
         return bool(self.pid) and start_time(self.pid) == self.start_time
 
     def to_json(self) -> dict:
-        return {"id": self.id, "pid": self.pid, "startTime": self.start_time, "netns": self.netns,
-                "netnsInode": self.netns_inode, "created": self.created}
+        return {"id": self.id, "name": self.name, "pid": self.pid, "startTime": self.start_time,
+                "netns": self.netns, "netnsInode": self.netns_inode, "created": self.created}
 
     @classmethod
     def from_json(cls, obj: dict) -> "Container":
         return cls(id=obj["id"], pid=int(obj.get("pid") or 0), start_time=obj.get("startTime"),
                    netns=obj.get("netns", ""), netns_inode=list(obj.get("netnsInode") or []),
-                   created=float(obj.get("created") or 0))
+                   created=float(obj.get("created") or 0), name=str(obj.get("name") or ""))
 
     def describe(self) -> dict:
         # reachable: the netns path holds the namespace now (a lost pin is made again by detach or gc)
-        return {"id": self.id, "pid": self.pid or None, "alive": self.alive, "netns": self.netns,
+        return {"id": self.id, "name": self.name or None, "pid": self.pid or None, "alive": self.alive, "netns": self.netns,
                 "reachable": bool(self.netns) and is_pinned(self.netns), "pynet": not self.foreign,
                 "attachments": [describe_entry(e) for e in self.entries]}
 
@@ -199,6 +200,16 @@ class InterfaceStayed(AttachError):
     def __init__(self, done: list[Detached]):
         super().__init__(IO_FAILURE, "; ".join(d.reason for d in done if d.interface == INTERFACE_PRESENT))
         self.done = done
+
+
+def default_name(pid: int) -> str:
+    """The name of a process attached without one: ``<command>-<pid>`` (``sleep-1234``)."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            comm = "".join(ch if ch.isalnum() or ch in "_.-" else "-" for ch in f.read().strip()) or "proc"
+    except OSError:
+        comm = "proc"
+    return f"{comm.strip('-.') or 'proc'}-{pid}"
 
 
 class Attachments:
@@ -268,11 +279,19 @@ class Attachments:
                 return c
         return None
 
+    def container_of_pid(self, pid: int) -> Container | None:
+        """The container process ``pid`` is attached as, if any."""
+        return self._container_of_pid(pid)
+
     def resolve(self, ref: str) -> Container:
-        """A container from a PID or a container ID (pynet's, or any runtime's in the result cache)."""
+        """A container from its name, a PID or a container ID or unique ID prefix (pynet's, or any
+        runtime's in the result cache)."""
         by_id = {c.id: c for c in self.containers()}
         if ref in by_id:
             return by_id[ref]
+        named = [c for c in by_id.values() if c.name and c.name == ref]
+        if named:
+            return named[0]
         if ref.isdigit():
             pid = int(ref)
             c = self._container_of_pid(pid)
@@ -293,7 +312,8 @@ class Attachments:
         if len(prefixed) == 1:
             return by_id[prefixed[0]]
         raise AttachError(UNKNOWN_CONTAINER, f"no container {ref!r}"
-                          + (f" (ambiguous prefix: {sorted(prefixed)})" if prefixed else ""))
+                          + (f" (ambiguous ID prefix: {', '.join(sorted(prefixed))})" if prefixed else
+                             " (a name, an ID or unique ID prefix, or a PID; `pynet ls` lists them)"))
 
     # -- pins --------------------------------------------------------------------------------------
     def _pin(self, pid: int, st: int, ident, target: str) -> bool:
@@ -347,16 +367,17 @@ class Attachments:
             return self._reach(c, entry)
 
     # -- attach --------------------------------------------------------------------------------------
-    def _pin_process(self, pid: int) -> Container:
+    def _pin_process(self, pid: int, name: str | None = None, cid: str | None = None) -> Container:
         st = start_time(pid)
         if st is None:
             raise AttachError(UNKNOWN_CONTAINER, f"no process {pid}")
         ident = attachable_netns(pid)
-        cid = hashlib.sha256(f"{ident[0]}:{ident[1]}:{pid}:{st}".encode()).hexdigest()[:16]
+        cid = cid or hashlib.sha256(f"{ident[0]}:{ident[1]}:{pid}:{st}".encode()).hexdigest()[:16]
         target = os.path.join(self.netns_dir, PIN_PREFIX + cid)
         if not self._pin(pid, st, ident, target):
             raise AttachError(UNKNOWN_CONTAINER, f"process {pid} exited while being attached")
-        c = Container(id=cid, pid=pid, start_time=st, netns=target, netns_inode=list(ident), created=time.time())
+        c = Container(id=cid, pid=pid, start_time=st, netns=target, netns_inode=list(ident), created=time.time(),
+                      name=name or default_name(pid))
         self._save(c)
         return c
 
@@ -370,16 +391,24 @@ class Attachments:
         return next(f"eth{n}" for n in range(1000) if f"eth{n}" not in used)
 
     def attach(self, pid: int, network, ifname: str | None = None, capability_args: dict | None = None,
-               cni_args=None) -> tuple[Container, CacheEntry]:
+               cni_args=None, name: str | None = None, container_id: str | None = None
+               ) -> tuple[Container, CacheEntry]:
+        """``name``/``container_id``: what a process not attached yet is called (default: <command>-<pid>,
+        a hash of its netns and process); a name another container has is refused."""
         with self._locked():
-            return self._attach(pid, network, ifname, capability_args, cni_args)
+            return self._attach(pid, network, ifname, capability_args, cni_args, name, container_id)
 
-    def _attach(self, pid, network, ifname, capability_args, cni_args):
+    def _attach(self, pid, network, ifname, capability_args, cni_args, name=None, container_id=None):
         conf = self.runner.network(network)
         c = self._container_of_pid(pid)
         fresh = c is None
         if fresh:
-            c = self._pin_process(pid)
+            if name:
+                other = next((o for o in self._records() if o.name == name), None)
+                if other is not None:
+                    raise AttachError(INVALID_ENVIRONMENT, f"the name {name!r} is taken by container {other.id} "
+                                      f"(process {other.pid})")
+            c = self._pin_process(pid, name, container_id)
         elif not c.alive and c.pid != pid:
             # Another process of the same (still pinned) namespace now stands for the container.
             c.pid, c.start_time = pid, start_time(pid)
