@@ -214,3 +214,20 @@ def test_any_value_anywhere_gives_a_topology_error_never_a_crash(source):
                 parse(d, base_dir=EXAMPLES)
             except TopologyError:
                 pass
+
+
+def test_port_without_a_host_port_is_refused_naming_it():
+    from pynet.topology import TopologyError, parse
+
+    doc = {"name": "portless", "nodes": {
+        "h1": {"kind": "host", "networks": {"pods": {"cniVersion": "1.0.0", "name": "pods", "plugins": [
+            {"type": "bridge", "bridge": "br-pl", "isGateway": True,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.31.0.0/24"}]]}},
+            {"type": "portmap", "capabilities": {"portMappings": True}}]}}},
+        "c1": {"kind": "container", "host": "h1", "attach": [{"network": "pods", "ports": ["80"]}]}}}
+    try:
+        parse(doc)
+    except TopologyError as exc:
+        assert "'80' has no host port" in str(exc)
+    else:
+        raise AssertionError("a port without a host port was accepted")

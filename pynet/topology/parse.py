@@ -324,10 +324,14 @@ def _port(p: Problems, where: str, port) -> PortMapping | None:
     """A port mapping: a ``-p`` string ("8080:80/tcp") or the CNI portMappings entry {hostPort, containerPort, ...}."""
     if isinstance(port, str):
         try:
-            return parse_publish(port, flag=where)   # the one -p grammar (pynet/runner/ports.py)
+            mapping = parse_publish(port, flag=where)   # the one -p grammar (pynet/runner/ports.py)
         except PortSpecError as exc:
             p.add(where, str(exc).removeprefix(f"invalid {where} "))
             return None
+        if not mapping.host_port:   # `-p 80` picks a free port at run time: a topology's checks need it fixed
+            p.add(where, f"{port!r} has no host port; write HOST:CONTAINER[/tcp|udp]")
+            return None
+        return mapping
     port = _mapping(p, where, port, {"hostPort", "containerPort", "protocol", "hostIP"})
     host_port = _int(p, where + ".hostPort", port.get("hostPort"), 1, 65535)
     container_port = _int(p, where + ".containerPort", port.get("containerPort"), 1, 65535)
