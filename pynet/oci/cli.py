@@ -1,0 +1,328 @@
+"""`pynet-oci`: runc's command line (the part container engines use) over runtime.py.
+
+Errors are printed as runc prints them (one line on stderr, and to --log in text or JSON), exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+
+from . import config as C, runtime
+from .config import OCIError
+
+VERSION = "1.1.5-pynet"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise OCIError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="pynet-oci", description="a runc-compatible OCI runtime (pynet)")
+    p.add_argument("--root", default=runtime.DEFAULT_ROOT, help="state directory (default /run/pynet-oci)")
+    p.add_argument("--log", help="log file (errors go there too)")
+    p.add_argument("--log-format", choices=("text", "json"), default="text")
+    p.add_argument("--debug", action="store_true")
+    p.add_argument("--systemd-cgroup", action="store_true")
+    p.add_argument("--rootless", default="auto")
+    p.add_argument("--criu", help=argparse.SUPPRESS)
+    p.add_argument("-v", "--version", action="store_true")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    c = sub.add_parser("create")
+    _create_flags(c)
+    r = sub.add_parser("run")
+    _create_flags(r)
+    r.add_argument("-d", "--detach", action="store_true")
+    for name in ("start", "state", "pause", "resume", "events"):
+        sub.add_parser(name).add_argument("id")
+    k = sub.add_parser("kill")
+    k.add_argument("id")
+    k.add_argument("signal", nargs="?", default="TERM")
+    k.add_argument("-a", "--all", action="store_true")
+    d = sub.add_parser("delete")
+    d.add_argument("-f", "--force", action="store_true")
+    d.add_argument("id")
+    e = sub.add_parser("exec")
+    e.add_argument("-p", "--process")
+    e.add_argument("-t", "--tty", action="store_true")
+    e.add_argument("-d", "--detach", action="store_true")
+    e.add_argument("--pid-file")
+    e.add_argument("--console-socket")
+    e.add_argument("-e", "--env", action="append", default=[])
+    e.add_argument("--cwd")
+    e.add_argument("-u", "--user")
+    e.add_argument("id")
+    e.add_argument("cmd", nargs=argparse.REMAINDER)
+    ps = sub.add_parser("ps")
+    ps.add_argument("-f", "--format", choices=("table", "json"), default="table")
+    ps.add_argument("id")
+    ps.add_argument("ps_args", nargs=argparse.REMAINDER)
+    ls = sub.add_parser("list")
+    ls.add_argument("-f", "--format", choices=("table", "json"), default="table")
+    ls.add_argument("-q", "--quiet", action="store_true")
+    sub.add_parser("features")
+    s = sub.add_parser("spec")
+    s.add_argument("-b", "--bundle", default=".")
+    s.add_argument("--rootless", action="store_true")
+    return p
+
+
+def _create_flags(p) -> None:
+    p.add_argument("-b", "--bundle", default=".")
+    p.add_argument("--pid-file")
+    p.add_argument("--console-socket")
+    p.add_argument("--no-pivot", action="store_true")
+    p.add_argument("--no-new-keyring", action="store_true")
+    p.add_argument("--preserve-fds", type=int, default=0)
+    p.add_argument("id")
+
+
+def _log(args, level: str, msg: str) -> None:
+    path = getattr(args, "log", None)
+    if not path:
+        return
+    try:
+        with open(path, "a") as fh:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            if args.log_format == "json":
+                fh.write(json.dumps({"level": level, "msg": msg, "time": stamp}) + "\n")
+            else:
+                fh.write(f"time=\"{stamp}\" level={level} msg={json.dumps(msg)}\n")
+    except OSError:
+        pass
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = argparse.Namespace(log=None, log_format="text")
+    try:
+        args = _parser().parse_args(argv)
+        if args.version:
+            print(f"pynet-oci version {VERSION}\nspec: {C.OCI_VERSION}")
+            return 0
+        if args.systemd_cgroup:
+            raise OCIError("--systemd-cgroup is not supported: there is no systemd here (use cgroupfs)")
+        if not args.command:
+            raise OCIError("no command given (create, start, state, kill, delete, run, exec, ps, pause, "
+                           "resume, list, features, spec)")
+        return COMMANDS[args.command](args) or 0
+    except OCIError as exc:
+        _log(args, "error", str(exc))
+        print(str(exc), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _check_console(args) -> None:
+    if getattr(args, "console_socket", None):
+        raise OCIError("--console-socket: terminals are not supported yet")
+
+
+def _create(args) -> int:
+    _check_console(args)
+    runtime.create(args.root, args.id, args.bundle, args.pid_file, args.no_pivot)
+    return 0
+
+
+def _start(args) -> int:
+    runtime.start(args.root, args.id)
+    return 0
+
+
+def _state(args) -> int:
+    print(json.dumps(runtime.Container.load(args.root, args.id).state(), indent=2))
+    return 0
+
+
+def _kill(args) -> int:
+    runtime.kill(args.root, args.id, runtime.parse_signal(args.signal), args.all)
+    return 0
+
+
+def _delete(args) -> int:
+    runtime.delete(args.root, args.id, args.force)
+    return 0
+
+
+def _run(args) -> int:
+    """create + start; waits for the container (a child: this process is a subreaper) and deletes it."""
+    _check_console(args)
+    c = runtime.create(args.root, args.id, args.bundle, args.pid_file, args.no_pivot, subreaper=not args.detach)
+    pid = c.data["pid"]
+    try:
+        runtime.start(args.root, args.id)
+    except OCIError:
+        runtime.delete(args.root, args.id, force=True)
+        raise
+    if args.detach:
+        return 0
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, lambda signum, _f: runtime._kill_quiet(pid, signum))
+    code = 255
+    while True:
+        try:
+            got, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        if got == pid:
+            code = os.waitstatus_to_exitcode(status)
+            code = 128 - code if code < 0 else code
+            break
+    runtime.delete(args.root, args.id, force=True)
+    return code
+
+
+def _exec(args) -> int:
+    from pynet.launcher import cgroups, namespaces, security
+
+    if args.tty or args.console_socket:
+        raise OCIError("exec --tty: terminals are not supported yet")
+    if args.detach or args.pid_file:
+        raise OCIError("exec --detach/--pid-file: not supported yet")
+    c = runtime.Container.load(args.root, args.id)
+    if c.status() not in ("running", "created"):
+        raise OCIError(f"cannot exec in a stopped container")
+    if args.process:
+        try:
+            with open(args.process) as fh:
+                process = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise OCIError(f"--process {args.process}: {exc}") from None
+        if not isinstance(process, dict):
+            raise OCIError(f"--process {args.process}: expected a JSON object")
+    else:
+        if not args.cmd:
+            raise OCIError("exec: no command given (CMD or --process)")
+        process = dict(c.data["process"], args=args.cmd, terminal=False)
+        process["env"] = list(process.get("env") or ()) + args.env
+        if args.cwd:
+            process["cwd"] = args.cwd
+        if args.user:
+            uid, _, gid = args.user.partition(":")
+            process["user"] = {"uid": int(uid), "gid": int(gid or 0)}
+    C.check_process(process, "process.")
+    user = process.get("user") or {}
+    spec = namespaces.ProcessSpec(
+        argv=process["args"], env=dict(i.partition("=")[::2] for i in process.get("env") or ()),
+        cwd=process.get("cwd") or "/", hostname="", caps=C.cap_names(process, "effective"),
+        seccomp=c.data.get("seccomp") or "unconfined", nnp=bool(process.get("noNewPrivileges")), init=False,
+        userns=None, new_net=False, rootfs=None, rlimits=C.rlimits(process),
+        user=security.User(uid=user.get("uid", 0), gid=user.get("gid", 0),
+                           groups=list(user.get("additionalGids") or ())))
+    return namespaces.join(c.data["pid"], spec, cgroups.from_paths(c.data["cgroups"]).join)
+
+
+def _ps(args) -> int:
+    import subprocess
+
+    pids = runtime.ps(args.root, args.id)
+    if args.format == "json":
+        print(json.dumps(pids))
+        return 0
+    out = subprocess.run(["ps", *(args.ps_args or ["-ef"])], capture_output=True, text=True)
+    lines = out.stdout.splitlines()
+    if not lines:
+        raise OCIError(f"ps: {out.stderr.strip()}")
+    header = lines[0].split()
+    col = header.index("PID") if "PID" in header else 1
+    print(lines[0])
+    for line in lines[1:]:
+        fields = line.split()
+        if len(fields) > col and fields[col].isdigit() and int(fields[col]) in pids:
+            print(line)
+    return 0
+
+
+def _pause(args) -> int:
+    runtime.pause(args.root, args.id)
+    return 0
+
+
+def _resume(args) -> int:
+    runtime.resume(args.root, args.id)
+    return 0
+
+
+def _list(args) -> int:
+    items = [c.state() for c in runtime.list_all(args.root)]
+    if args.quiet:
+        for s in items:
+            print(s["id"])
+    elif args.format == "json":
+        print(json.dumps(items))
+    else:
+        print(f"{'ID':<20} {'PID':<8} {'STATUS':<10} {'BUNDLE':<40} {'CREATED':<32} OWNER")
+        for s in items:
+            print(f"{s['id']:<20} {s['pid']:<8} {s['status']:<10} {s['bundle']:<40} {s['created']:<32} root")
+    return 0
+
+
+def _events(args) -> int:
+    raise OCIError("events: not supported yet")
+
+
+def _features(args) -> int:
+    from pynet.launcher import seccomp_profile, security
+
+    print(json.dumps({
+        "ociVersionMin": "1.0.0", "ociVersionMax": C.OCI_VERSION,
+        "hooks": list(C.HOOK_KINDS),
+        "mountOptions": sorted(set(C.MOUNT_FLAGS) | set(C.PROPAGATION)),
+        "linux": {
+            "namespaces": list(C.NAMESPACES),
+            "capabilities": [f"CAP_{c}" for c in security.CAPABILITIES[: security.last_cap() + 1]],
+            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
+            "seccomp": {"enabled": security.seccomp_available(), "actions": list(seccomp_profile.ACTIONS),
+                        "operators": list(seccomp_profile.OPERATORS)},
+            "apparmor": {"enabled": False}, "selinux": {"enabled": False},
+        },
+        "annotations": {"io.github.pynet.oci.terminal": "unsupported"},
+    }, indent=2))
+    return 0
+
+
+def _spec(args) -> int:
+    path = os.path.join(args.bundle, "config.json")
+    if os.path.exists(path):
+        raise OCIError(f"File {path} exists. Remove it first")
+    with open(path, "w") as fh:
+        json.dump(C.default_spec(), fh, indent=2)
+        fh.write("\n")
+    return 0
+
+
+COMMANDS = {"create": _create, "start": _start, "state": _state, "kill": _kill, "delete": _delete,
+            "run": _run, "exec": _exec, "ps": _ps, "pause": _pause, "resume": _resume, "list": _list,
+            "events": _events, "features": _features, "spec": _spec}
+
+
+_SCRIPT = """#!{python} -IS
+# pynet-oci, started without site; written by pynet.oci.cli.write_script.
+import sys
+sys.path[1:1] = {paths!r}
+from pynet.oci.cli import main
+sys.exit(main())
+"""
+
+
+def write_script(path: str) -> str:
+    """The lean `pynet-oci` executable (as cni_install.write_script writes `pynet`)."""
+    from pynet.cni_install import atomic_write, import_paths, interpreter
+
+    atomic_write(path, _SCRIPT.format(python=interpreter(), paths=import_paths()), mode=0o755)
+    os.chmod(path, 0o755)
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())

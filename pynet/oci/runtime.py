@@ -1,0 +1,365 @@
+"""The runtime's operations on containers kept under ``--root`` (one directory per id: state.json and,
+until `start`, exec.fifo). Each function raises config.OCIError with runc's wording where engines read it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import time
+
+from cni_plugins import syscalls
+from pynet.launcher import cgroups, devices as ldevices, security
+
+from . import config as C, hooks
+from .config import OCIError
+from .init import Plan, launch
+
+DEFAULT_ROOT = "/run/pynet-oci"
+_ID = re.compile(r"^[\w+\-.]+$")
+
+
+class Container:
+    def __init__(self, root: str, cid: str):
+        self.root, self.id = root, cid
+        self.dir = os.path.join(root, cid)
+        self.fifo = os.path.join(self.dir, "exec.fifo")
+
+    @classmethod
+    def load(cls, root: str, cid: str) -> "Container":
+        check_id(cid)
+        c = cls(root, cid)
+        try:
+            with open(os.path.join(c.dir, "state.json")) as fh:
+                c.data = json.load(fh)
+        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+            raise OCIError(f"container does not exist: {cid}") from None
+        return c
+
+    def save(self) -> None:
+        tmp = os.path.join(self.dir, "state.json.tmp")
+        with open(tmp, "w") as fh:
+            json.dump(self.data, fh)
+        os.replace(tmp, os.path.join(self.dir, "state.json"))
+
+    @property
+    def cgroups(self) -> cgroups.ContainerCgroups:
+        return cgroups.from_paths(self.data.get("cgroups") or {})
+
+    def alive(self) -> bool:
+        return syscalls.is_alive(self.data.get("pid"), self.data.get("pid_start"))
+
+    def status(self) -> str:
+        if not self.alive():
+            return "stopped"
+        if os.path.exists(self.fifo):
+            return "created"
+        return "paused" if frozen(self.cgroups) else "running"
+
+    def state(self) -> dict:
+        st = self.status()
+        d = self.data
+        return {"ociVersion": d["ociVersion"], "id": self.id, "pid": d["pid"] if st != "stopped" else 0,
+                "status": st, "bundle": d["bundle"], "rootfs": d["rootfs"], "created": d["created"],
+                "owner": "", "annotations": d.get("annotations") or {}}
+
+
+def check_id(cid: str) -> None:
+    if not cid or not _ID.match(cid) or cid in (".", ".."):
+        raise OCIError(f"invalid id format: {cid!r}")
+
+
+def _now() -> str:
+    ns = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
+
+
+# -- create ----------------------------------------------------------------------------------------------
+def _limits(res: dict) -> cgroups.Limits:
+    mem = (res.get("memory") or {}).get("limit")
+    pids = (res.get("pids") or {}).get("limit")
+    cpu = res.get("cpu") or {}
+    return cgroups.Limits(memory=mem if mem and mem > 0 else None, pids=pids if pids and pids > 0 else None,
+                          cpus=None, cpuset_cpus=cpu.get("cpus") or None)
+
+
+def _device_rules(res: dict) -> list:
+    """linux.resources.devices (deny all, then allows: what engines send) on top of the launcher's default
+    allowlist; a deny of a single device is not supported yet."""
+    rules = list(ldevices.DEFAULT_RULES)
+    for n, dev in enumerate(res.get("devices") or ()):
+        kind = dev.get("type", "a")
+        if not dev["allow"]:
+            if kind == "a" and dev.get("major") is None and dev.get("minor") is None:
+                continue   # deny all: the allowlist's default
+            raise OCIError(f"config.json: linux.resources.devices[{n}] {json.dumps(dev)}: denying a single "
+                           "device is not supported yet (only deny-all, then allow rules)")
+        access = "".join(c for c in "rwm" if c in dev.get("access", "rwm"))
+        rules.append(ldevices.Rule(kind, dev.get("major"), dev.get("minor"), access))
+    return rules
+
+
+def _cpu_extras(cg: cgroups.ContainerCgroups, cpu: dict) -> None:
+    path = cg.controller("cpu")
+    if not path:
+        if any(cpu.get(k) for k in ("shares", "quota", "period")):
+            raise OCIError("linux.resources.cpu: no cpu cgroup controller here")
+        return
+    v2 = os.path.exists(os.path.join(path, "cpu.max"))
+    try:
+        if cpu.get("shares"):
+            if v2:   # runc's conversion of shares to weight
+                cgroups._write(os.path.join(path, "cpu.weight"), 1 + ((cpu["shares"] - 2) * 9999) // 262142)
+            else:
+                cgroups._write(os.path.join(path, "cpu.shares"), cpu["shares"])
+        quota, period = cpu.get("quota"), cpu.get("period")
+        if quota or period:
+            if v2:
+                cgroups._write(os.path.join(path, "cpu.max"),
+                               f"{quota if quota and quota > 0 else 'max'} {period or 100000}")
+            else:
+                if period:
+                    cgroups._write(os.path.join(path, "cpu.cfs_period_us"), period)
+                if quota:
+                    cgroups._write(os.path.join(path, "cpu.cfs_quota_us"), quota)
+    except OSError as exc:
+        raise OCIError(f"linux.resources.cpu {json.dumps(cpu)}: {os.path.basename(exc.filename or '')}: "
+                       f"{exc.strerror}") from None
+
+
+def _cgroup_rel(cid: str, linux: dict) -> str:
+    path = linux.get("cgroupsPath")
+    if not path:
+        return f"pynet-oci/{cid}"
+    if ":" in path:
+        raise OCIError(f"config.json: linux.cgroupsPath {path!r}: systemd slice:prefix:name paths need "
+                       "--systemd-cgroup, which is not supported (no systemd here)")
+    parts = [p for p in path.split("/") if p]
+    if not parts or ".." in parts:
+        raise OCIError(f"config.json: linux.cgroupsPath {path!r}: expected a path like /parent/name")
+    return "/".join(parts)
+
+
+def create(root: str, cid: str, bundle: str, pid_file: str | None = None, no_pivot: bool = False,
+           subreaper: bool = False) -> Container:
+    check_id(cid)
+    conf = C.load(bundle)
+    if conf.get("process") is None:
+        raise OCIError("config.json: process: missing (the container needs a process to run)")
+    linux = conf.get("linux") or {}
+    res = linux.get("resources") or {}
+    rules = _device_rules(res)
+    rel = _cgroup_rel(cid, linux)
+    filt = None
+    if linux.get("seccomp"):
+        try:
+            filt = security.build_seccomp_filter(linux["seccomp"], C.cap_names(conf["process"], "effective"))
+        except (security.SecurityError, RuntimeError, ValueError) as exc:
+            raise OCIError(f"config.json: linux.seccomp: {exc}") from None
+    os.makedirs(root, mode=0o711, exist_ok=True)
+    c = Container(root, cid)
+    try:
+        os.mkdir(c.dir, 0o711)
+    except FileExistsError:
+        raise OCIError(f"container with id exists: {cid}") from None
+    cg = None
+    pid = None
+    try:
+        os.mkfifo(c.fifo, 0o622)
+        try:
+            cg = cgroups.create(cid, _limits(res), rel=rel, rules=rules)
+        except (cgroups.CgroupError, OSError) as exc:
+            raise OCIError(f"cgroups: {exc}") from None
+        _cpu_extras(cg, res.get("cpu") or {})
+        c.data = {"ociVersion": conf["ociVersion"], "id": cid, "pid": 0, "pid_start": None,
+                  "bundle": conf["_bundle"], "rootfs": conf["_rootfs"], "created": _now(),
+                  "annotations": conf.get("annotations") or {}, "cgroups": cg.paths,
+                  "hooks": conf.get("hooks") or {}, "process": conf["process"],
+                  "seccomp": linux.get("seccomp"),
+                  "not_applied": {k: conf["process"][k] for k in ("apparmorProfile", "selinuxLabel")
+                                  if conf["process"].get(k)}}
+        if subreaper:
+            syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+
+        def on_namespaces(init_pid: int) -> None:
+            c.data.update(pid=init_pid, pid_start=syscalls.proc_start_time(init_pid))
+            c.save()
+            st = dict(c.state(), status="created")
+            hooks.run(conf, "prestart", st)
+            hooks.run(conf, "createRuntime", st)
+
+        try:
+            pid = launch(Plan(conf, c.dir, no_pivot, filt), cg.join, on_namespaces)
+        except OCIError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - LaunchError, OSError
+            raise OCIError(f"container init: {exc}") from None
+        if pid_file:
+            tmp = pid_file + ".tmp"
+            with open(tmp, "w") as fh:
+                fh.write(str(pid))
+            os.replace(tmp, pid_file)
+        return c
+    except BaseException:
+        if pid:
+            _kill_quiet(pid, signal.SIGKILL)
+        if cg is not None:
+            try:
+                cg.remove()
+            except cgroups.CgroupError:
+                pass
+        shutil.rmtree(c.dir, ignore_errors=True)
+        raise
+
+
+def _kill_quiet(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+# -- start, state, kill, delete --------------------------------------------------------------------------
+def start(root: str, cid: str) -> Container:
+    c = Container.load(root, cid)
+    st = c.status()
+    if st == "stopped":
+        raise OCIError("cannot start a container that has stopped")
+    if st != "created":
+        raise OCIError("cannot start an already running container")
+    fd = os.open(c.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        while True:
+            try:
+                if os.read(fd, 1):
+                    break
+            except BlockingIOError:
+                pass
+            if not c.alive():
+                raise OCIError("cannot start a container that has stopped")
+            time.sleep(0.001)
+    finally:
+        os.close(fd)
+        try:
+            os.unlink(c.fifo)
+        except FileNotFoundError:
+            pass
+    hooks.run(c.data, "poststart", dict(c.state(), status="running"))
+    return c
+
+
+SIGNALS = {name[3:]: getattr(signal, name) for name in dir(signal)
+           if name.startswith("SIG") and not name.startswith("SIG_") and isinstance(getattr(signal, name), int)}
+
+
+def parse_signal(text: str) -> int:
+    t = text.upper().removeprefix("SIG")
+    if text.isdigit() and 0 < int(text) < 65:
+        return int(text)
+    if t in SIGNALS:
+        return SIGNALS[t]
+    raise OCIError(f"unknown signal {text!r}")
+
+
+def kill(root: str, cid: str, sig: int, all_: bool = False) -> None:
+    c = Container.load(root, cid)
+    if c.status() == "stopped":
+        raise OCIError("container not running")
+    pids = c.cgroups.pids() if all_ else {c.data["pid"]}
+    for pid in pids:
+        _kill_quiet(pid, sig)
+    if all_ and frozen(c.cgroups) and sig == signal.SIGKILL:
+        freeze(c.cgroups, False)
+
+
+def delete(root: str, cid: str, force: bool = False) -> None:
+    try:
+        c = Container.load(root, cid)
+    except OCIError:
+        if force:
+            return   # runc: `delete --force` of an unknown id succeeds
+        raise
+    st = c.status()
+    if st in ("running", "paused") and not force:
+        raise OCIError(f"cannot delete container {cid} that is not stopped: {st}")
+    cg = c.cgroups
+    if st != "stopped":
+        freeze(cg, False)
+        _kill_quiet(c.data["pid"], signal.SIGKILL)
+        cg.kill_all()
+        deadline = time.monotonic() + 5
+        while c.alive() and time.monotonic() < deadline:
+            time.sleep(0.005)
+    errors = []
+    try:
+        cg.remove()
+    except cgroups.CgroupError as exc:
+        errors.append(str(exc))
+    try:
+        hooks.run(c.data, "poststop", dict(c.state(), status="stopped"))
+    except OCIError as exc:
+        errors.append(str(exc))   # runc only warns; the container goes anyway
+    shutil.rmtree(c.dir, ignore_errors=True)
+    if errors:
+        raise OCIError("; ".join(errors))
+
+
+# -- freezer, ps, list -----------------------------------------------------------------------------------
+def _freezer(cg: cgroups.ContainerCgroups) -> tuple[str, str, str, str] | None:
+    """(file, frozen value, thawed value, reading when frozen) of the container's freezer."""
+    if cg.paths.get("freezer"):
+        return os.path.join(cg.paths["freezer"], "freezer.state"), "FROZEN", "THAWED", "FROZEN"
+    if cg.paths.get("unified") and os.path.exists(os.path.join(cg.paths["unified"], "cgroup.freeze")):
+        return os.path.join(cg.paths["unified"], "cgroup.freeze"), "1", "0", "1"
+    return None
+
+
+def frozen(cg: cgroups.ContainerCgroups) -> bool:
+    fz = _freezer(cg)
+    return bool(fz) and cgroups._read(fz[0]) == fz[3]
+
+
+def freeze(cg: cgroups.ContainerCgroups, on: bool) -> None:
+    fz = _freezer(cg)
+    if fz is None:
+        if on:
+            raise OCIError("no freezer cgroup for this container")
+        return
+    try:
+        cgroups._write(fz[0], fz[1] if on else fz[2])
+        deadline = time.monotonic() + 5
+        while on and cgroups._read(fz[0]) != fz[3] and time.monotonic() < deadline:
+            time.sleep(0.002)
+    except OSError as exc:
+        raise OCIError(f"{fz[0]}: {exc.strerror}") from None
+
+
+def pause(root: str, cid: str) -> None:
+    c = Container.load(root, cid)
+    if c.status() != "running":
+        raise OCIError("container not running")
+    freeze(c.cgroups, True)
+
+
+def resume(root: str, cid: str) -> None:
+    c = Container.load(root, cid)
+    if c.status() != "paused":
+        raise OCIError("container not paused")
+    freeze(c.cgroups, False)
+
+
+def ps(root: str, cid: str) -> list[int]:
+    c = Container.load(root, cid)
+    return sorted(c.cgroups.pids())
+
+
+def list_all(root: str) -> list[Container]:
+    out = []
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else ():
+        try:
+            out.append(Container.load(root, name))
+        except OCIError:
+            continue
+    return out
