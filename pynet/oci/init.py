@@ -37,6 +37,9 @@ class Plan:
         self.process = conf.get("process") or {}
         self.ns = C.namespaces(conf)
         self.fifo = os.path.join(state_dir, "exec.fifo")
+        # Opened here (O_PATH), reopened for writing by the init through /proc/self/fd: container root in
+        # a user namespace may not be able to walk to the state directory.
+        self.fifo_fd = os.open(self.fifo, os.O_PATH | os.O_CLOEXEC)
 
     def new_flags(self) -> int:
         flags = 0
@@ -76,12 +79,17 @@ def launch(plan: Plan, join_cgroups, on_namespaces) -> int:
         os.waitpid(stage1, 0)
         stage1 = None
         on_namespaces(pid)
-        os.write(w_sync, b"H")
+        try:
+            os.write(w_sync, b"H")
+        except BrokenPipeError:
+            pass   # the init failed already: its report says why
         msg = lns._read(report)
         if not msg.get("created"):
             lns._fail(msg)
+        os.close(plan.fifo_fd)
         return pid
     except BaseException:
+        os.close(plan.fifo_fd)
         for p in (stage1, pid):
             if p:
                 try:
@@ -135,7 +143,7 @@ def _init(plan: Plan, sync_fd: int, report_fd: int) -> None:
     root = conf["_rootfs"]
     if plan.ns.get("mount", "") is None:
         _mount_rootfs(plan, root)
-    fifo_fd = os.open(plan.fifo, os.O_PATH | os.O_CLOEXEC)
+    fifo_fd = plan.fifo_fd
     lns._wait_byte(sync_fd, b"H")
     state = {"ociVersion": conf["ociVersion"], "id": os.path.basename(plan.state_dir), "status": "created",
              "pid": 0, "bundle": conf["_bundle"], "annotations": conf.get("annotations") or {}}
@@ -157,12 +165,12 @@ def _init(plan: Plan, sync_fd: int, report_fd: int) -> None:
     lns._report(report_fd, {"created": True})
     os.close(sync_fd)
     os.close(report_fd)
-    # Blocks until `start` opens the fifo for reading.
-    fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
-    os.write(fd, b"0")
-    os.close(fd)
-    os.close(fifo_fd)
     try:
+        # Blocks until `start` opens the fifo for reading.
+        fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        os.write(fd, b"0")
+        os.close(fd)
+        os.close(fifo_fd)
         hooks.run(conf, "startContainer", dict(state, status="running", pid=os.getpid()))
         exec_process(plan.process, plan.filt)
     except BaseException as exc:  # noqa: BLE001 - nobody listens on the report pipe any more: stderr

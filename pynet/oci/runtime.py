@@ -142,6 +142,14 @@ def _cgroup_rel(cid: str, linux: dict) -> str:
     return "/".join(parts)
 
 
+def _host_id(linux: dict, key: str) -> int:
+    """The host id of container root (0 without a mapping for it)."""
+    for m in linux.get(key) or ():
+        if m["containerID"] <= 0 < m["containerID"] + m["size"]:
+            return m["hostID"] - m["containerID"]
+    return 0
+
+
 def create(root: str, cid: str, bundle: str, pid_file: str | None = None, no_pivot: bool = False,
            subreaper: bool = False) -> Container:
     check_id(cid)
@@ -168,6 +176,9 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, no_piv
     pid = None
     try:
         os.mkfifo(c.fifo, 0o622)
+        os.chmod(c.fifo, 0o622)   # not the umask's: the init may be another uid (user namespace)
+        root_id = _host_id(linux, "uidMappings"), _host_id(linux, "gidMappings")
+        os.chown(c.fifo, *root_id)
         try:
             cg = cgroups.create(cid, _limits(res), rel=rel, rules=rules)
         except (cgroups.CgroupError, OSError) as exc:
