@@ -443,3 +443,46 @@ def test_features_and_list(oci):
             and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+# -- engines ----------------------------------------------------------------------------------------------
+@pytest.fixture
+def podman_oci(host_ns, tmp_path):
+    """Debian's podman 4.3 fenced into temp dirs as tests/test_podman.py fences it, with --runtime pynet-oci
+    and no network (no CNI plugins involved)."""
+    import fcntl
+
+    from tests.podman.harness import Podman, missing_requirements
+
+    reason = missing_requirements()
+    if reason:
+        pytest.skip(f"podman test needs {reason}")
+    with open("/tmp/pynet-podman-test.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        pm = Podman(host_ns, str(tmp_path))
+        argv = pm.argv
+        pm.argv = lambda *a: [OCI if x == "runc" else x for x in argv(*a)]
+        try:
+            pm.import_busybox()
+            yield pm
+        finally:
+            notes = pm.teardown()
+            assert not notes, notes
+
+
+def test_podman_runs_containers_through_pynet_oci(podman_oci):
+    pm = podman_oci
+    run = ("run", "--network", "none", "--cgroup-parent", pm.cgroup_parent)
+    assert pm.out("info", "--format", "{{.Host.OCIRuntime.Path}}") == OCI
+    res = pm(*run, "--rm", "pynet-busybox", "echo", "hi")
+    assert res.stdout == b"hi\n"
+    assert pm(*run, "--rm", "pynet-busybox", "sh", "-c", "exit 3", check=False).returncode == 3
+    cid = pm.out(*run, "-d", "--hostname", "pmbox", "pynet-busybox", "sleep", "60")
+    assert pm.out("exec", cid, "hostname") == "pmbox"            # exec --detach --pid-file --process
+    assert "sleep 60" in pm.out("top", cid)
+    pm("pause", cid)
+    assert pm.out("inspect", "--format", "{{.State.Status}}", cid) == "paused"
+    pm("unpause", cid)
+    assert pm.out("inspect", "--format", "{{.State.Status}}", cid) == "running"
+    pm("rm", "-f", "-t", "0", cid)
+    assert pm.out("ps", "-a", "-q") == ""

@@ -183,15 +183,9 @@ def _run(args) -> int:
 
 
 def _exec(args) -> int:
-    from pynet.launcher import cgroups, namespaces, security
-
     if args.tty or args.console_socket:
         raise OCIError("exec --tty: terminals are not supported yet")
-    if args.detach or args.pid_file:
-        raise OCIError("exec --detach/--pid-file: not supported yet")
     c = runtime.Container.load(args.root, args.id)
-    if c.status() not in ("running", "created"):
-        raise OCIError(f"cannot exec in a stopped container")
     if args.process:
         try:
             with open(args.process) as fh:
@@ -201,25 +195,19 @@ def _exec(args) -> int:
         if not isinstance(process, dict):
             raise OCIError(f"--process {args.process}: expected a JSON object")
     else:
-        if not args.cmd:
+        cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+        if not cmd:
             raise OCIError("exec: no command given (CMD or --process)")
-        process = dict(c.data["process"], args=args.cmd, terminal=False)
-        process["env"] = list(process.get("env") or ()) + args.env
-        if args.cwd:
-            process["cwd"] = args.cwd
-        if args.user:
-            uid, _, gid = args.user.partition(":")
-            process["user"] = {"uid": int(uid), "gid": int(gid or 0)}
-    C.check_process(process, "process.")
-    user = process.get("user") or {}
-    spec = namespaces.ProcessSpec(
-        argv=process["args"], env=dict(i.partition("=")[::2] for i in process.get("env") or ()),
-        cwd=process.get("cwd") or "/", hostname="", caps=C.cap_names(process, "effective"),
-        seccomp=c.data.get("seccomp") or "unconfined", nnp=bool(process.get("noNewPrivileges")), init=False,
-        userns=None, new_net=False, rootfs=None, rlimits=C.rlimits(process),
-        user=security.User(uid=user.get("uid", 0), gid=user.get("gid", 0),
-                           groups=list(user.get("additionalGids") or ())))
-    return namespaces.join(c.data["pid"], spec, cgroups.from_paths(c.data["cgroups"]).join)
+        process = dict(c.data["process"], args=cmd, terminal=False)
+    process["env"] = list(process.get("env") or ()) + args.env
+    if args.cwd:
+        process["cwd"] = args.cwd
+    if args.user:
+        uid, _, gid = args.user.partition(":")
+        if not uid.isdigit() or (gid and not gid.isdigit()):
+            raise OCIError(f"exec --user {args.user!r}: expected UID[:GID] (numbers)")
+        process["user"] = {"uid": int(uid), "gid": int(gid or 0)}
+    return runtime.exec_(args.root, args.id, process, args.detach, args.pid_file)
 
 
 def _ps(args) -> int:

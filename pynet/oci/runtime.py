@@ -374,3 +374,72 @@ def list_all(root: str) -> list[Container]:
         except OCIError:
             continue
     return out
+
+
+# -- exec -------------------------------------------------------------------------------------------------
+def exec_(root: str, cid: str, process: dict, detach: bool = False, pid_file: str | None = None) -> int:
+    """Runs ``process`` (an OCI process object) in the container: its cgroups, then its namespaces (user
+    first), a fork so the PID namespace applies, then the init's privilege steps and execve. Detached,
+    returns once the command was executed (its parent exits: it goes to the nearest subreaper, as with
+    runc); else waits and returns its exit status."""
+    from pynet.launcher import namespaces as lns
+
+    c = Container.load(root, cid)
+    if c.status() not in ("running", "created"):
+        raise OCIError("cannot exec in a stopped or paused container" if c.status() != "paused"
+                       else "cannot exec in a paused container")
+    C.check_process(process, "process.")
+    filt = None
+    if c.data.get("seccomp"):
+        filt = security.build_seccomp_filter(c.data["seccomp"], C.cap_names(process, "effective"))
+    pid = c.data["pid"]
+    fds = {}
+    for name in syscalls.NAMESPACES:
+        if syscalls.ns_inode(pid, name) != syscalls.ns_inode("self", name):
+            fds[name] = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    r_report, w_report = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(r_report)
+        lns._run_stage(_exec_child, c.cgroups, fds, process, filt, detach, w_report)
+    os.close(w_report)
+    for fd in fds.values():
+        os.close(fd)
+    started, error = None, None
+    with os.fdopen(r_report, "rb") as report:
+        while msg := lns._read(report):
+            started = msg.get("pid", started)
+            error = msg if "error" in msg else error
+    _, status = os.waitpid(child, 0)
+    if error is not None and (started is None or detach):
+        raise OCIError(f"exec failed: {error['error']}")
+    if error is not None:
+        print(f"pynet-oci: {error['error']}", file=__import__("sys").stderr)
+        return error.get("code", 1)
+    if pid_file and started:
+        tmp = pid_file + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write(str(started))
+        os.replace(tmp, pid_file)
+    return 0 if detach else lns.exit_status(status)
+
+
+def _exec_child(cg, fds: dict, process: dict, filt, detach: bool, report_fd: int) -> None:
+    from pynet.launcher import namespaces as lns
+    from .init import exec_process
+
+    cg.join(os.getpid())
+    if "user" in fds:
+        syscalls.join({"user": fds.pop("user")})
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    syscalls.join(fds)
+    grandchild = os.fork()   # setns(pid) applies to children only
+    if grandchild == 0:
+        lns._run_stage(lambda *_: exec_process(process, filt), report_fd)
+    lns._report(report_fd, {"pid": grandchild})
+    if detach:
+        os._exit(0)
+    os.close(report_fd)
+    _, status = os.waitpid(grandchild, 0)
+    os._exit(lns.exit_status(status))
