@@ -494,3 +494,68 @@ def test_podman_runs_containers_through_pynet_oci(podman_oci):
     pm("rm", "-f", "-t", "0", cid)
     assert pm.out("ps", "-a", "-q") == ""
     assert not os.path.exists(os.path.join(DEFAULT_ROOT, cid))
+
+
+@pytest.fixture
+def containerd(host_ns, tmp_path):
+    """A containerd 1.6 of this test (root, state and sockets under a short temp dir, no CRI plugin) in the
+    sandbox netns; its shim keeps runtime state in /run/containerd/runc/<namespace>, so a namespace of our
+    own, and the /run/containerd directories it made are removed if empty."""
+    import shutil as sh
+
+    if not (sh.which("containerd") and sh.which("ctr")):
+        pytest.skip("containerd test needs the Debian package containerd")
+    base = tempfile.mkdtemp(prefix="pynet-ctd-", dir="/tmp")
+    made = [p for p in ("/run/containerd", "/run/containerd/runc", "/run/containerd/fifo", "/run/containerd/s")
+            if not os.path.exists(p)]
+    ns = f"pynet-oci-{os.getpid()}"
+    with open(os.path.join(base, "config.toml"), "w") as fh:
+        fh.write(f'version = 2\nroot = "{base}/root"\nstate = "{base}/state"\n'
+                 'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+                 f'[grpc]\n  address = "{base}/c.sock"\n[ttrpc]\n  address = "{base}/c.sock.ttrpc"\n')
+    daemon = host_ns.popen(["containerd", "--config", os.path.join(base, "config.toml")],
+                           stdout=subprocess.DEVNULL, stderr=open(os.path.join(base, "log"), "w"))
+
+    def ctr(*argv, timeout=60):
+        res = host_ns.run(["ctr", "--address", f"{base}/c.sock", "-n", ns, *argv], timeout=timeout)
+        res.out, res.err = res.stdout.decode(), res.stderr.decode()
+        return res
+    try:
+        deadline = time.monotonic() + 20
+        while ctr("version").returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        yield ctr
+    finally:
+        for cid in ctr("containers", "list", "-q").out.split():
+            ctr("task", "kill", "-s", "KILL", cid)
+            ctr("task", "rm", "-f", cid)
+            ctr("containers", "rm", cid)
+        daemon.terminate()
+        daemon.wait(timeout=20)
+        sh.rmtree(base, ignore_errors=True)
+        leftover = os.listdir(f"/run/containerd/runc/{ns}") if os.path.isdir(f"/run/containerd/runc/{ns}") else []
+        for path in [f"/run/containerd/runc/{ns}"] + made[::-1]:
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+        assert not leftover, f"runtime state left behind: {leftover}"
+
+
+def test_containerd_ctr_runs_tasks_through_pynet_oci(containerd, busybox_rootfs):
+    run = ("run", "--runc-binary", OCI, "--rootfs")   # --rootfs: the first argument is a rootfs directory
+    res = containerd(*run, "--rm", busybox_rootfs, "one", "sh", "-c", "echo hi-ctr; exit 4")
+    assert res.returncode == 4 and res.out == "hi-ctr\n", res.err
+    assert containerd(*run, "-d", busybox_rootfs, "two", "sleep", "60").returncode == 0
+    res = containerd("task", "exec", "--exec-id", "e1", "two", "sh", "-c", "echo in-exec; exit 2")
+    assert res.returncode == 2 and res.out == "in-exec\n"
+    assert containerd("task", "pause", "two").returncode == 0
+    assert "PAUSED" in containerd("task", "ls").out
+    assert containerd("task", "resume", "two").returncode == 0
+    assert "RUNNING" in containerd("task", "ls").out
+    assert containerd("task", "kill", "-s", "KILL", "two").returncode == 0
+    deadline = time.monotonic() + 10
+    while "STOPPED" not in containerd("task", "ls").out and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert containerd("task", "rm", "two").returncode == 0
+    assert containerd("containers", "rm", "two").returncode == 0
