@@ -54,15 +54,7 @@ def launch(plan: Plan, join_cgroups, on_namespaces) -> int:
     """Forks the init; returns its host PID once it waits on the exec fifo. ``join_cgroups(pid)`` runs
     before any namespace is made; ``on_namespaces(pid)`` with the namespaces made, before the mounts
     (prestart/createRuntime hooks)."""
-    r_report, w_report = os.pipe()
-    r_sync, w_sync = os.pipe()
-    stage1 = os.fork()
-    if stage1 == 0:
-        os.close(r_report)
-        os.close(w_sync)
-        lns._run_stage(_stage1, plan, r_sync, w_report)
-    os.close(w_report)
-    os.close(r_sync)
+    stage1, r_report, w_sync = lns.fork_stage(_stage1, plan)
     report = os.fdopen(r_report, "rb")
     pid = None
     try:
@@ -90,14 +82,7 @@ def launch(plan: Plan, join_cgroups, on_namespaces) -> int:
         return pid
     except BaseException:
         os.close(plan.fifo_fd)
-        for p in (stage1, pid):
-            if p:
-                try:
-                    os.kill(p, signal.SIGKILL)
-                    if p == stage1:
-                        os.waitpid(p, 0)
-                except (ProcessLookupError, ChildProcessError):
-                    pass
+        lns.kill_stages(stage1, pid)
         raise
     finally:
         report.close()
@@ -304,15 +289,4 @@ def exec_process(process: dict, filt) -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     if filt is not None:
         filt.load()
-    argv = process["args"]
-    try:
-        os.execvpe(argv[0], argv, env)
-    except OSError as exc:
-        if isinstance(exc, FileNotFoundError):
-            err = FileNotFoundError(f"exec: {argv[0]!r}: executable file not found in $PATH")
-        elif isinstance(exc, PermissionError):
-            err = PermissionError(f"exec: {argv[0]!r}: permission denied")
-        else:
-            err = OSError(f"exec {argv[0]}: {exc.strerror}")
-        err.pynet_exec = True
-        raise err from None
+    lns.execvpe(process["args"], env)
