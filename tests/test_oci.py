@@ -372,6 +372,82 @@ def test_memory_and_pids_limits_reach_the_cgroup(oci):
         assert found["cpu.shares"] == "512" and found["cpu.cfs_quota_us"] == "50000"
 
 
+class ConsoleSocket:
+    """What an engine listens on for --console-socket: receives the pty master (SCM_RIGHTS)."""
+
+    def __init__(self, path: str):
+        import socket
+
+        self.path = path
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(path)
+        self.server.listen(4)
+        self.server.settimeout(30)
+
+    def receive(self) -> tuple[str, int]:
+        import array
+        import socket
+
+        conn, _ = self.server.accept()
+        with conn:
+            fds = array.array("i")
+            msg, anc, _flags, _addr = conn.recvmsg(1024, socket.CMSG_SPACE(fds.itemsize))
+            for level, kind, data in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(data[:fds.itemsize])
+        assert len(fds) == 1, "no pty master received"
+        return msg.decode(), fds[0]
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def _read_until(fd: int, marker: bytes, timeout: float = 20) -> bytes:
+    import select
+
+    out = b""
+    deadline = time.monotonic() + timeout
+    while marker not in out and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:   # EIO: the slave side closed
+                break
+            if not chunk:
+                break
+            out += chunk
+    return out
+
+
+def test_terminal_goes_to_the_console_socket(oci, tmp_path):
+    console = ConsoleSocket(str(tmp_path / "console.sock"))
+    oci.config(lambda c: c["process"].update(
+        terminal=True, consoleSize={"height": 33, "width": 101},
+        args=["sh", "-c", "tty; stty size; [ -t 0 ] && echo stdin-is-tty; read line; echo got-$line; sleep 60"]))
+    try:
+        proc = oci.create("tty", "--console-socket", console.path)
+        assert proc.returncode == 0, proc.err
+        name, master = console.receive()
+        assert name.startswith("/dev/pts/")
+        try:
+            assert oci("start", "tty").returncode == 0
+            out = _read_until(master, b"stdin-is-tty")
+            assert name.encode() in out and b"33 101" in out and b"stdin-is-tty" in out
+            os.write(master, b"typed\n")
+            assert b"got-typed" in _read_until(master, b"got-typed")
+            res = oci("exec", "--tty", "--console-socket", console.path, "tty", "sh", "-c", "tty")
+            assert res.returncode == 0, res.err
+            exec_name, exec_master = console.receive()
+            try:
+                assert exec_name.startswith("/dev/pts/") and exec_name != name
+            finally:
+                os.close(exec_master)
+        finally:
+            os.close(master)
+    finally:
+        console.close()
+
+
 # -- errors ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("command", [["start"], ["state"], ["kill"], ["delete"], ["pause"], ["ps"],
                                      ["exec", "--", None, "true"]])
@@ -396,7 +472,8 @@ def test_duplicate_id_is_refused_and_the_first_container_kept(oci):
 @pytest.mark.parametrize("edit, expected", [
     (lambda c: c.update(mounts=[{"destination": "/x", "type": "nfs", "source": "a"}]), 'mounts[0].type "nfs"'),
     (lambda c: c["process"].update(args=[]), "process.args []"),
-    (lambda c: c["process"].update(terminal=True), "process.terminal true: not supported yet"),
+    (lambda c: c["process"].update(terminal=True), "process.terminal is true: it needs --console-socket"),
+    (lambda c: c["process"].update(consoleSize={"height": -1}), "process.consoleSize.height -1"),
     (lambda c: c["linux"]["namespaces"].append({"type": "time"}), 'linux.namespaces[5].type "time"'),
     (lambda c: c["linux"].update(resources={"memory": {"limit": 1000}}), "linux.resources.memory.limit 1000"),
     (lambda c: c["process"].update(capabilities={"bounding": ["CAP_FLY"]}), 'process.capabilities.bounding[0] "CAP_FLY"'),

@@ -130,15 +130,10 @@ def main(argv=None) -> int:
         return 130
 
 
-def _check_console(args) -> None:
-    if getattr(args, "console_socket", None):
-        raise OCIError("--console-socket: terminals are not supported yet")
-
-
 def _create(args) -> int:
-    _check_console(args)
     cgroups.start_warmup()   # the first cgroup move after a quiet spell waits a grace period: started now
-    runtime.create(args.root, args.id, args.bundle, args.pid_file, args.no_pivot)
+    runtime.create(args.root, args.id, args.bundle, args.pid_file, args.no_pivot,
+                   console_socket=args.console_socket)
     return 0
 
 
@@ -164,9 +159,9 @@ def _delete(args) -> int:
 
 def _run(args) -> int:
     """create + start; waits for the container (a child: this process is a subreaper) and deletes it."""
-    _check_console(args)
     cgroups.start_warmup()
-    c = runtime.create(args.root, args.id, args.bundle, args.pid_file, args.no_pivot, subreaper=not args.detach)
+    c = runtime.create(args.root, args.id, args.bundle, args.pid_file, args.no_pivot, subreaper=not args.detach,
+                       console_socket=args.console_socket)
     pid = c.data["pid"]
     try:
         runtime.start(args.root, args.id)
@@ -194,8 +189,6 @@ def _run(args) -> int:
 
 
 def _exec(args) -> int:
-    if args.tty or args.console_socket:
-        raise OCIError("exec --tty: terminals are not supported yet")
     c = runtime.Container.load(args.root, args.id)
     if args.process:
         try:
@@ -218,7 +211,9 @@ def _exec(args) -> int:
         if not uid.isdigit() or (gid and not gid.isdigit()):
             raise OCIError(f"exec --user {args.user!r}: expected UID[:GID] (numbers)")
         process["user"] = {"uid": int(uid), "gid": int(gid or 0)}
-    return runtime.exec_(args.root, args.id, process, args.detach, args.pid_file)
+    if args.tty:
+        process["terminal"] = True
+    return runtime.exec_(args.root, args.id, process, args.detach, args.pid_file, args.console_socket)
 
 
 def _ps(args) -> int:
@@ -285,7 +280,6 @@ def _features(args) -> int:
                         "operators": list(seccomp_profile.OPERATORS)},
             "apparmor": {"enabled": False}, "selinux": {"enabled": False},
         },
-        "annotations": {"io.github.pynet.oci.terminal": "unsupported"},
     }, indent=2))
     return 0
 

@@ -223,8 +223,11 @@ def check_process(process: dict, where: str = "process.") -> None:
             _bad(f"{where}rlimits[{n}].soft", rl["soft"], f"is above the hard limit {rl['hard']}")
     _typed(process, "noNewPrivileges", bool, where)
     _typed(process, "oomScoreAdj", int, where)
-    if _typed(process, "terminal", bool, where):
-        _bad(f"{where}terminal", True, "not supported yet (run without a terminal)")
+    _typed(process, "terminal", bool, where)
+    size = _typed(process, "consoleSize", dict, where, {})
+    for key in ("height", "width"):
+        if key in size and (not isinstance(size[key], int) or not 0 <= size[key] < 65536):
+            _bad(f"{where}consoleSize.{key}", size[key], "must be an integer 0..65535")
 
 
 def check_resources(res: dict) -> None:

@@ -16,9 +16,13 @@ The pipes and reporting are the launcher's (launcher/namespaces.py): JSON lines 
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
 import signal
+import socket   # here: the console's master is sent after pivot_root, when host modules are out of reach
 import stat
+import struct
 
 from cni_plugins import syscalls as L
 from pynet.launcher import cgroups, namespaces as lns, rootfs as lrootfs, security
@@ -31,8 +35,9 @@ PR_CAP_AMBIENT_RAISE = 2
 class Plan:
     """Everything the init needs, computed by the runtime before the fork (errors surface there)."""
 
-    def __init__(self, conf: dict, state_dir: str, no_pivot: bool, filt):
+    def __init__(self, conf: dict, state_dir: str, no_pivot: bool, filt, console: int | None = None):
         self.conf, self.state_dir, self.no_pivot, self.filt = conf, state_dir, no_pivot, filt
+        self.console = console   # a socket connected to --console-socket (process.terminal)
         self.linux = conf.get("linux") or {}
         self.process = conf.get("process") or {}
         self.ns = C.namespaces(conf)
@@ -147,6 +152,8 @@ def _init(plan: Plan, sync_fd: int, report_fd: int) -> None:
             lrootfs._readonly(path)
         if conf["root"].get("readonly"):
             L.mount(None, "/", None, L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY)
+    if plan.console is not None:
+        setup_console(plan.console, plan.process.get("consoleSize"))
     lns._report(report_fd, {"created": True})
     os.close(sync_fd)
     os.close(report_fd)
@@ -164,6 +171,33 @@ def _init(plan: Plan, sync_fd: int, report_fd: int) -> None:
             code = 127 if isinstance(exc, FileNotFoundError) else 126
         os.write(2, f"pynet-oci: {exc}\n".encode())
         os._exit(code)
+
+
+TIOCSPTLCK, TIOCGPTN, TIOCSCTTY, TIOCSWINSZ = 0x40045431, 0x80045430, 0x540E, 0x5414
+
+
+def setup_console(sock_fd: int, size: dict | None) -> None:
+    """A pty from the container's own devpts; its master is sent over the --console-socket connection
+    (SCM_RIGHTS, with the slave's name, as runc sends it); the slave becomes this process's controlling
+    terminal and stdio."""
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+    name = f"/dev/pts/{struct.unpack('I', fcntl.ioctl(master, TIOCGPTN, bytes(4)))[0]}"
+    slave = os.open(name, os.O_RDWR | os.O_NOCTTY)
+    if size:
+        fcntl.ioctl(slave, TIOCSWINSZ, struct.pack("HHHH", size.get("height", 0), size.get("width", 0), 0, 0))
+    sock = socket.socket(fileno=sock_fd)
+    try:
+        sock.sendmsg([name.encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [master]))])
+    finally:
+        sock.close()
+        os.close(master)
+    os.setsid()
+    fcntl.ioctl(slave, TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
 
 
 def _mount_rootfs(plan: Plan, root: str) -> None:

@@ -150,12 +150,40 @@ def _host_id(linux: dict, key: str) -> int:
     return 0
 
 
+def connect_console(path: str | None, terminal: bool):
+    """The --console-socket connection a terminal's master goes to (None without a terminal)."""
+    if not terminal:
+        if path:
+            raise OCIError("--console-socket given but process.terminal is false")
+        return None
+    if not path:
+        raise OCIError("process.terminal is true: it needs --console-socket (the pty master is sent there)")
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError as exc:
+        sock.close()
+        raise OCIError(f"--console-socket {path}: {exc.strerror}") from None
+    return sock
+
+
 def create(root: str, cid: str, bundle: str, pid_file: str | None = None, no_pivot: bool = False,
-           subreaper: bool = False) -> Container:
+           subreaper: bool = False, console_socket: str | None = None) -> Container:
     check_id(cid)
     conf = C.load(bundle)
     if conf.get("process") is None:
         raise OCIError("config.json: process: missing (the container needs a process to run)")
+    console = connect_console(console_socket, bool(conf["process"].get("terminal")))
+    try:
+        return _create(root, cid, conf, pid_file, no_pivot, subreaper, console)
+    finally:
+        if console is not None:
+            console.close()
+
+
+def _create(root, cid, conf, pid_file, no_pivot, subreaper, console) -> Container:
     linux = conf.get("linux") or {}
     res = linux.get("resources") or {}
     rules = _device_rules(res)
@@ -202,7 +230,8 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, no_piv
             hooks.run(conf, "createRuntime", st)
 
         try:
-            pid = launch(Plan(conf, c.dir, no_pivot, filt), cg.join, on_namespaces)
+            plan = Plan(conf, c.dir, no_pivot, filt, console.fileno() if console is not None else None)
+            pid = launch(plan, cg.join, on_namespaces)
         except OCIError:
             raise
         except Exception as exc:  # noqa: BLE001 - LaunchError, OSError
@@ -377,7 +406,8 @@ def list_all(root: str) -> list[Container]:
 
 
 # -- exec -------------------------------------------------------------------------------------------------
-def exec_(root: str, cid: str, process: dict, detach: bool = False, pid_file: str | None = None) -> int:
+def exec_(root: str, cid: str, process: dict, detach: bool = False, pid_file: str | None = None,
+          console_socket: str | None = None) -> int:
     """Runs ``process`` (an OCI process object) in the container: its cgroups, then its namespaces (user
     first), a fork so the PID namespace applies, then the init's privilege steps and execve. Detached,
     returns once the command was executed (its parent exits: it goes to the nearest subreaper, as with
@@ -392,6 +422,17 @@ def exec_(root: str, cid: str, process: dict, detach: bool = False, pid_file: st
     filt = None
     if c.data.get("seccomp"):
         filt = security.build_seccomp_filter(c.data["seccomp"], C.cap_names(process, "effective"))
+    console = connect_console(console_socket, bool(process.get("terminal")))
+    try:
+        return _exec(c, process, filt, detach, pid_file, console)
+    finally:
+        if console is not None:
+            console.close()
+
+
+def _exec(c: Container, process: dict, filt, detach: bool, pid_file: str | None, console) -> int:
+    from pynet.launcher import namespaces as lns
+
     pid = c.data["pid"]
     fds = {}
     for name in syscalls.NAMESPACES:
@@ -401,7 +442,8 @@ def exec_(root: str, cid: str, process: dict, detach: bool = False, pid_file: st
     child = os.fork()
     if child == 0:
         os.close(r_report)
-        lns._run_stage(_exec_child, c.cgroups, fds, process, filt, detach, w_report)
+        lns._run_stage(_exec_child, c.cgroups, fds, process, filt, detach,
+                       console.fileno() if console is not None else None, w_report)
     os.close(w_report)
     for fd in fds.values():
         os.close(fd)
@@ -424,9 +466,14 @@ def exec_(root: str, cid: str, process: dict, detach: bool = False, pid_file: st
     return 0 if detach else lns.exit_status(status)
 
 
-def _exec_child(cg, fds: dict, process: dict, filt, detach: bool, report_fd: int) -> None:
+def _exec_child(cg, fds: dict, process: dict, filt, detach: bool, console: int | None, report_fd: int) -> None:
     from pynet.launcher import namespaces as lns
-    from .init import exec_process
+    from .init import exec_process, setup_console
+
+    def run(*_):
+        if console is not None:
+            setup_console(console, process.get("consoleSize"))
+        exec_process(process, filt)
 
     cg.join(os.getpid())
     if "user" in fds:
@@ -436,7 +483,7 @@ def _exec_child(cg, fds: dict, process: dict, filt, detach: bool, report_fd: int
     syscalls.join(fds)
     grandchild = os.fork()   # setns(pid) applies to children only
     if grandchild == 0:
-        lns._run_stage(lambda *_: exec_process(process, filt), report_fd)
+        lns._run_stage(run, report_fd)
     lns._report(report_fd, {"pid": grandchild})
     if detach:
         os._exit(0)
