@@ -560,8 +560,11 @@ def test_podman_runs_containers_through_pynet_oci(podman_oci):
     res = pm(*run, "--rm", "pynet-busybox", "echo", "hi")
     assert res.stdout == b"hi\n"
     assert pm(*run, "--rm", "pynet-busybox", "sh", "-c", "exit 3", check=False).returncode == 3
+    tty = ("sh", "-c", "[ -t 1 ] && echo is-tty")   # conmon's --console-socket
+    assert pm(*run, "--rm", "-t", "pynet-busybox", *tty).stdout == b"is-tty\r\n"
     cid = pm.out(*run, "-d", "--hostname", "pmbox", "pynet-busybox", "sleep", "60")
     assert pm.out("exec", cid, "hostname") == "pmbox"            # exec --detach --pid-file --process
+    assert pm("exec", "-t", cid, *tty).stdout == b"is-tty\r\n"
     assert "sleep 60" in pm.out("top", cid)
     pm("pause", cid)
     assert pm.out("inspect", "--format", "{{.State.Status}}", cid) == "paused"
