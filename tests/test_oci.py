@@ -298,6 +298,19 @@ def test_capabilities_of_root_are_the_configured_sets(oci):
     assert [line.split()[1] for line in res.out.splitlines()] == [mask] * 5
 
 
+def test_only_stdio_and_preserved_fds_reach_the_process(oci, tmp_path):
+    oci.config(_args("sh", "-c", "ls /proc/self/fd | sort -n | tr '\\n' ' '"))
+    outputs = []
+    for flags in ("", "--preserve-fds 1"):
+        # fds 3 and 4 open (not close-on-exec) in the runtime, as an engine's would be
+        script = f'exec 3<{tmp_path} 4<{tmp_path}; exec {OCI} --root {oci.root} run {flags} --bundle {oci.bundle} fds'
+        res = oci.host_ns.run(["sh", "-c", script])
+        assert res.returncode == 0, res.stderr
+        outputs.append(res.stdout.decode().split())
+    # the last one listed is ls's own directory fd
+    assert outputs == [["0", "1", "2", "3"], ["0", "1", "2", "3", "4"]]
+
+
 def test_seccomp_profile_and_masked_paths(oci):
     def edit(c):
         c["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],

@@ -87,7 +87,7 @@ def _create_flags(p) -> None:
     p.add_argument("--console-socket")
     p.add_argument("--no-pivot", action="store_true")
     p.add_argument("--no-new-keyring", action="store_true")
-    p.add_argument("--preserve-fds", type=int, default=0)
+    p.add_argument("--preserve-fds", type=int, default=0, choices=range(0, 1 << 16), metavar="N")
     p.add_argument("id")
 
 
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
 def _create(args) -> int:
     cgroups.start_warmup()   # the first cgroup move after a quiet spell waits a grace period: started now
     runtime.create(args.root, args.id, args.bundle, args.pid_file, args.no_pivot,
-                   console_socket=args.console_socket)
+                   console_socket=args.console_socket, preserve_fds=args.preserve_fds)
     return 0
 
 
@@ -161,7 +161,7 @@ def _run(args) -> int:
     """create + start; waits for the container (a child: this process is a subreaper) and deletes it."""
     cgroups.start_warmup()
     c = runtime.create(args.root, args.id, args.bundle, args.pid_file, args.no_pivot, subreaper=not args.detach,
-                       console_socket=args.console_socket)
+                       console_socket=args.console_socket, preserve_fds=args.preserve_fds)
     pid = c.data["pid"]
     try:
         runtime.start(args.root, args.id)

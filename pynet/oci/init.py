@@ -35,9 +35,11 @@ PR_CAP_AMBIENT_RAISE = 2
 class Plan:
     """Everything the init needs, computed by the runtime before the fork (errors surface there)."""
 
-    def __init__(self, conf: dict, state_dir: str, no_pivot: bool, filt, console: int | None = None):
+    def __init__(self, conf: dict, state_dir: str, no_pivot: bool, filt, console: int | None = None,
+                 preserve_fds: int = 0):
         self.conf, self.state_dir, self.no_pivot, self.filt = conf, state_dir, no_pivot, filt
         self.console = console   # a socket connected to --console-socket (process.terminal)
+        self.preserve_fds = preserve_fds   # fds 3..3+N-1 passed on to the process
         self.linux = conf.get("linux") or {}
         self.process = conf.get("process") or {}
         self.ns = C.namespaces(conf)
@@ -164,7 +166,7 @@ def _init(plan: Plan, sync_fd: int, report_fd: int) -> None:
         os.close(fd)
         os.close(fifo_fd)
         hooks.run(conf, "startContainer", dict(state, status="running", pid=os.getpid()))
-        exec_process(plan.process, plan.filt)
+        exec_process(plan.process, plan.filt, plan.preserve_fds)
     except BaseException as exc:  # noqa: BLE001 - nobody listens on the report pipe any more: stderr
         code = 1
         if getattr(exc, "pynet_exec", False):
@@ -284,7 +286,7 @@ def _pivot(root: str, no_pivot: bool) -> None:
     os.chdir("/")
 
 
-def exec_process(process: dict, filt) -> None:
+def exec_process(process: dict, filt, preserve_fds: int = 0) -> None:
     """process.*: oomScoreAdj, rlimits, capability bounding set, user and groups, the four other capability
     sets, no_new_privs, the seccomp filter ``filt`` (built by the runtime), cwd, execve. Errors carry
     ``pynet_exec`` as the launcher's do (126/127)."""
@@ -321,6 +323,8 @@ def exec_process(process: dict, filt) -> None:
     for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGXFSZ, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    # Nothing the engine or this runtime had open goes into the container but stdio and --preserve-fds.
+    os.closerange(3 + preserve_fds, 1 << 20)
     if filt is not None:
         filt.load()
     lns.execvpe(process["args"], env)

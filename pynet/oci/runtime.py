@@ -170,20 +170,20 @@ def connect_console(path: str | None, terminal: bool):
 
 
 def create(root: str, cid: str, bundle: str, pid_file: str | None = None, no_pivot: bool = False,
-           subreaper: bool = False, console_socket: str | None = None) -> Container:
+           subreaper: bool = False, console_socket: str | None = None, preserve_fds: int = 0) -> Container:
     check_id(cid)
     conf = C.load(bundle)
     if conf.get("process") is None:
         raise OCIError("config.json: process: missing (the container needs a process to run)")
     console = connect_console(console_socket, bool(conf["process"].get("terminal")))
     try:
-        return _create(root, cid, conf, pid_file, no_pivot, subreaper, console)
+        return _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fds)
     finally:
         if console is not None:
             console.close()
 
 
-def _create(root, cid, conf, pid_file, no_pivot, subreaper, console) -> Container:
+def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fds) -> Container:
     linux = conf.get("linux") or {}
     res = linux.get("resources") or {}
     rules = _device_rules(res)
@@ -230,7 +230,8 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console) -> Containe
             hooks.run(conf, "createRuntime", st)
 
         try:
-            plan = Plan(conf, c.dir, no_pivot, filt, console.fileno() if console is not None else None)
+            plan = Plan(conf, c.dir, no_pivot, filt, console.fileno() if console is not None else None,
+                        preserve_fds)
             pid = launch(plan, cg.join, on_namespaces)
         except OCIError:
             raise
