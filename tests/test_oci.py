@@ -311,6 +311,50 @@ def test_only_stdio_and_preserved_fds_reach_the_process(oci, tmp_path):
     assert outputs == [["0", "1", "2", "3"], ["0", "1", "2", "3", "4"]]
 
 
+def test_devices_sysctl_oom_score_no_new_privs_and_a_joined_netns(oci, host_ns):
+    script = ("stat -c '%F %t:%T %a' /dev/xnull; echo x > /dev/xnull && echo xnull-ok; "
+              "cat /dev/xmem 2>&1 | grep -o 'Operation not permitted'; cat /proc/sys/net/ipv4/ip_forward; "
+              "cat /proc/self/oom_score_adj; grep NoNewPrivs /proc/self/status; readlink /proc/self/ns/net")
+
+    def edit(c):
+        c["linux"]["devices"] = [
+            {"path": "/dev/xnull", "type": "c", "major": 1, "minor": 3, "fileMode": 0o640, "uid": 0, "gid": 0},
+            {"path": "/dev/xmem", "type": "c", "major": 1, "minor": 1, "fileMode": 0o600}]
+        c["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
+        c["linux"]["namespaces"] = [n if n["type"] != "network" else {"type": "network", "path": host_ns.path}
+                                    for n in c["linux"]["namespaces"]]
+        c["process"].update(oomScoreAdj=123, noNewPrivileges=True, args=["sh", "-c", script])
+    oci.config(edit)
+    before = open(f"/proc/sys/net/ipv4/ip_forward").read()
+    res = oci.run("devs")
+    assert res.returncode == 0, res.err
+    netns = os.readlink(f"/proc/self/ns/net")
+    with host_ns.entered():
+        host_netns = os.readlink("/proc/thread-self/ns/net")
+    assert res.out.splitlines() == ["character special file 1:3 640", "xnull-ok", "Operation not permitted", "1",
+                                    "123", "NoNewPrivs:\t1", host_netns]
+    assert host_netns != netns and open("/proc/sys/net/ipv4/ip_forward").read() == before
+
+
+def test_cgroups_path_is_used_and_removed(oci):
+    parent = f"pynet-oci-test-{os.getpid()}"
+    oci.config(lambda c: (c["linux"].update(cgroupsPath=f"/{parent}/box"), c["process"].update(args=["sleep", "60"])))
+    assert oci.create("cgpath").returncode == 0
+    pid = oci.state("cgpath")["pid"]
+    dirs = [os.path.join(h.mountpoint, parent, "box") for h in cgroups.hierarchies()]
+    assert dirs and all(str(pid) in open(os.path.join(d, "cgroup.procs")).read().split() for d in dirs)
+    assert oci("delete", "--force", "cgpath").returncode == 0
+    assert not any(os.path.exists(os.path.dirname(d)) for d in dirs)
+
+
+def test_errors_go_to_the_log_file_in_json(oci, tmp_path):
+    log = tmp_path / "runtime.log"
+    res = oci("--log", str(log), "--log-format", "json", "state", "ghost")
+    assert res.returncode == 1
+    entry = json.loads(log.read_text().splitlines()[-1])
+    assert entry["level"] == "error" and entry["msg"] == "container does not exist: ghost" and entry["time"]
+
+
 def test_seccomp_profile_and_masked_paths(oci):
     def edit(c):
         c["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
