@@ -353,6 +353,14 @@ def test_errors_go_to_the_log_file_in_json(oci, tmp_path):
     assert res.returncode == 1
     entry = json.loads(log.read_text().splitlines()[-1])
     assert entry["level"] == "error" and entry["msg"] == "container does not exist: ghost" and entry["time"]
+    # AppArmor/SELinux fields: accepted, the container runs, a warning says they were not applied
+    oci.config(lambda c: c["process"].update(apparmorProfile="docker-default", selinuxLabel="system_u:r:t:s0",
+                                             args=["true"]))
+    res = oci("--log", str(log), "--log-format", "json", "run", "--bundle", oci.bundle, "lsm")
+    assert res.returncode == 0, res.err
+    warnings = [json.loads(line) for line in log.read_text().splitlines()[1:]]
+    assert [w["level"] for w in warnings] == ["warning", "warning"]
+    assert "process.apparmorProfile 'docker-default' not applied" in warnings[0]["msg"]
 
 
 def test_seccomp_profile_and_masked_paths(oci):

@@ -132,9 +132,15 @@ def main(argv=None) -> int:
 
 def _create(args) -> int:
     cgroups.start_warmup()   # the first cgroup move after a quiet spell waits a grace period: started now
-    runtime.create(args.root, args.id, args.bundle, args.pid_file, args.no_pivot,
-                   console_socket=args.console_socket, preserve_fds=args.preserve_fds)
+    c = runtime.create(args.root, args.id, args.bundle, args.pid_file, args.no_pivot,
+                       console_socket=args.console_socket, preserve_fds=args.preserve_fds)
+    _warn_not_applied(args, c)
     return 0
+
+
+def _warn_not_applied(args, c) -> None:
+    for key, value in c.data["not_applied"].items():
+        _log(args, "warning", f"{key} {value!r} not applied (AppArmor and SELinux are not active here)")
 
 
 def _start(args) -> int:
@@ -162,6 +168,7 @@ def _run(args) -> int:
     cgroups.start_warmup()
     c = runtime.create(args.root, args.id, args.bundle, args.pid_file, args.no_pivot, subreaper=not args.detach,
                        console_socket=args.console_socket, preserve_fds=args.preserve_fds)
+    _warn_not_applied(args, c)
     pid = c.data["pid"]
     try:
         runtime.start(args.root, args.id)

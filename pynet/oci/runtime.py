@@ -142,6 +142,15 @@ def _cgroup_rel(cid: str, linux: dict) -> str:
     return "/".join(parts)
 
 
+def not_applied(conf: dict) -> dict:
+    """The LSM fields given (AppArmor, SELinux): accepted, recorded, not applied (neither is active here)."""
+    process, linux = conf.get("process") or {}, conf.get("linux") or {}
+    out = {f"process.{k}": process[k] for k in ("apparmorProfile", "selinuxLabel") if process.get(k)}
+    if linux.get("mountLabel"):
+        out["linux.mountLabel"] = linux["mountLabel"]
+    return out
+
+
 def _host_id(linux: dict, key: str) -> int:
     """The host id of container root (0 without a mapping for it)."""
     for m in linux.get(key) or ():
@@ -217,8 +226,7 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
                   "annotations": conf.get("annotations") or {}, "cgroups": cg.paths,
                   "hooks": conf.get("hooks") or {}, "process": conf["process"],
                   "seccomp": linux.get("seccomp"),
-                  "not_applied": {k: conf["process"][k] for k in ("apparmorProfile", "selinuxLabel")
-                                  if conf["process"].get(k)}}
+                  "not_applied": not_applied(conf)}
         if subreaper:
             syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
 
