@@ -210,6 +210,19 @@ def test_failing_create_hook_leaves_nothing(oci):
     assert not os.path.exists(os.path.join(oci.root, "badhook")) and not _cgroup_dirs("badhook")
 
 
+def test_failing_poststart_and_poststop_hooks_only_warn(oci):
+    fail = [{"path": "/bin/sh", "args": ["sh", "-c", "exit 5"]}]
+    oci.config(lambda c: (c.update(hooks={"poststart": fail, "poststop": fail}),
+                          c["process"].update(args=["sleep", "60"])))
+    assert oci.create("warned").returncode == 0
+    res = oci("start", "warned")
+    assert res.returncode == 0 and "warning: poststart hook #0 (/bin/sh) failed with exit status 5" in res.err
+    assert oci.state("warned")["status"] == "running"
+    res = oci("delete", "--force", "warned")
+    assert res.returncode == 0 and "warning: poststop hook #0" in res.err
+    assert not os.path.exists(os.path.join(oci.root, "warned")) and not _cgroup_dirs("warned")
+
+
 def test_kill_all_and_delete_force_of_running_containers(oci):
     oci.config(_args("sh", "-c", "sleep 60 & sleep 60 & wait"))
     for cid in ("many", "forced"):

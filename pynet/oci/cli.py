@@ -143,8 +143,14 @@ def _warn_not_applied(args, c) -> None:
         _log(args, "warning", f"{key} {value!r} not applied (AppArmor and SELinux are not active here)")
 
 
+def _warn(args, messages) -> None:
+    for msg in messages:
+        _log(args, "warning", msg)
+        print(f"warning: {msg}", file=sys.stderr)
+
+
 def _start(args) -> int:
-    runtime.start(args.root, args.id)
+    _warn(args, runtime.start(args.root, args.id).warnings)
     return 0
 
 
@@ -159,7 +165,7 @@ def _kill(args) -> int:
 
 
 def _delete(args) -> int:
-    runtime.delete(args.root, args.id, args.force)
+    _warn(args, runtime.delete(args.root, args.id, args.force))
     return 0
 
 
@@ -171,7 +177,7 @@ def _run(args) -> int:
     _warn_not_applied(args, c)
     pid = c.data["pid"]
     try:
-        runtime.start(args.root, args.id)
+        _warn(args, runtime.start(args.root, args.id).warnings)
     except OCIError:
         runtime.delete(args.root, args.id, force=True)
         raise
@@ -191,7 +197,7 @@ def _run(args) -> int:
             code = os.waitstatus_to_exitcode(status)
             code = 128 - code if code < 0 else code
             break
-    runtime.delete(args.root, args.id, force=True)
+    _warn(args, runtime.delete(args.root, args.id, force=True))
     return code
 
 

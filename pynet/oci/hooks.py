@@ -1,5 +1,6 @@
 """OCI hooks: each hook's executable run with its args and env, the container's state JSON on stdin,
-in config order; a hook that fails (exit status, timeout) stops the operation (poststop: only warned)."""
+in config order; a hook that fails (exit status, timeout) stops the operation (poststart, poststop: only
+warned)."""
 
 from __future__ import annotations
 
@@ -9,22 +10,35 @@ import subprocess
 from .config import OCIError
 
 
-def run(conf: dict, kind: str, state: dict) -> None:
+def run(conf: dict, kind: str, state: dict, warn: bool = False) -> list[str]:
+    """Runs the ``kind`` hooks; the first failure raises OCIError, or with ``warn`` (poststart, poststop:
+    the spec's "log a warning and continue") every failure is returned as a message."""
     data = json.dumps(state).encode()
+    warnings = []
     for n, hook in enumerate((conf.get("hooks") or {}).get(kind) or ()):
-        argv = hook.get("args") or [hook["path"]]
         try:
-            res = subprocess.run(argv, executable=hook["path"], input=data, env=_env(hook),
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=hook.get("timeout"),
-                                 close_fds=True)
-        except subprocess.TimeoutExpired:
-            raise OCIError(f"{kind} hook #{n} ({hook['path']}) did not finish in {hook['timeout']} s") from None
-        except OSError as exc:
-            raise OCIError(f"{kind} hook #{n} ({hook['path']}): {exc.strerror}") from None
-        if res.returncode != 0:
-            err = res.stderr.decode(errors="replace").strip()
-            raise OCIError(f"{kind} hook #{n} ({hook['path']}) failed with exit status {res.returncode}"
-                           + (f": {err}" if err else ""))
+            _run_one(kind, n, hook, data)
+        except OCIError as exc:
+            if not warn:
+                raise
+            warnings.append(str(exc))
+    return warnings
+
+
+def _run_one(kind: str, n: int, hook: dict, data: bytes) -> None:
+    argv = hook.get("args") or [hook["path"]]
+    try:
+        res = subprocess.run(argv, executable=hook["path"], input=data, env=_env(hook),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=hook.get("timeout"),
+                             close_fds=True)
+    except subprocess.TimeoutExpired:
+        raise OCIError(f"{kind} hook #{n} ({hook['path']}) did not finish in {hook['timeout']} s") from None
+    except OSError as exc:
+        raise OCIError(f"{kind} hook #{n} ({hook['path']}): {exc.strerror}") from None
+    if res.returncode != 0:
+        err = res.stderr.decode(errors="replace").strip()
+        raise OCIError(f"{kind} hook #{n} ({hook['path']}) failed with exit status {res.returncode}"
+                       + (f": {err}" if err else ""))
 
 
 def _env(hook: dict) -> dict:

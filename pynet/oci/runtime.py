@@ -295,7 +295,7 @@ def start(root: str, cid: str) -> Container:
             os.unlink(c.fifo)
         except FileNotFoundError:
             pass
-    hooks.run(c.data, "poststart", dict(c.state(), status="running"))
+    c.warnings = hooks.run(c.data, "poststart", dict(c.state(), status="running"), warn=True)
     return c
 
 
@@ -323,12 +323,14 @@ def kill(root: str, cid: str, sig: int, all_: bool = False) -> None:
         freeze(c.cgroups, False)
 
 
-def delete(root: str, cid: str, force: bool = False) -> None:
+def delete(root: str, cid: str, force: bool = False) -> list[str]:
+    """Kills what is left (created, or --force), removes the cgroups and the state; returns the poststop
+    hooks' failures (warnings)."""
     try:
         c = Container.load(root, cid)
     except OCIError:
         if force:
-            return   # runc: `delete --force` of an unknown id succeeds
+            return []   # runc: `delete --force` of an unknown id succeeds
         raise
     st = c.status()
     if st in ("running", "paused") and not force:
@@ -341,18 +343,13 @@ def delete(root: str, cid: str, force: bool = False) -> None:
         deadline = time.monotonic() + 5
         while c.alive() and time.monotonic() < deadline:
             time.sleep(0.005)
-    errors = []
     try:
         cg.remove()
     except cgroups.CgroupError as exc:
-        errors.append(str(exc))
-    try:
-        hooks.run(c.data, "poststop", dict(c.state(), status="stopped"))
-    except OCIError as exc:
-        errors.append(str(exc))   # runc only warns; the container goes anyway
+        raise OCIError(f"{exc} (the container stays listed: delete --force again)") from None
+    warnings = hooks.run(c.data, "poststop", dict(c.state(), status="stopped"), warn=True)
     shutil.rmtree(c.dir, ignore_errors=True)
-    if errors:
-        raise OCIError("; ".join(errors))
+    return warnings
 
 
 # -- freezer, ps, list -----------------------------------------------------------------------------------
