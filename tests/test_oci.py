@@ -552,6 +552,8 @@ def test_duplicate_id_is_refused_and_the_first_container_kept(oci):
     (lambda c: c["process"].update(args=[]), "process.args []"),
     (lambda c: c["process"].update(terminal=True), "process.terminal is true: it needs --console-socket"),
     (lambda c: c["process"].update(consoleSize={"height": -1}), "process.consoleSize.height -1"),
+    (lambda c: c["mounts"].append({"destination": "/data", "type": "bind", "source": "/nonexistent-src",
+                                   "options": ["rbind"]}), 'mounts[7].source "/nonexistent-src": does not exist'),
     (lambda c: c["linux"]["namespaces"].append({"type": "time"}), 'linux.namespaces[5].type "time"'),
     (lambda c: c["linux"].update(resources={"memory": {"limit": 1000}}), "linux.resources.memory.limit 1000"),
     (lambda c: c["process"].update(capabilities={"bounding": ["CAP_FLY"]}), 'process.capabilities.bounding[0] "CAP_FLY"'),

@@ -89,6 +89,11 @@ def load(bundle: str) -> dict:
     if not os.path.isdir(conf["_rootfs"]):
         _bad("root.path", root, f"{conf['_rootfs']} is not a directory")
     conf["_bundle"] = os.path.realpath(bundle)
+    for n, m in enumerate(conf.get("mounts") or ()):
+        if {"bind", "rbind"} & set(m.get("options") or ()) or m.get("type") == "bind":
+            src = m.get("source") or ""
+            if not os.path.exists(os.path.join(conf["_bundle"], src)):   # an absolute source stays as it is
+                _bad(f"mounts[{n}].source", src, "does not exist")
     return conf
 
 
