@@ -5,7 +5,6 @@ warned)."""
 from __future__ import annotations
 
 import json
-import subprocess
 
 from .config import OCIError
 
@@ -13,6 +12,8 @@ from .config import OCIError
 def run(conf: dict, kind: str, state: dict, warn: bool = False) -> list[str]:
     """Runs the ``kind`` hooks; the first failure raises OCIError, or with ``warn`` (poststart, poststop:
     the spec's "log a warning and continue") every failure is returned as a message."""
+    if not (conf.get("hooks") or {}).get(kind):
+        return []
     data = json.dumps(state).encode()
     warnings = []
     for n, hook in enumerate((conf.get("hooks") or {}).get(kind) or ()):
@@ -25,7 +26,16 @@ def run(conf: dict, kind: str, state: dict, warn: bool = False) -> list[str]:
     return warnings
 
 
+def preload(conf: dict) -> None:
+    """Imports what running hooks takes (~3 ms) only when there are any; before the container's init is
+    forked, which runs some after pivot_root, when the host's modules are out of reach."""
+    if any((conf.get("hooks") or {}).values()):
+        import subprocess  # noqa: F401
+
+
 def _run_one(kind: str, n: int, hook: dict, data: bytes) -> None:
+    import subprocess
+
     argv = hook.get("args") or [hook["path"]]
     try:
         res = subprocess.run(argv, executable=hook["path"], input=data, env=_env(hook),

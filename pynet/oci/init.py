@@ -16,11 +16,9 @@ The pipes and reporting are the launcher's (launcher/namespaces.py): JSON lines 
 
 from __future__ import annotations
 
-import array
 import fcntl
 import os
 import signal
-import socket   # here: the console's master is sent after pivot_root, when host modules are out of reach
 import stat
 import struct
 
@@ -182,6 +180,9 @@ def setup_console(sock_fd: int, size: dict | None) -> None:
     """A pty from the container's own devpts; its master is sent over the --console-socket connection
     (SCM_RIGHTS, with the slave's name, as runc sends it); the slave becomes this process's controlling
     terminal and stdio."""
+    import array
+    import socket   # imported by the runtime already (connect_console): after pivot_root only found
+
     master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
     name = f"/dev/pts/{struct.unpack('I', fcntl.ioctl(master, TIOCGPTN, bytes(4)))[0]}"
