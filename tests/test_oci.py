@@ -168,6 +168,14 @@ def test_run_passes_the_exit_code_through(oci):
     assert "no-such-command" in res.err and "Traceback" not in res.err
 
 
+def test_run_keep_leaves_the_stopped_container(oci):
+    oci.config(lambda c: (c["process"].update(args=["sh", "-c", "umask"]), c["process"]["user"].update(umask=0o027)))
+    res = oci("run", "--keep", "--bundle", oci.bundle, "kept")
+    assert res.returncode == 0 and res.out.strip() == "0027", res.err
+    assert oci.state("kept")["status"] == "stopped"
+    assert oci("delete", "kept").returncode == 0
+
+
 def test_hooks_run_in_order_with_the_state_on_stdin(oci, tmp_path):
     logs = tmp_path / "hooks"
     logs.mkdir()

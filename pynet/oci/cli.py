@@ -48,6 +48,7 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
         _create_flags(p)
         if command == "run":
             p.add_argument("-d", "--detach", action="store_true")
+            p.add_argument("--keep", action="store_true", help="do not delete the container after it exits")
     elif command in ("start", "state", "pause", "resume", "events"):
         p.add_argument("id")
     elif command == "kill":
@@ -77,7 +78,7 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("-q", "--quiet", action="store_true")
     elif command == "spec":
         p.add_argument("-b", "--bundle", default=".")
-        p.add_argument("--rootless", action="store_true")
+        p.add_argument("--rootless", action="store_true", dest="spec_rootless")
     return p
 
 
@@ -197,7 +198,8 @@ def _run(args) -> int:
             code = os.waitstatus_to_exitcode(status)
             code = 128 - code if code < 0 else code
             break
-    _warn(args, runtime.delete(args.root, args.id, force=True))
+    if not args.keep:
+        _warn(args, runtime.delete(args.root, args.id, force=True))
     return code
 
 
@@ -298,6 +300,8 @@ def _features(args) -> int:
 
 
 def _spec(args) -> int:
+    if args.spec_rootless:
+        raise OCIError("spec --rootless: not supported yet (pynet-oci runs as root)")
     path = os.path.join(args.bundle, "config.json")
     if os.path.exists(path):
         raise OCIError(f"File {path} exists. Remove it first")

@@ -205,6 +205,9 @@ def check_process(process: dict, where: str = "process.") -> None:
         v = user.get(key, 0)
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             _bad(f"{where}user.{key}", v, "must be a non-negative integer")
+    umask = _typed(user, "umask", int, f"{where}user.")
+    if umask is not None and not 0 <= umask <= 0o777:
+        _bad(f"{where}user.umask", umask, "must be 0..511 (0o777)")
     for n, g in enumerate(_typed(user, "additionalGids", list, f"{where}user.", [])):
         if not isinstance(g, int) or g < 0:
             _bad(f"{where}user.additionalGids[{n}]", g, "must be a non-negative integer")

@@ -306,6 +306,8 @@ def exec_process(process: dict, filt, preserve_fds: int = 0) -> None:
         if not bounding & (1 << cap):
             L.prctl(L.PR_CAPBSET_DROP, cap)
     user = process.get("user") or {}
+    if user.get("umask") is not None:
+        os.umask(user["umask"])
     security.set_user(security.User(uid=user.get("uid", 0), gid=user.get("gid", 0),
                                     groups=list(user.get("additionalGids") or ())))
     L.capset(security.cap_mask(C.cap_names(process, "effective")), security.cap_mask(C.cap_names(process, "permitted")),
