@@ -388,6 +388,7 @@ def test_seccomp_profile_and_masked_paths(oci):
     def edit(c):
         c["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
                                  "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}
+        c["linux"]["rootfsPropagation"] = "rslave"
         c["mounts"].append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]})
         c["process"]["args"] = ["sh", "-c", "mkdir /tmp/d 2>&1; grep '^Seccomp:' /proc/self/status; "
                                 "test -c /proc/keys && echo keys-masked"]
@@ -569,6 +570,7 @@ def test_duplicate_id_is_refused_and_the_first_container_kept(oci):
     (lambda c: c["linux"].update(cgroupsPath="system.slice:x:y"), "linux.cgroupsPath 'system.slice:x:y'"),
     (lambda c: c["root"].update(path="/nonexistent-rootfs"), 'root.path "/nonexistent-rootfs"'),
     (lambda c: c["process"].update(rlimits=[{"type": "RLIMIT_FOO", "soft": 1, "hard": 1}]), 'rlimits[0].type "RLIMIT_FOO"'),
+    (lambda c: c["linux"].update(rootfsPropagation="rshared"), 'linux.rootfsPropagation "rshared": not supported yet'),
 ])
 def test_bad_config_is_named_and_leaves_nothing(oci, edit, expected):
     oci.config(edit)

@@ -151,6 +151,9 @@ def check(conf: dict) -> None:
     if conf.get("hostname") and "uts" not in seen:
         _bad("hostname", conf["hostname"], "needs its own uts namespace (linux.namespaces)")
     _typed(linux, "cgroupsPath", str, "linux.")
+    prop = _typed(linux, "rootfsPropagation", str, "linux.")
+    if prop is not None and prop not in ("private", "rprivate", "slave", "rslave"):
+        _bad("linux.rootfsPropagation", prop, "not supported yet (supported: private, rprivate, slave, rslave)")
     sysctl = _typed(linux, "sysctl", dict, "linux.", {})
     for key, value in sysctl.items():
         if not isinstance(value, str) or "/" in key or ".." in key:

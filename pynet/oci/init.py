@@ -204,7 +204,8 @@ def setup_console(sock_fd: int, size: dict | None) -> None:
 
 
 def _mount_rootfs(plan: Plan, root: str) -> None:
-    L.mount(None, "/", None, L.MS_REC | L.MS_PRIVATE)
+    # Nothing mounted here reaches the host: private, or a slave receiving the host's mounts.
+    L.mount(None, "/", None, L.MS_REC | C.PROPAGATION[plan.linux.get("rootfsPropagation") or "rprivate"])
     L.mount(root, root, None, L.MS_BIND | L.MS_REC)
     for m in plan.conf.get("mounts") or ():
         _mount_one(plan, root, m)
