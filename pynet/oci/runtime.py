@@ -247,10 +247,7 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
         except Exception as exc:  # noqa: BLE001 - LaunchError, OSError
             raise OCIError(f"container init: {exc}") from None
         if pid_file:
-            tmp = pid_file + ".tmp"
-            with open(tmp, "w") as fh:
-                fh.write(str(pid))
-            os.replace(tmp, pid_file)
+            _write_pid_file(pid_file, pid)
         return c
     except BaseException:
         if pid:
@@ -262,6 +259,13 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
                 pass
         _remove_state(c.dir)
         raise
+
+
+def _write_pid_file(path: str, pid: int) -> None:
+    tmp = path + ".tmp"   # renamed into place: an engine polling for it never reads half of it
+    with open(tmp, "w") as fh:
+        fh.write(str(pid))
+    os.replace(tmp, path)
 
 
 def _remove_state(path: str) -> None:
@@ -476,10 +480,7 @@ def _exec(c: Container, process: dict, filt, detach: bool, pid_file: str | None,
         print(f"pynet-oci: {error['error']}", file=__import__("sys").stderr)
         return error.get("code", 1)
     if pid_file and started:
-        tmp = pid_file + ".tmp"
-        with open(tmp, "w") as fh:
-            fh.write(str(started))
-        os.replace(tmp, pid_file)
+        _write_pid_file(pid_file, started)
     return 0 if detach else lns.exit_status(status)
 
 
