@@ -81,10 +81,12 @@ def main() -> None:
         bare = [pynet, "run", "--rm", "--net", "none", "busybox", "true"]
         cases = {
             "runc run": [RUNC, "--root", os.path.join(tmp, "runc-state"), "run", "-b", bundle, f"pynet-bench-runc-{os.getpid()}"],
+            "pynet-oci run": [os.path.join(VENV_BIN, "pynet-oci"), "--root", os.path.join(tmp, "oci-state"), "run", "-b",
+                              bundle, f"pynet-bench-oci-{os.getpid()}"],
             "pynet run, local": bare,
             "pynet run, via daemon": bare,
         }
-        envs = {"runc run": local, "pynet run, local": local, "pynet run, via daemon": daemon_env}
+        envs = {"runc run": local, "pynet-oci run": local, "pynet run, local": local, "pynet run, via daemon": daemon_env}
         if with_net:
             for key, sub in (("PYNET_CONFIG_DIR", "net.d"), ("PYNET_CACHE_DIR", "cache"), ("PYNET_NETNS_DIR", "netns"),
                              ("PYNET_DEFAULT_DATA_DIR", "leases")):

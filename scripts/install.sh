@@ -45,6 +45,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     # pip's console script for `pynet` starts with site (and the venv's .pth files): replace it with a lean
     # one, -IS with the paths written in (each `pynet run` pays for it). The plugins: see the end.
     "$VENV/bin/python" -c 'import sys; from pynet.cni_install import write_script; write_script(sys.argv[1])' "$VENV/bin/pynet"
+"$VENV/bin/python" -c 'import sys; from pynet.oci.cli import write_script; write_script(sys.argv[1])' "$VENV/bin/pynet-oci"
     touch "$stamp"
 fi
 

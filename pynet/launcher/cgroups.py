@@ -314,20 +314,21 @@ def _make_child(path: str, prepare_parent, attempts: int = 5) -> None:
                 raise
 
 
-def create(container_id: str, limits: Limits, devices=()) -> ContainerCgroups:
-    """Makes pynet/<id> in every hierarchy, writes the limits and the device allowlist (the default one
-    plus ``devices``, launcher.devices.Device): on v1 through the devices controller, on cgroup2 (also
-    the controller-less one of a hybrid) through a device program; on failure removes what it made."""
+def create(container_id: str, limits: Limits, devices=(), rel: str | None = None, rules=None) -> ContainerCgroups:
+    """Makes pynet/<id> (or ``rel``, a path under each hierarchy's root) in every hierarchy, writes the
+    limits and the device allowlist (the default one plus ``devices``, launcher.devices.Device; or
+    ``rules``, devices.Rule, as given): on v1 through the devices controller, on cgroup2 (also the
+    controller-less one of a hybrid) through a device program; on failure removes what it made."""
     from . import devices as devs
 
-    rules = devs.rules_for(devices)
+    rules = devs.rules_for(devices) if rules is None else list(rules)
     hs = hierarchies()
     cg = ContainerCgroups()
     v2_limits = {"memory", "pids", "cpu", "cpuset"}
     try:
         for h in hs:
-            parent = os.path.join(h.mountpoint, "pynet")
-            path = os.path.join(parent, container_id)
+            path = os.path.join(h.mountpoint, rel.strip("/") if rel else os.path.join("pynet", container_id))
+            parent = os.path.dirname(path)
             if h.version == 1:
                 _make_child(path, lambda: _ensure_parent_v1(h, parent))
                 key = ",".join(sorted(h.controllers)) or os.path.basename(h.mountpoint)

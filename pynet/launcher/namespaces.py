@@ -219,15 +219,7 @@ def start(spec: ProcessSpec, join_cgroups, before_exec, idle=None, prestarted: P
             raise LaunchError("internal: a prestarted stage 1 cannot make this container")
         stage1, r_report, w_sync = prestarted.launch(spec)
     else:
-        r_report, w_report = os.pipe()
-        r_sync, w_sync = os.pipe()
-        stage1 = os.fork()
-        if stage1 == 0:
-            os.close(r_report)
-            os.close(w_sync)
-            _run_stage(_stage1, spec, r_sync, w_report)
-        os.close(w_report)
-        os.close(r_sync)
+        stage1, r_report, w_sync = fork_stage(_stage1, spec)
     report = os.fdopen(r_report, "rb")
     pid = None
     try:
@@ -254,17 +246,37 @@ def start(spec: ProcessSpec, join_cgroups, before_exec, idle=None, prestarted: P
             _fail(msg)
         return pid
     except BaseException:
-        for p in (stage1, pid):
-            if p:
-                try:
-                    os.kill(p, signal.SIGKILL)
-                    os.waitpid(p, 0)
-                except (ProcessLookupError, ChildProcessError):
-                    pass
+        kill_stages(stage1, pid)
         raise
     finally:
         report.close()
         os.close(w_sync)
+
+
+def kill_stages(*pids) -> None:
+    """SIGKILL to each stage process still there (None/0 skipped), reaped when it is our child."""
+    for p in pids:
+        if p:
+            try:
+                os.kill(p, signal.SIGKILL)
+                os.waitpid(p, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+
+
+def fork_stage(fn, *args) -> tuple[int, int, int]:
+    """Forks a child running ``fn(*args, sync_fd, report_fd)`` as a stage (_run_stage); returns its pid,
+    the read end of its report pipe and the write end of its sync pipe."""
+    r_report, w_report = os.pipe()
+    r_sync, w_sync = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r_report)
+        os.close(w_sync)
+        _run_stage(fn, *args, r_sync, w_report)
+    os.close(w_report)
+    os.close(r_sync)
+    return pid, r_report, w_sync
 
 
 def _read(report) -> dict:
@@ -371,15 +383,20 @@ def exec_command(spec: ProcessSpec, filt=None) -> None:
     """Privilege drop (with ``filt``, a seccomp filter built beforehand), then execve. Errors from execve
     carry ``pynet_exec`` for the 126/127 codes."""
     security.apply(spec.caps, spec.seccomp, spec.nnp, filt, spec.user, spec.rlimits)
+    execvpe(spec.argv, spec.env)
+
+
+def execvpe(argv: list, env: dict) -> None:
+    """execve of ``argv`` looked up in env's PATH; a failure raised with ``pynet_exec`` set (126/127)."""
     try:
-        os.execvpe(spec.argv[0], spec.argv, spec.env)
+        os.execvpe(argv[0], argv, env)
     except OSError as exc:
         if isinstance(exc, FileNotFoundError):
-            err = FileNotFoundError(f"{spec.argv[0]}: executable file not found in $PATH")
+            err = FileNotFoundError(f"{argv[0]}: executable file not found in $PATH")
         elif isinstance(exc, PermissionError):
-            err = PermissionError(f"{spec.argv[0]}: permission denied")
+            err = PermissionError(f"{argv[0]}: permission denied")
         else:
-            err = OSError(f"exec {spec.argv[0]}: {exc.strerror}")
+            err = OSError(f"exec {argv[0]}: {exc.strerror}")
         err.pynet_exec = True
         raise err from None
 

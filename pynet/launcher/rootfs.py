@@ -161,11 +161,7 @@ def _setup_dev(rootfs: str) -> None:
     dev = secure_join(rootfs, "/dev")
     _mkdir(dev)
     L.mount("tmpfs", dev, "tmpfs", L.MS_NOSUID | L.MS_NOEXEC, "mode=755,size=65536k")
-    for name in DEVICES:
-        _bind_node(f"/dev/{name}", os.path.join(dev, name))
-    for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-                         ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"), ("core", "/proc/kcore")):
-        os.symlink(target, os.path.join(dev, link))
+    populate_dev(dev)
     _mkdir(os.path.join(dev, "pts"))
     L.mount("devpts", os.path.join(dev, "pts"), "devpts", L.MS_NOSUID | L.MS_NOEXEC,
             "newinstance,ptmxmode=0666,mode=0620")
@@ -174,6 +170,16 @@ def _setup_dev(rootfs: str) -> None:
             "mode=1777,size=65536k")
     _mkdir(os.path.join(dev, "mqueue"))
     L.mount("mqueue", os.path.join(dev, "mqueue"), "mqueue", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC)
+
+
+def populate_dev(dev: str) -> None:
+    """The standard nodes (bound from the host) and links in a fresh /dev tmpfs at ``dev``."""
+    for name in DEVICES:
+        _bind_node(f"/dev/{name}", os.path.join(dev, name))
+    for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"), ("core", "/proc/kcore")):
+        if not os.path.lexists(os.path.join(dev, link)):
+            os.symlink(target, os.path.join(dev, link))
 
 
 def _setup_sys(rootfs: str, new_netns: bool) -> None:

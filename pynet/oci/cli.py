@@ -1,0 +1,338 @@
+"""`pynet-oci`: runc's command line (the part container engines use) over runtime.py.
+
+Errors are printed as runc prints them (one line on stderr, and to --log in text or JSON), exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+
+from pynet.launcher import cgroups
+
+from . import config as C, runtime
+from .config import OCIError
+
+VERSION = "1.1.5-pynet"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise OCIError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The global flags, then the command and its arguments (parsed by _command_parser: only the parser
+    of the command given is built, ~1 ms each)."""
+    p = _Parser(prog="pynet-oci", description="a runc-compatible OCI runtime (pynet)")
+    p.add_argument("--root", default=runtime.DEFAULT_ROOT, help="state directory (default /run/pynet-oci)")
+    p.add_argument("--log", help="log file (errors go there too)")
+    p.add_argument("--log-format", choices=("text", "json"), default="text")
+    p.add_argument("--debug", action="store_true")
+    p.add_argument("--systemd-cgroup", action="store_true")
+    p.add_argument("--rootless", default="auto")
+    p.add_argument("--criu", help=argparse.SUPPRESS)
+    p.add_argument("-v", "--version", action="store_true")
+    p.add_argument("command", nargs="?", choices=sorted(COMMANDS))
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    return p
+
+
+def _command_parser(command: str) -> argparse.ArgumentParser:
+    p = _Parser(prog=f"pynet-oci {command}")
+    if command in ("create", "run"):
+        _create_flags(p)
+        if command == "run":
+            p.add_argument("-d", "--detach", action="store_true")
+            p.add_argument("--keep", action="store_true", help="do not delete the container after it exits")
+    elif command in ("start", "state", "pause", "resume", "events"):
+        p.add_argument("id")
+    elif command == "kill":
+        p.add_argument("id")
+        p.add_argument("signal", nargs="?", default="TERM")
+        p.add_argument("-a", "--all", action="store_true")
+    elif command == "delete":
+        p.add_argument("-f", "--force", action="store_true")
+        p.add_argument("id")
+    elif command == "exec":
+        p.add_argument("-p", "--process")
+        p.add_argument("-t", "--tty", action="store_true")
+        p.add_argument("-d", "--detach", action="store_true")
+        p.add_argument("--pid-file")
+        p.add_argument("--console-socket")
+        p.add_argument("-e", "--env", action="append", default=[])
+        p.add_argument("--cwd")
+        p.add_argument("-u", "--user")
+        p.add_argument("id")
+        p.add_argument("cmd", nargs=argparse.REMAINDER)
+    elif command == "ps":
+        p.add_argument("-f", "--format", choices=("table", "json"), default="table")
+        p.add_argument("id")
+        p.add_argument("ps_args", nargs=argparse.REMAINDER)
+    elif command == "list":
+        p.add_argument("-f", "--format", choices=("table", "json"), default="table")
+        p.add_argument("-q", "--quiet", action="store_true")
+    elif command == "spec":
+        p.add_argument("-b", "--bundle", default=".")
+        p.add_argument("--rootless", action="store_true", dest="spec_rootless")
+    return p
+
+
+def _create_flags(p) -> None:
+    p.add_argument("-b", "--bundle", default=".")
+    p.add_argument("--pid-file")
+    p.add_argument("--console-socket")
+    p.add_argument("--no-pivot", action="store_true")
+    p.add_argument("--no-new-keyring", action="store_true")
+    p.add_argument("--preserve-fds", type=int, default=0, choices=range(0, 1 << 16), metavar="N")
+    p.add_argument("id")
+
+
+def _log(args, level: str, msg: str) -> None:
+    path = getattr(args, "log", None)
+    if not path:
+        return
+    try:
+        with open(path, "a") as fh:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            if args.log_format == "json":
+                fh.write(json.dumps({"level": level, "msg": msg, "time": stamp}) + "\n")
+            else:
+                fh.write(f"time=\"{stamp}\" level={level} msg={json.dumps(msg)}\n")
+    except OSError:
+        pass
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = argparse.Namespace(log=None, log_format="text")
+    try:
+        args = _parser().parse_args(argv)
+        if args.command:
+            args = _command_parser(args.command).parse_args(args.rest, namespace=args)
+        if args.version:
+            print(f"pynet-oci version {VERSION}\nspec: {C.OCI_VERSION}")
+            return 0
+        if args.systemd_cgroup:
+            raise OCIError("--systemd-cgroup is not supported: there is no systemd here (use cgroupfs)")
+        if not args.command:
+            raise OCIError("no command given (create, start, state, kill, delete, run, exec, ps, pause, "
+                           "resume, list, features, spec)")
+        return COMMANDS[args.command](args) or 0
+    except OCIError as exc:
+        _log(args, "error", str(exc))
+        print(str(exc), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _create(args) -> int:
+    cgroups.start_warmup()   # the first cgroup move after a quiet spell waits a grace period: started now
+    c = runtime.create(args.root, args.id, args.bundle, args.pid_file, args.no_pivot,
+                       console_socket=args.console_socket, preserve_fds=args.preserve_fds)
+    _warn_not_applied(args, c)
+    return 0
+
+
+def _warn_not_applied(args, c) -> None:
+    for key, value in c.data["not_applied"].items():
+        _log(args, "warning", f"{key} {value!r} not applied (AppArmor and SELinux are not active here)")
+
+
+def _warn(args, messages) -> None:
+    for msg in messages:
+        _log(args, "warning", msg)
+        print(f"warning: {msg}", file=sys.stderr)
+
+
+def _start(args) -> int:
+    _warn(args, runtime.start(args.root, args.id).warnings)
+    return 0
+
+
+def _state(args) -> int:
+    print(json.dumps(runtime.Container.load(args.root, args.id).state(), indent=2))
+    return 0
+
+
+def _kill(args) -> int:
+    runtime.kill(args.root, args.id, runtime.parse_signal(args.signal), args.all)
+    return 0
+
+
+def _delete(args) -> int:
+    _warn(args, runtime.delete(args.root, args.id, args.force))
+    return 0
+
+
+def _run(args) -> int:
+    """create + start; waits for the container (a child: this process is a subreaper) and deletes it."""
+    cgroups.start_warmup()
+    c = runtime.create(args.root, args.id, args.bundle, args.pid_file, args.no_pivot, subreaper=not args.detach,
+                       console_socket=args.console_socket, preserve_fds=args.preserve_fds)
+    _warn_not_applied(args, c)
+    pid = c.data["pid"]
+    try:
+        _warn(args, runtime.start(args.root, args.id).warnings)
+    except OCIError:
+        runtime.delete(args.root, args.id, force=True)
+        raise
+    if args.detach:
+        return 0
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, lambda signum, _f: runtime._kill_quiet(pid, signum))
+    code = 255
+    while True:
+        try:
+            got, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        if got == pid:
+            code = os.waitstatus_to_exitcode(status)
+            code = 128 - code if code < 0 else code
+            break
+    if not args.keep:
+        _warn(args, runtime.delete(args.root, args.id, force=True))
+    return code
+
+
+def _exec(args) -> int:
+    c = runtime.Container.load(args.root, args.id)
+    if args.process:
+        try:
+            with open(args.process) as fh:
+                process = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise OCIError(f"--process {args.process}: {exc}") from None
+        if not isinstance(process, dict):
+            raise OCIError(f"--process {args.process}: expected a JSON object")
+    else:
+        cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+        if not cmd:
+            raise OCIError("exec: no command given (CMD or --process)")
+        process = dict(c.data["process"], args=cmd, terminal=False)
+    process["env"] = list(process.get("env") or ()) + args.env
+    if args.cwd:
+        process["cwd"] = args.cwd
+    if args.user:
+        uid, _, gid = args.user.partition(":")
+        if not uid.isdigit() or (gid and not gid.isdigit()):
+            raise OCIError(f"exec --user {args.user!r}: expected UID[:GID] (numbers)")
+        process["user"] = {"uid": int(uid), "gid": int(gid or 0)}
+    if args.tty:
+        process["terminal"] = True
+    return runtime.exec_(args.root, args.id, process, args.detach, args.pid_file, args.console_socket)
+
+
+def _ps(args) -> int:
+    import subprocess
+
+    pids = runtime.ps(args.root, args.id)
+    if args.format == "json":
+        print(json.dumps(pids))
+        return 0
+    out = subprocess.run(["ps", *(args.ps_args or ["-ef"])], capture_output=True, text=True)
+    lines = out.stdout.splitlines()
+    if not lines:
+        raise OCIError(f"ps: {out.stderr.strip()}")
+    header = lines[0].split()
+    col = header.index("PID") if "PID" in header else 1
+    print(lines[0])
+    for line in lines[1:]:
+        fields = line.split()
+        if len(fields) > col and fields[col].isdigit() and int(fields[col]) in pids:
+            print(line)
+    return 0
+
+
+def _pause(args) -> int:
+    runtime.pause(args.root, args.id)
+    return 0
+
+
+def _resume(args) -> int:
+    runtime.resume(args.root, args.id)
+    return 0
+
+
+def _list(args) -> int:
+    items = [c.state() for c in runtime.list_all(args.root)]
+    if args.quiet:
+        for s in items:
+            print(s["id"])
+    elif args.format == "json":
+        print(json.dumps(items))
+    else:
+        print(f"{'ID':<20} {'PID':<8} {'STATUS':<10} {'BUNDLE':<40} {'CREATED':<32} OWNER")
+        for s in items:
+            print(f"{s['id']:<20} {s['pid']:<8} {s['status']:<10} {s['bundle']:<40} {s['created']:<32} root")
+    return 0
+
+
+def _events(args) -> int:
+    raise OCIError("events: not supported yet")
+
+
+def _features(args) -> int:
+    from pynet.launcher import seccomp_profile, security
+
+    print(json.dumps({
+        "ociVersionMin": "1.0.0", "ociVersionMax": C.OCI_VERSION,
+        "hooks": list(C.HOOK_KINDS),
+        "mountOptions": sorted(set(C.MOUNT_FLAGS) | set(C.PROPAGATION)),
+        "linux": {
+            "namespaces": list(C.NAMESPACES),
+            "capabilities": [f"CAP_{c}" for c in security.CAPABILITIES[: security.last_cap() + 1]],
+            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
+            "seccomp": {"enabled": security.seccomp_available(), "actions": list(seccomp_profile.ACTIONS),
+                        "operators": list(seccomp_profile.OPERATORS)},
+            "apparmor": {"enabled": False}, "selinux": {"enabled": False},
+        },
+    }, indent=2))
+    return 0
+
+
+def _spec(args) -> int:
+    if args.spec_rootless:
+        raise OCIError("spec --rootless: not supported yet (pynet-oci runs as root)")
+    path = os.path.join(args.bundle, "config.json")
+    if os.path.exists(path):
+        raise OCIError(f"File {path} exists. Remove it first")
+    with open(path, "w") as fh:
+        json.dump(C.default_spec(), fh, indent=2)
+        fh.write("\n")
+    return 0
+
+
+COMMANDS = {"create": _create, "start": _start, "state": _state, "kill": _kill, "delete": _delete,
+            "run": _run, "exec": _exec, "ps": _ps, "pause": _pause, "resume": _resume, "list": _list,
+            "events": _events, "features": _features, "spec": _spec}
+
+
+_SCRIPT = """#!{python} -IS
+# pynet-oci, started without site; written by pynet.oci.cli.write_script.
+import sys
+sys.path[1:1] = {paths!r}
+from pynet.oci.cli import main
+sys.exit(main())
+"""
+
+
+def write_script(path: str) -> str:
+    """The lean `pynet-oci` executable (as cni_install.write_script writes `pynet`)."""
+    from pynet.cni_install import atomic_write, import_paths, interpreter
+
+    atomic_write(path, _SCRIPT.format(python=interpreter(), paths=import_paths()), mode=0o755)
+    os.chmod(path, 0o755)
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())

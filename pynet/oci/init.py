@@ -1,0 +1,334 @@
+"""The container's side of `create`: namespaces, the rootfs from config.json's mounts, pivot_root, then
+waiting on the exec fifo until `start`; then the process's privileges and execve.
+
+    runtime ── fork ── stage1: (in the container's cgroups) setns to every namespace given by path,
+                               unshare(user) [runtime writes the id maps], unshare the other new ones,
+                               fork, exit
+                           └── init (PID 1): lo up, mounts, devices; [runtime runs prestart and
+                               createRuntime hooks]; createContainer hooks; pivot_root, sysctl, hostname,
+                               masked and read-only paths; reports "created"; blocks opening
+                               <state>/exec.fifo for writing until `start` opens it for reading;
+                               startContainer hooks; rlimits, user, capabilities, no_new_privs, seccomp;
+                               execve(process.args)
+
+The pipes and reporting are the launcher's (launcher/namespaces.py): JSON lines up, single bytes down.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import stat
+import struct
+
+from cni_plugins import syscalls as L
+from pynet.launcher import cgroups, namespaces as lns, rootfs as lrootfs, security
+
+from . import config as C, hooks
+
+PR_CAP_AMBIENT_RAISE = 2
+
+
+class Plan:
+    """Everything the init needs, computed by the runtime before the fork (errors surface there)."""
+
+    def __init__(self, conf: dict, state_dir: str, no_pivot: bool, filt, console: int | None = None,
+                 preserve_fds: int = 0):
+        self.conf, self.state_dir, self.no_pivot, self.filt = conf, state_dir, no_pivot, filt
+        self.console = console   # a socket connected to --console-socket (process.terminal)
+        self.preserve_fds = preserve_fds   # fds 3..3+N-1 passed on to the process
+        self.linux = conf.get("linux") or {}
+        self.process = conf.get("process") or {}
+        self.ns = C.namespaces(conf)
+        self.fifo = os.path.join(state_dir, "exec.fifo")
+        # Opened here (O_PATH), reopened for writing by the init through /proc/self/fd: container root in
+        # a user namespace may not be able to walk to the state directory.
+        self.fifo_fd = os.open(self.fifo, os.O_PATH | os.O_CLOEXEC)
+
+    def new_flags(self) -> int:
+        flags = 0
+        for kind, path in self.ns.items():
+            if path is None and kind != "user":
+                flags |= C.NAMESPACES[kind][1]
+        return flags
+
+
+# -- runtime side --------------------------------------------------------------------------------------
+def launch(plan: Plan, join_cgroups, on_namespaces) -> int:
+    """Forks the init; returns its host PID once it waits on the exec fifo. ``join_cgroups(pid)`` runs
+    before any namespace is made; ``on_namespaces(pid)`` with the namespaces made, before the mounts
+    (prestart/createRuntime hooks)."""
+    stage1, r_report, w_sync = lns.fork_stage(_stage1, plan)
+    report = os.fdopen(r_report, "rb")
+    pid = None
+    try:
+        join_cgroups(stage1)
+        os.write(w_sync, b"1")
+        msg = lns._read(report)
+        if msg.get("userns") == "ready":
+            _write_maps(stage1, plan.linux)
+            os.write(w_sync, b"M")
+            msg = lns._read(report)
+        if "pid" not in msg:
+            lns._fail(msg)
+        pid = msg["pid"]
+        os.waitpid(stage1, 0)
+        stage1 = None
+        on_namespaces(pid)
+        try:
+            os.write(w_sync, b"H")
+        except BrokenPipeError:
+            pass   # the init failed already: its report says why
+        msg = lns._read(report)
+        if not msg.get("created"):
+            lns._fail(msg)
+        os.close(plan.fifo_fd)
+        return pid
+    except BaseException:
+        os.close(plan.fifo_fd)
+        lns.kill_stages(stage1, pid)
+        raise
+    finally:
+        report.close()
+        os.close(w_sync)
+
+
+def _write_maps(pid: int, linux: dict) -> None:
+    for key, name in (("uidMappings", "uid_map"), ("gidMappings", "gid_map")):
+        lines = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in linux.get(key) or ())
+        if lines:
+            with open(f"/proc/{pid}/{name}", "w") as fh:
+                fh.write(lines)
+
+
+# -- container side ------------------------------------------------------------------------------------
+def _stage1(plan: Plan, sync_fd: int, report_fd: int) -> None:
+    lns._wait_byte(sync_fd, b"1")
+    fds = {}
+    for kind, path in plan.ns.items():
+        if path:
+            fds[C.NAMESPACES[kind][0]] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    if "user" in fds:
+        L.join({"user": fds.pop("user")})
+    L.join(fds)   # nsenter's order
+    if "user" in plan.ns and plan.ns["user"] is None:
+        L.unshare(L.CLONE_NEWUSER)
+        lns._report(report_fd, {"userns": "ready"})
+        lns._wait_byte(sync_fd, b"M")
+    if "user" in plan.ns:
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    L.unshare(plan.new_flags())
+    pid = os.fork()
+    if pid == 0:
+        lns._run_stage(_init, plan, sync_fd, report_fd)
+    lns._report(report_fd, {"pid": pid})
+
+
+def _init(plan: Plan, sync_fd: int, report_fd: int) -> None:
+    conf, linux = plan.conf, plan.linux
+    if plan.ns.get("network", "") is None:
+        lns._loopback_up()
+    root = conf["_rootfs"]
+    if plan.ns.get("mount", "") is None:
+        _mount_rootfs(plan, root)
+    fifo_fd = plan.fifo_fd
+    lns._wait_byte(sync_fd, b"H")
+    state = {"ociVersion": conf["ociVersion"], "id": os.path.basename(plan.state_dir), "status": "created",
+             "pid": 0, "bundle": conf["_bundle"], "annotations": conf.get("annotations") or {}}
+    hooks.run(conf, "createContainer", state)
+    if plan.ns.get("mount", "") is None:
+        _pivot(root, plan.no_pivot)
+    for key, value in (linux.get("sysctl") or {}).items():
+        with open("/proc/sys/" + key.replace(".", "/"), "w") as fh:
+            fh.write(value)
+    if conf.get("hostname"):
+        L.sethostname(conf["hostname"])
+    if plan.ns.get("mount", "") is None:
+        for path in linux.get("maskedPaths") or ():
+            lrootfs._mask(path)
+        for path in linux.get("readonlyPaths") or ():
+            lrootfs._readonly(path)
+        if conf["root"].get("readonly"):
+            L.mount(None, "/", None, L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY)
+    if plan.console is not None:
+        setup_console(plan.console, plan.process.get("consoleSize"))
+    lns._report(report_fd, {"created": True})
+    os.close(sync_fd)
+    os.close(report_fd)
+    try:
+        # Blocks until `start` opens the fifo for reading.
+        fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        os.write(fd, b"0")
+        os.close(fd)
+        os.close(fifo_fd)
+        hooks.run(conf, "startContainer", dict(state, status="running", pid=os.getpid()))
+        exec_process(plan.process, plan.filt, plan.preserve_fds)
+    except BaseException as exc:  # noqa: BLE001 - nobody listens on the report pipe any more: stderr
+        code = 1
+        if getattr(exc, "pynet_exec", False):
+            code = 127 if isinstance(exc, FileNotFoundError) else 126
+        os.write(2, f"pynet-oci: {exc}\n".encode())
+        os._exit(code)
+
+
+TIOCSPTLCK, TIOCGPTN, TIOCSCTTY, TIOCSWINSZ = 0x40045431, 0x80045430, 0x540E, 0x5414
+
+
+def setup_console(sock_fd: int, size: dict | None) -> None:
+    """A pty from the container's own devpts; its master is sent over the --console-socket connection
+    (SCM_RIGHTS, with the slave's name, as runc sends it); the slave becomes this process's controlling
+    terminal and stdio."""
+    import array
+    import socket   # imported by the runtime already (connect_console): after pivot_root only found
+
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+    name = f"/dev/pts/{struct.unpack('I', fcntl.ioctl(master, TIOCGPTN, bytes(4)))[0]}"
+    slave = os.open(name, os.O_RDWR | os.O_NOCTTY)
+    if size:
+        fcntl.ioctl(slave, TIOCSWINSZ, struct.pack("HHHH", size.get("height", 0), size.get("width", 0), 0, 0))
+    sock = socket.socket(fileno=sock_fd)
+    try:
+        sock.sendmsg([name.encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [master]))])
+    finally:
+        sock.close()
+        os.close(master)
+    os.setsid()
+    fcntl.ioctl(slave, TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+
+
+def _mount_rootfs(plan: Plan, root: str) -> None:
+    # Nothing mounted here reaches the host: private, or a slave receiving the host's mounts.
+    L.mount(None, "/", None, L.MS_REC | C.PROPAGATION[plan.linux.get("rootfsPropagation") or "rprivate"])
+    L.mount(root, root, None, L.MS_BIND | L.MS_REC)
+    for m in plan.conf.get("mounts") or ():
+        _mount_one(plan, root, m)
+    for dev in plan.linux.get("devices") or ():
+        _make_device(root, dev, userns="user" in plan.ns)
+
+
+def mount_options(options) -> tuple[int, int, str]:
+    """(flags, propagation flags, data) of a mount's options."""
+    flags, prop, data = 0, 0, []
+    for opt in options or ():
+        if opt in C.MOUNT_FLAGS:
+            bit, on = C.MOUNT_FLAGS[opt]
+            flags = flags | bit if on else flags & ~bit
+        elif opt in C.PROPAGATION:
+            prop |= C.PROPAGATION[opt]
+        else:
+            data.append(opt)
+    return flags, prop, ",".join(data)
+
+
+def _mount_one(plan: Plan, root: str, m: dict) -> None:
+    dest = lrootfs.secure_join(root, m["destination"])
+    kind = m.get("type") or ""
+    flags, prop, data = mount_options(m.get("options"))
+    if flags & L.MS_BIND:
+        src = m.get("source") or ""
+        if not os.path.isabs(src):
+            src = os.path.join(plan.conf["_bundle"], src)
+        if os.path.isdir(src):
+            os.makedirs(dest, exist_ok=True)
+        else:
+            lrootfs._ensure_file(dest, 0)
+        L.mount(src, dest, None, flags & (L.MS_BIND | L.MS_REC))
+        rest = flags & ~(L.MS_BIND | L.MS_REC)
+        if rest:
+            L.mount(None, dest, None, L.MS_BIND | L.MS_REMOUNT | rest)
+    elif kind in ("cgroup", "cgroup2"):
+        os.makedirs(dest, exist_ok=True)
+        if m["destination"].rstrip("/") == "/sys/fs/cgroup":
+            lrootfs._setup_cgroupfs(root, cgroups.container_mounts())
+        else:
+            L.mount("cgroup", dest, "cgroup2", flags)
+    elif kind == "sysfs" and m["destination"].rstrip("/") == "/sys":
+        lrootfs._setup_sys(root, plan.ns.get("network", "") is None)
+    else:
+        os.makedirs(dest, exist_ok=True)
+        L.mount(m.get("source") or kind, dest, kind, flags, data or None)
+        if kind == "tmpfs" and m["destination"].rstrip("/") == "/dev":
+            lrootfs.populate_dev(dest)
+    if prop:
+        L.mount(None, dest, None, prop)
+
+
+def _make_device(root: str, dev: dict, userns: bool) -> None:
+    target = lrootfs.secure_join(root, dev["path"])
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if os.path.lexists(target):
+        try:
+            L.umount2(target, L.MNT_DETACH)
+        except OSError:
+            pass
+        os.unlink(target)
+    if userns:   # mknod is not allowed there: the host's node, bound
+        lrootfs._bind_node(dev["path"], target)
+        return
+    kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[dev["type"]]
+    os.mknod(target, kind | (dev.get("fileMode") or 0o666), os.makedev(dev.get("major", 0), dev.get("minor", 0)))
+    os.chown(target, dev.get("uid", 0), dev.get("gid", 0))
+
+
+def _pivot(root: str, no_pivot: bool) -> None:
+    os.chdir(root)
+    if no_pivot:
+        L.mount(root, "/", None, L.MS_MOVE)
+        os.chroot(".")
+    else:
+        L.pivot_root(".", ".")
+        L.umount2(".", L.MNT_DETACH)
+    os.chdir("/")
+
+
+def exec_process(process: dict, filt, preserve_fds: int = 0) -> None:
+    """process.*: oomScoreAdj, rlimits, capability bounding set, user and groups, the four other capability
+    sets, no_new_privs, the seccomp filter ``filt`` (built by the runtime), cwd, execve. Errors carry
+    ``pynet_exec`` as the launcher's do (126/127)."""
+    if process.get("oomScoreAdj") is not None:
+        with open("/proc/self/oom_score_adj", "w") as fh:
+            fh.write(str(process["oomScoreAdj"]))
+    rl = C.rlimits(process)
+    if rl:
+        security.set_rlimits(rl)
+    nnp = bool(process.get("noNewPrivileges"))
+    if filt is not None and not nnp:
+        filt.load()   # needs CAP_SYS_ADMIN without no_new_privs: before the drop
+        filt = None
+    bounding = security.cap_mask(C.cap_names(process, "bounding"))
+    for cap in range(security.last_cap() + 1):
+        if not bounding & (1 << cap):
+            L.prctl(L.PR_CAPBSET_DROP, cap)
+    user = process.get("user") or {}
+    if user.get("umask") is not None:
+        os.umask(user["umask"])
+    security.set_user(security.User(uid=user.get("uid", 0), gid=user.get("gid", 0),
+                                    groups=list(user.get("additionalGids") or ())))
+    L.capset(security.cap_mask(C.cap_names(process, "effective")), security.cap_mask(C.cap_names(process, "permitted")),
+             security.cap_mask(C.cap_names(process, "inheritable")))
+    L.prctl(L.PR_CAP_AMBIENT, L.PR_CAP_AMBIENT_CLEAR_ALL)
+    for name in C.cap_names(process, "ambient"):
+        try:   # the kernel wants it permitted and inheritable; runc only warns too
+            L.prctl(L.PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, security.CAPABILITIES.index(name))
+        except OSError:
+            pass
+    if nnp:
+        security.no_new_privs()
+    cwd = process.get("cwd") or "/"
+    os.chdir(cwd)
+    env = dict(item.partition("=")[::2] for item in process.get("env") or ())
+    for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGXFSZ, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    # Nothing the engine or this runtime had open goes into the container but stdio and --preserve-fds.
+    os.closerange(3 + preserve_fds, 1 << 20)
+    if filt is not None:
+        filt.load()
+    lns.execvpe(process["args"], env)
