@@ -202,6 +202,9 @@ def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
         if not needs_network:
             return   # nothing to wait for: the record is written while the command already runs
         record_running(pid)
+        net = rec.get("network") or {}
+        if net.get("publish") or net.get("ip"):
+            wait_pending_detaches(rec)
         attached = network.attach(rec, pid)
         if attached:
             rec.update(network=attached)
@@ -275,10 +278,17 @@ def cleanup(rec: Record, remove_all: bool, force: bool = False, deferred: list |
     container's directories are only set aside (renamed: gone from every listing) and their paths added
     to it, for the caller to delete once its client has the exit code; gc deletes any a crash left."""
     errors = []
-    try:
-        network.detach(rec)
-    except Exception as exc:  # noqa: BLE001 - keep tearing down the rest
-        errors.append(f"network: {exc}")
+    late_detach = deferred is not None and remove_all and not force and network.needs_attach(rec)
+    if late_detach:
+        # PID 1 is gone, its netns only pinned: the DEL (a veth deletion waits ~25 ms for the kernel) runs
+        # after the client has its exit code. A run that needs the ports/address freed first waits for it
+        # (before_attach); the set-aside record keeps what gc needs to redo it if this launcher dies.
+        deferred.append(_DeferredDetach(rec))
+    else:
+        try:
+            network.detach(rec)
+        except Exception as exc:  # noqa: BLE001 - keep tearing down the rest
+            errors.append(f"network: {exc}")
     if rec.get("cgroups"):
         try:
             cgroups.from_paths(rec["cgroups"]).remove()
@@ -301,6 +311,68 @@ def remove_trees(paths) -> None:
 
     for path in paths:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def run_deferred(deferred: list) -> None:
+    """What cleanup(deferred=...) left for after the reply, in order: the network DEL, then the trees
+    set aside (a record stays on disk, hidden, until its network is detached)."""
+    for item in deferred:
+        if callable(item):
+            item()
+        else:
+            remove_trees([item])
+
+
+def _pending_lock_path(rec_or_net) -> str:
+    from pynet.runner.cache import DEFAULT_CACHE_DIR
+
+    net = rec_or_net.get("network") or {}
+    return os.path.join((net.get("runner") or {}).get("cache_dir") or DEFAULT_CACHE_DIR, ".pending-detach.lock")
+
+
+class _DeferredDetach:
+    """The network DEL of a container, after its launcher replied. From cleanup (before the reply) until
+    the DEL is done it holds a shared lock that a run publishing ports or asking for an address takes
+    exclusively before its ADD (wait_pending_detaches): those never race a late release. The kernel
+    drops the lock if the launcher dies."""
+
+    def __init__(self, rec: Record):
+        import fcntl
+
+        self.rec, self.fd = rec, -1
+        try:
+            path = _pending_lock_path(rec)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self.fd, fcntl.LOCK_SH)
+        except OSError:
+            pass
+
+    def __call__(self) -> None:
+        try:
+            network.detach(self.rec)
+        except Exception:  # noqa: BLE001 - the client is gone; gc redoes it from the set-aside record
+            return
+        finally:
+            if self.fd >= 0:
+                os.close(self.fd)
+
+
+def wait_pending_detaches(rec: Record) -> None:
+    """Before the ADD of a run that publishes ports or asks for an address: waits until the DELs other
+    launchers deferred (cleanup) are done, so their ports and addresses are free again."""
+    import fcntl
+
+    try:
+        fd = os.open(_pending_lock_path(rec), os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return   # no launcher ever deferred a DEL here
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 # -- operations on existing containers ---------------------------------------------------------------
@@ -363,8 +435,29 @@ def gc() -> list[str]:
             except ContainerError:
                 continue
             cleaned.append(rec.id)
-    remove_trees(state.set_aside_leftovers())
+    leftovers = state.set_aside_leftovers()
+    for path in leftovers:
+        _detach_set_aside(path)
+    remove_trees(leftovers)
     return cleaned
+
+
+def _detach_set_aside(path: str) -> None:
+    """The network DEL a launcher deferred (cleanup) and did not live to run, from its set-aside record;
+    DEL is idempotent, so one still running it does no harm."""
+    import json
+
+    try:
+        with open(os.path.join(path, "state.json")) as fh:
+            rec = Record(json.load(fh))
+    except (OSError, ValueError):
+        return   # a storage dir, or no record
+    if rec.monitor_alive():
+        return   # its launcher is still at it
+    try:
+        network.detach(rec)
+    except Exception:  # noqa: BLE001 - the tree goes anyway; the runner's gc finds what is left
+        pass
 
 
 def exec_in(rec: Record, argv: list, env: list, workdir: str | None) -> int:

@@ -51,7 +51,7 @@ MAX_MESSAGE = 1 << 18      # a SOCK_SEQPACKET message is bounded by the socket b
 # field that differs from its default makes the launcher refuse the run, which then runs locally.
 SERVED = frozenset({"image", "command", "name", "hostname", "rm", "init", "env", "workdir", "read_only", "dns",
                     "net"})
-SERVED_NET = frozenset({"mode", "ifname", "config_dir", "cache_dir", "cni_path", "netns_dir"})
+SERVED_NET = frozenset({"mode", "publish", "ifname", "config_dir", "cache_dir", "cni_path", "netns_dir"})
 
 
 class Zygote:
@@ -360,9 +360,9 @@ def _launcher(conn_fd: int, fds: list, msg: bytes, reserved=None) -> None:
     _send(conn, EXITED, str(code).encode())
     conn.close()
     _release(reserved)   # what a failed create left (after a run there is nothing left to do)
-    from .container import remove_trees
+    from .container import run_deferred
 
-    remove_trees(deferred)
+    run_deferred(deferred)
     os._exit(0)
 
 
