@@ -204,7 +204,7 @@ def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
         record_running(pid)
         net = rec.get("network") or {}
         if net.get("publish") or net.get("ip"):
-            wait_pending_detaches(rec)
+            network.wait_pending_detaches((net.get("runner") or {}).get("cache_dir"))
         attached = network.attach(rec, pid)
         if attached:
             rec.update(network=attached)
@@ -318,61 +318,27 @@ def run_deferred(deferred: list) -> None:
     set aside (a record stays on disk, hidden, until its network is detached)."""
     for item in deferred:
         if callable(item):
-            item()
+            if not item():
+                return   # the DEL failed: the set-aside record stays for gc to retry it
         else:
             remove_trees([item])
 
 
-def _pending_lock_path(rec_or_net) -> str:
-    from pynet.runner.cache import DEFAULT_CACHE_DIR
-
-    net = rec_or_net.get("network") or {}
-    return os.path.join((net.get("runner") or {}).get("cache_dir") or DEFAULT_CACHE_DIR, ".pending-detach.lock")
-
-
 class _DeferredDetach:
-    """The network DEL of a container, after its launcher replied. From cleanup (before the reply) until
-    the DEL is done it holds a shared lock that a run publishing ports or asking for an address takes
-    exclusively before its ADD (wait_pending_detaches): those never race a late release. The kernel
-    drops the lock if the launcher dies."""
+    """The network DEL of a container, run after its launcher replied; holds network.PendingDetach from
+    cleanup (before the reply) until the DEL is done."""
 
     def __init__(self, rec: Record):
-        import fcntl
+        self.rec, self.pending = rec, network.PendingDetach(rec)
 
-        self.rec, self.fd = rec, -1
-        try:
-            path = _pending_lock_path(rec)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            fcntl.flock(self.fd, fcntl.LOCK_SH)
-        except OSError:
-            pass
-
-    def __call__(self) -> None:
+    def __call__(self) -> bool:
         try:
             network.detach(self.rec)
+            return True
         except Exception:  # noqa: BLE001 - the client is gone; gc redoes it from the set-aside record
-            return
+            return False
         finally:
-            if self.fd >= 0:
-                os.close(self.fd)
-
-
-def wait_pending_detaches(rec: Record) -> None:
-    """Before the ADD of a run that publishes ports or asks for an address: waits until the DELs other
-    launchers deferred (cleanup) are done, so their ports and addresses are free again."""
-    import fcntl
-
-    try:
-        fd = os.open(_pending_lock_path(rec), os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return   # no launcher ever deferred a DEL here
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+            self.pending.done()
 
 
 # -- operations on existing containers ---------------------------------------------------------------
