@@ -318,3 +318,22 @@ def test_failed_runs_through_the_daemon_report_and_leave_nothing(remote, pynet_r
     (rec,) = state_records(remote.state)
     assert rec["name"] == "twice"
     assert os.listdir(os.path.join(pynet_root, "containers")) == [rec["id"]]
+
+
+def test_gc_redoes_the_late_del_of_a_launcher_that_died(pynet, netenv, host_ns):
+    """A launcher that answered its client dies before its late DEL (its record already set aside, see
+    container.cleanup): `container gc` runs that DEL from the set-aside record, then deletes it."""
+    cid = pynet.detach("--dns", "127.0.0.1", "--net", "ctrnet", "busybox", "sleep", "60")
+    rec = pynet.inspect(cid)
+    assert len(_leased(netenv["leases"])) == 1
+    os.kill(rec["monitor_pid"], signal.SIGKILL)
+    os.kill(rec["pid"], signal.SIGKILL)
+    assert _eventually(lambda: pynet.inspect(cid)["state"] == "dead")
+    (rec_dir,) = [root for root, dirs, files in os.walk(pynet.state) if os.path.basename(root) == cid]
+    os.rename(rec_dir, os.path.join(os.path.dirname(rec_dir), ".removing-" + cid))
+    assert pynet.records() == []
+    res = pynet("container", "gc")
+    assert res.returncode == 0, res.err
+    assert _leased(netenv["leases"]) == [] and not os.listdir(netenv["pins"])
+    assert not [n for n in host_ns.link_names() if n.startswith("veth")]
+    assert not [n for n in os.listdir(os.path.dirname(rec_dir)) if n.startswith(".removing-")]
