@@ -274,15 +274,16 @@ def finish(rec: Record, code: int, deferred: list | None = None) -> None:
 
 def cleanup(rec: Record, remove_all: bool, force: bool = False, deferred: list | None = None) -> None:
     """Idempotent teardown: network DEL, cgroups, then (remove_all) upper dir and the record. A failed
-    step keeps the record (so `rm -f`/gc can retry) unless ``force``. With a ``deferred`` list, the
-    container's directories are only set aside (renamed: gone from every listing) and their paths added
-    to it, for the caller to delete once its client has the exit code; gc deletes any a crash left."""
+    step keeps the record (so `rm -f`/gc can retry) unless ``force``. With a ``deferred`` list (and
+    remove_all), the network DEL and the container's directories, set aside (renamed: gone from every
+    listing), go into it for the caller to do once its client has the exit code (run_deferred); gc
+    redoes what a crash left."""
     errors = []
     late_detach = deferred is not None and remove_all and not force and network.needs_attach(rec)
     if late_detach:
         # PID 1 is gone, its netns only pinned: the DEL (a veth deletion waits ~25 ms for the kernel) runs
         # after the client has its exit code. A run that needs the ports/address freed first waits for it
-        # (before_attach); the set-aside record keeps what gc needs to redo it if this launcher dies.
+        # (start: network.wait_pending_detaches); the set-aside record keeps what gc needs to redo it.
         deferred.append(_DeferredDetach(rec))
     else:
         try:

@@ -13,7 +13,7 @@ client's namespaces, takes its stdio, environment, cwd and umask, reads the argv
 (options.parse_fast) and runs supervise.run, the same code as a local run. The child answers the client
 directly on the passed connection (the daemon thread is done once it handed over), passes on the client's
 signals, and reports the exit code after the cleanup (a --rm container's directories are only set aside by
-then, and deleted after the client has its answer). The zygote also loads our CNI plugins
+then, and its network DEL and their deletion run after the client has its answer: container.cleanup). The zygote also loads our CNI plugins
 (network.preload): the launcher runs them in its own process.
 
 The cgroup move of a container's first process waits an RCU grace period (~9 ms here) when no move
@@ -338,7 +338,7 @@ def _launcher(conn_fd: int, fds: list, msg: bytes, reserved=None) -> None:
         _send(conn, REFUSED, reason.encode())
         os._exit(0)
     _send(conn, ACCEPTED, b"")
-    deferred = []   # directories of a --rm container, deleted once the client has the exit code
+    deferred = []   # a --rm container's network DEL and directories, done once the client has the exit code
     try:
         code = supervise.run(opts, wait=lambda rec, pid: _wait(conn, rec, pid), reserved=reserved, deferred=deferred)
     except BaseException:  # noqa: BLE001
