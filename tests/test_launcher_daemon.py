@@ -21,6 +21,7 @@ from tests.test_launcher import (PYNET, _cgroup_dirs, _leased, netenv, pynet, py
 
 from netns_fixtures.daemon import dropping_daemon, start_daemon, stop_daemon
 from pynet.launcher import zygote
+from tests.test_ptp import eventually
 from pynet.launcher.options import OptionsError, parse_fast
 
 
@@ -143,16 +144,7 @@ def test_bridge_network_through_the_daemon_attaches_and_releases(remote, netenv,
     assert res.returncode == 0, res.err
     assert "10.151.7." in res.out
     # The chain's DEL runs right after the client has its exit code (the container's netns is pinned).
-    assert _eventually(lambda: _leased(netenv["leases"]) == [] and not os.listdir(netenv["pins"]))
-
-
-def _eventually(check, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+    assert eventually(lambda: _leased(netenv["leases"]) == [] and not os.listdir(netenv["pins"]))
 
 
 def test_published_port_runs_back_to_back_through_the_daemon(remote, netenv, host_ns):
@@ -328,7 +320,7 @@ def test_gc_redoes_the_late_del_of_a_launcher_that_died(pynet, netenv, host_ns):
     assert len(_leased(netenv["leases"])) == 1
     os.kill(rec["monitor_pid"], signal.SIGKILL)
     os.kill(rec["pid"], signal.SIGKILL)
-    assert _eventually(lambda: pynet.inspect(cid)["state"] == "dead")
+    assert eventually(lambda: pynet.inspect(cid)["state"] == "dead")
     (rec_dir,) = [root for root, dirs, files in os.walk(pynet.state) if os.path.basename(root) == cid]
     os.rename(rec_dir, os.path.join(os.path.dirname(rec_dir), ".removing-" + cid))
     assert pynet.records() == []
