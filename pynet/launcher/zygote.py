@@ -108,9 +108,14 @@ def _preload() -> None:
     import shutil  # noqa: F401
     import traceback  # noqa: F401
 
-    from . import container, namespaces, network, options, rootfs, security, state, supervise  # noqa: F401
+    from . import container, namespaces, network, options, rootfs, security, state, supervise, users  # noqa: F401
 
     network.preload()
+    # What a launcher still imported after the fork (seen with a `-p` run on the default network).
+    import encodings.ascii  # noqa: F401
+
+    import cni_plugins.nft.ownership  # noqa: F401
+    import pynet.runner.capabilities  # noqa: F401
 
 
 def _zygote(sock: socket.socket, parent: int) -> None:
