@@ -195,6 +195,9 @@ def cmd_net_rm(args) -> int:
         conf = runner.network(args.name)
     except CNIError as err:
         fail(err)
+    from .launcher.network import wait_pending_detaches
+
+    wait_pending_detaches(runner.cache.cache_dir)   # DELs of `pynet run`s that already answered
     entries = runner.cache.entries(network=conf.name)
     if entries and not args.force:
         names = {c.id: c.name for c in atts.containers() if c.name}

@@ -21,6 +21,7 @@ from tests.test_launcher import (PYNET, _cgroup_dirs, _leased, netenv, pynet, py
 
 from netns_fixtures.daemon import dropping_daemon, start_daemon, stop_daemon
 from pynet.launcher import zygote
+from tests.test_ptp import eventually
 from pynet.launcher.options import OptionsError, parse_fast
 
 
@@ -142,7 +143,23 @@ def test_bridge_network_through_the_daemon_attaches_and_releases(remote, netenv,
                  "cat /proc/net/fib_trie | grep -o '10\\.151\\.7\\.[0-9]*' | sort -u")
     assert res.returncode == 0, res.err
     assert "10.151.7." in res.out
-    assert _leased(netenv["leases"]) == []
+    # The chain's DEL runs right after the client has its exit code (the container's netns is pinned).
+    assert eventually(lambda: _leased(netenv["leases"]) == [] and not os.listdir(netenv["pins"]))
+
+
+def test_published_port_runs_back_to_back_through_the_daemon(remote, netenv, host_ns):
+    """Each run's DEL comes after its answer; the next run publishing the same port waits for it instead
+    of failing with the port held."""
+    for i in range(3):
+        res = remote("run", "--rm", "--dns", "127.0.0.1", "--net", "ctrnet", "-p", "18080:80", "busybox", "sh",
+                     "-c", f"echo run{i}")
+        assert res.returncode == 0 and res.out == f"run{i}\n", res.err
+    # `net rm` right after the last answer waits for that DEL instead of finding the network in use.
+    res = remote("net", "rm", "ctrnet")
+    assert res.returncode == 0, res.err
+    assert "18080" not in host_ns.nft_ruleset() and _leased(netenv["leases"]) == []
+    assert host_ns.link("pnctr0") is None and not os.listdir(netenv["pins"])
+    assert state_records(remote.state) == []
 
 
 def test_unsupported_options_and_detach_run_locally(remote):
@@ -176,7 +193,7 @@ def test_a_daemon_that_drops_the_request_falls_back_to_local(pynet, host_ns, tmp
     (["--rm", "-v", "/tmp:/b", "busybox"], False),
     (["--rm", "--memory", "64m", "busybox"], False),
     (["--rm", "--help"], False),
-    (["--rm", "-p", "8080:80", "busybox"], False),
+    (["--rm", "-p", "8080:80", "busybox"], True),
     (["--rm", "--security-opt", "no-new-privileges=false", "busybox"], False),
 ])
 def test_daemon_serves_only_the_plain_forms(argv, served):
@@ -293,3 +310,22 @@ def test_failed_runs_through_the_daemon_report_and_leave_nothing(remote, pynet_r
     (rec,) = state_records(remote.state)
     assert rec["name"] == "twice"
     assert os.listdir(os.path.join(pynet_root, "containers")) == [rec["id"]]
+
+
+def test_gc_redoes_the_late_del_of_a_launcher_that_died(pynet, netenv, host_ns):
+    """A launcher that answered its client dies before its late DEL (its record already set aside, see
+    container.cleanup): `container gc` runs that DEL from the set-aside record, then deletes it."""
+    cid = pynet.detach("--dns", "127.0.0.1", "--net", "ctrnet", "busybox", "sleep", "60")
+    rec = pynet.inspect(cid)
+    assert len(_leased(netenv["leases"])) == 1
+    os.kill(rec["monitor_pid"], signal.SIGKILL)
+    os.kill(rec["pid"], signal.SIGKILL)
+    assert eventually(lambda: pynet.inspect(cid)["state"] == "dead")
+    (rec_dir,) = [root for root, dirs, files in os.walk(pynet.state) if os.path.basename(root) == cid]
+    os.rename(rec_dir, os.path.join(os.path.dirname(rec_dir), ".removing-" + cid))
+    assert pynet.records() == []
+    res = pynet("container", "gc")
+    assert res.returncode == 0, res.err
+    assert _leased(netenv["leases"]) == [] and not os.listdir(netenv["pins"])
+    assert not [n for n in host_ns.link_names() if n.startswith("veth")]
+    assert not [n for n in os.listdir(os.path.dirname(rec_dir)) if n.startswith(".removing-")]

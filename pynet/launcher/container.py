@@ -202,6 +202,9 @@ def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
         if not needs_network:
             return   # nothing to wait for: the record is written while the command already runs
         record_running(pid)
+        net = rec.get("network") or {}
+        if net.get("publish") or net.get("ip"):
+            network.wait_pending_detaches((net.get("runner") or {}).get("cache_dir"))
         attached = network.attach(rec, pid)
         if attached:
             rec.update(network=attached)
@@ -271,14 +274,22 @@ def finish(rec: Record, code: int, deferred: list | None = None) -> None:
 
 def cleanup(rec: Record, remove_all: bool, force: bool = False, deferred: list | None = None) -> None:
     """Idempotent teardown: network DEL, cgroups, then (remove_all) upper dir and the record. A failed
-    step keeps the record (so `rm -f`/gc can retry) unless ``force``. With a ``deferred`` list, the
-    container's directories are only set aside (renamed: gone from every listing) and their paths added
-    to it, for the caller to delete once its client has the exit code; gc deletes any a crash left."""
+    step keeps the record (so `rm -f`/gc can retry) unless ``force``. With a ``deferred`` list (and
+    remove_all), the network DEL and the container's directories, set aside (renamed: gone from every
+    listing), go into it for the caller to do once its client has the exit code (run_deferred); gc
+    redoes what a crash left."""
     errors = []
-    try:
-        network.detach(rec)
-    except Exception as exc:  # noqa: BLE001 - keep tearing down the rest
-        errors.append(f"network: {exc}")
+    late_detach = deferred is not None and remove_all and not force and network.needs_attach(rec)
+    if late_detach:
+        # PID 1 is gone, its netns only pinned: the DEL (a veth deletion waits ~25 ms for the kernel) runs
+        # after the client has its exit code. A run that needs the ports/address freed first waits for it
+        # (start: network.wait_pending_detaches); the set-aside record keeps what gc needs to redo it.
+        deferred.append(_DeferredDetach(rec))
+    else:
+        try:
+            network.detach(rec)
+        except Exception as exc:  # noqa: BLE001 - keep tearing down the rest
+            errors.append(f"network: {exc}")
     if rec.get("cgroups"):
         try:
             cgroups.from_paths(rec["cgroups"]).remove()
@@ -301,6 +312,34 @@ def remove_trees(paths) -> None:
 
     for path in paths:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def run_deferred(deferred: list) -> None:
+    """What cleanup(deferred=...) left for after the reply, in order: the network DEL, then the trees
+    set aside (a record stays on disk, hidden, until its network is detached)."""
+    for item in deferred:
+        if callable(item):
+            if not item():
+                return   # the DEL failed: the set-aside record stays for gc to retry it
+        else:
+            remove_trees([item])
+
+
+class _DeferredDetach:
+    """The network DEL of a container, run after its launcher replied; holds network.PendingDetach from
+    cleanup (before the reply) until the DEL is done."""
+
+    def __init__(self, rec: Record):
+        self.rec, self.pending = rec, network.PendingDetach(rec)
+
+    def __call__(self) -> bool:
+        try:
+            network.detach(self.rec)
+            return True
+        except Exception:  # noqa: BLE001 - the client is gone; gc redoes it from the set-aside record
+            return False
+        finally:
+            self.pending.done()
 
 
 # -- operations on existing containers ---------------------------------------------------------------
@@ -363,8 +402,29 @@ def gc() -> list[str]:
             except ContainerError:
                 continue
             cleaned.append(rec.id)
-    remove_trees(state.set_aside_leftovers())
+    leftovers = state.set_aside_leftovers()
+    for path in leftovers:
+        _detach_set_aside(path)
+    remove_trees(leftovers)
     return cleaned
+
+
+def _detach_set_aside(path: str) -> None:
+    """The network DEL a launcher deferred (cleanup) and did not live to run, from its set-aside record;
+    DEL is idempotent, so one still running it does no harm."""
+    import json
+
+    try:
+        with open(os.path.join(path, "state.json")) as fh:
+            rec = Record(json.load(fh))
+    except (OSError, ValueError):
+        return   # a storage dir, or no record
+    if rec.monitor_alive():
+        return   # its launcher is still at it
+    try:
+        network.detach(rec)
+    except Exception:  # noqa: BLE001 - the tree goes anyway; the runner's gc finds what is left
+        pass
 
 
 def exec_in(rec: Record, argv: list, env: list, workdir: str | None) -> int:

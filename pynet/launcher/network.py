@@ -187,6 +187,53 @@ def detach(rec) -> None:
         rec.save()
 
 
+# -- DELs run after the reply (container.cleanup with a deferred list) ------------------------------
+def _pending_lock(cache_dir: str | None) -> str:
+    from pynet.runner.cache import DEFAULT_CACHE_DIR
+
+    return os.path.join(cache_dir or DEFAULT_CACHE_DIR, ".pending-detach.lock")
+
+
+class PendingDetach:
+    """A shared lock on the runner's cache dir, held from before a launcher's reply until its late DEL is
+    done; what needs those ports, addresses or attachments gone takes it exclusively first
+    (wait_pending_detaches). The kernel drops it if the launcher dies."""
+
+    def __init__(self, rec):
+        import fcntl
+
+        self.fd = -1
+        try:
+            path = _pending_lock(((rec.get("network") or {}).get("runner") or {}).get("cache_dir"))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self.fd, fcntl.LOCK_SH)
+        except OSError:
+            pass
+
+    def done(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def wait_pending_detaches(cache_dir: str | None) -> None:
+    """Waits until the DELs launchers deferred over this cache dir are done (a run publishing ports or
+    asking for an address, `pynet net rm`): their ports, addresses and attachments are gone then."""
+    import fcntl
+
+    try:
+        fd = os.open(_pending_lock(cache_dir), os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return   # no launcher ever deferred a DEL here
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def addresses(net: dict) -> list[str]:
     result = net.get("result") or {}
     return [ip["address"].split("/")[0] for ip in result.get("ips", [])]

@@ -17,6 +17,11 @@ def run(argv: list) -> None:
     code = _via_daemon(argv)
     if code is not None:
         _exit(code)
+    import gc
+
+    # The local launcher's imports (a networked run: the runner, our plugins, pyroute2) make many objects
+    # the cyclic collector would keep walking; a high threshold still bounds what a long run leaves.
+    gc.set_threshold(100_000, 50, 100)
     from . import cgroups
 
     cgroups.start_warmup()

@@ -13,7 +13,7 @@ client's namespaces, takes its stdio, environment, cwd and umask, reads the argv
 (options.parse_fast) and runs supervise.run, the same code as a local run. The child answers the client
 directly on the passed connection (the daemon thread is done once it handed over), passes on the client's
 signals, and reports the exit code after the cleanup (a --rm container's directories are only set aside by
-then, and deleted after the client has its answer). The zygote also loads our CNI plugins
+then, and its network DEL and their deletion run after the client has its answer: container.cleanup). The zygote also loads our CNI plugins
 (network.preload): the launcher runs them in its own process.
 
 The cgroup move of a container's first process waits an RCU grace period (~9 ms here) when no move
@@ -51,7 +51,7 @@ MAX_MESSAGE = 1 << 18      # a SOCK_SEQPACKET message is bounded by the socket b
 # field that differs from its default makes the launcher refuse the run, which then runs locally.
 SERVED = frozenset({"image", "command", "name", "hostname", "rm", "init", "env", "workdir", "read_only", "dns",
                     "net"})
-SERVED_NET = frozenset({"mode", "ifname", "config_dir", "cache_dir", "cni_path", "netns_dir"})
+SERVED_NET = frozenset({"mode", "publish", "ifname", "config_dir", "cache_dir", "cni_path", "netns_dir"})
 
 
 class Zygote:
@@ -108,9 +108,14 @@ def _preload() -> None:
     import shutil  # noqa: F401
     import traceback  # noqa: F401
 
-    from . import container, namespaces, network, options, rootfs, security, state, supervise  # noqa: F401
+    from . import container, namespaces, network, options, rootfs, security, state, supervise, users  # noqa: F401
 
     network.preload()
+    # What a launcher still imported after the fork (seen with a `-p` run on the default network).
+    import encodings.ascii  # noqa: F401
+
+    import cni_plugins.nft.ownership  # noqa: F401
+    import pynet.runner.capabilities  # noqa: F401
 
 
 def _zygote(sock: socket.socket, parent: int) -> None:
@@ -338,7 +343,7 @@ def _launcher(conn_fd: int, fds: list, msg: bytes, reserved=None) -> None:
         _send(conn, REFUSED, reason.encode())
         os._exit(0)
     _send(conn, ACCEPTED, b"")
-    deferred = []   # directories of a --rm container, deleted once the client has the exit code
+    deferred = []   # a --rm container's network DEL and directories, done once the client has the exit code
     try:
         code = supervise.run(opts, wait=lambda rec, pid: _wait(conn, rec, pid), reserved=reserved, deferred=deferred)
     except BaseException:  # noqa: BLE001
@@ -360,9 +365,9 @@ def _launcher(conn_fd: int, fds: list, msg: bytes, reserved=None) -> None:
     _send(conn, EXITED, str(code).encode())
     conn.close()
     _release(reserved)   # what a failed create left (after a run there is nothing left to do)
-    from .container import remove_trees
+    from .container import run_deferred
 
-    remove_trees(deferred)
+    run_deferred(deferred)
     os._exit(0)
 
 
