@@ -121,7 +121,7 @@ def list_value(value, key: str) -> list:
 
 def parse_dns(value, key: str = "dns"):
     """A config's DNS settings ({nameservers, domain, search, options}); code 7 naming the key when malformed."""
-    from .types import DNS
+    from .results import DNS
 
     if value in (None, {}):
         return DNS()

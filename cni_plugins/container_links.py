@@ -32,7 +32,7 @@ from .errors import CNIError, INTERNAL, INVALID_CONFIG, PLUGIN_NOT_AVAILABLE, in
 from .handles import Handles, NetnsHandle
 from .netlink import netlink_error_code
 from .skel import IFNAMSIZ, Request
-from .types import DNS, Interface, Result
+from .results import DNS, Interface, Result
 from .undo import undo_on_failure
 
 AF_INET, AF_INET6 = 2, 10

@@ -10,7 +10,7 @@ import os
 from . import registry, syscalls
 from .errors import CNIError, DECODING_FAILURE, INVALID_CONFIG, IO_FAILURE
 from .skel import Request
-from .types import Result
+from .results import Result
 
 
 def find_plugin(name: str, cni_path: tuple[str, ...]) -> str:

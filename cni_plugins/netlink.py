@@ -10,7 +10,7 @@ import os
 import struct
 
 from .errors import CNIError, INTERNAL
-from .types import IPConfig, Result, Route
+from .results import IPConfig, Result, Route
 
 IFA_F_NODAD = 0x02
 

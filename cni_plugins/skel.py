@@ -118,7 +118,7 @@ class Request:
         raw = self.config.get("prevResult")
         if raw is None:
             return None
-        from .types import Result
+        from .results import Result
         try:
             return Result.from_dict(raw)
         except CNIError as err:

@@ -5,7 +5,7 @@ import ipaddress
 import pytest
 
 from cni_plugins.errors import CNIError
-from cni_plugins.types import Result
+from cni_plugins.results import Result
 from cni_plugins.portmap import config
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from cni_plugins.errors import CNIError
-from cni_plugins.types import DNS, Interface, IPConfig, Result, Route
+from cni_plugins.results import DNS, Interface, IPConfig, Result, Route
 
 ALL_VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 EXECUTABLES = ["bridge", "host-local", "static", "loopback", "portmap", "firewall", "tuning"]

@@ -18,7 +18,7 @@ from cni_plugins.errors import CNIError, INTERNAL
 from cni_plugins.handles import Handles
 from cni_plugins.plugin import Plugin
 from cni_plugins.skel import Request
-from cni_plugins.types import Interface, Result
+from cni_plugins.results import Interface, Result
 
 from . import config as bwconfig
 from . import tc

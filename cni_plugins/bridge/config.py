@@ -12,7 +12,7 @@ from cni_plugins import delegate
 from cni_plugins.config import option_bool, option_int, option_str, parse_dns, requested_mac, validate_link_name
 from cni_plugins.errors import CNIError, INVALID_CONFIG, invalid_config
 from cni_plugins.skel import Request
-from cni_plugins.types import DNS
+from cni_plugins.results import DNS
 
 DEFAULT_BRIDGE = "cni0"
 # veth and bridge both accept 68..65535 (ETH_MIN_MTU..ETH_MAX_MTU for veth, IP_MAX_MTU for a bridge).

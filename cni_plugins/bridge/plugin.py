@@ -18,7 +18,7 @@ from cni_plugins.undo import undo_on_failure
 from cni_plugins.handles import Handles, NetnsHandle
 from cni_plugins.plugin import Plugin
 from cni_plugins.skel import Request
-from cni_plugins.types import Interface, Result, Route
+from cni_plugins.results import Interface, Result, Route
 
 from . import config as bridge_config
 from . import links, nft_rules

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from cni_plugins.errors import CNIError, INTERNAL
-from cni_plugins.types import DNS, IPConfig, Result, Route
+from cni_plugins.results import DNS, IPConfig, Result, Route
 
 from . import message
 

@@ -24,7 +24,7 @@ from cni_plugins.errors import CNIError, INTERNAL, INVALID_CONFIG, IO_FAILURE, P
 from cni_plugins.handles import Handles
 from cni_plugins.plugin import Plugin
 from cni_plugins.skel import Request
-from cni_plugins.types import Result
+from cni_plugins.results import Result
 
 from . import config as dconf
 from . import records as store

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from cni_plugins import container_links
 from cni_plugins.skel import Request
-from cni_plugins.types import DNS
+from cni_plugins.results import DNS
 
 
 @dataclass(frozen=True)

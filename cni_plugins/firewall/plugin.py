@@ -15,7 +15,7 @@ from cni_plugins.errors import CNIError, INVALID_CONFIG, INTERNAL, PLUGIN_NOT_AV
 from cni_plugins.handles import Handles
 from cni_plugins.plugin import Plugin
 from cni_plugins.skel import Request
-from cni_plugins.types import Result
+from cni_plugins.results import Result
 
 from . import table
 from .config import INGRESS_SAME_BRIDGE, FirewallConfig, parse

@@ -7,7 +7,7 @@ from __future__ import annotations
 from cni_plugins import delegate, netlink
 from cni_plugins.errors import CNIError, INTERNAL
 from cni_plugins.skel import Request
-from cni_plugins.types import DNS, Interface, Result
+from cni_plugins.results import DNS, Interface, Result
 
 
 

@@ -21,7 +21,7 @@ from cni_plugins.config import option_path, parse_dns, validate_link_name
 from cni_plugins import delegate
 from cni_plugins.errors import CNIError, INVALID_CONFIG, invalid_config
 from cni_plugins.skel import Request
-from cni_plugins.types import DNS
+from cni_plugins.results import DNS
 
 DEFAULT_DATA_DIR = "/var/lib/cni/host-device"
 # Module attributes so unit tests can point them at a fake sysfs tree.

@@ -21,7 +21,7 @@ from cni_plugins.errors import CNIError
 from cni_plugins.handles import Handles
 from cni_plugins.plugin import Plugin
 from cni_plugins.skel import Request
-from cni_plugins.types import Interface, Result
+from cni_plugins.results import Interface, Result
 
 from cni_plugins.bridge.links import require_absent
 

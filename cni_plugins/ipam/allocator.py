@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from cni_plugins.errors import CNIError, INTERNAL, INVALID_CONFIG
-from cni_plugins.types import IPAddress, IPConfig
+from cni_plugins.results import IPAddress, IPConfig
 
 from .config import Range, RangeSet
 from .store import Holder, LeaseStore, held_in

@@ -16,7 +16,7 @@ from cni_plugins.config import list_value as _list, option_int, option_path, str
 from cni_plugins.config import parse_dns  # noqa: F401  (static reads its dns through here)
 from cni_plugins.errors import CNIError, INVALID_CONFIG, INVALID_ENVIRONMENT, invalid_config
 from cni_plugins.skel import Request
-from cni_plugins.types import DNS, IPAddress, IPInterface, IPNetwork, Route
+from cni_plugins.results import DNS, IPAddress, IPInterface, IPNetwork, Route
 
 # CNI_ARGS keys IPAM plugins accept; the K8S_* ones are what kubelet-era runtimes always send.
 KNOWN_CNI_ARGS = ("IgnoreUnknown", "IP", "GATEWAY", "MAC", "K8S_POD_NAME", "K8S_POD_NAMESPACE",

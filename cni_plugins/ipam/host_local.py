@@ -12,7 +12,7 @@ import os
 from cni_plugins.errors import CNIError, INTERNAL, INVALID_CONFIG, PLUGIN_NOT_AVAILABLE
 from cni_plugins.plugin import Plugin
 from cni_plugins.skel import Request
-from cni_plugins.types import DNS, IPConfig, Result
+from cni_plugins.results import DNS, IPConfig, Result
 
 from . import allocator
 from .config import HostLocalConfig, data_dir, ipam_section, load_host_local, network_name, parse_resolv_conf, requested_ips

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from cni_plugins.errors import CNIError, INTERNAL, INVALID_ENVIRONMENT, invalid_config
 from cni_plugins.plugin import Plugin, no_config
 from cni_plugins.skel import Request
-from cni_plugins.types import DNS, IPAddress, IPConfig, IPInterface, Result, Route
+from cni_plugins.results import DNS, IPAddress, IPConfig, IPInterface, Result, Route
 
 from .config import KNOWN_CNI_ARGS, ipam_section, parse_cidr, parse_dns, parse_ip, parse_routes
 

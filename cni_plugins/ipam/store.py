@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from cni_plugins import files
 from cni_plugins.errors import CNIError, IO_FAILURE
-from cni_plugins.types import IPAddress
+from cni_plugins.results import IPAddress
 
 LAST_RESERVED_PREFIX = "last_reserved_ip."
 LOCK_NAME = "lock"

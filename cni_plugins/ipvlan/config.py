@@ -14,7 +14,7 @@ from cni_plugins.config import option_str
 from cni_plugins.container_links import LinkOptions
 from cni_plugins.errors import invalid_config
 from cni_plugins.skel import Request
-from cni_plugins.types import DNS
+from cni_plugins.results import DNS
 
 # IFLA_IPVLAN_MODE values (include/uapi/linux/if_link.h)
 MODES = {"l2": 0, "l3": 1, "l3s": 2}

@@ -12,7 +12,7 @@ from cni_plugins.errors import CNIError, INVALID_CONFIG
 from cni_plugins.handles import Handles
 from cni_plugins.plugin import Plugin
 from cni_plugins.skel import Request
-from cni_plugins.types import Result
+from cni_plugins.results import Result
 
 from . import config as ipvlan_config
 from .config import IpvlanConfig

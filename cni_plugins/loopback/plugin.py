@@ -14,7 +14,7 @@ from cni_plugins.errors import CNIError, INTERNAL
 from cni_plugins.handles import Handles
 from cni_plugins.plugin import Plugin, no_config
 from cni_plugins.skel import Request
-from cni_plugins.types import Interface, IPConfig, Result
+from cni_plugins.results import Interface, IPConfig, Result
 
 
 def _socket_in(ns):

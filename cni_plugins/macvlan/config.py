@@ -15,7 +15,7 @@ from cni_plugins.config import option_int, option_str, requested_mac
 from cni_plugins.container_links import LinkOptions
 from cni_plugins.errors import invalid_config
 from cni_plugins.skel import Request
-from cni_plugins.types import DNS
+from cni_plugins.results import DNS
 
 MODES = ("bridge", "private", "vepa", "passthru")
 MAX_BC_QUEUE_LEN = 2**32 - 1

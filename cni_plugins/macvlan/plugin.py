@@ -11,7 +11,7 @@ from cni_plugins import container_links
 from cni_plugins.handles import Handles
 from cni_plugins.plugin import Plugin
 from cni_plugins.skel import Request
-from cni_plugins.types import Result
+from cni_plugins.results import Result
 
 from . import config as macvlan_config
 from .config import MacvlanConfig

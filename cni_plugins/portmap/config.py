@@ -19,7 +19,7 @@ from cni_plugins.config import option_bool, option_int
 from cni_plugins.digest import sha256_hex
 from cni_plugins.errors import CNIError, INVALID_CONFIG, invalid_config
 from cni_plugins.skel import Request
-from cni_plugins.types import IPConfig, Result
+from cni_plugins.results import IPConfig, Result
 
 PROTOCOLS = ("tcp", "udp", "sctp")
 DEFAULT_MARK_BIT = 13

@@ -23,7 +23,7 @@ from cni_plugins.handles import Handles
 from cni_plugins.nft import NftError
 from cni_plugins.plugin import Plugin, no_config
 from cni_plugins.skel import Request
-from cni_plugins.types import Result
+from cni_plugins.results import Result
 
 from . import config, conntrack, rules
 from .rules import FAMILY, Profile

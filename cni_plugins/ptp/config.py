@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from cni_plugins.config import option_bool, option_int, option_str, parse_dns
 from cni_plugins.errors import invalid_config
 from cni_plugins.skel import Request
-from cni_plugins.types import DNS
+from cni_plugins.results import DNS
 
 MIN_MTU, MAX_MTU = 68, 65535
 MASQ_BACKENDS = ("iptables", "nftables")

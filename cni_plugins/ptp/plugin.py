@@ -24,7 +24,7 @@ from cni_plugins.handles import Handles, NetnsHandle
 from cni_plugins.netlink import netlink_error_code
 from cni_plugins.plugin import Plugin
 from cni_plugins.skel import Request
-from cni_plugins.types import Interface, IPConfig, Result, Route
+from cni_plugins.results import Interface, IPConfig, Result, Route
 from cni_plugins.undo import undo_on_failure
 
 from . import config as ptp_config

@@ -26,7 +26,7 @@ from cni_plugins.errors import CNIError, INTERNAL, INVALID_CONFIG
 from cni_plugins.handles import Handles, NetnsHandle
 from cni_plugins.plugin import Plugin
 from cni_plugins.skel import Request
-from cni_plugins.types import IPConfig, Result
+from cni_plugins.results import IPConfig, Result
 
 from . import config as sbrconfig
 from .config import FIRST_TABLE, RESERVED_TABLES, SbrConfig

@@ -14,7 +14,7 @@ from cni_plugins import delegate
 from cni_plugins.config import option_bool, option_int, option_str, parse_dns, requested_mac, validate_link_name
 from cni_plugins.errors import invalid_config
 from cni_plugins.skel import Request
-from cni_plugins.types import DNS
+from cni_plugins.results import DNS
 
 # A tap's MTU range: ETH_MIN_MTU .. 65535 minus its Ethernet header (the tun driver's max_mtu).
 MIN_MTU, MAX_MTU = 68, 65521

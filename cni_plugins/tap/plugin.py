@@ -18,7 +18,7 @@ from cni_plugins.errors import CNIError, INTERNAL
 from cni_plugins.handles import Handles
 from cni_plugins.plugin import Plugin
 from cni_plugins.skel import Request
-from cni_plugins.types import Interface, Result
+from cni_plugins.results import Interface, Result
 
 from cni_plugins.bridge.links import kind_of, require_absent
 from cni_plugins.host_device import attach

@@ -18,7 +18,7 @@ from cni_plugins.errors import CNIError, INTERNAL, INVALID_CONFIG, IO_FAILURE
 from cni_plugins.handles import Handles, NetnsHandle
 from cni_plugins.plugin import Plugin
 from cni_plugins.skel import Request
-from cni_plugins.types import Result
+from cni_plugins.results import Result
 
 from . import config as tconf
 from .config import TuningConfig

@@ -12,7 +12,7 @@ from cni_plugins.config import option_int
 from cni_plugins.container_links import LinkOptions
 from cni_plugins.errors import invalid_config
 from cni_plugins.skel import Request
-from cni_plugins.types import DNS
+from cni_plugins.results import DNS
 
 MAX_VLAN_ID = 4094
 

@@ -17,7 +17,7 @@ from cni_plugins.errors import CNIError, INTERNAL, invalid_config
 from cni_plugins.handles import Handles
 from cni_plugins.plugin import Plugin
 from cni_plugins.skel import Request
-from cni_plugins.types import Result
+from cni_plugins.results import Result
 
 from . import config as vrf_config
 from .config import VrfConfig

@@ -20,7 +20,7 @@ from cni_plugins import version as cniversion
 from cni_plugins.delegate import call, find_plugin
 from cni_plugins.errors import CNIError, DECODING_FAILURE, INCOMPATIBLE_VERSION, INVALID_CONFIG, IO_FAILURE
 from cni_plugins.skel import validate_container_id, validate_ifname
-from cni_plugins.types import Result
+from cni_plugins.results import Result
 
 from .cache import DEFAULT_CACHE_DIR, CacheEntry, ResultCache
 from .netconf import (DEFAULT_CONFIG_DIR, NetworkConfigList, NetworkNotFound, conflist_from_bytes,

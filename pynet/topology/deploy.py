@@ -15,7 +15,7 @@ import os
 import time
 
 from cni_plugins import netlink
-from cni_plugins.types import Route
+from cni_plugins.results import Route
 
 from netns_fixtures.namespaces import Netns
 from netns_fixtures.runner import OUR_PLUGINS
