@@ -292,6 +292,7 @@ class Attachments:
         named = [c for c in by_id.values() if c.name and c.name == ref]
         if named:
             return named[0]
+        prefixed = [cid for cid in by_id if cid.startswith(ref)]
         if ref.isdigit():
             pid = int(ref)
             c = self._container_of_pid(pid)
@@ -305,10 +306,12 @@ class Attachments:
                 raise AttachError(UNKNOWN_CONTAINER, f"process {pid} is not the one attached as container "
                                   f"{stale[0].id} (that process has exited and the PID was reused); "
                                   f"use the container ID: pynet detach {stale[0].id}")
+            # Hex IDs can be all digits: no process with attachments, so it may be an ID prefix.
+            if len(prefixed) == 1:
+                return by_id[prefixed[0]]
             if start_time(pid) is None:
                 raise AttachError(UNKNOWN_CONTAINER, f"no process {pid} and no container with that ID")
             raise AttachError(UNKNOWN_CONTAINER, f"process {pid} has no attachments")
-        prefixed = [cid for cid in by_id if cid.startswith(ref)]
         if len(prefixed) == 1:
             return by_id[prefixed[0]]
         raise AttachError(UNKNOWN_CONTAINER, f"no container {ref!r}"
