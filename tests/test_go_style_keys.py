@@ -38,7 +38,9 @@ def test_containerd_style_host_port_mapping_is_served(cni, host_ns, container_ns
 ], ids=["bridge-host-local", "bridge-static"])
 def test_every_key_capitalised_gives_the_same_result(cni, make_netns, tmp_path, plugin_conf):
     plain = {"cniVersion": "1.0.0", "name": "gokeys", "plugins": [
-        plugin_conf, {"type": "firewall"}, {"type": "tuning", "mtu": 1300, "sysctl": {"net.ipv4.conf.IFNAME.arp_notify": "1"}}]}
+        plugin_conf, {"type": "firewall"},
+        {"type": "tuning", "mtu": 1300, "sysctl": {"net.ipv4.conf.IFNAME.arp_notify": "1"},
+         "dataDir": str(tmp_path / "tuning")}]}
     for p in plain["plugins"]:
         if "ipam" in p and p["ipam"]["type"] == "host-local":
             p["ipam"]["dataDir"] = str(tmp_path / "ipam")
@@ -70,7 +72,8 @@ def test_every_key_capitalised_gives_the_same_result(cni, make_netns, tmp_path, 
 
 
 def test_capitalised_prev_result_is_read(cni, container_ns, tmp_path):
-    conf = {"cniVersion": "1.0.0", "name": "gokeys-prev", "type": "tuning", "mtu": 1280}
+    conf = {"cniVersion": "1.0.0", "name": "gokeys-prev", "type": "tuning", "mtu": 1280,
+            "dataDir": str(tmp_path / "tuning")}
     made = cni.add("bridge", {"cniVersion": "1.0.0", "name": "gokeys-prev", "type": "bridge", "bridge": "gokeys2",
                               "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.63.0.0/24"}]],
                                        "dataDir": str(tmp_path / "ipam")}}, container_ns)
