@@ -162,3 +162,13 @@ def test_down_refuses_a_name_that_leaves_the_state_dir(capsys, state, tmp_path):
     rc, _, err = pynet(capsys, "down", "--state-dir", state, "../victim")
     assert rc == 1 and "neither a topology file nor a topology name" in err
     assert victim.is_dir()
+
+
+def test_validate_counts_in_the_singular_for_one(tmp_path, capsys):
+    from pynet import cli
+
+    path = tmp_path / "one.yaml"
+    path.write_text("name: one\nnodes:\n  a: {}\n  b: {}\nlinks:\n  - endpoints: [a:eth0, b:eth0]\n"
+                    "    addresses: [10.44.0.1/24, 10.44.0.2/24]\nchecks:\n  - {type: icmp, from: a, to: b}\n")
+    assert cli.main(["topology", "validate", str(path)]) == 0
+    assert "(2 nodes, 1 link, 1 check)" in capsys.readouterr().out

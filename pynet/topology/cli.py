@@ -92,8 +92,9 @@ def cmd_validate(args) -> int:
         print(json.dumps({"name": topo.name, "valid": True, "nodes": len(topo.nodes), "links": len(topo.links),
                           "checks": len(topo.checks)}))
     else:
-        print(f"{args.file}: topology {topo.name} is valid ({len(topo.nodes)} nodes, {len(topo.links)} links, "
-              f"{len(topo.checks)} checks)")
+        counts = ", ".join(_count(n, what) for n, what in ((len(topo.nodes), "node"), (len(topo.links), "link"),
+                                                            (len(topo.checks), "check")))
+        print(f"{args.file}: topology {topo.name} is valid ({counts})")
     return 0
 
 
@@ -249,3 +250,7 @@ def cmd_ls(args) -> int:
         print(f"{r['name']:<24} {r['run'] or '-':<7} {r['phase']:<9} {str(r['alive']) + '/' + str(r['nodes']):<11} "
               f"{r['file']}")
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
