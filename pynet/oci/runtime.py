@@ -499,7 +499,7 @@ def _exec_child(cg, fds: dict, process: dict, filt, detach: bool, console: int |
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
     syscalls.join(fds)
-    grandchild = os.fork()   # setns(pid) applies to children only
+    grandchild = os.fork()   # joining a pid namespace applies to children only
     if grandchild == 0:
         lns._run_stage(run, report_fd)
     lns._report(report_fd, {"pid": grandchild})
