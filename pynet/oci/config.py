@@ -7,6 +7,8 @@ import json
 import os
 
 from cni_plugins import syscalls as L
+from cni_plugins.syscalls import (MS_DIRSYNC, MS_NOATIME, MS_NODIRATIME, MS_RELATIME, MS_STRICTATIME,
+                                  MS_SYNCHRONOUS, MS_UNBINDABLE)
 from pynet.launcher import security
 
 OCI_VERSION = "1.0.2"
@@ -16,13 +18,6 @@ NAMESPACES = {"pid": ("pid", L.CLONE_NEWPID), "network": ("net", L.CLONE_NEWNET)
               "uts": ("uts", L.CLONE_NEWUTS), "mount": ("mnt", L.CLONE_NEWNS), "user": ("user", L.CLONE_NEWUSER),
               "cgroup": ("cgroup", L.CLONE_NEWCGROUP)}
 
-MS_STRICTATIME = 1 << 24
-MS_RELATIME = 1 << 21
-MS_NOATIME = 1024
-MS_NODIRATIME = 2048
-MS_SYNCHRONOUS = 16
-MS_DIRSYNC = 128
-MS_UNBINDABLE = 1 << 17
 # option -> (flag, set?)
 MOUNT_FLAGS = {
     "ro": (L.MS_RDONLY, True), "rw": (L.MS_RDONLY, False), "nosuid": (L.MS_NOSUID, True),
