@@ -9,7 +9,7 @@ import re
 from .errors import invalid_config
 
 _MAC = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
-_IFNAME_FORBIDDEN = re.compile(r"[/:\s]")
+IFNAME_FORBIDDEN = re.compile(r"[/:\s]")
 IFNAMSIZ = 16
 
 
@@ -70,7 +70,7 @@ def validate_link_name(key: str, name) -> str:
         raise invalid_config(key, name, "expected a non-empty interface name")
     if len(name) >= IFNAMSIZ:
         raise invalid_config(key, name, f"longer than {IFNAMSIZ - 1} characters")
-    if name in (".", "..") or _IFNAME_FORBIDDEN.search(name):
+    if name in (".", "..") or IFNAME_FORBIDDEN.search(name):
         raise invalid_config(key, name, "not a valid interface name")
     return name
 

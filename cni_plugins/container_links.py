@@ -27,32 +27,22 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import delegate, netlink, sysctl
-from .config import option_bool, option_int, parse_dns
+from .config import option_bool, option_int, parse_dns, validate_link_name
 from .errors import CNIError, INTERNAL, INVALID_CONFIG, PLUGIN_NOT_AVAILABLE, invalid_config
 from .handles import Handles, NetnsHandle
 from .netlink import netlink_error_code
-from .skel import IFNAMSIZ, Request
+from .skel import Request
 from .results import DNS, Interface, Result
 from .undo import undo_on_failure
 
 AF_INET, AF_INET6 = 2, 10
 MAIN_TABLE = 254
 MAX_MTU = 65535
-_IFNAME_FORBIDDEN = ("/", ":", " ", "\t", "\n", "\r", "\v", "\f")
 # The kernel modules that implement each link kind (what an administrator would load).
 DRIVERS = {"macvlan": "macvlan", "ipvlan": "ipvlan", "vlan": "8021q", "dummy": "dummy", "vrf": "vrf"}
 
 
 # -- config ---------------------------------------------------------------------------------------------------
-def link_name(key: str, value) -> str:
-    """An interface name from the config (``master``, ``vrfname``): code 7 naming the key when it cannot be one."""
-    if not isinstance(value, str) or not value:
-        raise invalid_config(key, value, "expected a non-empty interface name")
-    if len(value) >= IFNAMSIZ:
-        raise invalid_config(key, value, f"longer than {IFNAMSIZ - 1} characters")
-    if value in (".", "..") or any(c in value for c in _IFNAME_FORBIDDEN):
-        raise invalid_config(key, value, "not a valid interface name")
-    return value
 
 
 @dataclass(frozen=True)
@@ -71,7 +61,7 @@ def link_options(req: Request, master_required: bool = False, why_required: str 
             raise invalid_config("master", master, why_required or "required: the interface to create the link on")
         master = None
     else:
-        master = link_name("master", master)
+        master = validate_link_name("master", master)
     mtu = option_int(conf, "mtu", 0, minimum=0, maximum=MAX_MTU)
     return LinkOptions(master, mtu, option_bool(conf, "linkInContainer"))
 
@@ -145,10 +135,6 @@ def find_master(handles: Handles, opts: LinkOptions, fallback: str | None = None
 
 
 # -- links ----------------------------------------------------------------------------------------------------
-link_kind = netlink.kind_of
-info_data = netlink.info_data
-
-
 def _strerror(exc: BaseException) -> str:
     code = netlink_error_code(exc)
     return os.strerror(code) if isinstance(code, int) and code > 0 else str(exc)
@@ -283,11 +269,11 @@ def check(req: Request, handles: Handles, plugin: str, kind: str, ipam: str | No
     msg = netlink.link(ns.ipr, req.ifname)
     if msg is None:
         raise CNIError(INTERNAL, f"container interface {req.ifname!r} was not found")
-    if link_kind(msg) != kind:
+    if netlink.kind_of(msg) != kind:
         raise CNIError(INTERNAL, f"container interface {req.ifname!r} is not a {kind} link "
-                       f"(kind {link_kind(msg)!r})")
+                       f"(kind {netlink.kind_of(msg)!r})")
     for attr, (key, want) in (expected or {}).items():
-        have = msg.get_attr("IFLA_MTU") if attr == "IFLA_MTU" else info_data(msg, attr)
+        have = msg.get_attr("IFLA_MTU") if attr == "IFLA_MTU" else netlink.info_data(msg, attr)
         if have != want:
             raise CNIError(INTERNAL, f"container {kind} {req.ifname!r} has {key} {have!r}, the config says {want!r}")
     if iface.mac and iface.mac != netlink.mac_of(msg):

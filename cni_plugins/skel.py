@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from . import lean_imports, registry
-from .config import _IFNAME_FORBIDDEN, IFNAMSIZ, GoKeys  # noqa: F401  (IFNAMSIZ: re-exported)
+from .config import IFNAME_FORBIDDEN, IFNAMSIZ, GoKeys  # noqa: F401  (IFNAMSIZ: re-exported)
 from .handles import Handles, NetnsFds, NetnsHandle, own_netns
 from . import version as cniversion
 from .errors import (CNIError, DECODING_FAILURE, INTERNAL, INVALID_CONFIG, INVALID_ENVIRONMENT, INCOMPATIBLE_VERSION,
@@ -56,7 +56,7 @@ def validate_ifname(ifname: str) -> None:
         why = f"longer than {IFNAMSIZ - 1} characters"
     elif ifname in (".", ".."):
         why = "'.' and '..' are not interface names"
-    elif _IFNAME_FORBIDDEN.search(ifname):
+    elif IFNAME_FORBIDDEN.search(ifname):
         why = "must not contain '/', ':' or whitespace"
     if why:
         raise CNIError(INVALID_ENVIRONMENT, f"invalid CNI_IFNAME {ifname!r}: {why}")

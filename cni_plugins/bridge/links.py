@@ -42,7 +42,6 @@ def _fail(what: str, exc: BaseException) -> CNIError:
     return CNIError(INTERNAL, f"{what}: {os.strerror(code) if isinstance(code, int) and code > 0 else exc}")
 
 
-kind_of = netlink.kind_of
 
 
 def _vlan_refused(conf: BridgeConfig, exc: BaseException) -> CNIError:
@@ -60,8 +59,8 @@ def ensure_bridge(host, conf: BridgeConfig) -> Link:
     msg = netlink.link(ipr, conf.bridge)
     if msg is None:
         msg = _create_bridge(ipr, conf)
-    if kind_of(msg) != "bridge":
-        raise CNIError(INTERNAL, f"{conf.bridge!r} already exists but is not a bridge (kind {kind_of(msg)!r})")
+    if netlink.kind_of(msg) != "bridge":
+        raise CNIError(INTERNAL, f"{conf.bridge!r} already exists but is not a bridge (kind {netlink.kind_of(msg)!r})")
     index = msg["index"]
     if conf.vlan_filtering and not netlink.info_data(msg, "IFLA_BR_VLAN_FILTERING"):
         try:

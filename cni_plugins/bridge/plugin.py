@@ -176,7 +176,7 @@ def _check_link(ipr, iface: Interface, kind: str, where: str):
     msg = netlink.link(ipr, iface.name)
     if msg is None:
         raise CNIError(INTERNAL, f"{where} {iface.name!r} was not found")
-    if links.kind_of(msg) != kind:
+    if netlink.kind_of(msg) != kind:
         raise CNIError(INTERNAL, f"{where} {iface.name!r} is not a {kind}")
     if iface.mac and iface.mac != netlink.mac_of(msg):
         raise CNIError(INTERNAL, f"{where} {iface.name!r} MAC {netlink.mac_of(msg)} does not match {iface.mac}")
@@ -189,7 +189,7 @@ def _check_host_veth(host, prev: Result, bridge, container) -> None:
         if iface.sandbox or iface.name == bridge.get_attr("IFLA_IFNAME"):
             continue
         msg = netlink.link(host, iface.name)
-        if msg is None or links.kind_of(msg) != "veth":
+        if msg is None or netlink.kind_of(msg) != "veth":
             continue
         if msg["index"] != links.peer_index(container) or links.peer_index(msg) != container["index"]:
             continue

@@ -20,7 +20,7 @@ from cni_plugins.plugin import Plugin
 from cni_plugins.skel import Request
 from cni_plugins.results import Interface, Result
 
-from cni_plugins.bridge.links import kind_of, require_absent
+from cni_plugins.bridge.links import require_absent
 from cni_plugins.host_device import attach
 
 from . import config as tconf
@@ -40,9 +40,9 @@ def _set(ipr, index: int, what: str, **attrs) -> None:
 
 def _bridge_index(ipr, name: str) -> int:
     msg = netlink.link(ipr, name)
-    if msg is None or kind_of(msg) != "bridge":
+    if msg is None or netlink.kind_of(msg) != "bridge":
         raise CNIError(INTERNAL, f"failed to get bridge {name!r}: "
-                       + ("no such link" if msg is None else f"it is a {kind_of(msg) or 'device'}, not a bridge")
+                       + ("no such link" if msg is None else f"it is a {netlink.kind_of(msg) or 'device'}, not a bridge")
                        + " in the container network namespace")
     return msg["index"]
 
@@ -70,7 +70,7 @@ def add(req: Request, conf: TapConfig, handles: Handles) -> Result:
 
 
 def _is_tun(msg) -> bool:
-    return kind_of(msg) == "tun"
+    return netlink.kind_of(msg) == "tun"
 
 
 def delete(req: Request, conf: TapConfig, handles: Handles) -> None:

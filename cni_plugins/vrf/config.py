@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cni_plugins.config import option_int
-from cni_plugins.container_links import link_name
+from cni_plugins.config import option_int, validate_link_name
+
 from cni_plugins.skel import Request
 
 MAX_TABLE = 2**32 - 1
@@ -22,5 +22,5 @@ class VrfConfig:
 
 
 def load(req: Request) -> VrfConfig:
-    return VrfConfig(link_name("vrfname", req.config.get("vrfname")),
+    return VrfConfig(validate_link_name("vrfname", req.config.get("vrfname")),
                      option_int(req.config, "table", 0, minimum=0, maximum=MAX_TABLE))

@@ -11,7 +11,7 @@ driver: code 50 naming it, nothing left behind.
 from __future__ import annotations
 
 from cni_plugins import netlink
-from cni_plugins.container_links import info_data, link_kind, link_refused
+from cni_plugins.container_links import link_refused
 from cni_plugins.undo import undo_on_failure
 from cni_plugins.errors import CNIError, INTERNAL, invalid_config
 from cni_plugins.handles import Handles
@@ -30,19 +30,19 @@ RT_SCOPE_UNIVERSE = 0
 def _vrf(ipr, conf: VrfConfig):
     """The VRF link of ``vrfname``, or None; code 7 when the name is taken by a link of another kind."""
     msg = netlink.link(ipr, conf.vrfname)
-    if msg is not None and link_kind(msg) != "vrf":
-        raise invalid_config("vrfname", conf.vrfname, f"the container has a {link_kind(msg) or 'plain'!r} link "
+    if msg is not None and netlink.kind_of(msg) != "vrf":
+        raise invalid_config("vrfname", conf.vrfname, f"the container has a {netlink.kind_of(msg) or 'plain'!r} link "
                              "of that name, not a VRF")
     return msg
 
 
 def _table(msg) -> int:
-    return info_data(msg, "IFLA_VRF_TABLE") or 0
+    return netlink.info_data(msg, "IFLA_VRF_TABLE") or 0
 
 
 def first_free_table(ipr) -> int:
     """The reference's findFreeRoutingTableID: the lowest id from 1 that no VRF of the namespace uses."""
-    taken = {_table(msg) for msg in netlink.dump(ipr.get_links) if link_kind(msg) == "vrf"}
+    taken = {_table(msg) for msg in netlink.dump(ipr.get_links) if netlink.kind_of(msg) == "vrf"}
     table = 1
     while table in taken:
         table += 1
@@ -128,7 +128,7 @@ def delete(req: Request, conf: VrfConfig, handles: Handles) -> None:
         return
     ipr = ns.ipr
     msg = netlink.link(ipr, conf.vrfname)
-    if msg is None or link_kind(msg) != "vrf":
+    if msg is None or netlink.kind_of(msg) != "vrf":
         return
     member = netlink.link(ipr, req.ifname)
     if member is not None and member.get_attr("IFLA_MASTER") == msg["index"]:

@@ -348,16 +348,20 @@ def cmd_gc(args):
         print(cid)
 
 
-def register(sub) -> None:
-    import argparse
-
-    fmt_help = "fields per line: {{.ID}} {{.Name}} {{.Image}} {{.Status}} {{.Networks}} {{.IPs}} {{.Ports}} ..."
-    p = sub.add_parser("ps", help="list containers")
+def _ps_parser(p) -> None:
+    """`pynet ps` and its twin `pynet container ls`."""
     p.add_argument("-a", "--all", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--format", help=fmt_help)
+    p.add_argument("--format", help="fields per line: {{.ID}} {{.Name}} {{.Image}} {{.Status}} {{.Networks}} "
+                                    "{{.IPs}} {{.Ports}} ...")
     p.set_defaults(func=cmd_ps)
+
+
+def register(sub) -> None:
+    import argparse
+
+    _ps_parser(sub.add_parser("ps", help="list containers"))
 
     p = sub.add_parser("port", help="a container's published ports")
     p.add_argument("--json", action="store_true")
@@ -407,10 +411,5 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_inspect)
     p = csub.add_parser("gc", help="clean up containers whose launcher died, and exited --rm leftovers")
     p.set_defaults(func=cmd_gc)
-    p = csub.add_parser("ls", help="same as `pynet ps`")
-    p.add_argument("-a", "--all", action="store_true")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--format", help=fmt_help)
-    p.set_defaults(func=cmd_ps)
+    _ps_parser(csub.add_parser("ls", help="same as `pynet ps`"))
     ctr.set_defaults(func=lambda a: (ctr.print_help(), 2)[1])

@@ -35,7 +35,7 @@ def _agent(args) -> int:
 
 
 def _ls(args) -> int:
-    from pynet.cli_base import CommandError
+    from pynet.cli_base import CommandError, table
 
     from .store_etcd import StoreError, StoreUnavailable
 
@@ -43,14 +43,14 @@ def _ls(args) -> int:
         nodes = _store(args.store).nodes()
     except (StoreError, StoreUnavailable) as exc:
         raise CommandError(str(exc)) from None
+    # Only live nodes are in the store: a node's record goes with its lease.
     rows = [{"name": n.name, "subnet": n.subnet, "publicIP": n.public_ip, "backend": n.backend,
              "vtepMAC": n.vtep_mac, "alive": True} for n in nodes]
     if args.json:
         print(json.dumps(rows))
     else:
-        print(f"{'NAME':16} {'SUBNET':18} {'PUBLIC IP':16} {'BACKEND':8} ALIVE")
-        for r in rows:
-            print(f"{r['name']:16} {r['subnet']:18} {r['publicIP']:16} {r['backend']:8} yes")
+        table(["NAME", "SUBNET", "PUBLIC IP", "BACKEND", "ALIVE"],
+              [[r["name"], r["subnet"], r["publicIP"], r["backend"], "yes"] for r in rows])
     return 0
 
 
