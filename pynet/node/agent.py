@@ -116,7 +116,8 @@ class Agent:
                 self.store.revoke(self.lease)
             except StoreUnavailable:
                 pass   # the lease ends by itself
-        dataplane.reconcile(host, self.own, [], self.underlay_index) if self.own else None
+        if self.own is not None:
+            dataplane.reconcile(host, self.own, [], self.underlay_index)
         dataplane.remove_masquerade(host)
         for name in (CONFLIST, STATE_FILE):
             try:
