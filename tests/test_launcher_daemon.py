@@ -80,11 +80,13 @@ def test_container_is_launched_by_the_daemons_zygote_and_gets_the_clients_signal
 
 
 def test_exit_code_and_stdio_pass_through_the_daemon(remote, host_ns):
-    res = host_ns.run([PYNET, "run", "--rm", "--net", "none", "--dns", "127.0.0.1", "busybox", "sh", "-c",
+    res = host_ns.run([PYNET, "run", "--rm", "-i", "--net", "none", "--dns", "127.0.0.1", "busybox", "sh", "-c",
                        "read line; echo out:$line; echo err:$HOSTNAME >&2; exit 7"], input=b"hello\n", env=remote.env)
     assert res.returncode == 7, res.stderr
     assert res.stdout == b"out:hello\n"
     assert res.stderr.startswith(b"err:") and len(res.stderr.strip()) == len("err:") + 12
+    res = host_ns.run([PYNET, "run", "--rm", "--net", "none", "busybox", "cat"], input=b"hello\n", env=remote.env)
+    assert (res.returncode, res.stdout) == (0, b""), res.stderr   # no -i: stdin is /dev/null, as Docker's
     res = remote.run("--rm", "busybox", "no-such-command")
     assert res.returncode == 127 and "not found" in res.err
 
