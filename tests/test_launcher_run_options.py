@@ -156,6 +156,18 @@ def test_it_is_a_raw_terminal_with_resize_and_ctrl_c_and_the_exit_code(pynet):
     assert code == 130, term.seen
 
 
+def test_ctrl_c_reaches_the_command_behind_init(pynet):
+    term = Terminal(pynet, ["run", "--rm", "-it", "--init", "--net", "none", "busybox", "sh", "-c",
+                            "echo TERM=$TERM; exec sleep 60"])
+    try:
+        term.read_until(b"TERM=xterm")
+        time.sleep(0.2)   # the exec of sleep
+        term.write(b"\x03")
+    finally:
+        code = term.close()
+    assert code == 130, term.seen
+
+
 def test_exec_it_runs_on_a_terminal_of_its_own(pynet):
     cid = pynet.detach("busybox", "sleep", "120")
     res = pynet("exec", "-t", cid, "sh", "-c", "tty; [ -t 1 ] && echo is-tty")

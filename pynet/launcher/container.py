@@ -131,6 +131,8 @@ def create(opts: RunOptions, reserved: Reserved | None = None) -> tuple[Record, 
     cid = reserved.id if reserved is not None else state.new_id()
     hostname = opts.hostname or cid[:12]
     env["HOSTNAME"] = hostname
+    if opts.tty:
+        env["TERM"] = "xterm"   # Docker's, for -t (an -e TERM= below still wins)
     env.update(_env_list_to_dict(opts.env))
     env.setdefault("HOME", user.home)
     cwd = opts.workdir or config.get("WorkingDir") or "/"
