@@ -1,5 +1,5 @@
 """`pynet run` options a Docker user types: --entrypoint, -w, --add-host, -i, -t/-it (a pty of the
-container's own, driven here through a pty from python's `pty` module), --restart for detached
+container's own, driven here through a pty pair (os.openpty) whose slave is pynet's controlling terminal), --restart for detached
 containers, and `pynet exec -it`. Each asserted from inside the container or from its record."""
 
 from __future__ import annotations
@@ -14,25 +14,16 @@ import time
 
 import pytest
 
+from netns_fixtures.multinode import wait_for
 from pynet.launcher import options
 from pynet.launcher.container import _resolve_command
-from tests.test_launcher import PYNET, Launcher, pynet, pynet_root  # noqa: F401  (fixtures)
+from tests.test_launcher import PYNET, pynet, pynet_root  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the launcher needs root")
 
 
 def _record(pynet, ref: str) -> dict:
     return next(r for r in pynet.records() if r["id"] == ref or r.get("name") == ref)
-
-
-def _until(predicate, timeout: float = 30, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- --entrypoint, -w, --add-host ------------------------------------------------------------------------
@@ -114,7 +105,7 @@ class Terminal:
         os.close(slave)
         self.seen = b""
 
-    def read_until(self, needle: bytes, timeout: float = 30) -> bytes:
+    def readwait_for(self, needle: bytes, timeout: float = 30) -> bytes:
         deadline = time.monotonic() + timeout
         while needle not in self.seen:
             left = deadline - time.monotonic()
@@ -144,11 +135,11 @@ def test_it_is_a_raw_terminal_with_resize_and_ctrl_c_and_the_exit_code(pynet):
                             "tty; stty size; echo ready; read line; echo got-$line; stty size; "
                             "echo sleeping; sleep 60; exit $?"])
     try:
-        term.read_until(b"ready")
+        term.readwait_for(b"ready")
         assert b"/dev/pts/0" in term.seen and b"33 101" in term.seen
         _set_size(term.master, 40, 120)    # SIGWINCH to pynet, which resizes the container's terminal
         term.write(b"hello\r")
-        term.read_until(b"sleeping")
+        term.readwait_for(b"sleeping")
         assert b"got-hello" in term.seen and b"40 120" in term.seen
         term.write(b"\x03")                # raw: a byte for the container's terminal, SIGINT to its sleep
     finally:
@@ -160,7 +151,7 @@ def test_ctrl_c_reaches_the_command_behind_init(pynet):
     term = Terminal(pynet, ["run", "--rm", "-it", "--init", "--net", "none", "busybox", "sh", "-c",
                             "echo TERM=$TERM; exec sleep 60"])
     try:
-        term.read_until(b"TERM=xterm")
+        term.readwait_for(b"TERM=xterm")
         time.sleep(0.2)   # the exec of sleep
         term.write(b"\x03")
     finally:
@@ -176,9 +167,9 @@ def test_exec_it_runs_on_a_terminal_of_its_own(pynet):
     assert res.out.startswith("/dev/pts/")
     term = Terminal(pynet, ["exec", "-it", cid, "sh", "-c", "stty size; read line; echo got-$line; exit 3"], 20, 70)
     try:
-        term.read_until(b"20 70")
+        term.readwait_for(b"20 70")
         term.write(b"typed\r")
-        term.read_until(b"got-typed")
+        term.readwait_for(b"got-typed")
     finally:
         code = term.close()
     assert code == 3, term.seen
@@ -186,7 +177,7 @@ def test_exec_it_runs_on_a_terminal_of_its_own(pynet):
 
 def test_detached_t_keeps_the_terminal_output_in_the_log(pynet):
     cid = pynet.detach("-t", "busybox", "sh", "-c", "tty; echo done")
-    _until(lambda: _record(pynet, cid).get("status") == "exited", what="exit")
+    wait_for(lambda: _record(pynet, cid).get("status") == "exited", what="exit")
     res = pynet("logs", cid)
     assert res.out.replace("\r\n", "\n") == "/dev/pts/0\ndone\n", res.err
 
@@ -194,7 +185,7 @@ def test_detached_t_keeps_the_terminal_output_in_the_log(pynet):
 # -- --restart ---------------------------------------------------------------------------------------
 def test_on_failure_restarts_up_to_its_limit_and_counts(pynet):
     cid = pynet.detach("--restart", "on-failure:2", "busybox", "sh", "-c", "echo run; exit 3")
-    rec = _until(lambda: (r := _record(pynet, cid)).get("status") == "exited" and r, what="the last exit")
+    rec = wait_for(lambda: (r := _record(pynet, cid)).get("status") == "exited" and r, what="the last exit")
     assert (rec["restart_count"], rec["exit_code"]) == (2, 3)
     assert rec["restart_policy"] == {"name": "on-failure", "maximum_retry_count": 2}
     assert pynet("logs", cid).out == "run\nrun\nrun\n"
@@ -205,13 +196,13 @@ def test_on_failure_restarts_up_to_its_limit_and_counts(pynet):
 
 def test_on_failure_does_not_restart_a_clean_exit(pynet):
     cid = pynet.detach("--restart", "on-failure", "busybox", "true")
-    rec = _until(lambda: (r := _record(pynet, cid)).get("status") == "exited" and r, what="the exit")
+    rec = wait_for(lambda: (r := _record(pynet, cid)).get("status") == "exited" and r, what="the exit")
     assert (rec["restart_count"], rec["exit_code"]) == (0, 0)
 
 
 def test_always_restarts_until_stop_and_rm_f_ends_it_too(pynet):
     cid = pynet.detach("--restart", "always", "busybox", "sh", "-c", "sleep 0.3")
-    _until(lambda: _record(pynet, cid).get("restart_count", 0) >= 2, what="two restarts")
+    wait_for(lambda: _record(pynet, cid).get("restart_count", 0) >= 2, what="two restarts")
     assert "restarted" in pynet("ps", "--format", "{{.Status}}").out
     assert pynet("stop", "-t", "1", cid).returncode == 0
     rec = _record(pynet, cid)
@@ -222,7 +213,7 @@ def test_always_restarts_until_stop_and_rm_f_ends_it_too(pynet):
     assert pynet("rm", cid).returncode == 0
 
     cid = pynet.detach("--restart", "always", "busybox", "sh", "-c", "exit 1")
-    _until(lambda: _record(pynet, cid).get("restart_count", 0) >= 1, what="a restart")
+    wait_for(lambda: _record(pynet, cid).get("restart_count", 0) >= 1, what="a restart")
     res = pynet("rm", cid)
     assert res.returncode != 0 and ("restarting" in res.err or "running" in res.err), res.err
     assert pynet("rm", "-f", cid).returncode == 0
@@ -237,7 +228,7 @@ def test_restart_attaches_the_network_again(pynet, tmp_path):
                 "grep -q eth0 /proc/net/dev && echo has-eth0; exit 4")
     assert res.returncode == 0, res.err
     cid = res.out.strip()
-    rec = _until(lambda: (r := _record(pynet, cid)).get("status") == "exited" and r, what="the last exit")
+    rec = wait_for(lambda: (r := _record(pynet, cid)).get("status") == "exited" and r, what="the last exit")
     assert rec["restart_count"] == 1
     assert pynet("logs", cid).out == "has-eth0\nhas-eth0\n"
     assert pynet("rm", cid).returncode == 0
