@@ -1,6 +1,7 @@
 """`pynet run` options a Docker user types: --entrypoint, -w, --add-host, -i, -t/-it (a pty of the
-container's own, driven here through a pty pair (os.openpty) whose slave is pynet's controlling terminal), --restart for detached
-containers, and `pynet exec -it`. Each asserted from inside the container or from its record."""
+container's own, driven here through a pty pair whose slave is pynet's controlling terminal, as a shell
+starts it), --restart for detached containers, and `pynet exec -it`. Each asserted from inside the
+container or from its record."""
 
 from __future__ import annotations
 
