@@ -139,6 +139,22 @@ def test_env_workdir_and_umask_come_from_the_client(remote, tmp_path):
     assert res.out.split() == ["yes", "1", "/work"], res.err
 
 
+def test_entrypoint_and_added_hosts_through_the_daemon(remote, host_ns):
+    client = host_ns.popen([PYNET, "run", "--rm", "-i", "--net", "none", "--add-host", "db:10.1.2.3", "--entrypoint",
+                            "sh", "busybox", "-c", "grep db /etc/hosts; read line; echo $line"],
+                           env=remote.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert client.stdout.readline() == b"10.1.2.3\tdb\n"
+        rec = _wait_running(remote.state)
+        assert _comm(_ppid(rec["monitor_pid"])) == "pynet-zygote"
+        out, err = client.communicate(b"typed\n", timeout=30)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    assert (client.returncode, out) == (0, b"typed\n"), err
+
+
 def test_bridge_network_through_the_daemon_attaches_and_releases(remote, netenv, host_ns):
     res = remote("run", "--rm", "--net", "ctrnet", "busybox", "sh", "-c",
                  "ip -4 addr show eth0 2>/dev/null | grep -o '10\\.151\\.7\\.[0-9]*' || "
@@ -197,6 +213,9 @@ def test_a_daemon_that_drops_the_request_falls_back_to_local(pynet, host_ns, tmp
     (["--rm", "--help"], False),
     (["--rm", "-p", "8080:80", "busybox"], True),
     (["--rm", "--security-opt", "no-new-privileges=false", "busybox"], False),
+    (["--rm", "-i", "--entrypoint", "echo", "--add-host", "a:10.0.0.1", "busybox"], True),
+    (["--rm", "-t", "busybox"], False),
+    (["-d", "--restart", "always", "busybox"], False),
 ])
 def test_daemon_serves_only_the_plain_forms(argv, served):
     assert (zygote.why_not_served(parse_fast(argv)) is None) == served
