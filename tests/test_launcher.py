@@ -51,8 +51,8 @@ class Launcher:
         self.host_ns, self.root, self.state = host_ns, root, state
         self.env = dict(os.environ, PYNET_ROOT=root, PYNET_STATE=state)
 
-    def __call__(self, *argv, timeout: float = 60):
-        res = self.host_ns.run([PYNET, *argv], env=self.env, timeout=timeout)
+    def __call__(self, *argv, timeout: float = 60, input: bytes | None = None):
+        res = self.host_ns.run([PYNET, *argv], env=self.env, timeout=timeout, input=input)
         res.out = res.stdout.decode()
         res.err = res.stderr.decode()
         return res

@@ -80,11 +80,13 @@ def test_container_is_launched_by_the_daemons_zygote_and_gets_the_clients_signal
 
 
 def test_exit_code_and_stdio_pass_through_the_daemon(remote, host_ns):
-    res = host_ns.run([PYNET, "run", "--rm", "--net", "none", "--dns", "127.0.0.1", "busybox", "sh", "-c",
+    res = host_ns.run([PYNET, "run", "--rm", "-i", "--net", "none", "--dns", "127.0.0.1", "busybox", "sh", "-c",
                        "read line; echo out:$line; echo err:$HOSTNAME >&2; exit 7"], input=b"hello\n", env=remote.env)
     assert res.returncode == 7, res.stderr
     assert res.stdout == b"out:hello\n"
     assert res.stderr.startswith(b"err:") and len(res.stderr.strip()) == len("err:") + 12
+    res = host_ns.run([PYNET, "run", "--rm", "--net", "none", "busybox", "cat"], input=b"hello\n", env=remote.env)
+    assert (res.returncode, res.stdout) == (0, b""), res.stderr   # no -i: stdin is /dev/null, as Docker's
     res = remote.run("--rm", "busybox", "no-such-command")
     assert res.returncode == 127 and "not found" in res.err
 
@@ -135,6 +137,22 @@ def test_env_workdir_and_umask_come_from_the_client(remote, tmp_path):
     res = remote.run("--rm", "-e", "FROM_CLIENT", "-e", "OTHER=1", "-w", "/work", "busybox", "sh", "-c",
                      "echo $FROM_CLIENT $OTHER; pwd")
     assert res.out.split() == ["yes", "1", "/work"], res.err
+
+
+def test_entrypoint_and_added_hosts_through_the_daemon(remote, host_ns):
+    client = host_ns.popen([PYNET, "run", "--rm", "-i", "--net", "none", "--add-host", "db:10.1.2.3", "--entrypoint",
+                            "sh", "busybox", "-c", "grep db /etc/hosts; read line; echo $line"],
+                           env=remote.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert client.stdout.readline() == b"10.1.2.3\tdb\n"
+        rec = _wait_running(remote.state)
+        assert _comm(_ppid(rec["monitor_pid"])) == "pynet-zygote"
+        out, err = client.communicate(b"typed\n", timeout=30)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    assert (client.returncode, out) == (0, b"typed\n"), err
 
 
 def test_bridge_network_through_the_daemon_attaches_and_releases(remote, netenv, host_ns):
@@ -195,6 +213,9 @@ def test_a_daemon_that_drops_the_request_falls_back_to_local(pynet, host_ns, tmp
     (["--rm", "--help"], False),
     (["--rm", "-p", "8080:80", "busybox"], True),
     (["--rm", "--security-opt", "no-new-privileges=false", "busybox"], False),
+    (["--rm", "-i", "--entrypoint", "echo", "--add-host", "a:10.0.0.1", "busybox"], True),
+    (["--rm", "-t", "busybox"], False),
+    (["-d", "--restart", "always", "busybox"], False),
 ])
 def test_daemon_serves_only_the_plain_forms(argv, served):
     assert (zygote.why_not_served(parse_fast(argv)) is None) == served

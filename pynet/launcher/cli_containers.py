@@ -75,6 +75,8 @@ def _port_text(m: dict) -> str:
 def _row(rec) -> dict:
     st = rec.status()
     status = f"exited ({rec.get('exit_code')})" if st == "exited" else st
+    if rec.get("restart_count"):
+        status += f", restarted {rec['restart_count']}x"
     net = rec.get("network") or {}
     entries = _attachments(rec) if st == "running" else []
     if entries:
@@ -90,7 +92,9 @@ def _row(rec) -> dict:
             "command": " ".join(rec.get("command") or []), "created": rec.get("created"), "status": status,
             "pid": rec.get("pid") if st == "running" else None,
             "network": networks[0] if networks else None, "networks": networks, "ips": ips,
-            "ports": [_port_text(m) for m in mappings]}
+            "ports": [_port_text(m) for m in mappings],
+            "restart_policy": (rec.get("restart_policy") or {}).get("name", "no"),
+            "restart_count": rec.get("restart_count", 0)}
 
 
 def _format_row(row: dict) -> dict:
@@ -98,14 +102,14 @@ def _format_row(row: dict) -> dict:
     return {"ID": row["id"][:12], "FullID": row["id"], "Name": row["name"], "Names": row["name"],
             "Image": row["image"], "Command": row["command"], "CreatedAt": _age(row["created"]),
             "Status": row["status"], "PID": row["pid"] or "", "Networks": row["networks"], "IPs": row["ips"],
-            "Ports": row["ports"]}
+            "Ports": row["ports"], "RestartPolicy": row["restart_policy"], "RestartCount": row["restart_count"]}
 
 
 @_guard
 def cmd_ps(args):
     import json
 
-    rows = [_row(r) for r in state.all_records() if args.all or r.status() == "running"]
+    rows = [_row(r) for r in state.all_records() if args.all or r.status() in ("running", "restarting")]
     if args.quiet:
         for row in rows:
             print(row["id"][:12])
@@ -306,7 +310,7 @@ def cmd_exec(args):
     except OptionsError as exc:
         raise ContainerError(str(exc), exc.exit_code) from None
     with _Forward() as forward:
-        code = container.exec_in(rec, args.command, args.env, args.workdir)
+        code = container.exec_in(rec, args.command, args.env, args.workdir, args.tty, args.interactive)
     if forward.received is not None and code == 125:
         code = 128 + forward.received   # the joiner was interrupted before its command ran
     return code
@@ -395,6 +399,8 @@ def register(sub) -> None:
     p = sub.add_parser("exec", help="run a command inside a running container (joins all its namespaces)")
     p.add_argument("-e", "--env", action="append", default=[])
     p.add_argument("-w", "--workdir")
+    p.add_argument("-i", "--interactive", action="store_true", help="with -t: relay stdin, the terminal raw")
+    p.add_argument("-t", "--tty", action="store_true", help="run the command on a pseudo-terminal")
     p.add_argument("container")
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_exec)

@@ -39,18 +39,21 @@ def _env_list_to_dict(items) -> dict:
     return out
 
 
-def _write_etc(rec_dir: str, hostname: str, hosts_extra: list, dns: list | None) -> None:
+def _write_etc(rec_dir: str, hostname: str, added_hosts: list, dns: list | None) -> None:
     with open(os.path.join(rec_dir, "hostname"), "w") as fh:
         fh.write(hostname + "\n")
-    write_hosts(rec_dir, hostname, hosts_extra)
+    write_hosts(rec_dir, hostname, [], added_hosts)
     write_resolv(rec_dir, dns)
 
 
-def write_hosts(rec_dir: str, hostname: str, addresses: list) -> None:
+def write_hosts(rec_dir: str, hostname: str, addresses: list, added_hosts=()) -> None:
+    """/etc/hosts: localhost, the container's own name on its ``addresses``, then the --add-host
+    ``added_hosts`` ([name, address] pairs)."""
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     lines += [f"{addr}\t{hostname}" for addr in addresses]
     if not addresses:
         lines.append(f"127.0.1.1\t{hostname}")
+    lines += [f"{addr}\t{name}" for name, addr in added_hosts]
     # Written in place: the file is bind-mounted into the container, a rename would detach it.
     with open(os.path.join(rec_dir, "hosts"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
@@ -78,8 +81,14 @@ def write_resolv(rec_dir: str, nameservers: list | None, search: list | None = N
 
 
 def _resolve_command(opts: RunOptions, config: dict) -> list:
-    entry = list(config.get("Entrypoint") or [])
-    cmd = list(opts.command) if opts.command else list(config.get("Cmd") or [])
+    """Docker's rule: an --entrypoint replaces the image's Entrypoint and, unless empty, its Cmd too; the
+    command after IMAGE replaces the Cmd."""
+    if opts.entrypoint is None:
+        entry = list(config.get("Entrypoint") or [])
+    else:
+        entry = [opts.entrypoint] if opts.entrypoint else []
+    image_cmd = config.get("Cmd") if not opts.entrypoint else None
+    cmd = list(opts.command) if opts.command else list(image_cmd or [])
     argv = entry + cmd
     if not argv:
         raise ContainerError("no command given and the image has none")
@@ -122,6 +131,8 @@ def create(opts: RunOptions, reserved: Reserved | None = None) -> tuple[Record, 
     cid = reserved.id if reserved is not None else state.new_id()
     hostname = opts.hostname or cid[:12]
     env["HOSTNAME"] = hostname
+    if opts.tty:
+        env["TERM"] = "xterm"   # Docker's, for -t (an -e TERM= below still wins)
     env.update(_env_list_to_dict(opts.env))
     env.setdefault("HOME", user.home)
     cwd = opts.workdir or config.get("WorkingDir") or "/"
@@ -135,7 +146,9 @@ def create(opts: RunOptions, reserved: Reserved | None = None) -> tuple[Record, 
         "monitor_pid": os.getpid(), "monitor_start": syscalls.proc_start_time(os.getpid()),
         "limits": vars(opts.limits), "network": opts.net.to_record(),
         "user": vars(user), "rlimits": rlimits, "devices": [vars(d) for d in opts.devices],
-        "tmpfs": [path for path, _flags, _data in opts.tmpfs],
+        "tmpfs": [path for path, _flags, _data in opts.tmpfs], "add_hosts": [list(h) for h in opts.add_hosts],
+        **({"restart_policy": {"name": opts.restart, "maximum_retry_count": opts.restart_retries},
+            "restart_count": 0} if opts.restart != "no" else {}),
         **({"seccomp_profile": seccomp} if isinstance(seccomp, dict) else {}),
         **({"cgroups": reserved.cgroups.paths} if reserved is not None else {}),
     })
@@ -152,7 +165,7 @@ def create(opts: RunOptions, reserved: Reserved | None = None) -> tuple[Record, 
             os.makedirs(d, mode=0o755)
             if userns:
                 os.chown(d, userns[0], userns[0])
-        _write_etc(rec.dir, hostname, [], opts.dns or None)
+        _write_etc(rec.dir, hostname, opts.add_hosts, opts.dns or None)
         if reserved is None:
             cg = cgroups.create(cid, opts.limits, opts.devices)
             rec.update(cgroups=cg.paths)
@@ -189,7 +202,9 @@ def _process_security(opts: RunOptions, config: dict, lowers: list, caps: list) 
 
 
 def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
-          reserved: Reserved | None = None) -> int:
+          reserved: Reserved | None = None, undo: bool = True) -> int:
+    """Starts PID 1 of a created container; its host PID. A failure undoes the container (``undo``) or
+    leaves it to finish()."""
     cg = cgroups.from_paths(rec["cgroups"])
     join = cg.join if reserved is None else (lambda _pid: None)
     needs_network = network.needs_attach(rec)
@@ -209,7 +224,7 @@ def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
         if attached:
             rec.update(network=attached)
             addrs = network.addresses(attached)
-            write_hosts(rec.dir, rec["hostname"], addrs)
+            write_hosts(rec.dir, rec["hostname"], addrs, rec.get("add_hosts") or ())
             if dns is None and network.dns_servers(attached):
                 write_resolv(rec.dir, network.dns_servers(attached), network.dns_search(attached))
 
@@ -226,12 +241,47 @@ def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
             record_running(pid)
         return pid
     except BaseException as exc:
-        _undo(rec)
+        if undo:
+            _undo(rec)
         if isinstance(exc, namespaces.LaunchError):
             raise ContainerError(str(exc), exc.exit_code) from None
         if isinstance(exc, Exception) and not isinstance(exc, ContainerError):
             raise ContainerError(str(exc)) from None   # network (CNIError, NetworkError), OSError
         raise
+
+
+# -- --restart: the detached monitor (supervise.py) starts PID 1 again while the policy says so -------
+STOP_REQUESTED = "stop-requested"   # a file in the record's dir: `stop`/`rm` ended the restart loop
+
+
+def should_restart(rec: Record, code: int) -> bool:
+    """Whether the --restart policy restarts a container whose PID 1 exited with ``code``."""
+    policy = rec.get("restart_policy") or {}
+    name = policy.get("name", "no")
+    if name == "no" or stop_requested(rec):
+        return False
+    if name == "on-failure":
+        limit = policy.get("maximum_retry_count")
+        return code != 0 and (limit is None or rec.get("restart_count", 0) < limit)
+    return True
+
+
+def stop_requested(rec: Record) -> bool:
+    return os.path.exists(rec.file(STOP_REQUESTED))
+
+
+def request_stop(rec: Record) -> None:
+    """Ends the restart loop of ``rec`` (before its PID 1 is signalled, so the monitor sees it)."""
+    if rec.get("restart_policy"):
+        with open(rec.file(STOP_REQUESTED), "w"):
+            pass
+
+
+def prepare_restart(rec: Record, code: int) -> None:
+    """Between two runs of PID 1: the old netns's network DEL (the next start attaches the new one), and
+    the record says "restarting" with the last exit code and one more restart."""
+    network.detach(rec)
+    rec.update(status="restarting", exit_code=code, restart_count=rec.get("restart_count", 0) + 1)
 
 
 def _undo(rec: Record) -> None:
@@ -364,22 +414,32 @@ def _wait_monitor(rec: Record, timeout: float) -> None:
         time.sleep(0.02)
 
 
+def _restart_loop_alive(rec: Record) -> bool:
+    return bool(rec.get("restart_policy")) and rec.monitor_alive()
+
+
 def stop(rec: Record, timeout: float = 10.0) -> None:
-    if not rec.running():
+    if _restart_loop_alive(rec):
+        request_stop(rec)
+    elif not rec.running():
         return
-    os.kill(rec["pid"], signal.SIGTERM)
-    if not _wait_gone(rec, timeout):
-        os.kill(rec["pid"], signal.SIGKILL)
-        _wait_gone(rec, 5)
+    if rec.running():
+        os.kill(rec["pid"], signal.SIGTERM)
+        if not _wait_gone(rec, timeout):
+            os.kill(rec["pid"], signal.SIGKILL)
+            _wait_gone(rec, 5)
     _wait_monitor(rec, 10)
 
 
 def remove(rec: Record, force: bool = False) -> None:
-    if rec.running():
+    if rec.running() or _restart_loop_alive(rec):
         if not force:
-            raise ContainerError(f"container {rec.id[:12]} is running (stop it or use -f)")
-        os.kill(rec["pid"], signal.SIGKILL)
-        _wait_gone(rec, 5)
+            state = "running" if rec.running() else "restarting"
+            raise ContainerError(f"container {rec.id[:12]} is {state} (stop it or use -f)")
+        request_stop(rec)
+        if rec.running():
+            os.kill(rec["pid"], signal.SIGKILL)
+            _wait_gone(rec, 5)
     _wait_monitor(rec, 10)
     rec = rec.reload()
     if not os.path.exists(rec.path):
@@ -427,7 +487,9 @@ def _detach_set_aside(path: str) -> None:
         pass
 
 
-def exec_in(rec: Record, argv: list, env: list, workdir: str | None) -> int:
+def exec_in(rec: Record, argv: list, env: list, workdir: str | None, tty: bool = False,
+            interactive: bool = True) -> int:
+    """``argv`` in the running container ``rec`` (with ``tty``: on a pty of its own, relayed here)."""
     if not rec.running():
         raise ContainerError(f"container {rec.id[:12]} is not running")
     full_env = dict(rec.get("env") or {})
@@ -437,9 +499,16 @@ def exec_in(rec: Record, argv: list, env: list, workdir: str | None) -> int:
         caps=rec["caps"], seccomp=rec.get("seccomp_profile") or rec.get("seccomp", "default"),
         nnp=rec.get("no_new_privs", True), init=False, userns=None, new_net=False, rootfs=None,
         user=security.User(**rec["user"]) if rec.get("user") else None, rlimits=rec.get("rlimits"))
+    relay = None
+    if tty:
+        from . import terminal
+
+        console = terminal.Console()
+        spec.console, spec.console_size = console.fd, terminal.window_size()
+        relay = lambda child, wait: terminal.relay(console.receive(), child, interactive, wait)  # noqa: E731
     cg = cgroups.from_paths(rec.get("cgroups") or {})
     try:
-        return namespaces.join(rec["pid"], spec, cg.join)
+        return namespaces.join(rec["pid"], spec, cg.join, relay)
     except namespaces.LaunchError as exc:
         raise ContainerError(str(exc), exc.exit_code) from None
 

@@ -49,6 +49,8 @@ class ProcessSpec(Fields):
         "rootfs": REQUIRED,       # rootfs.RootfsSpec, or None (exec into a running container)
         "user": None,             # security.User (None: root with no supplementary groups changed)
         "rlimits": None,          # {name: (soft, hard)} (security.resolve_rlimits)
+        "console": None,          # -t: the fd of a terminal.Console the pty master goes to
+        "console_size": None,     # its window size ({"height", "width"}), or None
     }
 
 
@@ -109,7 +111,7 @@ class Prestarted:
 
     @staticmethod
     def fits(spec: ProcessSpec) -> bool:
-        return not spec.userns and spec.new_net
+        return not spec.userns and spec.new_net and spec.console is None
 
     def launch(self, spec: ProcessSpec) -> tuple[int, int, int]:
         """Sends the spec with this process's stdio and umask; returns start()'s (pid, report, sync)."""
@@ -330,6 +332,10 @@ def _stage1(spec: ProcessSpec, sync_fd: int, report_fd: int) -> None:
         filt = security.build_seccomp_filter(spec.seccomp, spec.caps)
     except Exception as exc:  # noqa: BLE001
         filt = exc
+    if spec.console is not None:
+        from . import terminal
+
+        terminal.preload()
     _wait_byte(sync_fd, b"1")
     if isinstance(filt, Exception):
         raise filt
@@ -370,6 +376,10 @@ def _stage2(spec: ProcessSpec, filt, sync_fd: int, report_fd: int) -> None:
         _loopback_up()
     _wait_byte(sync_fd, b"2")
     os.close(sync_fd)
+    if spec.console is not None:
+        from . import terminal
+
+        terminal.setup(spec.console, spec.console_size)
     if spec.cwd and spec.cwd != "/":
         os.makedirs(spec.cwd, exist_ok=True)
     os.chdir(spec.cwd or "/")
@@ -439,9 +449,11 @@ def exit_status(status: int) -> int:
 
 
 # -- exec into a running container ------------------------------------------------------------------
-def join(pid: int, spec: ProcessSpec, join_cgroups) -> int:
+def join(pid: int, spec: ProcessSpec, join_cgroups, relay=None) -> int:
     """``pynet exec``: like nsenter, enter every namespace of ``pid`` (user first), then fork so the PID
-    namespace applies, drop privileges as the container did, exec. Returns the command's exit status."""
+    namespace applies, drop privileges as the container did, exec. Returns the command's exit status;
+    ``relay(child, wait)``, given with ``spec.console``, serves the terminal while the command runs and
+    returns ``wait()``."""
     fds = {}
     for name in L.NAMESPACES:
         try:
@@ -457,6 +469,10 @@ def join(pid: int, spec: ProcessSpec, join_cgroups) -> int:
 
         def enter(*_):
             filt = security.build_seccomp_filter(spec.seccomp, spec.caps)   # the profile file is on this side
+            if spec.console is not None:
+                from . import terminal
+
+                terminal.preload()
             join_cgroups(os.getpid())
             if "user" in fds:
                 L.join({"user": fds.pop("user")})
@@ -465,6 +481,8 @@ def join(pid: int, spec: ProcessSpec, join_cgroups) -> int:
             L.join(fds)
             grandchild = os.fork()   # setns(pid) only affects children
             if grandchild == 0:
+                if spec.console is not None:
+                    terminal.setup(spec.console, spec.console_size)
                 os.chdir(spec.cwd or "/")
                 exec_command(spec, filt)
             os.close(w_report)
@@ -477,8 +495,9 @@ def join(pid: int, spec: ProcessSpec, join_cgroups) -> int:
         os.close(fd)
     with os.fdopen(r_report, "rb") as report:
         msg = _read(report)
-    _, status = os.waitpid(child, 0)
     if msg:
+        os.waitpid(child, 0)
         print(f"pynet: exec: {msg.get('error')}", file=sys.stderr)
         return msg.get("code", 125)
-    return exit_status(status)
+    wait = lambda: exit_status(os.waitpid(child, 0)[1])  # noqa: E731
+    return relay(child, wait) if relay is not None else wait()

@@ -39,6 +39,12 @@ class RunOptions(Fields):
         "no_new_privs": True, "read_only": False,
         "net": network.NetOptions, "dns": list, "volumes": list,
         "user": None, "group_add": list, "ulimits": list, "devices": list, "tmpfs": list,
+        "entrypoint": None,        # None: the image's; "": none; else the one executable (Docker's --entrypoint)
+        "add_hosts": list,         # [(name, address)] for /etc/hosts
+        "interactive": False,      # stdin attached (without it: /dev/null, as Docker's)
+        "tty": False,              # a pty from the container's devpts as its stdio (terminal.py)
+        "restart": "no",           # no | on-failure | always | unless-stopped (detached runs)
+        "restart_retries": None,   # on-failure:N: at most N restarts (None: no limit)
     }
 
 
@@ -81,10 +87,15 @@ RUN_OPTIONS = (
     (("--ip",), dict(help="request this address from the network's IPAM")),
     (("--network-alias",), dict(action="append", default=[], metavar="NAME",
                                 help="another DNS name of the container on its network")),
-    (("-i", "--interactive"), dict(action="store_true", help="keep stdin attached (it always is)")),
-    (("--entrypoint",), dict(default=None, metavar="CMD", help="not supported yet: give the command after IMAGE")),
-    (("-t", "--tty"), dict(action="store_true", help="accepted for Docker's `-it`: the container uses the "
-                                                     "terminal pynet runs in")),
+    (("-i", "--interactive"), dict(action="store_true", help="keep stdin attached (without it the container "
+                                                             "reads /dev/null)")),
+    (("-t", "--tty"), dict(action="store_true", help="give the container a pseudo-terminal (with -i: your terminal "
+                                                     "in raw mode, resized with it)")),
+    (("--entrypoint",), dict(default=None, metavar="CMD", help="replace the image's Entrypoint (and its Cmd unless "
+                                                              "a command is given); '' clears it")),
+    (("--add-host",), dict(action="append", default=[], metavar="NAME:IP", help="an /etc/hosts entry")),
+    (("--restart",), dict(default="no", metavar="POLICY", help="with -d: no, on-failure[:N], always, "
+                                                               "unless-stopped")),
     (("--dns",), dict(action="append", default=[], help="nameserver for /etc/resolv.conf")),
     (("--config-dir",), dict(default=None, help="network definitions")),
     (("--cache-dir",), dict(default=None, help="libcni cache dir")),
@@ -171,9 +182,6 @@ def fast_namespace(argv: list) -> _Namespace | None:
 def to_run_options(args) -> RunOptions:
     """RunOptions from a namespace with RUN_OPTIONS' destinations and ``args`` (IMAGE and command)."""
     rest = list(args.args)
-    if args.entrypoint is not None:
-        raise OptionsError(f"--entrypoint {args.entrypoint!r} is not supported yet: give the whole command after "
-                           "IMAGE (pynet run IMAGE CMD ARGS...)")
     if args.rootfs:
         image, command = None, rest
     else:
@@ -203,12 +211,21 @@ def to_run_options(args) -> RunOptions:
     except ValueError as exc:   # ports.PortSpecError, capabilities.CapabilityError
         raise OptionsError(str(exc)) from None
     extras = _extras(args)
+    if args.workdir is not None and not args.workdir.startswith("/"):
+        raise OptionsError(f"invalid -w {args.workdir!r}: the working directory must be an absolute path")
+    extras["restart"], extras["restart_retries"] = parse_restart(args.restart)
+    if extras["restart"] != "no" and not args.detach:
+        raise OptionsError(f"--restart {args.restart!r} needs -d (a foreground run ends with its command)")
+    if extras["restart"] != "no" and args.rm:
+        raise OptionsError(f"--restart {args.restart!r} and --rm conflict (--rm removes the container on exit)")
     return RunOptions(
         **extras, image=image, rootfs_dir=args.rootfs, command=command, name=args.name, hostname=args.hostname,
         detach=args.detach, rm=args.rm, init=args.init, env=list(args.env), workdir=args.workdir,
         userns=args.userns, userns_base=args.userns_base, userns_size=args.userns_size, limits=limits,
         cap_add=list(args.cap_add), cap_drop=list(args.cap_drop), seccomp=seccomp, no_new_privs=no_new_privs,
-        read_only=args.read_only, net=net, dns=list(args.dns), volumes=[_volume(v) for v in args.volume])
+        read_only=args.read_only, net=net, dns=list(args.dns), volumes=[_volume(v) for v in args.volume],
+        entrypoint=args.entrypoint, add_hosts=[parse_add_host(h) for h in args.add_host],
+        interactive=args.interactive, tty=args.tty)
 
 
 def _extras(args) -> dict:
@@ -234,6 +251,38 @@ def _extras(args) -> dict:
     except ValueError as exc:   # SecurityError, DeviceError, rootfs.TmpfsError
         raise OptionsError(str(exc)) from None
     return out
+
+
+RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
+
+
+def parse_restart(value: str) -> tuple[str, int | None]:
+    """--restart POLICY -> (policy, the most restarts or None): Docker's no, on-failure[:N], always and
+    unless-stopped (here the same as always: no daemon restart to survive)."""
+    name, sep, count = value.partition(":")
+    if name not in RESTART_POLICIES or (sep and name != "on-failure"):
+        raise OptionsError(f"invalid --restart {value!r}: one of no, on-failure[:N], always, unless-stopped")
+    if not sep:
+        return name, None
+    if not (count.isascii() and count.isdigit()) or int(count) < 1:
+        raise OptionsError(f"invalid --restart {value!r}: N in on-failure:N is a number of restarts, 1 or more")
+    return name, int(count)
+
+
+def parse_add_host(value: str) -> tuple[str, str]:
+    """--add-host NAME:IP (an IPv6 address keeps its colons: NAME is up to the first) -> (name, ip)."""
+    import ipaddress
+
+    name, _, address = value.partition(":")
+    labels = name.split(".")
+    if not name or len(name) > 253 or not all(_dns_label(label) for label in labels):
+        raise OptionsError(f"invalid --add-host {value!r}: NAME:IP with NAME a host name (letters, digits, '-', "
+                           "'.')")
+    try:
+        ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        raise OptionsError(f"invalid --add-host {value!r}: {address!r} is not an IP address") from None
+    return name, address.strip("[]")
 
 
 def _security(security_opts: list) -> tuple[str, bool]:

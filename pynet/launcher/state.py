@@ -105,11 +105,11 @@ class Record:
         return syscalls.is_alive(self.get("monitor_pid"), self.get("monitor_start"))
 
     def status(self) -> str:
-        """created/running/exited, with "dead" for a record whose launcher vanished mid-flight."""
+        """created/running/restarting/exited, with "dead" for a record whose launcher vanished mid-flight."""
         if self.running():
             return "running"
         status = self.get("status", "created")
-        if status in ("running", "created", "stopping") and not self.monitor_alive():
+        if status in ("running", "created", "stopping", "restarting") and not self.monitor_alive():
             return "dead"
         return status
 

@@ -41,14 +41,47 @@ def run(opts: RunOptions, wait=None, reserved=None, deferred=None) -> int:
 
 def run_foreground(opts: RunOptions, wait=None, reserved=None, deferred=None) -> int:
     rec, spec = container.create(opts, reserved)
-    pid = container.start(rec, spec, opts.dns or None, reserved)
+    if not opts.interactive:
+        _stdin_from_devnull()
+    pid, master = _start(rec, spec, opts, reserved)
     forward_signals(pid)
-    code = (wait or container.wait)(rec, pid)
+    code = _wait(rec, pid, master, opts.interactive, wait or container.wait)
     try:
         container.finish(rec, code, deferred)
     except ContainerError as exc:
         _err(f"cleanup: {exc}")
     return code
+
+
+def _stdin_from_devnull() -> None:
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+
+
+def _start(rec, spec, opts: RunOptions, reserved=None, undo: bool = True) -> tuple[int, int | None]:
+    """container.start, with -t a terminal.Console for the pty; (PID 1, the pty master or None)."""
+    console = None
+    if opts.tty:
+        from . import terminal
+
+        console = terminal.Console()
+        spec.console, spec.console_size = console.fd, terminal.window_size()
+    pid = container.start(rec, spec, opts.dns or None, reserved, undo)
+    try:
+        return pid, console.receive() if console is not None else None
+    except OSError as exc:
+        os.kill(pid, signal.SIGKILL)
+        raise ContainerError(f"-t: {exc}") from None
+
+
+def _wait(rec, pid: int, master: int | None, interactive: bool, wait) -> int:
+    """``wait(rec, pid)``; with a pty ``master``, its output relayed (and stdin with ``interactive``)."""
+    if master is None:
+        return wait(rec, pid)
+    from . import terminal
+
+    return terminal.relay(master, pid, interactive, lambda: wait(rec, pid))
 
 
 def forward_signals(pid: int) -> None:
@@ -91,13 +124,13 @@ def run_detached(opts: RunOptions) -> int:
         os.close(null)
         os.close(log)
         rec.update(log=rec.file("container.log"))
-        pid = container.start(rec, spec, opts.dns or None)
+        pid, master = _start(rec, spec, opts)
         os.write(w, json.dumps({"id": rec.id}).encode() + b"\n")
         os.close(w)
         w = -1
         for sig in (signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
-        status = container.wait(rec, pid)
+        status = _monitor(rec, spec, opts, pid, master)
         try:
             container.finish(rec, status)
         except ContainerError as exc:
@@ -112,6 +145,39 @@ def run_detached(opts: RunOptions) -> int:
         code = 125
     finally:
         os._exit(code)
+
+
+def _monitor(rec, spec, opts: RunOptions, pid: int, master: int | None) -> int:
+    """A detached container's PID 1 to its end, started again while its --restart policy says so (after
+    Docker's back-off: 100 ms, doubled for each restart of a run shorter than 10 s); the last exit code."""
+    import time
+
+    delay = 0.1
+    while True:
+        started = time.monotonic()
+        code = _wait(rec, pid, master, False, container.wait)
+        rec = rec.reload()
+        if not container.should_restart(rec, code):
+            return code
+        try:
+            container.prepare_restart(rec, code)
+        except Exception as exc:  # noqa: BLE001 - the network DEL failed: no second attach on top of it
+            _err(f"restart: {exc}")
+            return code
+        delay = 0.1 if time.monotonic() - started >= 10 else delay
+        deadline = time.monotonic() + delay
+        delay = min(delay * 2, 60.0)
+        while time.monotonic() < deadline:
+            if container.stop_requested(rec):
+                return code   # `stop`/`rm` came during the back-off
+            time.sleep(0.05)
+        try:
+            pid, master = _start(rec, spec, opts, undo=False)
+        except ContainerError as exc:
+            _err(f"restart: {exc}")
+            return exc.exit_code
+        if container.stop_requested(rec):
+            os.kill(pid, signal.SIGKILL)   # `stop` came while this start was under way
 
 
 def _err(msg: str) -> None:

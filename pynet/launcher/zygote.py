@@ -50,7 +50,7 @@ MAX_MESSAGE = 1 << 18      # a SOCK_SEQPACKET message is bounded by the socket b
 # What a run served through the daemon may ask for (RunOptions fields, NetOptions fields); any other
 # field that differs from its default makes the launcher refuse the run, which then runs locally.
 SERVED = frozenset({"image", "command", "name", "hostname", "rm", "init", "env", "workdir", "read_only", "dns",
-                    "net"})
+                    "net", "entrypoint", "add_hosts", "interactive"})
 SERVED_NET = frozenset({"mode", "publish", "ifname", "config_dir", "cache_dir", "cni_path", "netns_dir"})
 
 
