@@ -180,7 +180,8 @@ def cmd_down(args) -> int:
         if report["orphans"]:
             print(f"topology {name}: no state here, but {len(report['orphans'])} namespaces of other runs exist "
                   f"({', '.join(report['orphans'][:3])}...); --all-runs removes them", file=sys.stderr)
-        print(f"topology {name}: removed {len(report['namespaces'])} namespaces")
+        ended = f", ended {_count(len(report['services']), 'service')}" if report["services"] else ""
+        print(f"topology {name}: removed {len(report['namespaces'])} namespaces{ended}")
     return 0
 
 

@@ -1,9 +1,11 @@
 """Bringing a validated topology up in real namespaces, and taking it down again.
 
 Order of ``up``: namespaces (+ sysctls), switch bridges, veth links, VXLAN links (they need the underlay
-addresses), CNI attachments (plugin executables run inside the container's simulated host netns, see
-cni.py), nftables rules declared on nodes, static routes, then the addresses actually present are read
-back from the kernel into the state. Any failure tears down what was made.
+addresses), services (services.py: started in file order, all ready before going on), networks whose
+conflist a service generates (waited for), CNI attachments (plugin executables run inside the
+container's simulated host netns, see cni.py), nftables rules declared on nodes, static routes, then the
+addresses actually present are read back from the kernel into the state. Any failure tears down what
+was made; ``down`` ends the services first, by PID.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from cni_plugins.results import Route
 
 from netns_fixtures.namespaces import Netns
 from netns_fixtures.runner import OUR_PLUGINS
-from . import cni
+from . import cni, services
 from . import state as st
 from .model import SWITCH_BRIDGE, Attachment, Link, Node, Topology, TopologyError
+from .parse import read_generated
 
 
 class DeployError(Exception):
@@ -142,7 +145,7 @@ def up(topo: Topology, state_dir: str | None = None, cni_path: list[str] | None 
              "cni_runtime": cni_runtime or cni.default_runtime(),
              "data_dir": store.data_dir(topo.name),
              "namespaces": {n: st.netns_name(topo.name, run, n) for n in topo.nodes},
-             "attachments": [], "addresses": {}}
+             "services": [], "attachments": [], "addresses": {}}
     store.write(state)
     dep = Deployment(topo, state, store)
     try:
@@ -210,6 +213,11 @@ def _build(dep: Deployment) -> None:
     for link in topo.links:
         if link.kind == "vxlan":
             _vxlan(dep, link)
+    _services(dep)
+    for node in topo.nodes.values():
+        for net in node.networks.values():
+            if net.generated:
+                _generated_network(dep, net)
     for node in topo.containers():
         for att in node.attach:
             _attach(dep, node, att)
@@ -221,6 +229,43 @@ def _build(dep: Deployment) -> None:
         for route in node.routes:
             _route(dep.netns(node.name), node, route)
     dep.state["addresses"] = {n: _read_addresses(dep.netns(n)) for n in topo.nodes}
+
+
+def _services(dep: Deployment) -> None:
+    """In file order; each waits for the readiness of the services its ``after`` names, and all are
+    ready before the first CNI attachment (a network may be a conflist a service writes)."""
+    data_dir = dep.state["data_dir"]
+    started: dict[str, tuple] = {}
+    waited: set[str] = set()
+
+    def ready(name: str) -> None:
+        if name not in waited:
+            proc, record = started[name]
+            services.wait_ready(dep.topology.services[name], proc, dep.netns(record["node"]), record, data_dir)
+            waited.add(name)
+
+    try:
+        for service in dep.topology.services.values():
+            for name in service.after:
+                ready(name)
+            proc, record = services.start(service, dep.netns(service.node), data_dir)
+            started[service.name] = (proc, record)
+            dep.state["services"].append(record)
+            dep.store.write(dep.state)   # before waiting: a failed or interrupted up still ends it
+        for name in started:
+            ready(name)
+    except services.ServiceFailed as exc:
+        raise DeployError(str(exc)) from None
+
+
+def _generated_network(dep: Deployment, net) -> None:
+    path = services.expand(net.file, dep.state["data_dir"])
+    writers = [r for r in dep.state["services"] if r["name"] == net.written_by]
+    try:
+        services.wait_file(path, net.timeout, writers, f"network {net.name!r} on {net.host!r}")
+        read_generated(net, path)
+    except (services.ServiceFailed, TopologyError) as exc:
+        raise DeployError(str(exc)) from None
 
 
 def _sysctls(ns: Netns, node: Node) -> None:
@@ -349,8 +394,15 @@ def down(name: str, store: st.StateStore | str | None = None, cni_del: bool = Tr
     if not isinstance(store, st.StateStore):
         store = st.StateStore(store)
     state = state if state is not None else store.read(name)
-    report = {"name": name, "namespaces": [], "warnings": [], "orphans": []}
+    report = {"name": name, "namespaces": [], "services": [], "warnings": [], "orphans": []}
     namespaces = dict((state or {}).get("namespaces") or {})
+    # First, and in reverse start order: agents go before the store they talk to.
+    for record in reversed((state or {}).get("services") or []):
+        if services.running(record):
+            report["services"].append(record["name"])
+        warning = services.stop(record)
+        if warning:
+            report["warnings"].append(warning)
     if cni_del and state:
         for record in reversed(state.get("attachments") or []):
             _del_attachment(state, record, report)
