@@ -427,7 +427,11 @@ def _service(p: Problems, name: str, raw, topo: Topology) -> Service:
         p.add(where + ".node", f"unknown node {node!r} (nodes: {', '.join(topo.nodes) or 'none'})")
     command = raw.get("command")
     if isinstance(command, str):
-        command = shlex.split(command)
+        try:
+            command = shlex.split(command)
+        except ValueError as exc:   # an unclosed quote
+            p.add(where + ".command", f"cannot split {command!r} into arguments: {exc}")
+            command = ["?"]     # reported; not "must be a non-empty list" as well
     if not isinstance(command, list) or not command or not all(isinstance(a, (str, int, float)) for a in command):
         p.add(where + ".command", f"must be a non-empty list of arguments (or one command line), got {command!r}")
         command = []
@@ -438,7 +442,7 @@ def _service(p: Problems, name: str, raw, topo: Topology) -> Service:
     else:
         service.env = {str(k): str(v) for k, v in env.items()}
     for i, other in enumerate(_list(p, where + ".after", raw.get("after"))):
-        if other not in topo.services:
+        if not isinstance(other, str) or other not in topo.services:
             p.add(f"{where}.after[{i}]", f"{other!r} is not a service defined above {name!r} "
                                          f"(defined above: {', '.join(topo.services) or 'none'})")
         else:
