@@ -84,10 +84,11 @@ def wait_ready(service: Service, proc: subprocess.Popen, ns: Netns, record: dict
 def _is_ready(ready: Readiness, ns: Netns, data_dir: str) -> bool:
     if ready.tcp:
         return tcp_connect(ns, ready.tcp[0], ready.tcp[1], timeout=0.5, expect=None)
+    path = expand(ready.file, data_dir)
+    if not ready.json:
+        return os.path.exists(path)
     try:
-        with open(expand(ready.file, data_dir)) as f:
-            if not ready.json:
-                return True
+        with open(path) as f:
             data = json.load(f)
     except (OSError, ValueError):
         return False
