@@ -129,6 +129,8 @@ def cmd_check(args) -> int:
     topo = _load(args.file)
     only = _check_indexes(topo, args.only)
     dep = _deployment(topo, args.state_dir)
+    if dep.missing_nodes():   # one clear message rather than ENOENT from every check that touches them
+        raise CommandError(str(topology.NamespaceGone(dep, dep.missing_nodes())))
     try:
         return _print_report(dep.check(only), args.json)
     finally:

@@ -31,6 +31,17 @@ class DeployError(Exception):
     """``up`` failed; everything it made has been removed again (unless keep_on_failure)."""
 
 
+class NamespaceGone(LookupError):
+    """Namespaces of a topology that is up were removed outside it."""
+
+    def __init__(self, dep: "Deployment", nodes: list[str]):
+        self.nodes = nodes
+        names = ", ".join(f"{n} ({os.path.join(st.NETNS_DIR, dep.state['namespaces'][n])})" for n in nodes)
+        super().__init__(f"topology {dep.name!r}: {_nodes(nodes)} {names} no longer "
+                         f"{'exists' if len(nodes) == 1 else 'exist'} (deleted outside pynet?); "
+                         f"`pynet topology down` removes the rest, then `up` builds it again")
+
+
 class Deployment:
     """A topology that is (or was) up: its namespaces, CNI results and the addresses found in them."""
 
@@ -53,12 +64,20 @@ class Deployment:
         return self.state.get("cni_path") or [OUR_PLUGINS]
 
     def netns(self, node: str) -> Netns:
-        """The namespace of ``node`` (a netns_fixtures.Netns; not removed when this object goes away)."""
+        """The namespace of ``node`` (a netns_fixtures.Netns; not removed when this object goes away).
+        Raises NamespaceGone when it was deleted behind the topology's back."""
         if node not in self.state["namespaces"]:
             raise KeyError(f"no node {node!r} in topology {self.name!r}")
         if node not in self._ns:
+            if not os.path.exists(os.path.join(st.NETNS_DIR, self.state["namespaces"][node])):
+                raise NamespaceGone(self, [node])
             self._ns[node] = Netns(self.state["namespaces"][node])
         return self._ns[node]
+
+    def missing_nodes(self) -> list[str]:
+        """Nodes whose namespace no longer exists (deleted by hand, e.g. `ip netns del`)."""
+        return [node for node, ns in self.state["namespaces"].items()
+                if not os.path.exists(os.path.join(st.NETNS_DIR, ns))]
 
     node = netns
 
@@ -403,6 +422,11 @@ def down(name: str, store: st.StateStore | str | None = None, cni_del: bool = Tr
         warning = services.stop(record)
         if warning:
             report["warnings"].append(warning)
+    gone = [node for node, ns in namespaces.items() if not os.path.exists(os.path.join(st.NETNS_DIR, ns))]
+    if gone and state and state.get("phase") == "up":
+        report["gone"] = gone
+        report["warnings"].append(f"{_nodes(gone)} {', '.join(gone)} {'was' if len(gone) == 1 else 'were'} "
+                                  "already gone (deleted outside pynet?); removed the rest")
     if cni_del and state:
         for record in reversed(state.get("attachments") or []):
             _del_attachment(state, record, report)
@@ -427,12 +451,17 @@ def down(name: str, store: st.StateStore | str | None = None, cni_del: bool = Tr
     return report
 
 
+def _nodes(nodes: list[str]) -> str:
+    return "the namespace of node" if len(nodes) == 1 else "the namespaces of nodes"
+
+
 def _del_attachment(state: dict, record: dict, report: dict) -> None:
     host_ns = state["namespaces"].get(record["host"])
-    ctr_ns = state["namespaces"].get(record["node"])
+    ctr_path = os.path.join(st.NETNS_DIR, state["namespaces"].get(record["node"], ""))
     if not host_ns or not os.path.exists(os.path.join(st.NETNS_DIR, host_ns)):
         return   # its host is gone, and everything the plugins made lived in it
     try:
-        cni.delete(state, Netns(host_ns), os.path.join(st.NETNS_DIR, ctr_ns), record)
+        # A container netns that is gone gets DEL without one, as runtimes do: leases and rules still go.
+        cni.delete(state, Netns(host_ns), ctr_path if os.path.exists(ctr_path) else "", record)
     except cni.CNIFailed as exc:
         report["warnings"].append(f"DEL of {record['node']}:{record['ifname']} on {record['host']}: {exc}")

@@ -53,6 +53,9 @@ def _interfaces(topo: Topology, dep, node: str) -> list[tuple[str, str, str]]:
 def text(topo: Topology, dep=None) -> str:
     lines = []
     status = f"up, run {dep.run}" if dep is not None else "not up"
+    missing = dep.missing_nodes() if dep is not None else []
+    if missing:
+        status += f"; {len(missing)} of {len(topo.nodes)} namespaces gone, `down` removes the rest"
     lines.append(f"topology {topo.name} ({status})")
     width = max(len(n) for n in topo.nodes)
     lines.append("nodes")
@@ -61,6 +64,8 @@ def text(topo: Topology, dep=None) -> str:
         if node.forwarding and node.kind != "host":
             what += ", forwarding"
         ns = f"  netns {dep.state['namespaces'][node.name]}" if dep is not None else ""
+        if dep is not None and node.name in missing:
+            ns += " (GONE: deleted outside pynet?)"
         lines.append(f"  {node.name:<{width}}  {what}{ns}")
         for ifname, addrs, note in _interfaces(topo, dep, node.name):
             lines.append(f"  {'':<{width}}    {ifname:<10} {addrs:<24} {note}".rstrip())
