@@ -13,6 +13,8 @@ it is read; the rules across fields are in validate.py. The format (examples/top
         networks:
           pods: {cniVersion: 1.0.0, plugins: [...]}   # any conflist, inline or {file: x.conflist};
                                    # host-local's dataDir is always set to the topology's state dir
+          gen: {file: "${data}/h1/net.d/x.conflist", written_by: agent}   # a conflist a service writes,
+                                   # waited for (timeout: 60) and read at up
         routes: [{dst: 10.2.0.0/24, via: 192.168.1.2}]      # or dst: default, dev: eth1
         sysctls: {net.ipv4.conf.all.rp_filter: 0}
         nftables: |                # nft syntax, applied with libnftables in h1 after the CNI attachments
@@ -30,6 +32,13 @@ it is read; the rules across fields are in validate.py. The format (examples/top
         mtu: 1400
       - {kind: vxlan, endpoints: ["h1:vx1", "h2:vx1"], vni: 7, underlay: [192.168.1.1, 192.168.1.3],
          addresses: [10.9.0.1/24, 10.9.0.2/24]}
+    services:                      # processes started in a node after the links, in this order (services.py)
+      agent:
+        node: h1
+        command: pynet node run --config-dir ${data}/h1/net.d ...   # ${data}: the topology's data dir
+        env: {KEY: value}
+        after: [store]             # services above this one that must be ready before it starts
+        ready: {file: "${data}/h1/net.d/status.json", json: {ready: true}, timeout: 60}  # or tcp: IP:PORT
     checks:                        # to: node | node:ifname | an address inside the topology
       - {type: icmp, from: c1, to: r1}
       - {type: tcp, from: r1, to: c1, port: 80, expect: fail}      # expect: success (default) | fail
