@@ -48,6 +48,9 @@ def test_pod_network_example_up_check_down_through_the_cli(tmp_path, capsys):
         run = json.load(open(os.path.join(state, "pod-network-etcd.json")))["run"]
         assert len(existing_netns(f"pynet.pod-network-etcd.{run}.")) == 13
 
+        assert main(["topology", "ls", "--state-dir", state]) == 0
+        assert capsys.readouterr().out.splitlines()[1].split()[:5] == ["pod-network-etcd", run, "up", "13/13", "6/6"]
+
         assert main(["topology", "check", "--state-dir", state, "--json", EXAMPLE]) == 0
         report = json.loads(capsys.readouterr().out)
         assert report["ok"] and report["total"] == 35

@@ -25,7 +25,7 @@ _LATER = {
     "NamespaceGone": "deploy",
     "CheckReport": "checks", "CheckResult": "checks",
     "StateStore": "state", "default_state_dir": "state",
-    "render": "render",
+    "render": "render", "services": "services",
 }
 
 __all__ = ["Check", "Topology", "TopologyError", "load", "parse", *_LATER]

@@ -240,18 +240,21 @@ def cmd_ls(args) -> int:
         state = store.read(entry[:-5]) or {}
         namespaces = list((state.get("namespaces") or {}).values())
         alive = sum(os.path.exists(os.path.join("/run/netns", n)) for n in namespaces)
+        services = state.get("services") or []
         rows.append({"name": entry[:-5], "run": state.get("run"), "phase": state.get("phase", "corrupt"),
-                     "nodes": len(namespaces), "alive": alive, "file": state.get("file", "")})
+                     "nodes": len(namespaces), "alive": alive, "services": len(services),
+                     "services_running": sum(map(topology.services.running, services)),
+                     "file": state.get("file", "")})
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
     if not rows:
         print(f"no topologies in {store.directory}")
         return 0
-    print(f"{'NAME':<24} {'RUN':<7} {'PHASE':<9} {'NAMESPACES':<11} FILE")
+    print(f"{'NAME':<24} {'RUN':<7} {'PHASE':<9} {'NAMESPACES':<11} {'SERVICES':<9} FILE")
     for r in rows:
         print(f"{r['name']:<24} {r['run'] or '-':<7} {r['phase']:<9} {str(r['alive']) + '/' + str(r['nodes']):<11} "
-              f"{r['file']}")
+              f"{str(r['services_running']) + '/' + str(r['services']):<9} {r['file']}")
     return 0
 
 
