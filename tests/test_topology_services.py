@@ -13,7 +13,7 @@ import pytest
 from cni_plugins.syscalls import is_alive
 from netns_fixtures.multinode import ETCD, PYNET
 from pynet.cli import main
-from pynet.topology import DeployError, parse, up
+from pynet.topology import DeployError, attach, load, parse, up
 from pynet.topology.deploy import kernel_supports_vxlan
 from pynet.topology.state import existing_netns
 
@@ -47,6 +47,12 @@ def test_pod_network_example_up_check_down_through_the_cli(tmp_path, capsys):
         assert "--name m0" in _cmdline(records[0]["pid"]) and "node run --name node0" in _cmdline(records[3]["pid"])
         run = json.load(open(os.path.join(state, "pod-network-etcd.json")))["run"]
         assert len(existing_netns(f"pynet.pod-network-etcd.{run}.")) == 13
+
+        dep = attach(load(EXAMPLE), state)
+        try:   # each agent made its VXLAN device, 50 bytes below the underlay's MTU
+            assert [dep.netns(f"node{i}").link("pynet-vxlan").get_attr("IFLA_MTU") for i in range(3)] == [1450] * 3
+        finally:
+            dep.close()
 
         assert main(["topology", "ls", "--state-dir", state]) == 0
         assert capsys.readouterr().out.splitlines()[1].split()[:5] == ["pod-network-etcd", run, "up", "13/13", "6/6"]
