@@ -178,3 +178,13 @@ def test_down_from_another_process_ends_the_services(tmp_path):
     os.waitpid(records[0]["pid"], os.WNOHANG)                   # our child: reap it
     assert not is_alive(records[0]["pid"], records[0]["start_time"])
     assert existing_netns(f"pynet.{doc['name']}.") == []
+
+
+def test_a_service_without_readiness_that_ends_during_up_fails_it(tmp_path):
+    doc = _small(quick={"node": "r1", "command": ["sh", "-c", "echo bad flag >&2; exit 2"]},
+                 slow={"node": "h1", "command": ["sh", "-c", "sleep 1; touch ${data}/ok; exec sleep 600"],
+                       "ready": {"file": "${data}/ok", "timeout": 30}})
+    with pytest.raises(DeployError) as err:
+        up(parse(doc), state_dir=str(tmp_path / "state"))
+    assert "service 'quick' exited with status 2 during up" in str(err.value) and "bad flag" in str(err.value)
+    assert existing_netns(f"pynet.{doc['name']}.") == []

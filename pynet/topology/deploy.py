@@ -273,6 +273,8 @@ def _services(dep: Deployment) -> None:
             dep.store.write(dep.state)   # before waiting: a failed or interrupted up still ends it
         for name in started:
             ready(name)
+        for name, (proc, record) in started.items():
+            services.check_running(dep.topology.services[name], proc, record)
     except services.ServiceFailed as exc:
         raise DeployError(str(exc)) from None
 

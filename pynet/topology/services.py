@@ -95,6 +95,13 @@ def _is_ready(ready: Readiness, ns: Netns, data_dir: str) -> bool:
     return isinstance(data, dict) and all(data.get(k) == v for k, v in ready.json.items())
 
 
+def check_running(service: Service, proc: subprocess.Popen, record: dict) -> None:
+    """A service without a readiness condition that already ended fails ``up`` too."""
+    if proc.poll() is not None:
+        raise ServiceFailed(f"service {service.name!r} exited with status {proc.returncode} during up"
+                            + _log_tail(record["log"]))
+
+
 def wait_file(path: str, timeout: float, records: list[dict], what: str) -> None:
     """Waits for a file a service writes; fails early when every service that could write it is gone."""
     deadline = time.monotonic() + timeout
@@ -115,7 +122,7 @@ def stop(record: dict, timeout: float = STOP_TIMEOUT) -> str | None:
     """Ends the recorded process by PID (only if the PID is still that process). Returns a warning, if any."""
     pid, start_time = record.get("pid"), record.get("start_time")
     if not isinstance(pid, int) or not running(record):
-        _reap(pid)
+        _reap(pid, start_time)
         return None
     try:
         os.kill(pid, signal.SIGTERM)
@@ -124,7 +131,7 @@ def stop(record: dict, timeout: float = STOP_TIMEOUT) -> str | None:
     deadline = time.monotonic() + timeout
     killed = False
     while True:
-        _reap(pid)
+        _reap(pid, start_time)
         if not is_alive(pid, start_time):
             return f"service {record['name']} (PID {pid}) ignored SIGTERM and was killed" if killed else None
         if time.monotonic() > deadline:
@@ -135,9 +142,10 @@ def stop(record: dict, timeout: float = STOP_TIMEOUT) -> str | None:
         time.sleep(0.05)
 
 
-def _reap(pid) -> None:
-    """A service started by this very process stays a zombie until waited for; others are not ours."""
-    if not isinstance(pid, int):
+def _reap(pid, start_time) -> None:
+    """A service started by this very process stays a zombie until waited for; others are not ours, and
+    a PID that now names another process is left to whoever started it."""
+    if not isinstance(pid, int) or proc_start_time(pid) != start_time:
         return
     try:
         os.waitpid(pid, os.WNOHANG)
