@@ -54,6 +54,11 @@ def test_pod_network_example_up_check_down_through_the_cli(tmp_path, capsys):
         finally:
             dep.close()
 
+        assert main(["topology", "show", "--json", "--state-dir", state, EXAMPLE]) == 0
+        shown = json.loads(capsys.readouterr().out)["services"]
+        assert shown["agent1"]["node"] == "node1" and shown["agent1"]["pid"] == records[4]["pid"]
+        assert all(s["running"] for s in shown.values())
+
         assert main(["topology", "ls", "--state-dir", state]) == 0
         assert capsys.readouterr().out.splitlines()[1].split()[:5] == ["pod-network-etcd", run, "up", "13/13", "6/6"]
 

@@ -204,7 +204,10 @@ def cmd_show(args) -> int:
                                    "addresses": [list(a) for a in dep.addresses(n.name)] if dep else []}
                           for n in topo.nodes.values()},
                 "links": [{"kind": l.kind, "endpoints": [str(l.a), str(l.b)],
-                           "addresses": [l.a.address or None, l.b.address or None]} for l in topo.links]}
+                           "addresses": [l.a.address or None, l.b.address or None]} for l in topo.links],
+                "services": {s.name: {"node": s.node, "command": s.command,
+                                      "ready": s.ready.describe() if s.ready else None,
+                                      **_service_state(dep, s.name)} for s in topo.services.values()}}
         print(json.dumps(data, indent=1))
         return 0
     if fmt == "text":
@@ -229,6 +232,13 @@ def cmd_show(args) -> int:
     else:
         sys.stdout.buffer.write(data)
     return 0
+
+
+def _service_state(dep, name: str) -> dict:
+    record = next((r for r in (dep.state.get("services") or []) if r["name"] == name), None) if dep else None
+    if record is None:
+        return {"pid": None, "running": False}
+    return {"pid": record["pid"], "running": topology.services.running(record), "log": record["log"]}
 
 
 def cmd_ls(args) -> int:
