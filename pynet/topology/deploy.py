@@ -459,11 +459,12 @@ def _nodes(nodes: list[str]) -> str:
 
 def _del_attachment(state: dict, record: dict, report: dict) -> None:
     host_ns = state["namespaces"].get(record["host"])
-    ctr_path = os.path.join(st.NETNS_DIR, state["namespaces"].get(record["node"], ""))
+    ctr_ns = state["namespaces"].get(record["node"])
+    ctr_path = os.path.join(st.NETNS_DIR, ctr_ns) if ctr_ns else ""
     if not host_ns or not os.path.exists(os.path.join(st.NETNS_DIR, host_ns)):
         return   # its host is gone, and everything the plugins made lived in it
     try:
         # A container netns that is gone gets DEL without one, as runtimes do: leases and rules still go.
-        cni.delete(state, Netns(host_ns), ctr_path if os.path.exists(ctr_path) else "", record)
+        cni.delete(state, Netns(host_ns), ctr_path if ctr_path and os.path.exists(ctr_path) else "", record)
     except cni.CNIFailed as exc:
         report["warnings"].append(f"DEL of {record['node']}:{record['ifname']} on {record['host']}: {exc}")
