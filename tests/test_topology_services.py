@@ -122,7 +122,8 @@ def test_generated_network_is_waited_for_and_used_by_the_containers(tmp_path):
     doc["nodes"]["h1"]["networks"] = {"gen": {"file": "${data}/h1/gen.conflist", "written_by": "writer"}}
     doc["nodes"]["c1"] = {"kind": "container", "host": "h1", "attach": ["gen"]}
     doc["nodes"]["c2"] = {"kind": "container", "host": "h1", "attach": ["gen"]}
-    doc["checks"] = [{"type": "tcp", "from": "c1", "to": "c2", "port": 7200}, {"type": "icmp", "from": "c2", "to": "h1"}]
+    doc["checks"] = [{"type": "tcp", "from": "c1", "to": "c2", "port": 7200},
+                     {"type": "icmp", "from": "c2", "to": "h1"}]
     dep = up(parse(doc), state_dir=str(tmp_path / "state"))
     try:
         records = list(dep.state["services"])

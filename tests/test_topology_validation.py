@@ -251,7 +251,8 @@ def test_misspelt_node_kind_is_one_error_naming_value_and_valid_kinds():
 def test_misspelt_link_kind_is_one_error_and_its_interfaces_still_count():
     d = doc(links=[{"kind": "vetth", "endpoints": ["h1:eth1", "r1:eth0"],
                     "addresses": ["192.168.9.1/24", "192.168.9.2/24"]}],
-            checks=[{"type": "icmp", "from": "r1", "to": "h1:eth1"}, {"type": "icmp", "from": "h1", "to": "192.168.9.2"}])
+            checks=[{"type": "icmp", "from": "r1", "to": "h1:eth1"},
+                    {"type": "icmp", "from": "h1", "to": "192.168.9.2"}])
     with pytest.raises(TopologyError) as err:
         parse(d, source="t.yaml")
     assert err.value.problems == ["links[0].kind: unknown link kind 'vetth' (valid: veth, vxlan); did you mean 'veth'?"]
