@@ -13,7 +13,7 @@ import pytest
 from cni_plugins.syscalls import is_alive
 from netns_fixtures.multinode import ETCD, PYNET
 from pynet.cli import main
-from pynet.topology import DeployError, attach, load, parse, up
+from pynet.topology import DeployError, attach, down, load, parse, up
 from pynet.topology.deploy import kernel_supports_vxlan
 from pynet.topology.state import existing_netns
 
@@ -88,6 +88,16 @@ def _small(**services) -> dict:
             "checks": [{"type": "icmp", "from": "r1", "to": "h1"}]}
 
 
+def _up_fails(doc: dict, tmp_path) -> str:
+    """The message of the DeployError ``up`` must raise; an ``up`` that succeeds is taken down again."""
+    try:
+        dep = up(parse(doc), state_dir=str(tmp_path / "state"))
+    except DeployError as exc:
+        return str(exc)
+    dep.down()
+    pytest.fail(f"up of {doc['name']} succeeded")
+
+
 def _python(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
@@ -141,9 +151,7 @@ def test_generated_network_is_waited_for_and_used_by_the_containers(tmp_path):
 def test_a_service_that_exits_before_ready_fails_up_and_leaves_nothing(tmp_path):
     doc = _small(bad={"node": "r1", "command": ["sh", "-c", "echo cannot bind; exit 3"],
                       "ready": {"tcp": "10.61.0.2:2379"}})
-    with pytest.raises(DeployError) as err:
-        up(parse(doc), state_dir=str(tmp_path / "state"))
-    msg = str(err.value)
+    msg = _up_fails(doc, tmp_path)
     assert "service 'bad' exited with status 3 before it was ready (tcp 10.61.0.2:2379)" in msg
     assert "cannot bind" in msg                                  # the last lines of its log
     assert existing_netns(f"pynet.{doc['name']}.") == []
@@ -155,18 +163,16 @@ def test_services_of_a_failed_up_are_ended_by_pid(tmp_path):
     doc = _small(first={"node": "h1", "command": ["sleep", marker]},
                  slow={"node": "r1", "command": ["sleep", marker], "after": ["first"],
                        "ready": {"file": "${data}/never", "timeout": 1}})
-    with pytest.raises(DeployError) as err:
-        up(parse(doc), state_dir=str(tmp_path / "state"))
-    assert "service 'slow' was not ready within 1 s (waiting for file " in str(err.value)
+    msg = _up_fails(doc, tmp_path)
+    assert "service 'slow' was not ready within 1 s (waiting for file " in msg
     assert _processes_with(f"sleep {marker}") == []
     assert existing_netns(f"pynet.{doc['name']}.") == []
 
 
 def test_a_missing_command_is_a_clear_error(tmp_path):
     doc = _small(s={"node": "r1", "command": "no-such-program-here --flag"})
-    with pytest.raises(DeployError) as err:
-        up(parse(doc), state_dir=str(tmp_path / "state"))
-    assert "service 's': command 'no-such-program-here' not found" in str(err.value)
+    msg = _up_fails(doc, tmp_path)
+    assert "service 's': command 'no-such-program-here' not found" in msg
     assert existing_netns(f"pynet.{doc['name']}.") == []
 
 
@@ -176,9 +182,12 @@ def test_down_from_another_process_ends_the_services(tmp_path):
     dep = up(parse(doc), state_dir=state)
     records = list(dep.state["services"])
     dep.close()
-    assert is_alive(records[0]["pid"], records[0]["start_time"])
-    done = subprocess.run([PYNET, "topology", "down", "--state-dir", state, doc["name"]], capture_output=True,
-                          text=True, timeout=60)
+    try:
+        assert is_alive(records[0]["pid"], records[0]["start_time"])
+        done = subprocess.run([PYNET, "topology", "down", "--state-dir", state, doc["name"]], capture_output=True,
+                              text=True, timeout=60)
+    finally:
+        down(doc["name"], state)     # whatever the other process left (nothing, when it worked)
     assert done.returncode == 0, done.stderr
     assert "ended 1 service" in done.stdout
     os.waitpid(records[0]["pid"], os.WNOHANG)                   # our child: reap it
@@ -190,7 +199,6 @@ def test_a_service_without_readiness_that_ends_during_up_fails_it(tmp_path):
     doc = _small(quick={"node": "r1", "command": ["sh", "-c", "echo bad flag >&2; exit 2"]},
                  slow={"node": "h1", "command": ["sh", "-c", "sleep 1; touch ${data}/ok; exec sleep 600"],
                        "ready": {"file": "${data}/ok", "timeout": 30}})
-    with pytest.raises(DeployError) as err:
-        up(parse(doc), state_dir=str(tmp_path / "state"))
-    assert "service 'quick' exited with status 2 during up" in str(err.value) and "bad flag" in str(err.value)
+    msg = _up_fails(doc, tmp_path)
+    assert "service 'quick' exited with status 2 during up" in msg and "bad flag" in msg
     assert existing_netns(f"pynet.{doc['name']}.") == []
