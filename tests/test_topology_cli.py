@@ -208,3 +208,17 @@ def test_namespaces_deleted_by_hand_are_named_and_down_removes_the_rest(capsys, 
     assert "Errno" not in err
     assert existing_netns(f"pynet.two-hosts-vxlan.{run}.") == []
     assert os.listdir(state) == []
+
+
+def test_validate_names_a_misspelt_kind_once(capsys, tmp_path):
+    doc = yaml.safe_load(open(VXLAN))
+    doc["nodes"]["c1"]["kind"] = "contianer"
+    doc["links"][1]["kind"] = "vxaln"
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    rc, _, err = pynet(capsys, "validate", str(path))
+    assert rc == 1
+    assert err.splitlines()[1:] == [
+        "  - nodes.c1.kind: unknown node kind 'contianer' (valid: host, netns, container, switch); "
+        "did you mean 'container'?",
+        "  - links[1].kind: unknown link kind 'vxaln' (valid: veth, vxlan); did you mean 'vxlan'?"]
