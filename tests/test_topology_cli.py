@@ -172,3 +172,53 @@ def test_validate_counts_in_the_singular_for_one(tmp_path, capsys):
                     "    addresses: [10.44.0.1/24, 10.44.0.2/24]\nchecks:\n  - {type: icmp, from: a, to: b}\n")
     assert cli.main(["topology", "validate", str(path)]) == 0
     assert "(2 nodes, 1 link, 1 check)" in capsys.readouterr().out
+
+
+def test_namespaces_deleted_by_hand_are_named_and_down_removes_the_rest(capsys, state):
+    from pyroute2 import netns as pr_netns
+
+    from pynet.topology import NamespaceGone
+
+    assert pynet(capsys, "up", "--state-dir", state, VXLAN)[0] == 0
+    run = json.load(open(os.path.join(state, "two-hosts-vxlan.json")))["run"]
+    for node in ("c1", "host2"):
+        pr_netns.remove(f"pynet.two-hosts-vxlan.{run}.{node}")     # as `ip netns del` would
+
+    rc, out, err = pynet(capsys, "check", "--state-dir", state, VXLAN)
+    assert rc == 1 and out == ""
+    assert (f"the namespaces of nodes host2 (/run/netns/pynet.two-hosts-vxlan.{run}.host2), c1 "
+            f"(/run/netns/pynet.two-hosts-vxlan.{run}.c1) no longer exist (deleted outside pynet?)") in err
+    assert "Errno" not in err
+
+    dep = attach(load(VXLAN), state)                 # the API: each check says which namespace is gone
+    report = dep.check()
+    dep.close()
+    assert [r.error.startswith("topology 'two-hosts-vxlan': the namespace of node ") for r in report.results] \
+        == [True] * 6
+    with pytest.raises(NamespaceGone):
+        attach(load(VXLAN), state).netns("c1")
+
+    rc, out, _ = pynet(capsys, "show", "--state-dir", state, VXLAN)
+    assert rc == 0 and "2 of 4 namespaces gone" in out
+    assert f"netns pynet.two-hosts-vxlan.{run}.c1 (GONE: deleted outside pynet?)" in out
+
+    rc, out, err = pynet(capsys, "down", "--state-dir", state, VXLAN)
+    assert rc == 0 and "removed 2 namespaces" in out
+    assert "warning: the namespaces of nodes host2, c1 were already gone (deleted outside pynet?)" in err
+    assert "Errno" not in err
+    assert existing_netns(f"pynet.two-hosts-vxlan.{run}.") == []
+    assert os.listdir(state) == []
+
+
+def test_validate_names_a_misspelt_kind_once(capsys, tmp_path):
+    doc = yaml.safe_load(open(VXLAN))
+    doc["nodes"]["c1"]["kind"] = "contianer"
+    doc["links"][1]["kind"] = "vxaln"
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    rc, _, err = pynet(capsys, "validate", str(path))
+    assert rc == 1
+    assert err.splitlines()[1:] == [
+        "  - nodes.c1.kind: unknown node kind 'contianer' (valid: host, netns, container, switch); "
+        "did you mean 'container'?",
+        "  - links[1].kind: unknown link kind 'vxaln' (valid: veth, vxlan); did you mean 'vxlan'?"]

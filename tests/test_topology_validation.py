@@ -200,7 +200,7 @@ def _places(node, path=()):
         yield from _places(child, path + (key,))
 
 
-@pytest.mark.parametrize("source", ["base", "bridge-portforward.yaml"])
+@pytest.mark.parametrize("source", ["base", "bridge-portforward.yaml", "pod-network-etcd.yaml"])
 def test_any_value_anywhere_gives_a_topology_error_never_a_crash(source):
     original = BASE if source == "base" else __import__("yaml").safe_load(open(os.path.join(EXAMPLES, source)))
     for place in list(_places(original))[1:]:
@@ -231,3 +231,86 @@ def test_port_without_a_host_port_is_refused_naming_it():
         assert "'80' has no host port" in str(exc)
     else:
         raise AssertionError("a port without a host port was accepted")
+
+
+# -- a misspelt kind: one clear error, no follow-on ones --------------------------------------------
+
+def test_misspelt_node_kind_is_one_error_naming_value_and_valid_kinds():
+    d = doc()
+    d["nodes"]["h1"]["kind"] = "hots"            # a host with networks that c1 runs on
+    d["nodes"]["c1"]["kind"] = "contianer"       # a container with host and attach
+    d["checks"] = [{"type": "icmp", "from": "r1", "to": "c1:eth0"}]
+    with pytest.raises(TopologyError) as err:
+        parse(d, source="t.yaml")
+    assert err.value.problems == [
+        "nodes.h1.kind: unknown node kind 'hots' (valid: host, netns, container, switch); did you mean 'host'?",
+        "nodes.c1.kind: unknown node kind 'contianer' (valid: host, netns, container, switch); "
+        "did you mean 'container'?"]
+
+
+def test_misspelt_link_kind_is_one_error_and_its_interfaces_still_count():
+    d = doc(links=[{"kind": "vetth", "endpoints": ["h1:eth1", "r1:eth0"],
+                    "addresses": ["192.168.9.1/24", "192.168.9.2/24"]}],
+            checks=[{"type": "icmp", "from": "r1", "to": "h1:eth1"},
+                    {"type": "icmp", "from": "h1", "to": "192.168.9.2"}])
+    with pytest.raises(TopologyError) as err:
+        parse(d, source="t.yaml")
+    assert err.value.problems == ["links[0].kind: unknown link kind 'vetth' (valid: veth, vxlan); did you mean 'veth'?"]
+
+
+def test_a_kind_that_is_no_string_is_named():
+    d = doc()
+    d["nodes"]["r1"]["kind"] = ["netns"]
+    assert problems(d).endswith("nodes.r1.kind: unknown node kind ['netns'] (valid: host, netns, container, switch)")
+
+
+# -- services and generated networks ----------------------------------------------------------------
+
+def services_doc(**services):
+    d = doc()
+    d["services"] = services
+    return d
+
+
+def test_services_and_a_generated_network_parse():
+    d = services_doc(store={"node": "r1", "command": "sleep 100", "ready": {"tcp": "192.168.9.2:2379"}},
+                     agent={"node": "h1", "command": ["agent", "--dir", "${data}/h1"], "after": ["store"],
+                            "env": {"X": 1}, "ready": {"file": "${data}/h1/ok", "json": {"ready": True},
+                                                       "timeout": 5}})
+    d["nodes"]["h1"]["networks"]["gen"] = {"file": "${data}/h1/gen.conflist", "written_by": "agent"}
+    topo = parse(d)
+    store, agent = topo.services["store"], topo.services["agent"]
+    assert store.command == ["sleep", "100"] and store.ready.tcp == ("192.168.9.2", 2379)
+    assert agent.after == ["store"] and agent.env == {"X": "1"} and agent.ready.json == {"ready": True}
+    assert agent.ready.timeout == 5
+    assert topo.nodes["h1"].networks["gen"].generated
+
+
+@pytest.mark.parametrize("service, expected", [
+    ({"command": "x"}, "services.s.node: names the node whose netns the service runs in, got None"),
+    ({"node": "ghost", "command": "x"}, "services.s.node: unknown node 'ghost' (nodes: h1, c1, r1)"),
+    ({"node": "r1"}, "services.s.command: must be a non-empty list of arguments (or one command line), got None"),
+    ({"node": "r1", "command": "x", "after": ["later"]},
+     "services.s.after[0]: 'later' is not a service defined above 's' (defined above: none)"),
+    ({"node": "r1", "command": "x", "ready": {"tcp": "8.8.8.8:53"}},
+     "services.s.ready.tcp: 8.8.8.8 is neither loopback nor an address of a node in this topology"),
+    ({"node": "r1", "command": "x", "ready": {"tcp": "127.0.0.1:2379", "file": "/x"}},
+     "services.s.ready: give one condition: tcp: ADDRESS:PORT"),
+    ({"node": "r1", "command": "x", "ready": {"tcp": "127.0.0.1:http"}},
+     "services.s.ready.tcp: must be an integer from 1 to 65535, got 'http'"),
+    ({"node": "r1", "command": "x", "ready": {"file": "relative/ok"}},
+     "services.s.ready.file: must be an absolute path or start with ${data}, got 'relative/ok'"),
+    ({"node": "r1", "command": "x", "ready": {"file": "/ok", "timeout": 0}},
+     "services.s.ready.timeout: must be a number of seconds from 1 to 600, got 0"),
+    ({"node": "r1", "command": "x", "restart": "always"}, "services.s: unknown key 'restart'"),
+])
+def test_bad_service_is_named_with_its_key(service, expected):
+    assert expected in problems(services_doc(s=service))
+
+
+def test_generated_network_names_an_existing_service_and_a_file():
+    d = doc()
+    d["nodes"]["h1"]["networks"]["gen"] = {"written_by": "agent"}
+    msg = problems(d)
+    assert "nodes.h1.networks.gen.written_by: unknown service 'agent' (services: none)" in msg
+    assert "nodes.h1.networks.gen.file: is the path of the conflist the service writes, got None" in msg

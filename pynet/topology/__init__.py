@@ -22,9 +22,10 @@ from .parse import load, parse
 # topology command runs.
 _LATER = {
     "Deployment": "deploy", "DeployError": "deploy", "up": "deploy", "down": "deploy", "attach": "deploy",
+    "NamespaceGone": "deploy",
     "CheckReport": "checks", "CheckResult": "checks",
     "StateStore": "state", "default_state_dir": "state",
-    "render": "render",
+    "render": "render", "services": "services",
 }
 
 __all__ = ["Check", "Topology", "TopologyError", "load", "parse", *_LATER]

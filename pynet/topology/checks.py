@@ -112,6 +112,8 @@ def run_checks(dep, only: list[int] | None = None, workers: int = 8) -> CheckRep
         try:
             result.dst_ip, result.dst_node = resolve(dep, check.dst)
             server = check.target if check.type == "portforward" else result.dst_node
+            for node in {check.src, server, result.dst_node}:
+                dep.netns(node)     # a namespace deleted by hand: say so, not ENOENT from inside a probe
             if check.type == "icmp":
                 result.actual = _PROBES[check.type](dep, check, result)
             else:

@@ -129,6 +129,8 @@ def cmd_check(args) -> int:
     topo = _load(args.file)
     only = _check_indexes(topo, args.only)
     dep = _deployment(topo, args.state_dir)
+    if dep.missing_nodes():   # one clear message rather than ENOENT from every check that touches them
+        raise CommandError(str(topology.NamespaceGone(dep, dep.missing_nodes())))
     try:
         return _print_report(dep.check(only), args.json)
     finally:
@@ -180,7 +182,8 @@ def cmd_down(args) -> int:
         if report["orphans"]:
             print(f"topology {name}: no state here, but {len(report['orphans'])} namespaces of other runs exist "
                   f"({', '.join(report['orphans'][:3])}...); --all-runs removes them", file=sys.stderr)
-        print(f"topology {name}: removed {len(report['namespaces'])} namespaces")
+        ended = f", ended {_count(len(report['services']), 'service')}" if report["services"] else ""
+        print(f"topology {name}: removed {len(report['namespaces'])} namespaces{ended}")
     return 0
 
 
@@ -201,7 +204,10 @@ def cmd_show(args) -> int:
                                    "addresses": [list(a) for a in dep.addresses(n.name)] if dep else []}
                           for n in topo.nodes.values()},
                 "links": [{"kind": l.kind, "endpoints": [str(l.a), str(l.b)],
-                           "addresses": [l.a.address or None, l.b.address or None]} for l in topo.links]}
+                           "addresses": [l.a.address or None, l.b.address or None]} for l in topo.links],
+                "services": {s.name: {"node": s.node, "command": s.command,
+                                      "ready": s.ready.describe() if s.ready else None,
+                                      **_service_state(dep, s.name)} for s in topo.services.values()}}
         print(json.dumps(data, indent=1))
         return 0
     if fmt == "text":
@@ -228,6 +234,13 @@ def cmd_show(args) -> int:
     return 0
 
 
+def _service_state(dep, name: str) -> dict:
+    record = next((r for r in (dep.state.get("services") or []) if r["name"] == name), None) if dep else None
+    if record is None:
+        return {"pid": None, "running": False}
+    return {"pid": record["pid"], "running": topology.services.running(record), "log": record["log"]}
+
+
 def cmd_ls(args) -> int:
     store = topology.StateStore(args.state_dir)
     rows = []
@@ -237,18 +250,21 @@ def cmd_ls(args) -> int:
         state = store.read(entry[:-5]) or {}
         namespaces = list((state.get("namespaces") or {}).values())
         alive = sum(os.path.exists(os.path.join("/run/netns", n)) for n in namespaces)
+        services = state.get("services") or []
         rows.append({"name": entry[:-5], "run": state.get("run"), "phase": state.get("phase", "corrupt"),
-                     "nodes": len(namespaces), "alive": alive, "file": state.get("file", "")})
+                     "nodes": len(namespaces), "alive": alive, "services": len(services),
+                     "services_running": sum(map(topology.services.running, services)),
+                     "file": state.get("file", "")})
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
     if not rows:
         print(f"no topologies in {store.directory}")
         return 0
-    print(f"{'NAME':<24} {'RUN':<7} {'PHASE':<9} {'NAMESPACES':<11} FILE")
+    print(f"{'NAME':<24} {'RUN':<7} {'PHASE':<9} {'NAMESPACES':<11} {'SERVICES':<9} FILE")
     for r in rows:
         print(f"{r['name']:<24} {r['run'] or '-':<7} {r['phase']:<9} {str(r['alive']) + '/' + str(r['nodes']):<11} "
-              f"{r['file']}")
+              f"{str(r['services_running']) + '/' + str(r['services']):<9} {r['file']}")
     return 0
 
 

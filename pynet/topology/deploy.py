@@ -1,9 +1,11 @@
 """Bringing a validated topology up in real namespaces, and taking it down again.
 
 Order of ``up``: namespaces (+ sysctls), switch bridges, veth links, VXLAN links (they need the underlay
-addresses), CNI attachments (plugin executables run inside the container's simulated host netns, see
-cni.py), nftables rules declared on nodes, static routes, then the addresses actually present are read
-back from the kernel into the state. Any failure tears down what was made.
+addresses), services (services.py: started in file order, all ready before going on), networks whose
+conflist a service generates (waited for), CNI attachments (plugin executables run inside the
+container's simulated host netns, see cni.py), nftables rules declared on nodes, static routes, then the
+addresses actually present are read back from the kernel into the state. Any failure tears down what
+was made; ``down`` ends the services first, by PID.
 """
 
 from __future__ import annotations
@@ -19,13 +21,25 @@ from cni_plugins.results import Route
 
 from netns_fixtures.namespaces import Netns
 from netns_fixtures.runner import OUR_PLUGINS
-from . import cni
+from . import cni, services
 from . import state as st
 from .model import SWITCH_BRIDGE, Attachment, Link, Node, Topology, TopologyError
+from .parse import read_generated
 
 
 class DeployError(Exception):
     """``up`` failed; everything it made has been removed again (unless keep_on_failure)."""
+
+
+class NamespaceGone(LookupError):
+    """Namespaces of a topology that is up were removed outside it."""
+
+    def __init__(self, dep: "Deployment", nodes: list[str]):
+        self.nodes = nodes
+        names = ", ".join(f"{n} ({os.path.join(st.NETNS_DIR, dep.state['namespaces'][n])})" for n in nodes)
+        super().__init__(f"topology {dep.name!r}: {_nodes(nodes)} {names} no longer "
+                         f"{'exists' if len(nodes) == 1 else 'exist'} (deleted outside pynet?); "
+                         f"`pynet topology down` removes the rest, then `up` builds it again")
 
 
 class Deployment:
@@ -50,12 +64,20 @@ class Deployment:
         return self.state.get("cni_path") or [OUR_PLUGINS]
 
     def netns(self, node: str) -> Netns:
-        """The namespace of ``node`` (a netns_fixtures.Netns; not removed when this object goes away)."""
+        """The namespace of ``node`` (a netns_fixtures.Netns; not removed when this object goes away).
+        Raises NamespaceGone when it was deleted behind the topology's back."""
         if node not in self.state["namespaces"]:
             raise KeyError(f"no node {node!r} in topology {self.name!r}")
         if node not in self._ns:
+            if not os.path.exists(os.path.join(st.NETNS_DIR, self.state["namespaces"][node])):
+                raise NamespaceGone(self, [node])
             self._ns[node] = Netns(self.state["namespaces"][node])
         return self._ns[node]
+
+    def missing_nodes(self) -> list[str]:
+        """Nodes whose namespace no longer exists (deleted by hand, e.g. `ip netns del`)."""
+        return [node for node, ns in self.state["namespaces"].items()
+                if not os.path.exists(os.path.join(st.NETNS_DIR, ns))]
 
     node = netns
 
@@ -142,7 +164,7 @@ def up(topo: Topology, state_dir: str | None = None, cni_path: list[str] | None 
              "cni_runtime": cni_runtime or cni.default_runtime(),
              "data_dir": store.data_dir(topo.name),
              "namespaces": {n: st.netns_name(topo.name, run, n) for n in topo.nodes},
-             "attachments": [], "addresses": {}}
+             "services": [], "attachments": [], "addresses": {}}
     store.write(state)
     dep = Deployment(topo, state, store)
     try:
@@ -210,6 +232,11 @@ def _build(dep: Deployment) -> None:
     for link in topo.links:
         if link.kind == "vxlan":
             _vxlan(dep, link)
+    _services(dep)
+    for node in topo.nodes.values():
+        for net in node.networks.values():
+            if net.generated:
+                _generated_network(dep, net)
     for node in topo.containers():
         for att in node.attach:
             _attach(dep, node, att)
@@ -221,6 +248,45 @@ def _build(dep: Deployment) -> None:
         for route in node.routes:
             _route(dep.netns(node.name), node, route)
     dep.state["addresses"] = {n: _read_addresses(dep.netns(n)) for n in topo.nodes}
+
+
+def _services(dep: Deployment) -> None:
+    """In file order; each waits for the readiness of the services its ``after`` names, and all are
+    ready before the first CNI attachment (a network may be a conflist a service writes)."""
+    data_dir = dep.state["data_dir"]
+    started: dict[str, tuple] = {}
+    waited: set[str] = set()
+
+    def ready(name: str) -> None:
+        if name not in waited:
+            proc, record = started[name]
+            services.wait_ready(dep.topology.services[name], proc, dep.netns(record["node"]), record, data_dir)
+            waited.add(name)
+
+    try:
+        for service in dep.topology.services.values():
+            for name in service.after:
+                ready(name)
+            proc, record = services.start(service, dep.netns(service.node), data_dir)
+            started[service.name] = (proc, record)
+            dep.state["services"].append(record)
+            dep.store.write(dep.state)   # before waiting: a failed or interrupted up still ends it
+        for name in started:
+            ready(name)
+        for name, (proc, record) in started.items():
+            services.check_running(dep.topology.services[name], proc, record)
+    except services.ServiceFailed as exc:
+        raise DeployError(str(exc)) from None
+
+
+def _generated_network(dep: Deployment, net) -> None:
+    path = services.expand(net.file, dep.state["data_dir"])
+    writers = [r for r in dep.state["services"] if r["name"] == net.written_by]
+    try:
+        services.wait_file(path, net.timeout, writers, f"network {net.name!r} on {net.host!r}")
+        read_generated(net, path)
+    except (services.ServiceFailed, TopologyError) as exc:
+        raise DeployError(str(exc)) from None
 
 
 def _sysctls(ns: Netns, node: Node) -> None:
@@ -349,8 +415,20 @@ def down(name: str, store: st.StateStore | str | None = None, cni_del: bool = Tr
     if not isinstance(store, st.StateStore):
         store = st.StateStore(store)
     state = state if state is not None else store.read(name)
-    report = {"name": name, "namespaces": [], "warnings": [], "orphans": []}
+    report = {"name": name, "namespaces": [], "services": [], "warnings": [], "orphans": []}
     namespaces = dict((state or {}).get("namespaces") or {})
+    # First, and in reverse start order: agents go before the store they talk to.
+    for record in reversed((state or {}).get("services") or []):
+        if services.running(record):
+            report["services"].append(record["name"])
+        warning = services.stop(record)
+        if warning:
+            report["warnings"].append(warning)
+    gone = [node for node, ns in namespaces.items() if not os.path.exists(os.path.join(st.NETNS_DIR, ns))]
+    if gone and state and state.get("phase") == "up":
+        report["gone"] = gone
+        report["warnings"].append(f"{_nodes(gone)} {', '.join(gone)} {'was' if len(gone) == 1 else 'were'} "
+                                  "already gone (deleted outside pynet?); removed the rest")
     if cni_del and state:
         for record in reversed(state.get("attachments") or []):
             _del_attachment(state, record, report)
@@ -375,12 +453,18 @@ def down(name: str, store: st.StateStore | str | None = None, cni_del: bool = Tr
     return report
 
 
+def _nodes(nodes: list[str]) -> str:
+    return "the namespace of node" if len(nodes) == 1 else "the namespaces of nodes"
+
+
 def _del_attachment(state: dict, record: dict, report: dict) -> None:
     host_ns = state["namespaces"].get(record["host"])
     ctr_ns = state["namespaces"].get(record["node"])
+    ctr_path = os.path.join(st.NETNS_DIR, ctr_ns) if ctr_ns else ""
     if not host_ns or not os.path.exists(os.path.join(st.NETNS_DIR, host_ns)):
         return   # its host is gone, and everything the plugins made lived in it
     try:
-        cni.delete(state, Netns(host_ns), os.path.join(st.NETNS_DIR, ctr_ns), record)
+        # A container netns that is gone gets DEL without one, as runtimes do: leases and rules still go.
+        cni.delete(state, Netns(host_ns), ctr_path if ctr_path and os.path.exists(ctr_path) else "", record)
     except cni.CNIFailed as exc:
         report["warnings"].append(f"DEL of {record['node']}:{record['ifname']} on {record['host']}: {exc}")

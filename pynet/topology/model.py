@@ -13,6 +13,8 @@ from pynet.runner.ports import PortMapping  # noqa: F401  (a topology publishes 
 
 # A switch node is a netns holding this bridge; link endpoints on the switch become its ports.
 SWITCH_BRIDGE = "br0"
+NODE_KINDS = ("host", "netns", "container", "switch")
+LINK_KINDS = ("veth", "vxlan")
 
 
 class TopologyError(Exception):
@@ -51,11 +53,51 @@ class RouteSpec:
 
 @dataclass
 class Network:
-    """A CNI network on a simulated host: its conflist as the user wrote it (dataDir is set at deploy)."""
+    """A CNI network on a simulated host: its conflist as the user wrote it (dataDir is set at deploy), or
+    the file a service of the topology writes (``written_by``), read at ``up`` once it appears."""
     name: str
     host: str
     conflist: dict
     subnets: list = field(default_factory=list)  # ip_network objects from the IPAM config, for validation
+    written_by: str = ""      # a service name: the conflist is generated, ``file`` waited for at up
+    file: str = ""            # the generated conflist's path (may hold ${data})
+    timeout: float = 60.0
+
+    @property
+    def generated(self) -> bool:
+        return bool(self.written_by)
+
+
+# Expanded in a service's command, env and readiness file and in a generated network's file: the
+# topology's own data dir (under its state dir), removed by ``down``.
+DATA_DIR_TOKEN = "${data}"
+
+
+@dataclass
+class Readiness:
+    """When a service counts as up: a TCP port accepting inside its node, or a file present (and, with
+    ``json``, holding those top-level values)."""
+    tcp: tuple[str, int] | None = None
+    file: str = ""
+    json: dict = field(default_factory=dict)
+    timeout: float = 60.0
+
+    def describe(self) -> str:
+        if self.tcp:
+            return f"tcp {self.tcp[0]}:{self.tcp[1]}"
+        return f"file {self.file}" + (f" holding {self.json}" if self.json else "")
+
+
+@dataclass
+class Service:
+    """A long-running process the topology starts in a node's netns after its links, before the CNI
+    attachments; never restarted; ended by PID on ``down``."""
+    name: str
+    node: str
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    ready: Readiness | None = None
+    after: list[str] = field(default_factory=list)   # services that must be ready before this one starts
 
 
 @dataclass
@@ -122,6 +164,7 @@ class Topology:
     links: list[Link] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     source: str = ""
+    services: dict[str, Service] = field(default_factory=dict)
 
     def static_addresses(self) -> dict[str, list[tuple[str, str]]]:
         """node -> [(ifname, 'ip/prefix')] for addresses written in the file."""

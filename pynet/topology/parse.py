@@ -13,6 +13,8 @@ it is read; the rules across fields are in validate.py. The format (examples/top
         networks:
           pods: {cniVersion: 1.0.0, plugins: [...]}   # any conflist, inline or {file: x.conflist};
                                    # host-local's dataDir is always set to the topology's state dir
+          gen: {file: "${data}/h1/net.d/x.conflist", written_by: agent}   # a conflist a service writes,
+                                   # waited for (timeout: 60) and read at up
         routes: [{dst: 10.2.0.0/24, via: 192.168.1.2}]      # or dst: default, dev: eth1
         sysctls: {net.ipv4.conf.all.rp_filter: 0}
         nftables: |                # nft syntax, applied with libnftables in h1 after the CNI attachments
@@ -30,6 +32,13 @@ it is read; the rules across fields are in validate.py. The format (examples/top
         mtu: 1400
       - {kind: vxlan, endpoints: ["h1:vx1", "h2:vx1"], vni: 7, underlay: [192.168.1.1, 192.168.1.3],
          addresses: [10.9.0.1/24, 10.9.0.2/24]}
+    services:                      # processes started in a node after the links, in this order (services.py)
+      agent:
+        node: h1
+        command: pynet node run --config-dir ${data}/h1/net.d ...   # ${data}: the topology's data dir
+        env: {KEY: value}
+        after: [store]             # services above this one that must be ready before it starts
+        ready: {file: "${data}/h1/net.d/status.json", json: {ready: true}, timeout: 60}  # or tcp: IP:PORT
     checks:                        # to: node | node:ifname | an address inside the topology
       - {type: icmp, from: c1, to: r1}
       - {type: tcp, from: r1, to: c1, port: 80, expect: fail}      # expect: success (default) | fail
@@ -42,20 +51,21 @@ it is read; the rules across fields are in validate.py. The format (examples/top
 from __future__ import annotations
 
 import copy
+import difflib
 import ipaddress
 import json
 import os
 import re
+import shlex
 
 from pynet.runner.ports import PortMapping, PortSpecError, parse_publish
 
 from . import validate
-from .model import (Attachment, Check, Endpoint, Link, Network, Node, RouteSpec, Topology,
-                    TopologyError)
+from .model import (DATA_DIR_TOKEN, LINK_KINDS, NODE_KINDS, Attachment, Check, Endpoint, Link, Network, Node,
+                    Readiness, RouteSpec, Service, Topology, TopologyError)
 from .state import valid_name
 from .validate import Problems
 
-NODE_KINDS = ("host", "netns", "container", "switch")
 CHECK_TYPES = ("icmp", "tcp", "udp", "portforward", "mtu")
 LATER_CHECK_TYPES = ("dns",)  # named in the issue, not implemented yet: a clear error, not "unknown"
 EXPECT = {"success": True, "reach": True, "pass": True, True: True,
@@ -84,7 +94,7 @@ def parse(doc, source: str = "", base_dir: str = ".") -> Topology:
     p = Problems()
     if not isinstance(doc, dict):
         raise TopologyError("the file must hold a mapping with 'name', 'nodes', 'links' and 'checks'", source)
-    _mapping(p, "top level", doc, {"name", "nodes", "links", "checks", "description"})
+    _mapping(p, "top level", doc, {"name", "nodes", "links", "checks", "description", "services"})
     name = doc.get("name")
     if not valid_name(name):
         p.add("name", f"must be 1-24 characters of a-z, 0-9 and '-', starting with a letter or digit; got {name!r}")
@@ -97,6 +107,12 @@ def parse(doc, source: str = "", base_dir: str = ".") -> Topology:
     nodes = {str(node_name): _node(p, str(node_name), raw or {}, base_dir) for node_name, raw in raw_nodes.items()}
     links = [_link(p, i, raw, nodes) for i, raw in enumerate(_list(p, "links", doc.get("links")))]
     topo = Topology(name, nodes, [link for link in links if link is not None], [], source)
+    raw_services = doc.get("services")
+    if raw_services is not None and not isinstance(raw_services, dict):
+        p.add("services", f"must be a mapping of service name -> service, got {type(raw_services).__name__}")
+        raw_services = {}
+    for service_name, raw in (raw_services or {}).items():
+        topo.services[str(service_name)] = _service(p, str(service_name), raw, topo)
     validate.nodes_and_links(p, topo)
     for i, raw in enumerate(_list(p, "checks", doc.get("checks"))):
         where = f"checks[{i}]"
@@ -113,6 +129,12 @@ def parse(doc, source: str = "", base_dir: str = ".") -> Topology:
 
 
 # -- field readers: each reports a value it cannot use and returns a neutral one -----------------
+
+def _unknown(what: str, value, valid) -> str:
+    close = difflib.get_close_matches(value, valid, n=1) if isinstance(value, str) else []
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown {what} {value!r} (valid: {', '.join(valid)}){hint}"
+
 
 def _int(p: Problems, where: str, value, lo: int, hi: int) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
@@ -194,27 +216,34 @@ def _node(p: Problems, name: str, raw, base_dir: str) -> Node:
     raw = _mapping(p, where, raw, {"kind", "host", "networks", "attach", "routes", "sysctls", "nftables",
                                    "forwarding"})
     kind = raw.get("kind", "netns")
-    if kind not in NODE_KINDS:
-        p.add(where + ".kind", f"unknown node kind {kind!r} (known: {', '.join(NODE_KINDS)})")
-        kind = "netns"
+    # A kind the file misspells is reported once; the node's other fields are still read, but nothing
+    # is judged against a kind it does not have (no "only containers attach ..." after "contianer").
+    known = isinstance(kind, str) and kind in NODE_KINDS
+    if not known:
+        p.add(where + ".kind", _unknown("node kind", kind, NODE_KINDS))
+        kind = str(kind)
     node = Node(name, kind, forwarding=bool(raw.get("forwarding", kind in ("host", "switch"))))
-    if kind == "container":
-        node.host = _name(p, where + ".host", raw.get("host"),
-                          "a container needs the name of the host node it runs on")
+    if kind == "container" or (not known and raw.get("attach")):
+        if known:
+            node.host = _name(p, where + ".host", raw.get("host"),
+                              "a container needs the name of the host node it runs on")
         for i, att in enumerate(_list(p, where + ".attach", raw.get("attach"))):
             node.attach.append(_attachment(p, f"{where}.attach[{i}]", att, i))
     elif raw.get("attach"):
         p.add(where + ".attach", f"only containers attach to CNI networks; {name!r} is a {kind}")
-    if raw.get("host") and kind != "container":
+    if raw.get("host") and kind != "container" and known:
         p.add(where + ".host", f"only containers run on a host; {name!r} is a {kind}")
     nets = raw.get("networks") or {}
-    if nets and kind != "host":
+    if nets and kind != "host" and known:
         p.add(where + ".networks", f"CNI networks live on simulated hosts (kind: host); {name!r} is a {kind}")
     elif not isinstance(nets, dict):
         p.add(where + ".networks", "must be a mapping of network name -> conflist")
     else:
         for net_name, conf in nets.items():
             net_where = f"{where}.networks.{net_name}"
+            if isinstance(conf, dict) and "written_by" in conf:
+                node.networks[str(net_name)] = _generated_network(p, net_where, conf, str(net_name), name)
+                continue
             conflist = _conflist(p, net_where, conf, base_dir, str(net_name))
             node.networks[str(net_name)] = Network(str(net_name), name, conflist,
                                                    _ipam_subnets(p, net_where, conflist))
@@ -229,7 +258,7 @@ def _node(p: Problems, name: str, raw, base_dir: str) -> Node:
                 p.add(f"{where}.sysctls.{key}", "only net.* sysctls are per network namespace")
             node.sysctls[str(key)] = str(int(value) if isinstance(value, bool) else value)
     nft = raw.get("nftables") or ""
-    if nft and kind in ("container",):
+    if nft and kind in ("container",) and known:
         p.add(where + ".nftables", "nftables rules belong on host, netns or switch nodes")
     node.nftables = str(nft)
     return node
@@ -362,6 +391,105 @@ def _route(p: Problems, where: str, raw) -> RouteSpec:
     return RouteSpec(str(dst), via, dev)
 
 
+# -- services and the networks they generate ---------------------------------------------------------
+
+def _generated_network(p: Problems, where: str, raw: dict, name: str, host: str) -> Network:
+    """``{file: PATH, written_by: SERVICE[, timeout: S]}``: a conflist that exists only once the service runs."""
+    raw = _mapping(p, where, raw, {"file", "written_by", "timeout"})
+    net = Network(name, host, {}, written_by=_name(p, where + ".written_by", raw.get("written_by"),
+                                                  "names the service (under services:) that writes the conflist"))
+    net.file = _name(p, where + ".file", raw.get("file"), "is the path of the conflist the service writes")
+    if net.file and not os.path.isabs(net.file) and not net.file.startswith(DATA_DIR_TOKEN):
+        p.add(where + ".file", f"must be an absolute path or start with {DATA_DIR_TOKEN}, got {net.file!r}")
+    net.timeout = _seconds(p, where + ".timeout", raw.get("timeout", 60))
+    return net
+
+
+def read_generated(net: Network, path: str) -> None:
+    """Fills in a generated network from the file its service wrote, with the checks a written one gets."""
+    p = Problems()
+    where = f"nodes.{net.host}.networks.{net.name}"
+    net.conflist = _conflist(p, where, {"file": path}, "/", net.name)
+    net.subnets = _ipam_subnets(p, where, net.conflist)
+    p.raise_if_any(f"the conflist written by service {net.written_by!r}")
+
+
+def _seconds(p: Problems, where: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 600:
+        p.add(where, f"must be a number of seconds from 1 to 600, got {value!r}")
+        return 60.0
+    return float(value)
+
+
+def _service(p: Problems, name: str, raw, topo: Topology) -> Service:
+    """A process to keep running in a node (etcd, an agent, a server). ``after`` may name only services
+    defined above it, so the file's order is the start order and no cycle can be written."""
+    where = f"services.{name}"
+    if not NODE_RE.match(name):
+        p.add(where, "service names are 1-32 characters of letters, digits, '_' and '-'")
+    if not isinstance(raw, dict):
+        p.add(where, f"must be a mapping with 'node' and 'command', got {type(raw).__name__}")
+        raw = {}
+    raw = _mapping(p, where, raw, {"node", "command", "env", "ready", "after"})
+    node = _name(p, where + ".node", raw.get("node"), "names the node whose netns the service runs in")
+    if node and node not in topo.nodes:
+        p.add(where + ".node", f"unknown node {node!r} (nodes: {', '.join(topo.nodes) or 'none'})")
+    command = raw.get("command")
+    if isinstance(command, str):
+        try:
+            command = shlex.split(command)
+        except ValueError as exc:   # an unclosed quote
+            p.add(where + ".command", f"cannot split {command!r} into arguments: {exc}")
+            command = ["?"]     # reported; not "must be a non-empty list" as well
+    if not isinstance(command, list) or not command or not all(isinstance(a, (str, int, float)) for a in command):
+        p.add(where + ".command", f"must be a non-empty list of arguments (or one command line), got {command!r}")
+        command = []
+    service = Service(name, node, [str(a) for a in command])
+    env = raw.get("env") or {}
+    if not isinstance(env, dict):
+        p.add(where + ".env", f"must be a mapping of variable -> value, got {type(env).__name__}")
+    else:
+        service.env = {str(k): str(v) for k, v in env.items()}
+    for i, other in enumerate(_list(p, where + ".after", raw.get("after"))):
+        if not isinstance(other, str) or other not in topo.services:
+            p.add(f"{where}.after[{i}]", f"{other!r} is not a service defined above {name!r} "
+                                         f"(defined above: {', '.join(topo.services) or 'none'})")
+        else:
+            service.after.append(other)
+    if raw.get("ready") is not None:
+        service.ready = _readiness(p, where + ".ready", raw["ready"])
+    return service
+
+
+def _readiness(p: Problems, where: str, raw) -> Readiness | None:
+    raw = _mapping(p, where, raw, {"tcp", "file", "json", "timeout"})
+    if not raw:
+        return None
+    ready = Readiness(timeout=_seconds(p, where + ".timeout", raw.get("timeout", 60)))
+    if ("tcp" in raw) == ("file" in raw):
+        p.add(where, "give one condition: tcp: ADDRESS:PORT (a port accepting in the service's node) "
+                     "or file: PATH (a file appearing)")
+        return ready
+    if "tcp" in raw:
+        host, _, port = str(raw["tcp"]).rpartition(":")
+        ip = _ip(p, where + ".tcp", host.strip("[]")) if host else ""
+        number = _int(p, where + ".tcp", int(port) if port.isdigit() else port, 1, 65535)
+        if not host:
+            p.add(where + ".tcp", f"must be ADDRESS:PORT, got {raw['tcp']!r}")
+        if ip and number:
+            ready.tcp = (ip, number)
+        if "json" in raw:
+            p.add(where + ".json", "only applies to file:")
+        return ready
+    ready.file = _name(p, where + ".file", raw["file"], "is the path of a file the service writes when ready")
+    if ready.file and not os.path.isabs(ready.file) and not ready.file.startswith(DATA_DIR_TOKEN):
+        p.add(where + ".file", f"must be an absolute path or start with {DATA_DIR_TOKEN}, got {ready.file!r}")
+    if raw.get("json") is not None:
+        ready.json = _mapping(p, where + ".json", raw["json"], set(raw["json"]) if isinstance(raw["json"], dict)
+                              else set())
+    return ready
+
+
 # -- links ------------------------------------------------------------------------------------------
 
 def _endpoint(p: Problems, where: str, value, nodes: dict[str, Node]) -> Endpoint | None:
@@ -382,9 +510,10 @@ def _link(p: Problems, i: int, raw, nodes: dict[str, Node]) -> Link | None:
     where = f"links[{i}]"
     raw = _mapping(p, where, raw, {"kind", "endpoints", "addresses", "mtu", "vni", "underlay", "port"})
     kind = raw.get("kind", "veth")
-    if kind not in ("veth", "vxlan"):
-        p.add(where + ".kind", f"unknown link kind {kind!r} (known: veth, vxlan)")
-        return None
+    if not isinstance(kind, str) or kind not in LINK_KINDS:
+        # Still read as a link: its endpoints and addresses exist for the checks that name them.
+        p.add(where + ".kind", _unknown("link kind", kind, LINK_KINDS))
+        kind = str(kind)
     eps = raw.get("endpoints")
     if not isinstance(eps, list) or len(eps) != 2:
         p.add(where + ".endpoints", f"a link has exactly two endpoints ['a:eth1', 'b:eth1'], got {eps!r}")
@@ -419,7 +548,7 @@ def _link(p: Problems, i: int, raw, nodes: dict[str, Node]) -> Link | None:
         for ep in (a, b):
             if nodes[ep.node].kind == "container":
                 p.add(where, f"vxlan endpoints belong on host or netns nodes, not container {ep.node!r}")
-    elif any(k in raw for k in ("vni", "underlay")):
+    elif any(k in raw for k in ("vni", "underlay")) and kind in LINK_KINDS:
         p.add(where, "'vni' and 'underlay' only apply to kind: vxlan")
     return link
 

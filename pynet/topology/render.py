@@ -3,6 +3,7 @@ binary from Debian's graphviz package), and the check matrix."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -14,7 +15,7 @@ def _subnets(net) -> str:
 
 
 def _bridge_of(net) -> str:
-    for plugin in net.conflist["plugins"]:
+    for plugin in net.conflist.get("plugins", []):
         if plugin.get("type") == "bridge":
             return plugin.get("bridge") or "cni0"
     return ""
@@ -52,6 +53,9 @@ def _interfaces(topo: Topology, dep, node: str) -> list[tuple[str, str, str]]:
 def text(topo: Topology, dep=None) -> str:
     lines = []
     status = f"up, run {dep.run}" if dep is not None else "not up"
+    missing = dep.missing_nodes() if dep is not None else []
+    if missing:
+        status += f"; {len(missing)} of {len(topo.nodes)} namespaces gone, `down` removes the rest"
     lines.append(f"topology {topo.name} ({status})")
     width = max(len(n) for n in topo.nodes)
     lines.append("nodes")
@@ -60,12 +64,21 @@ def text(topo: Topology, dep=None) -> str:
         if node.forwarding and node.kind != "host":
             what += ", forwarding"
         ns = f"  netns {dep.state['namespaces'][node.name]}" if dep is not None else ""
+        if dep is not None and node.name in missing:
+            ns += " (GONE: deleted outside pynet?)"
         lines.append(f"  {node.name:<{width}}  {what}{ns}")
         for ifname, addrs, note in _interfaces(topo, dep, node.name):
             lines.append(f"  {'':<{width}}    {ifname:<10} {addrs:<24} {note}".rstrip())
         for net in node.networks.values():
-            chain = " -> ".join(p["type"] for p in net.conflist["plugins"])
+            chain = " -> ".join(p["type"] for p in net.conflist.get("plugins", [])) \
+                or f"written by service {net.written_by}"
             lines.append(f"  {'':<{width}}    network {net.name}: {_subnets(net)} [{chain}]")
+        for service in (s for s in topo.services.values() if s.node == node.name):
+            pid = next((r["pid"] for r in (dep.state.get("services") or []) if r["name"] == service.name), None) \
+                if dep is not None else None
+            ready = f", ready on {service.ready.describe()}" if service.ready else ""
+            lines.append(f"  {'':<{width}}    service {service.name}: {os.path.basename(service.command[0])}"
+                         f"{ready}" + (f" (PID {pid})" if pid else ""))
         for route in node.routes:
             via = f" via {route.via}" if route.via else ""
             dev = f" dev {route.dev}" if route.dev else ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from .model import SWITCH_BRIDGE, Check, Topology, TopologyError
+from .model import NODE_KINDS, SWITCH_BRIDGE, Check, Topology, TopologyError
 
 
 class Problems:
@@ -33,6 +33,7 @@ def nodes_and_links(problems: Problems, topo: Topology) -> None:
     _addresses(problems, topo)
     _vxlan_underlays(problems, topo)
     _routes(problems, topo)
+    _services(problems, topo)
 
 
 def check(problems: Problems, where: str, check: Check, topo: Topology) -> None:
@@ -51,6 +52,8 @@ def _containers(problems: Problems, topo: Topology) -> None:
         if host is None:
             problems.add(f"nodes.{node.name}.host", f"unknown node {node.host!r}")
             continue
+        if host.kind not in NODE_KINDS:
+            continue   # its misspelt kind is reported; "is not a host" would only repeat it
         if host.kind != "host":
             problems.add(f"nodes.{node.name}.host",
                          f"{node.host!r} is a {host.kind}, containers run on kind: host nodes")
@@ -126,6 +129,25 @@ def _routes(problems: Problems, topo: Topology) -> None:
         for i, route in enumerate(node.routes):
             if route.via and route.dst != "default" and (":" in route.via) != (":" in route.dst):
                 problems.add(f"nodes.{node.name}.routes[{i}]", "dst and via are of different IP families")
+
+
+def _services(problems: Problems, topo: Topology) -> None:
+    """Generated networks name a service that exists; readiness probes stay inside the topology."""
+    for node in topo.nodes.values():
+        for net in node.networks.values():
+            if net.written_by and net.written_by not in topo.services:
+                problems.add(f"nodes.{node.name}.networks.{net.name}.written_by",
+                             f"unknown service {net.written_by!r} (services: {', '.join(topo.services) or 'none'})")
+    static = {ipaddress.ip_interface(a).ip for addrs in topo.static_addresses().values() for _, a in addrs}
+    for service in topo.services.values():
+        ready = service.ready
+        if ready is None or ready.tcp is None:
+            continue
+        ip = ipaddress.ip_address(ready.tcp[0])
+        if not ip.is_loopback and ip not in static:
+            problems.add(f"services.{service.name}.ready.tcp",
+                         f"{ip} is neither loopback nor an address of a node in this topology "
+                         "(readiness probes never leave it)")
 
 
 def _check_target(problems: Problems, where: str, dst: str, topo: Topology) -> None:
