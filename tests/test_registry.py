@@ -353,7 +353,8 @@ def test_manifest_list_pulls_the_linux_amd64_image(env):
     assert res.returncode == 0, res.err
     [image] = json.loads(res.out)
     assert image["digest"] == index["manifests"][1]["digest"] and image["architecture"] == "amd64"
-    assert image["index_digest"] == env.inspect_remote(ref)["Digest"] or image["index_digest"].startswith("sha256:")
+    raw_index = env.skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{ref}").encode()
+    assert image["index_digest"] == "sha256:" + hashlib.sha256(raw_index).hexdigest()
     assert _run_image(env, ref, "cat", "/arch") == "amd64\n"
     env.pynet("image", "rm", ref)
 
@@ -474,6 +475,20 @@ def test_push_of_the_default_busybox_image_runs_after_pull(env):
 
 
 # -- errors -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, expected", [
+    ("busybox", ("docker.io", "library/busybox", "latest", None)),
+    ("quay.io/org/app:1.2", ("quay.io", "org/app", "1.2", None)),
+    ("localhost/app", ("localhost", "app", "latest", None)),
+    ("127.0.0.1:5000/a/b@sha256:" + "a" * 64, ("127.0.0.1:5000", "a/b", None, "sha256:" + "a" * 64)),
+    ("org/app:v1", ("docker.io", "org/app", "v1", None)),
+])
+def test_references_are_read_as_docker_reads_them(text, expected):
+    from pynet.launcher.registry import parse_reference
+
+    ref = parse_reference(text)
+    assert (ref.registry, ref.repository, ref.tag, ref.digest) == expected
+
+
 @pytest.mark.parametrize("ref, fragment", [
     ("Busybox", "repository 'library/Busybox'"),
     ("127.0.0.1:5000/busybox:bad/tag", "invalid image reference"),
