@@ -36,7 +36,7 @@ pytestmark = [
     pytest.mark.skipif(not (REGISTRY and SKOPEO), reason="docker-registry and skopeo (scripts/install.sh)"),
     pytest.mark.skipif(not security.seccomp_available(), reason="python3-seccomp not installed (scripts/install.sh)"),
 ]
-OPEN, BASIC, TOKEN, TOKEN_SERVER = 5000, 5001, 5002, 5003
+OPEN, BASIC, TOKEN, TOKEN_SERVER, TLS = 5000, 5001, 5002, 5003, 5004
 USER, PASSWORD = "alice", "s3cret-pass"
 
 
@@ -108,12 +108,12 @@ def _zstd(data: bytes) -> bytes:
 class Registry:
     """One `registry serve` process with its own config and storage, ended by its PID."""
 
-    def __init__(self, ns: Netns, workdir: str, port: int, auth: dict | None = None):
+    def __init__(self, ns: Netns, workdir: str, port: int, auth: dict | None = None, tls: dict | None = None):
         self.ns, self.port, self.host = ns, port, f"127.0.0.1:{port}"
         self.storage = os.path.join(workdir, f"storage-{port}")
         config = {"version": 0.1, "log": {"level": "error", "accesslog": {"disabled": True}},
                   "storage": {"filesystem": {"rootdirectory": self.storage}, "delete": {"enabled": True}},
-                  "http": {"addr": self.host}}
+                  "http": {"addr": self.host, **({"tls": tls} if tls else {})}}
         if auth:
             config["auth"] = auth
         self.config = os.path.join(workdir, f"registry-{port}.yml")
@@ -284,8 +284,10 @@ def env(tmp_path_factory):
             "realm": token_server.realm, "service": "pynet-test-registry", "issuer": "pynet-test",
             "rootcertbundle": token_server.cert}})
         e.registries.append(e.token)
+        e.tls = Registry(ns, workdir, TLS, tls={"certificate": token_server.cert, "key": token_server.key})
+        e.registries.append(e.tls)
         creds = ["--dest-creds", f"{USER}:{PASSWORD}"]
-        for registry, extra in ((e.open, []), (e.basic, creds), (e.token, creds)):
+        for registry, extra in ((e.open, []), (e.basic, creds), (e.token, creds), (e.tls, [])):
             e.skopeo("copy", "--dest-tls-verify=false", *extra, f"oci:{e.layout.path}:gzip",
                      f"docker://{registry.host}/busybox:gzip")
         e.skopeo("copy", "--dest-tls-verify=false", "--format", "v2s2", f"oci:{e.layout.path}:gzip",
@@ -430,6 +432,16 @@ def test_token_auth_gets_a_bearer_token_for_the_repository_scope(env):
     assert res.returncode == 0, res.err
     assert [(r["service"], r["scope"]) for r in env.token_server.requests] == \
         [("pynet-test-registry", "repository:busybox:pull")]   # one token serves every request of the pull
+    assert _run_image(env, ref, "cat", "/arch") == "amd64\n"
+    env.pynet("image", "rm", ref)
+
+
+def test_https_registry_with_an_untrusted_certificate(env):
+    ref = f"{env.tls.host}/busybox:gzip"
+    _assert_clean_error(env.pynet("pull", ref), f"registry {env.tls.host}: TLS certificate not trusted",
+                        "--tls-verify=false")
+    res = env.pynet("pull", "--tls-verify=false", ref)   # https without verification (no fallback to http)
+    assert res.returncode == 0, res.err
     assert _run_image(env, ref, "cat", "/arch") == "amd64\n"
     env.pynet("image", "rm", ref)
 

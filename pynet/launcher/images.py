@@ -83,7 +83,8 @@ def ensure(name: str) -> dict:
     if image is None and normalize(name) == normalize(DEFAULT_IMAGE):
         image = build_busybox()
     if image is None:
-        raise ImageError(f"no such image: {name} (import it with `pynet image import TAR|DIR {name}`)")
+        raise ImageError(f"no such image: {name} (pull it with `pynet pull {name}` or import it with "
+                         f"`pynet image import TAR|DIR {name}`)")
     for layer in image["layers"]:
         if not os.path.isdir(layer_path(layer)):
             raise ImageError(f"image {name}: layer {layer} is missing from {_dirs()[1]}")
