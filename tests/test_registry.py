@@ -391,6 +391,25 @@ def test_a_corrupted_blob_is_refused_and_nothing_is_kept(env):
             fh.write(saved)
 
 
+def test_a_manifest_that_does_not_match_its_digest_is_refused(env):
+    ref = f"{env.open.host}/corrupt-manifest:v1"
+    env.skopeo("copy", "--dest-tls-verify=false", f"oci:{env.layout.path}:gzip", f"docker://{ref}")
+    digest = env.inspect_remote(ref)["Digest"]
+    blob = env.open.blob_file(digest)
+    saved = open(blob, "rb").read()
+    before = env.store_entries()
+    try:
+        with open(blob, "wb") as fh:   # still a valid manifest: a layer's size has another first digit
+            fh.write(saved.replace(b'"size":', b'"size":9', 1))
+        res = env.pynet("pull", "--tls-verify=false", f"{env.open.host}/corrupt-manifest@{digest}")
+        _assert_clean_error(res, f"manifest {digest} of {env.open.host}/corrupt-manifest: content has digest",
+                            "nothing kept")
+        assert env.store_entries() == before
+    finally:
+        with open(blob, "wb") as fh:
+            fh.write(saved)
+
+
 # -- auth -------------------------------------------------------------------------------------------
 def test_basic_auth_with_creds_or_an_auth_file(env, tmp_path):
     ref = f"{env.basic.host}/busybox:gzip"

@@ -283,9 +283,12 @@ class Client:
                                 f"{self.ref.name}@{reference}: not found in registry {self.ref.registry}")
         _expect(resp, 200, f"manifest {reference} of {self.ref.name}")
         digest = "sha256:" + hashlib.sha256(resp.body).hexdigest()
-        if reference.startswith("sha256:") and digest != reference:
-            raise RegistryError(f"manifest {reference} of {self.ref.name}: content has digest {digest} (corrupted or "
-                                "tampered with); nothing kept")
+        claimed = resp.headers.get("Docker-Content-Digest")
+        if (reference.startswith("sha256:") and digest != reference) or (claimed and claimed.startswith("sha256:")
+                                                                          and claimed != digest):
+            raise RegistryError(f"manifest {reference} of {self.ref.name}: content has digest {digest}, not "
+                                f"{reference if reference.startswith('sha256:') else claimed} (corrupted or tampered "
+                                "with); nothing kept")
         try:
             manifest = json.loads(resp.body)
         except ValueError:
