@@ -505,6 +505,17 @@ def test_push_of_the_default_busybox_image_runs_after_pull(env):
     env.pynet("image", "rm", dest)
 
 
+def _answer_garbage(server: socket.socket) -> None:
+    """Not a registry: every connection gets a line that is neither TLS nor HTTP."""
+    while True:
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        with conn:
+            conn.sendall(b"garbage\r\n")
+
+
 # -- errors -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("text, expected", [
     ("busybox", ("docker.io", "library/busybox", "latest", None)),
@@ -538,5 +549,17 @@ def test_unreachable_registry_unknown_tag_and_tls_are_clear_errors(env):
     _assert_clean_error(env.pynet("pull", f"{env.open.host}/busybox:gzip"), "--tls-verify=false")
     _assert_clean_error(env.pynet("push", "--tls-verify=false", "no-such-local", f"{env.open.host}/x:1"),
                         "no such image: no-such-local")
+    with env.ns.entered():
+        garbage = socket.create_server(("127.0.0.1", 5998))
+    answering = threading.Thread(target=_answer_garbage, args=(garbage,), daemon=True)
+    answering.start()
+    try:
+        _assert_clean_error(env.pynet("pull", "--tls-verify=false", "127.0.0.1:5998/busybox"),
+                            "registry 127.0.0.1:5998: not an HTTP answer")
+    finally:
+        garbage.shutdown(socket.SHUT_RDWR)   # wakes the accept() of the thread
+        garbage.close()
+        answering.join(10)
+        assert not answering.is_alive()
     res = env.pynet("pull", "--tls-verify=false", "--json", "127.0.0.1:5999/busybox")
     assert res.returncode == 1 and "cannot reach registry" in json.loads(res.out)["error"]

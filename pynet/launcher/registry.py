@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -207,6 +208,8 @@ class Client:
             raise RegistryError(f"cannot reach registry {self.ref.registry}: {_reason(reason)}") from None
         except (socket.timeout, TimeoutError):
             raise RegistryError(f"registry {self.ref.registry}: no answer within {self.timeout:g} s") from None
+        except http.client.HTTPException as exc:
+            raise RegistryError(f"registry {self.ref.registry}: not an HTTP answer ({type(exc).__name__})") from None
         except (ConnectionError, OSError) as exc:
             if not self.tls_verify and url.startswith("https:") and isinstance(exc, ConnectionResetError):
                 raise _PlainHTTP() from None
@@ -315,7 +318,7 @@ class Client:
                 for chunk in iter(lambda: resp.stream.read(1 << 20), b""):
                     h.update(chunk)
                     out.write(chunk)
-        except (OSError, socket.timeout) as exc:
+        except (OSError, http.client.HTTPException) as exc:
             _unlink(dest)
             raise RegistryError(f"blob {digest} of {self.ref.name}: download broke off ({_reason(exc)})") from None
         got = "sha256:" + h.hexdigest()
@@ -371,8 +374,8 @@ def _detail(resp: _Response) -> str:
 
 def _reason(exc) -> str:
     if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower() if exc.strerror[:1].isupper() and exc.strerror[1:2].islower() else exc.strerror
-    return str(exc)
+        return exc.strerror[:1].lower() + exc.strerror[1:]   # "connection refused", as in a sentence
+    return str(exc) or type(exc).__name__
 
 
 def _unlink(path: str) -> None:
