@@ -42,8 +42,9 @@ USER, PASSWORD = "alice", "s3cret-pass"
 
 # -- the OCI layout skopeo copies from ------------------------------------------------------------
 class Layout:
-    """An OCI image layout: tags gzip, zstd (same image, layers compressed each way) and multi (an image
-    index with linux/amd64 and linux/arm64, each with a top layer whose /arch names it)."""
+    """An OCI image layout: tags gzip, zstd (same image, layers compressed each way), baddiff (its config's
+    rootfs.diff_ids do not match the layers) and multi (an image index with linux/amd64 and linux/arm64,
+    each with a top layer whose /arch names it)."""
 
     def __init__(self, path: str, base_layer_dir: str):
         self.path = path
@@ -54,6 +55,7 @@ class Layout:
         refs = {}
         for compression in ("gzip", "zstd"):
             refs[compression] = self.image(base.getvalue(), "amd64", compression)
+        refs["baddiff"] = self.image(base.getvalue(), "amd64", "gzip", wrong_diff_id=True)
         entries = []
         for arch in ("arm64", "amd64"):   # amd64 second: the pick is by platform, not by position
             desc = self.image(base.getvalue(), arch, "gzip")
@@ -74,10 +76,11 @@ class Layout:
             fh.write(data)
         return f"sha256:{digest}"
 
-    def image(self, base_tar: bytes, arch: str, compression: str) -> dict:
+    def image(self, base_tar: bytes, arch: str, compression: str, wrong_diff_id: bool = False) -> dict:
         top = io.BytesIO()
         with tarfile.open(fileobj=top, mode="w") as tf:
-            for name, data in (("arch", f"{arch}\n".encode()), ("etc/.wh.group", b"")):
+            marker = [("baddiff", b"")] if wrong_diff_id else []   # a top layer of its own: not in the store yet
+            for name, data in [("arch", f"{arch}\n".encode()), ("etc/.wh.group", b"")] + marker:
                 info = tarfile.TarInfo(name)
                 info.size, info.mode = len(data), 0o644
                 tf.addfile(info, io.BytesIO(data))
@@ -86,7 +89,7 @@ class Layout:
             packed = gzip.compress(tar, mtime=0) if compression == "gzip" else _zstd(tar)
             layers.append({"mediaType": f"application/vnd.oci.image.layer.v1.tar+{compression}",
                            "digest": self.blob(packed), "size": len(packed)})
-            diff_ids.append("sha256:" + hashlib.sha256(tar).hexdigest())
+            diff_ids.append("sha256:" + hashlib.sha256(tar + b"x" * wrong_diff_id).hexdigest())
         config = json.dumps({"architecture": arch, "os": "linux",
                              "config": {"Env": ["PATH=/bin:/usr/bin", "FROM_REGISTRY=yes"], "Cmd": ["cat", "/arch"]},
                              "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
@@ -399,8 +402,12 @@ def test_a_manifest_that_does_not_match_its_digest_is_refused(env):
     saved = open(blob, "rb").read()
     before = env.store_entries()
     try:
-        with open(blob, "wb") as fh:   # still a valid manifest: a layer's size has another first digit
-            fh.write(saved.replace(b'"size":', b'"size":9', 1))
+        at = saved.index(b'"size":') + len(b'"size":')
+        while saved[at + 1:at + 2].isdigit():
+            at += 1
+        with open(blob, "r+b") as fh:   # still a valid manifest of the same length: a size's last digit changed
+            fh.seek(at)
+            fh.write(b"%d" % ((int(saved[at:at + 1]) + 1) % 10))
         res = env.pynet("pull", "--tls-verify=false", f"{env.open.host}/corrupt-manifest@{digest}")
         _assert_clean_error(res, f"manifest {digest} of {env.open.host}/corrupt-manifest: content has digest",
                             "nothing kept")
@@ -408,6 +415,15 @@ def test_a_manifest_that_does_not_match_its_digest_is_refused(env):
     finally:
         with open(blob, "wb") as fh:
             fh.write(saved)
+
+
+def test_a_layer_that_unpacks_to_other_content_than_the_config_says_is_refused(env):
+    ref = f"{env.open.host}/baddiff:v1"
+    env.skopeo("copy", "--dest-tls-verify=false", f"oci:{env.layout.path}:baddiff", f"docker://{ref}")
+    before = env.store_entries()
+    _assert_clean_error(env.pynet("pull", "--tls-verify=false", ref), "unpacks to content with digest",
+                        "the image config says", "nothing kept")
+    assert env.store_entries() == before
 
 
 # -- auth -------------------------------------------------------------------------------------------

@@ -332,6 +332,32 @@ def _unzstd(path: str, dest: str) -> str:
     return dest
 
 
+def diff_id(path: str) -> str:
+    """The digest of a layer blob's uncompressed tar (gzip, zstd or plain): what an image config's
+    rootfs.diff_ids lists."""
+    import gzip
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as raw:
+        magic = raw.read(4)
+        raw.seek(0)
+        if magic[:2] == b"\x1f\x8b":
+            stream = gzip.GzipFile(fileobj=raw)
+        elif magic == ZSTD_MAGIC:
+            import zstandard
+
+            stream = zstandard.ZstdDecompressor().stream_reader(raw)
+        else:
+            stream = raw
+        try:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                h.update(chunk)
+        except (OSError, EOFError, ValueError) as exc:   # gzip.BadGzipFile, zstandard.ZstdError
+            raise ImageError(f"{path}: broken compressed data ({exc})") from None
+    return f"sha256:{h.hexdigest()}"
+
+
 def write_layer_tar(layer_id: str, dest: str) -> tuple[str, int, str]:
     """Packs a stored layer as an OCI tar+gzip at ``dest``, overlayfs whiteouts turned back into .wh. files:
     (digest of the gzip, its size, diff_id = digest of the tar). Same tree, same bytes (sorted, mtime 0 gzip)."""

@@ -52,21 +52,32 @@ def pull(text: str, creds: str | None = None, auth_file: str | None = None, tls_
         client.fetch_blob(manifest["config"]["digest"], config_path)
         config = _json(open(config_path, "rb").read(), f"config of {ref}")
         wanted = []   # (layer id, downloaded blob or None when the store has it)
-        for layer in layers:
+        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+        if len(diff_ids) != len(layers):
+            raise RegistryError(f"{ref}: the config lists {len(diff_ids)} layer digests (rootfs.diff_ids), "
+                                f"the manifest {len(layers)} layers")
+        for layer, expected in zip(layers, diff_ids):
             layer_id = layer["digest"].replace(":", "-")
             if os.path.isdir(images.layer_path(layer_id)):
                 wanted.append((layer_id, None))
                 continue
             blob = os.path.join(scratch, layer_id)
             client.fetch_blob(layer["digest"], blob)
+            got = images.diff_id(blob)
+            if got != expected:
+                raise RegistryError(f"{ref}: layer {layer['digest']} unpacks to content with digest {got}, the image "
+                                    f"config says {expected}; nothing kept")
             wanted.append((layer_id, blob))
         for layer_id, blob in wanted:
             if blob is not None:
                 images.extract_layer_file(blob, layer_id)
                 made.append(layer_id)
-    except BaseException:
+    except BaseException as exc:
         for layer_id in made:
             shutil.rmtree(images.layer_path(layer_id), ignore_errors=True)
+        if isinstance(exc, OSError):   # the store's disk, not the registry: ENOSPC, EROFS ...
+            raise images.ImageError(f"pulling {ref}: writing the image store failed ({exc.strerror or exc}); "
+                                    "nothing kept") from None
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
