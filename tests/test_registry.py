@@ -298,6 +298,8 @@ def env(tmp_path_factory):
         e.skopeo("copy", "--dest-tls-verify=false", f"oci:{e.layout.path}:zstd", f"docker://{e.open.host}/busybox:zstd")
         e.skopeo("copy", "--dest-tls-verify=false", "--all", f"oci:{e.layout.path}:multi",
                  f"docker://{e.open.host}/busybox:multi")
+        e.skopeo("copy", "--dest-tls-verify=false", "--all", "--format", "v2s2", f"oci:{e.layout.path}:multi",
+                 f"docker://{e.open.host}/busybox:multi-docker")
         yield e
     finally:
         for registry in e.registries:
@@ -350,9 +352,14 @@ def test_pull_by_digest_checks_and_records_the_manifest_digest(env):
     assert env.pynet("image", "rm", ref).returncode == 0
 
 
-def test_manifest_list_pulls_the_linux_amd64_image(env):
-    ref = f"{env.open.host}/busybox:multi"
+@pytest.mark.parametrize("tag, media", [
+    ("multi", "application/vnd.oci.image.index.v1+json"),
+    ("multi-docker", "application/vnd.docker.distribution.manifest.list.v2+json"),
+])
+def test_manifest_list_pulls_the_linux_amd64_image(env, tag, media):
+    ref = f"{env.open.host}/busybox:{tag}"
     index = env.raw_manifest(ref)
+    assert index["mediaType"] == media
     assert [m["platform"]["architecture"] for m in index["manifests"]] == ["arm64", "amd64"]
     res = env.pynet("pull", "--tls-verify=false", "--json", ref)
     assert res.returncode == 0, res.err
