@@ -9,6 +9,7 @@ ended by their PID, and their storage lives in pytest's tmp dirs.
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import hashlib
 import io
@@ -137,9 +138,23 @@ class Registry:
         self.log.close()
         shutil.rmtree(self.storage, ignore_errors=True)
 
-    def blob_file(self, digest: str) -> str:
+    @contextlib.contextmanager
+    def blob_changed(self, digest: str, change):
+        """The stored blob replaced by ``change(its bytes)`` for the length of the block (the registry serves
+        it as it is: only a client's digest check can tell)."""
         hexd = digest.split(":", 1)[1]
-        return os.path.join(self.storage, "docker", "registry", "v2", "blobs", "sha256", hexd[:2], hexd, "data")
+        path = os.path.join(self.storage, "docker", "registry", "v2", "blobs", "sha256", hexd[:2], hexd, "data")
+        with open(path, "rb") as fh:
+            saved = fh.read()
+        changed = change(saved)
+        assert len(changed) == len(saved) and changed != saved
+        try:
+            with open(path, "r+b") as fh:
+                fh.write(changed)
+            yield
+        finally:
+            with open(path, "wb") as fh:
+                fh.write(saved)
 
 
 def _wait_listening(ns: Netns, port: int, proc, log: str) -> None:
@@ -385,43 +400,36 @@ def test_a_corrupted_blob_is_refused_and_nothing_is_kept(env):
     ref = f"{env.open.host}/corrupt:v1"
     env.skopeo("copy", "--dest-tls-verify=false", f"oci:{env.layout.path}:gzip", f"docker://{ref}")
     top = env.raw_manifest(ref)["layers"][-1]["digest"]
-    blob = env.open.blob_file(top)
-    saved = open(blob, "rb").read()
     before = env.store_entries()
-    try:
-        with open(blob, "r+b") as fh:   # same length, one byte changed: only the digest can tell
-            fh.seek(len(saved) // 2)
-            fh.write(bytes([saved[len(saved) // 2] ^ 0xFF]))
+
+    def flip_middle_byte(data: bytes) -> bytes:   # same length: only the digest can tell
+        mid = len(data) // 2
+        return data[:mid] + bytes([data[mid] ^ 0xFF]) + data[mid + 1:]
+
+    with env.open.blob_changed(top, flip_middle_byte):
         res = env.pynet("pull", "--tls-verify=false", ref)
         _assert_clean_error(res, f"blob {top}", "corrupted", "nothing kept")
         assert env.store_entries() == before   # no image, no layer, no scratch dir
         assert env.pynet("image", "inspect", ref).returncode == 1
-    finally:
-        with open(blob, "wb") as fh:
-            fh.write(saved)
 
 
 def test_a_manifest_that_does_not_match_its_digest_is_refused(env):
     ref = f"{env.open.host}/corrupt-manifest:v1"
     env.skopeo("copy", "--dest-tls-verify=false", f"oci:{env.layout.path}:gzip", f"docker://{ref}")
     digest = env.inspect_remote(ref)["Digest"]
-    blob = env.open.blob_file(digest)
-    saved = open(blob, "rb").read()
     before = env.store_entries()
-    try:
-        at = saved.index(b'"size":') + len(b'"size":')
-        while saved[at + 1:at + 2].isdigit():
+
+    def change_a_size(data: bytes) -> bytes:   # still a valid manifest of the same length
+        at = data.index(b'"size":') + len(b'"size":')
+        while data[at + 1:at + 2].isdigit():
             at += 1
-        with open(blob, "r+b") as fh:   # still a valid manifest of the same length: a size's last digit changed
-            fh.seek(at)
-            fh.write(b"%d" % ((int(saved[at:at + 1]) + 1) % 10))
+        return data[:at] + b"%d" % ((int(data[at:at + 1]) + 1) % 10) + data[at + 1:]
+
+    with env.open.blob_changed(digest, change_a_size):
         res = env.pynet("pull", "--tls-verify=false", f"{env.open.host}/corrupt-manifest@{digest}")
         _assert_clean_error(res, f"manifest {digest} of {env.open.host}/corrupt-manifest: content has digest",
                             "nothing kept")
         assert env.store_entries() == before
-    finally:
-        with open(blob, "wb") as fh:
-            fh.write(saved)
 
 
 def test_a_layer_that_unpacks_to_other_content_than_the_config_says_is_refused(env):
