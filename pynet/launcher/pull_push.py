@@ -69,7 +69,7 @@ def pull(text: str, creds: str | None = None, auth_file: str | None = None, tls_
                                     f"config says {expected}; nothing kept")
             wanted.append((layer_id, blob))
         for layer_id, blob in wanted:
-            if blob is not None:
+            if blob is not None and not os.path.isdir(images.layer_path(layer_id)):   # not pulled meanwhile
                 images.extract_layer_file(blob, layer_id)
                 made.append(layer_id)
     except BaseException as exc:

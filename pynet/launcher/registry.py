@@ -193,6 +193,10 @@ class Client:
         req = urllib.request.Request(url, data=body, method=method, headers=headers)
         try:
             resp = self._opener.open(req, timeout=self.timeout)
+            if stream:
+                return _Response(resp.status, resp.headers, None, resp)
+            with resp:
+                return _Response(resp.status, resp.headers, resp.read())
         except urllib.error.HTTPError as exc:
             return _Response(exc.code, exc.headers, exc.read())
         except urllib.error.URLError as exc:
@@ -214,10 +218,6 @@ class Client:
             if not self.tls_verify and url.startswith("https:") and isinstance(exc, ConnectionResetError):
                 raise _PlainHTTP() from None
             raise RegistryError(f"cannot reach registry {self.ref.registry}: {_reason(exc)}") from None
-        if stream:
-            return _Response(resp.status, resp.headers, None, resp)
-        with resp:
-            return _Response(resp.status, resp.headers, resp.read())
 
     def request(self, method: str, path: str, headers: dict | None = None, body=None, push: bool = False,
                 stream: bool = False, absolute: bool = False) -> _Response:
