@@ -9,7 +9,7 @@ COMMAND_MODULES = (
     "pynet.cni_install",   # pynet cni install DIR
     "pynet.cli_networks",  # net create/ls/inspect/rm
     "pynet.cli_attach",    # attach, detach, ls, inspect, status, gc
-    "pynet.launcher.cli",  # run, ps, logs, stop, kill, rm, exec, image, stats, container
+    "pynet.launcher.cli",  # run, ps, logs, stop, kill, rm, exec, image, pull, push, stats, container
     "pynet.topology.cli",  # topology up/check/down/show
     "pynet.daemon.cli",    # daemon
     "pynet.node.cli",      # node run, node ls (multi-node pod network)

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS="${1:-}"   # "test" adds the test dependencies
 
-APT_PACKAGES=(iproute2 nftables python3-nftables python3-venv python3-pip containernetworking-plugins conntrack busybox-static podman runc graphviz python3-seccomp time etcd-server containerd dnsmasq-base iperf3 curl)
+APT_PACKAGES=(iproute2 nftables python3-nftables python3-venv python3-pip containernetworking-plugins conntrack busybox-static podman runc graphviz python3-seccomp time etcd-server containerd dnsmasq-base iperf3 curl docker-registry skopeo apache2-utils openssl python3-zstandard)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -83,7 +83,8 @@ def ensure(name: str) -> dict:
     if image is None and normalize(name) == normalize(DEFAULT_IMAGE):
         image = build_busybox()
     if image is None:
-        raise ImageError(f"no such image: {name} (import it with `pynet image import TAR|DIR {name}`)")
+        raise ImageError(f"no such image: {name} (pull it with `pynet pull {name}` or import it with "
+                         f"`pynet image import TAR|DIR {name}`)")
     for layer in image["layers"]:
         if not os.path.isdir(layer_path(layer)):
             raise ImageError(f"image {name}: layer {layer} is missing from {_dirs()[1]}")
@@ -102,6 +103,16 @@ def list_images() -> list[dict]:
             with open(os.path.join(images_dir, entry)) as fh:
                 out.append(json.load(fh))
     return out
+
+
+def tag(source: str, target: str) -> dict:
+    """Another name for an image: a second record sharing its layers."""
+    image = get(source)
+    if image is None:
+        raise ImageError(f"no such image: {source}")
+    normalize(target)
+    return save(target, image["layers"], image["config"], image.get("source", ""),
+                **{k: v for k, v in image.items() if k not in ("name", "layers", "config", "source", "created")})
 
 
 def remove(name: str, in_use: set[str] = frozenset()) -> None:
@@ -146,9 +157,9 @@ def size_of(image: dict) -> int:
 
 
 # -- writing ----------------------------------------------------------------------------------------
-def _save(name: str, layers: list[str], config: dict, source: str) -> dict:
+def save(name: str, layers: list[str], config: dict, source: str, **extra) -> dict:
     image = {"name": normalize(name), "layers": layers, "config": config, "source": source,
-             "created": time.time()}
+             "created": time.time(), **extra}
     write_json(_image_file(name), image)
     return image
 
@@ -166,7 +177,7 @@ def _commit_layer(tmp: str, layer_id: str) -> str:
     return layer_id
 
 
-def _tmp_layer() -> str:
+def scratch_dir() -> str:
     import tempfile
 
     _mkstore()
@@ -183,7 +194,7 @@ def build_busybox() -> dict:
         digest = hashlib.sha256(fh.read()).hexdigest()
     layer_id = f"busybox-{digest[:24]}"
     if not os.path.isdir(layer_path(layer_id)):
-        tmp = _tmp_layer()
+        tmp = scratch_dir()
         try:
             _populate_busybox(tmp)
         except BaseException:
@@ -191,7 +202,7 @@ def build_busybox() -> dict:
             raise
         _commit_layer(tmp, layer_id)
     config = {"Env": [DEFAULT_PATH], "Cmd": ["sh"], "Entrypoint": [], "WorkingDir": "/"}
-    return _save(DEFAULT_IMAGE, [layer_id], config, f"{BUSYBOX} (busybox-static)")
+    return save(DEFAULT_IMAGE, [layer_id], config, f"{BUSYBOX} (busybox-static)")
 
 
 def _populate_busybox(root: str) -> None:
@@ -234,7 +245,7 @@ def import_image(source: str, name: str) -> dict:
     if os.path.isdir(source):
         if os.path.exists(os.path.join(source, "oci-layout")):
             return _import_oci(source, name, source)
-        tmp = _tmp_layer()
+        tmp = scratch_dir()
         try:
             copy_tree(source, tmp)
         except BaseException:
@@ -242,7 +253,7 @@ def import_image(source: str, name: str) -> dict:
             raise
         layer_id = "dir-" + hashlib.sha256(f"{os.path.realpath(source)}:{time.time()}".encode()).hexdigest()[:24]
         _commit_layer(tmp, layer_id)
-        return _save(name, [layer_id], {"Env": [DEFAULT_PATH], "Cmd": ["sh"]}, source)
+        return save(name, [layer_id], {"Env": [DEFAULT_PATH], "Cmd": ["sh"]}, source)
     if not os.path.isfile(source):
         raise ImageError(f"{source}: no such file or directory")
     try:
@@ -262,8 +273,8 @@ def import_image(source: str, name: str) -> dict:
             if "oci-layout" in names:
                 return _import_oci(unpack, name, source)
             return _import_docker_save(unpack, name, source)
-    layer_id = _extract_layer_file(source)
-    return _save(name, [layer_id], {"Env": [DEFAULT_PATH], "Cmd": ["sh"]}, source)
+    layer_id = extract_layer_file(source)
+    return save(name, [layer_id], {"Env": [DEFAULT_PATH], "Cmd": ["sh"]}, source)
 
 
 def _file_digest(path: str) -> str:
@@ -276,22 +287,142 @@ def _file_digest(path: str) -> str:
     return h.hexdigest()
 
 
-def _extract_layer_file(path: str, layer_id: str | None = None) -> str:
+def extract_layer_file(path: str, layer_id: str | None = None) -> str:
     import shutil
     import tarfile
 
     layer_id = layer_id or _file_digest(path)
     if os.path.isdir(layer_path(layer_id)):
         return layer_id
-    tmp = _tmp_layer()
+    tmp = scratch_dir()
     try:
         os.chmod(tmp, 0o755)
-        with tarfile.open(path) as tf:   # transparent gzip/bzip2/xz
-            extract_layer(tf, tmp)
+        with open(path, "rb") as fh:
+            zstd = fh.read(4) == ZSTD_MAGIC
+        if zstd:
+            path = _unzstd(path, tmp + ".tar")
+        try:
+            with tarfile.open(path) as tf:   # transparent gzip/bzip2/xz
+                extract_layer(tf, tmp)
+        finally:
+            if zstd:
+                os.unlink(path)
+    except tarfile.TarError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ImageError(f"layer {layer_id}: not a tar archive ({exc})") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return _commit_layer(tmp, layer_id)
+
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _unzstd(path: str, dest: str) -> str:
+    """tarfile reads no zstd (before Python 3.14): the layer is decompressed next to its extraction dir."""
+    import zstandard
+
+    try:
+        with open(path, "rb") as src, open(dest, "wb") as out:
+            zstandard.ZstdDecompressor().copy_stream(src, out)
+    except zstandard.ZstdError as exc:
+        os.unlink(dest)
+        raise ImageError(f"{path}: broken zstd data ({exc})") from None
+    return dest
+
+
+def diff_id(path: str) -> str:
+    """The digest of a layer blob's uncompressed tar (gzip, zstd or plain): what an image config's
+    rootfs.diff_ids lists."""
+    import gzip
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as raw:
+        magic = raw.read(4)
+        raw.seek(0)
+        if magic[:2] == b"\x1f\x8b":
+            stream = gzip.GzipFile(fileobj=raw)
+        elif magic == ZSTD_MAGIC:
+            import zstandard
+
+            stream = zstandard.ZstdDecompressor().stream_reader(raw)
+        else:
+            stream = raw
+        try:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                h.update(chunk)
+        except (OSError, EOFError, ValueError) as exc:   # gzip.BadGzipFile, zstandard.ZstdError
+            raise ImageError(f"{path}: broken compressed data ({exc})") from None
+    return f"sha256:{h.hexdigest()}"
+
+
+def write_layer_tar(layer_id: str, dest: str) -> tuple[str, int, str]:
+    """Packs a stored layer as an OCI tar+gzip at ``dest``, overlayfs whiteouts turned back into .wh. files:
+    (digest of the gzip, its size, diff_id = digest of the tar). Same tree, same bytes (sorted, mtime 0 gzip)."""
+    import gzip
+    import hashlib
+    import tarfile
+
+    root = layer_path(layer_id)
+    plain = dest + ".tar"
+    try:
+        with tarfile.open(plain, "w", format=tarfile.PAX_FORMAT) as tf:
+            _add_tree(tf, root, "")
+        diff = hashlib.sha256()
+        packed = hashlib.sha256()
+        with open(plain, "rb") as src, open(dest, "wb") as raw:
+            with gzip.GzipFile(fileobj=_Hashing(raw, packed), mode="wb", mtime=0) as gz:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    diff.update(chunk)
+                    gz.write(chunk)
+    finally:
+        if os.path.exists(plain):
+            os.unlink(plain)
+    return f"sha256:{packed.hexdigest()}", os.path.getsize(dest), f"sha256:{diff.hexdigest()}"
+
+
+class _Hashing:
+    def __init__(self, out, h):
+        self.out, self.h = out, h
+
+    def write(self, data):
+        self.h.update(data)
+        return self.out.write(data)
+
+    def flush(self):
+        self.out.flush()
+
+
+def _add_tree(tf, root: str, rel: str) -> None:
+    import tarfile
+
+    def anonymous(info):
+        info.uname = info.gname = ""
+        return info
+
+    for entry in sorted(os.scandir(os.path.join(root, rel) if rel else root), key=lambda e: e.name):
+        name = f"{rel}/{entry.name}" if rel else entry.name
+        st = entry.stat(follow_symlinks=False)
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:   # overlayfs whiteout -> OCI whiteout file
+            info = anonymous(tarfile.TarInfo(f"{rel}/.wh.{entry.name}" if rel else f".wh.{entry.name}"))
+            info.mtime = int(st.st_mtime)
+            tf.addfile(info)
+            continue
+        if stat.S_ISSOCK(st.st_mode) or stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            continue
+        tf.add(entry.path, arcname=name, recursive=False, filter=anonymous)
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                opaque = os.getxattr(entry.path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+            except OSError:
+                opaque = False
+            if opaque:
+                info = anonymous(tarfile.TarInfo(f"{name}/.wh..wh..opq"))
+                info.mtime = int(st.st_mtime)
+                tf.addfile(info)
+            _add_tree(tf, root, name)
 
 
 def _blob(layout: str, digest: str) -> str:
@@ -326,34 +457,31 @@ def _import_oci(layout: str, name: str, source: str) -> dict:
     manifest = _load_json(_blob(layout, chosen["digest"]))
     if "manifests" in manifest:   # an image index: take the first entry for this architecture
         entry = next((m for m in manifest["manifests"]
-                      if (m.get("platform") or {}).get("architecture") in (None, _goarch())), manifest["manifests"][0])
+                      if (m.get("platform") or {}).get("architecture") in (None, goarch())), manifest["manifests"][0])
         manifest = _load_json(_blob(layout, entry["digest"]))
     config = {}
     if manifest.get("config"):
         config = _load_json(_blob(layout, manifest["config"]["digest"])).get("config") or {}
     layers = []
     for layer in manifest.get("layers", []):
-        media = layer.get("mediaType", "")
-        if "zstd" in media:
-            raise ImageError(f"OCI layer {layer['digest']}: zstd compression is not supported")
-        layers.append(_extract_layer_file(_blob(layout, layer["digest"]), layer["digest"].replace(":", "-")))
-    return _save(name, layers, _image_config(config), source)
+        layers.append(extract_layer_file(_blob(layout, layer["digest"]), layer["digest"].replace(":", "-")))
+    return save(name, layers, image_config(config), source)
 
 
 def _import_docker_save(unpack: str, name: str, source: str) -> dict:
     manifest = _load_json(os.path.join(unpack, "manifest.json"))[0]
     config = _load_json(os.path.join(unpack, manifest["Config"])).get("config") or {}
-    layers = [_extract_layer_file(os.path.join(unpack, rel)) for rel in manifest["Layers"]]
-    return _save(name, layers, _image_config(config), source)
+    layers = [extract_layer_file(os.path.join(unpack, rel)) for rel in manifest["Layers"]]
+    return save(name, layers, image_config(config), source)
 
 
-def _image_config(config: dict) -> dict:
+def image_config(config: dict) -> dict:
     return {"Env": config.get("Env") or [DEFAULT_PATH], "Cmd": config.get("Cmd") or [],
             "Entrypoint": config.get("Entrypoint") or [], "WorkingDir": config.get("WorkingDir") or "/",
             "User": config.get("User") or ""}
 
 
-def _goarch() -> str:
+def goarch() -> str:
     m = os.uname().machine
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)
 
@@ -382,7 +510,10 @@ def _parent_is_plain(root: str, rel: str) -> bool:
 
 
 def extract_layer(tf, root: str) -> None:
-    """Unpacks one layer, translating OCI whiteouts (.wh.NAME, .wh..wh..opq) to overlayfs form."""
+    """Unpacks one layer, translating OCI whiteouts (.wh.NAME, .wh..wh..opq) to overlayfs form. Directory
+    times are set last (as tarfile's extractall does): entries written into a directory change its mtime,
+    and a layer packed again (`pynet push`) must come out byte for byte the same."""
+    dir_times = []
     for member in tf:
         rel = _safe_name(member.name)
         if not rel or not _parent_is_plain(root, rel):
@@ -397,6 +528,7 @@ def extract_layer(tf, root: str) -> None:
                 target = os.path.join(parent, base[4:])
                 _remove(target)
                 os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+                os.utime(target, (member.mtime, member.mtime), follow_symlinks=False)
             continue
         if member.ischr() or member.isblk():
             continue   # device nodes come from the runtime's /dev, never from an image
@@ -410,6 +542,12 @@ def extract_layer(tf, root: str) -> None:
         if not member.isdir() and os.path.lexists(dest):
             _remove(dest)
         tf.extract(member, root, set_attrs=True, numeric_owner=True)
+        if member.isdir():
+            dir_times.append((dest, member.mtime))
+        elif member.issym():   # tarfile leaves a symlink's own time at "now"
+            os.utime(dest, (member.mtime, member.mtime), follow_symlinks=False)
+    for path, mtime in reversed(dir_times):
+        os.utime(path, (mtime, mtime), follow_symlinks=False)
 
 
 def _remove(path: str) -> None:
