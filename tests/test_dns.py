@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 
+import dns.exception
 import dns.message
 import dns.query
 import dns.rcode
@@ -25,7 +26,7 @@ import dns.rrset
 import pytest
 
 from cni_plugins import syscalls
-from netns_fixtures import PluginFailed
+from netns_fixtures import CNI, OUR_PLUGINS, PluginFailed
 from netns_fixtures.links import veth_link
 
 BUSYBOX = "/bin/busybox"
@@ -44,8 +45,9 @@ def dns_dir(tmp_path):
             info = json.loads(pid_file.read_text())
         except ValueError:
             continue
-        if syscalls.is_alive(info.get("pid"), info.get("startTime")):
-            os.kill(info["pid"], signal.SIGKILL)
+        for pid, start in ((info.get("pid"), info.get("startTime")), (info.get("server"), info.get("serverStartTime"))):
+            if syscalls.is_alive(pid, start):
+                os.kill(pid, signal.SIGKILL)
 
 
 def conflist(tmp_path, dns_dir, name="dnsnet", bridge="dnsbr0", subnet="10.88.0.0/24", **dns_options):
@@ -101,6 +103,12 @@ def resolver_pid(dns_dir, network="dnsnet"):
     except FileNotFoundError:
         return None
     return info["pid"] if syscalls.is_alive(info["pid"], info.get("startTime")) else None
+
+
+def resolver_processes(dns_dir, network="dnsnet") -> list[int]:
+    """The PIDs of the network's resolver watchdog and its serving process, from the pid file."""
+    info = json.loads((dns_dir / f"{network}.pid").read_text())
+    return sorted([info["pid"], info["server"]])
 
 
 def resolvers_of(dns_dir) -> list[int]:
@@ -269,20 +277,78 @@ def test_resolver_is_never_its_own_upstream(cni, container_ns, tmp_path, dns_dir
         detach(cni, net, container_ns, WEB_ID, result)
 
 
+def wait_until(predicate, seconds=10.0):
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def ask_until_answered(ns, server, name, seconds=10.0):
+    """Asks again while the resolver is not answering (restarting); the last reply."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return ask(ns, server, name, timeout=0.5)
+        except dns.exception.Timeout:
+            if time.monotonic() > deadline:
+                raise
+
+
+def test_killed_serving_process_is_replaced_without_any_cni_call(two, dns_dir):
+    net, ctrs = two
+    (web, web_res), (db, db_res) = ctrs["web"], ctrs["db"]
+    info = json.loads((dns_dir / "dnsnet.pid").read_text())
+    os.kill(info["server"], signal.SIGKILL)
+    assert wait_until(lambda: json.loads((dns_dir / "dnsnet.pid").read_text())["server"] != info["server"])
+    assert answers(ask_until_answered(db, "10.88.0.1", "www")) == [ip_of(web_res)]
+    assert answers(ask(web, "10.88.0.1", "db", tcp=True)) == [ip_of(db_res)]
+    new = json.loads((dns_dir / "dnsnet.pid").read_text())
+    assert new["pid"] == info["pid"] and not syscalls.is_alive(info["server"], info["serverStartTime"])
+    assert resolvers_of(dns_dir) == resolver_processes(dns_dir)
+
+
 def test_resolver_survives_kill_and_restart_with_its_records(two, cni, dns_dir):
     net, ctrs = two
     (web, web_res), (db, db_res) = ctrs["web"], ctrs["db"]
+    old = resolver_processes(dns_dir)
     pid = resolver_pid(dns_dir)
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while resolver_pid(dns_dir) is not None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)   # the watchdog: its serving process goes with it, no orphan
+    assert wait_until(lambda: not resolvers_of(dns_dir), 5)
     assert resolver_pid(dns_dir) is None
     # the next request for the network (here CHECK) starts it again, from the records on disk
     cni.check_chain(net, db, db_res, container_id=DB_ID, args="IgnoreUnknown=1;K8S_POD_NAME=db")
     new_pid = resolver_pid(dns_dir)
-    assert new_pid not in (None, pid) and resolvers_of(dns_dir) == [new_pid]
+    assert new_pid not in (None, pid) and resolvers_of(dns_dir) == resolver_processes(dns_dir)
+    assert not set(old) & set(resolvers_of(dns_dir))
     assert answers(ask(db, "10.88.0.1", "www")) == [ip_of(web_res)]
+
+
+def test_plugin_run_in_a_private_mount_namespace_supervises_and_stops_its_resolver(host_ns, make_netns, tmp_path,
+                                                                                  dns_dir):
+    """As `ip netns exec` runs a plugin: a mount namespace of its own, which ends with the plugin."""
+    wrappers = tmp_path / "wrappers"
+    wrappers.mkdir()
+    script = wrappers / "dnsname"
+    script.write_text(f"#!/bin/sh\nexec unshare --mount --propagation private {OUR_PLUGINS}/dnsname \"$@\"\n")
+    script.chmod(0o755)
+    cni = CNI(host_ns, str(wrappers), OUR_PLUGINS)
+    net = conflist(tmp_path, dns_dir)
+    web, db = make_netns("pynt-web"), make_netns("pynt-db")
+    res_web = attach(cni, net, web, WEB_ID, "web")
+    res_db = attach(cni, net, db, DB_ID, "db")
+    try:
+        watchdog = resolver_pid(dns_dir)
+        assert os.readlink(f"/proc/{watchdog}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+        server = json.loads((dns_dir / "dnsnet.pid").read_text())["server"]
+        os.kill(server, signal.SIGKILL)
+        assert answers(ask_until_answered(db, "10.88.0.1", "web")) == [ip_of(res_web)]
+    finally:
+        detach(cni, net, db, DB_ID, res_db)
+        detach(cni, net, web, WEB_ID, res_web)
+    assert resolvers_of(dns_dir) == [] and not syscalls.is_alive(watchdog, None)
 
 
 def _raw_udp(ns, server, payload: bytes, timeout=1.0) -> bytes | None:
@@ -411,7 +477,7 @@ def test_concurrent_adds_share_one_resolver_and_every_name_resolves(cni, make_ne
     try:
         assert sorted(results) == [name for _, _, name in ctrs]
         pid = resolver_pid(dns_dir)
-        assert resolvers_of(dns_dir) == [pid]
+        assert resolvers_of(dns_dir) == resolver_processes(dns_dir)
         for ns, _, name in ctrs:
             assert answers(ask(ctrs[0][0], "10.88.0.1", name)) == [ip_of(results[name])]
     finally:
