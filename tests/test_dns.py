@@ -579,11 +579,11 @@ def test_dns_bench_prints_every_row_and_cleans_up():
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
     stdout, stderr = proc.stdout, proc.stderr
     assert proc.returncode == 0, stderr
-    rows = [line.split() for line in stdout.splitlines()[1:7]]
-    assert [(r[0], r[1]) for r in rows] == [(q, s) for q in ("local", "local-0x20", "forwarded")
+    rows = [line.split() for line in stdout.splitlines()[1:9]]
+    assert [(r[0], r[1]) for r in rows] == [(q, s) for q in ("local", "local-0x20", "fwd-first", "fwd-cached")
                                            for s in ("pynet", "dnsmasq")], stdout
     assert all(r[3] == "0" for r in rows), stdout   # no failed query
-    assert "forwarded: pynet/dnsmasq qps" in stdout
+    assert "fwd-cached: pynet/dnsmasq qps" in stdout
     # this run's namespaces and processes are gone
     left = set(os.listdir("/run/netns")) - before
     assert not [n for n in left if n.startswith(("pynt-dbh-", "pynt-dbc-", "pynt-dbu-"))]

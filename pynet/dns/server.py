@@ -71,6 +71,7 @@ class Records:
         # Local answers by wire.scan key (same question, flags and EDNS: same answer), emptied whenever
         # the records are read again (a new ``generation``).
         self.answers: dict[tuple, bytes] = {}
+        self.same_query: dict[bytes, bytes] = {}   # query bytes after the ID -> answer bytes after it
         self.generation = 0
         self.local_wire: frozenset[bytes] = frozenset()   # bare names and reverse names we answer
         self.domain_wire = self.domain.to_wire()
@@ -138,7 +139,7 @@ class Records:
         self.domain_wire = domain.to_wire().lower()
         self.local_wire = frozenset([dns.name.from_text(label).to_wire().lower() for label in names]
                                     + [dns.name.from_text(reverse).to_wire().lower() for reverse in ptr])
-        self.answers = {}
+        self.answers, self.same_query = {}, {}
         self.generation += 1
         subnets = set()
         for record in data["records"].values():

@@ -11,8 +11,8 @@ be ours on a miss, and every unusual query, go through dnspython (server.Resolve
 from __future__ import annotations
 
 import collections
-import errno
 import logging
+import os
 import random
 import select
 import socket
@@ -21,13 +21,23 @@ from concurrent.futures import ThreadPoolExecutor
 
 import dns.rcode
 
+from cni_plugins import syscalls
+
 from . import wire
 from .cache import AnswerCache
 
 FORWARD_SOCKETS = 4   # per address family: the upstream sees a few source ports, chosen per query
 LOCAL_ANSWERS = 4096
+RECORDS_EVENTS = syscalls.IN_CLOSE_WRITE | syscalls.IN_MOVED_TO | syscalls.IN_MOVED_FROM | syscalls.IN_DELETE
 
 log = logging.getLogger("pynet.dns")
+
+
+def _remember(table: dict, key, data: bytes) -> None:
+    """Keeps a local answer; a full table starts again (names are few, a full one means odd queries)."""
+    if len(table) >= LOCAL_ANSWERS:
+        table.clear()
+    table[key] = data
 
 
 class _Pending:
@@ -55,51 +65,84 @@ class UdpService:
             sock.setblocking(False)
             self.listeners[sock.fileno()] = sock
             self.epoll.register(sock.fileno(), select.EPOLLIN)
+        # The records file changes only by the plugin's writes: inotify tells, so a query costs no stat.
+        # (The event is queued before the plugin's rename returns, so before any client can ask after it;
+        # each poll handles it first.)
+        try:
+            self.records_watch = syscalls.inotify_watch(self.records.data_dir, RECORDS_EVENTS)
+            self.epoll.register(self.records_watch, select.EPOLLIN)
+        except OSError as exc:
+            log.warning("no inotify (%s): the records file is checked per query", exc)
+            self.records_watch = -1
 
     def run(self) -> None:
         while True:
             timeout = max(0.0, self.expiry[0][0] - time.monotonic()) if self.expiry else -1
-            for fd, _events in self.epoll.poll(timeout):
+            events = self.epoll.poll(timeout)
+            for fd, _events in events:
+                if fd == self.records_watch:
+                    self._records_changed()
+            for fd, _events in events:
                 listener = self.listeners.get(fd)
                 if listener is not None:
-                    self._drain_queries(listener)
-                else:
-                    self._drain_replies(self.uplinks[fd])
+                    self._query_from(listener)
+                elif fd != self.records_watch:
+                    self._reply_from(self.uplinks[fd])
             if self.expiry:
                 self._expire(time.monotonic())
 
     # -- queries from clients ---------------------------------------------------------------------------
-    def _drain_queries(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                query, peer = listener.recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            try:
-                self.answer(listener, query, peer)
-            except Exception:
-                log.exception("udp query from %s", peer)
+    # One datagram per readiness (epoll is level-triggered: the rest are reported again); draining until
+    # EAGAIN would cost a failing syscall per query when queries come one at a time.
+    def _query_from(self, listener: socket.socket) -> None:
+        try:
+            query, peer = listener.recvfrom(65535)
+        except OSError:
+            return
+        try:
+            self.answer(listener, query, peer)
+        except Exception:
+            log.exception("udp query from %s", peer)
 
-    def answer(self, listener: socket.socket, query: bytes, peer) -> None:
+    def _records_changed(self) -> None:
+        try:
+            while os.read(self.records_watch, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        self._refresh()
+
+    def _refresh(self) -> None:
         recs = self.records
         recs.refresh()
         if recs.generation != self.generation:
             # a bare name or an address forwarded before may be a container's now
             self.generation = recs.generation
             self.cache.drop(lambda key: wire.is_single_label_or_ptr(key[1]))
+
+    def answer(self, listener: socket.socket, query: bytes, peer) -> None:
+        if self.records_watch < 0:
+            self._refresh()
+        recs = self.records
+        client = peer[0]
+        allowed = recs.serves(client)
+        if allowed:
+            # the same bytes as a query answered before (most stub resolvers repeat theirs exactly)
+            same = recs.same_query.get(query[2:])
+            if same is not None:
+                listener.sendto(query[:2] + same, peer)
+                return
         scanned = wire.scan(query)
         if scanned is None:
             self._answer_odd(listener, query, peer)
             return
         key, qend, limit = scanned
-        client = peer[0]
-        allowed = recs.serves(client)
         if allowed:
             local = recs.answers.get(key)
             if local is not None and len(local) <= limit:
-                listener.sendto(wire.splice(query, qend, local), peer)
+                data = wire.splice(query, qend, local)
+                listener.sendto(data, peer)
+                _remember(recs.same_query, query[2:], data[2:])
                 return
         if recs.maybe_local(key[1]):
             if self._answer_local(listener, query, peer, key, allowed):
@@ -124,16 +167,15 @@ class UdpService:
             if immediate:
                 listener.sendto(immediate, peer)
             return True
-        answers = self.records.answers   # before the lookup: a reload in between replaces it
+        answers, same_query = self.records.answers, self.records.same_query   # (a reload replaces them)
         reply = resolver.local(message, peer[0])
         if reply is None:
             return False
         data = resolver.render(message, reply, tcp=False)
         listener.sendto(data, peer)
         if allowed and reply.rcode() != dns.rcode.REFUSED and not data[2] & wire.TC:
-            if len(answers) >= LOCAL_ANSWERS:
-                answers.clear()
-            answers[key] = data
+            _remember(answers, key, data)
+            _remember(same_query, query[2:], data[2:])
         return True
 
     def _answer_odd(self, listener, query: bytes, peer) -> None:
@@ -189,32 +231,26 @@ class UdpService:
             return
         pending.listener.sendto(wire.servfail(pending.query, pending.qend), pending.peer)
 
-    def _drain_replies(self, sock: socket.socket) -> None:
-        fd = sock.fileno()
-        while True:
-            try:
-                response, source = sock.recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
-                    continue
-                return
-            if len(response) < 12:
-                continue
-            key = (fd, response[0] << 8 | response[1])
-            pending = self.pending.get(key)
-            if pending is None or source[1] != 53 or source[0].split("%")[0] != pending.upstream:
-                continue
-            qend = pending.qend
-            if response[12:qend].lower() != pending.query[12:qend].lower() or not response[2] & 0x80:
-                continue   # not the answer to this question
-            del self.pending[key]
-            try:
-                pending.listener.sendto(wire.splice(pending.query, qend, response), pending.peer)
-            except OSError as exc:
-                log.info("reply to %s: %s", pending.peer, exc.strerror)
-            self.cache.put(pending.cache_key, response, time.monotonic())
+    def _reply_from(self, sock: socket.socket) -> None:
+        try:
+            response, source = sock.recvfrom(65535)
+        except OSError:
+            return
+        if len(response) < 12:
+            return
+        key = (sock.fileno(), response[0] << 8 | response[1])
+        pending = self.pending.get(key)
+        if pending is None or source[1] != 53 or source[0].split("%")[0] != pending.upstream:
+            return
+        qend = pending.qend
+        if response[12:qend].lower() != pending.query[12:qend].lower() or not response[2] & 0x80:
+            return   # not the answer to this question
+        del self.pending[key]
+        try:
+            pending.listener.sendto(wire.splice(pending.query, qend, response), pending.peer)
+        except OSError as exc:
+            log.info("reply to %s: %s", pending.peer, exc.strerror)
+        self.cache.put(pending.cache_key, response, time.monotonic())
 
     def _expire(self, now: float) -> None:
         while self.expiry and self.expiry[0][0] <= now:

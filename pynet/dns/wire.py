@@ -6,17 +6,16 @@ options and payload size. Cached answers are stored whole and sent back with the
 bytes spliced in (answer names point at the question by compression, so they take the client's case
 too). Anything unusual returns None here and is answered through dnspython (server.Resolver).
 
-Forwarded responses are walked once when they are cached (dns.wire.Parser) for where their TTLs are, so
-a cached answer is sent with its TTLs counted down.
+Forwarded responses are walked once when they are cached, for where their TTLs are (names skipped, not
+decoded: a dnspython parse would cost more than the forwarding), so a cached answer is sent with its TTLs
+counted down.
 """
 
 from __future__ import annotations
 
 import struct
 
-import dns.exception
 import dns.rdatatype
-import dns.wire
 
 QR_OR_OPCODE = 0xF8   # first flags byte: QR and the opcode
 TC = 0x02             # first flags byte
@@ -26,6 +25,7 @@ DO = 0x8000
 PTR = struct.pack("!H", dns.rdatatype.PTR)
 _OPT = struct.Struct("!HHBBHH")   # after the OPT owner (root): type, payload, ext-rcode, version, flags, rdlen
 _RR = struct.Struct("!HHIH")
+_COUNTS = struct.Struct("!HHHH")
 
 
 def scan(wire: bytes) -> tuple | None:
@@ -82,23 +82,37 @@ def rcode_and_tc(response: bytes) -> tuple[int, bool]:
     return response[3] & RCODE, bool(response[2] & TC)
 
 
+def _skip_name(message: bytes, i: int) -> int:
+    """The offset after the (possibly compressed) name at ``i``; names are skipped, never decoded."""
+    while True:
+        length = message[i]
+        if length == 0:
+            return i + 1
+        if length >= 0xC0:
+            return i + 2   # a pointer ends the name
+        if length > 63:
+            raise ValueError("reserved label type")
+        i += length + 1
+
+
 def resource_records(response: bytes) -> list[tuple[int, int, int, int, int]] | None:
     """(section, type, ttl, ttl_offset, rdata_end) of every record but OPT; None if it does not parse."""
     try:
-        parser = dns.wire.Parser(response)
-        _id, _flags, qdcount, ancount, nscount, arcount = parser.get_struct("!HHHHHH")
+        qdcount, ancount, nscount, arcount = _COUNTS.unpack_from(response, 4)
+        i = 12
         for _ in range(qdcount):
-            parser.get_name()
-            parser.get_struct("!HH")
+            i = _skip_name(response, i) + 4
         out = []
         for section, count in ((0, ancount), (1, nscount), (2, arcount)):
             for _ in range(count):
-                parser.get_name()
-                rtype, _rclass, ttl, rdlen = _RR.unpack(parser.get_bytes(_RR.size))
-                start = parser.current
-                parser.seek(start + rdlen)
+                i = _skip_name(response, i)
+                rtype, _rclass, ttl, rdlen = _RR.unpack_from(response, i)
+                end = i + 10 + rdlen
+                if end > len(response):
+                    return None
                 if rtype != dns.rdatatype.OPT:
-                    out.append((section, rtype, ttl, start - 6, start + rdlen))
-        return out
-    except (dns.exception.DNSException, struct.error, ValueError, IndexError):
+                    out.append((section, rtype, ttl, i + 4, end))
+                i = end
+        return out if i == len(response) else None
+    except (struct.error, ValueError, IndexError):
         return None
