@@ -211,28 +211,47 @@ def test_container_on_two_networks_is_resolved_per_network(cni, make_netns, tmp_
     assert resolver_pid(dns_dir, "neta") is None and resolver_pid(dns_dir, "netb") is None
 
 
-def _serve_upstream(ns, stop: threading.Event):
-    """A dnspython resolver in ``ns`` on UPSTREAM:53 answering every A query with 192.0.2.7."""
-    with ns.entered():
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((UPSTREAM, 53))
-    sock.settimeout(0.2)
+class Upstream:
+    """A dnspython resolver in ``ns`` on UPSTREAM:53: every A query gets 192.0.2.7 (TTL 30), names
+    starting with ``nx`` NXDOMAIN with an SOA (TTL 3600, MINIMUM 120), ``nosoa`` NXDOMAIN without one.
+    ``asked`` counts the questions it got, by lower-case name."""
 
-    def loop():
-        with sock:
-            while not stop.is_set():
+    def __init__(self, ns):
+        self.address = UPSTREAM
+        self.asked: dict[str, int] = {}
+        self.stop = threading.Event()
+        with ns.entered():
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((UPSTREAM, 53))
+        self.sock.settimeout(0.2)
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        with self.sock:
+            while not self.stop.is_set():
                 try:
-                    wire, peer = sock.recvfrom(4096)
+                    wire, peer = self.sock.recvfrom(4096)
                 except socket.timeout:
                     continue
                 query = dns.message.from_wire(wire)
+                name = query.question[0].name
+                label = name.to_text().lower()
+                self.asked[label] = self.asked.get(label, 0) + 1
                 reply = dns.message.make_response(query)
-                reply.answer.append(dns.rrset.from_text(query.question[0].name, 30, "IN", "A", "192.0.2.7"))
-                sock.sendto(reply.to_wire(), peer)
+                if label.startswith("nx"):
+                    reply.set_rcode(dns.rcode.NXDOMAIN)
+                    reply.authority.append(dns.rrset.from_text(
+                        name.parent(), 3600, "IN", "SOA", "ns.example. host.example. 1 7200 900 1209600 120"))
+                elif label.startswith("nosoa"):
+                    reply.set_rcode(dns.rcode.NXDOMAIN)
+                else:
+                    reply.answer.append(dns.rrset.from_text(name, 30, "IN", "A", "192.0.2.7"))
+                self.sock.sendto(reply.to_wire(), peer)
 
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    return thread
+    def close(self):
+        self.stop.set()
+        self.thread.join(2)
 
 
 @pytest.fixture
@@ -240,16 +259,14 @@ def upstream(host_ns, make_netns):
     """A test upstream resolver in its own namespace, cabled to the sandbox host."""
     ns = make_netns("pynt-up")
     veth_link(host_ns, "up0", ns, "up1", a_addresses=["10.53.0.1/24"], b_addresses=[UPSTREAM + "/24"])
-    stop = threading.Event()
-    thread = _serve_upstream(ns, stop)
-    yield UPSTREAM
-    stop.set()
-    thread.join(2)
+    server = Upstream(ns)
+    yield server
+    server.close()
 
 
 def test_other_names_are_forwarded_to_the_upstream_and_servfail_when_it_fails(cni, make_netns, tmp_path, dns_dir,
                                                                              upstream):
-    net = conflist(tmp_path, dns_dir, upstreams=[upstream])
+    net = conflist(tmp_path, dns_dir, upstreams=[upstream.address])
     ctr = make_netns("pynt-fwd")
     result = attach(cni, net, ctr, WEB_ID, "web")
     try:
@@ -266,6 +283,49 @@ def test_other_names_are_forwarded_to_the_upstream_and_servfail_when_it_fails(cn
             detach(cni, net, other, DB_ID, res2)
     finally:
         detach(cni, net, ctr, WEB_ID, result)
+
+
+def ttl_of(reply) -> int:
+    return min(rrset.ttl for rrset in reply.answer + reply.authority)
+
+
+def test_forwarded_answers_are_cached_for_their_ttl_and_negative_ones_per_rfc2308(cni, make_netns, tmp_path,
+                                                                                 dns_dir, upstream):
+    net = conflist(tmp_path, dns_dir, upstreams=[upstream.address])
+    ctr = make_netns("pynt-fwd")
+    result = attach(cni, net, ctr, WEB_ID, "web")
+    try:
+        first = ask(ctr, "10.88.0.1", "cached.example.org")
+        time.sleep(1.1)
+        again = ask(ctr, "10.88.0.1", "CACHED.Example.ORG")   # other case: the same name
+        assert answers(again) == ["192.0.2.7"] and upstream.asked["cached.example.org."] == 1
+        assert again.question[0].name.to_text() == "CACHED.Example.ORG."   # the asker's spelling back
+        assert ttl_of(first) == 30 and 27 <= ttl_of(again) <= 29   # counted down while cached
+        # NXDOMAIN with an SOA: cached (for min(SOA TTL, MINIMUM), capped); without one: asked again
+        for _ in range(2):
+            assert ask(ctr, "10.88.0.1", "nxname.example.org").rcode() == dns.rcode.NXDOMAIN
+            assert ask(ctr, "10.88.0.1", "nosoa.example.org").rcode() == dns.rcode.NXDOMAIN
+        assert upstream.asked["nxname.example.org."] == 1 and upstream.asked["nosoa.example.org."] == 2
+        # the same question over TCP still reaches the resolver's TCP side
+        assert answers(ask(ctr, "10.88.0.1", "cached.example.org", tcp=True)) == ["192.0.2.7"]
+    finally:
+        detach(cni, net, ctr, WEB_ID, result)
+
+
+def test_a_bare_name_forwarded_before_is_the_new_container_once_it_comes(cni, make_netns, tmp_path, dns_dir,
+                                                                        upstream):
+    net = conflist(tmp_path, dns_dir, upstreams=[upstream.address])
+    web, later = make_netns("pynt-web"), make_netns("pynt-later")
+    res_web = attach(cni, net, web, WEB_ID, "web")
+    try:
+        assert answers(ask(web, "10.88.0.1", "later")) == ["192.0.2.7"]   # the upstream's, now cached
+        res_later = attach(cni, net, later, DB_ID, "later")
+        try:
+            assert answers(ask(web, "10.88.0.1", "later")) == [ip_of(res_later)]
+        finally:
+            detach(cni, net, later, DB_ID, res_later)
+    finally:
+        detach(cni, net, web, WEB_ID, res_web)
 
 
 def test_resolver_is_never_its_own_upstream(cni, container_ns, tmp_path, dns_dir):

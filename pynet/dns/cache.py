@@ -10,6 +10,7 @@ counted down by its age in whole seconds. At most ``size`` entries: expired ones
 from __future__ import annotations
 
 import struct
+import threading
 
 import dns.rcode
 import dns.rdatatype
@@ -23,23 +24,26 @@ _TTL = struct.Struct("!I")
 
 
 class _Entry:
-    __slots__ = ("response", "ttls", "stored", "expires", "age", "current")
+    __slots__ = ("response", "ttls", "stored", "expires", "aged")
 
     def __init__(self, response: bytes, ttls: list[tuple[int, int]], stored: float, lifetime: int):
-        self.response = bytearray(response)
+        self.response = bytes(response)
         self.ttls = ttls
         self.stored = stored
         self.expires = stored + lifetime
-        self.age = 0
-        self.current = bytes(response)
+        self.aged = (0, self.response)
 
     def at(self, now: float) -> bytes:
-        age = int(now - self.stored)
-        if age != self.age:
+        age, current = self.aged
+        if int(now - self.stored) != age:
+            # a new copy each second of age, swapped in whole: the TCP threads read entries too
+            age = int(now - self.stored)
+            patched = bytearray(self.response)
             for offset, ttl in self.ttls:
-                _TTL.pack_into(self.response, offset, max(0, ttl - age))
-            self.age, self.current = age, bytes(self.response)
-        return self.current
+                _TTL.pack_into(patched, offset, max(0, ttl - age))
+            current = bytes(patched)
+            self.aged = (age, current)
+        return current
 
 
 def lifetime(response: bytes) -> tuple[int, list[tuple[int, int]]] | None:
@@ -66,17 +70,17 @@ def lifetime(response: bytes) -> tuple[int, list[tuple[int, int]]] | None:
 
 
 class AnswerCache:
+    """Read without a lock (one dict lookup); changed under one (the UDP loop and TCP threads add)."""
+
     def __init__(self, size: int = MAX_ENTRIES):
         self.size = size
         self.entries: dict[object, _Entry] = {}
+        self._lock = threading.Lock()
 
     def get(self, key, now: float) -> bytes | None:
         entry = self.entries.get(key)
-        if entry is None:
-            return None
-        if now >= entry.expires:
-            del self.entries[key]
-            return None
+        if entry is None or now >= entry.expires:
+            return None   # (an expired entry stays until replaced or room is made)
         return entry.at(now)
 
     def put(self, key, response: bytes, now: float) -> bool:
@@ -85,17 +89,23 @@ class AnswerCache:
         if kept is None:
             return False
         seconds, ttls = kept
-        self.entries.pop(key, None)
-        if len(self.entries) >= self.size:
-            self._make_room(now)
-        self.entries[key] = _Entry(response, ttls, now, seconds)
+        entry = _Entry(response, ttls, now, seconds)
+        with self._lock:
+            self.entries.pop(key, None)
+            if len(self.entries) >= self.size:
+                self._make_room(now)
+            self.entries[key] = entry
         return True
 
     def drop(self, which) -> None:
+        with self._lock:
+            self._drop(which)
+
+    def _drop(self, which) -> None:
         for key in [key for key in self.entries if which(key)]:
             del self.entries[key]
 
     def _make_room(self, now: float) -> None:
-        self.drop(lambda key: self.entries[key].expires <= now)
+        self._drop(lambda key: self.entries[key].expires <= now)
         while len(self.entries) >= self.size:
             del self.entries[next(iter(self.entries))]

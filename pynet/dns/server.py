@@ -40,13 +40,14 @@ import dns.rrset
 from cni_plugins import syscalls
 from cni_plugins.dnsname import records as store
 
+from . import tcp as tcp_service
+from .cache import AnswerCache
 from .supervise import Watchdog
 from .udp import UdpService
 
 PORT = 53
 TTL = 60
 UPSTREAM_TIMEOUT = 2.0
-TCP_IDLE_TIMEOUT = 10.0
 IP_FREEBIND = 15   # bind before the address is up (an IPv6 gateway still in DAD)
 
 log = logging.getLogger("pynet.dns")
@@ -301,46 +302,6 @@ def _bind(address: str, kind: int) -> socket.socket:
     return sock
 
 
-def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
-    data = b""
-    while len(data) < n:
-        chunk = conn.recv(n - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return data
-
-
-def _serve_tcp_connection(conn: socket.socket, peer, resolver: Resolver) -> None:
-    conn.settimeout(TCP_IDLE_TIMEOUT)
-    try:
-        while True:
-            head = _recv_exact(conn, 2)
-            if head is None:
-                return
-            wire = _recv_exact(conn, struct.unpack("!H", head)[0])
-            if wire is None:
-                return
-            query, immediate = resolver.parse(wire)
-            data = resolver.respond(query, peer[0], tcp=True) if query is not None else immediate
-            if data is None:
-                return
-            conn.sendall(struct.pack("!H", len(data)) + data)
-    except (OSError, socket.timeout):
-        pass
-    finally:
-        conn.close()
-
-
-def _serve_tcp(sock: socket.socket, resolver: Resolver) -> None:
-    while True:
-        try:
-            conn, peer = sock.accept()
-        except OSError:
-            continue
-        threading.Thread(target=_serve_tcp_connection, args=(conn, peer, resolver), daemon=True).start()
-
-
 class Server:
     def __init__(self, data_dir: str, network: str):
         self.records = Records(data_dir, network)
@@ -363,9 +324,10 @@ class Server:
 
     def serve(self) -> None:
         """Answers on every bound address (in the serving process, supervise.Watchdog's child)."""
+        cache = AnswerCache()
         for _udp, tcp in self.sockets.values():
-            threading.Thread(target=_serve_tcp, args=(tcp, self.resolver), daemon=True).start()
-        UdpService(self.resolver, [udp for udp, _tcp in self.sockets.values()]).run()
+            threading.Thread(target=tcp_service.serve, args=(tcp, self.resolver, cache), daemon=True).start()
+        UdpService(self.resolver, [udp for udp, _tcp in self.sockets.values()], cache).run()
 
 
 def _detach() -> int:

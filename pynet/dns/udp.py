@@ -33,6 +33,11 @@ RECORDS_EVENTS = syscalls.IN_CLOSE_WRITE | syscalls.IN_MOVED_TO | syscalls.IN_MO
 log = logging.getLogger("pynet.dns")
 
 
+def forwarded_key(records, key: tuple, client: str) -> tuple:
+    """The cache key of a forwarded question: the client's upstreams (its own, or the network's) too."""
+    return records.client_upstreams.get(client) or records.upstreams, key
+
+
 def _remember(table: dict, key, data: bytes) -> None:
     """Keeps a local answer; a full table starts again (names are few, a full one means odd queries)."""
     if len(table) >= LOCAL_ANSWERS:
@@ -49,10 +54,10 @@ class _Pending:
 
 
 class UdpService:
-    def __init__(self, resolver, listeners: list[socket.socket]):
+    def __init__(self, resolver, listeners: list[socket.socket], cache: AnswerCache):
         self.resolver = resolver
         self.records = resolver.records
-        self.cache = AnswerCache()
+        self.cache = cache
         self.epoll = select.epoll()
         self.listeners: dict[int, socket.socket] = {}
         self.uplinks: dict[int, socket.socket] = {}
@@ -147,13 +152,12 @@ class UdpService:
         if recs.maybe_local(key[1]):
             if self._answer_local(listener, query, peer, key, allowed):
                 return
-        upstreams = recs.client_upstreams.get(client) or recs.upstreams
-        cache_key = (upstreams, key)
+        cache_key = forwarded_key(recs, key, client)
         cached = self.cache.get(cache_key, time.monotonic())
         if cached is not None and len(cached) <= limit:
             listener.sendto(wire.splice(query, qend, cached), peer)
             return
-        candidates = [u for u in upstreams if u not in recs.loop_guard]
+        candidates = [u for u in cache_key[0] if u not in recs.loop_guard]
         if not candidates:
             listener.sendto(wire.servfail(query, qend), peer)
             return
