@@ -55,9 +55,10 @@ class Watchdog:
             if self.stopping:
                 break
             if self.pidfd in readable:
+                dead = self.child
                 status = self._reap()
                 restarts = 0 if time.monotonic() - self.started > STABLE_AFTER else restarts + 1
-                log.warning("serving process %d %s; starting another", self.child, _describe(status))
+                log.warning("serving process %d %s; starting another", dead, _describe(status))
                 self._pause(BACKOFF[min(restarts, len(BACKOFF) - 1)])
                 if not self.stopping:
                     self._spawn()
@@ -115,23 +116,23 @@ class Watchdog:
             os._exit(1)
 
     def _reap(self) -> int:
+        pid, self.child = self.child, 0
         try:
-            return os.waitpid(self.child, 0)[1]
+            return os.waitpid(pid, 0)[1]
         except ChildProcessError:
             return 0
 
     def _stop_child(self) -> None:
         if not self.child:
             return
-        try:
-            os.kill(self.child, signal.SIGTERM)
+        try:   # signals through the pidfd: never another process that got a reused PID
+            signal.pidfd_send_signal(self.pidfd, signal.SIGTERM)
             readable, _, _ = select.select([self.pidfd], [], [], STOP_TIMEOUT)
             if not readable:
-                os.kill(self.child, signal.SIGKILL)
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
         except ProcessLookupError:
             pass
         self._reap()
-        self.child = 0
 
 
 def _describe(status: int) -> str:
