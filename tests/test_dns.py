@@ -6,6 +6,7 @@ there) to the network's resolver on its gateway; forwarding goes to a test resol
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -117,20 +118,30 @@ def resolvers_of(dns_dir) -> list[int]:
     return sorted(int(pid) for pid in proc.stdout.split())
 
 
+@contextlib.contextmanager
+def web_and_db(cni, net, make_netns, web_aliases=None):
+    """web and db attached to ``net``; yields {name: (ns, result)}; detached at the end (db first)."""
+    web, db = make_netns("pynt-web"), make_netns("pynt-db")
+    ctrs = {"web": (web, attach(cni, net, web, WEB_ID, "web", aliases=web_aliases))}
+    try:
+        ctrs["db"] = (db, attach(cni, net, db, DB_ID, "db"))
+        yield ctrs
+    finally:
+        for name, cid in (("db", DB_ID), ("web", WEB_ID)):
+            if name in ctrs:
+                ns, result = ctrs[name]
+                try:
+                    detach(cni, net, ns, cid, result)
+                except PluginFailed:
+                    pass
+
+
 @pytest.fixture
 def two(cni, make_netns, tmp_path, dns_dir):
     """web and db on one network; yields (net, {name: (ns, result)})."""
     net = conflist(tmp_path, dns_dir)
-    web, db = make_netns("pynt-web"), make_netns("pynt-db")
-    ctrs = {"web": (web, attach(cni, net, web, WEB_ID, "web", aliases=["www", "frontend"])),
-            "db": (db, attach(cni, net, db, DB_ID, "db"))}
-    yield net, ctrs
-    for name, cid in (("db", DB_ID), ("web", WEB_ID)):
-        ns, result = ctrs[name]
-        try:
-            detach(cni, net, ns, cid, result)
-        except PluginFailed:
-            pass
+    with web_and_db(cni, net, make_netns, web_aliases=["www", "frontend"]) as ctrs:
+        yield net, ctrs
 
 
 def test_containers_resolve_each_other_by_name_alias_and_short_id(two, dns_dir):
@@ -396,18 +407,13 @@ def test_plugin_run_in_a_private_mount_namespace_supervises_and_stops_its_resolv
     script.chmod(0o755)
     cni = CNI(host_ns, str(wrappers), OUR_PLUGINS)
     net = conflist(tmp_path, dns_dir)
-    web, db = make_netns("pynt-web"), make_netns("pynt-db")
-    res_web = attach(cni, net, web, WEB_ID, "web")
-    res_db = attach(cni, net, db, DB_ID, "db")
-    try:
+    with web_and_db(cni, net, make_netns) as ctrs:
+        (_web, res_web), (db, _res_db) = ctrs["web"], ctrs["db"]
         watchdog = resolver_pid(dns_dir)
         assert os.readlink(f"/proc/{watchdog}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
         server = json.loads((dns_dir / "dnsnet.pid").read_text())["server"]
         os.kill(server, signal.SIGKILL)
         assert answers(ask_until_answered(db, "10.88.0.1", "web")) == [ip_of(res_web)]
-    finally:
-        detach(cni, net, db, DB_ID, res_db)
-        detach(cni, net, web, WEB_ID, res_web)
     assert resolvers_of(dns_dir) == [] and not syscalls.is_alive(watchdog, None)
 
 
@@ -554,27 +560,20 @@ def test_status_reports_ready(cni, tmp_path, dns_dir):
 def test_through_the_daemon_the_resolver_runs_detached_and_answers(daemon_cni, make_netns, tmp_path, dns_dir,
                                                                   pynet_daemon):
     net = conflist(tmp_path, dns_dir)
-    web, db = make_netns("pynt-web"), make_netns("pynt-db")
-    res_web = attach(daemon_cni, net, web, WEB_ID, "web")
-    res_db = attach(daemon_cni, net, db, DB_ID, "db")
-    try:
+    with web_and_db(daemon_cni, net, make_netns) as ctrs:
+        (_web, res_web), (db, _res_db) = ctrs["web"], ctrs["db"]
         pid = resolver_pid(dns_dir)
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         assert int(fields[3]) == pid   # a session of its own: detached from the daemon that started it
         assert answers(ask(db, "10.88.0.1", "web")) == [ip_of(res_web)]
-    finally:
-        detach(daemon_cni, net, db, DB_ID, res_db)
-        detach(daemon_cni, net, web, WEB_ID, res_web)
     assert resolver_pid(dns_dir) is None
 
 
 def test_dual_stack_container_has_a_aaaa_and_ptr_records(cni, make_netns, tmp_path, dns_dir):
     net = conflist(tmp_path, dns_dir, subnet="10.92.0.0/24,fd92::/64")
-    web, db = make_netns("pynt-web"), make_netns("pynt-db")
-    res_web = attach(cni, net, web, WEB_ID, "web")
-    res_db = attach(cni, net, db, DB_ID, "db")
-    try:
+    with web_and_db(cni, net, make_netns) as ctrs:
+        (_web, res_web), (db, _res_db) = ctrs["web"], ctrs["db"]
         assert res_web["dns"]["nameservers"] == ["10.92.0.1", "fd92::1"]
         v4, v6 = sorted((ip["address"].split("/")[0] for ip in res_web["ips"]), key=lambda a: ":" in a)
         assert answers(ask(db, "10.92.0.1", "web", "A")) == [v4]
@@ -582,9 +581,6 @@ def test_dual_stack_container_has_a_aaaa_and_ptr_records(cni, make_netns, tmp_pa
         assert answers(ask(db, "10.92.0.1", dns.reversename.from_address(v6), "PTR")) == ["web.dns.pynet."]
         assert answers(ask(db, "10.92.0.1", "web", "ANY")) == sorted([v4, v6])
         assert answers(ask(db, "fd92::1", "web", "AAAA", timeout=5)) == [v6]   # over IPv6 too
-    finally:
-        detach(cni, net, db, DB_ID, res_db)
-        detach(cni, net, web, WEB_ID, res_web)
 
 
 # -- podman 4.3 (CNI backend) with dnsname in its conflist ------------------------------------------------------

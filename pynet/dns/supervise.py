@@ -77,11 +77,7 @@ class Watchdog:
         self.stopping = True
 
     def _drain_wakeups(self) -> None:
-        try:
-            while os.read(self._wake_r, 64):
-                pass
-        except BlockingIOError:
-            pass
+        drain(self._wake_r)
 
     def _pause(self, seconds: float) -> None:
         if seconds > 0:
@@ -133,6 +129,15 @@ class Watchdog:
         except ProcessLookupError:
             pass
         self._reap()
+
+
+def drain(fd: int) -> None:
+    """Reads a non-blocking descriptor (a wakeup pipe, inotify) until it is empty."""
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
 
 
 def _describe(status: int) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import random
 import select
 import socket
@@ -25,6 +24,7 @@ from cni_plugins import syscalls
 
 from . import wire
 from .cache import AnswerCache
+from .supervise import drain
 
 FORWARD_SOCKETS = 4   # per address family: the upstream sees a few source ports, chosen per query
 LOCAL_ANSWERS = 4096
@@ -110,11 +110,7 @@ class UdpService:
             log.exception("udp query from %s", peer)
 
     def _records_changed(self) -> None:
-        try:
-            while os.read(self.records_watch, 4096):
-                pass
-        except BlockingIOError:
-            pass
+        drain(self.records_watch)
         self._refresh()
 
     def _refresh(self) -> None:
