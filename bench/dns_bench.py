@@ -48,7 +48,7 @@ UPSTREAM = "10.54.0.2"
 FORWARDED = "fwd.example.org"
 CONTAINER_ID = "0123456789abcdef" * 4
 TIME_CAP = 15.0   # seconds per server and row
-ROUNDS = 10
+ROUNDS = 40
 
 
 def queries(kind: str, count: int) -> list[str]:

@@ -28,6 +28,7 @@ from .supervise import drain
 
 FORWARD_SOCKETS = 4   # per address family: the upstream sees a few source ports, chosen per query
 LOCAL_ANSWERS = 4096
+QUERY_MAX = 4096   # a longer query is cut and gets FORMERR (a smaller buffer: less to allocate per query)
 RECORDS_EVENTS = syscalls.IN_CLOSE_WRITE | syscalls.IN_MOVED_TO | syscalls.IN_MOVED_FROM | syscalls.IN_DELETE
 
 log = logging.getLogger("pynet.dns")
@@ -81,33 +82,37 @@ class UdpService:
             self.records_watch = -1
 
     def run(self) -> None:
+        poll, handle, expiry = self.epoll.poll, self._handle, self.expiry
         while True:
-            timeout = max(0.0, self.expiry[0][0] - time.monotonic()) if self.expiry else -1
-            events = self.epoll.poll(timeout)
+            timeout = max(0.0, expiry[0][0] - time.monotonic()) if expiry else -1
+            try:
+                handle(poll(timeout))
+                if expiry:
+                    self._expire(time.monotonic())
+            except Exception:   # one bad message must not end the process (and lose the cache)
+                log.exception("udp loop")
+
+    # One datagram per readiness (epoll is level-triggered: the rest are reported again); draining until
+    # EAGAIN would cost a failing syscall per query when queries come one at a time.
+    def _handle(self, events: list) -> None:
+        if len(events) > 1:
             for fd, _events in events:
                 if fd == self.records_watch:
                     self._records_changed()
-            for fd, _events in events:
-                listener = self.listeners.get(fd)
-                if listener is not None:
-                    self._query_from(listener)
-                elif fd != self.records_watch:
-                    self._reply_from(self.uplinks[fd])
-            if self.expiry:
-                self._expire(time.monotonic())
+        for fd, _events in events:
+            listener = self.listeners.get(fd)
+            if listener is not None:
+                try:
+                    query, peer = listener.recvfrom(QUERY_MAX)
+                except OSError:
+                    continue
+                self.answer(listener, query, peer)
+            elif fd in self.uplinks:
+                self._reply_from(self.uplinks[fd])
+            elif fd == self.records_watch and len(events) == 1:
+                self._records_changed()
 
     # -- queries from clients ---------------------------------------------------------------------------
-    # One datagram per readiness (epoll is level-triggered: the rest are reported again); draining until
-    # EAGAIN would cost a failing syscall per query when queries come one at a time.
-    def _query_from(self, listener: socket.socket) -> None:
-        try:
-            query, peer = listener.recvfrom(65535)
-        except OSError:
-            return
-        try:
-            self.answer(listener, query, peer)
-        except Exception:
-            log.exception("udp query from %s", peer)
 
     def _records_changed(self) -> None:
         drain(self.records_watch)
@@ -260,4 +265,7 @@ class UdpService:
             del self.pending[key]
             log.info("upstream %s timed out", pending.upstream)
             pending.tried += 1
-            self._send_upstream(pending)
+            try:
+                self._send_upstream(pending)
+            except OSError as exc:
+                log.info("reply to %s: %s", pending.peer, exc.strerror)
