@@ -184,7 +184,8 @@ class UdpService:
         return True
 
     def _answer_odd(self, listener, query: bytes, peer) -> None:
-        """A query wire.scan does not take (several questions, EDNS options it cannot skip...): dnspython."""
+        """A query wire.scan does not take (several questions, a compressed name, EDNS version 1...):
+        dnspython, and a pool thread when it is forwarded."""
         resolver = self.resolver
         message, immediate = resolver.parse(query)
         if message is None:
