@@ -140,6 +140,24 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
     _check(_libc.capset(ctypes.byref(header), data), "capset")
 
 
+IN_CLOSE_WRITE = 0x008
+IN_MOVED_FROM = 0x040
+IN_MOVED_TO = 0x080
+IN_DELETE = 0x200
+
+
+def inotify_watch(path: str, mask: int) -> int:
+    """A non-blocking inotify descriptor reporting ``mask`` events of ``path`` (read it to drain them)."""
+    fd = _check(_libc.inotify_init1(ctypes.c_int(os.O_NONBLOCK | os.O_CLOEXEC)), "inotify_init1")
+    try:
+        _check(_libc.inotify_add_watch(ctypes.c_int(fd), _b(path), ctypes.c_uint32(mask)),
+               f"inotify_add_watch {path}")
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
 def ns_inode(pid: int | str, name: str) -> int | None:
     """The namespace identity (nsfs inode) of ``name`` for a process, or None when it is gone."""
     try:

@@ -6,6 +6,7 @@ there) to the network's resolver on its gateway; forwarding goes to a test resol
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 
+import dns.exception
 import dns.message
 import dns.query
 import dns.rcode
@@ -25,7 +27,7 @@ import dns.rrset
 import pytest
 
 from cni_plugins import syscalls
-from netns_fixtures import PluginFailed
+from netns_fixtures import CNI, OUR_PLUGINS, PluginFailed
 from netns_fixtures.links import veth_link
 
 BUSYBOX = "/bin/busybox"
@@ -44,8 +46,9 @@ def dns_dir(tmp_path):
             info = json.loads(pid_file.read_text())
         except ValueError:
             continue
-        if syscalls.is_alive(info.get("pid"), info.get("startTime")):
-            os.kill(info["pid"], signal.SIGKILL)
+        for pid, start in ((info.get("pid"), info.get("startTime")), (info.get("server"), info.get("serverStartTime"))):
+            if syscalls.is_alive(pid, start):
+                os.kill(pid, signal.SIGKILL)
 
 
 def conflist(tmp_path, dns_dir, name="dnsnet", bridge="dnsbr0", subnet="10.88.0.0/24", **dns_options):
@@ -103,26 +106,42 @@ def resolver_pid(dns_dir, network="dnsnet"):
     return info["pid"] if syscalls.is_alive(info["pid"], info.get("startTime")) else None
 
 
+def resolver_processes(dns_dir, network="dnsnet") -> list[int]:
+    """The PIDs of the network's resolver watchdog and its serving process, from the pid file."""
+    info = json.loads((dns_dir / f"{network}.pid").read_text())
+    return sorted([info["pid"], info["server"]])
+
+
 def resolvers_of(dns_dir) -> list[int]:
     """PIDs of every process running a resolver of ``dns_dir`` (by command line)."""
     proc = subprocess.run(["pgrep", "-f", f"pynet.dns.server --state-dir {dns_dir} "], stdout=subprocess.PIPE)
     return sorted(int(pid) for pid in proc.stdout.split())
 
 
+@contextlib.contextmanager
+def web_and_db(cni, net, make_netns, web_aliases=None):
+    """web and db attached to ``net``; yields {name: (ns, result)}; detached at the end (db first)."""
+    web, db = make_netns("pynt-web"), make_netns("pynt-db")
+    ctrs = {"web": (web, attach(cni, net, web, WEB_ID, "web", aliases=web_aliases))}
+    try:
+        ctrs["db"] = (db, attach(cni, net, db, DB_ID, "db"))
+        yield ctrs
+    finally:
+        for name, cid in (("db", DB_ID), ("web", WEB_ID)):
+            if name in ctrs:
+                ns, result = ctrs[name]
+                try:
+                    detach(cni, net, ns, cid, result)
+                except PluginFailed:
+                    pass
+
+
 @pytest.fixture
 def two(cni, make_netns, tmp_path, dns_dir):
     """web and db on one network; yields (net, {name: (ns, result)})."""
     net = conflist(tmp_path, dns_dir)
-    web, db = make_netns("pynt-web"), make_netns("pynt-db")
-    ctrs = {"web": (web, attach(cni, net, web, WEB_ID, "web", aliases=["www", "frontend"])),
-            "db": (db, attach(cni, net, db, DB_ID, "db"))}
-    yield net, ctrs
-    for name, cid in (("db", DB_ID), ("web", WEB_ID)):
-        ns, result = ctrs[name]
-        try:
-            detach(cni, net, ns, cid, result)
-        except PluginFailed:
-            pass
+    with web_and_db(cni, net, make_netns, web_aliases=["www", "frontend"]) as ctrs:
+        yield net, ctrs
 
 
 def test_containers_resolve_each_other_by_name_alias_and_short_id(two, dns_dir):
@@ -203,28 +222,47 @@ def test_container_on_two_networks_is_resolved_per_network(cni, make_netns, tmp_
     assert resolver_pid(dns_dir, "neta") is None and resolver_pid(dns_dir, "netb") is None
 
 
-def _serve_upstream(ns, stop: threading.Event):
-    """A dnspython resolver in ``ns`` on UPSTREAM:53 answering every A query with 192.0.2.7."""
-    with ns.entered():
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((UPSTREAM, 53))
-    sock.settimeout(0.2)
+class Upstream:
+    """A dnspython resolver in ``ns`` on UPSTREAM:53: every A query gets 192.0.2.7 (TTL 30), names
+    starting with ``nx`` NXDOMAIN with an SOA (TTL 3600, MINIMUM 120), ``nosoa`` NXDOMAIN without one.
+    ``asked`` counts the questions it got, by lower-case name."""
 
-    def loop():
-        with sock:
-            while not stop.is_set():
+    def __init__(self, ns):
+        self.address = UPSTREAM
+        self.asked: dict[str, int] = {}
+        self.stop = threading.Event()
+        with ns.entered():
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((UPSTREAM, 53))
+        self.sock.settimeout(0.2)
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        with self.sock:
+            while not self.stop.is_set():
                 try:
-                    wire, peer = sock.recvfrom(4096)
+                    wire, peer = self.sock.recvfrom(4096)
                 except socket.timeout:
                     continue
                 query = dns.message.from_wire(wire)
+                name = query.question[0].name
+                label = name.to_text().lower()
+                self.asked[label] = self.asked.get(label, 0) + 1
                 reply = dns.message.make_response(query)
-                reply.answer.append(dns.rrset.from_text(query.question[0].name, 30, "IN", "A", "192.0.2.7"))
-                sock.sendto(reply.to_wire(), peer)
+                if label.startswith("nx"):
+                    reply.set_rcode(dns.rcode.NXDOMAIN)
+                    reply.authority.append(dns.rrset.from_text(
+                        name.parent(), 3600, "IN", "SOA", "ns.example. host.example. 1 7200 900 1209600 120"))
+                elif label.startswith("nosoa"):
+                    reply.set_rcode(dns.rcode.NXDOMAIN)
+                else:
+                    reply.answer.append(dns.rrset.from_text(name, 30, "IN", "A", "192.0.2.7"))
+                self.sock.sendto(reply.to_wire(), peer)
 
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    return thread
+    def close(self):
+        self.stop.set()
+        self.thread.join(2)
 
 
 @pytest.fixture
@@ -232,16 +270,14 @@ def upstream(host_ns, make_netns):
     """A test upstream resolver in its own namespace, cabled to the sandbox host."""
     ns = make_netns("pynt-up")
     veth_link(host_ns, "up0", ns, "up1", a_addresses=["10.53.0.1/24"], b_addresses=[UPSTREAM + "/24"])
-    stop = threading.Event()
-    thread = _serve_upstream(ns, stop)
-    yield UPSTREAM
-    stop.set()
-    thread.join(2)
+    server = Upstream(ns)
+    yield server
+    server.close()
 
 
 def test_other_names_are_forwarded_to_the_upstream_and_servfail_when_it_fails(cni, make_netns, tmp_path, dns_dir,
                                                                              upstream):
-    net = conflist(tmp_path, dns_dir, upstreams=[upstream])
+    net = conflist(tmp_path, dns_dir, upstreams=[upstream.address])
     ctr = make_netns("pynt-fwd")
     result = attach(cni, net, ctr, WEB_ID, "web")
     try:
@@ -260,6 +296,49 @@ def test_other_names_are_forwarded_to_the_upstream_and_servfail_when_it_fails(cn
         detach(cni, net, ctr, WEB_ID, result)
 
 
+def ttl_of(reply) -> int:
+    return min(rrset.ttl for rrset in reply.answer + reply.authority)
+
+
+def test_forwarded_answers_are_cached_for_their_ttl_and_negative_ones_per_rfc2308(cni, make_netns, tmp_path,
+                                                                                 dns_dir, upstream):
+    net = conflist(tmp_path, dns_dir, upstreams=[upstream.address])
+    ctr = make_netns("pynt-fwd")
+    result = attach(cni, net, ctr, WEB_ID, "web")
+    try:
+        first = ask(ctr, "10.88.0.1", "cached.example.org")
+        time.sleep(1.1)
+        again = ask(ctr, "10.88.0.1", "CACHED.Example.ORG")   # other case: the same name
+        assert answers(again) == ["192.0.2.7"] and upstream.asked["cached.example.org."] == 1
+        assert again.question[0].name.to_text() == "CACHED.Example.ORG."   # the asker's spelling back
+        assert ttl_of(first) == 30 and 27 <= ttl_of(again) <= 29   # counted down while cached
+        # NXDOMAIN with an SOA: cached (for min(SOA TTL, MINIMUM), capped); without one: asked again
+        for _ in range(2):
+            assert ask(ctr, "10.88.0.1", "nxname.example.org").rcode() == dns.rcode.NXDOMAIN
+            assert ask(ctr, "10.88.0.1", "nosoa.example.org").rcode() == dns.rcode.NXDOMAIN
+        assert upstream.asked["nxname.example.org."] == 1 and upstream.asked["nosoa.example.org."] == 2
+        # the same question over TCP still reaches the resolver's TCP side
+        assert answers(ask(ctr, "10.88.0.1", "cached.example.org", tcp=True)) == ["192.0.2.7"]
+    finally:
+        detach(cni, net, ctr, WEB_ID, result)
+
+
+def test_a_bare_name_forwarded_before_is_the_new_container_once_it_comes(cni, make_netns, tmp_path, dns_dir,
+                                                                        upstream):
+    net = conflist(tmp_path, dns_dir, upstreams=[upstream.address])
+    web, later = make_netns("pynt-web"), make_netns("pynt-later")
+    res_web = attach(cni, net, web, WEB_ID, "web")
+    try:
+        assert answers(ask(web, "10.88.0.1", "later")) == ["192.0.2.7"]   # the upstream's, now cached
+        res_later = attach(cni, net, later, DB_ID, "later")
+        try:
+            assert answers(ask(web, "10.88.0.1", "later")) == [ip_of(res_later)]
+        finally:
+            detach(cni, net, later, DB_ID, res_later)
+    finally:
+        detach(cni, net, web, WEB_ID, res_web)
+
+
 def test_resolver_is_never_its_own_upstream(cni, container_ns, tmp_path, dns_dir):
     net = conflist(tmp_path, dns_dir, upstreams=["10.88.0.1"])
     result = attach(cni, net, container_ns, WEB_ID, "web")
@@ -269,20 +348,73 @@ def test_resolver_is_never_its_own_upstream(cni, container_ns, tmp_path, dns_dir
         detach(cni, net, container_ns, WEB_ID, result)
 
 
+def wait_until(predicate, seconds=10.0):
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def ask_until_answered(ns, server, name, seconds=10.0):
+    """Asks again while the resolver is not answering (restarting); the last reply."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return ask(ns, server, name, timeout=0.5)
+        except dns.exception.Timeout:
+            if time.monotonic() > deadline:
+                raise
+
+
+def test_killed_serving_process_is_replaced_without_any_cni_call(two, dns_dir):
+    net, ctrs = two
+    (web, web_res), (db, db_res) = ctrs["web"], ctrs["db"]
+    info = json.loads((dns_dir / "dnsnet.pid").read_text())
+    os.kill(info["server"], signal.SIGKILL)
+    assert wait_until(lambda: json.loads((dns_dir / "dnsnet.pid").read_text())["server"] != info["server"])
+    assert answers(ask_until_answered(db, "10.88.0.1", "www")) == [ip_of(web_res)]
+    assert answers(ask(web, "10.88.0.1", "db", tcp=True)) == [ip_of(db_res)]
+    new = json.loads((dns_dir / "dnsnet.pid").read_text())
+    assert new["pid"] == info["pid"] and not syscalls.is_alive(info["server"], info["serverStartTime"])
+    assert resolvers_of(dns_dir) == resolver_processes(dns_dir)
+
+
 def test_resolver_survives_kill_and_restart_with_its_records(two, cni, dns_dir):
     net, ctrs = two
     (web, web_res), (db, db_res) = ctrs["web"], ctrs["db"]
+    old = resolver_processes(dns_dir)
     pid = resolver_pid(dns_dir)
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while resolver_pid(dns_dir) is not None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)   # the watchdog: its serving process goes with it, no orphan
+    assert wait_until(lambda: not resolvers_of(dns_dir), 5)
     assert resolver_pid(dns_dir) is None
     # the next request for the network (here CHECK) starts it again, from the records on disk
     cni.check_chain(net, db, db_res, container_id=DB_ID, args="IgnoreUnknown=1;K8S_POD_NAME=db")
     new_pid = resolver_pid(dns_dir)
-    assert new_pid not in (None, pid) and resolvers_of(dns_dir) == [new_pid]
+    assert new_pid not in (None, pid) and resolvers_of(dns_dir) == resolver_processes(dns_dir)
+    assert not set(old) & set(resolvers_of(dns_dir))
     assert answers(ask(db, "10.88.0.1", "www")) == [ip_of(web_res)]
+
+
+def test_plugin_run_in_a_private_mount_namespace_supervises_and_stops_its_resolver(host_ns, make_netns, tmp_path,
+                                                                                  dns_dir):
+    """As `ip netns exec` runs a plugin: a mount namespace of its own, which ends with the plugin."""
+    wrappers = tmp_path / "wrappers"
+    wrappers.mkdir()
+    script = wrappers / "dnsname"
+    script.write_text(f"#!/bin/sh\nexec unshare --mount --propagation private {OUR_PLUGINS}/dnsname \"$@\"\n")
+    script.chmod(0o755)
+    cni = CNI(host_ns, str(wrappers), OUR_PLUGINS)
+    net = conflist(tmp_path, dns_dir)
+    with web_and_db(cni, net, make_netns) as ctrs:
+        (_web, res_web), (db, _res_db) = ctrs["web"], ctrs["db"]
+        watchdog = resolver_pid(dns_dir)
+        assert os.readlink(f"/proc/{watchdog}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+        server = json.loads((dns_dir / "dnsnet.pid").read_text())["server"]
+        os.kill(server, signal.SIGKILL)
+        assert answers(ask_until_answered(db, "10.88.0.1", "web")) == [ip_of(res_web)]
+    assert resolvers_of(dns_dir) == [] and not syscalls.is_alive(watchdog, None)
 
 
 def _raw_udp(ns, server, payload: bytes, timeout=1.0) -> bytes | None:
@@ -411,7 +543,7 @@ def test_concurrent_adds_share_one_resolver_and_every_name_resolves(cni, make_ne
     try:
         assert sorted(results) == [name for _, _, name in ctrs]
         pid = resolver_pid(dns_dir)
-        assert resolvers_of(dns_dir) == [pid]
+        assert resolvers_of(dns_dir) == resolver_processes(dns_dir)
         for ns, _, name in ctrs:
             assert answers(ask(ctrs[0][0], "10.88.0.1", name)) == [ip_of(results[name])]
     finally:
@@ -428,27 +560,20 @@ def test_status_reports_ready(cni, tmp_path, dns_dir):
 def test_through_the_daemon_the_resolver_runs_detached_and_answers(daemon_cni, make_netns, tmp_path, dns_dir,
                                                                   pynet_daemon):
     net = conflist(tmp_path, dns_dir)
-    web, db = make_netns("pynt-web"), make_netns("pynt-db")
-    res_web = attach(daemon_cni, net, web, WEB_ID, "web")
-    res_db = attach(daemon_cni, net, db, DB_ID, "db")
-    try:
+    with web_and_db(daemon_cni, net, make_netns) as ctrs:
+        (_web, res_web), (db, _res_db) = ctrs["web"], ctrs["db"]
         pid = resolver_pid(dns_dir)
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         assert int(fields[3]) == pid   # a session of its own: detached from the daemon that started it
         assert answers(ask(db, "10.88.0.1", "web")) == [ip_of(res_web)]
-    finally:
-        detach(daemon_cni, net, db, DB_ID, res_db)
-        detach(daemon_cni, net, web, WEB_ID, res_web)
     assert resolver_pid(dns_dir) is None
 
 
 def test_dual_stack_container_has_a_aaaa_and_ptr_records(cni, make_netns, tmp_path, dns_dir):
     net = conflist(tmp_path, dns_dir, subnet="10.92.0.0/24,fd92::/64")
-    web, db = make_netns("pynt-web"), make_netns("pynt-db")
-    res_web = attach(cni, net, web, WEB_ID, "web")
-    res_db = attach(cni, net, db, DB_ID, "db")
-    try:
+    with web_and_db(cni, net, make_netns) as ctrs:
+        (_web, res_web), (db, _res_db) = ctrs["web"], ctrs["db"]
         assert res_web["dns"]["nameservers"] == ["10.92.0.1", "fd92::1"]
         v4, v6 = sorted((ip["address"].split("/")[0] for ip in res_web["ips"]), key=lambda a: ":" in a)
         assert answers(ask(db, "10.92.0.1", "web", "A")) == [v4]
@@ -456,9 +581,6 @@ def test_dual_stack_container_has_a_aaaa_and_ptr_records(cni, make_netns, tmp_pa
         assert answers(ask(db, "10.92.0.1", dns.reversename.from_address(v6), "PTR")) == ["web.dns.pynet."]
         assert answers(ask(db, "10.92.0.1", "web", "ANY")) == sorted([v4, v6])
         assert answers(ask(db, "fd92::1", "web", "AAAA", timeout=5)) == [v6]   # over IPv6 too
-    finally:
-        detach(cni, net, db, DB_ID, res_db)
-        detach(cni, net, web, WEB_ID, res_web)
 
 
 # -- podman 4.3 (CNI backend) with dnsname in its conflist ------------------------------------------------------
@@ -513,11 +635,11 @@ def test_dns_bench_prints_every_row_and_cleans_up():
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
     stdout, stderr = proc.stdout, proc.stderr
     assert proc.returncode == 0, stderr
-    rows = [line.split() for line in stdout.splitlines()[1:7]]
-    assert [(r[0], r[1]) for r in rows] == [(q, s) for q in ("local", "local-0x20", "forwarded")
+    rows = [line.split() for line in stdout.splitlines()[1:9]]
+    assert [(r[0], r[1]) for r in rows] == [(q, s) for q in ("local", "local-0x20", "fwd-first", "fwd-cached")
                                            for s in ("pynet", "dnsmasq")], stdout
     assert all(r[3] == "0" for r in rows), stdout   # no failed query
-    assert "forwarded: pynet/dnsmasq qps" in stdout
+    assert "fwd-cached: pynet/dnsmasq qps" in stdout
     # this run's namespaces and processes are gone
     left = set(os.listdir("/run/netns")) - before
     assert not [n for n in left if n.startswith(("pynt-dbh-", "pynt-dbc-", "pynt-dbu-"))]

@@ -5,8 +5,9 @@ ADD records the container's name, aliases and short ID (12 characters of CNI_CON
 addresses in ``<dataDir>/<network>.json`` and makes sure the network's resolver (pynet/dns/server.py) runs
 in the host network namespace of the request, on the network's gateway addresses, port 53; the result is
 the prevResult with ``dns.nameservers`` = the gateways and ``dns.search`` = the domain. DEL and GC remove
-records; the last one gone stops the resolver. A resolver found dead (PID + start time of its pid file) is
-started again by the next ADD, DEL, GC or CHECK; it reads the records file, so nothing is lost.
+records; the last one gone stops the resolver. The resolver's watchdog (pynet/dns/supervise.py) restarts a
+serving process that dies; a resolver found dead as a whole (the watchdog's PID + start time in the pid
+file) is started again by the next ADD, DEL, GC or CHECK; it reads the records file, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ def _start(cfg: DnsnameConfig, handles: Handles) -> None:
 
 
 def stop_resolver(cfg: DnsnameConfig) -> None:
+    """SIGTERM to the watchdog, which stops its serving process first; SIGKILL to both if that hangs."""
     pid = resolver_pid(cfg)
     if pid is not None:
         info = store.read_pid_file(cfg.data_dir, cfg.network)
@@ -110,6 +112,8 @@ def stop_resolver(cfg: DnsnameConfig) -> None:
         while syscalls.is_alive(pid, info.get("startTime")):
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
+                if syscalls.is_alive(info.get("server"), info.get("serverStartTime")):
+                    os.kill(info["server"], signal.SIGKILL)
                 break
             time.sleep(0.01)
     try:

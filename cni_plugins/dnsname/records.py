@@ -3,7 +3,8 @@
 One directory (``dataDir``) holds, per network NAME:
 - ``NAME.json``: the network's records, written whole by the plugin (atomic_write) under the directory's
   lock; the resolver re-reads it when its mtime/inode change, so a restarted resolver loses nothing.
-- ``NAME.pid``: written by the resolver when it is ready: its PID, start time and the addresses it serves.
+- ``NAME.pid``: written by the resolver when it is ready: the PID and start time of its watchdog and of
+  its serving process (a new one after a restart), and the addresses it serves.
 - ``NAME.log``: the resolver's stdout/stderr.
 ``dnsname.lock`` (flock'ed for a whole verb) serialises the plugins of every network of the directory.
 
@@ -108,8 +109,11 @@ def read_pid_file(data_dir: str, network: str) -> dict:
     return _read_json(pid_path(data_dir, network)) or {}
 
 
-def write_pid_file(data_dir: str, network: str, pid: int, start_time: int | None, listen: list[str]) -> None:
-    atomic_write(pid_path(data_dir, network), json.dumps({"pid": pid, "startTime": start_time, "listen": listen}))
+def write_pid_file(data_dir: str, network: str, pid: int, start_time: int | None, listen: list[str],
+                   server: int, server_start_time: int | None) -> None:
+    """``pid``: the resolver's watchdog (what starts and stops it); ``server``: its serving process."""
+    atomic_write(pid_path(data_dir, network), json.dumps({"pid": pid, "startTime": start_time, "listen": listen,
+                                                          "server": server, "serverStartTime": server_start_time}))
 
 
 def reverse_name(ip: str) -> str:

@@ -6,9 +6,11 @@ Started by the dnsname plugin (cni_plugins/dnsname) inside the network namespace
     python -m pynet.dns.server --state-dir DIR --network NAME [--detach]
 
 It reads ``DIR/NAME.json`` (cni_plugins/dnsname/records.py) and re-reads it whenever its inode or mtime
-change (checked per query), so the plugin only rewrites the file. ``--detach``: bind, fork, start a new
-session, write ``DIR/NAME.pid`` and only then let the starting process exit (it waits for that), so the
-plugin returns with the resolver answering; stdio goes to ``DIR/NAME.log``. Wire format: dnspython.
+change (checked per query), so the plugin only rewrites the file. The process started binds the sockets
+and becomes the watchdog (supervise.py) of a forked serving process, restarted when it dies.
+``--detach``: bind, fork, start a new session, write ``DIR/NAME.pid`` and only then let the starting
+process exit (it waits for that), so the plugin returns with the resolver answering; stdio goes to
+``DIR/NAME.log``. Wire format: dnspython; the hot paths (udp.py, wire.py, cache.py) send stored bytes.
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ import socket
 import struct
 import sys
 import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 
 import dns.exception
 import dns.flags
@@ -40,11 +40,14 @@ import dns.rrset
 from cni_plugins import syscalls
 from cni_plugins.dnsname import records as store
 
+from . import tcp as tcp_service
+from .cache import AnswerCache
+from .supervise import Watchdog
+from .udp import UdpService
+
 PORT = 53
 TTL = 60
 UPSTREAM_TIMEOUT = 2.0
-TCP_IDLE_TIMEOUT = 10.0
-ANSWER_CACHE = 4096
 IP_FREEBIND = 15   # bind before the address is up (an IPv6 gateway still in DAD)
 
 log = logging.getLogger("pynet.dns")
@@ -62,13 +65,17 @@ class Records:
         self.domain = dns.name.from_text("dns.pynet")
         self.names: dict[str, dict[str, list]] = {}   # label -> {"A": [rdata], "AAAA": [rdata]}
         self.ptr: dict[str, object] = {}   # reverse name -> PTR rdata
-        self.upstreams: list[str] = []
-        self.client_upstreams: dict[str, list[str]] = {}
+        self.upstreams: tuple[str, ...] = ()
+        self.client_upstreams: dict[str, tuple[str, ...]] = {}
         self.listen: list[str] = []
         self.loop_guard: set[str] = set()
-        # Local answers by the query's bytes after its ID (same question, flags and EDNS: same answer),
-        # emptied whenever the records are read again.
-        self.answers: dict[bytes, bytes] = {}
+        # Local answers by wire.scan key (same question, flags and EDNS: same answer), emptied whenever
+        # the records are read again (a new ``generation``).
+        self.answers: dict[tuple, bytes] = {}
+        self.same_query: dict[bytes, bytes] = {}   # query bytes after the ID -> answer bytes after it
+        self.generation = 0
+        self.local_wire: frozenset[bytes] = frozenset()   # bare names and reverse names we answer
+        self.domain_wire = self.domain.to_wire()
         self.subnets: set = set()
         self.client_allowed: dict[str, bool] = {}
         self.refresh()
@@ -88,6 +95,10 @@ class Records:
                        or any(address in subnet for subnet in self.subnets))
             self.client_allowed[client] = allowed
         return allowed
+
+    def maybe_local(self, name_wire: bytes) -> bool:
+        """Whether a lower-case wire name may be answered from the records (False: surely forwarded)."""
+        return name_wire in self.local_wire or name_wire.endswith(self.domain_wire)
 
     def refresh(self) -> None:
         try:
@@ -124,9 +135,13 @@ class Records:
                 for ip in ips:
                     ptr[store.reverse_name(ip)] = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.PTR, target)
                     if record.get("upstreams"):
-                        client_upstreams[ip] = list(record["upstreams"])
+                        client_upstreams[ip] = tuple(record["upstreams"])
         self.domain, self.names, self.ptr, self.client_upstreams = domain, names, ptr, client_upstreams
-        self.answers = {}
+        self.domain_wire = domain.to_wire().lower()
+        self.local_wire = frozenset([dns.name.from_text(label).to_wire().lower() for label in names]
+                                    + [dns.name.from_text(reverse).to_wire().lower() for reverse in ptr])
+        self.answers, self.same_query = {}, {}
+        self.generation += 1
         subnets = set()
         for record in data["records"].values():
             for subnet in record.get("subnets") or ():
@@ -136,7 +151,7 @@ class Records:
                     pass
         self.subnets = subnets
         self.client_allowed = {}
-        self.upstreams = [u for u in data.get("upstreams") or () if _is_ip(u)]
+        self.upstreams = tuple(u for u in data.get("upstreams") or () if _is_ip(u))
         self.listen = store.listen_addresses(data)
         # Never forward to a pynet resolver (this one or another network's): a forwarding loop.
         self.loop_guard = store.all_resolver_addresses(self.data_dir) | set(self.listen)
@@ -287,92 +302,16 @@ def _bind(address: str, kind: int) -> socket.socket:
     return sock
 
 
-def _serve_udp(sock: socket.socket, resolver: Resolver, pool: ThreadPoolExecutor) -> None:
-    def forward_and_send(query, peer):
-        data = resolver.respond(query, peer[0], tcp=False)
-        sock.sendto(data, peer)
-
-    while True:
-        try:
-            wire, peer = sock.recvfrom(65535)
-        except OSError:
-            continue
-        try:
-            resolver.records.refresh()
-            cached = resolver.records.answers.get(wire[2:]) if resolver.records.serves(peer[0]) else None
-            if cached is not None:
-                sock.sendto(wire[:2] + cached, peer)
-                continue
-            query, immediate = resolver.parse(wire)
-            if query is None:
-                if immediate:
-                    sock.sendto(immediate, peer)
-                continue
-            answers = resolver.records.answers   # before the lookup: a reload in between replaces it
-            reply = resolver.local(query, peer[0])
-            if reply is not None:   # local names inline: no thread hop
-                data = resolver.render(query, reply, tcp=False)
-                sock.sendto(data, peer)
-                if reply.rcode() == dns.rcode.REFUSED:
-                    continue
-                if len(answers) >= ANSWER_CACHE:
-                    answers.clear()
-                answers[wire[2:]] = data[2:]
-            else:
-                pool.submit(forward_and_send, query, peer)
-        except Exception:
-            log.exception("udp query from %s", peer)
-
-
-def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
-    data = b""
-    while len(data) < n:
-        chunk = conn.recv(n - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return data
-
-
-def _serve_tcp_connection(conn: socket.socket, peer, resolver: Resolver) -> None:
-    conn.settimeout(TCP_IDLE_TIMEOUT)
-    try:
-        while True:
-            head = _recv_exact(conn, 2)
-            if head is None:
-                return
-            wire = _recv_exact(conn, struct.unpack("!H", head)[0])
-            if wire is None:
-                return
-            query, immediate = resolver.parse(wire)
-            data = resolver.respond(query, peer[0], tcp=True) if query is not None else immediate
-            if data is None:
-                return
-            conn.sendall(struct.pack("!H", len(data)) + data)
-    except (OSError, socket.timeout):
-        pass
-    finally:
-        conn.close()
-
-
-def _serve_tcp(sock: socket.socket, resolver: Resolver) -> None:
-    while True:
-        try:
-            conn, peer = sock.accept()
-        except OSError:
-            continue
-        threading.Thread(target=_serve_tcp_connection, args=(conn, peer, resolver), daemon=True).start()
-
-
 class Server:
     def __init__(self, data_dir: str, network: str):
         self.records = Records(data_dir, network)
         self.resolver = Resolver(self.records)
-        self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="forward")
         self.sockets: dict[str, list[socket.socket]] = {}
 
-    def bind(self) -> None:
-        """Binds every address of the records (raises OSError naming the address on failure)."""
+    def bind(self) -> bool:
+        """Binds every address of the records (raises OSError naming the address on failure); whether
+        there was a new one."""
+        new = False
         for address in self.records.listen:
             if address in self.sockets:
                 continue
@@ -380,12 +319,15 @@ class Server:
                 self.sockets[address] = [_bind(address, socket.SOCK_DGRAM), _bind(address, socket.SOCK_STREAM)]
             except OSError as exc:
                 raise OSError(exc.errno, f"cannot listen on {address} port {PORT}: {exc.strerror}") from None
+            new = True
+        return new
 
-    def start(self, addresses) -> None:
-        for address in addresses:
-            udp, tcp = self.sockets[address]
-            threading.Thread(target=_serve_udp, args=(udp, self.resolver, self.pool), daemon=True).start()
-            threading.Thread(target=_serve_tcp, args=(tcp, self.resolver), daemon=True).start()
+    def serve(self) -> None:
+        """Answers on every bound address (in the serving process, supervise.Watchdog's child)."""
+        cache = AnswerCache()
+        for _udp, tcp in self.sockets.values():
+            threading.Thread(target=tcp_service.serve, args=(tcp, self.resolver, cache), daemon=True).start()
+        UdpService(self.resolver, [udp for udp, _tcp in self.sockets.values()], cache).run()
 
 
 def _detach() -> int:
@@ -425,29 +367,19 @@ def main(argv=None) -> int:
     if ready_fd is not None:
         _stdio_to(store.log_path(args.state_dir, args.network))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    server.start(list(server.sockets))
-    _write_pid_file(server, args)
+    return Watchdog(server, lambda child: _write_pid_file(server, args, child)).run(
+        ready=lambda: _report_ready(ready_fd))
+
+
+def _report_ready(ready_fd: int | None) -> None:
     if ready_fd is not None:
         os.write(ready_fd, b"1")
         os.close(ready_fd)
-    # The main thread picks up new gateway addresses (a network's second family) and otherwise sleeps.
-    while True:
-        time.sleep(1.0)
-        try:
-            server.records.refresh()
-            before = set(server.sockets)
-            server.bind()
-            if set(server.sockets) != before:
-                server.start(set(server.sockets) - before)
-                _write_pid_file(server, args)
-        except Exception:
-            log.exception("reload")
 
 
-def _write_pid_file(server: Server, args) -> None:
+def _write_pid_file(server: Server, args, child: int) -> None:
     store.write_pid_file(args.state_dir, args.network, os.getpid(), syscalls.proc_start_time(os.getpid()),
-                         list(server.sockets))
+                         list(server.sockets), child, syscalls.proc_start_time(child))
 
 
 if __name__ == "__main__":

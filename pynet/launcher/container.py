@@ -144,7 +144,7 @@ def create(opts: RunOptions, reserved: Reserved | None = None) -> tuple[Record, 
         "caps": caps, "seccomp": opts.seccomp, "no_new_privs": opts.no_new_privs, "env": env, "cwd": cwd,
         "storage": state.storage_dir(cid), "read_only": opts.read_only, "detached": opts.detach,
         "monitor_pid": os.getpid(), "monitor_start": syscalls.proc_start_time(os.getpid()),
-        "limits": vars(opts.limits), "network": opts.net.to_record(),
+        "limits": vars(opts.limits), "network": {**opts.net.to_record(), "dns": list(opts.dns)},
         "user": vars(user), "rlimits": rlimits, "devices": [vars(d) for d in opts.devices],
         "tmpfs": [path for path, _flags, _data in opts.tmpfs], "add_hosts": [list(h) for h in opts.add_hosts],
         **({"restart_policy": {"name": opts.restart, "maximum_retry_count": opts.restart_retries},
@@ -225,7 +225,8 @@ def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
             rec.update(network=attached)
             addrs = network.addresses(attached)
             write_hosts(rec.dir, rec["hostname"], addrs, rec.get("add_hosts") or ())
-            if dns is None and network.dns_servers(attached):
+            # --dns on a network with a resolver: that resolver forwards to them (network.attach_cni)
+            if network.dns_servers(attached) and (dns is None or attached.get("dns_forwarded")):
                 write_resolv(rec.dir, network.dns_servers(attached), network.dns_search(attached))
 
     def idle() -> None:

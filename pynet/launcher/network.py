@@ -146,6 +146,8 @@ def attach_cni(net: dict, pid: int, container_name: str | None = None, container
             raise capabilities.CapabilityError(f"network {name!r} resolves no names (no dnsname plugin): "
                                                "--network-alias needs one")
         caps["aliases"] = {name: list(net["aliases"])}
+    if net.get("dns") and "dns" in conf.capabilities():
+        caps["dns"] = {"servers": list(net["dns"])}   # (dnsname forwards this container's questions there)
     cni_args = [("IgnoreUnknown", "1"), ("K8S_POD_NAME", container_name)] if container_name else None
     try:
         container, entry = atts.attach(pid, conf, ifname=net.get("ifname") or "eth0", capability_args=caps or None,
@@ -161,7 +163,8 @@ def attach_cni(net: dict, pid: int, container_name: str | None = None, container
             except Exception:  # noqa: BLE001 - the attach's own error is the one to report
                 pass
         raise
-    net.update(network=name, attachment_id=container.id, netns=container.netns, result=entry.result)
+    net.update(network=name, attachment_id=container.id, netns=container.netns, result=entry.result,
+               dns_forwarded="dns" in caps)
     return net
 
 
