@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# The opencontainers/runtime-tools validation suite (upstream commit 0105384, the one Debian's
+# golang-github-opencontainers-runtime-tools-dev packages) against runc and pynet-oci, side by side.
+#
+#   scripts/oci-validation.sh [--src DIR] [--timeout SECONDS] [--runtime runc|pynet-oci] [PROGRAM...]
+#
+# Builds cmd/runtimetest and every validation/<program> with Debian's Go, offline (the upstream tree's
+# vendor/ directory; GOPROXY=off), into build/oci-validation/bin. The source is DIR, or the tree
+# `git archive`d from the runtime-tools mirror the `fetch` tool makes (OCI_VALIDATION_MIRROR).
+# Then runs each program once per runtime, each in its own temporary directory, with a timeout, and
+# prints a table and the pass counts; each program's TAP output is kept in build/oci-validation/results.
+#
+# Safety: the runs happen in a fresh network namespace and a mount namespace that receives the host's
+# mounts (the cgroup hierarchies stay visible) but sends none back; each runtime keeps its state in the
+# run's temporary directory (a wrapper passes --root), and every container left behind is deleted.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${OCI_VALIDATION_CACHE:-$REPO/build/oci-validation}
+COMMIT=0105384
+MIRROR=${OCI_VALIDATION_MIRROR:-/work/.mirror/opencontainers+runtime-tools/repo}
+TIMEOUT=60
+SRC=""
+ONLY=""
+PROGRAMS=()
+
+while (($#)); do
+    case $1 in
+        --src) SRC=$2; shift 2 ;;
+        --timeout) TIMEOUT=$2; shift 2 ;;
+        --runtime) ONLY=$2; shift 2 ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -*) echo "oci-validation: unknown option $1" >&2; exit 2 ;;
+        *) PROGRAMS+=("$1"); shift ;;
+    esac
+done
+
+declare -A RUNTIME_BIN=([runc]=$(command -v runc || true) [pynet-oci]=$REPO/.venv/bin/pynet-oci)
+RUNTIME_NAMES=(runc pynet-oci)
+if [[ -n $ONLY ]]; then
+    [[ -n ${RUNTIME_BIN[$ONLY]+x} ]] || { echo "oci-validation: --runtime $ONLY: expected runc or pynet-oci" >&2; exit 2; }
+    RUNTIME_NAMES=("$ONLY")
+fi
+for name in "${RUNTIME_NAMES[@]}"; do
+    [[ -x ${RUNTIME_BIN[$name]} ]] || { echo "oci-validation: $name not found (${RUNTIME_BIN[$name]:-not on PATH}); runc: apt-get install runc, pynet-oci: make install-test" >&2; exit 1; }
+done
+
+# -- build (outside the namespaces: the results are kept) -------------------------------------------------
+source_tree() {
+    if [[ -n $SRC ]]; then
+        [[ -d $SRC/validation && -d $SRC/vendor ]] || { echo "oci-validation: --src $SRC: not a runtime-tools tree with validation/ and vendor/" >&2; exit 1; }
+        (cd "$SRC" && pwd)
+        return
+    fi
+    local tree=$CACHE/src-$COMMIT
+    if [[ ! -f $tree/.complete ]]; then
+        git --git-dir="$MIRROR" cat-file -e "$COMMIT^{commit}" 2>/dev/null || {
+            echo "oci-validation: no runtime-tools source: give --src DIR, or fetch github:opencontainers/runtime-tools (mirror expected at $MIRROR)" >&2; exit 1; }
+        rm -rf "$tree" && mkdir -p "$tree"
+        git --git-dir="$MIRROR" archive "$COMMIT" | tar -x -C "$tree"
+        touch "$tree/.complete"
+    fi
+    echo "$tree"
+}
+
+build() {
+    local src=$1 bin=$CACHE/bin
+    command -v go >/dev/null || { echo "oci-validation: no Go compiler: apt-get install golang-go" >&2; exit 1; }
+    mkdir -p "$bin"
+    if [[ -f $bin/.source && $(cat "$bin/.source") == "$src" && -x $bin/runtimetest ]]; then
+        return
+    fi
+    echo "building runtimetest and the validation programs from $src ..." >&2
+    export GOFLAGS=-mod=vendor GOPROXY=off GOCACHE=$CACHE/gocache GO111MODULE=on
+    # runtimetest runs inside the containers' busybox rootfs: static, as upstream's Makefile builds it.
+    (cd "$src" && go build -tags "netgo osusergo" -ldflags "-extldflags -static" -o "$bin/runtimetest" ./cmd/runtimetest)
+    local dir
+    for dir in "$src"/validation/*/; do
+        dir=${dir%/}
+        [[ ${dir##*/} == util ]] && continue
+        (cd "$src" && go build -o "$bin/${dir##*/}.t" "./validation/${dir##*/}")
+    done
+    cp "$src/rootfs-amd64.tar.gz" "$bin/"
+    echo "$src" > "$bin/.source"
+}
+
+if [[ -z ${OCI_VALIDATION_INNER:-} ]]; then
+    [[ $(id -u) == 0 ]] || { echo "oci-validation: needs root (runtimes create namespaces and cgroups)" >&2; exit 1; }
+    build "$(source_tree)"
+    # A fresh netns; a mount namespace that is a slave of the host's: nothing mounted in it leaks out.
+    exec unshare --net --mount --propagation slave -- \
+        env OCI_VALIDATION_INNER=1 "$0" --timeout "$TIMEOUT" ${ONLY:+--runtime "$ONLY"} "${PROGRAMS[@]}"
+fi
+
+# -- run (inside the namespaces) -------------------------------------------------------------------------
+BIN=$CACHE/bin
+RESULTS=$CACHE/results
+WORK=$(mktemp -d /tmp/oci-validation.XXXXXX)
+
+delete_leftovers() {   # every container a program left in the runtime's state root
+    local wrapper=$1 state=$2 cid
+    [[ -d $state ]] || return 0
+    for cid in $(ls "$state"); do
+        timeout 30 "$wrapper" delete --force "$cid" >/dev/null 2>&1 || true
+    done
+}
+
+cleanup() {
+    local name
+    for name in "${RUNTIME_NAMES[@]}"; do
+        delete_leftovers "$WORK/$name" "$WORK/state-$name"
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+for name in "${RUNTIME_NAMES[@]}"; do
+    # RUNTIME is exec'd as one path by the suite: a wrapper keeps the runtime's state in $WORK.
+    printf '#!/bin/sh\nexec %q --root %q "$@"\n' "${RUNTIME_BIN[$name]}" "$WORK/state-$name" > "$WORK/$name"
+    chmod +x "$WORK/$name"
+    rm -rf "${RESULTS:?}/$name" && mkdir -p "$RESULTS/$name"
+done
+
+if ((${#PROGRAMS[@]} == 0)); then
+    for t in "$BIN"/*.t; do PROGRAMS+=("$(basename "$t" .t)"); done
+fi
+
+# pass: TAP "ok" lines and no "not ok", exit status 0; skip: only skipped tests; else fail (or timeout).
+verdict() {
+    local tap=$1 code=$2
+    if ((code == 124 || code == 137)); then echo timeout
+    elif grep -q '^not ok' "$tap"; then echo fail
+    elif ((code != 0)); then echo fail
+    elif grep '^ok' "$tap" | grep -vq '# SKIP'; then echo pass
+    elif grep -q '^ok' "$tap"; then echo skip
+    else echo fail
+    fi
+}
+
+declare -A VERDICT PASSED
+for name in "${RUNTIME_NAMES[@]}"; do PASSED[$name]=0; done
+for prog in "${PROGRAMS[@]}"; do
+    [[ -x $BIN/$prog.t ]] || { echo "oci-validation: no program $prog (see $BIN)" >&2; exit 1; }
+    for name in "${RUNTIME_NAMES[@]}"; do
+        dir=$WORK/$name-$prog
+        mkdir -p "$dir/tmp"
+        # PrepareBundle untars rootfs-amd64.tar.gz and copies runtimetest (a symlink would be copied as
+        # one, dangling inside the container) from the working directory.
+        cp "$BIN/runtimetest" "$dir/"
+        ln -s "$BIN/rootfs-amd64.tar.gz" "$dir/"
+        code=0
+        (cd "$dir" && RUNTIME=$WORK/$name TMPDIR=$dir/tmp timeout -k 5 "$TIMEOUT" "$BIN/$prog.t") \
+            > "$RESULTS/$name/$prog.tap" 2>&1 || code=$?
+        delete_leftovers "$WORK/$name" "$WORK/state-$name"
+        VERDICT[$name,$prog]=$(verdict "$RESULTS/$name/$prog.tap" "$code")
+        [[ ${VERDICT[$name,$prog]} == pass ]] && PASSED[$name]=$((PASSED[$name] + 1))
+        rm -rf "$dir"
+    done
+done
+
+printf '%-40s' program; printf ' %-10s' "${RUNTIME_NAMES[@]}"; echo
+for prog in "${PROGRAMS[@]}"; do
+    printf '%-40s' "$prog"
+    for name in "${RUNTIME_NAMES[@]}"; do printf ' %-10s' "${VERDICT[$name,$prog]}"; done
+    echo
+done
+for name in "${RUNTIME_NAMES[@]}"; do
+    echo "$name: ${PASSED[$name]} of ${#PROGRAMS[@]} pass"
+done
+echo "TAP output of each run: $RESULTS/<runtime>/<program>.tap"
