@@ -87,8 +87,10 @@ build() {
 if [[ -z ${OCI_VALIDATION_INNER:-} ]]; then
     [[ $(id -u) == 0 ]] || { echo "oci-validation: needs root (runtimes create namespaces and cgroups)" >&2; exit 1; }
     build "$(source_tree)"
-    # A fresh netns; a mount namespace that is a slave of the host's: nothing mounted in it leaks out.
-    exec unshare --net --mount --propagation slave -- \
+    # A fresh netns, ipc and uts namespace, and a mount namespace that is a slave of the host's: nothing
+    # mounted in it leaks out. Programs like linux_ns_itype run containers in the caller's namespaces:
+    # the runtime then mounts (and sets propagation, hostname, message queues) in these, not the host's.
+    exec unshare --net --ipc --uts --mount --propagation slave -- \
         env OCI_VALIDATION_INNER=1 "$0" --timeout "$TIMEOUT" ${ONLY:+--runtime "$ONLY"} "${PROGRAMS[@]}"
 fi
 
@@ -105,12 +107,20 @@ delete_leftovers() {   # every container a program left in the runtime's state r
     done
 }
 
+unmount_under() {   # mounts a container in the caller's mount namespace left in its bundle, deepest first
+    local dir=$1 target
+    awk -v under="$dir/" 'index($5, under) == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r target; do
+        umount -l "$target" 2>/dev/null || true
+    done
+}
+
 cleanup() {
     local name
     for name in "${RUNTIME_NAMES[@]}"; do
         delete_leftovers "$WORK/$name" "$WORK/state-$name"
     done
-    rm -rf "$WORK"
+    unmount_under "$WORK"
+    rm -rf "$WORK" || true
 }
 trap cleanup EXIT
 
@@ -118,7 +128,7 @@ for name in "${RUNTIME_NAMES[@]}"; do
     # RUNTIME is exec'd as one path by the suite: a wrapper keeps the runtime's state in $WORK.
     printf '#!/bin/sh\nexec %q --root %q "$@"\n' "${RUNTIME_BIN[$name]}" "$WORK/state-$name" > "$WORK/$name"
     chmod +x "$WORK/$name"
-    rm -rf "${RESULTS:?}/$name" && mkdir -p "$RESULTS/$name"
+    mkdir -p "$RESULTS/$name"
 done
 
 if ((${#PROGRAMS[@]} == 0)); then
@@ -154,7 +164,8 @@ for prog in "${PROGRAMS[@]}"; do
         delete_leftovers "$WORK/$name" "$WORK/state-$name"
         VERDICT[$name,$prog]=$(verdict "$RESULTS/$name/$prog.tap" "$code")
         [[ ${VERDICT[$name,$prog]} == pass ]] && PASSED[$name]=$((PASSED[$name] + 1))
-        rm -rf "$dir"
+        unmount_under "$dir"
+        rm -rf "$dir" 2>/dev/null || echo "oci-validation: could not remove $dir" >&2
     done
 done
 
