@@ -14,6 +14,7 @@
 # mounts (the cgroup hierarchies stay visible) but sends none back; each runtime keeps its state in the
 # run's temporary directory (a wrapper passes --root), and every container left behind is deleted.
 set -euo pipefail
+{   # read whole before it runs: editing this file during a run cannot derail the run
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${OCI_VALIDATION_CACHE:-$REPO/build/oci-validation}
@@ -35,7 +36,8 @@ while (($#)); do
     esac
 done
 
-declare -A RUNTIME_BIN=([runc]=$(command -v runc || true) [pynet-oci]=$REPO/.venv/bin/pynet-oci)
+# RUNC and PYNET_OCI name other builds (e.g. pynet-oci of another commit) to compare.
+declare -A RUNTIME_BIN=([runc]=${RUNC:-$(command -v runc || true)} [pynet-oci]=${PYNET_OCI:-$REPO/.venv/bin/pynet-oci})
 RUNTIME_NAMES=(runc pynet-oci)
 if [[ -n $ONLY ]]; then
     [[ -n ${RUNTIME_BIN[$ONLY]+x} ]] || { echo "oci-validation: --runtime $ONLY: expected runc or pynet-oci" >&2; exit 2; }
@@ -91,12 +93,12 @@ if [[ -z ${OCI_VALIDATION_INNER:-} ]]; then
     # mounted in it leaks out. Programs like linux_ns_itype run containers in the caller's namespaces:
     # the runtime then mounts (and sets propagation, hostname, message queues) in these, not the host's.
     exec unshare --net --ipc --uts --mount --propagation slave -- \
-        env OCI_VALIDATION_INNER=1 "$0" --timeout "$TIMEOUT" ${ONLY:+--runtime "$ONLY"} "${PROGRAMS[@]}"
+        env OCI_VALIDATION_INNER=1 RUNC="${RUNTIME_BIN[runc]}" PYNET_OCI="${RUNTIME_BIN[pynet-oci]}" "$0" --timeout "$TIMEOUT" ${ONLY:+--runtime "$ONLY"} "${PROGRAMS[@]}"
 fi
 
 # -- run (inside the namespaces) -------------------------------------------------------------------------
 BIN=$CACHE/bin
-RESULTS=$CACHE/results
+RESULTS=${OCI_VALIDATION_RESULTS:-$CACHE/results}
 WORK=$(mktemp -d /tmp/oci-validation.XXXXXX)
 
 delete_leftovers() {   # every container a program left in the runtime's state root
@@ -179,3 +181,5 @@ for name in "${RUNTIME_NAMES[@]}"; do
     echo "$name: ${PASSED[$name]} of ${#PROGRAMS[@]} pass"
 done
 echo "TAP output of each run: $RESULTS/<runtime>/<program>.tap"
+exit
+}
