@@ -295,13 +295,19 @@ def start(root: str, cid: str) -> Container:
         raise OCIError("cannot start an already running container")
     fd = os.open(c.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        while True:
+        released = False
+        while True:   # the init's "0", then EOF: it keeps its end open until execve
             try:
-                if os.read(fd, 1):
+                got = os.read(fd, 1)
+                if got:
+                    released = True
+                elif released:
                     break
             except BlockingIOError:
                 pass
             if not c.alive():
+                if released:
+                    break
                 raise OCIError("cannot start a container that has stopped")
             time.sleep(0.001)
     finally:

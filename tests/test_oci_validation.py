@@ -1,0 +1,50 @@
+"""What the opencontainers/runtime-tools validation suite (scripts/oci-validation.sh) found in `pynet-oci`,
+each behaviour checked directly on a busybox bundle, without the Go suite: same sandbox and bundles as
+tests/test_oci.py."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.test_oci import _args, busybox_rootfs, oci  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="an OCI runtime needs root")
+
+
+def _umask(mask: int):
+    """The umask the runtime is started with (it inherits this process's)."""
+    class Umask:
+        def __enter__(self):
+            self.old = os.umask(mask)
+
+        def __exit__(self, *exc):
+            os.umask(self.old)
+    return Umask()
+
+
+# killsig: a signal sent right after `start` must reach the process, not the runtime's init before execve.
+def test_start_returns_once_the_process_runs(oci):
+    def edit(c):
+        c["process"]["args"] = ["sleep", "60"]
+        # A slow startContainer hook: `start` used to return while it (and the init's Python) still ran.
+        c["hooks"] = {"startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "sleep 0.3"]}]}
+    oci.config(edit)
+    assert oci.create("started").returncode == 0
+    pid = oci.state("started")["pid"]
+    res = oci("start", "started")
+    assert res.returncode == 0, res.err
+    with open(f"/proc/{pid}/cmdline", "rb") as fh:
+        assert fh.read().split(b"\0")[:2] == [b"sleep", b"60"]
+    assert oci("delete", "--force", "started").returncode == 0
+
+
+def test_start_of_a_process_that_cannot_exec_returns_and_the_container_stops(oci):
+    oci.config(_args("no-such-command"))
+    assert oci.create("noexec").returncode == 0
+    res = oci("start", "noexec", timeout=20)
+    assert res.returncode == 0, res.err
+    assert oci.wait_status("noexec", "stopped")["status"] == "stopped"
+    assert "no-such-command" in open(os.path.join(os.path.dirname(oci.bundle), "noexec.err")).read()
+    assert oci("delete", "noexec").returncode == 0
