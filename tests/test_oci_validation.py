@@ -48,3 +48,17 @@ def test_start_of_a_process_that_cannot_exec_returns_and_the_container_stops(oci
     assert oci.wait_status("noexec", "stopped")["status"] == "stopped"
     assert "no-such-command" in open(os.path.join(os.path.dirname(oci.bundle), "noexec.err")).read()
     assert oci("delete", "noexec").returncode == 0
+
+
+# linux_devices: mknod's mode goes through the umask; the node must have linux.devices[].fileMode.
+def test_device_nodes_have_their_file_mode_whatever_the_umask(oci):
+    def edit(c):
+        c["linux"]["devices"] = [{"path": "/dev/xnull", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666},
+                                 {"path": "/dev/xzero", "type": "c", "major": 1, "minor": 5, "fileMode": 0o660,
+                                  "uid": 7, "gid": 8}]
+        c["process"]["args"] = ["stat", "-c", "%n %a %u:%g", "/dev/xnull", "/dev/xzero"]
+    oci.config(edit)
+    with _umask(0o027):
+        res = oci.run("modes")
+    assert res.returncode == 0, res.err
+    assert res.out.splitlines() == ["/dev/xnull 666 0:0", "/dev/xzero 660 7:8"]

@@ -274,7 +274,9 @@ def _make_device(root: str, dev: dict, userns: bool) -> None:
         lrootfs._bind_node(dev["path"], target)
         return
     kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[dev["type"]]
-    os.mknod(target, kind | (dev.get("fileMode") or 0o666), os.makedev(dev.get("major", 0), dev.get("minor", 0)))
+    mode = dev.get("fileMode") or 0o666
+    os.mknod(target, kind | mode, os.makedev(dev.get("major", 0), dev.get("minor", 0)))
+    os.chmod(target, mode)   # mknod's mode passed the umask; the spec's fileMode is the node's
     os.chown(target, dev.get("uid", 0), dev.get("gid", 0))
 
 
