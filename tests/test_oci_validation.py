@@ -62,3 +62,21 @@ def test_device_nodes_have_their_file_mode_whatever_the_umask(oci):
         res = oci.run("modes")
     assert res.returncode == 0, res.err
     assert res.out.splitlines() == ["/dev/xnull 666 0:0", "/dev/xzero 660 7:8"]
+
+
+# misc_props: "MUST generate an error when invalid or unsupported values are encountered" (runc takes any).
+@pytest.mark.parametrize("version, why", [("invalid", "is not a SemVer 2.0.0 version"),
+                                          ("1.0", "is not a SemVer 2.0.0 version"),
+                                          ("2.0.0", "is not supported")])
+def test_create_refuses_an_oci_version_it_does_not_implement(oci, version, why):
+    oci.config(lambda c: c.update(ociVersion=version))
+    res = oci.create("badversion")
+    assert res.returncode == 1
+    assert f'config.json: ociVersion "{version}": {why}' in res.err and "Traceback" not in res.err
+    assert not os.path.exists(os.path.join(oci.root, "badversion"))
+
+
+def test_prerelease_and_build_versions_are_accepted(oci):
+    oci.config(lambda c: (c.update(ociVersion="1.0.2-dev+engine.7"), c["process"].update(args=["true"])))
+    res = oci.run("devversion")
+    assert res.returncode == 0, res.err
