@@ -286,6 +286,23 @@ def _kill_quiet(pid: int, sig: int) -> None:
 
 
 # -- start, state, kill, delete --------------------------------------------------------------------------
+def _wait_exec(fd: int, c: Container) -> None:
+    """After the init's "0": its end of the exec fifo stays open (close-on-exec) until execve, so the
+    hang-up means the process runs (or the init died): signals sent then reach the process, and poststart
+    runs after it, as the spec orders."""
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while c.alive():
+        try:
+            if not os.read(fd, 1):
+                return
+        except BlockingIOError:
+            pass
+        poller.poll(50)
+
+
 def start(root: str, cid: str) -> Container:
     c = Container.load(root, cid)
     st = c.status()
@@ -295,19 +312,14 @@ def start(root: str, cid: str) -> Container:
         raise OCIError("cannot start an already running container")
     fd = os.open(c.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        released = False
-        while True:   # the init's "0", then EOF: it keeps its end open until execve
+        while True:
             try:
-                got = os.read(fd, 1)
-                if got:
-                    released = True
-                elif released:
+                if os.read(fd, 1):
+                    _wait_exec(fd, c)
                     break
             except BlockingIOError:
                 pass
             if not c.alive():
-                if released:
-                    break
                 raise OCIError("cannot start a container that has stopped")
             time.sleep(0.001)
     finally:
