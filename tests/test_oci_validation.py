@@ -80,3 +80,15 @@ def test_prerelease_and_build_versions_are_accepted(oci):
     oci.config(lambda c: (c.update(ociVersion="1.0.2-dev+engine.7"), c["process"].update(args=["true"])))
     res = oci.run("devversion")
     assert res.returncode == 0, res.err
+
+
+# linux_cgroups_network, linux_cgroups_hugetlb: limits pynet-oci cannot set must fail create, not vanish.
+@pytest.mark.parametrize("key, value", [("network", {"classID": 255}),
+                                        ("network", {"priorities": [{"name": "lo", "priority": 10}]}),
+                                        ("hugepageLimits", [{"pageSize": "2MB", "limit": 1 << 21}])])
+def test_limits_without_a_writer_are_refused(oci, key, value):
+    oci.config(lambda c: c["linux"]["resources"].update({key: value}))
+    res = oci.create("unlimited")
+    assert res.returncode == 1
+    assert f"config.json: linux.resources.{key}" in res.err and "is not supported yet" in res.err
+    assert "Traceback" not in res.err and not os.path.exists(os.path.join(oci.root, "unlimited"))

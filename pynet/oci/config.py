@@ -250,6 +250,14 @@ def check_process(process: dict, where: str = "process.") -> None:
 
 def check_resources(res: dict) -> None:
     where = "linux.resources."
+    # Limits pynet-oci has no writer for: refused rather than silently left out (runc refuses them when
+    # their controller is missing, as net_cls, net_prio and hugetlb are on this kind of host).
+    network = _typed(res, "network", dict, where, {})
+    for key in ("classID", "priorities"):
+        if network.get(key):
+            _bad(f"{where}network.{key}", network[key], "is not supported yet (net_cls/net_prio limits)")
+    if _typed(res, "hugepageLimits", list, where, []):
+        _bad(f"{where}hugepageLimits", res["hugepageLimits"], "is not supported yet (hugetlb limits)")
     mem = _typed(res, "memory", dict, where, {})
     limit = _typed(mem, "limit", int, f"{where}memory.")
     if limit is not None and limit != -1 and limit < (6 << 20):
