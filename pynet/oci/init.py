@@ -331,11 +331,11 @@ def exec_process(process: dict, filt, preserve_fds: int = 0, keep_fd: int | None
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     # Nothing the engine or this runtime had open goes into the container but stdio and --preserve-fds.
-    if keep_fd is None:
-        os.closerange(3 + preserve_fds, 1 << 20)
-    else:
-        os.closerange(3 + preserve_fds, keep_fd)
-        os.closerange(keep_fd + 1, 1 << 20)
+    first = 3 + preserve_fds
+    if keep_fd is not None and keep_fd >= first:
+        os.closerange(first, keep_fd)
+        first = keep_fd + 1
+    os.closerange(first, 1 << 20)
     if filt is not None:
         filt.load()
     lns.execvpe(process["args"], env)
