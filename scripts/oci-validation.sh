@@ -125,6 +125,7 @@ cleanup() {
     rm -rf "$WORK" || true
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM   # an interrupted run cleans up too
 # linux_cgroups_network takes the first two interfaces it finds: a veth pair of this netns besides lo.
 ip link add oci-val0 type veth peer name oci-val1 2>/dev/null || true
 
