@@ -116,10 +116,19 @@ unmount_under() {   # mounts a container in the caller's mount namespace left in
     done
 }
 
+# The relative-cgroupsPath programs use testdir/cgrouptest/container: runtimes remove only the leaf.
+SUITE_CGROUPS=()
+for dir in /sys/fs/cgroup/*/; do
+    [[ -e ${dir}testdir ]] || SUITE_CGROUPS+=("${dir}testdir/cgrouptest" "${dir}testdir")
+done
+
 cleanup() {
-    local name
+    local name dir
     for name in "${RUNTIME_NAMES[@]}"; do
         delete_leftovers "$WORK/$name" "$WORK/state-$name"
+    done
+    for dir in "${SUITE_CGROUPS[@]}"; do   # made by this run; rmdir leaves a cgroup in use alone
+        [[ -d $dir ]] && rmdir "$dir" 2>/dev/null
     done
     unmount_under "$WORK"
     rm -rf "$WORK" || true
