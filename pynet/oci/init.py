@@ -294,7 +294,7 @@ def _pivot(root: str, no_pivot: bool) -> None:
 def exec_process(process: dict, filt, preserve_fds: int = 0, keep_fd: int | None = None) -> None:
     """process.*: oomScoreAdj, rlimits, capability bounding set, user and groups, the four other capability
     sets, no_new_privs, the seccomp filter ``filt`` (built by the runtime), cwd, execve. Errors carry
-    ``pynet_exec`` as the launcher's do (126/127). ``keep_fd`` (close-on-exec) stays open until execve."""
+    ``pynet_exec`` as the launcher's do (126/127); ``keep_fd`` (close-on-exec) stays open for them."""
     if process.get("oomScoreAdj") is not None:
         with open("/proc/self/oom_score_adj", "w") as fh:
             fh.write(str(process["oomScoreAdj"]))
@@ -331,11 +331,11 @@ def exec_process(process: dict, filt, preserve_fds: int = 0, keep_fd: int | None
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     # Nothing the engine or this runtime had open goes into the container but stdio and --preserve-fds.
-    first = 3 + preserve_fds
-    if keep_fd is not None and keep_fd >= first:
-        os.closerange(first, keep_fd)
-        first = keep_fd + 1
-    os.closerange(first, 1 << 20)
+    if keep_fd is not None and keep_fd >= 3 + preserve_fds:
+        os.closerange(3 + preserve_fds, keep_fd)
+        os.closerange(keep_fd + 1, 1 << 20)
+    else:
+        os.closerange(3 + preserve_fds, 1 << 20)
     if filt is not None:
         filt.load()
     lns.execvpe(process["args"], env)
