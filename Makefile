@@ -22,5 +22,10 @@ test: install-test
 bench: install
 	@$(PY) bench/bench.py
 
+# runtime-tools' validation suite, runc vs pynet-oci (needs Go and the upstream source: not part of `test`).
+.PHONY: oci-validation
+oci-validation: install-test
+	@scripts/oci-validation.sh
+
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 from cni_plugins import syscalls as L
 from cni_plugins.syscalls import (MS_DIRSYNC, MS_NOATIME, MS_NODIRATIME, MS_RELATIME, MS_STRICTATIME,
@@ -34,6 +35,12 @@ PROPAGATION = {"private": L.MS_PRIVATE, "rprivate": L.MS_PRIVATE | L.MS_REC, "sh
 MOUNT_TYPES = ("bind", "tmpfs", "proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2", "none", "")
 HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 CAP_SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
+
+
+# SemVer 2.0.0's grammar (semver.org): the spec requires ociVersion in it; only major 1 exists.
+_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+                     r"(?:-(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*)?"
+                     r"(?:\+[0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*)?$")
 
 
 class OCIError(Exception):
@@ -96,6 +103,11 @@ def check(conf: dict) -> None:
     version = _typed(conf, "ociVersion", str, "")
     if not version:
         _bad("ociVersion", version, "missing (expected e.g. 1.0.2)")
+    semver = _SEMVER.match(version)
+    if not semver:
+        _bad("ociVersion", version, "is not a SemVer 2.0.0 version (e.g. 1.0.2, 1.0.2-dev)")
+    if semver.group(1) != "1":
+        _bad("ociVersion", version, f"is not supported (this runtime implements runtime-spec 1.x, up to {OCI_VERSION})")
     root = _typed(conf, "root", dict, "")
     if not root or not _typed(root, "path", str, "root."):
         _bad("root.path", (root or {}).get("path"), "missing: the rootfs directory is required")
@@ -238,6 +250,14 @@ def check_process(process: dict, where: str = "process.") -> None:
 
 def check_resources(res: dict) -> None:
     where = "linux.resources."
+    # Limits pynet-oci has no writer for: refused rather than silently left out (runc refuses them when
+    # their controller is missing, as net_cls, net_prio and hugetlb are on this kind of host).
+    network = _typed(res, "network", dict, where, {})
+    for key in ("classID", "priorities"):
+        if network.get(key):
+            _bad(f"{where}network.{key}", network[key], "is not supported yet (net_cls/net_prio limits)")
+    if _typed(res, "hugepageLimits", list, where, []):
+        _bad(f"{where}hugepageLimits", res["hugepageLimits"], "is not supported yet (hugetlb limits)")
     mem = _typed(res, "memory", dict, where, {})
     limit = _typed(mem, "limit", int, f"{where}memory.")
     if limit is not None and limit != -1 and limit < (6 << 20):

@@ -158,13 +158,14 @@ def _init(plan: Plan, sync_fd: int, report_fd: int) -> None:
     os.close(sync_fd)
     os.close(report_fd)
     try:
-        # Blocks until `start` opens the fifo for reading.
-        fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
-        os.write(fd, b"0")
-        os.close(fd)
+        # Blocks until `start` opens the fifo for reading. The write end stays open (close-on-exec) until
+        # execve: `start` reads to EOF, so it returns once the process runs (or the init died), as the
+        # spec's poststart wants; a signal sent then reaches the process, not this Python.
+        started = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        os.write(started, b"0")
         os.close(fifo_fd)
         hooks.run(conf, "startContainer", dict(state, status="running", pid=os.getpid()))
-        exec_process(plan.process, plan.filt, plan.preserve_fds)
+        exec_process(plan.process, plan.filt, plan.preserve_fds, keep_fd=started)
     except BaseException as exc:  # noqa: BLE001 - nobody listens on the report pipe any more: stderr
         code = 1
         if getattr(exc, "pynet_exec", False):
@@ -273,7 +274,9 @@ def _make_device(root: str, dev: dict, userns: bool) -> None:
         lrootfs._bind_node(dev["path"], target)
         return
     kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[dev["type"]]
-    os.mknod(target, kind | (dev.get("fileMode") or 0o666), os.makedev(dev.get("major", 0), dev.get("minor", 0)))
+    mode = dev.get("fileMode") or 0o666
+    os.mknod(target, kind | mode, os.makedev(dev.get("major", 0), dev.get("minor", 0)))
+    os.chmod(target, mode)   # mknod's mode passed the umask; the spec's fileMode is the node's
     os.chown(target, dev.get("uid", 0), dev.get("gid", 0))
 
 
@@ -288,10 +291,10 @@ def _pivot(root: str, no_pivot: bool) -> None:
     os.chdir("/")
 
 
-def exec_process(process: dict, filt, preserve_fds: int = 0) -> None:
+def exec_process(process: dict, filt, preserve_fds: int = 0, keep_fd: int | None = None) -> None:
     """process.*: oomScoreAdj, rlimits, capability bounding set, user and groups, the four other capability
     sets, no_new_privs, the seccomp filter ``filt`` (built by the runtime), cwd, execve. Errors carry
-    ``pynet_exec`` as the launcher's do (126/127)."""
+    ``pynet_exec`` as the launcher's do (126/127); ``keep_fd`` (close-on-exec) stays open for them."""
     if process.get("oomScoreAdj") is not None:
         with open("/proc/self/oom_score_adj", "w") as fh:
             fh.write(str(process["oomScoreAdj"]))
@@ -328,7 +331,11 @@ def exec_process(process: dict, filt, preserve_fds: int = 0) -> None:
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     # Nothing the engine or this runtime had open goes into the container but stdio and --preserve-fds.
-    os.closerange(3 + preserve_fds, 1 << 20)
+    if keep_fd is not None and keep_fd >= 3 + preserve_fds:
+        os.closerange(3 + preserve_fds, keep_fd)
+        os.closerange(keep_fd + 1, 1 << 20)
+    else:
+        os.closerange(3 + preserve_fds, 1 << 20)
     if filt is not None:
         filt.load()
     lns.execvpe(process["args"], env)

@@ -286,6 +286,23 @@ def _kill_quiet(pid: int, sig: int) -> None:
 
 
 # -- start, state, kill, delete --------------------------------------------------------------------------
+def _wait_exec(fd: int, c: Container) -> None:
+    """After the init's "0": its end of the exec fifo stays open (close-on-exec) until execve, so the
+    hang-up means the process runs (or the init died): signals sent then reach the process, and poststart
+    runs after it, as the spec orders."""
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while c.alive():
+        try:
+            if not os.read(fd, 1):
+                return
+        except BlockingIOError:
+            pass
+        poller.poll(50)
+
+
 def start(root: str, cid: str) -> Container:
     c = Container.load(root, cid)
     st = c.status()
@@ -298,6 +315,7 @@ def start(root: str, cid: str) -> Container:
         while True:
             try:
                 if os.read(fd, 1):
+                    _wait_exec(fd, c)
                     break
             except BlockingIOError:
                 pass
