@@ -570,7 +570,7 @@ def test_duplicate_id_is_refused_and_the_first_container_kept(oci):
     (lambda c: c["linux"].update(cgroupsPath="system.slice:x:y"), "linux.cgroupsPath 'system.slice:x:y'"),
     (lambda c: c["root"].update(path="/nonexistent-rootfs"), 'root.path "/nonexistent-rootfs"'),
     (lambda c: c["process"].update(rlimits=[{"type": "RLIMIT_FOO", "soft": 1, "hard": 1}]), 'rlimits[0].type "RLIMIT_FOO"'),
-    (lambda c: c["linux"].update(rootfsPropagation="rshared"), 'linux.rootfsPropagation "rshared": not supported yet'),
+    (lambda c: c["linux"].update(rootfsPropagation="rshard"), 'linux.rootfsPropagation "rshard": is not one of'),
 ])
 def test_bad_config_is_named_and_leaves_nothing(oci, edit, expected):
     oci.config(edit)

@@ -49,7 +49,11 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
         if command == "run":
             p.add_argument("-d", "--detach", action="store_true")
             p.add_argument("--keep", action="store_true", help="do not delete the container after it exits")
-    elif command in ("start", "state", "pause", "resume", "events"):
+    elif command in ("start", "state", "pause", "resume"):
+        p.add_argument("id")
+    elif command == "events":
+        p.add_argument("--interval", default="5s")
+        p.add_argument("--stats", action="store_true")
         p.add_argument("id")
     elif command == "kill":
         p.add_argument("id")
@@ -76,6 +80,16 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
     elif command == "list":
         p.add_argument("-f", "--format", choices=("table", "json"), default="table")
         p.add_argument("-q", "--quiet", action="store_true")
+    elif command == "update":
+        p.add_argument("-r", "--resources")
+        p.add_argument("--blkio-weight", type=int, default=0)
+        for flag in ("cpu-period", "cpu-quota", "cpu-rt-period", "cpu-rt-runtime", "cpuset-cpus", "cpuset-mems",
+                     "memory", "memory-reservation", "memory-swap", "kernel-memory", "kernel-memory-tcp",
+                     "l3-cache-schema", "mem-bw-schema"):
+            p.add_argument(f"--{flag}")
+        p.add_argument("--cpu-share", "--cpu-shares", dest="cpu_share")
+        p.add_argument("--pids-limit", type=int, default=0)
+        p.add_argument("id")
     elif command == "spec":
         p.add_argument("-b", "--bundle", default=".")
         p.add_argument("--rootless", action="store_true", dest="spec_rootless")
@@ -121,7 +135,7 @@ def main(argv=None) -> int:
             raise OCIError("--systemd-cgroup is not supported: there is no systemd here (use cgroupfs)")
         if not args.command:
             raise OCIError("no command given (create, start, state, kill, delete, run, exec, ps, pause, "
-                           "resume, list, features, spec)")
+                           "resume, update, events, list, features, spec)")
         return COMMANDS[args.command](args) or 0
     except OCIError as exc:
         _log(args, "error", str(exc))
@@ -276,8 +290,25 @@ def _list(args) -> int:
     return 0
 
 
+def _update(args) -> int:
+    from . import update
+
+    if args.resources:
+        res, warnings = update.read_resources(args.resources, sys.stdin), []
+    else:
+        res, warnings = update.from_flags(args)
+    _warn(args, warnings + update.update(args.root, args.id, res))
+    return 0
+
+
 def _events(args) -> int:
-    raise OCIError("events: not supported yet")
+    from . import events
+
+    try:
+        events.stream(args.root, args.id, events.parse_interval(args.interval), args.stats, sys.stdout)
+    except BrokenPipeError:
+        pass   # the reader went away
+    return 0
 
 
 def _features(args) -> int:
@@ -313,7 +344,7 @@ def _spec(args) -> int:
 
 COMMANDS = {"create": _create, "start": _start, "state": _state, "kill": _kill, "delete": _delete,
             "run": _run, "exec": _exec, "ps": _ps, "pause": _pause, "resume": _resume, "list": _list,
-            "events": _events, "features": _features, "spec": _spec}
+            "events": _events, "update": _update, "features": _features, "spec": _spec}
 
 
 _SCRIPT = """#!{python} -IS

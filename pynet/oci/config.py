@@ -147,8 +147,8 @@ def check(conf: dict) -> None:
         _bad("hostname", conf["hostname"], "needs its own uts namespace (linux.namespaces)")
     _typed(linux, "cgroupsPath", str, "linux.")
     prop = _typed(linux, "rootfsPropagation", str, "linux.")
-    if prop is not None and prop not in ("private", "rprivate", "slave", "rslave"):
-        _bad("linux.rootfsPropagation", prop, "not supported yet (supported: private, rprivate, slave, rslave)")
+    if prop is not None and prop not in PROPAGATION:
+        _bad("linux.rootfsPropagation", prop, f"is not one of {', '.join(PROPAGATION)}")
     sysctl = _typed(linux, "sysctl", dict, "linux.", {})
     for key, value in sysctl.items():
         if not isinstance(value, str) or "/" in key or ".." in key:

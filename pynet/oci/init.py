@@ -152,6 +152,9 @@ def _init(plan: Plan, sync_fd: int, report_fd: int) -> None:
             lrootfs._readonly(path)
         if conf["root"].get("readonly"):
             L.mount(None, "/", None, L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY)
+        if (linux.get("rootfsPropagation") or "private").endswith(("slave", "shared", "unbindable")):
+            # last: masked paths bind /dev/null, which an unbindable /dev would refuse
+            L.mount(None, "/", None, C.PROPAGATION[linux["rootfsPropagation"]])
     if plan.console is not None:
         setup_console(plan.console, plan.process.get("consoleSize"))
     lns._report(report_fd, {"created": True})
@@ -204,8 +207,10 @@ def setup_console(sock_fd: int, size: dict | None) -> None:
 
 
 def _mount_rootfs(plan: Plan, root: str) -> None:
-    # Nothing mounted here reaches the host: private, or a slave receiving the host's mounts.
-    L.mount(None, "/", None, L.MS_REC | C.PROPAGATION[plan.linux.get("rootfsPropagation") or "rprivate"])
+    # Nothing mounted here reaches the host: private, or a slave receiving the host's mounts. Shared and
+    # unbindable go to the new root after pivot_root (which refuses a shared parent): a slave until then.
+    prop = plan.linux.get("rootfsPropagation") or "rprivate"
+    L.mount(None, "/", None, L.MS_REC | (C.PROPAGATION[prop] if prop.endswith(("private", "slave")) else L.MS_SLAVE))
     L.mount(root, root, None, L.MS_BIND | L.MS_REC)
     for m in plan.conf.get("mounts") or ():
         _mount_one(plan, root, m)

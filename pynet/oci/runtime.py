@@ -85,19 +85,13 @@ def _limits(res: dict) -> cgroups.Limits:
 
 
 def _device_rules(res: dict) -> list:
-    """linux.resources.devices (deny all, then allows: what engines send) on top of the launcher's default
-    allowlist; a deny of a single device is not supported yet."""
-    rules = list(ldevices.DEFAULT_RULES)
-    for n, dev in enumerate(res.get("devices") or ()):
-        kind = dev.get("type", "a")
-        if not dev["allow"]:
-            if kind == "a" and dev.get("major") is None and dev.get("minor") is None:
-                continue   # deny all: the allowlist's default
-            raise OCIError(f"config.json: linux.resources.devices[{n}] {json.dumps(dev)}: denying a single "
-                           "device is not supported yet (only deny-all, then allow rules)")
+    """linux.resources.devices in order (allows and denies; a rule for every device resets), then the
+    default allowlist appended, as runc appends its own."""
+    rules = []
+    for dev in res.get("devices") or ():
         access = "".join(c for c in "rwm" if c in dev.get("access", "rwm"))
-        rules.append(ldevices.Rule(kind, dev.get("major"), dev.get("minor"), access))
-    return rules
+        rules.append(ldevices.Rule(dev.get("type", "a"), dev.get("major"), dev.get("minor"), access, dev["allow"]))
+    return rules + list(ldevices.DEFAULT_RULES)
 
 
 def _cpu_extras(cg: cgroups.ContainerCgroups, cpu: dict) -> None:
