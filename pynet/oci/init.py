@@ -258,7 +258,16 @@ def _mount_one(plan: Plan, root: str, m: dict) -> None:
         lrootfs._setup_sys(root, plan.ns.get("network", "") is None)
     else:
         os.makedirs(dest, exist_ok=True)
+        copyup = kind == "tmpfs" and "tmpcopyup" in (m.get("options") or ())
+        if copyup:   # runc's extension (podman --read-only): the tmpfs starts with what it covers
+            data = ",".join(o for o in data.split(",") if o != "tmpcopyup")
+            under = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         L.mount(m.get("source") or kind, dest, kind, flags, data or None)
+        if copyup:
+            import shutil
+
+            shutil.copytree(f"/proc/self/fd/{under}", dest, symlinks=True, dirs_exist_ok=True)
+            os.close(under)
         if kind == "tmpfs" and m["destination"].rstrip("/") == "/dev":
             lrootfs.populate_dev(dest)
     if prop:
