@@ -212,8 +212,9 @@ class ContainerCgroups(Fields):
             except ProcessLookupError:
                 pass
 
-    def remove(self, timeout: float = 5.0) -> None:
-        """Kills stragglers and removes every directory; idempotent."""
+    def remove(self, timeout: float = 5.0, parents: bool = True) -> None:
+        """Kills stragglers and removes every directory, and the parents when empty (``parents``);
+        idempotent."""
         deadline = time.monotonic() + timeout
         pending = [p for p in self.all_dirs() if os.path.isdir(p)]
         if pending and self.pids():
@@ -234,7 +235,7 @@ class ContainerCgroups(Fields):
                 self.kill_all()
                 time.sleep(0.01)
         # The shared pynet/ parent goes with its last container, so nothing of ours outlives its use.
-        for parent in {os.path.dirname(p) for p in self.all_dirs()}:
+        for parent in {os.path.dirname(p) for p in self.all_dirs()} if parents else ():
             try:
                 os.rmdir(parent)
             except OSError:

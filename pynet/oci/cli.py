@@ -5,7 +5,6 @@ Errors are printed as runc prints them (one line on stderr, and to --log in text
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -16,94 +15,43 @@ from pynet.launcher import cgroups
 
 from . import config as C, runtime
 from .config import OCIError
+from .flags import Command, Flag, Namespace
 
 VERSION = "1.1.5-pynet"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise OCIError(message)
-
-
-def _parser() -> argparse.ArgumentParser:
-    """The global flags, then the command and its arguments (parsed by _command_parser: only the parser
-    of the command given is built, ~1 ms each)."""
-    p = _Parser(prog="pynet-oci", description="a runc-compatible OCI runtime (pynet)")
-    p.add_argument("--root", default=runtime.DEFAULT_ROOT, help="state directory (default /run/pynet-oci)")
-    p.add_argument("--log", help="log file (errors go there too)")
-    p.add_argument("--log-format", choices=("text", "json"), default="text")
-    p.add_argument("--debug", action="store_true")
-    p.add_argument("--systemd-cgroup", action="store_true")
-    p.add_argument("--rootless", default="auto")
-    p.add_argument("--criu", help=argparse.SUPPRESS)
-    p.add_argument("-v", "--version", action="store_true")
-    p.add_argument("command", nargs="?", choices=sorted(COMMANDS))
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    return p
-
-
-def _command_parser(command: str) -> argparse.ArgumentParser:
-    p = _Parser(prog=f"pynet-oci {command}")
-    if command in ("create", "run"):
-        _create_flags(p)
-        if command == "run":
-            p.add_argument("-d", "--detach", action="store_true")
-            p.add_argument("--keep", action="store_true", help="do not delete the container after it exits")
-    elif command in ("start", "state", "pause", "resume"):
-        p.add_argument("id")
-    elif command == "events":
-        p.add_argument("--interval", default="5s")
-        p.add_argument("--stats", action="store_true")
-        p.add_argument("id")
-    elif command == "kill":
-        p.add_argument("id")
-        p.add_argument("signal", nargs="?", default="TERM")
-        p.add_argument("-a", "--all", action="store_true")
-    elif command == "delete":
-        p.add_argument("-f", "--force", action="store_true")
-        p.add_argument("id")
-    elif command == "exec":
-        p.add_argument("-p", "--process")
-        p.add_argument("-t", "--tty", action="store_true")
-        p.add_argument("-d", "--detach", action="store_true")
-        p.add_argument("--pid-file")
-        p.add_argument("--console-socket")
-        p.add_argument("-e", "--env", action="append", default=[])
-        p.add_argument("--cwd")
-        p.add_argument("-u", "--user")
-        p.add_argument("id")
-        p.add_argument("cmd", nargs=argparse.REMAINDER)
-    elif command == "ps":
-        p.add_argument("-f", "--format", choices=("table", "json"), default="table")
-        p.add_argument("id")
-        p.add_argument("ps_args", nargs=argparse.REMAINDER)
-    elif command == "list":
-        p.add_argument("-f", "--format", choices=("table", "json"), default="table")
-        p.add_argument("-q", "--quiet", action="store_true")
-    elif command == "update":
-        p.add_argument("-r", "--resources")
-        p.add_argument("--blkio-weight", type=int, default=0)
-        for flag in ("cpu-period", "cpu-quota", "cpu-rt-period", "cpu-rt-runtime", "cpuset-cpus", "cpuset-mems",
-                     "memory", "memory-reservation", "memory-swap", "kernel-memory", "kernel-memory-tcp",
-                     "l3-cache-schema", "mem-bw-schema"):
-            p.add_argument(f"--{flag}")
-        p.add_argument("--cpu-share", "--cpu-shares", dest="cpu_share")
-        p.add_argument("--pids-limit", type=int, default=0)
-        p.add_argument("id")
-    elif command == "spec":
-        p.add_argument("-b", "--bundle", default=".")
-        p.add_argument("--rootless", action="store_true", dest="spec_rootless")
-    return p
-
-
-def _create_flags(p) -> None:
-    p.add_argument("-b", "--bundle", default=".")
-    p.add_argument("--pid-file")
-    p.add_argument("--console-socket")
-    p.add_argument("--no-pivot", action="store_true")
-    p.add_argument("--no-new-keyring", action="store_true")
-    p.add_argument("--preserve-fds", type=int, default=0, choices=range(0, 1 << 16), metavar="N")
-    p.add_argument("id")
+GLOBAL = Command([Flag("root", default=runtime.DEFAULT_ROOT), Flag("log"),
+                  Flag("log-format", choices=("text", "json"), default="text"), Flag("debug", kind=bool),
+                  Flag("systemd-cgroup", kind=bool), Flag("rootless", default="auto"), Flag("criu"),
+                  Flag("version", "v", kind=bool), Flag("help", "h", kind=bool)],
+                 optional={"command": None}, rest="rest")
+_ID = ["id"]
+_CREATE = [Flag("bundle", "b", default="."), Flag("pid-file"), Flag("console-socket"), Flag("no-pivot", kind=bool),
+           Flag("no-new-keyring", kind=bool), Flag("preserve-fds", kind=int, default=0, choices=range(1 << 16))]
+_FORMAT = Flag("format", "f", choices=("table", "json"), default="table")
+COMMAND_LINES = {
+    "create": Command(_CREATE, _ID),
+    "run": Command(_CREATE + [Flag("detach", "d", kind=bool),
+                              Flag("keep", kind=bool)], _ID),   # --keep: do not delete the stopped container
+    "start": Command(positional=_ID), "state": Command(positional=_ID),
+    "pause": Command(positional=_ID), "resume": Command(positional=_ID),
+    "events": Command([Flag("interval", default="5s"), Flag("stats", kind=bool)], _ID),
+    "kill": Command([Flag("all", "a", kind=bool)], _ID, {"signal": "TERM"}),
+    "delete": Command([Flag("force", "f", kind=bool)], _ID),
+    "exec": Command([Flag("process", "p"), Flag("tty", "t", kind=bool), Flag("detach", "d", kind=bool),
+                     Flag("pid-file"), Flag("console-socket"), Flag("env", "e", append=True), Flag("cwd"),
+                     Flag("user", "u"), Flag("preserve-fds", kind=int, default=0)], _ID, rest="cmd"),
+    "ps": Command([_FORMAT], _ID, rest="ps_args"),
+    "list": Command([_FORMAT, Flag("quiet", "q", kind=bool)]),
+    "spec": Command([Flag("bundle", "b", default="."), Flag("rootless", dest="spec_rootless", kind=bool)]),
+    "update": Command([Flag("resources", "r"), Flag("blkio-weight", kind=int, default=0)]
+                      + [Flag(f) for f in ("cpu-period", "cpu-quota", "cpu-rt-period", "cpu-rt-runtime",
+                                           "cpuset-cpus", "cpuset-mems", "memory", "memory-reservation",
+                                           "memory-swap", "kernel-memory", "kernel-memory-tcp",
+                                           "l3-cache-schema", "mem-bw-schema")]
+                      + [Flag("cpu-share", "cpu-shares"), Flag("pids-limit", kind=int, default=0)], _ID),
+    "features": Command(),
+}
 
 
 def _log(args, level: str, msg: str) -> None:
@@ -123,19 +71,22 @@ def _log(args, level: str, msg: str) -> None:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = argparse.Namespace(log=None, log_format="text")
+    args = Namespace(log=None, log_format="text")
     try:
-        args = _parser().parse_args(argv)
-        if args.command:
-            args = _command_parser(args.command).parse_args(args.rest, namespace=args)
+        args = GLOBAL.parse("pynet-oci", argv, stop_at_positional=True)
         if args.version:
             print(f"pynet-oci version {VERSION}\nspec: {C.OCI_VERSION}")
+            return 0
+        if args.help or args.command == "help":
+            print(f"usage: pynet-oci [global flags] COMMAND [flags] [ID]\ncommands: {', '.join(COMMANDS)}")
             return 0
         if args.systemd_cgroup:
             raise OCIError("--systemd-cgroup is not supported: there is no systemd here (use cgroupfs)")
         if not args.command:
-            raise OCIError("no command given (create, start, state, kill, delete, run, exec, ps, pause, "
-                           "resume, update, events, list, features, spec)")
+            raise OCIError(f"no command given ({', '.join(COMMANDS)})")
+        if args.command not in COMMANDS:
+            raise OCIError(f"No help topic for '{args.command}'")   # runc's words for an unknown command
+        COMMAND_LINES[args.command].parse(args.command, args.rest, into=args)
         return COMMANDS[args.command](args) or 0
     except OCIError as exc:
         _log(args, "error", str(exc))
@@ -228,7 +179,7 @@ def _exec(args) -> int:
         if not isinstance(process, dict):
             raise OCIError(f"--process {args.process}: expected a JSON object")
     else:
-        cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+        cmd = args.cmd
         if not cmd:
             raise OCIError("exec: no command given (CMD or --process)")
         process = dict(c.data["process"], args=cmd, terminal=False)
@@ -347,13 +298,25 @@ COMMANDS = {"create": _create, "start": _start, "state": _state, "kill": _kill, 
             "events": _events, "update": _update, "features": _features, "spec": _spec}
 
 
+# The standard library's directories first (each import otherwise searches the project's and site's
+# directories before it), and os._exit at the end: interpreter finalization is not needed.
 _SCRIPT = """#!{python} -IS
 # pynet-oci, started without site; written by pynet.oci.cli.write_script.
 import sys
-sys.path[1:1] = {paths!r}
-from pynet.oci.cli import main
-sys.exit(main())
+sys.path[:] = sys.path[1:] + {paths!r}
+from pynet.oci.cli import main, exit_now
+exit_now(main())
 """
+
+
+def exit_now(code: int) -> None:
+    """Ends the process with ``code`` once stdout and stderr are flushed, skipping finalization."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def write_script(path: str) -> str:

@@ -148,7 +148,16 @@ graphroot = "{self.path('root')}"
                 "--events-backend", "file", *args]
 
     def __call__(self, *args, timeout: float = 90, check: bool = True, input: bytes | None = None):
-        proc = self.host.run(self.argv(*args), env=self.env(), timeout=timeout, input=input)
+        # cwd: conmon writes an "oom" file into its working directory when the container is OOM-killed
+        with self.host.popen(self.argv(*args), env=self.env(), cwd=self.base, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:
+            try:
+                out, err = child.communicate(input, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+                raise
+        proc = subprocess.CompletedProcess(child.args, child.returncode, out, err)
         if check and proc.returncode != 0:
             raise AssertionError(f"podman {' '.join(args)} failed ({proc.returncode}):\n"
                                  f"{proc.stdout.decode(errors='replace')}\n{proc.stderr.decode(errors='replace')}")
