@@ -14,7 +14,6 @@ import ctypes
 import errno
 import fcntl
 import os
-import re
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -333,6 +332,8 @@ def make_shared(path: str) -> None:
 
 def _mountinfo() -> list[tuple[int, int, str, str, str]]:
     """(id, parent id, major:minor, root, mount point) of every mount in this mount namespace."""
+    import re   # here: `re` (and `enum`) cost a container start ~3 ms, and only this reads mountinfo
+
     def unescape(field: str) -> str:   # mountinfo writes space, tab, newline and backslash as \ooo
         return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 

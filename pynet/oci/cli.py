@@ -5,15 +5,14 @@ Errors are printed as runc prints them (one line on stderr, and to --log in text
 
 from __future__ import annotations
 
-import json
+import _signal as signal   # see runtime.py
 import os
-import signal
 import sys
 import time
 
 from pynet.launcher import cgroups
 
-from . import config as C, runtime
+from . import config as C, jsonc as json, runtime
 from .config import OCIError
 from .flags import Command, Flag, Namespace
 

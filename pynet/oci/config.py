@@ -3,13 +3,14 @@ modules take. Every error names the key and the value (OCIError); nothing is cre
 
 from __future__ import annotations
 
-import json
 import os
 
 from cni_plugins import syscalls as L
 from cni_plugins.syscalls import (MS_DIRSYNC, MS_NOATIME, MS_NODIRATIME, MS_RELATIME, MS_STRICTATIME,
                                   MS_SYNCHRONOUS, MS_UNBINDABLE)
 from pynet.launcher import security
+
+from . import jsonc as json
 
 OCI_VERSION = "1.0.2"
 

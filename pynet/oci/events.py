@@ -6,13 +6,13 @@ whichever holds them, in runc's field names and units (nanoseconds, bytes)."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
 
 from pynet.launcher import cgroups
 
+from . import jsonc as json
 from .config import OCIError
 
 USER_HZ = 100   # cpuacct.stat counts clock ticks

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
+import _signal as signal   # see runtime.py
 import stat
 import struct
 

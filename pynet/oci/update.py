@@ -6,12 +6,12 @@ ignored with a warning. Works on v1 controllers (this hybrid) and on cgroup2 one
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 
 from pynet.launcher import cgroups
 
+from . import jsonc as json
 from .config import OCIError
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?$", re.I)
