@@ -14,7 +14,7 @@ from tests.test_oci import OCI, _args, _cgroup_dirs, busybox_rootfs, oci  # noqa
 
 # Container ids (and so cgroup names) of this process: other test processes run pynet-oci at the same time.
 U = {name: f"{name}-{os.getpid()}" for name in ("upd", "grow", "bad", "kmem", "allowed", "denied", "flipped",
-                                                 "wiped", "prop", "ev", "oom")}
+                                                 "wiped", "prop", "cgmount", "ev", "oom")}
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="an OCI runtime needs root")
 
 
@@ -138,6 +138,15 @@ def test_rootfs_propagation_is_applied_to_the_new_root(oci, propagation, mark):
     optional = root.split(" - ")[0].split()[6:]
     marks = [m.split(":")[0] + ":" if ":" in m else m for m in optional]
     assert marks == ([mark] if mark else []), res.out
+
+
+def test_cgroup_mount_without_a_cgroup_namespace_shows_the_containers_own_cgroups(oci):
+    oci.config(lambda c: (c["linux"]["resources"].update(pids={"limit": 33}),
+                          c["process"].update(args=["sh", "-c", "cat /sys/fs/cgroup/pids/pids.max; "
+                                                    "echo 5 > /sys/fs/cgroup/pids/pids.max || echo read-only"])))
+    res = oci.run(U["cgmount"])
+    assert res.returncode == 0, res.err
+    assert res.out.split() == ["33", "read-only"]
 
 
 # -- events ----------------------------------------------------------------------------------------------

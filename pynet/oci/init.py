@@ -42,6 +42,7 @@ class Plan:
         self.process = conf.get("process") or {}
         self.ns = C.namespaces(conf)
         self.fifo = os.path.join(state_dir, "exec.fifo")
+        self.cgroup_paths = {}   # {controller: the container's cgroup directory}, set by the runtime
         # Opened here (O_PATH), reopened for writing by the init through /proc/self/fd: container root in
         # a user namespace may not be able to walk to the state directory.
         self.fifo_fd = os.open(self.fifo, os.O_PATH | os.O_CLOEXEC)
@@ -250,7 +251,9 @@ def _mount_one(plan: Plan, root: str, m: dict) -> None:
             L.mount(None, dest, None, L.MS_BIND | L.MS_REMOUNT | rest)
     elif kind in ("cgroup", "cgroup2"):
         os.makedirs(dest, exist_ok=True)
-        if m["destination"].rstrip("/") == "/sys/fs/cgroup":
+        if m["destination"].rstrip("/") == "/sys/fs/cgroup" and "cgroup" not in plan.ns and plan.cgroup_paths:
+            _bind_cgroups(plan.cgroup_paths, dest)
+        elif m["destination"].rstrip("/") == "/sys/fs/cgroup":
             lrootfs._setup_cgroupfs(root, cgroups.container_mounts())
         else:
             L.mount("cgroup", dest, "cgroup2", flags)
@@ -272,6 +275,23 @@ def _mount_one(plan: Plan, root: str, m: dict) -> None:
             lrootfs.populate_dev(dest)
     if prop:
         L.mount(None, dest, None, prop)
+
+
+def _bind_cgroups(paths: dict, dest: str) -> None:
+    """/sys/fs/cgroup without a cgroup namespace, as runc makes it: a tmpfs with each hierarchy's directory
+    of this container bound read-only (a fresh mount would show the host's whole tree, and waits on the
+    kernel's cgroup lock, up to ~10 ms on a busy machine)."""
+    ro = L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC | L.MS_RDONLY
+    L.mount("cgroup", dest, "tmpfs", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC, "mode=755,size=64k")
+    for path in sorted(set(paths.values())):
+        name = os.path.relpath(path, "/sys/fs/cgroup").split("/")[0]
+        if name.startswith(".."):
+            continue   # a hierarchy mounted elsewhere: not shown
+        target = os.path.join(dest, name)
+        os.mkdir(target)
+        L.mount(path, target, None, L.MS_BIND)
+        L.mount(None, target, None, L.MS_BIND | L.MS_REMOUNT | ro)
+    L.mount(None, dest, None, L.MS_REMOUNT | ro, "mode=755,size=64k")
 
 
 def _make_device(root: str, dev: dict, userns: bool) -> None:

@@ -236,6 +236,7 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
         try:
             plan = Plan(conf, c.dir, no_pivot, filt, console.fileno() if console is not None else None,
                         preserve_fds)
+            plan.cgroup_paths = cg.paths
             pid = launch(plan, cg.join, on_namespaces)
         except OCIError:
             raise
