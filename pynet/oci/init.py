@@ -43,6 +43,7 @@ class Plan:
         self.ns = C.namespaces(conf)
         self.fifo = os.path.join(state_dir, "exec.fifo")
         self.cgroup_paths = {}   # {controller: the container's cgroup directory}, set by the runtime
+        self.namespace_hooks = any((conf.get("hooks") or {}).get(k) for k in ("prestart", "createRuntime"))
         # Opened here (O_PATH), reopened for writing by the init through /proc/self/fd: container root in
         # a user namespace may not be able to walk to the state directory.
         self.fifo_fd = os.open(self.fifo, os.O_PATH | os.O_CLOEXEC)
@@ -65,7 +66,10 @@ def launch(plan: Plan, join_cgroups, on_namespaces) -> int:
     pid = None
     try:
         join_cgroups(stage1)
-        os.write(w_sync, b"1")
+        # Without hooks between namespaces and mounts (nor id maps to write), the init need not wait for
+        # this process to be scheduled again: it gets its go-ahead now (one round trip less).
+        early = not plan.namespace_hooks and not ("user" in plan.ns and plan.ns["user"] is None)
+        os.write(w_sync, b"1H" if early else b"1")
         msg = lns._read(report)
         if msg.get("userns") == "ready":
             _write_maps(stage1, plan.linux)
@@ -78,7 +82,8 @@ def launch(plan: Plan, join_cgroups, on_namespaces) -> int:
         stage1 = None
         on_namespaces(pid)
         try:
-            os.write(w_sync, b"H")
+            if not early:
+                os.write(w_sync, b"H")
         except BrokenPipeError:
             pass   # the init failed already: its report says why
         msg = lns._read(report)
