@@ -318,8 +318,8 @@ def _make_child(path: str, prepare_parent, attempts: int = 5) -> None:
 def create(container_id: str, limits: Limits, devices=(), rel: str | None = None, rules=None) -> ContainerCgroups:
     """Makes pynet/<id> (or ``rel``, a path under each hierarchy's root) in every hierarchy, writes the
     limits and the device allowlist (the default one plus ``devices``, launcher.devices.Device; or
-    ``rules``, devices.Rule, as given): on v1 through the devices controller, on cgroup2 (also the
-    controller-less one of a hybrid) through a device program; on failure removes what it made."""
+    ``rules``, devices.Rule, as given): through the v1 devices controller where one is mounted, else
+    through a device program on cgroup2; on failure removes what it made."""
     from . import devices as devs
 
     rules = devs.rules_for(devices) if rules is None else list(rules)
@@ -343,11 +343,12 @@ def create(container_id: str, limits: Limits, devices=(), rel: str | None = None
             else:
                 _make_child(path, lambda: _enable_v2(h, parent, v2_limits))
                 cg.paths["unified"] = path
-                try:
-                    devs.attach_v2(path, rules)
-                except OSError as exc:
-                    # Without cgroup BPF a hybrid still has its v1 devices controller enforcing the rules.
-                    if not any("devices" in other.controllers for other in hs if other.version == 1):
+                # A hybrid's v1 devices controller enforces the rules already (as runc relies on it there):
+                # the device program (a verifier run, ~1 ms) only where no such controller is mounted.
+                if not any("devices" in other.controllers for other in hs if other.version == 1):
+                    try:
+                        devs.attach_v2(path, rules)
+                    except OSError as exc:
                         raise CgroupError(f"cannot attach the device filter to {path}: {exc.strerror}") from None
         _apply(cg, limits)
     except BaseException:
