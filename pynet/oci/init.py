@@ -11,6 +11,10 @@ waiting on the exec fifo until `start`; then the process's privileges and execve
                                startContainer hooks; rlimits, user, capabilities, no_new_privs, seccomp;
                                execve(process.args)
 
+Without a user namespace there is no stage1: the runtime unshares (or joins) the PID namespace for its
+next child only, forks the init straight into it, and returns to its own; the init joins and makes the
+other namespaces itself (one fork and one round trip less).
+
 The pipes and reporting are the launcher's (launcher/namespaces.py): JSON lines up, single bytes down.
 """
 
@@ -61,11 +65,21 @@ def launch(plan: Plan, join_cgroups, on_namespaces) -> int:
     """Forks the init; returns its host PID once it waits on the exec fifo. ``join_cgroups(pid)`` runs
     before any namespace is made; ``on_namespaces(pid)`` with the namespaces made, before the mounts
     (prestart/createRuntime hooks)."""
-    stage1, r_report, w_sync = lns.fork_stage(_stage1, plan)
-    report = os.fdopen(r_report, "rb")
     pid = None
+    if "user" in plan.ns:
+        stage1, r_report, w_sync = lns.fork_stage(_stage1, plan)
+    else:   # no user namespace: the init is forked straight into its PID namespace, no stage between
+        own_pid_ns = _enter_pid_namespace(plan.ns)
+        try:
+            stage1, r_report, w_sync = lns.fork_stage(_direct_init, plan)
+        finally:
+            if own_pid_ns is not None:
+                L.setns(own_pid_ns, L.CLONE_NEWPID)
+                os.close(own_pid_ns)
+        pid, stage1 = stage1, None
+    report = os.fdopen(r_report, "rb")
     try:
-        join_cgroups(stage1)
+        join_cgroups(stage1 or pid)
         # Without hooks between namespaces and mounts (nor id maps to write), the init need not wait for
         # this process to be scheduled again: it gets its go-ahead now (one round trip less).
         early = not plan.namespace_hooks and not ("user" in plan.ns and plan.ns["user"] is None)
@@ -75,11 +89,14 @@ def launch(plan: Plan, join_cgroups, on_namespaces) -> int:
             _write_maps(stage1, plan.linux)
             os.write(w_sync, b"M")
             msg = lns._read(report)
-        if "pid" not in msg:
+        if stage1 is not None:
+            if "pid" not in msg:
+                lns._fail(msg)
+            pid = msg["pid"]
+            os.waitpid(stage1, 0)
+            stage1 = None
+        elif not msg.get("namespaces"):
             lns._fail(msg)
-        pid = msg["pid"]
-        os.waitpid(stage1, 0)
-        stage1 = None
         on_namespaces(pid)
         try:
             if not early:
@@ -108,7 +125,39 @@ def _write_maps(pid: int, linux: dict) -> None:
                 fh.write(lines)
 
 
+def _enter_pid_namespace(ns: dict) -> int | None:
+    """Makes (or joins) the container's PID namespace for this process's next child only; returns an fd
+    of this process's own, to return to once the init is forked (None: no PID namespace given)."""
+    if "pid" not in ns:
+        return None
+    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if ns["pid"] is None:
+            L.unshare(L.CLONE_NEWPID)
+        else:
+            target = os.open(ns["pid"], os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                L.setns(target, L.CLONE_NEWPID)
+            finally:
+                os.close(target)
+    except BaseException:
+        os.close(own)
+        raise
+    return own
+
+
 # -- container side ------------------------------------------------------------------------------------
+def _direct_init(plan: Plan, sync_fd: int, report_fd: int) -> None:
+    """The init without a user namespace: already in its PID namespace; joins and makes the others."""
+    lns._wait_byte(sync_fd, b"1")
+    fds = {C.NAMESPACES[kind][0]: os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+           for kind, path in plan.ns.items() if path and kind != "pid"}
+    L.join(fds)
+    L.unshare(plan.new_flags() & ~L.CLONE_NEWPID)
+    lns._report(report_fd, {"namespaces": True})
+    _init(plan, sync_fd, report_fd)
+
+
 def _stage1(plan: Plan, sync_fd: int, report_fd: int) -> None:
     lns._wait_byte(sync_fd, b"1")
     fds = {}
