@@ -100,8 +100,10 @@ _warmup = None   # (owner pid, warm-up child pid)
 
 
 def start_warmup() -> None:
-    """Forks the warm-up child (best effort: any failure only forgoes the saving)."""
+    """Forks the warm-up child (best effort: any failure only forgoes the saving); once per process."""
     global _warmup
+    if _warmup is not None and _warmup[0] == os.getpid():
+        return
     try:
         child = os.fork()
     except OSError:
