@@ -168,16 +168,27 @@ def _run(args) -> int:
     return code
 
 
+def _json_object(path: str, flag: str) -> dict:
+    """The JSON object in file ``path`` (``-``: stdin) given with ``flag``."""
+    try:
+        if path == "-":
+            value = json.load(sys.stdin)
+        else:
+            with open(path) as fh:
+                value = json.load(fh)
+    except OSError as exc:
+        raise OCIError(f"open {path}: {exc.strerror.lower()}") from None
+    except ValueError as exc:
+        raise OCIError(f"{flag} {path}: not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise OCIError(f"{flag} {path}: expected a JSON object")
+    return value
+
+
 def _exec(args) -> int:
     c = runtime.Container.load(args.root, args.id)
     if args.process:
-        try:
-            with open(args.process) as fh:
-                process = json.load(fh)
-        except (OSError, ValueError) as exc:
-            raise OCIError(f"--process {args.process}: {exc}") from None
-        if not isinstance(process, dict):
-            raise OCIError(f"--process {args.process}: expected a JSON object")
+        process = _json_object(args.process, "--process")
     else:
         cmd = args.cmd
         if not cmd:
@@ -245,7 +256,8 @@ def _update(args) -> int:
     from . import update
 
     if args.resources:
-        res, warnings = update.read_resources(args.resources, sys.stdin), []
+        res = update.check_resources(_json_object(args.resources, "--resources"), args.resources)
+        warnings = []
     else:
         res, warnings = update.from_flags(args)
     _warn(args, warnings + update.update(args.root, args.id, res))

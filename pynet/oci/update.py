@@ -70,20 +70,8 @@ def from_flags(args) -> tuple[dict, list[str]]:
     return res, warnings
 
 
-def read_resources(path: str, stdin) -> dict:
-    """--resources FILE or - (stdin): a LinuxResources object; its types checked, naming key and value."""
-    try:
-        if path == "-":
-            res = json.load(stdin)
-        else:
-            with open(path) as fh:
-                res = json.load(fh)
-    except OSError as exc:
-        raise OCIError(f"open {path}: {exc.strerror.lower()}") from None
-    except ValueError as exc:
-        raise OCIError(f"--resources {path}: not valid JSON: {exc}") from None
-    if not isinstance(res, dict):
-        raise OCIError(f"--resources {path}: expected a JSON object (LinuxResources)")
+def check_resources(res: dict, path: str) -> dict:
+    """A LinuxResources object (from --resources ``path``) with its types checked, naming key and value."""
     for section, keys in _TYPES.items():
         part = res.get(section)
         if part is None:
