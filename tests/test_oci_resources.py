@@ -14,7 +14,7 @@ from tests.test_oci import OCI, _args, _cgroup_dirs, busybox_rootfs, oci  # noqa
 
 # Container ids (and so cgroup names) of this process: other test processes run pynet-oci at the same time.
 U = {name: f"{name}-{os.getpid()}" for name in ("upd", "grow", "bad", "kmem", "allowed", "denied", "flipped",
-                                                 "wiped", "prop", "cgmount", "ev", "oom")}
+                                                 "wiped", "prop", "cgmount", "pidhost", "pidguest", "hookns", "ev", "oom")}
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="an OCI runtime needs root")
 
 
@@ -147,6 +147,30 @@ def test_cgroup_mount_without_a_cgroup_namespace_shows_the_containers_own_cgroup
     res = oci.run(U["cgmount"])
     assert res.returncode == 0, res.err
     assert res.out.split() == ["33", "read-only"]
+
+
+def test_joined_pid_namespace_sees_the_first_containers_processes(oci):
+    _running(oci, U["pidhost"], "sleep", "60")
+    first = oci.state(U["pidhost"])["pid"]
+    oci.config(lambda c: (c["linux"].update(namespaces=[n if n["type"] != "pid" else
+                                                        {"type": "pid", "path": f"/proc/{first}/ns/pid"}
+                                                        for n in c["linux"]["namespaces"]]),
+                          c["process"].update(args=["cat", "/proc/1/cmdline"])))
+    res = oci.run(U["pidguest"])
+    assert res.returncode == 0, res.err
+    assert res.out.split("\0")[:2] == ["sleep", "60"]   # PID 1 there is the first container's
+    assert os.readlink(f"/proc/{first}/ns/pid") != os.readlink("/proc/self/ns/pid")
+
+
+def test_runtime_hooks_run_in_the_hosts_pid_namespace(oci, tmp_path):
+    # the init is forked straight into its new PID namespace: the runtime must be back in its own after
+    out = tmp_path / "hook-ns"
+    hook = {"path": "/bin/sh", "args": ["sh", "-c", f"readlink /proc/self/ns/pid >> {out}"]}
+    oci.config(lambda c: (c.update(hooks={"createRuntime": [hook], "poststart": [hook], "poststop": [hook]}),
+                          c["process"].update(args=["true"])))
+    res = oci.run(U["hookns"])
+    assert res.returncode == 0, res.err
+    assert out.read_text().split() == [os.readlink("/proc/self/ns/pid")] * 3
 
 
 # -- events ----------------------------------------------------------------------------------------------
