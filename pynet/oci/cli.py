@@ -96,7 +96,7 @@ def main(argv=None) -> int:
 
 
 def _create(args) -> int:
-    cgroups.start_warmup()   # the first cgroup move after a quiet spell waits a grace period: started now
+    cgroups.start_warmup(thread=True)   # the first cgroup move after a quiet spell waits a grace period
     c = runtime.create(args.root, args.id, args.bundle, args.pid_file, args.no_pivot,
                        console_socket=args.console_socket, preserve_fds=args.preserve_fds)
     _warn_not_applied(args, c)
@@ -137,7 +137,7 @@ def _delete(args) -> int:
 
 def _run(args) -> int:
     """create + start; waits for the container (a child: this process is a subreaper) and deletes it."""
-    cgroups.start_warmup()
+    cgroups.start_warmup(thread=True)
     c = runtime.create(args.root, args.id, args.bundle, args.pid_file, args.no_pivot, subreaper=not args.detach,
                        console_socket=args.console_socket, preserve_fds=args.preserve_fds)
     _warn_not_applied(args, c)
@@ -320,7 +320,7 @@ import sys
 sys.path[:] = sys.path[1:] + {paths!r}
 if {{"create", "run"}} & set(sys.argv[1:]):
     from pynet.launcher.cgroups import start_warmup
-    start_warmup()
+    start_warmup(thread=True)
 from pynet.oci.cli import main, exit_now
 exit_now(main())
 """
