@@ -139,11 +139,11 @@ def _run(args) -> int:
     """create + start; waits for the container (a child: this process is a subreaper) and deletes it."""
     cgroups.start_warmup(thread=True)
     c = runtime.create(args.root, args.id, args.bundle, args.pid_file, args.no_pivot, subreaper=not args.detach,
-                       console_socket=args.console_socket, preserve_fds=args.preserve_fds)
+                       console_socket=args.console_socket, preserve_fds=args.preserve_fds, start_soon=True)
     _warn_not_applied(args, c)
     pid = c.data["pid"]
     try:
-        _warn(args, runtime.start(args.root, args.id).warnings)
+        _warn(args, runtime.start(args.root, args.id, reader=c.reader).warnings)
     except OCIError:
         runtime.delete(args.root, args.id, force=True)
         raise

@@ -178,20 +178,23 @@ def connect_console(path: str | None, terminal: bool):
 
 
 def create(root: str, cid: str, bundle: str, pid_file: str | None = None, no_pivot: bool = False,
-           subreaper: bool = False, console_socket: str | None = None, preserve_fds: int = 0) -> Container:
+           subreaper: bool = False, console_socket: str | None = None, preserve_fds: int = 0,
+           start_soon: bool = False) -> Container:
+    """``start_soon`` (run): the exec fifo is opened for reading before the init is forked, so the init's
+    open for writing does not wait for this process to be scheduled again; start(reader=c.reader)."""
     check_id(cid)
     conf = C.load(bundle)
     if conf.get("process") is None:
         raise OCIError("config.json: process: missing (the container needs a process to run)")
     console = connect_console(console_socket, bool(conf["process"].get("terminal")))
     try:
-        return _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fds)
+        return _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fds, start_soon)
     finally:
         if console is not None:
             console.close()
 
 
-def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fds) -> Container:
+def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fds, start_soon) -> Container:
     from pynet.launcher import security
 
     from .init import Plan, launch
@@ -219,6 +222,7 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
         os.chmod(c.fifo, 0o622)   # not the umask's: the init may be another uid (user namespace)
         root_id = _host_id(linux, "uidMappings"), _host_id(linux, "gidMappings")
         os.chown(c.fifo, *root_id)
+        c.reader = os.open(c.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC) if start_soon else None
         try:
             cg = cgroups.create(cid, _limits(res), rel=rel, rules=rules)
         except (cgroups.CgroupError, OSError) as exc:
@@ -261,6 +265,8 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
                 cg.remove()
             except cgroups.CgroupError:
                 pass
+        if getattr(c, "reader", None) is not None:
+            os.close(c.reader)
         _remove_state(c.dir)
         raise
 
@@ -290,16 +296,18 @@ def _kill_quiet(pid: int, sig: int) -> None:
 
 
 # -- start, state, kill, delete --------------------------------------------------------------------------
-def start(root: str, cid: str) -> Container:
+def start(root: str, cid: str, reader: int | None = None) -> Container:
+    """Lets the init exec the process (its byte read from the exec fifo; ``reader``: the fifo already
+    open, from create(start_soon=True))."""
     c = Container.load(root, cid)
-    st = c.status()
+    st = c.status() if reader is None else "created"   # run: the byte may be there, the process done
     if st == "stopped":
         raise OCIError("cannot start a container that has stopped")
     if st != "created":
         raise OCIError("cannot start an already running container")
     import select
 
-    fd = os.open(c.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = reader if reader is not None else os.open(c.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         # poll() wakes when the init writes (no hang-up is reported before a writer has come): its death
         # is checked between waits.
