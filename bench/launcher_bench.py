@@ -3,7 +3,11 @@ busybox rootfs as a plain directory, new mount/uts/ipc/pid/net/cgroup namespaces
 seccomp filter: pynet's runs also load its default seccomp profile and mount an overlay). Prints medians
 and the ratios.
 
-Run as root: .venv/bin/python bench/launcher_bench.py [N] [--net]
+`pynet-oci run` runs the runc bundle itself (bundle -> exit, same config.json); `podman run --rm
+--network none busybox true` runs once with `--runtime pynet-oci` and once with `--runtime runc` (podman
+fenced into the temp dir as tests/podman/harness.py fences it). --oci measures only those four rows.
+
+Run as root: .venv/bin/python bench/launcher_bench.py [N] [--net] [--oci]
 The `pynet` measured is the installed one (.venv/bin/pynet, the lean script that scripts/install.sh
 writes). Everything runs inside a throwaway network namespace; image store, state, leases and the bundle
 live in a temp dir. "local" rows run with PYNET_DAEMON=off (the launcher in the command's own process);
@@ -18,6 +22,7 @@ there, so those rows compare a networked pynet run with a bare runc.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -33,6 +38,7 @@ sys.path.insert(0, ROOT)
 from netns_fixtures import Netns  # noqa: E402
 from netns_fixtures.daemon import start_daemon, stop_daemon  # noqa: E402
 from pynet.launcher import images  # noqa: E402
+from tests.podman.harness import missing_requirements as podman_missing, podman_with_runtime  # noqa: E402
 
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
@@ -65,9 +71,10 @@ def runc_bundle(tmp: str, layer: str) -> str:
 
 
 def main() -> None:
-    args = [a for a in sys.argv[1:] if a != "--net"]
+    args = [a for a in sys.argv[1:] if a not in ("--net", "--oci")]
     n = int(args[0]) if args else 30
     with_net = "--net" in sys.argv[1:]
+    only_oci = "--oci" in sys.argv[1:]
     if not os.path.exists(RUNC):
         raise SystemExit("runc not installed (apt-get install runc)")
     with tempfile.TemporaryDirectory(prefix="pynet-bench-") as tmp, Netns.create("pynet-bench") as ns:
@@ -103,23 +110,46 @@ def main() -> None:
             for where, e in (("local", local), ("via daemon", daemon_env)):
                 cases[f"pynet run -p 18080:80 (bridge), {where}"] = published
                 envs[f"pynet run -p 18080:80 (bridge), {where}"] = e
-        daemon = start_daemon(ns, daemon_env["PYNET_SOCKET"], "--containers", env=daemon_env)
-        try:
-            for name, argv in cases.items():
-                timed(ns, argv, envs[name], 2)   # warm caches
-            # Interleaved, so load from other processes on this shared machine hits every case alike.
-            samples = {name: [] for name in cases}
-            for _ in range(n):
-                for name, argv in cases.items():
-                    samples[name] += timed(ns, argv, envs[name], 1)
-        finally:
-            stop_daemon(daemon)
-        results = {name: statistics.median(v) for name, v in samples.items()}
+        if only_oci:
+            cases = {k: v for k, v in cases.items() if k in ("runc run", "pynet-oci run")}
+        with contextlib.ExitStack() as stack:
+            if podman_missing() is None:
+                os.makedirs(os.path.join(tmp, "no-plugins"))
+                pm = stack.enter_context(podman_with_runtime(ns, os.path.join(tmp, "no-plugins"), "runc"))
+                podman = pm.argv("run", "--rm", "--network", "none", "--cgroup-parent", pm.cgroup_parent,
+                                 "pynet-busybox", "true")
+                oci = os.path.join(VENV_BIN, "pynet-oci")
+                cases["podman run --runtime runc"] = podman
+                cases["podman run --runtime pynet-oci"] = [oci if a == "runc" else a for a in podman]
+                envs["podman run --runtime runc"] = envs["podman run --runtime pynet-oci"] = pm.env()
+            else:
+                print(f"podman rows skipped: {podman_missing()}")
+            results, samples = measure(ns, cases, envs, n, daemon_env, with_daemon=not only_oci)
         for name, ms in results.items():
             print(f"{name:44s} median {ms:7.1f} ms  min {min(samples[name]):7.1f} ms  (n={n})")
         base = results["runc run"]
         print("ratio pynet/runc: " + ", ".join(f"{results[name] / base:.2f} ({name})"
-                                               for name in results if name != "runc run"))
+                                               for name in results if name != "runc run" and "podman" not in name))
+        if "podman run --runtime runc" in results:
+            print(f"ratio podman --runtime pynet-oci / runc: "
+                  f"{results['podman run --runtime pynet-oci'] / results['podman run --runtime runc']:.2f}")
+
+
+def measure(ns: Netns, cases: dict, envs: dict, n: int, daemon_env: dict, with_daemon: bool):
+    """(medians, samples) of every case, interleaved."""
+    daemon = start_daemon(ns, daemon_env["PYNET_SOCKET"], "--containers", env=daemon_env) if with_daemon else None
+    try:
+        for name, argv in cases.items():
+            timed(ns, argv, envs[name], 2)   # warm caches
+        # Interleaved, so load from other processes on this shared machine hits every case alike.
+        samples = {name: [] for name in cases}
+        for _ in range(n):
+            for name, argv in cases.items():
+                samples[name] += timed(ns, argv, envs[name], 1)
+    finally:
+        if daemon is not None:
+            stop_daemon(daemon)
+    return {name: statistics.median(v) for name, v in samples.items()}, samples
 
 
 if __name__ == "__main__":

@@ -570,7 +570,7 @@ def test_duplicate_id_is_refused_and_the_first_container_kept(oci):
     (lambda c: c["linux"].update(cgroupsPath="system.slice:x:y"), "linux.cgroupsPath 'system.slice:x:y'"),
     (lambda c: c["root"].update(path="/nonexistent-rootfs"), 'root.path "/nonexistent-rootfs"'),
     (lambda c: c["process"].update(rlimits=[{"type": "RLIMIT_FOO", "soft": 1, "hard": 1}]), 'rlimits[0].type "RLIMIT_FOO"'),
-    (lambda c: c["linux"].update(rootfsPropagation="rshared"), 'linux.rootfsPropagation "rshared": not supported yet'),
+    (lambda c: c["linux"].update(rootfsPropagation="rshard"), 'linux.rootfsPropagation "rshard": is not one of'),
 ])
 def test_bad_config_is_named_and_leaves_nothing(oci, edit, expected):
     oci.config(edit)
@@ -618,29 +618,13 @@ def test_features_and_list(oci):
 def podman_oci(host_ns, tmp_path):
     """Debian's podman 4.3 fenced into temp dirs as tests/test_podman.py fences it, with --runtime pynet-oci
     and no network (no CNI plugins involved)."""
-    import fcntl
-
-    from tests.podman.harness import Podman, missing_requirements
+    from tests.podman.harness import missing_requirements, podman_with_runtime
 
     reason = missing_requirements()
     if reason:
         pytest.skip(f"podman test needs {reason}")
-    with open("/tmp/pynet-podman-test.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        pm = Podman(host_ns, str(tmp_path))
-        argv = pm.argv
-        pm.argv = lambda *a: [OCI if x == "runc" else x for x in argv(*a)]
-        # podman 4.3 passes its --runtime-flag values to create/start but not to delete, and no environment:
-        # the runtime's state is in its default --root, as runc's is in /run/runc.
-        made_root = not os.path.exists(DEFAULT_ROOT)
-        try:
-            pm.import_busybox()
-            yield pm
-        finally:
-            notes = pm.teardown()
-            if made_root:
-                os.rmdir(DEFAULT_ROOT)   # empty by now, or this fails the test
-            assert not notes, notes
+    with podman_with_runtime(host_ns, str(tmp_path), OCI) as pm:
+        yield pm
 
 
 def test_podman_runs_containers_through_pynet_oci(podman_oci):

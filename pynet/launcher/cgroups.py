@@ -96,12 +96,36 @@ def layout(hs: list[Hierarchy] | None = None) -> str:
 # starts that wait first thing, in a forked child that moves itself into the cgroup it already is in ("0"
 # names the writer; nothing changes, and only that child could be affected), and join() lets the
 # container's real move follow it: the grace period passes while the launcher imports and prepares.
-_warmup = None   # (owner pid, warm-up child pid)
+_warmup = None   # (owner pid, warm-up child pid, or the lock its thread releases when done)
 
 
-def start_warmup() -> None:
-    """Forks the warm-up child (best effort: any failure only forgoes the saving)."""
+def start_warmup(thread: bool = False) -> None:
+    """Forks the warm-up child (best effort: any failure only forgoes the saving); once per process.
+    ``thread``: a thread instead (pynet-oci: no fork and exit of a Python process, ~3 ms of CPU; its
+    process forks only stages that never wait for the warm-up)."""
     global _warmup
+    if _warmup is not None and _warmup[0] == os.getpid():
+        return
+    if thread:
+        import _thread
+
+        done = _thread.allocate_lock()
+        done.acquire()
+
+        def move() -> None:
+            try:
+                _noop_self_move()
+            except BaseException:  # noqa: BLE001 - best effort, as the child's
+                pass
+            finally:
+                done.release()
+
+        try:
+            _thread.start_new_thread(move, ())
+        except RuntimeError:
+            return
+        _warmup = (os.getpid(), done)
+        return
     try:
         child = os.fork()
     except OSError:
@@ -135,7 +159,9 @@ def _wait_warmup() -> None:
     if _warmup is not None:
         owner, child = _warmup
         _warmup = None
-        if owner == os.getpid():
+        if owner == os.getpid() and not isinstance(child, int):
+            child.acquire()
+        elif owner == os.getpid():
             try:
                 os.waitpid(child, 0)
             except ChildProcessError:
@@ -212,8 +238,9 @@ class ContainerCgroups(Fields):
             except ProcessLookupError:
                 pass
 
-    def remove(self, timeout: float = 5.0) -> None:
-        """Kills stragglers and removes every directory; idempotent."""
+    def remove(self, timeout: float = 5.0, parents: bool = True) -> None:
+        """Kills stragglers and removes every directory, and the parents when empty (``parents``);
+        idempotent."""
         deadline = time.monotonic() + timeout
         pending = [p for p in self.all_dirs() if os.path.isdir(p)]
         if pending and self.pids():
@@ -234,7 +261,7 @@ class ContainerCgroups(Fields):
                 self.kill_all()
                 time.sleep(0.01)
         # The shared pynet/ parent goes with its last container, so nothing of ours outlives its use.
-        for parent in {os.path.dirname(p) for p in self.all_dirs()}:
+        for parent in {os.path.dirname(p) for p in self.all_dirs()} if parents else ():
             try:
                 os.rmdir(parent)
             except OSError:
@@ -317,8 +344,8 @@ def _make_child(path: str, prepare_parent, attempts: int = 5) -> None:
 def create(container_id: str, limits: Limits, devices=(), rel: str | None = None, rules=None) -> ContainerCgroups:
     """Makes pynet/<id> (or ``rel``, a path under each hierarchy's root) in every hierarchy, writes the
     limits and the device allowlist (the default one plus ``devices``, launcher.devices.Device; or
-    ``rules``, devices.Rule, as given): on v1 through the devices controller, on cgroup2 (also the
-    controller-less one of a hybrid) through a device program; on failure removes what it made."""
+    ``rules``, devices.Rule, as given): through the v1 devices controller where one is mounted, else
+    through a device program on cgroup2; on failure removes what it made."""
     from . import devices as devs
 
     rules = devs.rules_for(devices) if rules is None else list(rules)
@@ -342,11 +369,12 @@ def create(container_id: str, limits: Limits, devices=(), rel: str | None = None
             else:
                 _make_child(path, lambda: _enable_v2(h, parent, v2_limits))
                 cg.paths["unified"] = path
-                try:
-                    devs.attach_v2(path, rules)
-                except OSError as exc:
-                    # Without cgroup BPF a hybrid still has its v1 devices controller enforcing the rules.
-                    if not any("devices" in other.controllers for other in hs if other.version == 1):
+                # A hybrid's v1 devices controller enforces the rules already (as runc relies on it there):
+                # the device program (a verifier run, ~1 ms) only where no such controller is mounted.
+                if not any("devices" in other.controllers for other in hs if other.version == 1):
+                    try:
+                        devs.attach_v2(path, rules)
+                    except OSError as exc:
                         raise CgroupError(f"cannot attach the device filter to {path}: {exc.strerror}") from None
         _apply(cg, limits)
     except BaseException:

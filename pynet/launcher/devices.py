@@ -4,12 +4,14 @@ ptmx, the pts, and fuse), plus the devices given with ``--device``.
 
 The same rules are enforced in both cgroup worlds, whichever this machine has (a hybrid has both):
 
-    v1_lines(rules)          -> "a" for devices.deny, then one devices.allow line per rule
+    effective(rules)         -> (default allows?, the exceptions): the rules read in order, as the v1
+                                controller reads writes to devices.allow and devices.deny
+    apply_v1(path, rules)    "a" to devices.deny (or .allow), then each exception to the other file
     program(rules)           -> a BPF_PROG_TYPE_CGROUP_DEVICE program (bytes of eBPF instructions)
     attach_v2(path, rules)   loads it and attaches it to a cgroup2 directory
 
 The program is the one runc's devicefilter generates: read (type, access, major, minor) from the
-``bpf_cgroup_dev_ctx``, test each allow rule in turn (1 on a match), 0 (deny) after the last.
+``bpf_cgroup_dev_ctx``, test each exception in turn (its verdict on a match), the default after the last.
 """
 
 from __future__ import annotations
@@ -27,8 +29,12 @@ class DeviceError(ValueError):
 
 
 class Rule(Fields):
-    """An allow rule: kind "c", "b" or "a" (both); major/minor None for any; access a subset of "rwm"."""
-    FIELDS = {"kind": "a", "major": None, "minor": None, "access": "rwm"}
+    """An allow (or deny) rule: kind "c", "b" or "a" (both); major/minor None for any; access a subset of
+    "rwm". A rule of kind "a" without numbers is about every device: it sets the default."""
+    FIELDS = {"kind": "a", "major": None, "minor": None, "access": "rwm", "allow": True}
+
+    def everything(self) -> bool:
+        return self.kind == "a" and self.major is None and self.minor is None
 
     def line(self) -> str:
         num = lambda n: "*" if n is None else str(n)   # noqa: E731
@@ -83,13 +89,42 @@ def rules_for(devices=()) -> list[Rule]:
     return list(DEFAULT_RULES) + [d.rule() for d in devices]
 
 
+def effective(rules) -> tuple[bool, list[Rule]]:
+    """(whether devices are allowed by default, the exceptions) that ``rules`` leave, read in order from
+    deny-all as the kernel reads them: a rule for every device sets the default and drops the exceptions;
+    a rule against the default adds its access to the exception of the same kind and numbers; a rule
+    agreeing with the default takes its access away from that exception (a deny after an allow)."""
+    default_allow, exceptions = False, {}
+    for rule in rules:
+        if rule.everything():
+            default_allow, exceptions = rule.allow, {}
+            continue
+        if not rule.access:
+            continue
+        for kind in ("c", "b") if rule.kind == "a" else (rule.kind,):
+            key = (kind, rule.major, rule.minor)
+            have = exceptions.get(key, "")
+            if rule.allow != default_allow:
+                exceptions[key] = have + "".join(c for c in rule.access if c not in have)
+            elif have:
+                left = "".join(c for c in have if c not in rule.access)
+                if left:
+                    exceptions[key] = left
+                else:
+                    del exceptions[key]
+    return default_allow, [Rule(k, ma, mi, "".join(c for c in "rwm" if c in acc), not default_allow)
+                           for (k, ma, mi), acc in exceptions.items()]
+
+
 # -- cgroup v1 --------------------------------------------------------------------------------------------
 def apply_v1(path: str, rules) -> None:
-    """Writes the rules to a v1 devices cgroup: deny all, then each allow line."""
-    with open(os.path.join(path, "devices.deny"), "w") as fh:
+    """Writes the rules to a v1 devices cgroup: the default ("a"), then each exception."""
+    default_allow, exceptions = effective(rules)
+    default, other = ("devices.allow", "devices.deny") if default_allow else ("devices.deny", "devices.allow")
+    with open(os.path.join(path, default), "w") as fh:
         fh.write("a")
-    for rule in rules:
-        with open(os.path.join(path, "devices.allow"), "w") as fh:
+    for rule in exceptions:
+        with open(os.path.join(path, other), "w") as fh:
             fh.write(rule.line())
 
 
@@ -133,22 +168,30 @@ def _jne_reg(dst, src, off):    # if dst != src: pc += off
     return _insn(0x5D, dst, src, off)
 
 
+def _jeq_imm(dst, imm, off):    # if dst == imm: pc += off
+    return _insn(0x15, dst, off=off, imm=imm)
+
+
 _EXIT = _insn(0x95)
 
 
 def program(rules) -> bytes:
-    """The eBPF instructions of a device filter allowing exactly ``rules`` (runc's devicefilter shape)."""
+    """The eBPF instructions of a device filter doing what ``rules`` do (runc's devicefilter shape)."""
+    default_allow, exceptions = effective(rules)
     out = [_ldx_w(_R2, _R1, 0), _and32(_R2, 0xFFFF),       # type
            _ldx_w(_R3, _R1, 0), _rsh32(_R3, 16),           # access
            _ldx_w(_R4, _R1, 4), _ldx_w(_R5, _R1, 8)]       # major, minor
-    for rule in rules:
+    for rule in exceptions:
         checks = []   # each a list of instructions whose last one jumps to the next rule
         if rule.kind != "a":
             checks.append([(_jne_imm, _R2, _TYPE[rule.kind])])
         mask = sum(_ACCESS[c] for c in set(rule.access))
-        if mask != 7:
-            # The requested access must be within the rule's: (access & mask) == access.
+        if mask != 7 and rule.allow:
+            # An allow covers a request within its access: (access & mask) == access.
             checks.append([(_mov32, _R1, _R3), (_and32, _R1, mask), (_jne_reg, _R1, _R3)])
+        elif mask != 7:
+            # A deny applies to a request asking for any of its access: (access & mask) != 0.
+            checks.append([(_mov32, _R1, _R3), (_and32, _R1, mask), (_jeq_imm, _R1, 0)])
         if rule.major is not None:
             checks.append([(_jne_imm, _R4, rule.major)])
         if rule.minor is not None:
@@ -156,12 +199,12 @@ def program(rules) -> bytes:
         body = [i for check in checks for i in check]
         size = len(body) + 2   # + mov r0, 1; exit
         for n, (fn, *args) in enumerate(body):
-            if fn in (_jne_imm, _jne_reg):
+            if fn in (_jne_imm, _jne_reg, _jeq_imm):
                 out.append(fn(*args, size - n - 1))
             else:
                 out.append(fn(*args))
-        out += [_mov_imm(_R0, 1), _EXIT]
-    out += [_mov_imm(_R0, 0), _EXIT]
+        out += [_mov_imm(_R0, int(rule.allow)), _EXIT]
+    out += [_mov_imm(_R0, int(default_allow)), _EXIT]
     return b"".join(out)
 
 

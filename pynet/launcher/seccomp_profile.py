@@ -16,7 +16,6 @@ indexes differ and give one rule each otherwise; syscall names unknown to this l
 from __future__ import annotations
 
 import errno
-import json
 import os
 
 DEFAULT_PROFILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "profiles", "default.json")
@@ -38,6 +37,8 @@ def load(path: str | None = None) -> dict:
     """The profile in ``path`` (None: the default profile), checked."""
     if path is None and "profile" in _default_cache:
         return _default_cache["profile"]
+    import json   # here: only a profile file needs it, and it costs an OCI container start ~4 ms
+
     source = path or DEFAULT_PROFILE
     try:
         with open(source) as fh:

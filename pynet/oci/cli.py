@@ -5,91 +5,52 @@ Errors are printed as runc prints them (one line on stderr, and to --log in text
 
 from __future__ import annotations
 
-import argparse
-import json
+import _signal as signal   # see runtime.py
 import os
-import signal
 import sys
 import time
 
 from pynet.launcher import cgroups
 
-from . import config as C, runtime
+from . import config as C, jsonc as json, runtime
 from .config import OCIError
+from .flags import Command, Flag, Namespace
 
 VERSION = "1.1.5-pynet"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise OCIError(message)
-
-
-def _parser() -> argparse.ArgumentParser:
-    """The global flags, then the command and its arguments (parsed by _command_parser: only the parser
-    of the command given is built, ~1 ms each)."""
-    p = _Parser(prog="pynet-oci", description="a runc-compatible OCI runtime (pynet)")
-    p.add_argument("--root", default=runtime.DEFAULT_ROOT, help="state directory (default /run/pynet-oci)")
-    p.add_argument("--log", help="log file (errors go there too)")
-    p.add_argument("--log-format", choices=("text", "json"), default="text")
-    p.add_argument("--debug", action="store_true")
-    p.add_argument("--systemd-cgroup", action="store_true")
-    p.add_argument("--rootless", default="auto")
-    p.add_argument("--criu", help=argparse.SUPPRESS)
-    p.add_argument("-v", "--version", action="store_true")
-    p.add_argument("command", nargs="?", choices=sorted(COMMANDS))
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    return p
-
-
-def _command_parser(command: str) -> argparse.ArgumentParser:
-    p = _Parser(prog=f"pynet-oci {command}")
-    if command in ("create", "run"):
-        _create_flags(p)
-        if command == "run":
-            p.add_argument("-d", "--detach", action="store_true")
-            p.add_argument("--keep", action="store_true", help="do not delete the container after it exits")
-    elif command in ("start", "state", "pause", "resume", "events"):
-        p.add_argument("id")
-    elif command == "kill":
-        p.add_argument("id")
-        p.add_argument("signal", nargs="?", default="TERM")
-        p.add_argument("-a", "--all", action="store_true")
-    elif command == "delete":
-        p.add_argument("-f", "--force", action="store_true")
-        p.add_argument("id")
-    elif command == "exec":
-        p.add_argument("-p", "--process")
-        p.add_argument("-t", "--tty", action="store_true")
-        p.add_argument("-d", "--detach", action="store_true")
-        p.add_argument("--pid-file")
-        p.add_argument("--console-socket")
-        p.add_argument("-e", "--env", action="append", default=[])
-        p.add_argument("--cwd")
-        p.add_argument("-u", "--user")
-        p.add_argument("id")
-        p.add_argument("cmd", nargs=argparse.REMAINDER)
-    elif command == "ps":
-        p.add_argument("-f", "--format", choices=("table", "json"), default="table")
-        p.add_argument("id")
-        p.add_argument("ps_args", nargs=argparse.REMAINDER)
-    elif command == "list":
-        p.add_argument("-f", "--format", choices=("table", "json"), default="table")
-        p.add_argument("-q", "--quiet", action="store_true")
-    elif command == "spec":
-        p.add_argument("-b", "--bundle", default=".")
-        p.add_argument("--rootless", action="store_true", dest="spec_rootless")
-    return p
-
-
-def _create_flags(p) -> None:
-    p.add_argument("-b", "--bundle", default=".")
-    p.add_argument("--pid-file")
-    p.add_argument("--console-socket")
-    p.add_argument("--no-pivot", action="store_true")
-    p.add_argument("--no-new-keyring", action="store_true")
-    p.add_argument("--preserve-fds", type=int, default=0, choices=range(0, 1 << 16), metavar="N")
-    p.add_argument("id")
+GLOBAL = Command([Flag("root", default=runtime.DEFAULT_ROOT), Flag("log"),
+                  Flag("log-format", choices=("text", "json"), default="text"), Flag("debug", kind=bool),
+                  Flag("systemd-cgroup", kind=bool), Flag("rootless", default="auto"), Flag("criu"),
+                  Flag("version", "v", kind=bool), Flag("help", "h", kind=bool)],
+                 optional={"command": None}, rest="rest")
+_ID = ["id"]
+_CREATE = [Flag("bundle", "b", default="."), Flag("pid-file"), Flag("console-socket"), Flag("no-pivot", kind=bool),
+           Flag("no-new-keyring", kind=bool), Flag("preserve-fds", kind=int, default=0, choices=range(1 << 16))]
+_FORMAT = Flag("format", "f", choices=("table", "json"), default="table")
+COMMAND_LINES = {
+    "create": Command(_CREATE, _ID),
+    "run": Command(_CREATE + [Flag("detach", "d", kind=bool),
+                              Flag("keep", kind=bool)], _ID),   # --keep: do not delete the stopped container
+    "start": Command(positional=_ID), "state": Command(positional=_ID),
+    "pause": Command(positional=_ID), "resume": Command(positional=_ID),
+    "events": Command([Flag("interval", default="5s"), Flag("stats", kind=bool)], _ID),
+    "kill": Command([Flag("all", "a", kind=bool)], _ID, {"signal": "TERM"}),
+    "delete": Command([Flag("force", "f", kind=bool)], _ID),
+    "exec": Command([Flag("process", "p"), Flag("tty", "t", kind=bool), Flag("detach", "d", kind=bool),
+                     Flag("pid-file"), Flag("console-socket"), Flag("env", "e", append=True), Flag("cwd"),
+                     Flag("user", "u"), Flag("preserve-fds", kind=int, default=0)], _ID, rest="cmd"),
+    "ps": Command([_FORMAT], _ID, rest="ps_args"),
+    "list": Command([_FORMAT, Flag("quiet", "q", kind=bool)]),
+    "spec": Command([Flag("bundle", "b", default="."), Flag("rootless", dest="spec_rootless", kind=bool)]),
+    "update": Command([Flag("resources", "r"), Flag("blkio-weight", kind=int, default=0)]
+                      + [Flag(f) for f in ("cpu-period", "cpu-quota", "cpu-rt-period", "cpu-rt-runtime",
+                                           "cpuset-cpus", "cpuset-mems", "memory", "memory-reservation",
+                                           "memory-swap", "kernel-memory", "kernel-memory-tcp",
+                                           "l3-cache-schema", "mem-bw-schema")]
+                      + [Flag("cpu-share", "cpu-shares"), Flag("pids-limit", kind=int, default=0)], _ID),
+    "features": Command(),
+}
 
 
 def _log(args, level: str, msg: str) -> None:
@@ -109,19 +70,22 @@ def _log(args, level: str, msg: str) -> None:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = argparse.Namespace(log=None, log_format="text")
+    args = Namespace(log=None, log_format="text")
     try:
-        args = _parser().parse_args(argv)
-        if args.command:
-            args = _command_parser(args.command).parse_args(args.rest, namespace=args)
+        args = GLOBAL.parse("pynet-oci", argv, stop_at_positional=True)
         if args.version:
             print(f"pynet-oci version {VERSION}\nspec: {C.OCI_VERSION}")
+            return 0
+        if args.help or args.command == "help":
+            print(f"usage: pynet-oci [global flags] COMMAND [flags] [ID]\ncommands: {', '.join(COMMANDS)}")
             return 0
         if args.systemd_cgroup:
             raise OCIError("--systemd-cgroup is not supported: there is no systemd here (use cgroupfs)")
         if not args.command:
-            raise OCIError("no command given (create, start, state, kill, delete, run, exec, ps, pause, "
-                           "resume, list, features, spec)")
+            raise OCIError(f"no command given ({', '.join(COMMANDS)})")
+        if args.command not in COMMANDS:
+            raise OCIError(f"No help topic for '{args.command}'")   # runc's words for an unknown command
+        COMMAND_LINES[args.command].parse(args.command, args.rest, into=args)
         return COMMANDS[args.command](args) or 0
     except OCIError as exc:
         _log(args, "error", str(exc))
@@ -132,7 +96,7 @@ def main(argv=None) -> int:
 
 
 def _create(args) -> int:
-    cgroups.start_warmup()   # the first cgroup move after a quiet spell waits a grace period: started now
+    cgroups.start_warmup(thread=True)   # the first cgroup move after a quiet spell waits a grace period
     c = runtime.create(args.root, args.id, args.bundle, args.pid_file, args.no_pivot,
                        console_socket=args.console_socket, preserve_fds=args.preserve_fds)
     _warn_not_applied(args, c)
@@ -156,7 +120,8 @@ def _start(args) -> int:
 
 
 def _state(args) -> int:
-    print(json.dumps(runtime.Container.load(args.root, args.id).state(), indent=2))
+    # One line: engines call `state` often, and indenting would need the `json` package (re, enum: ~4 ms).
+    print(json.dumps(runtime.Container.load(args.root, args.id).state()))
     return 0
 
 
@@ -172,13 +137,13 @@ def _delete(args) -> int:
 
 def _run(args) -> int:
     """create + start; waits for the container (a child: this process is a subreaper) and deletes it."""
-    cgroups.start_warmup()
+    cgroups.start_warmup(thread=True)
     c = runtime.create(args.root, args.id, args.bundle, args.pid_file, args.no_pivot, subreaper=not args.detach,
-                       console_socket=args.console_socket, preserve_fds=args.preserve_fds)
+                       console_socket=args.console_socket, preserve_fds=args.preserve_fds, start_soon=True)
     _warn_not_applied(args, c)
     pid = c.data["pid"]
     try:
-        _warn(args, runtime.start(args.root, args.id).warnings)
+        _warn(args, runtime.start(args.root, args.id, reader=c.reader).warnings)
     except OCIError:
         runtime.delete(args.root, args.id, force=True)
         raise
@@ -203,18 +168,29 @@ def _run(args) -> int:
     return code
 
 
+def _json_object(path: str, flag: str) -> dict:
+    """The JSON object in file ``path`` (``-``: stdin) given with ``flag``."""
+    try:
+        if path == "-":
+            value = json.load(sys.stdin)
+        else:
+            with open(path) as fh:
+                value = json.load(fh)
+    except OSError as exc:
+        raise OCIError(f"open {path}: {exc.strerror.lower()}") from None
+    except ValueError as exc:
+        raise OCIError(f"{flag} {path}: not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise OCIError(f"{flag} {path}: expected a JSON object")
+    return value
+
+
 def _exec(args) -> int:
     c = runtime.Container.load(args.root, args.id)
     if args.process:
-        try:
-            with open(args.process) as fh:
-                process = json.load(fh)
-        except (OSError, ValueError) as exc:
-            raise OCIError(f"--process {args.process}: {exc}") from None
-        if not isinstance(process, dict):
-            raise OCIError(f"--process {args.process}: expected a JSON object")
+        process = _json_object(args.process, "--process")
     else:
-        cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+        cmd = args.cmd
         if not cmd:
             raise OCIError("exec: no command given (CMD or --process)")
         process = dict(c.data["process"], args=cmd, terminal=False)
@@ -276,8 +252,26 @@ def _list(args) -> int:
     return 0
 
 
+def _update(args) -> int:
+    from . import update
+
+    if args.resources:
+        res = update.check_resources(_json_object(args.resources, "--resources"), args.resources)
+        warnings = []
+    else:
+        res, warnings = update.from_flags(args)
+    _warn(args, warnings + update.update(args.root, args.id, res))
+    return 0
+
+
 def _events(args) -> int:
-    raise OCIError("events: not supported yet")
+    from . import events
+
+    try:
+        events.stream(args.root, args.id, events.parse_interval(args.interval), args.stats, sys.stdout)
+    except BrokenPipeError:
+        pass   # the reader went away
+    return 0
 
 
 def _features(args) -> int:
@@ -313,16 +307,33 @@ def _spec(args) -> int:
 
 COMMANDS = {"create": _create, "start": _start, "state": _state, "kill": _kill, "delete": _delete,
             "run": _run, "exec": _exec, "ps": _ps, "pause": _pause, "resume": _resume, "list": _list,
-            "events": _events, "features": _features, "spec": _spec}
+            "events": _events, "update": _update, "features": _features, "spec": _spec}
 
 
+# The standard library's directories first (each import otherwise searches the project's and site's
+# directories before it), and os._exit at the end: interpreter finalization is not needed. The cgroup
+# warm-up (cgroups.start_warmup) of create and run starts before the runtime's imports: its grace period
+# holds the kernel's cgroup lock, which the container's cgroup mkdirs wait for.
 _SCRIPT = """#!{python} -IS
 # pynet-oci, started without site; written by pynet.oci.cli.write_script.
 import sys
-sys.path[1:1] = {paths!r}
-from pynet.oci.cli import main
-sys.exit(main())
+sys.path[:] = sys.path[1:] + {paths!r}
+if {{"create", "run"}} & set(sys.argv[1:]):
+    from pynet.launcher.cgroups import start_warmup
+    start_warmup(thread=True)
+from pynet.oci.cli import main, exit_now
+exit_now(main())
 """
+
+
+def exit_now(code: int) -> None:
+    """Ends the process with ``code`` once stdout and stderr are flushed, skipping finalization."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def write_script(path: str) -> str:

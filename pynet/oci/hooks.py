@@ -4,8 +4,7 @@ warned)."""
 
 from __future__ import annotations
 
-import json
-
+from . import jsonc as json
 from .config import OCIError
 
 

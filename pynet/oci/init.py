@@ -11,6 +11,10 @@ waiting on the exec fifo until `start`; then the process's privileges and execve
                                startContainer hooks; rlimits, user, capabilities, no_new_privs, seccomp;
                                execve(process.args)
 
+Without a user namespace there is no stage1: the runtime unshares (or joins) the PID namespace for its
+next child only, forks the init straight into it, and returns to its own; the init joins and makes the
+other namespaces itself (one fork and one round trip less).
+
 The pipes and reporting are the launcher's (launcher/namespaces.py): JSON lines up, single bytes down.
 """
 
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
+import _signal as signal   # see runtime.py
 import stat
 import struct
 
@@ -42,6 +46,8 @@ class Plan:
         self.process = conf.get("process") or {}
         self.ns = C.namespaces(conf)
         self.fifo = os.path.join(state_dir, "exec.fifo")
+        self.cgroup_paths = {}   # {controller: the container's cgroup directory}, set by the runtime
+        self.namespace_hooks = any((conf.get("hooks") or {}).get(k) for k in ("prestart", "createRuntime"))
         # Opened here (O_PATH), reopened for writing by the init through /proc/self/fd: container root in
         # a user namespace may not be able to walk to the state directory.
         self.fifo_fd = os.open(self.fifo, os.O_PATH | os.O_CLOEXEC)
@@ -59,25 +65,42 @@ def launch(plan: Plan, join_cgroups, on_namespaces) -> int:
     """Forks the init; returns its host PID once it waits on the exec fifo. ``join_cgroups(pid)`` runs
     before any namespace is made; ``on_namespaces(pid)`` with the namespaces made, before the mounts
     (prestart/createRuntime hooks)."""
-    stage1, r_report, w_sync = lns.fork_stage(_stage1, plan)
-    report = os.fdopen(r_report, "rb")
     pid = None
+    if "user" in plan.ns:
+        stage1, r_report, w_sync = lns.fork_stage(_stage1, plan)
+    else:   # no user namespace: the init is forked straight into its PID namespace, no stage between
+        own_pid_ns = _enter_pid_namespace(plan.ns)
+        try:
+            stage1, r_report, w_sync = lns.fork_stage(_direct_init, plan)
+        finally:
+            if own_pid_ns is not None:
+                L.setns(own_pid_ns, L.CLONE_NEWPID)
+                os.close(own_pid_ns)
+        pid, stage1 = stage1, None
+    report = os.fdopen(r_report, "rb")
     try:
-        join_cgroups(stage1)
-        os.write(w_sync, b"1")
+        join_cgroups(stage1 or pid)
+        # Without hooks between namespaces and mounts (nor id maps to write), the init need not wait for
+        # this process to be scheduled again: it gets its go-ahead now (one round trip less).
+        early = not plan.namespace_hooks and not ("user" in plan.ns and plan.ns["user"] is None)
+        os.write(w_sync, b"1H" if early else b"1")
         msg = lns._read(report)
         if msg.get("userns") == "ready":
             _write_maps(stage1, plan.linux)
             os.write(w_sync, b"M")
             msg = lns._read(report)
-        if "pid" not in msg:
+        if stage1 is not None:
+            if "pid" not in msg:
+                lns._fail(msg)
+            pid = msg["pid"]
+            os.waitpid(stage1, 0)
+            stage1 = None
+        elif not msg.get("namespaces"):
             lns._fail(msg)
-        pid = msg["pid"]
-        os.waitpid(stage1, 0)
-        stage1 = None
         on_namespaces(pid)
         try:
-            os.write(w_sync, b"H")
+            if not early:
+                os.write(w_sync, b"H")
         except BrokenPipeError:
             pass   # the init failed already: its report says why
         msg = lns._read(report)
@@ -102,7 +125,39 @@ def _write_maps(pid: int, linux: dict) -> None:
                 fh.write(lines)
 
 
+def _enter_pid_namespace(ns: dict) -> int | None:
+    """Makes (or joins) the container's PID namespace for this process's next child only; returns an fd
+    of this process's own, to return to once the init is forked (None: no PID namespace given)."""
+    if "pid" not in ns:
+        return None
+    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if ns["pid"] is None:
+            L.unshare(L.CLONE_NEWPID)
+        else:
+            target = os.open(ns["pid"], os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                L.setns(target, L.CLONE_NEWPID)
+            finally:
+                os.close(target)
+    except BaseException:
+        os.close(own)
+        raise
+    return own
+
+
 # -- container side ------------------------------------------------------------------------------------
+def _direct_init(plan: Plan, sync_fd: int, report_fd: int) -> None:
+    """The init without a user namespace: already in its PID namespace; joins and makes the others."""
+    lns._wait_byte(sync_fd, b"1")
+    fds = {C.NAMESPACES[kind][0]: os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+           for kind, path in plan.ns.items() if path and kind != "pid"}
+    L.join(fds)
+    L.unshare(plan.new_flags() & ~L.CLONE_NEWPID)
+    lns._report(report_fd, {"namespaces": True})
+    _init(plan, sync_fd, report_fd)
+
+
 def _stage1(plan: Plan, sync_fd: int, report_fd: int) -> None:
     lns._wait_byte(sync_fd, b"1")
     fds = {}
@@ -152,6 +207,9 @@ def _init(plan: Plan, sync_fd: int, report_fd: int) -> None:
             lrootfs._readonly(path)
         if conf["root"].get("readonly"):
             L.mount(None, "/", None, L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY)
+        if (linux.get("rootfsPropagation") or "private").endswith(("slave", "shared", "unbindable")):
+            # last: masked paths bind /dev/null, which an unbindable /dev would refuse
+            L.mount(None, "/", None, C.PROPAGATION[linux["rootfsPropagation"]])
     if plan.console is not None:
         setup_console(plan.console, plan.process.get("consoleSize"))
     lns._report(report_fd, {"created": True})
@@ -205,8 +263,10 @@ def setup_console(sock_fd: int, size: dict | None) -> None:
 
 
 def _mount_rootfs(plan: Plan, root: str) -> None:
-    # Nothing mounted here reaches the host: private, or a slave receiving the host's mounts.
-    L.mount(None, "/", None, L.MS_REC | C.PROPAGATION[plan.linux.get("rootfsPropagation") or "rprivate"])
+    # Nothing mounted here reaches the host: private, or a slave receiving the host's mounts. Shared and
+    # unbindable go to the new root after pivot_root (which refuses a shared parent): a slave until then.
+    prop = plan.linux.get("rootfsPropagation") or "rprivate"
+    L.mount(None, "/", None, L.MS_REC | (C.PROPAGATION[prop] if prop.endswith(("private", "slave")) else L.MS_SLAVE))
     L.mount(root, root, None, L.MS_BIND | L.MS_REC)
     for m in plan.conf.get("mounts") or ():
         _mount_one(plan, root, m)
@@ -246,7 +306,9 @@ def _mount_one(plan: Plan, root: str, m: dict) -> None:
             L.mount(None, dest, None, L.MS_BIND | L.MS_REMOUNT | rest)
     elif kind in ("cgroup", "cgroup2"):
         os.makedirs(dest, exist_ok=True)
-        if m["destination"].rstrip("/") == "/sys/fs/cgroup":
+        if m["destination"].rstrip("/") == "/sys/fs/cgroup" and "cgroup" not in plan.ns and plan.cgroup_paths:
+            _bind_cgroups(plan.cgroup_paths, dest)
+        elif m["destination"].rstrip("/") == "/sys/fs/cgroup":
             lrootfs._setup_cgroupfs(root, cgroups.container_mounts())
         else:
             L.mount("cgroup", dest, "cgroup2", flags)
@@ -254,11 +316,37 @@ def _mount_one(plan: Plan, root: str, m: dict) -> None:
         lrootfs._setup_sys(root, plan.ns.get("network", "") is None)
     else:
         os.makedirs(dest, exist_ok=True)
+        copyup = kind == "tmpfs" and "tmpcopyup" in (m.get("options") or ())
+        if copyup:   # runc's extension (podman --read-only): the tmpfs starts with what it covers
+            data = ",".join(o for o in data.split(",") if o != "tmpcopyup")
+            under = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         L.mount(m.get("source") or kind, dest, kind, flags, data or None)
+        if copyup:
+            import shutil
+
+            shutil.copytree(f"/proc/self/fd/{under}", dest, symlinks=True, dirs_exist_ok=True)
+            os.close(under)
         if kind == "tmpfs" and m["destination"].rstrip("/") == "/dev":
             lrootfs.populate_dev(dest)
     if prop:
         L.mount(None, dest, None, prop)
+
+
+def _bind_cgroups(paths: dict, dest: str) -> None:
+    """/sys/fs/cgroup without a cgroup namespace, as runc makes it: a tmpfs with each hierarchy's directory
+    of this container bound read-only (a fresh mount would show the host's whole tree, and waits on the
+    kernel's cgroup lock, up to ~10 ms on a busy machine)."""
+    ro = L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC | L.MS_RDONLY
+    L.mount("cgroup", dest, "tmpfs", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC, "mode=755,size=64k")
+    for path in sorted(set(paths.values())):
+        name = os.path.relpath(path, "/sys/fs/cgroup").split("/")[0]
+        if name.startswith(".."):
+            continue   # a hierarchy mounted elsewhere: not shown
+        target = os.path.join(dest, name)
+        os.mkdir(target)
+        L.mount(path, target, None, L.MS_BIND)
+        L.mount(None, target, None, L.MS_BIND | L.MS_REMOUNT | ro)
+    L.mount(None, dest, None, L.MS_REMOUNT | ro, "mode=755,size=64k")
 
 
 def _make_device(root: str, dev: dict, userns: bool) -> None:

@@ -11,6 +11,7 @@ one file per attachment, removed on DEL) and containers/image's blob-info cache
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import json
@@ -147,7 +148,16 @@ graphroot = "{self.path('root')}"
                 "--events-backend", "file", *args]
 
     def __call__(self, *args, timeout: float = 90, check: bool = True, input: bytes | None = None):
-        proc = self.host.run(self.argv(*args), env=self.env(), timeout=timeout, input=input)
+        # cwd: conmon writes an "oom" file into its working directory when the container is OOM-killed
+        with self.host.popen(self.argv(*args), env=self.env(), cwd=self.base, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:
+            try:
+                out, err = child.communicate(input, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+                raise
+        proc = subprocess.CompletedProcess(child.args, child.returncode, out, err)
         if check and proc.returncode != 0:
             raise AssertionError(f"podman {' '.join(args)} failed ({proc.returncode}):\n"
                                  f"{proc.stdout.decode(errors='replace')}\n{proc.stderr.decode(errors='replace')}")
@@ -254,3 +264,30 @@ graphroot = "{self.path('root')}"
                         break
                     except OSError:
                         time.sleep(0.05)
+
+
+OCI_DEFAULT_ROOT = "/run/pynet-oci"
+
+
+@contextlib.contextmanager
+def podman_with_runtime(host: Netns, plugin_dir: str, runtime: str):
+    """A fenced Podman (one at a time across test processes: they share root podman's caches in
+    /var/lib) whose --runtime is ``runtime`` (pynet-oci) instead of runc, the busybox image imported.
+    podman 4.3 passes its --runtime-flag values to create/start but not to delete, and no environment:
+    the runtime's state is in its default --root (/run/pynet-oci), removed after if this made it."""
+    import fcntl
+
+    with open("/tmp/pynet-podman-test.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        pm = Podman(host, plugin_dir)
+        argv = pm.argv
+        pm.argv = lambda *a: [runtime if x == "runc" else x for x in argv(*a)]
+        made_root = not os.path.exists(OCI_DEFAULT_ROOT)
+        try:
+            pm.import_busybox()
+            yield pm
+        finally:
+            notes = pm.teardown()
+            if made_root and os.path.exists(OCI_DEFAULT_ROOT):
+                os.rmdir(OCI_DEFAULT_ROOT)   # empty by now, or this fails the test
+            assert not notes, notes
