@@ -33,7 +33,7 @@ PROPAGATION = {"private": L.MS_PRIVATE, "rprivate": L.MS_PRIVATE | L.MS_REC, "sh
                "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | L.MS_REC}
 MOUNT_TYPES = ("bind", "tmpfs", "proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2", "none", "")
 HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
-CAP_SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
+CAP_SETS = security.CAP_SETS
 
 
 class OCIError(Exception):

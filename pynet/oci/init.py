@@ -27,9 +27,6 @@ from pynet.launcher import cgroups, namespaces as lns, rootfs as lrootfs, securi
 
 from . import config as C, hooks
 
-PR_CAP_AMBIENT_RAISE = 2
-
-
 class Plan:
     """Everything the init needs, computed by the runtime before the fork (errors surface there)."""
 
@@ -295,32 +292,13 @@ def exec_process(process: dict, filt, preserve_fds: int = 0) -> None:
     if process.get("oomScoreAdj") is not None:
         with open("/proc/self/oom_score_adj", "w") as fh:
             fh.write(str(process["oomScoreAdj"]))
-    rl = C.rlimits(process)
-    if rl:
-        security.set_rlimits(rl)
-    nnp = bool(process.get("noNewPrivileges"))
-    if filt is not None and not nnp:
-        filt.load()   # needs CAP_SYS_ADMIN without no_new_privs: before the drop
-        filt = None
-    bounding = security.cap_mask(C.cap_names(process, "bounding"))
-    for cap in range(security.last_cap() + 1):
-        if not bounding & (1 << cap):
-            L.prctl(L.PR_CAPBSET_DROP, cap)
     user = process.get("user") or {}
     if user.get("umask") is not None:
         os.umask(user["umask"])
-    security.set_user(security.User(uid=user.get("uid", 0), gid=user.get("gid", 0),
-                                    groups=list(user.get("additionalGids") or ())))
-    L.capset(security.cap_mask(C.cap_names(process, "effective")), security.cap_mask(C.cap_names(process, "permitted")),
-             security.cap_mask(C.cap_names(process, "inheritable")))
-    L.prctl(L.PR_CAP_AMBIENT, L.PR_CAP_AMBIENT_CLEAR_ALL)
-    for name in C.cap_names(process, "ambient"):
-        try:   # the kernel wants it permitted and inheritable; runc only warns too
-            L.prctl(L.PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, security.CAPABILITIES.index(name))
-        except OSError:
-            pass
-    if nnp:
-        security.no_new_privs()
+    filt = security.drop_privileges(
+        {key: C.cap_names(process, key) for key in security.CAP_SETS},
+        security.User(uid=user.get("uid", 0), gid=user.get("gid", 0), groups=list(user.get("additionalGids") or ())),
+        C.rlimits(process), bool(process.get("noNewPrivileges")), filt)
     cwd = process.get("cwd") or "/"
     os.chdir(cwd)
     env = dict(item.partition("=")[::2] for item in process.get("env") or ())
