@@ -1,4 +1,6 @@
-"""The container's side of `create`: namespaces, the rootfs from config.json's mounts, pivot_root, then
+"""The container's side of `create` (and of `pynet run`, whose launcher builds the same Plan from the
+spec of launcher/spec.py and forks it its own way, launcher/namespaces.py: no exec fifo, its image
+overlay as the rootfs source, mount_overlay): namespaces, the rootfs from config.json's mounts, pivot_root, then
 waiting on the exec fifo until `start`; then the process's privileges and execve.
 
     runtime ── fork ── stage1: (in the container's cgroups) setns to every namespace given by path,
@@ -30,18 +32,23 @@ from . import config as C, hooks
 class Plan:
     """Everything the init needs, computed by the runtime before the fork (errors surface there)."""
 
-    def __init__(self, conf: dict, state_dir: str, no_pivot: bool, filt, console: int | None = None,
-                 preserve_fds: int = 0):
+    def __init__(self, conf: dict, state_dir: str | None, no_pivot: bool, filt, console: int | None = None,
+                 preserve_fds: int = 0, cgroup_mounts: list | None = None):
         self.conf, self.state_dir, self.no_pivot, self.filt = conf, state_dir, no_pivot, filt
         self.console = console   # a socket connected to --console-socket (process.terminal)
         self.preserve_fds = preserve_fds   # fds 3..3+N-1 passed on to the process
         self.linux = conf.get("linux") or {}
         self.process = conf.get("process") or {}
         self.ns = C.namespaces(conf)
-        self.fifo = os.path.join(state_dir, "exec.fifo")
-        # Opened here (O_PATH), reopened for writing by the init through /proc/self/fd: container root in
-        # a user namespace may not be able to walk to the state directory.
-        self.fifo_fd = os.open(self.fifo, os.O_PATH | os.O_CLOEXEC)
+        # Read from the host's mount table before the cgroup namespace exists (inside it the hierarchies'
+        # roots are no longer "/").
+        self.cgroup_mounts = cgroups.container_mounts() if cgroup_mounts is None else cgroup_mounts
+        self.binds_done = False   # mount_overlay bound the bind mounts already
+        self.fifo_fd = None
+        if state_dir is not None:   # None: `pynet run`, which starts at once (no `start` to wait for)
+            # Opened here (O_PATH), reopened for writing by the init through /proc/self/fd: container root
+            # in a user namespace may not be able to walk to the state directory.
+            self.fifo_fd = os.open(os.path.join(state_dir, "exec.fifo"), os.O_PATH | os.O_CLOEXEC)
 
     def new_flags(self) -> int:
         flags = 0
@@ -135,20 +142,7 @@ def _init(plan: Plan, sync_fd: int, report_fd: int) -> None:
     state = {"ociVersion": conf["ociVersion"], "id": os.path.basename(plan.state_dir), "status": "created",
              "pid": 0, "bundle": conf["_bundle"], "annotations": conf.get("annotations") or {}}
     hooks.run(conf, "createContainer", state)
-    if plan.ns.get("mount", "") is None:
-        _pivot(root, plan.no_pivot)
-    for key, value in (linux.get("sysctl") or {}).items():
-        with open("/proc/sys/" + key.replace(".", "/"), "w") as fh:
-            fh.write(value)
-    if conf.get("hostname"):
-        L.sethostname(conf["hostname"])
-    if plan.ns.get("mount", "") is None:
-        for path in linux.get("maskedPaths") or ():
-            lrootfs._mask(path)
-        for path in linux.get("readonlyPaths") or ():
-            lrootfs._readonly(path)
-        if conf["root"].get("readonly"):
-            L.mount(None, "/", None, L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY)
+    enter_rootfs(plan, root)
     if plan.console is not None:
         setup_console(plan.console, plan.process.get("consoleSize"))
     lns._report(report_fd, {"created": True})
@@ -200,12 +194,70 @@ def setup_console(sock_fd: int, size: dict | None) -> None:
         os.close(slave)
 
 
+def enter_rootfs(plan: Plan, root: str) -> None:
+    """pivot_root into the assembled ``root``, then sysctl, hostname, masked and read-only paths, and the
+    root's read-only remount."""
+    conf, linux = plan.conf, plan.linux
+    if plan.ns.get("mount", "") is None:
+        _pivot(root, plan.no_pivot)
+    for key, value in (linux.get("sysctl") or {}).items():
+        with open("/proc/sys/" + key.replace(".", "/"), "w") as fh:
+            fh.write(value)
+    if conf.get("hostname"):
+        L.sethostname(conf["hostname"])
+    if plan.ns.get("mount", "") is None:
+        for path in linux.get("maskedPaths") or ():
+            lrootfs._mask(path)
+        for path in linux.get("readonlyPaths") or ():
+            lrootfs._readonly(path)
+        if conf["root"].get("readonly"):
+            L.mount(None, "/", None, L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY)
+
+
+def _is_bind(m: dict) -> bool:
+    return bool(mount_options(m.get("options"))[0] & L.MS_BIND)
+
+
+def mount_overlay(plan: Plan) -> str:
+    """The internal rootfs source ``_overlay`` (pynet run's image layers, launcher/spec.py), in a mount
+    namespace of its own made by the caller (nothing mounted here reaches the host, nor outlives the
+    container): a private tmpfs staging point, the overlay on it, and the spec's bind mounts, bound now
+    with the host's privileges (before any user namespace: image and state paths under 0700 directories
+    stay reachable). Returns the rootfs path, also set as the config's "_rootfs"."""
+    overlay = plan.conf["_overlay"]
+    L.mount(None, "/", None, L.MS_REC | L.MS_PRIVATE)
+    # A fresh tmpfs under a world-traversable directory: container root in a user namespace could not
+    # walk into the storage paths (pytest's tmp dirs are 0700), but it can reach this.
+    base = lrootfs._staging_point()
+    L.mount("pynet-stage", base, "tmpfs", L.MS_NOSUID | L.MS_NODEV, "mode=755,size=64k")
+    root = os.path.join(base, "rootfs")
+    os.mkdir(root, 0o755)
+    L.mount("overlay", root, "overlay", 0, f"lowerdir={':'.join(overlay['lowerdirs'])},"
+                                           f"upperdir={overlay['upper']},workdir={overlay['work']}")
+    owner = _host_root(plan.linux)
+    for m in plan.conf.get("mounts") or ():
+        if _is_bind(m):
+            _mount_one(plan, root, m, owner)
+    plan.binds_done = True
+    plan.conf["_rootfs"] = root
+    return root
+
+
+def _host_root(linux: dict) -> int:
+    """The host uid of container root (0 without a user namespace mapping)."""
+    for m in linux.get("uidMappings") or ():
+        if m["containerID"] == 0:
+            return m["hostID"]
+    return 0
+
+
 def _mount_rootfs(plan: Plan, root: str) -> None:
     # Nothing mounted here reaches the host: private, or a slave receiving the host's mounts.
     L.mount(None, "/", None, L.MS_REC | C.PROPAGATION[plan.linux.get("rootfsPropagation") or "rprivate"])
     L.mount(root, root, None, L.MS_BIND | L.MS_REC)
     for m in plan.conf.get("mounts") or ():
-        _mount_one(plan, root, m)
+        if not (plan.binds_done and _is_bind(m)):
+            _mount_one(plan, root, m)
     for dev in plan.linux.get("devices") or ():
         _make_device(root, dev, userns="user" in plan.ns)
 
@@ -224,7 +276,7 @@ def mount_options(options) -> tuple[int, int, str]:
     return flags, prop, ",".join(data)
 
 
-def _mount_one(plan: Plan, root: str, m: dict) -> None:
+def _mount_one(plan: Plan, root: str, m: dict, owner: int = 0) -> None:
     dest = lrootfs.secure_join(root, m["destination"])
     kind = m.get("type") or ""
     flags, prop, data = mount_options(m.get("options"))
@@ -235,7 +287,7 @@ def _mount_one(plan: Plan, root: str, m: dict) -> None:
         if os.path.isdir(src):
             os.makedirs(dest, exist_ok=True)
         else:
-            lrootfs._ensure_file(dest, 0)
+            lrootfs._ensure_file(dest, owner)
         L.mount(src, dest, None, flags & (L.MS_BIND | L.MS_REC))
         rest = flags & ~(L.MS_BIND | L.MS_REC)
         if rest:
@@ -243,7 +295,7 @@ def _mount_one(plan: Plan, root: str, m: dict) -> None:
     elif kind in ("cgroup", "cgroup2"):
         os.makedirs(dest, exist_ok=True)
         if m["destination"].rstrip("/") == "/sys/fs/cgroup":
-            lrootfs._setup_cgroupfs(root, cgroups.container_mounts())
+            lrootfs._setup_cgroupfs(root, plan.cgroup_mounts)
         else:
             L.mount("cgroup", dest, "cgroup2", flags)
     elif kind == "sysfs" and m["destination"].rstrip("/") == "/sys":
@@ -266,8 +318,8 @@ def _make_device(root: str, dev: dict, userns: bool) -> None:
         except OSError:
             pass
         os.unlink(target)
-    if userns:   # mknod is not allowed there: the host's node, bound
-        lrootfs._bind_node(dev["path"], target)
+    if userns or dev.get("_host"):   # mknod is not allowed in a user namespace: the host's node, bound
+        lrootfs._bind_node(dev.get("_host") or dev["path"], target)   # (pynet run --device binds it always)
         return
     kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[dev["type"]]
     os.mknod(target, kind | (dev.get("fileMode") or 0o666), os.makedev(dev.get("major", 0), dev.get("minor", 0)))
@@ -285,20 +337,27 @@ def _pivot(root: str, no_pivot: bool) -> None:
     os.chdir("/")
 
 
-def exec_process(process: dict, filt, preserve_fds: int = 0) -> None:
-    """process.*: oomScoreAdj, rlimits, capability bounding set, user and groups, the four other capability
-    sets, no_new_privs, the seccomp filter ``filt`` (built by the runtime), cwd, execve. Errors carry
-    ``pynet_exec`` as the launcher's do (126/127)."""
-    if process.get("oomScoreAdj") is not None:
-        with open("/proc/self/oom_score_adj", "w") as fh:
-            fh.write(str(process["oomScoreAdj"]))
+def drop_privileges(process: dict, filt):
+    """security.drop_privileges of process.* (capabilities, user, rlimits, noNewPrivileges); returns the
+    seccomp filter still to load, as the last step before execve."""
     user = process.get("user") or {}
-    if user.get("umask") is not None:
-        os.umask(user["umask"])
-    filt = security.drop_privileges(
+    return security.drop_privileges(
         {key: C.cap_names(process, key) for key in security.CAP_SETS},
         security.User(uid=user.get("uid", 0), gid=user.get("gid", 0), groups=list(user.get("additionalGids") or ())),
         C.rlimits(process), bool(process.get("noNewPrivileges")), filt)
+
+
+def exec_process(process: dict, filt, preserve_fds: int = 0, keep_fd: int | None = None) -> None:
+    """process.*: oomScoreAdj, rlimits, capability bounding set, user and groups, the four other capability
+    sets, no_new_privs, the seccomp filter ``filt`` (built by the runtime), cwd, execve. Errors carry
+    ``pynet_exec`` as the launcher's do (126/127); ``keep_fd`` (close-on-exec) stays open for them."""
+    if process.get("oomScoreAdj") is not None:
+        with open("/proc/self/oom_score_adj", "w") as fh:
+            fh.write(str(process["oomScoreAdj"]))
+    umask = (process.get("user") or {}).get("umask")
+    if umask is not None:
+        os.umask(umask)
+    filt = drop_privileges(process, filt)
     cwd = process.get("cwd") or "/"
     os.chdir(cwd)
     env = dict(item.partition("=")[::2] for item in process.get("env") or ())
@@ -306,7 +365,46 @@ def exec_process(process: dict, filt, preserve_fds: int = 0) -> None:
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     # Nothing the engine or this runtime had open goes into the container but stdio and --preserve-fds.
-    os.closerange(3 + preserve_fds, 1 << 20)
+    if keep_fd is not None and keep_fd >= 3 + preserve_fds:
+        os.closerange(3 + preserve_fds, keep_fd)
+        os.closerange(keep_fd + 1, 1 << 20)
+    else:
+        os.closerange(3 + preserve_fds, 1 << 20)
     if filt is not None:
         filt.load()
     lns.execvpe(process["args"], env)
+
+
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def exec_with_init(process: dict, filt, report_fd: int) -> None:
+    """`--init`: this process stays PID 1, a tiny init that forwards signals to the command (forked,
+    then exec_process; its failure is reported on ``report_fd``) and reaps every zombie; its exit status
+    is the command's. It drops its own privileges as the command does."""
+    child = os.fork()
+    if child == 0:
+        for sig in _FORWARDED:
+            signal.signal(sig, signal.SIG_DFL)
+        lns._run_stage(lambda fd: exec_process(process, filt, keep_fd=fd), report_fd)
+    os.close(report_fd)
+    L.set_process_name("pynet-init")
+    for sig in _FORWARDED:
+        signal.signal(sig, lambda signum, _frame: _forward(child, signum))
+    filt = drop_privileges(process, filt)
+    if filt is not None:
+        filt.load()
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(0)
+        if pid == child:
+            os._exit(lns.exit_status(status))
+
+
+def _forward(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
