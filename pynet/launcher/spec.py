@@ -1,0 +1,114 @@
+"""A `pynet run` container as an OCI runtime spec (config.json's shape): the launcher's security defaults
+(Docker's capability set, the default seccomp profile, runc's masked and read-only paths,
+no_new_privs, `runc spec`'s rlimits) are this default spec, and the run's options change it. The spec is
+checked by pynet/oci/config.py like any config.json, and its container side (mounts, devices, masked
+paths, pivot_root, privilege drop) is pynet/oci/init.py's, the same code pynet-oci runs.
+
+One internal key goes beyond the OCI spec: ``_overlay`` (lowerdirs top-most first, upper, work), the
+image's layers that the container side mounts as its root inside the container's own mount namespace
+(so a crash leaves no mount behind on the host); ``root.path`` then names only where that happens.
+"""
+
+from __future__ import annotations
+
+from cni_plugins import syscalls as L
+
+from . import rootfs, security
+
+OCI_VERSION = "1.0.2"
+
+# The flags a tmpfs (--tmpfs) may carry, as OCI mount options.
+_TMPFS_OPTIONS = ((L.MS_RDONLY, "ro"), (L.MS_NOSUID, "nosuid"), (L.MS_NODEV, "nodev"), (L.MS_NOEXEC, "noexec"))
+
+
+def _standard_mounts() -> list:
+    """What the launcher mounts in every container, as runc's default spec has it (with Docker's /dev
+    sizes): the nodes of /dev come from the host (rootfs.populate_dev)."""
+    return [
+        {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "nodev", "noexec"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "noexec", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+    ]
+
+
+def tmpfs_mount(path: str, flags: int, data: str) -> dict:
+    """A --tmpfs (rootfs.parse_tmpfs's tuple) as an OCI mount."""
+    options = [name for bit, name in _TMPFS_OPTIONS if flags & bit] + [d for d in data.split(",") if d]
+    return {"destination": path, "type": "tmpfs", "source": "tmpfs", "options": options}
+
+
+def bind_mount(source: str, destination: str, readonly: bool = False) -> dict:
+    return {"destination": destination, "type": "bind", "source": source,
+            "options": ["rbind"] + (["ro"] if readonly else [])}
+
+
+def process_of(argv: list, env: dict, cwd: str, caps: list, user: "security.User | None", rlimits: dict | None,
+               nnp: bool, terminal: bool = False) -> dict:
+    """The spec's process (also what `pynet exec` runs in a container): Docker's capability sets of
+    ``caps``; ``user`` None: root."""
+    user = user or security.User()
+    return {
+        "terminal": terminal, "args": list(argv), "env": [f"{k}={v}" for k, v in env.items()], "cwd": cwd or "/",
+        "user": {"uid": user.uid, "gid": user.gid, "additionalGids": list(user.groups)},
+        "capabilities": {key: ["CAP_" + c for c in names] for key, names in security.docker_cap_sets(caps).items()},
+        "rlimits": [{"type": "RLIMIT_" + name.upper(), "soft": soft, "hard": hard}
+                    for name, (soft, hard) in (rlimits or {}).items()],
+        "noNewPrivileges": nnp,
+    }
+
+
+def build(*, argv: list, env: dict, cwd: str, hostname: str, caps: list, user: security.User,
+          rlimits: dict, seccomp, nnp: bool, overlay: dict, etc_dir: str, readonly: bool = False,
+          new_net: bool = True, userns: tuple | None = None, volumes=(), tmpfs=(), devices=(),
+          terminal: bool = False) -> dict:
+    """The spec of one run. ``seccomp``: "default", "unconfined" or a loaded profile; ``userns``: (host
+    base, size) mapped to container 0..size-1; ``volumes``: (host, container, readonly); ``tmpfs``:
+    parse_tmpfs tuples; ``devices``: devices.Device."""
+    process = process_of(argv, env, cwd, caps, user, rlimits, nnp, terminal)
+    # Bound first, as the launcher always did: the host paths are reached before any user namespace.
+    mounts = [bind_mount(f"{etc_dir}/{name}", f"/etc/{name}") for name in rootfs.ETC_FILES]
+    mounts += [bind_mount(src, dst, ro) for src, dst, ro in volumes]
+    mounts += _standard_mounts()
+    mounts += [tmpfs_mount(*t) for t in tmpfs]
+    kinds = ["pid", "ipc", "uts", "mount", "cgroup"] + (["network"] if new_net else []) + (["user"] if userns else [])
+    linux = {
+        "namespaces": [{"type": k} for k in kinds],
+        "maskedPaths": list(rootfs.MASKED_PATHS),
+        "readonlyPaths": list(rootfs.READONLY_PATHS),
+        "devices": [{"path": d.path, "type": d.kind, "major": d.major, "minor": d.minor, "fileMode": 0o666,
+                     "uid": 0, "gid": 0, "_host": d.host} for d in devices],
+    }
+    if userns:
+        linux["uidMappings"] = linux["gidMappings"] = [{"containerID": 0, "hostID": userns[0], "size": userns[1]}]
+    if seccomp != "unconfined":
+        from . import seccomp_profile
+
+        linux["seccomp"] = seccomp_profile.load() if seccomp == "default" else seccomp
+    return {"ociVersion": OCI_VERSION, "process": process, "root": {"path": "rootfs", "readonly": readonly},
+            "hostname": hostname, "mounts": mounts, "linux": linux, "_overlay": dict(overlay)}
+
+
+def save(oci: dict, path: str) -> None:
+    import json
+
+    with open(path, "w") as fh:
+        json.dump(oci, fh)
+
+
+def read(path: str) -> dict | None:
+    """A saved spec (None: a container made before specs were kept)."""
+    import json
+
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
