@@ -16,6 +16,8 @@ import time
 from cni_plugins import syscalls
 
 from . import cgroups, images, namespaces, network, rootfs, security, state
+from . import spec as ocispec
+from pynet.oci import config as ociconfig
 from .options import RunOptions
 from .state import Record
 from .value_objects import REQUIRED, Fields
@@ -93,6 +95,9 @@ def _resolve_command(opts: RunOptions, config: dict) -> list:
     if not argv:
         raise ContainerError("no command given and the image has none")
     return argv
+
+
+SPEC_FILE = "config.json"   # the container's OCI spec (launcher/spec.py), for `inspect`
 
 
 class Reserved(Fields):
@@ -174,14 +179,20 @@ def create(opts: RunOptions, reserved: Reserved | None = None) -> tuple[Record, 
         if isinstance(exc, (cgroups.CgroupError, OSError, images.ImageError)):
             raise ContainerError(str(exc)) from None
         raise
-    spec = namespaces.ProcessSpec(
-        argv=argv, env=env, cwd=cwd, hostname=hostname, caps=caps, seccomp=seccomp, user=user, rlimits=rlimits,
-        nnp=opts.no_new_privs, init=opts.init, userns=userns, new_net=opts.net.mode != "host",
-        rootfs=rootfs.RootfsSpec(lowerdirs=list(reversed(lowers)), upper=upper, work=work, etc_dir=rec.dir,
-                                 readonly=opts.read_only, new_netns=opts.net.mode != "host",
-                                 owner=userns[0] if userns else 0, extra_binds=list(opts.volumes),
-                                 cgroup_mounts=cgroups.container_mounts(), tmpfs=list(opts.tmpfs),
-                                 devices=[(d.host, d.path) for d in opts.devices]))
+    new_net = opts.net.mode != "host"
+    oci = ocispec.build(
+        argv=argv, env=env, cwd=cwd, hostname=hostname, caps=caps, user=user, rlimits=rlimits, seccomp=seccomp,
+        nnp=opts.no_new_privs, overlay={"lowerdirs": list(reversed(lowers)), "upper": upper, "work": work},
+        etc_dir=rec.dir, readonly=opts.read_only, new_net=new_net, userns=userns, volumes=opts.volumes,
+        tmpfs=opts.tmpfs, devices=opts.devices, terminal=opts.tty)
+    try:
+        ociconfig.check(oci)   # as pynet-oci reads a config.json
+        ocispec.save(oci, rec.file(SPEC_FILE))
+    except (ociconfig.OCIError, OSError) as exc:
+        _undo(rec)
+        raise ContainerError(str(exc)) from None
+    spec = namespaces.ProcessSpec(oci=oci, caps=caps, seccomp=seccomp, init=opts.init, userns=userns,
+                                  new_net=new_net, cgroup_mounts=cgroups.container_mounts())
     return rec, spec
 
 
@@ -494,11 +505,11 @@ def exec_in(rec: Record, argv: list, env: list, workdir: str | None, tty: bool =
         raise ContainerError(f"container {rec.id[:12]} is not running")
     full_env = dict(rec.get("env") or {})
     full_env.update(_env_list_to_dict(env))
-    spec = namespaces.ProcessSpec(
-        argv=argv, env=full_env, cwd=workdir or rec.get("cwd") or "/", hostname=rec["hostname"],
-        caps=rec["caps"], seccomp=rec.get("seccomp_profile") or rec.get("seccomp", "default"),
-        nnp=rec.get("no_new_privs", True), init=False, userns=None, new_net=False, rootfs=None,
-        user=security.User(**rec["user"]) if rec.get("user") else None, rlimits=rec.get("rlimits"))
+    user = security.User(**rec["user"]) if rec.get("user") else None
+    process = ocispec.process_of(argv, full_env, workdir or rec.get("cwd") or "/", rec["caps"], user,
+                                 rec.get("rlimits"), rec.get("no_new_privs", True), tty)
+    spec = namespaces.ProcessSpec(oci={"process": process}, caps=rec["caps"], new_net=False,
+                                  seccomp=rec.get("seccomp_profile") or rec.get("seccomp", "default"))
     relay = None
     if tty:
         from . import terminal
@@ -523,6 +534,7 @@ def inspect(rec: Record) -> dict:
         data["mounts"] = rootfs.mounts_of(pid)
         data["stats"] = cgroups.from_paths(rec.get("cgroups") or {}).stats()
     data.pop("seccomp_profile", None)
+    data["spec"] = ocispec.read(rec.file(SPEC_FILE))
     data["security"] = {"capabilities": rec.get("caps"), "seccomp": rec.get("seccomp"),
                         "no_new_privs": rec.get("no_new_privs"), "user": rec.get("user"),
                         "rlimits": rec.get("rlimits"), **security.lsm_status()}

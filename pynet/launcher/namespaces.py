@@ -1,16 +1,21 @@
 """Starting the container process in new namespaces, and joining them again for ``pynet exec``.
 
+The container side is pynet/oci/init.py's, driven by the run's OCI spec (launcher/spec.py): the same
+mounts, devices, pivot_root, masked paths and privilege drop as pynet-oci. What this module keeps is how
+the launcher forks it (no exec fifo: it starts at once), and the daemon's prestarted stage 1.
+
 Process shape (the launcher is a child subreaper, so the container's PID 1 becomes its child)::
 
-    launcher ── fork ── stage1: unshare(mnt), assemble the rootfs (host root),
-                                [unshare(user); launcher writes uid_map/gid_map],
+    launcher ── fork ── stage1: unshare(mnt), init.mount_overlay (image overlay and bind mounts, with
+                                host root's reach), [unshare(user); launcher writes uid_map/gid_map],
                                 unshare(mnt?, uts, ipc, net, cgroup, pid), fork, exit
-                            └── stage2 = PID 1: /proc, /sys, /dev, pivot_root, hostname, lo up,
-                                waits for the launcher (cgroups joined, network attached),
-                                drops privileges, execs the command (or a tiny init that reaps)
+                            └── stage2 = PID 1: the spec's mounts and devices, pivot_root, hostname,
+                                masked/read-only paths (init.py), lo up, waits for the launcher
+                                (cgroups joined, network attached), init.exec_process (or
+                                init.exec_with_init: a tiny init that reaps)
 
 A Prestarted stage 1 (the daemon's spare launcher) unshares every namespace and forks PID 1 before the
-container is known; that PID 1 then assembles the rootfs itself (same mount namespace) and goes on as
+container is known; that PID 1 then mounts the overlay itself (same mount namespace) and goes on as
 stage 2.
 
 Two pipes: the stages report JSON lines to the launcher (``{"pid": N}``, ``{"error": ...}``; EOF after
@@ -29,7 +34,9 @@ import sys
 import warnings  # noqa: F401 - os.execvpe imports it when called: after pivot_root, out of reach
 
 from cni_plugins import syscalls as L
-from . import rootfs, security
+from pynet.oci import init as oci_init
+
+from . import security
 from .value_objects import REQUIRED, Fields
 
 
@@ -40,17 +47,18 @@ class LaunchError(Exception):
 
 
 class ProcessSpec(Fields):
+    """How the launcher starts a container whose OCI spec is ``oci`` (launcher/spec.py; for `pynet exec`
+    only its "process"): the container side is pynet/oci/init.py's."""
     FIELDS = {
-        "argv": REQUIRED, "env": REQUIRED, "cwd": REQUIRED, "hostname": REQUIRED, "caps": REQUIRED,
-        "seccomp": REQUIRED,      # "default" | "unconfined" | a profile (seccomp_profile.load)
-        "nnp": REQUIRED, "init": REQUIRED,
-        "userns": REQUIRED,       # (host base, size) mapped to container 0..size-1, or None
-        "new_net": REQUIRED,
-        "rootfs": REQUIRED,       # rootfs.RootfsSpec, or None (exec into a running container)
-        "user": None,             # security.User (None: root with no supplementary groups changed)
-        "rlimits": None,          # {name: (soft, hard)} (security.resolve_rlimits)
+        "oci": REQUIRED,
+        "caps": REQUIRED,         # the kept capabilities and
+        "seccomp": REQUIRED,      # "default" | "unconfined" | a profile: the filter built ahead of the spec
+        "init": False,
+        "userns": None,           # (host base, size) mapped to container 0..size-1, or None
+        "new_net": True,
         "console": None,          # -t: the fd of a terminal.Console the pty master goes to
         "console_size": None,     # its window size ({"height", "width"}), or None
+        "cgroup_mounts": list,    # cgroups.container_mounts(), read on the host side
     }
 
 
@@ -179,8 +187,9 @@ def _prestarted_pid1(spec: ProcessSpec, prepared: tuple, sync_fd: int, report_fd
         filt = security.build_seccomp_filter(spec.seccomp, spec.caps)   # not the one built ahead
     if isinstance(filt, Exception):
         raise filt
-    rootfs.assemble(spec.rootfs)
-    _stage2(spec, filt, sync_fd, report_fd)
+    plan = oci_init.Plan(spec.oci, None, False, filt, spec.console, cgroup_mounts=spec.cgroup_mounts)
+    oci_init.mount_overlay(plan)
+    _stage2(plan, spec, sync_fd, report_fd)
 
 
 def _receive_spec(sock):
@@ -339,8 +348,9 @@ def _stage1(spec: ProcessSpec, sync_fd: int, report_fd: int) -> None:
     _wait_byte(sync_fd, b"1")
     if isinstance(filt, Exception):
         raise filt
+    plan = oci_init.Plan(spec.oci, None, False, filt, spec.console, cgroup_mounts=spec.cgroup_mounts)
     L.unshare(L.CLONE_NEWNS)
-    rootfs.assemble(spec.rootfs)
+    oci_init.mount_overlay(plan)
     flags = L.CLONE_NEWUTS | L.CLONE_NEWIPC | L.CLONE_NEWCGROUP | L.CLONE_NEWPID
     if spec.new_net:
         flags |= L.CLONE_NEWNET
@@ -355,7 +365,7 @@ def _stage1(spec: ProcessSpec, sync_fd: int, report_fd: int) -> None:
     L.unshare(flags)
     pid = os.fork()
     if pid == 0:
-        _run_stage(_stage2, spec, filt, sync_fd, report_fd)
+        _run_stage(_stage2, plan, spec, sync_fd, report_fd)
     _report(report_fd, {"pid": pid})
 
 
@@ -369,9 +379,12 @@ def _loopback_up() -> None:
         s.close()
 
 
-def _stage2(spec: ProcessSpec, filt, sync_fd: int, report_fd: int) -> None:
-    rootfs.enter(spec.rootfs)
-    L.sethostname(spec.hostname)
+def _stage2(plan, spec: ProcessSpec, sync_fd: int, report_fd: int) -> None:
+    """PID 1: the container side of pynet/oci/init.py (mounts, devices, pivot_root, hostname, masked and
+    read-only paths), then, once the launcher is done (cgroups, network), the process."""
+    root = plan.conf["_rootfs"]
+    oci_init._mount_rootfs(plan, root)
+    oci_init.enter_rootfs(plan, root)
     if spec.new_net:
         _loopback_up()
     _wait_byte(sync_fd, b"2")
@@ -380,20 +393,13 @@ def _stage2(spec: ProcessSpec, filt, sync_fd: int, report_fd: int) -> None:
         from . import terminal
 
         terminal.setup(spec.console, spec.console_size)
-    if spec.cwd and spec.cwd != "/":
-        os.makedirs(spec.cwd, exist_ok=True)
-    os.chdir(spec.cwd or "/")
+    cwd = plan.process.get("cwd") or "/"
+    if cwd != "/":
+        os.makedirs(cwd, exist_ok=True)
     if spec.init:
-        _tiny_init(spec, report_fd, filt)
+        oci_init.exec_with_init(plan.process, plan.filt, report_fd)
     else:
-        exec_command(spec, filt)
-
-
-def exec_command(spec: ProcessSpec, filt=None) -> None:
-    """Privilege drop (with ``filt``, a seccomp filter built beforehand), then execve. Errors from execve
-    carry ``pynet_exec`` for the 126/127 codes."""
-    security.apply(spec.caps, spec.seccomp, spec.nnp, filt, spec.user, spec.rlimits)
-    execvpe(spec.argv, spec.env)
+        oci_init.exec_process(plan.process, plan.filt, keep_fd=report_fd)
 
 
 def execvpe(argv: list, env: dict) -> None:
@@ -409,37 +415,6 @@ def execvpe(argv: list, env: dict) -> None:
             err = OSError(f"exec {argv[0]}: {exc.strerror}")
         err.pynet_exec = True
         raise err from None
-
-
-_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-
-
-def _tiny_init(spec: ProcessSpec, report_fd: int, filt=None) -> None:
-    """PID 1 that forwards signals to the command and reaps every zombie (``--init``)."""
-    child = os.fork()
-    if child == 0:
-        for sig in _FORWARDED:
-            signal.signal(sig, signal.SIG_DFL)
-        _run_stage(lambda *_: exec_command(spec, filt), report_fd)
-    os.close(report_fd)
-    L.set_process_name("pynet-init")
-    for sig in _FORWARDED:
-        signal.signal(sig, lambda signum, _frame: _forward(child, signum))
-    security.apply(spec.caps, spec.seccomp, spec.nnp, filt, spec.user, spec.rlimits)
-    while True:
-        try:
-            pid, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            os._exit(0)
-        if pid == child:
-            os._exit(exit_status(status))
-
-
-def _forward(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 def exit_status(status: int) -> int:
@@ -483,8 +458,7 @@ def join(pid: int, spec: ProcessSpec, join_cgroups, relay=None) -> int:
             if grandchild == 0:
                 if spec.console is not None:
                     terminal.setup(spec.console, spec.console_size)
-                os.chdir(spec.cwd or "/")
-                exec_command(spec, filt)
+                oci_init.exec_process(spec.oci["process"], filt, keep_fd=w_report)
             os.close(w_report)
             _, status = os.waitpid(grandchild, 0)
             os._exit(exit_status(status))

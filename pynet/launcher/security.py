@@ -247,17 +247,6 @@ def drop_privileges(cap_sets: dict, user: "User | None", rlimits: dict | None, n
     return filt
 
 
-def apply(caps: list[str], seccomp_profile="default", nnp: bool = True, prebuilt=None, user: "User | None" = None,
-          rlimits: dict | None = None) -> None:
-    """drop_privileges with Docker's sets of ``caps``, then the seccomp filter; the last step before
-    execve. ``prebuilt``: the filter build_seccomp_filter() made earlier, off the critical path (None:
-    built here if needed)."""
-    filt = prebuilt if prebuilt is not None else build_seccomp_filter(seccomp_profile, caps)
-    filt = drop_privileges(docker_cap_sets(caps), user, rlimits, nnp, filt)
-    if filt is not None:
-        filt.load()
-
-
 def lsm_status() -> dict:
     try:
         with open("/sys/kernel/security/lsm") as fh:
