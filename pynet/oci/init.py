@@ -33,8 +33,12 @@ class Plan:
     """Everything the init needs, computed by the runtime before the fork (errors surface there)."""
 
     def __init__(self, conf: dict, state_dir: str | None, no_pivot: bool, filt, console: int | None = None,
-                 preserve_fds: int = 0, cgroup_mounts: list | None = None):
+                 preserve_fds: int = 0, cgroup_mounts: list | None = None, filter_factory=None,
+                 tiny_init: bool = False):
         self.conf, self.state_dir, self.no_pivot, self.filt = conf, state_dir, no_pivot, filt
+        # pynet run: the seccomp filter is built in stage 1 (while the launcher moves it into its cgroups),
+        # and --init keeps a tiny init as PID 1 (exec_with_init).
+        self.filter_factory, self.tiny_init = filter_factory, tiny_init
         self.console = console   # a socket connected to --console-socket (process.terminal)
         self.preserve_fds = preserve_fds   # fds 3..3+N-1 passed on to the process
         self.linux = conf.get("linux") or {}
@@ -59,16 +63,20 @@ class Plan:
 
 
 # -- runtime side --------------------------------------------------------------------------------------
-def launch(plan: Plan, join_cgroups, on_namespaces) -> int:
-    """Forks the init; returns its host PID once it waits on the exec fifo. ``join_cgroups(pid)`` runs
-    before any namespace is made; ``on_namespaces(pid)`` with the namespaces made, before the mounts
-    (prestart/createRuntime hooks)."""
-    stage1, r_report, w_sync = lns.fork_stage(_stage1, plan)
+def launch(plan: Plan, join_cgroups, on_namespaces, idle=None, stage: tuple | None = None) -> int:
+    """Forks the init; returns its host PID once it waits on the exec fifo (without one, once the process
+    is executed). ``join_cgroups(pid)`` runs before any namespace is made; ``on_namespaces(pid)`` with the
+    namespaces made, before the mounts (prestart/createRuntime hooks; pynet run's network attach);
+    ``idle()`` while stage 1 builds them (the caller would only wait). ``stage``: a (pid, report fd,
+    sync fd) forked ahead (the launcher's Prestarted) instead of a new stage 1."""
+    stage1, r_report, w_sync = stage if stage is not None else lns.fork_stage(_stage1, plan)
     report = os.fdopen(r_report, "rb")
     pid = None
     try:
         join_cgroups(stage1)
         os.write(w_sync, b"1")
+        if idle is not None:
+            idle()
         msg = lns._read(report)
         if msg.get("userns") == "ready":
             _write_maps(stage1, plan.linux)
@@ -85,15 +93,19 @@ def launch(plan: Plan, join_cgroups, on_namespaces) -> int:
         except BrokenPipeError:
             pass   # the init failed already: its report says why
         msg = lns._read(report)
+        if plan.fifo_fd is None:
+            if msg:   # EOF is the exec (the report pipe is close-on-exec)
+                lns._fail(msg)
+            return pid
         if not msg.get("created"):
             lns._fail(msg)
-        os.close(plan.fifo_fd)
         return pid
     except BaseException:
-        os.close(plan.fifo_fd)
         lns.kill_stages(stage1, pid)
         raise
     finally:
+        if plan.fifo_fd is not None:
+            os.close(plan.fifo_fd)
         report.close()
         os.close(w_sync)
 
@@ -108,7 +120,17 @@ def _write_maps(pid: int, linux: dict) -> None:
 
 # -- container side ------------------------------------------------------------------------------------
 def _stage1(plan: Plan, sync_fd: int, report_fd: int) -> None:
+    if plan.filter_factory is not None:
+        try:
+            plan.filt = plan.filter_factory()
+        except Exception as exc:  # noqa: BLE001 - raised once the runtime listens for it
+            plan.filt = exc
+    if plan.console is not None:
+        import array  # noqa: F401 - for setup_console, after pivot_root (out of the host's reach)
+        import socket  # noqa: F401
     lns._wait_byte(sync_fd, b"1")
+    if isinstance(plan.filt, Exception):
+        raise plan.filt
     fds = {}
     for kind, path in plan.ns.items():
         if path:
@@ -116,6 +138,12 @@ def _stage1(plan: Plan, sync_fd: int, report_fd: int) -> None:
     if "user" in fds:
         L.join({"user": fds.pop("user")})
     L.join(fds)   # nsenter's order
+    flags = plan.new_flags()
+    if "_overlay" in plan.conf:
+        L.unshare(L.CLONE_NEWNS)
+        mount_overlay(plan)
+        if "user" not in plan.ns:
+            flags &= ~L.CLONE_NEWNS   # this one will do
     if "user" in plan.ns and plan.ns["user"] is None:
         L.unshare(L.CLONE_NEWUSER)
         lns._report(report_fd, {"userns": "ready"})
@@ -123,21 +151,32 @@ def _stage1(plan: Plan, sync_fd: int, report_fd: int) -> None:
     if "user" in plan.ns:
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
-    L.unshare(plan.new_flags())
+    L.unshare(flags)
     pid = os.fork()
     if pid == 0:
         lns._run_stage(_init, plan, sync_fd, report_fd)
     lns._report(report_fd, {"pid": pid})
 
 
+def init_prestarted(plan: Plan, sync_fd: int, report_fd: int) -> None:
+    """The init's work in a PID 1 forked before its container was known (the daemon's spare launcher,
+    launcher/namespaces.py Prestarted: its namespaces are made already), once its Plan is: the rootfs
+    source, then as any init."""
+    if "_overlay" in plan.conf:
+        mount_overlay(plan)
+    _init(plan, sync_fd, report_fd)
+
+
 def _init(plan: Plan, sync_fd: int, report_fd: int) -> None:
-    conf, linux = plan.conf, plan.linux
+    conf = plan.conf
     if plan.ns.get("network", "") is None:
         lns._loopback_up()
     root = conf["_rootfs"]
     if plan.ns.get("mount", "") is None:
         _mount_rootfs(plan, root)
     fifo_fd = plan.fifo_fd
+    if fifo_fd is None:
+        _run_at_once(plan, root, sync_fd, report_fd)
     lns._wait_byte(sync_fd, b"H")
     state = {"ociVersion": conf["ociVersion"], "id": os.path.basename(plan.state_dir), "status": "created",
              "pid": 0, "bundle": conf["_bundle"], "annotations": conf.get("annotations") or {}}
@@ -162,6 +201,22 @@ def _init(plan: Plan, sync_fd: int, report_fd: int) -> None:
             code = 127 if isinstance(exc, FileNotFoundError) else 126
         os.write(2, f"pynet-oci: {exc}\n".encode())
         os._exit(code)
+
+
+def _run_at_once(plan: Plan, root: str, sync_fd: int, report_fd: int) -> None:
+    """pynet run's init (no hooks, no `start`): into the rootfs while the launcher does its part (cgroups,
+    network), then the process as soon as it is done; a failure to exec is reported to the launcher."""
+    enter_rootfs(plan, root)
+    lns._wait_byte(sync_fd, b"H")
+    os.close(sync_fd)
+    if plan.console is not None:
+        setup_console(plan.console, plan.process.get("consoleSize"))
+    cwd = plan.process.get("cwd") or "/"
+    if cwd != "/":
+        os.makedirs(cwd, exist_ok=True)   # as Docker does
+    if plan.tiny_init:
+        exec_with_init(plan.process, plan.filt, report_fd)
+    exec_process(plan.process, plan.filt, keep_fd=report_fd)
 
 
 TIOCSPTLCK, TIOCGPTN, TIOCSCTTY, TIOCSWINSZ = 0x40045431, 0x80045430, 0x540E, 0x5414
