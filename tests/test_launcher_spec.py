@@ -22,6 +22,7 @@ def _build(**kw):
     args.update(kw)
     oci = spec.build(**args)
     config.check(oci)
+    spec.check(oci)
     return oci
 
 
@@ -84,6 +85,8 @@ def test_the_spec_of_a_run_is_read_as_any_config_json():
     oci["process"]["cwd"] = "relative"
     with pytest.raises(config.OCIError, match="process.cwd"):
         config.check(oci)
+    with pytest.raises(spec.SpecError, match="process.cwd"):
+        spec.check(oci)
 
 
 def test_spec_save_and_read_round_trip(tmp_path):

@@ -17,7 +17,6 @@ from cni_plugins import syscalls
 
 from . import cgroups, images, namespaces, network, rootfs, security, state
 from . import spec as ocispec
-from pynet.oci import config as ociconfig
 from .options import RunOptions
 from .state import Record
 from .value_objects import REQUIRED, Fields
@@ -186,9 +185,8 @@ def create(opts: RunOptions, reserved: Reserved | None = None) -> tuple[Record, 
         etc_dir=rec.dir, readonly=opts.read_only, new_net=new_net, userns=userns, volumes=opts.volumes,
         tmpfs=opts.tmpfs, devices=opts.devices, terminal=opts.tty)
     try:
-        ociconfig.check(oci)   # as pynet-oci reads a config.json
-        ocispec.save(oci, rec.file(SPEC_FILE))
-    except (ociconfig.OCIError, OSError) as exc:
+        ocispec.check(oci)
+    except ValueError as exc:
         _undo(rec)
         raise ContainerError(str(exc)) from None
     spec = namespaces.ProcessSpec(oci=oci, caps=caps, seccomp=seccomp, init=opts.init, userns=userns,
@@ -240,7 +238,12 @@ def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
                 write_resolv(rec.dir, network.dns_servers(attached), network.dns_search(attached))
 
     def idle() -> None:
-        # Imports needed later, done while the stages build the container (the launcher would only wait).
+        # Imports needed later, done while the stages build the container (the launcher would only wait);
+        # and the spec kept for `inspect`.
+        try:
+            ocispec.save(spec.oci, rec.file(SPEC_FILE))
+        except OSError:
+            pass
         if needs_network:
             network.preload()
         if rec.get("rm"):

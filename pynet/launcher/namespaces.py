@@ -1,25 +1,16 @@
 """Starting the container process in new namespaces, and joining them again for ``pynet exec``.
 
-The container side is pynet/oci/init.py's, driven by the run's OCI spec (launcher/spec.py): the same
-mounts, devices, pivot_root, masked paths and privilege drop as pynet-oci. What this module keeps is how
-the launcher forks it (no exec fifo: it starts at once), and the daemon's prestarted stage 1.
+A run is started by pynet/oci/init.py, from its OCI spec (launcher/spec.py) made into an init.Plan
+(plan_of): the same stages, mounts, devices, pivot_root, masked paths and privilege drop as pynet-oci's
+`create`, with no exec fifo (it starts at once) and the image overlay as rootfs source, mounted in the
+container's own mount namespace before any user namespace (init.mount_overlay). The launcher is a child
+subreaper, so the container's PID 1 becomes its child.
 
-Process shape (the launcher is a child subreaper, so the container's PID 1 becomes its child)::
-
-    launcher ── fork ── stage1: unshare(mnt), init.mount_overlay (image overlay and bind mounts, with
-                                host root's reach), [unshare(user); launcher writes uid_map/gid_map],
-                                unshare(mnt?, uts, ipc, net, cgroup, pid), fork, exit
-                            └── stage2 = PID 1: the spec's mounts and devices, pivot_root, hostname,
-                                masked/read-only paths (init.py), lo up, waits for the launcher
-                                (cgroups joined, network attached), init.exec_process (or
-                                init.exec_with_init: a tiny init that reaps)
-
-A Prestarted stage 1 (the daemon's spare launcher) unshares every namespace and forks PID 1 before the
-container is known; that PID 1 then mounts the overlay itself (same mount namespace) and goes on as
-stage 2.
-
-Two pipes: the stages report JSON lines to the launcher (``{"pid": N}``, ``{"error": ...}``; EOF after
-a successful exec, the write end being close-on-exec), the launcher releases them with single bytes.
+What stays here is the launcher's own: the daemon's prestarted stage 1 (Prestarted: it unshares every
+namespace and forks PID 1 before the container is known; that PID 1 completes its Plan once the spec
+comes, init.init_prestarted), `pynet exec` (join), and the stage plumbing init.py uses too: two pipes,
+the stages report JSON lines to the launcher (``{"pid": N}``, ``{"error": ...}``; EOF after a
+successful exec, the write end being close-on-exec), the launcher releases them with single bytes.
 """
 
 from __future__ import annotations
@@ -62,13 +53,14 @@ class ProcessSpec(Fields):
     }
 
 
-# -- launcher side ---------------------------------------------------------------------------------
-def _write_maps(pid: int, base: int, size: int) -> None:
-    with open(f"/proc/{pid}/setgroups", "w") as fh:
-        fh.write("deny")
-    for name in ("uid_map", "gid_map"):
-        with open(f"/proc/{pid}/{name}", "w") as fh:
-            fh.write(f"0 {base} {size}\n")
+def plan_of(spec: ProcessSpec, filt=None):
+    """The init.Plan of a run: no exec fifo, its filter ``filt`` (else built in stage 1)."""
+    oci = spec.oci
+    if spec.console_size:
+        oci = dict(oci, process=dict(oci["process"], consoleSize=spec.console_size))
+    factory = None if filt is not None else (lambda: security.build_seccomp_filter(spec.seccomp, spec.caps))
+    return oci_init.Plan(oci, None, False, filt, spec.console, cgroup_mounts=spec.cgroup_mounts,
+                         filter_factory=factory, tiny_init=spec.init)
 
 
 # What a prestarted stage 1 unshares before its spec arrives: everything but the user namespace (runs
@@ -178,7 +170,7 @@ def _prepare(sock, report_fd: int):
 
 
 def _prestarted_pid1(spec: ProcessSpec, prepared: tuple, sync_fd: int, report_fd: int) -> None:
-    """What stage 1 and stage 2 do, in a PID 1 that a prestarted stage 1 forked ahead of its spec."""
+    """A PID 1 that a prestarted stage 1 forked ahead of its spec: init.py's init, once it has its Plan."""
     filt, error = prepared
     _wait_byte(sync_fd, b"1")
     if error is not None:
@@ -187,9 +179,7 @@ def _prestarted_pid1(spec: ProcessSpec, prepared: tuple, sync_fd: int, report_fd
         filt = security.build_seccomp_filter(spec.seccomp, spec.caps)   # not the one built ahead
     if isinstance(filt, Exception):
         raise filt
-    plan = oci_init.Plan(spec.oci, None, False, filt, spec.console, cgroup_mounts=spec.cgroup_mounts)
-    oci_init.mount_overlay(plan)
-    _stage2(plan, spec, sync_fd, report_fd)
+    oci_init.init_prestarted(plan_of(spec, filt), sync_fd, report_fd)
 
 
 def _receive_spec(sock):
@@ -217,51 +207,22 @@ def _receive_spec(sock):
 
 
 def start(spec: ProcessSpec, join_cgroups, before_exec, idle=None, prestarted: Prestarted | None = None) -> int:
-    """Starts the container; returns the host PID of its PID 1 once the command has been executed.
+    """Starts the container (pynet/oci/init.py's launch, without exec fifo); returns the host PID of its
+    PID 1 once the command has been executed.
 
     ``join_cgroups(pid)`` runs before any namespace exists (so the cgroup namespace is rooted at the
-    container's cgroup); ``before_exec(pid)`` runs with PID 1 waiting (network attach, state); ``idle()``
-    runs while the stages build the container, when the launcher would only wait for them. With
-    ``prestarted``, that stage 1 is used (already in its cgroups: ``join_cgroups`` should do nothing).
+    container's cgroup); ``before_exec(pid)`` runs with the namespaces made, PID 1 waiting (network
+    attach, state); ``idle()`` runs while the stages build the container, when the launcher would only
+    wait for them. With ``prestarted``, that stage 1 is used (already in its cgroups: ``join_cgroups``
+    should do nothing).
     """
     L.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
+    stage = None
     if prestarted is not None:
         if not prestarted.fits(spec):
             raise LaunchError("internal: a prestarted stage 1 cannot make this container")
-        stage1, r_report, w_sync = prestarted.launch(spec)
-    else:
-        stage1, r_report, w_sync = fork_stage(_stage1, spec)
-    report = os.fdopen(r_report, "rb")
-    pid = None
-    try:
-        join_cgroups(stage1)
-        os.write(w_sync, b"1")
-        if idle is not None:
-            idle()
-        msg = _read(report)
-        if spec.userns:
-            if msg.get("userns") != "ready":
-                _fail(msg)
-            _write_maps(stage1, *spec.userns)
-            os.write(w_sync, b"M")
-            msg = _read(report)
-        if "pid" not in msg:
-            _fail(msg)
-        pid = msg["pid"]
-        os.waitpid(stage1, 0)
-        stage1 = None
-        before_exec(pid)
-        os.write(w_sync, b"2")
-        msg = _read(report)
-        if msg:
-            _fail(msg)
-        return pid
-    except BaseException:
-        kill_stages(stage1, pid)
-        raise
-    finally:
-        report.close()
-        os.close(w_sync)
+        stage = prestarted.launch(spec)
+    return oci_init.launch(plan_of(spec), join_cgroups, before_exec, idle, stage)
 
 
 def kill_stages(*pids) -> None:
@@ -334,41 +295,6 @@ def _wait_byte(fd: int, expected: bytes) -> None:
         os._exit(125)   # the launcher went away: nothing to report to
 
 
-def _stage1(spec: ProcessSpec, sync_fd: int, report_fd: int) -> None:
-    # The seccomp filter is built now, while the launcher moves this process into the container's cgroups
-    # (PID 1 inherits it); a failure is raised once the launcher listens for it.
-    try:
-        filt = security.build_seccomp_filter(spec.seccomp, spec.caps)
-    except Exception as exc:  # noqa: BLE001
-        filt = exc
-    if spec.console is not None:
-        from . import terminal
-
-        terminal.preload()
-    _wait_byte(sync_fd, b"1")
-    if isinstance(filt, Exception):
-        raise filt
-    plan = oci_init.Plan(spec.oci, None, False, filt, spec.console, cgroup_mounts=spec.cgroup_mounts)
-    L.unshare(L.CLONE_NEWNS)
-    oci_init.mount_overlay(plan)
-    flags = L.CLONE_NEWUTS | L.CLONE_NEWIPC | L.CLONE_NEWCGROUP | L.CLONE_NEWPID
-    if spec.new_net:
-        flags |= L.CLONE_NEWNET
-    if spec.userns:
-        L.unshare(L.CLONE_NEWUSER)
-        _report(report_fd, {"userns": "ready"})
-        _wait_byte(sync_fd, b"M")
-        os.setresgid(0, 0, 0)
-        os.setresuid(0, 0, 0)
-        # A second mount namespace, owned by the user namespace, so container root may mount in it.
-        flags |= L.CLONE_NEWNS
-    L.unshare(flags)
-    pid = os.fork()
-    if pid == 0:
-        _run_stage(_stage2, plan, spec, sync_fd, report_fd)
-    _report(report_fd, {"pid": pid})
-
-
 def _loopback_up() -> None:
     s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
     try:
@@ -377,29 +303,6 @@ def _loopback_up() -> None:
         fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))    # SIOCSIFFLAGS, IFF_UP
     finally:
         s.close()
-
-
-def _stage2(plan, spec: ProcessSpec, sync_fd: int, report_fd: int) -> None:
-    """PID 1: the container side of pynet/oci/init.py (mounts, devices, pivot_root, hostname, masked and
-    read-only paths), then, once the launcher is done (cgroups, network), the process."""
-    root = plan.conf["_rootfs"]
-    oci_init._mount_rootfs(plan, root)
-    oci_init.enter_rootfs(plan, root)
-    if spec.new_net:
-        _loopback_up()
-    _wait_byte(sync_fd, b"2")
-    os.close(sync_fd)
-    if spec.console is not None:
-        from . import terminal
-
-        terminal.setup(spec.console, spec.console_size)
-    cwd = plan.process.get("cwd") or "/"
-    if cwd != "/":
-        os.makedirs(cwd, exist_ok=True)
-    if spec.init:
-        oci_init.exec_with_init(plan.process, plan.filt, report_fd)
-    else:
-        oci_init.exec_process(plan.process, plan.filt, keep_fd=report_fd)
 
 
 def execvpe(argv: list, env: dict) -> None:

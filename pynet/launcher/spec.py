@@ -17,6 +17,10 @@ from . import rootfs, security
 
 OCI_VERSION = "1.0.2"
 
+
+class SpecError(ValueError):
+    """A run whose spec pynet-oci would refuse (the message names the key and value)."""
+
 # The flags a tmpfs (--tmpfs) may carry, as OCI mount options.
 _TMPFS_OPTIONS = ((L.MS_RDONLY, "ro"), (L.MS_NOSUID, "nosuid"), (L.MS_NODEV, "nodev"), (L.MS_NOEXEC, "noexec"))
 
@@ -94,6 +98,17 @@ def build(*, argv: list, env: dict, cwd: str, hostname: str, caps: list, user: s
         linux["seccomp"] = seccomp_profile.load() if seccomp == "default" else seccomp
     return {"ociVersion": OCI_VERSION, "process": process, "root": {"path": "rootfs", "readonly": readonly},
             "hostname": hostname, "mounts": mounts, "linux": linux, "_overlay": dict(overlay)}
+
+
+def check(oci: dict) -> None:
+    """pynet-oci's check of a config.json (config.OCIError names the key and value), but for the seccomp
+    profile, which seccomp_profile.load checked already."""
+    from pynet.oci import config
+
+    try:
+        config.check(dict(oci, linux={k: v for k, v in oci["linux"].items() if k != "seccomp"}))
+    except config.OCIError as exc:
+        raise SpecError(str(exc)) from None
 
 
 def save(oci: dict, path: str) -> None:
