@@ -34,11 +34,15 @@ class Plan:
 
     def __init__(self, conf: dict, state_dir: str | None, no_pivot: bool, filt, console: int | None = None,
                  preserve_fds: int = 0, cgroup_mounts: list | None = None, filter_factory=None,
-                 tiny_init: bool = False):
+                 tiny_init: bool = False, overlay: dict | None = None, device_hosts: dict | None = None):
         self.conf, self.state_dir, self.no_pivot, self.filt = conf, state_dir, no_pivot, filt
         # pynet run: the seccomp filter is built in stage 1 (while the launcher moves it into its cgroups),
         # and --init keeps a tiny init as PID 1 (exec_with_init).
         self.filter_factory, self.tiny_init = filter_factory, tiny_init
+        # pynet run's rootfs source, not a config.json field: its image layers as an overlay (lowerdirs
+        # top-most first, upper, work) mounted in the container's own mount namespace (mount_overlay); and
+        # the host node of each --device, bound (container path -> host path).
+        self.overlay, self.device_hosts = overlay, device_hosts or {}
         self.console = console   # a socket connected to --console-socket (process.terminal)
         self.preserve_fds = preserve_fds   # fds 3..3+N-1 passed on to the process
         self.linux = conf.get("linux") or {}
@@ -139,7 +143,7 @@ def _stage1(plan: Plan, sync_fd: int, report_fd: int) -> None:
         L.join({"user": fds.pop("user")})
     L.join(fds)   # nsenter's order
     flags = plan.new_flags()
-    if "_overlay" in plan.conf:
+    if plan.overlay is not None:
         L.unshare(L.CLONE_NEWNS)
         mount_overlay(plan)
         if "user" not in plan.ns:
@@ -162,7 +166,7 @@ def init_prestarted(plan: Plan, sync_fd: int, report_fd: int) -> None:
     """The init's work in a PID 1 forked before its container was known (the daemon's spare launcher,
     launcher/namespaces.py Prestarted: its namespaces are made already), once its Plan is: the rootfs
     source, then as any init."""
-    if "_overlay" in plan.conf:
+    if plan.overlay is not None:
         mount_overlay(plan)
     _init(plan, sync_fd, report_fd)
 
@@ -274,12 +278,12 @@ def _is_bind(m: dict) -> bool:
 
 
 def mount_overlay(plan: Plan) -> str:
-    """The internal rootfs source ``_overlay`` (pynet run's image layers, launcher/spec.py), in a mount
+    """The rootfs source ``plan.overlay`` (pynet run's image layers, launcher/spec.py), in a mount
     namespace of its own made by the caller (nothing mounted here reaches the host, nor outlives the
     container): a private tmpfs staging point, the overlay on it, and the spec's bind mounts, bound now
     with the host's privileges (before any user namespace: image and state paths under 0700 directories
     stay reachable). Returns the rootfs path, also set as the config's "_rootfs"."""
-    overlay = plan.conf["_overlay"]
+    overlay = plan.overlay
     L.mount(None, "/", None, L.MS_REC | L.MS_PRIVATE)
     # A fresh tmpfs under a world-traversable directory: container root in a user namespace could not
     # walk into the storage paths (pytest's tmp dirs are 0700), but it can reach this.
@@ -314,7 +318,7 @@ def _mount_rootfs(plan: Plan, root: str) -> None:
         if not (plan.binds_done and _is_bind(m)):
             _mount_one(plan, root, m)
     for dev in plan.linux.get("devices") or ():
-        _make_device(root, dev, userns="user" in plan.ns)
+        _make_device(root, dev, "user" in plan.ns, plan.device_hosts.get(dev["path"]))
 
 
 def mount_options(options) -> tuple[int, int, str]:
@@ -364,7 +368,7 @@ def _mount_one(plan: Plan, root: str, m: dict, owner: int = 0) -> None:
         L.mount(None, dest, None, prop)
 
 
-def _make_device(root: str, dev: dict, userns: bool) -> None:
+def _make_device(root: str, dev: dict, userns: bool, host: str | None = None) -> None:
     target = lrootfs.secure_join(root, dev["path"])
     os.makedirs(os.path.dirname(target), exist_ok=True)
     if os.path.lexists(target):
@@ -373,8 +377,8 @@ def _make_device(root: str, dev: dict, userns: bool) -> None:
         except OSError:
             pass
         os.unlink(target)
-    if userns or dev.get("_host"):   # mknod is not allowed in a user namespace: the host's node, bound
-        lrootfs._bind_node(dev.get("_host") or dev["path"], target)   # (pynet run --device binds it always)
+    if userns or host:   # mknod is not allowed in a user namespace: the host's node, bound (--device: always)
+        lrootfs._bind_node(host or dev["path"], target)
         return
     kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[dev["type"]]
     os.mknod(target, kind | (dev.get("fileMode") or 0o666), os.makedev(dev.get("major", 0), dev.get("minor", 0)))
