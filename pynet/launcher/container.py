@@ -181,8 +181,7 @@ def create(opts: RunOptions, reserved: Reserved | None = None) -> tuple[Record, 
     new_net = opts.net.mode != "host"
     oci = ocispec.build(
         argv=argv, env=env, cwd=cwd, hostname=hostname, caps=caps, user=user, rlimits=rlimits, seccomp=seccomp,
-        nnp=opts.no_new_privs, overlay={"lowerdirs": list(reversed(lowers)), "upper": upper, "work": work},
-        etc_dir=rec.dir, readonly=opts.read_only, new_net=new_net, userns=userns, volumes=opts.volumes,
+        nnp=opts.no_new_privs, etc_dir=rec.dir, readonly=opts.read_only, new_net=new_net, userns=userns, volumes=opts.volumes,
         tmpfs=opts.tmpfs, devices=opts.devices, terminal=opts.tty)
     try:
         ocispec.check(oci)
@@ -190,7 +189,9 @@ def create(opts: RunOptions, reserved: Reserved | None = None) -> tuple[Record, 
         _undo(rec)
         raise ContainerError(str(exc)) from None
     spec = namespaces.ProcessSpec(oci=oci, caps=caps, seccomp=seccomp, init=opts.init, userns=userns,
-                                  new_net=new_net, cgroup_mounts=cgroups.container_mounts())
+                                  new_net=new_net, cgroup_mounts=cgroups.container_mounts(),
+                                  overlay={"lowerdirs": list(reversed(lowers)), "upper": upper, "work": work},
+                                  device_hosts={d.path: d.host for d in opts.devices})
     return rec, spec
 
 

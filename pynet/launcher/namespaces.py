@@ -50,6 +50,8 @@ class ProcessSpec(Fields):
         "console": None,          # -t: the fd of a terminal.Console the pty master goes to
         "console_size": None,     # its window size ({"height", "width"}), or None
         "cgroup_mounts": list,    # cgroups.container_mounts(), read on the host side
+        "overlay": None,          # the rootfs source: {"lowerdirs" (top-most first), "upper", "work"}
+        "device_hosts": dict,     # --device: container path -> host node
     }
 
 
@@ -60,7 +62,8 @@ def plan_of(spec: ProcessSpec, filt=None):
         oci = dict(oci, process=dict(oci["process"], consoleSize=spec.console_size))
     factory = None if filt is not None else (lambda: security.build_seccomp_filter(spec.seccomp, spec.caps))
     return oci_init.Plan(oci, None, False, filt, spec.console, cgroup_mounts=spec.cgroup_mounts,
-                         filter_factory=factory, tiny_init=spec.init)
+                         filter_factory=factory, tiny_init=spec.init, overlay=spec.overlay,
+                         device_hosts=spec.device_hosts)
 
 
 # What a prestarted stage 1 unshares before its spec arrives: everything but the user namespace (runs

@@ -4,9 +4,10 @@ no_new_privs, `runc spec`'s rlimits) are this default spec, and the run's option
 checked by pynet/oci/config.py like any config.json, and its container side (mounts, devices, masked
 paths, pivot_root, privilege drop) is pynet/oci/init.py's, the same code pynet-oci runs.
 
-One internal key goes beyond the OCI spec: ``_overlay`` (lowerdirs top-most first, upper, work), the
-image's layers that the container side mounts as its root inside the container's own mount namespace
-(so a crash leaves no mount behind on the host); ``root.path`` then names only where that happens.
+What is not in the spec goes to init.Plan beside it (launcher/namespaces.py plan_of): the image's layers,
+an overlay the container side mounts as its root inside the container's own mount namespace (so a crash
+leaves no mount behind on the host; ``root.path`` names nothing then), and the host node of each
+--device, bound rather than made.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def process_of(argv: list, env: dict, cwd: str, caps: list, user: "security.User
 
 
 def build(*, argv: list, env: dict, cwd: str, hostname: str, caps: list, user: security.User,
-          rlimits: dict, seccomp, nnp: bool, overlay: dict, etc_dir: str, readonly: bool = False,
+          rlimits: dict, seccomp, nnp: bool, etc_dir: str, readonly: bool = False,
           new_net: bool = True, userns: tuple | None = None, volumes=(), tmpfs=(), devices=(),
           terminal: bool = False) -> dict:
     """The spec of one run. ``seccomp``: "default", "unconfined" or a loaded profile; ``userns``: (host
@@ -88,7 +89,7 @@ def build(*, argv: list, env: dict, cwd: str, hostname: str, caps: list, user: s
         "maskedPaths": list(rootfs.MASKED_PATHS),
         "readonlyPaths": list(rootfs.READONLY_PATHS),
         "devices": [{"path": d.path, "type": d.kind, "major": d.major, "minor": d.minor, "fileMode": 0o666,
-                     "uid": 0, "gid": 0, "_host": d.host} for d in devices],
+                     "uid": 0, "gid": 0} for d in devices],
     }
     if userns:
         linux["uidMappings"] = linux["gidMappings"] = [{"containerID": 0, "hostID": userns[0], "size": userns[1]}]
@@ -97,7 +98,7 @@ def build(*, argv: list, env: dict, cwd: str, hostname: str, caps: list, user: s
 
         linux["seccomp"] = seccomp_profile.load() if seccomp == "default" else seccomp
     return {"ociVersion": OCI_VERSION, "process": process, "root": {"path": "rootfs", "readonly": readonly},
-            "hostname": hostname, "mounts": mounts, "linux": linux, "_overlay": dict(overlay)}
+            "hostname": hostname, "mounts": mounts, "linux": linux}
 
 
 def check(oci: dict) -> None:
