@@ -12,12 +12,12 @@ from pynet.launcher import devices, rootfs, security, spec
 from pynet.oci import config
 from pynet.oci.init import mount_options
 
-def _build(**kw):
+def _build(seccomp="default", **kw):
     args = dict(argv=["sh", "-c", "true"], env={"PATH": "/bin", "HOME": "/root"}, cwd="/", hostname="c1",
                 caps=security.resolve_caps(), user=security.User(), rlimits=security.resolve_rlimits(),
-                seccomp="default", nnp=True, etc_dir="/state/c1")
+                nnp=True, etc_dir="/state/c1")
     args.update(kw)
-    oci = spec.build(**args)
+    oci = spec.with_seccomp(spec.build(**args), seccomp)
     config.check(oci)
     spec.check(oci)
     return oci

@@ -180,7 +180,7 @@ def create(opts: RunOptions, reserved: Reserved | None = None) -> tuple[Record, 
         raise
     new_net = opts.net.mode != "host"
     oci = ocispec.build(
-        argv=argv, env=env, cwd=cwd, hostname=hostname, caps=caps, user=user, rlimits=rlimits, seccomp=seccomp,
+        argv=argv, env=env, cwd=cwd, hostname=hostname, caps=caps, user=user, rlimits=rlimits,
         nnp=opts.no_new_privs, etc_dir=rec.dir, readonly=opts.read_only, new_net=new_net, userns=userns, volumes=opts.volumes,
         tmpfs=opts.tmpfs, devices=opts.devices, terminal=opts.tty)
     try:
@@ -242,8 +242,8 @@ def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
         # Imports needed later, done while the stages build the container (the launcher would only wait);
         # and the spec kept for `inspect`.
         try:
-            ocispec.save(spec.oci, rec.file(SPEC_FILE))
-        except OSError:
+            ocispec.save(ocispec.with_seccomp(spec.oci, spec.seccomp), rec.file(SPEC_FILE))
+        except (OSError, ValueError):
             pass
         if needs_network:
             network.preload()

@@ -7,7 +7,8 @@ paths, pivot_root, privilege drop) is pynet/oci/init.py's, the same code pynet-o
 What is not in the spec goes to init.Plan beside it (launcher/namespaces.py plan_of): the image's layers,
 an overlay the container side mounts as its root inside the container's own mount namespace (so a crash
 leaves no mount behind on the host; ``root.path`` names nothing then), and the host node of each
---device, bound rather than made.
+--device, bound rather than made. The seccomp profile joins the spec in with_seccomp (the spec kept for
+`inspect`); the stages get it apart, as a filter compiled ahead (launcher/namespaces.py).
 """
 
 from __future__ import annotations
@@ -71,12 +72,13 @@ def process_of(argv: list, env: dict, cwd: str, caps: list, user: "security.User
 
 
 def build(*, argv: list, env: dict, cwd: str, hostname: str, caps: list, user: security.User,
-          rlimits: dict, seccomp, nnp: bool, etc_dir: str, readonly: bool = False,
+          rlimits: dict, nnp: bool, etc_dir: str, readonly: bool = False,
           new_net: bool = True, userns: tuple | None = None, volumes=(), tmpfs=(), devices=(),
           terminal: bool = False) -> dict:
-    """The spec of one run. ``seccomp``: "default", "unconfined" or a loaded profile; ``userns``: (host
-    base, size) mapped to container 0..size-1; ``volumes``: (host, container, readonly); ``tmpfs``:
-    parse_tmpfs tuples; ``devices``: devices.Device."""
+    """The spec of one run but for its seccomp profile (with_seccomp): the launcher hands its stages the
+    filter's profile apart, compiled ahead. ``userns``: (host base, size) mapped to container
+    0..size-1; ``volumes``: (host, container, readonly); ``tmpfs``: parse_tmpfs tuples; ``devices``:
+    devices.Device."""
     process = process_of(argv, env, cwd, caps, user, rlimits, nnp, terminal)
     # Bound first, as the launcher always did: the host paths are reached before any user namespace.
     mounts = [bind_mount(f"{etc_dir}/{name}", f"/etc/{name}") for name in rootfs.ETC_FILES]
@@ -93,12 +95,19 @@ def build(*, argv: list, env: dict, cwd: str, hostname: str, caps: list, user: s
     }
     if userns:
         linux["uidMappings"] = linux["gidMappings"] = [{"containerID": 0, "hostID": userns[0], "size": userns[1]}]
-    if seccomp != "unconfined":
-        from . import seccomp_profile
-
-        linux["seccomp"] = seccomp_profile.load() if seccomp == "default" else seccomp
     return {"ociVersion": OCI_VERSION, "process": process, "root": {"path": "rootfs", "readonly": readonly},
             "hostname": hostname, "mounts": mounts, "linux": linux}
+
+
+def with_seccomp(oci: dict, seccomp) -> dict:
+    """The whole spec: ``oci`` with linux.seccomp, the profile of ``seccomp`` ("default", "unconfined"
+    or a loaded profile)."""
+    if seccomp == "unconfined":
+        return oci
+    from . import seccomp_profile
+
+    profile = seccomp_profile.load() if seccomp == "default" else seccomp
+    return dict(oci, linux=dict(oci["linux"], seccomp=profile))
 
 
 def check(oci: dict) -> None:
