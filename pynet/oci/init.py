@@ -311,8 +311,10 @@ def _host_root(linux: dict) -> int:
 
 
 def _mount_rootfs(plan: Plan, root: str) -> None:
-    # Nothing mounted here reaches the host: private, or a slave receiving the host's mounts.
-    L.mount(None, "/", None, L.MS_REC | C.PROPAGATION[plan.linux.get("rootfsPropagation") or "rprivate"])
+    # Nothing mounted here reaches the host: private, or a slave receiving the host's mounts (with an
+    # overlay source, mount_overlay made it all private already).
+    if plan.overlay is None:
+        L.mount(None, "/", None, L.MS_REC | C.PROPAGATION[plan.linux.get("rootfsPropagation") or "rprivate"])
     L.mount(root, root, None, L.MS_BIND | L.MS_REC)
     for m in plan.conf.get("mounts") or ():
         if not (plan.binds_done and _is_bind(m)):
