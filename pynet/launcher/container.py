@@ -96,7 +96,7 @@ def _resolve_command(opts: RunOptions, config: dict) -> list:
     return argv
 
 
-SPEC_FILE = "config.json"   # the container's OCI spec (launcher/spec.py), for `inspect`
+SPEC_FILE = "config.json"   # the container's OCI spec (launcher/spec.py) but its seccomp profile, for `inspect`
 
 
 class Reserved(Fields):
@@ -181,8 +181,8 @@ def create(opts: RunOptions, reserved: Reserved | None = None) -> tuple[Record, 
     new_net = opts.net.mode != "host"
     oci = ocispec.build(
         argv=argv, env=env, cwd=cwd, hostname=hostname, caps=caps, user=user, rlimits=rlimits,
-        nnp=opts.no_new_privs, etc_dir=rec.dir, readonly=opts.read_only, new_net=new_net, userns=userns, volumes=opts.volumes,
-        tmpfs=opts.tmpfs, devices=opts.devices, terminal=opts.tty)
+        nnp=opts.no_new_privs, etc_dir=rec.dir, readonly=opts.read_only, new_net=new_net, userns=userns,
+        volumes=opts.volumes, tmpfs=opts.tmpfs, devices=opts.devices, terminal=opts.tty)
     try:
         ocispec.check(oci)
     except ValueError as exc:
@@ -242,8 +242,8 @@ def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
         # Imports needed later, done while the stages build the container (the launcher would only wait);
         # and the spec kept for `inspect`.
         try:
-            ocispec.save(ocispec.with_seccomp(spec.oci, spec.seccomp), rec.file(SPEC_FILE))
-        except (OSError, ValueError):
+            ocispec.save(spec.oci, rec.file(SPEC_FILE))
+        except OSError:
             pass
         if needs_network:
             network.preload()
@@ -538,7 +538,12 @@ def inspect(rec: Record) -> dict:
         data["mounts"] = rootfs.mounts_of(pid)
         data["stats"] = cgroups.from_paths(rec.get("cgroups") or {}).stats()
     data.pop("seccomp_profile", None)
-    data["spec"] = ocispec.read(rec.file(SPEC_FILE))
+    data["spec"] = saved = ocispec.read(rec.file(SPEC_FILE))
+    if saved:
+        try:
+            data["spec"] = ocispec.with_seccomp(saved, rec.get("seccomp_profile") or rec.get("seccomp", "default"))
+        except ValueError:
+            pass   # the default profile unreadable now: the spec as kept
     data["security"] = {"capabilities": rec.get("caps"), "seccomp": rec.get("seccomp"),
                         "no_new_privs": rec.get("no_new_privs"), "user": rec.get("user"),
                         "rlimits": rec.get("rlimits"), **security.lsm_status()}
