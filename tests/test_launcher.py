@@ -661,3 +661,12 @@ def test_cgroup_warmup_moves_nothing_and_is_reaped_by_the_join():
     with pytest.raises(ChildProcessError):
         os.waitpid(child, os.WNOHANG)   # already reaped
     assert own() == before
+
+
+def test_inspect_shows_the_oci_spec_the_container_was_run_with(pynet):
+    cid = pynet.detach("--cap-drop", "ALL", "--cap-add", "KILL", "busybox", "sleep", "30")
+    spec = pynet.inspect(cid)["spec"]
+    assert spec["process"]["args"] == ["sleep", "30"]
+    assert spec["process"]["capabilities"]["bounding"] == ["CAP_KILL"]
+    assert spec["hostname"] == cid[:12] and spec["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
+    assert pynet("rm", "-f", cid).returncode == 0

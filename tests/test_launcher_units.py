@@ -220,7 +220,7 @@ def test_fast_run_parser_leaves_unusual_forms_to_argparse(argv):
 
 def test_value_objects_construct_compare_and_copy_defaults():
     from pynet.launcher.options import RunOptions
-    from pynet.launcher.rootfs import RootfsSpec
+    from pynet.launcher.namespaces import ProcessSpec
 
     a, b = RunOptions(image="busybox"), RunOptions(image="busybox")
     assert a == b and a.command == [] and a.limits == cgroups.Limits()
@@ -228,8 +228,8 @@ def test_value_objects_construct_compare_and_copy_defaults():
     assert b.command == [] and a != b                      # factories: no shared mutable defaults
     assert vars(cgroups.Limits(memory=1)) == {"memory": 1, "cpus": None, "pids": None, "cpuset_cpus": None}
     assert cgroups.Hierarchy("/m", 1, frozenset({"pids"})).version == 1
-    with pytest.raises(TypeError, match="upper"):
-        RootfsSpec(lowerdirs=["/l"], work="/w", etc_dir="/e")
+    with pytest.raises(TypeError, match="oci"):
+        ProcessSpec(caps=[], seccomp="default")
     with pytest.raises(TypeError, match="bogus"):
         RunOptions(bogus=1)
 

@@ -713,3 +713,19 @@ def test_containerd_ctr_runs_tasks_through_pynet_oci(containerd, busybox_rootfs)
         time.sleep(0.05)
     assert containerd("task", "rm", "two").returncode == 0
     assert containerd("containers", "rm", "two").returncode == 0
+
+
+def test_cgroup_mount_in_a_cgroup_namespace_shows_the_containers_own_hierarchies(oci):
+    # The hierarchies are read from the host's mount table before the cgroup namespace exists (inside it
+    # their roots are no longer "/"): the container's /sys/fs/cgroup holds them, rooted at its cgroup.
+    def edit(c):
+        c["linux"]["namespaces"].append({"type": "cgroup"})
+        c["linux"]["resources"]["pids"] = {"limit": 42}
+        c["process"]["args"] = ["sh", "-c", "cat /proc/self/cgroup; cat /sys/fs/cgroup/pids/pids.max 2>&1"]
+    oci.config(edit)
+    res = oci.run("cgns")
+    assert res.returncode == 0, res.err
+    lines = res.out.splitlines()
+    assert all(line.endswith(":/") for line in lines if ":" in line)
+    if any(h.version == 1 and "pids" in h.controllers for h in cgroups.hierarchies()):
+        assert lines[-1] == "42"

@@ -16,6 +16,7 @@ import time
 from cni_plugins import syscalls
 
 from . import cgroups, images, namespaces, network, rootfs, security, state
+from . import spec as ocispec
 from .options import RunOptions
 from .state import Record
 from .value_objects import REQUIRED, Fields
@@ -93,6 +94,9 @@ def _resolve_command(opts: RunOptions, config: dict) -> list:
     if not argv:
         raise ContainerError("no command given and the image has none")
     return argv
+
+
+SPEC_FILE = "config.json"   # the container's OCI spec (launcher/spec.py) but its seccomp profile, for `inspect`
 
 
 class Reserved(Fields):
@@ -174,14 +178,20 @@ def create(opts: RunOptions, reserved: Reserved | None = None) -> tuple[Record, 
         if isinstance(exc, (cgroups.CgroupError, OSError, images.ImageError)):
             raise ContainerError(str(exc)) from None
         raise
-    spec = namespaces.ProcessSpec(
-        argv=argv, env=env, cwd=cwd, hostname=hostname, caps=caps, seccomp=seccomp, user=user, rlimits=rlimits,
-        nnp=opts.no_new_privs, init=opts.init, userns=userns, new_net=opts.net.mode != "host",
-        rootfs=rootfs.RootfsSpec(lowerdirs=list(reversed(lowers)), upper=upper, work=work, etc_dir=rec.dir,
-                                 readonly=opts.read_only, new_netns=opts.net.mode != "host",
-                                 owner=userns[0] if userns else 0, extra_binds=list(opts.volumes),
-                                 cgroup_mounts=cgroups.container_mounts(), tmpfs=list(opts.tmpfs),
-                                 devices=[(d.host, d.path) for d in opts.devices]))
+    new_net = opts.net.mode != "host"
+    oci = ocispec.build(
+        argv=argv, env=env, cwd=cwd, hostname=hostname, caps=caps, user=user, rlimits=rlimits,
+        nnp=opts.no_new_privs, etc_dir=rec.dir, readonly=opts.read_only, new_net=new_net, userns=userns,
+        volumes=opts.volumes, tmpfs=opts.tmpfs, devices=opts.devices, terminal=opts.tty)
+    try:
+        ocispec.check(oci)
+    except ValueError as exc:
+        _undo(rec)
+        raise ContainerError(str(exc)) from None
+    spec = namespaces.ProcessSpec(oci=oci, caps=caps, seccomp=seccomp, init=opts.init, userns=userns,
+                                  new_net=new_net, cgroup_mounts=cgroups.container_mounts(),
+                                  overlay={"lowerdirs": list(reversed(lowers)), "upper": upper, "work": work},
+                                  device_hosts={d.path: d.host for d in opts.devices})
     return rec, spec
 
 
@@ -230,7 +240,12 @@ def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
                 write_resolv(rec.dir, network.dns_servers(attached), network.dns_search(attached))
 
     def idle() -> None:
-        # Imports needed later, done while the stages build the container (the launcher would only wait).
+        # Imports needed later, done while the stages build the container (the launcher would only wait);
+        # and the spec kept for `inspect`.
+        try:
+            ocispec.save(spec.oci, rec.file(SPEC_FILE))
+        except OSError:
+            pass
         if needs_network:
             network.preload()
         if rec.get("rm"):
@@ -495,11 +510,11 @@ def exec_in(rec: Record, argv: list, env: list, workdir: str | None, tty: bool =
         raise ContainerError(f"container {rec.id[:12]} is not running")
     full_env = dict(rec.get("env") or {})
     full_env.update(_env_list_to_dict(env))
-    spec = namespaces.ProcessSpec(
-        argv=argv, env=full_env, cwd=workdir or rec.get("cwd") or "/", hostname=rec["hostname"],
-        caps=rec["caps"], seccomp=rec.get("seccomp_profile") or rec.get("seccomp", "default"),
-        nnp=rec.get("no_new_privs", True), init=False, userns=None, new_net=False, rootfs=None,
-        user=security.User(**rec["user"]) if rec.get("user") else None, rlimits=rec.get("rlimits"))
+    user = security.User(**rec["user"]) if rec.get("user") else None
+    process = ocispec.process_of(argv, full_env, workdir or rec.get("cwd") or "/", rec["caps"], user,
+                                 rec.get("rlimits"), rec.get("no_new_privs", True), tty)
+    spec = namespaces.ProcessSpec(oci={"process": process}, caps=rec["caps"], new_net=False,
+                                  seccomp=rec.get("seccomp_profile") or rec.get("seccomp", "default"))
     relay = None
     if tty:
         from . import terminal
@@ -524,6 +539,12 @@ def inspect(rec: Record) -> dict:
         data["mounts"] = rootfs.mounts_of(pid)
         data["stats"] = cgroups.from_paths(rec.get("cgroups") or {}).stats()
     data.pop("seccomp_profile", None)
+    data["spec"] = saved = ocispec.read(rec.file(SPEC_FILE))
+    if saved:
+        try:
+            data["spec"] = ocispec.with_seccomp(saved, rec.get("seccomp_profile") or rec.get("seccomp", "default"))
+        except ValueError:
+            pass   # the default profile unreadable now: the spec as kept
     data["security"] = {"capabilities": rec.get("caps"), "seccomp": rec.get("seccomp"),
                         "no_new_privs": rec.get("no_new_privs"), "user": rec.get("user"),
                         "rlimits": rec.get("rlimits"), **security.lsm_status()}

@@ -1,20 +1,16 @@
 """Starting the container process in new namespaces, and joining them again for ``pynet exec``.
 
-Process shape (the launcher is a child subreaper, so the container's PID 1 becomes its child)::
+A run is started by pynet/oci/init.py, from its OCI spec (launcher/spec.py) made into an init.Plan
+(plan_of): the same stages, mounts, devices, pivot_root, masked paths and privilege drop as pynet-oci's
+`create`, with no exec fifo (it starts at once) and the image overlay as rootfs source, mounted in the
+container's own mount namespace before any user namespace (init.mount_overlay). The launcher is a child
+subreaper, so the container's PID 1 becomes its child.
 
-    launcher ── fork ── stage1: unshare(mnt), assemble the rootfs (host root),
-                                [unshare(user); launcher writes uid_map/gid_map],
-                                unshare(mnt?, uts, ipc, net, cgroup, pid), fork, exit
-                            └── stage2 = PID 1: /proc, /sys, /dev, pivot_root, hostname, lo up,
-                                waits for the launcher (cgroups joined, network attached),
-                                drops privileges, execs the command (or a tiny init that reaps)
-
-A Prestarted stage 1 (the daemon's spare launcher) unshares every namespace and forks PID 1 before the
-container is known; that PID 1 then assembles the rootfs itself (same mount namespace) and goes on as
-stage 2.
-
-Two pipes: the stages report JSON lines to the launcher (``{"pid": N}``, ``{"error": ...}``; EOF after
-a successful exec, the write end being close-on-exec), the launcher releases them with single bytes.
+What stays here is the launcher's own: the daemon's prestarted stage 1 (Prestarted: it unshares every
+namespace and forks PID 1 before the container is known; that PID 1 completes its Plan once the spec
+comes, init.init_prestarted), `pynet exec` (join), and the stage plumbing init.py uses too: two pipes,
+the stages report JSON lines to the launcher (``{"pid": N}``, ``{"error": ...}``; EOF after a
+successful exec, the write end being close-on-exec), the launcher releases them with single bytes.
 """
 
 from __future__ import annotations
@@ -28,8 +24,10 @@ import sys
 import warnings  # noqa: F401 - os.execvpe imports it when called: after pivot_root, out of reach
 
 from cni_plugins import syscalls as L
+from pynet.oci import init as oci_init
 from pynet.oci import jsonc as json   # not `json`: it imports `re` and `enum` (~4 ms of a start)
-from . import rootfs, security
+
+from . import security
 from .value_objects import REQUIRED, Fields
 
 
@@ -40,27 +38,32 @@ class LaunchError(Exception):
 
 
 class ProcessSpec(Fields):
+    """How the launcher starts a container whose OCI spec is ``oci`` (launcher/spec.py; for `pynet exec`
+    only its "process"): the container side is pynet/oci/init.py's."""
     FIELDS = {
-        "argv": REQUIRED, "env": REQUIRED, "cwd": REQUIRED, "hostname": REQUIRED, "caps": REQUIRED,
-        "seccomp": REQUIRED,      # "default" | "unconfined" | a profile (seccomp_profile.load)
-        "nnp": REQUIRED, "init": REQUIRED,
-        "userns": REQUIRED,       # (host base, size) mapped to container 0..size-1, or None
-        "new_net": REQUIRED,
-        "rootfs": REQUIRED,       # rootfs.RootfsSpec, or None (exec into a running container)
-        "user": None,             # security.User (None: root with no supplementary groups changed)
-        "rlimits": None,          # {name: (soft, hard)} (security.resolve_rlimits)
+        "oci": REQUIRED,
+        "caps": REQUIRED,         # the kept capabilities and
+        "seccomp": REQUIRED,      # "default" | "unconfined" | a profile: the filter built ahead of the spec
+        "init": False,
+        "userns": None,           # (host base, size) mapped to container 0..size-1, or None
+        "new_net": True,
         "console": None,          # -t: the fd of a terminal.Console the pty master goes to
         "console_size": None,     # its window size ({"height", "width"}), or None
+        "cgroup_mounts": list,    # cgroups.container_mounts(), read on the host side
+        "overlay": None,          # the rootfs source: {"lowerdirs" (top-most first), "upper", "work"}
+        "device_hosts": dict,     # --device: container path -> host node
     }
 
 
-# -- launcher side ---------------------------------------------------------------------------------
-def _write_maps(pid: int, base: int, size: int) -> None:
-    with open(f"/proc/{pid}/setgroups", "w") as fh:
-        fh.write("deny")
-    for name in ("uid_map", "gid_map"):
-        with open(f"/proc/{pid}/{name}", "w") as fh:
-            fh.write(f"0 {base} {size}\n")
+def plan_of(spec: ProcessSpec, filt=None):
+    """The init.Plan of a run: no exec fifo, its filter ``filt`` (else built in stage 1)."""
+    oci = spec.oci
+    if spec.console_size:
+        oci = dict(oci, process=dict(oci["process"], consoleSize=spec.console_size))
+    factory = None if filt is not None else (lambda: security.build_seccomp_filter(spec.seccomp, spec.caps))
+    return oci_init.Plan(oci, None, False, filt, spec.console, cgroup_mounts=spec.cgroup_mounts,
+                         filter_factory=factory, tiny_init=spec.init, overlay=spec.overlay,
+                         device_hosts=spec.device_hosts)
 
 
 # What a prestarted stage 1 unshares before its spec arrives: everything but the user namespace (runs
@@ -170,7 +173,7 @@ def _prepare(sock, report_fd: int):
 
 
 def _prestarted_pid1(spec: ProcessSpec, prepared: tuple, sync_fd: int, report_fd: int) -> None:
-    """What stage 1 and stage 2 do, in a PID 1 that a prestarted stage 1 forked ahead of its spec."""
+    """A PID 1 that a prestarted stage 1 forked ahead of its spec: init.py's init, once it has its Plan."""
     filt, error = prepared
     _wait_byte(sync_fd, b"1")
     if error is not None:
@@ -179,8 +182,7 @@ def _prestarted_pid1(spec: ProcessSpec, prepared: tuple, sync_fd: int, report_fd
         filt = security.build_seccomp_filter(spec.seccomp, spec.caps)   # not the one built ahead
     if isinstance(filt, Exception):
         raise filt
-    rootfs.assemble(spec.rootfs)
-    _stage2(spec, filt, sync_fd, report_fd)
+    oci_init.init_prestarted(plan_of(spec, filt), sync_fd, report_fd)
 
 
 def _receive_spec(sock):
@@ -208,51 +210,22 @@ def _receive_spec(sock):
 
 
 def start(spec: ProcessSpec, join_cgroups, before_exec, idle=None, prestarted: Prestarted | None = None) -> int:
-    """Starts the container; returns the host PID of its PID 1 once the command has been executed.
+    """Starts the container (pynet/oci/init.py's launch, without exec fifo); returns the host PID of its
+    PID 1 once the command has been executed.
 
     ``join_cgroups(pid)`` runs before any namespace exists (so the cgroup namespace is rooted at the
-    container's cgroup); ``before_exec(pid)`` runs with PID 1 waiting (network attach, state); ``idle()``
-    runs while the stages build the container, when the launcher would only wait for them. With
-    ``prestarted``, that stage 1 is used (already in its cgroups: ``join_cgroups`` should do nothing).
+    container's cgroup); ``before_exec(pid)`` runs with the namespaces made, PID 1 waiting (network
+    attach, state); ``idle()`` runs while the stages build the container, when the launcher would only
+    wait for them. With ``prestarted``, that stage 1 is used (already in its cgroups: ``join_cgroups``
+    should do nothing).
     """
     L.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
+    stage = None
     if prestarted is not None:
         if not prestarted.fits(spec):
             raise LaunchError("internal: a prestarted stage 1 cannot make this container")
-        stage1, r_report, w_sync = prestarted.launch(spec)
-    else:
-        stage1, r_report, w_sync = fork_stage(_stage1, spec)
-    report = os.fdopen(r_report, "rb")
-    pid = None
-    try:
-        join_cgroups(stage1)
-        os.write(w_sync, b"1")
-        if idle is not None:
-            idle()
-        msg = _read(report)
-        if spec.userns:
-            if msg.get("userns") != "ready":
-                _fail(msg)
-            _write_maps(stage1, *spec.userns)
-            os.write(w_sync, b"M")
-            msg = _read(report)
-        if "pid" not in msg:
-            _fail(msg)
-        pid = msg["pid"]
-        os.waitpid(stage1, 0)
-        stage1 = None
-        before_exec(pid)
-        os.write(w_sync, b"2")
-        msg = _read(report)
-        if msg:
-            _fail(msg)
-        return pid
-    except BaseException:
-        kill_stages(stage1, pid)
-        raise
-    finally:
-        report.close()
-        os.close(w_sync)
+        stage = prestarted.launch(spec)
+    return oci_init.launch(plan_of(spec), join_cgroups, before_exec, idle, stage)
 
 
 def kill_stages(*pids) -> None:
@@ -325,40 +298,6 @@ def _wait_byte(fd: int, expected: bytes) -> None:
         os._exit(125)   # the launcher went away: nothing to report to
 
 
-def _stage1(spec: ProcessSpec, sync_fd: int, report_fd: int) -> None:
-    # The seccomp filter is built now, while the launcher moves this process into the container's cgroups
-    # (PID 1 inherits it); a failure is raised once the launcher listens for it.
-    try:
-        filt = security.build_seccomp_filter(spec.seccomp, spec.caps)
-    except Exception as exc:  # noqa: BLE001
-        filt = exc
-    if spec.console is not None:
-        from . import terminal
-
-        terminal.preload()
-    _wait_byte(sync_fd, b"1")
-    if isinstance(filt, Exception):
-        raise filt
-    L.unshare(L.CLONE_NEWNS)
-    rootfs.assemble(spec.rootfs)
-    flags = L.CLONE_NEWUTS | L.CLONE_NEWIPC | L.CLONE_NEWCGROUP | L.CLONE_NEWPID
-    if spec.new_net:
-        flags |= L.CLONE_NEWNET
-    if spec.userns:
-        L.unshare(L.CLONE_NEWUSER)
-        _report(report_fd, {"userns": "ready"})
-        _wait_byte(sync_fd, b"M")
-        os.setresgid(0, 0, 0)
-        os.setresuid(0, 0, 0)
-        # A second mount namespace, owned by the user namespace, so container root may mount in it.
-        flags |= L.CLONE_NEWNS
-    L.unshare(flags)
-    pid = os.fork()
-    if pid == 0:
-        _run_stage(_stage2, spec, filt, sync_fd, report_fd)
-    _report(report_fd, {"pid": pid})
-
-
 def _loopback_up() -> None:
     s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
     try:
@@ -367,33 +306,6 @@ def _loopback_up() -> None:
         fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))    # SIOCSIFFLAGS, IFF_UP
     finally:
         s.close()
-
-
-def _stage2(spec: ProcessSpec, filt, sync_fd: int, report_fd: int) -> None:
-    rootfs.enter(spec.rootfs)
-    L.sethostname(spec.hostname)
-    if spec.new_net:
-        _loopback_up()
-    _wait_byte(sync_fd, b"2")
-    os.close(sync_fd)
-    if spec.console is not None:
-        from . import terminal
-
-        terminal.setup(spec.console, spec.console_size)
-    if spec.cwd and spec.cwd != "/":
-        os.makedirs(spec.cwd, exist_ok=True)
-    os.chdir(spec.cwd or "/")
-    if spec.init:
-        _tiny_init(spec, report_fd, filt)
-    else:
-        exec_command(spec, filt)
-
-
-def exec_command(spec: ProcessSpec, filt=None) -> None:
-    """Privilege drop (with ``filt``, a seccomp filter built beforehand), then execve. Errors from execve
-    carry ``pynet_exec`` for the 126/127 codes."""
-    security.apply(spec.caps, spec.seccomp, spec.nnp, filt, spec.user, spec.rlimits)
-    execvpe(spec.argv, spec.env)
 
 
 def execvpe(argv: list, env: dict) -> None:
@@ -409,37 +321,6 @@ def execvpe(argv: list, env: dict) -> None:
             err = OSError(f"exec {argv[0]}: {exc.strerror}")
         err.pynet_exec = True
         raise err from None
-
-
-_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-
-
-def _tiny_init(spec: ProcessSpec, report_fd: int, filt=None) -> None:
-    """PID 1 that forwards signals to the command and reaps every zombie (``--init``)."""
-    child = os.fork()
-    if child == 0:
-        for sig in _FORWARDED:
-            signal.signal(sig, signal.SIG_DFL)
-        _run_stage(lambda *_: exec_command(spec, filt), report_fd)
-    os.close(report_fd)
-    L.set_process_name("pynet-init")
-    for sig in _FORWARDED:
-        signal.signal(sig, lambda signum, _frame: _forward(child, signum))
-    security.apply(spec.caps, spec.seccomp, spec.nnp, filt, spec.user, spec.rlimits)
-    while True:
-        try:
-            pid, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            os._exit(0)
-        if pid == child:
-            os._exit(exit_status(status))
-
-
-def _forward(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 def exit_status(status: int) -> int:
@@ -483,8 +364,7 @@ def join(pid: int, spec: ProcessSpec, join_cgroups, relay=None) -> int:
             if grandchild == 0:
                 if spec.console is not None:
                     terminal.setup(spec.console, spec.console_size)
-                os.chdir(spec.cwd or "/")
-                exec_command(spec, filt)
+                oci_init.exec_process(spec.oci["process"], filt, keep_fd=w_report)
             os.close(w_report)
             _, status = os.waitpid(grandchild, 0)
             os._exit(exit_status(status))

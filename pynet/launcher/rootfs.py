@@ -1,21 +1,14 @@
-"""The container's filesystem view, built in two steps, both inside the container's own mount namespace
-(``/`` is made recursively private first, so no mount here ever propagates to the host):
-
-1. ``assemble`` (still host root, before any user namespace): a private tmpfs staging point, the overlay
-   (image layers as lowerdirs, per-container upper/work) mounted on it, and the per-container
-   /etc/hostname, /etc/hosts, /etc/resolv.conf bind-mounted in. Done with full host privileges so image
-   and state paths under 0700 directories stay reachable with a user namespace too.
-2. ``enter`` (in the container's PID namespace, as container root): /proc, /sys (ro), /dev (tmpfs with
-   standard nodes bound from the host, devpts, shm, mqueue), masked and read-only paths as runc does,
-   --device nodes and --tmpfs mounts, pivot_root (not chroot), the old root detached, then an optional
-   read-only remount of ``/`` (the tmpfs mounts stay writable).
+"""The launcher's filesystem helpers for the container side of pynet/oci/init.py (which builds every
+container's view, `pynet run`'s from the spec of launcher/spec.py): symlink-safe joins under the rootfs,
+the staging point of an image overlay, /dev's standard nodes bound from the host, /sys and
+/sys/fs/cgroup as Docker shows them, runc's masked and read-only paths; --tmpfs parsing; the mount table
+of a running container for `inspect`.
 """
 
 from __future__ import annotations
 
 import os
 from cni_plugins import syscalls as L
-from .value_objects import REQUIRED, Fields
 
 STAGING_CANDIDATES = ("/mnt", "/media", "/srv", "/tmp")
 ETC_FILES = ("hostname", "hosts", "resolv.conf")
@@ -25,23 +18,6 @@ MASKED_PATHS = ("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/pro
                 "/sys/firmware", "/sys/devices/virtual/powercap")
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
-
-
-class RootfsSpec(Fields):
-    FIELDS = {
-        "lowerdirs": REQUIRED,     # top-most first, as overlayfs wants them
-        "upper": REQUIRED,
-        "work": REQUIRED,
-        "etc_dir": REQUIRED,       # holds hostname, hosts, resolv.conf for this container
-        "readonly": False,
-        "new_netns": True,
-        "owner": 0,                # host uid/gid of container root (user namespace), for files we create
-        "staging": "",
-        "extra_binds": list,       # (host_src, container_dst, readonly)
-        "cgroup_mounts": list,     # (dir under /sys/fs/cgroup or "", fstype, options)
-        "tmpfs": list,             # (container path, mount flags, tmpfs options) from parse_tmpfs
-        "devices": list,           # (host node, container path): --device nodes, bound into place
-    }
 
 
 class TmpfsError(ValueError):
@@ -117,34 +93,6 @@ def _ensure_file(path: str, owner: int) -> None:
             os.chown(path, owner, owner)
 
 
-def assemble(spec: RootfsSpec) -> str:
-    """Step 1 (see module doc). Returns the rootfs path inside this mount namespace."""
-    L.mount(None, "/", None, L.MS_REC | L.MS_PRIVATE)
-    # A fresh tmpfs under a world-traversable directory: container root in a user namespace could not
-    # walk into the storage paths (pytest's tmp dirs are 0700), but it can reach this.
-    base = _staging_point()
-    L.mount("pynet-stage", base, "tmpfs", L.MS_NOSUID | L.MS_NODEV, "mode=755,size=64k")
-    rootfs = os.path.join(base, "rootfs")
-    os.mkdir(rootfs, 0o755)
-    lower = ":".join(spec.lowerdirs)
-    L.mount("overlay", rootfs, "overlay", 0, f"lowerdir={lower},upperdir={spec.upper},workdir={spec.work}")
-    for name in ETC_FILES:
-        target = secure_join(rootfs, f"/etc/{name}")
-        _ensure_file(target, spec.owner)
-        L.mount(os.path.join(spec.etc_dir, name), target, None, L.MS_BIND)
-    for src, dst, ro in spec.extra_binds:
-        target = secure_join(rootfs, dst)
-        if os.path.isdir(src):
-            os.makedirs(target, exist_ok=True)
-        else:
-            _ensure_file(target, spec.owner)
-        L.mount(src, target, None, L.MS_BIND | L.MS_REC)
-        if ro:
-            L.mount(None, target, None, L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY)
-    spec.staging = rootfs
-    return rootfs
-
-
 def _mkdir(path: str, mode: int = 0o755) -> None:
     os.makedirs(path, mode=mode, exist_ok=True)
 
@@ -155,21 +103,6 @@ def _bind_node(host: str, target: str) -> None:
     _mkdir(os.path.dirname(target))
     open(target, "w").close()
     L.mount(host, target, None, L.MS_BIND)
-
-
-def _setup_dev(rootfs: str) -> None:
-    dev = secure_join(rootfs, "/dev")
-    _mkdir(dev)
-    L.mount("tmpfs", dev, "tmpfs", L.MS_NOSUID | L.MS_NOEXEC, "mode=755,size=65536k")
-    populate_dev(dev)
-    _mkdir(os.path.join(dev, "pts"))
-    L.mount("devpts", os.path.join(dev, "pts"), "devpts", L.MS_NOSUID | L.MS_NOEXEC,
-            "newinstance,ptmxmode=0666,mode=0620")
-    _mkdir(os.path.join(dev, "shm"), 0o1777)
-    L.mount("shm", os.path.join(dev, "shm"), "tmpfs", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC,
-            "mode=1777,size=65536k")
-    _mkdir(os.path.join(dev, "mqueue"))
-    L.mount("mqueue", os.path.join(dev, "mqueue"), "mqueue", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC)
 
 
 def populate_dev(dev: str) -> None:
@@ -240,36 +173,6 @@ def _readonly(path: str) -> None:
         return
     L.mount(path, path, None, L.MS_BIND | L.MS_REC)
     L.mount(None, path, None, L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY | L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC)
-
-
-def enter(spec: RootfsSpec) -> None:
-    """Step 2 (see module doc); ends with the process's / and cwd at the container root."""
-    rootfs = spec.staging
-    proc = secure_join(rootfs, "/proc")
-    _mkdir(proc)
-    L.mount("proc", proc, "proc", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC)
-    _setup_sys(rootfs, spec.new_netns)
-    _setup_cgroupfs(rootfs, spec.cgroup_mounts)
-    _setup_dev(rootfs)
-    for host, path in spec.devices:
-        _bind_node(host, secure_join(rootfs, path))
-    for path, flags, data in spec.tmpfs:
-        target = secure_join(rootfs, path)
-        _mkdir(target)
-        L.mount("tmpfs", target, "tmpfs", flags, data or None)
-    # pivot_root refuses a mount that is locked to its parent (what a user namespace's copy of the
-    # mount table holds), so pivot onto a fresh recursive bind of the rootfs.
-    L.mount(rootfs, rootfs, None, L.MS_BIND | L.MS_REC)
-    os.chdir(rootfs)
-    L.pivot_root(".", ".")
-    L.umount2(".", L.MNT_DETACH)
-    os.chdir("/")
-    for path in MASKED_PATHS:
-        _mask(path)
-    for path in READONLY_PATHS:
-        _readonly(path)
-    if spec.readonly:
-        L.mount(None, "/", None, L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY)
 
 
 def mounts_of(pid: int) -> list[dict]:

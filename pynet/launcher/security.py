@@ -76,16 +76,6 @@ def cap_mask(names) -> int:
     return mask
 
 
-def set_capabilities(keep_mask: int) -> None:
-    """The process sets as runc and Docker leave them: effective = permitted = the kept set, inheritable
-    and ambient empty (so after execve a non-root user has none, and root has the bounding set)."""
-    try:
-        syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_CLEAR_ALL)
-    except OSError:
-        pass
-    syscalls.capset(keep_mask, keep_mask, 0)
-
-
 def no_new_privs() -> None:
     syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
 
@@ -211,28 +201,50 @@ def set_user(user: "User") -> None:
         syscalls.prctl(syscalls.PR_SET_KEEPCAPS, 0)
 
 
-def apply(caps: list[str], seccomp_profile="default", nnp: bool = True, prebuilt=None, user: "User | None" = None,
-          rlimits: dict | None = None) -> None:
-    """Everything privileged is done by now; this is the last step before execve. ``prebuilt``: the
-    filter build_seccomp_filter() made earlier, off the critical path (None: built here if needed)."""
+CAP_SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")   # the OCI spec's five
+PR_CAP_AMBIENT_RAISE = 2
+
+
+def docker_cap_sets(caps) -> dict:
+    """The five sets as runc and Docker leave them for a kept set ``caps``: bounding = effective =
+    permitted = ``caps``, inheritable and ambient empty (so after execve a non-root user has none, and
+    root has the bounding set)."""
+    return {"bounding": list(caps), "effective": list(caps), "permitted": list(caps), "inheritable": [],
+            "ambient": []}
+
+
+def drop_privileges(cap_sets: dict, user: "User | None", rlimits: dict | None, nnp: bool, filt=None):
+    """The privilege drop before execve, the one implementation behind `pynet run`, `pynet exec` and
+    pynet-oci (runc's order): rlimits, the capability bounding set, the user and groups (capabilities
+    kept across the change), the other four sets (``cap_sets``: names per set), no_new_privs. The
+    seccomp filter ``filt`` is loaded here when it must be (without no_new_privs the kernel wants
+    CAP_SYS_ADMIN for it: before the drop); otherwise it is returned, for the caller to load as its very
+    last step before execve (None: nothing left to load)."""
     if rlimits:
         set_rlimits(rlimits)
-    filt = prebuilt if prebuilt is not None else build_seccomp_filter(seccomp_profile, caps)
     if filt is not None and not nnp:
-        # Without no_new_privs the kernel wants CAP_SYS_ADMIN to load a filter: load it before the drop.
         filt.load()
         filt = None
-    keep_mask = cap_mask(caps)
+    bounding = cap_mask(cap_sets.get("bounding") or ())
     for cap in range(last_cap() + 1):
-        if not keep_mask & (1 << cap):
+        if not bounding & (1 << cap):
             syscalls.prctl(syscalls.PR_CAPBSET_DROP, cap)
     if user is not None:
         set_user(user)
-    set_capabilities(keep_mask)
+    try:
+        syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_CLEAR_ALL)
+    except OSError:
+        pass
+    syscalls.capset(cap_mask(cap_sets.get("effective") or ()), cap_mask(cap_sets.get("permitted") or ()),
+                    cap_mask(cap_sets.get("inheritable") or ()))
+    for name in cap_sets.get("ambient") or ():
+        try:   # the kernel wants it permitted and inheritable; runc only warns too
+            syscalls.prctl(syscalls.PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAPABILITIES.index(name))
+        except OSError:
+            pass
     if nnp:
         no_new_privs()
-    if filt is not None:
-        filt.load()
+    return filt
 
 
 def lsm_status() -> dict:

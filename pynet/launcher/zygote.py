@@ -111,6 +111,9 @@ def _preload() -> None:
     from . import container, namespaces, network, options, rootfs, security, state, supervise, users  # noqa: F401
 
     network.preload()
+    from . import seccomp_profile
+
+    seccomp_profile.load()   # cached: the default profile of every run's spec (spec.with_seccomp)
     # What a launcher still imported after the fork (seen with a `-p` run on the default network).
     import encodings.ascii  # noqa: F401
 

@@ -33,7 +33,6 @@ PROPAGATION = {"private": L.MS_PRIVATE, "rprivate": L.MS_PRIVATE | L.MS_REC, "sh
                "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | L.MS_REC}
 MOUNT_TYPES = ("bind", "tmpfs", "proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2", "none", "")
 HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
-CAP_SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
 
 
 # SemVer 2.0.0's grammar (semver.org): the spec requires ociVersion in it; only major 1 exists.
@@ -224,8 +223,8 @@ def check_process(process: dict, where: str = "process.") -> None:
             _bad(f"{where}user.additionalGids[{n}]", g, "must be a non-negative integer")
     caps = _typed(process, "capabilities", dict, where, {})
     for key, names in caps.items():
-        if key not in CAP_SETS:
-            _bad(f"{where}capabilities.{key}", names, f"unknown set (known: {', '.join(CAP_SETS)})")
+        if key not in security.CAP_SETS:
+            _bad(f"{where}capabilities.{key}", names, f"unknown set (known: {', '.join(security.CAP_SETS)})")
         for n, name in enumerate(_strings(caps, key, f"{where}capabilities.")):
             try:
                 security._cap_name(name)

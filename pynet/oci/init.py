@@ -1,4 +1,6 @@
-"""The container's side of `create`: namespaces, the rootfs from config.json's mounts, pivot_root, then
+"""The container's side of `create` (and of `pynet run`, whose launcher builds the same Plan from the
+spec of launcher/spec.py and forks it its own way, launcher/namespaces.py: no exec fifo, its image
+overlay as the rootfs source, mount_overlay): namespaces, the rootfs from config.json's mounts, pivot_root, then
 waiting on the exec fifo until `start`; then the process's privileges and execve.
 
     runtime ── fork ── stage1: (in the container's cgroups) setns to every namespace given by path,
@@ -31,26 +33,36 @@ from pynet.launcher import cgroups, namespaces as lns, rootfs as lrootfs, securi
 
 from . import config as C, hooks
 
-PR_CAP_AMBIENT_RAISE = 2
-
-
 class Plan:
     """Everything the init needs, computed by the runtime before the fork (errors surface there)."""
 
-    def __init__(self, conf: dict, state_dir: str, no_pivot: bool, filt, console: int | None = None,
-                 preserve_fds: int = 0):
+    def __init__(self, conf: dict, state_dir: str | None, no_pivot: bool, filt, console: int | None = None,
+                 preserve_fds: int = 0, cgroup_mounts: list | None = None, filter_factory=None,
+                 tiny_init: bool = False, overlay: dict | None = None, device_hosts: dict | None = None):
         self.conf, self.state_dir, self.no_pivot, self.filt = conf, state_dir, no_pivot, filt
+        # pynet run: the seccomp filter is built in stage 1 (while the launcher moves it into its cgroups),
+        # and --init keeps a tiny init as PID 1 (exec_with_init).
+        self.filter_factory, self.tiny_init = filter_factory, tiny_init
+        # pynet run's rootfs source, not a config.json field: its image layers as an overlay (lowerdirs
+        # top-most first, upper, work) mounted in the container's own mount namespace (mount_overlay); and
+        # the host node of each --device, bound (container path -> host path).
+        self.overlay, self.device_hosts = overlay, device_hosts or {}
         self.console = console   # a socket connected to --console-socket (process.terminal)
         self.preserve_fds = preserve_fds   # fds 3..3+N-1 passed on to the process
         self.linux = conf.get("linux") or {}
         self.process = conf.get("process") or {}
         self.ns = C.namespaces(conf)
-        self.fifo = os.path.join(state_dir, "exec.fifo")
-        self.cgroup_paths = {}   # {controller: the container's cgroup directory}, set by the runtime
+        # Read from the host's mount table before the cgroup namespace exists (inside it the hierarchies'
+        # roots are no longer "/").
+        self.cgroup_mounts = cgroups.container_mounts() if cgroup_mounts is None else cgroup_mounts
+        self.binds_done = False   # mount_overlay bound the bind mounts already
+        self.fifo_fd = None
+        if state_dir is not None:   # None: `pynet run`, which starts at once (no `start` to wait for)
+            # Opened here (O_PATH), reopened for writing by the init through /proc/self/fd: container root
+            # in a user namespace may not be able to walk to the state directory.
+            self.fifo_fd = os.open(os.path.join(state_dir, "exec.fifo"), os.O_PATH | os.O_CLOEXEC)
+        self.cgroup_paths = {}   # {controller: the container's cgroup directory}, set by pynet-oci's runtime
         self.namespace_hooks = any((conf.get("hooks") or {}).get(k) for k in ("prestart", "createRuntime"))
-        # Opened here (O_PATH), reopened for writing by the init through /proc/self/fd: container root in
-        # a user namespace may not be able to walk to the state directory.
-        self.fifo_fd = os.open(self.fifo, os.O_PATH | os.O_CLOEXEC)
 
     def new_flags(self) -> int:
         flags = 0
@@ -61,12 +73,16 @@ class Plan:
 
 
 # -- runtime side --------------------------------------------------------------------------------------
-def launch(plan: Plan, join_cgroups, on_namespaces) -> int:
-    """Forks the init; returns its host PID once it waits on the exec fifo. ``join_cgroups(pid)`` runs
-    before any namespace is made; ``on_namespaces(pid)`` with the namespaces made, before the mounts
-    (prestart/createRuntime hooks)."""
+def launch(plan: Plan, join_cgroups, on_namespaces, idle=None, stage: tuple | None = None) -> int:
+    """Forks the init; returns its host PID once it waits on the exec fifo (without one, once the process
+    is executed). ``join_cgroups(pid)`` runs before any namespace is made; ``on_namespaces(pid)`` with the
+    namespaces made, before the mounts (prestart/createRuntime hooks; pynet run's network attach);
+    ``idle()`` while stage 1 builds them (the caller would only wait). ``stage``: a (pid, report fd,
+    sync fd) forked ahead (the launcher's Prestarted) instead of a new stage 1."""
     pid = None
-    if "user" in plan.ns:
+    if stage is not None:
+        stage1, r_report, w_sync = stage
+    elif "user" in plan.ns:
         stage1, r_report, w_sync = lns.fork_stage(_stage1, plan)
     else:   # no user namespace: the init is forked straight into its PID namespace, no stage between
         own_pid_ns = _enter_pid_namespace(plan.ns)
@@ -81,9 +97,13 @@ def launch(plan: Plan, join_cgroups, on_namespaces) -> int:
     try:
         join_cgroups(stage1 or pid)
         # Without hooks between namespaces and mounts (nor id maps to write), the init need not wait for
-        # this process to be scheduled again: it gets its go-ahead now (one round trip less).
-        early = not plan.namespace_hooks and not ("user" in plan.ns and plan.ns["user"] is None)
+        # this process to be scheduled again: it gets its go-ahead now (one round trip less). Not for
+        # pynet run (no fifo): its on_namespaces attaches the network, which the process must find.
+        early = plan.fifo_fd is not None and not plan.namespace_hooks \
+            and not ("user" in plan.ns and plan.ns["user"] is None)
         os.write(w_sync, b"1H" if early else b"1")
+        if idle is not None:
+            idle()
         msg = lns._read(report)
         if msg.get("userns") == "ready":
             _write_maps(stage1, plan.linux)
@@ -104,15 +124,19 @@ def launch(plan: Plan, join_cgroups, on_namespaces) -> int:
         except BrokenPipeError:
             pass   # the init failed already: its report says why
         msg = lns._read(report)
+        if plan.fifo_fd is None:
+            if msg:   # EOF is the exec (the report pipe is close-on-exec)
+                lns._fail(msg)
+            return pid
         if not msg.get("created"):
             lns._fail(msg)
-        os.close(plan.fifo_fd)
         return pid
     except BaseException:
-        os.close(plan.fifo_fd)
         lns.kill_stages(stage1, pid)
         raise
     finally:
+        if plan.fifo_fd is not None:
+            os.close(plan.fifo_fd)
         report.close()
         os.close(w_sync)
 
@@ -147,19 +171,43 @@ def _enter_pid_namespace(ns: dict) -> int | None:
 
 
 # -- container side ------------------------------------------------------------------------------------
+def _before_go_ahead(plan: Plan) -> None:
+    """What a first stage does while the runtime moves it into its cgroups: pynet run's seccomp filter,
+    and the imports setup_console needs after pivot_root (out of the host's reach)."""
+    if plan.filter_factory is not None:
+        try:
+            plan.filt = plan.filter_factory()
+        except Exception as exc:  # noqa: BLE001 - raised once the runtime listens for it
+            plan.filt = exc
+    if plan.console is not None:
+        import array  # noqa: F401
+        import socket  # noqa: F401
+
+
 def _direct_init(plan: Plan, sync_fd: int, report_fd: int) -> None:
     """The init without a user namespace: already in its PID namespace; joins and makes the others."""
+    _before_go_ahead(plan)
     lns._wait_byte(sync_fd, b"1")
+    if isinstance(plan.filt, Exception):
+        raise plan.filt
     fds = {C.NAMESPACES[kind][0]: os.open(path, os.O_RDONLY | os.O_CLOEXEC)
            for kind, path in plan.ns.items() if path and kind != "pid"}
     L.join(fds)
-    L.unshare(plan.new_flags() & ~L.CLONE_NEWPID)
+    flags = plan.new_flags() & ~L.CLONE_NEWPID
+    if plan.overlay is not None:
+        L.unshare(L.CLONE_NEWNS)
+        mount_overlay(plan)
+        flags &= ~L.CLONE_NEWNS   # this one will do
+    L.unshare(flags)
     lns._report(report_fd, {"namespaces": True})
     _init(plan, sync_fd, report_fd)
 
 
 def _stage1(plan: Plan, sync_fd: int, report_fd: int) -> None:
+    _before_go_ahead(plan)
     lns._wait_byte(sync_fd, b"1")
+    if isinstance(plan.filt, Exception):
+        raise plan.filt
     fds = {}
     for kind, path in plan.ns.items():
         if path:
@@ -167,6 +215,12 @@ def _stage1(plan: Plan, sync_fd: int, report_fd: int) -> None:
     if "user" in fds:
         L.join({"user": fds.pop("user")})
     L.join(fds)   # nsenter's order
+    flags = plan.new_flags()
+    if plan.overlay is not None:
+        L.unshare(L.CLONE_NEWNS)
+        mount_overlay(plan)
+        if "user" not in plan.ns:
+            flags &= ~L.CLONE_NEWNS   # this one will do
     if "user" in plan.ns and plan.ns["user"] is None:
         L.unshare(L.CLONE_NEWUSER)
         lns._report(report_fd, {"userns": "ready"})
@@ -174,42 +228,37 @@ def _stage1(plan: Plan, sync_fd: int, report_fd: int) -> None:
     if "user" in plan.ns:
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
-    L.unshare(plan.new_flags())
+    L.unshare(flags)
     pid = os.fork()
     if pid == 0:
         lns._run_stage(_init, plan, sync_fd, report_fd)
     lns._report(report_fd, {"pid": pid})
 
 
+def init_prestarted(plan: Plan, sync_fd: int, report_fd: int) -> None:
+    """The init's work in a PID 1 forked before its container was known (the daemon's spare launcher,
+    launcher/namespaces.py Prestarted: its namespaces are made already), once its Plan is: the rootfs
+    source, then as any init."""
+    if plan.overlay is not None:
+        mount_overlay(plan)
+    _init(plan, sync_fd, report_fd)
+
+
 def _init(plan: Plan, sync_fd: int, report_fd: int) -> None:
-    conf, linux = plan.conf, plan.linux
+    conf = plan.conf
     if plan.ns.get("network", "") is None:
         lns._loopback_up()
     root = conf["_rootfs"]
     if plan.ns.get("mount", "") is None:
         _mount_rootfs(plan, root)
     fifo_fd = plan.fifo_fd
+    if fifo_fd is None:
+        _run_at_once(plan, root, sync_fd, report_fd)
     lns._wait_byte(sync_fd, b"H")
     state = {"ociVersion": conf["ociVersion"], "id": os.path.basename(plan.state_dir), "status": "created",
              "pid": 0, "bundle": conf["_bundle"], "annotations": conf.get("annotations") or {}}
     hooks.run(conf, "createContainer", state)
-    if plan.ns.get("mount", "") is None:
-        _pivot(root, plan.no_pivot)
-    for key, value in (linux.get("sysctl") or {}).items():
-        with open("/proc/sys/" + key.replace(".", "/"), "w") as fh:
-            fh.write(value)
-    if conf.get("hostname"):
-        L.sethostname(conf["hostname"])
-    if plan.ns.get("mount", "") is None:
-        for path in linux.get("maskedPaths") or ():
-            lrootfs._mask(path)
-        for path in linux.get("readonlyPaths") or ():
-            lrootfs._readonly(path)
-        if conf["root"].get("readonly"):
-            L.mount(None, "/", None, L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY)
-        if (linux.get("rootfsPropagation") or "private").endswith(("slave", "shared", "unbindable")):
-            # last: masked paths bind /dev/null, which an unbindable /dev would refuse
-            L.mount(None, "/", None, C.PROPAGATION[linux["rootfsPropagation"]])
+    enter_rootfs(plan, root)
     if plan.console is not None:
         setup_console(plan.console, plan.process.get("consoleSize"))
     lns._report(report_fd, {"created": True})
@@ -230,6 +279,22 @@ def _init(plan: Plan, sync_fd: int, report_fd: int) -> None:
             code = 127 if isinstance(exc, FileNotFoundError) else 126
         os.write(2, f"pynet-oci: {exc}\n".encode())
         os._exit(code)
+
+
+def _run_at_once(plan: Plan, root: str, sync_fd: int, report_fd: int) -> None:
+    """pynet run's init (no hooks, no `start`): into the rootfs while the launcher does its part (cgroups,
+    network), then the process as soon as it is done; a failure to exec is reported to the launcher."""
+    enter_rootfs(plan, root)
+    lns._wait_byte(sync_fd, b"H")
+    os.close(sync_fd)
+    if plan.console is not None:
+        setup_console(plan.console, plan.process.get("consoleSize"))
+    cwd = plan.process.get("cwd") or "/"
+    if cwd != "/":
+        os.makedirs(cwd, exist_ok=True)   # as Docker does
+    if plan.tiny_init:
+        exec_with_init(plan.process, plan.filt, report_fd)
+    exec_process(plan.process, plan.filt, keep_fd=report_fd)
 
 
 TIOCSPTLCK, TIOCGPTN, TIOCSCTTY, TIOCSWINSZ = 0x40045431, 0x80045430, 0x540E, 0x5414
@@ -262,16 +327,79 @@ def setup_console(sock_fd: int, size: dict | None) -> None:
         os.close(slave)
 
 
+def enter_rootfs(plan: Plan, root: str) -> None:
+    """pivot_root into the assembled ``root``, then sysctl, hostname, masked and read-only paths, the
+    root's read-only remount and its propagation."""
+    conf, linux = plan.conf, plan.linux
+    if plan.ns.get("mount", "") is None:
+        _pivot(root, plan.no_pivot)
+    for key, value in (linux.get("sysctl") or {}).items():
+        with open("/proc/sys/" + key.replace(".", "/"), "w") as fh:
+            fh.write(value)
+    if conf.get("hostname"):
+        L.sethostname(conf["hostname"])
+    if plan.ns.get("mount", "") is None:
+        for path in linux.get("maskedPaths") or ():
+            lrootfs._mask(path)
+        for path in linux.get("readonlyPaths") or ():
+            lrootfs._readonly(path)
+        if conf["root"].get("readonly"):
+            L.mount(None, "/", None, L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY)
+        if (linux.get("rootfsPropagation") or "private").endswith(("slave", "shared", "unbindable")):
+            # last: masked paths bind /dev/null, which an unbindable /dev would refuse
+            L.mount(None, "/", None, C.PROPAGATION[linux["rootfsPropagation"]])
+
+
+def _is_bind(m: dict) -> bool:
+    return bool(mount_options(m.get("options"))[0] & L.MS_BIND)
+
+
+def mount_overlay(plan: Plan) -> str:
+    """The rootfs source ``plan.overlay`` (pynet run's image layers, launcher/spec.py), in a mount
+    namespace of its own made by the caller (nothing mounted here reaches the host, nor outlives the
+    container): a private tmpfs staging point, the overlay on it, and the spec's bind mounts, bound now
+    with the host's privileges (before any user namespace: image and state paths under 0700 directories
+    stay reachable). Returns the rootfs path, also set as the config's "_rootfs"."""
+    overlay = plan.overlay
+    L.mount(None, "/", None, L.MS_REC | L.MS_PRIVATE)
+    # A fresh tmpfs under a world-traversable directory: container root in a user namespace could not
+    # walk into the storage paths (pytest's tmp dirs are 0700), but it can reach this.
+    base = lrootfs._staging_point()
+    L.mount("pynet-stage", base, "tmpfs", L.MS_NOSUID | L.MS_NODEV, "mode=755,size=64k")
+    root = os.path.join(base, "rootfs")
+    os.mkdir(root, 0o755)
+    L.mount("overlay", root, "overlay", 0, f"lowerdir={':'.join(overlay['lowerdirs'])},"
+                                           f"upperdir={overlay['upper']},workdir={overlay['work']}")
+    owner = _host_root(plan.linux)
+    for m in plan.conf.get("mounts") or ():
+        if _is_bind(m):
+            _mount_one(plan, root, m, owner)
+    plan.binds_done = True
+    plan.conf["_rootfs"] = root
+    return root
+
+
+def _host_root(linux: dict) -> int:
+    """The host uid of container root (0 without a user namespace mapping)."""
+    for m in linux.get("uidMappings") or ():
+        if m["containerID"] == 0:
+            return m["hostID"]
+    return 0
+
+
 def _mount_rootfs(plan: Plan, root: str) -> None:
     # Nothing mounted here reaches the host: private, or a slave receiving the host's mounts. Shared and
     # unbindable go to the new root after pivot_root (which refuses a shared parent): a slave until then.
-    prop = plan.linux.get("rootfsPropagation") or "rprivate"
-    L.mount(None, "/", None, L.MS_REC | (C.PROPAGATION[prop] if prop.endswith(("private", "slave")) else L.MS_SLAVE))
+    # With an overlay source, mount_overlay made it all private already.
+    if plan.overlay is None:
+        prop = plan.linux.get("rootfsPropagation") or "rprivate"
+        L.mount(None, "/", None, L.MS_REC | (C.PROPAGATION[prop] if prop.endswith(("private", "slave")) else L.MS_SLAVE))
     L.mount(root, root, None, L.MS_BIND | L.MS_REC)
     for m in plan.conf.get("mounts") or ():
-        _mount_one(plan, root, m)
+        if not (plan.binds_done and _is_bind(m)):
+            _mount_one(plan, root, m)
     for dev in plan.linux.get("devices") or ():
-        _make_device(root, dev, userns="user" in plan.ns)
+        _make_device(root, dev, "user" in plan.ns, plan.device_hosts.get(dev["path"]))
 
 
 def mount_options(options) -> tuple[int, int, str]:
@@ -288,7 +416,7 @@ def mount_options(options) -> tuple[int, int, str]:
     return flags, prop, ",".join(data)
 
 
-def _mount_one(plan: Plan, root: str, m: dict) -> None:
+def _mount_one(plan: Plan, root: str, m: dict, owner: int = 0) -> None:
     dest = lrootfs.secure_join(root, m["destination"])
     kind = m.get("type") or ""
     flags, prop, data = mount_options(m.get("options"))
@@ -299,7 +427,7 @@ def _mount_one(plan: Plan, root: str, m: dict) -> None:
         if os.path.isdir(src):
             os.makedirs(dest, exist_ok=True)
         else:
-            lrootfs._ensure_file(dest, 0)
+            lrootfs._ensure_file(dest, owner)
         L.mount(src, dest, None, flags & (L.MS_BIND | L.MS_REC))
         rest = flags & ~(L.MS_BIND | L.MS_REC)
         if rest:
@@ -309,7 +437,7 @@ def _mount_one(plan: Plan, root: str, m: dict) -> None:
         if m["destination"].rstrip("/") == "/sys/fs/cgroup" and "cgroup" not in plan.ns and plan.cgroup_paths:
             _bind_cgroups(plan.cgroup_paths, dest)
         elif m["destination"].rstrip("/") == "/sys/fs/cgroup":
-            lrootfs._setup_cgroupfs(root, cgroups.container_mounts())
+            lrootfs._setup_cgroupfs(root, plan.cgroup_mounts)
         else:
             L.mount("cgroup", dest, "cgroup2", flags)
     elif kind == "sysfs" and m["destination"].rstrip("/") == "/sys":
@@ -349,7 +477,7 @@ def _bind_cgroups(paths: dict, dest: str) -> None:
     L.mount(None, dest, None, L.MS_REMOUNT | ro, "mode=755,size=64k")
 
 
-def _make_device(root: str, dev: dict, userns: bool) -> None:
+def _make_device(root: str, dev: dict, userns: bool, host: str | None = None) -> None:
     target = lrootfs.secure_join(root, dev["path"])
     os.makedirs(os.path.dirname(target), exist_ok=True)
     if os.path.lexists(target):
@@ -358,8 +486,8 @@ def _make_device(root: str, dev: dict, userns: bool) -> None:
         except OSError:
             pass
         os.unlink(target)
-    if userns:   # mknod is not allowed there: the host's node, bound
-        lrootfs._bind_node(dev["path"], target)
+    if userns or host:   # mknod is not allowed in a user namespace: the host's node, bound (--device: always)
+        lrootfs._bind_node(host or dev["path"], target)
         return
     kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[dev["type"]]
     mode = dev.get("fileMode") or 0o666
@@ -379,6 +507,16 @@ def _pivot(root: str, no_pivot: bool) -> None:
     os.chdir("/")
 
 
+def drop_privileges(process: dict, filt):
+    """security.drop_privileges of process.* (capabilities, user, rlimits, noNewPrivileges); returns the
+    seccomp filter still to load, as the last step before execve."""
+    user = process.get("user") or {}
+    return security.drop_privileges(
+        {key: C.cap_names(process, key) for key in security.CAP_SETS},
+        security.User(uid=user.get("uid", 0), gid=user.get("gid", 0), groups=list(user.get("additionalGids") or ())),
+        C.rlimits(process), bool(process.get("noNewPrivileges")), filt)
+
+
 def exec_process(process: dict, filt, preserve_fds: int = 0, keep_fd: int | None = None) -> None:
     """process.*: oomScoreAdj, rlimits, capability bounding set, user and groups, the four other capability
     sets, no_new_privs, the seccomp filter ``filt`` (built by the runtime), cwd, execve. Errors carry
@@ -386,32 +524,10 @@ def exec_process(process: dict, filt, preserve_fds: int = 0, keep_fd: int | None
     if process.get("oomScoreAdj") is not None:
         with open("/proc/self/oom_score_adj", "w") as fh:
             fh.write(str(process["oomScoreAdj"]))
-    rl = C.rlimits(process)
-    if rl:
-        security.set_rlimits(rl)
-    nnp = bool(process.get("noNewPrivileges"))
-    if filt is not None and not nnp:
-        filt.load()   # needs CAP_SYS_ADMIN without no_new_privs: before the drop
-        filt = None
-    bounding = security.cap_mask(C.cap_names(process, "bounding"))
-    for cap in range(security.last_cap() + 1):
-        if not bounding & (1 << cap):
-            L.prctl(L.PR_CAPBSET_DROP, cap)
-    user = process.get("user") or {}
-    if user.get("umask") is not None:
-        os.umask(user["umask"])
-    security.set_user(security.User(uid=user.get("uid", 0), gid=user.get("gid", 0),
-                                    groups=list(user.get("additionalGids") or ())))
-    L.capset(security.cap_mask(C.cap_names(process, "effective")), security.cap_mask(C.cap_names(process, "permitted")),
-             security.cap_mask(C.cap_names(process, "inheritable")))
-    L.prctl(L.PR_CAP_AMBIENT, L.PR_CAP_AMBIENT_CLEAR_ALL)
-    for name in C.cap_names(process, "ambient"):
-        try:   # the kernel wants it permitted and inheritable; runc only warns too
-            L.prctl(L.PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, security.CAPABILITIES.index(name))
-        except OSError:
-            pass
-    if nnp:
-        security.no_new_privs()
+    umask = (process.get("user") or {}).get("umask")
+    if umask is not None:
+        os.umask(umask)
+    filt = drop_privileges(process, filt)
     cwd = process.get("cwd") or "/"
     os.chdir(cwd)
     env = dict(item.partition("=")[::2] for item in process.get("env") or ())
@@ -427,3 +543,38 @@ def exec_process(process: dict, filt, preserve_fds: int = 0, keep_fd: int | None
     if filt is not None:
         filt.load()
     lns.execvpe(process["args"], env)
+
+
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def exec_with_init(process: dict, filt, report_fd: int) -> None:
+    """`--init`: this process stays PID 1, a tiny init that forwards signals to the command (forked,
+    then exec_process; its failure is reported on ``report_fd``) and reaps every zombie; its exit status
+    is the command's. It drops its own privileges as the command does."""
+    child = os.fork()
+    if child == 0:
+        for sig in _FORWARDED:
+            signal.signal(sig, signal.SIG_DFL)
+        lns._run_stage(lambda fd: exec_process(process, filt, keep_fd=fd), report_fd)
+    os.close(report_fd)
+    L.set_process_name("pynet-init")
+    for sig in _FORWARDED:
+        signal.signal(sig, lambda signum, _frame: _forward(child, signum))
+    filt = drop_privileges(process, filt)
+    if filt is not None:
+        filt.load()
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(0)
+        if pid == child:
+            os._exit(lns.exit_status(status))
+
+
+def _forward(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
