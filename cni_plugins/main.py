@@ -78,6 +78,10 @@ def _autostart(path: str) -> None:
 
 def _standalone(plugin: str, stdin: bytes, environ=None) -> tuple:
     import gc
+
+    from . import lean_imports
+
+    lean_imports.defer_stdlib()   # before the first import of dataclasses (inspect) and pyroute2
     import json
     import os
 

@@ -1,0 +1,91 @@
+"""What cni_plugins.lean_imports defers still works when it is used, each case in a fresh interpreter (the
+deferrals act on sys.modules at start-up, which the test process has long filled)."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+
+def run_fresh(code: str) -> str:
+    """Runs ``code`` in a new interpreter with this one's import path; its stdout."""
+    prelude = f"import sys\nsys.path[:] = {sys.path!r}\n"
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", prelude + textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_deferred_standard_module_runs_its_code_on_first_use():
+    out = run_fresh("""
+        from cni_plugins import lean_imports
+        lean_imports.defer_stdlib(("inspect",))
+        import dataclasses
+
+        @dataclasses.dataclass
+        class Documented:
+            "Has a docstring, so dataclasses does not need inspect to write one."
+            x: int
+
+        import inspect   # a second import statement must not run it either
+        print("signature" in vars(inspect))
+        print(inspect.signature(Documented))
+        from inspect import isclass
+        print(isclass(Documented))
+    """)
+    assert out.split("\n")[:3] == ["False", "(x: int) -> None", "True"]
+
+
+def test_dataclass_without_docstring_still_gets_one_with_inspect_deferred():
+    out = run_fresh("""
+        from cni_plugins import lean_imports
+        lean_imports.defer_stdlib(("inspect",))
+        import dataclasses
+
+        @dataclasses.dataclass
+        class Bare:
+            x: int
+
+        print(Bare.__doc__)
+    """)
+    assert out.strip() == "Bare(x: int)"
+
+
+def test_pyroute2_loads_without_tc_and_multiprocessing_code_and_builds_tc_messages_later():
+    out = run_fresh("""
+        from cni_plugins import lean_imports
+        lean_imports.install()
+        import pyroute2.iproute.linux as linux
+        print("pyroute2.netlink.rtnl.tcmsg.sched_htb" in sys.modules, "multiprocessing" in sys.modules,
+              "platform" in sys.modules)
+
+        from pyroute2.netlink.rtnl.tcmsg import tcmsg
+        msg = tcmsg()
+        msg["index"] = 7
+        msg["attrs"] = [["TCA_KIND", "tbf"]]
+        msg.encode()
+        print(type(msg).__name__, msg.get_attr("TCA_KIND"))
+        print("htb" in linux.tc_plugins, linux.tc_plugins["htb"].__name__)
+
+        from pyroute2 import config
+        print("multiprocessing" in sys.modules, callable(config.MpQueue))
+        import os, platform
+        print(tuple(config.uname[:5]) == tuple(os.uname()), config.machine == platform.machine(),
+              config.arch == platform.architecture()[0])
+    """)
+    assert out.split("\n")[:5] == ["False False False", "tcmsg tbf", "True pyroute2.netlink.rtnl.tcmsg.sched_htb",
+                                   "False True", "True True True"]
+
+
+@pytest.mark.parametrize("name, use", [("subprocess", "subprocess.run(['true']).returncode == 0"),
+                                       ("random", "0 <= random.random() < 1"),
+                                       ("pkgutil", "callable(pkgutil.iter_modules)")])
+def test_every_deferred_standard_module_is_usable(name, use):
+    out = run_fresh(f"""
+        from cni_plugins import lean_imports
+        lean_imports.defer_stdlib()
+        import {name}
+        print("__getattr__" in vars({name}), {use}, "__getattr__" in vars({name}))
+    """)
+    assert out.strip() == "True True False"
