@@ -14,6 +14,11 @@ _QuickArchLoader). ``pyroute2.netlink.rtnl.tcmsg`` (every qdisc and classifier m
 ~7 ms) is imported by the netlink marshal and IPRoute of every plugin, though only the bandwidth plugin
 sends traffic-control messages: it loads when a tc message is built or parsed (see _DeferredTcLoader).
 
+``cache_dataclass_code`` is for them too: ``@dataclass`` writes each class's ``__init__``, ``__repr__``,
+``__eq__``... as source text and compiles it, every process anew (~1 ms a class here, ~20 classes a
+plugin); the code objects are kept, by that exact text, in a marshal file beside the package's bytecode
+and reused (the same code ``exec`` would compile from the text); each plugin's first run writes its file.
+
 ``defer_stdlib`` is for one-request processes (cni_plugins/main.py): standard modules imported at module
 level but used only inside functions (``inspect``, through ``dataclasses``, and some that pyroute2 and
 the plugins import) load on first attribute access (importlib.util.LazyLoader) instead of at start.
@@ -21,9 +26,12 @@ the plugins import) load on first attribute access (importlib.util.LazyLoader) i
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.machinery
 import importlib.util
+import marshal
+import os
 import sys
 import threading
 import types
@@ -76,6 +84,83 @@ def defer_stdlib(names=DEFERRED_STDLIB) -> None:
 
         module.__getattr__ = __getattr__
         sys.modules[name] = module
+
+
+class _CodeCache:
+    """Code objects of ``exec``'d source texts, by text, loaded from and saved to one marshal file."""
+
+    KEEP = 400   # entries; a plugin process uses about 100
+
+    def __init__(self, path: str):
+        self.path = path
+        self.codes: dict = {}
+        self.used: set = set()
+        self.added = False
+        try:
+            with open(path, "rb") as f:
+                codes = marshal.load(f)
+            if isinstance(codes, dict):
+                self.codes = codes
+        except (OSError, EOFError, ValueError, TypeError):
+            pass
+
+    def exec(self, source, globals=None, locals=None):
+        """``exec`` for a module that passes its globals (dataclasses does): a text it has run before is
+        not compiled again. Compiled with no inherited flags, as dataclasses' own ``exec`` does."""
+        if globals is None or not isinstance(source, str):
+            caller = sys._getframe(1)
+            return exec(source, caller.f_globals if globals is None else globals,
+                        (caller.f_locals if globals is None else globals) if locals is None else locals)
+        code = self.codes.get(source)
+        if type(code) is not types.CodeType:
+            code = self.codes[source] = compile(source, "<string>", "exec", dont_inherit=True)
+            self.added = True
+        self.used.add(source)
+        return exec(code, globals, globals if locals is None else locals)
+
+    def save(self) -> None:
+        """Writes the cache when this process compiled something new; a cache that cannot be written (a
+        read-only tree) only costs the compiling again."""
+        if not self.added:
+            return
+        codes = self.codes
+        if len(codes) > self.KEEP:   # texts of classes since changed or gone: keep what this run used
+            codes = {source: codes[source] for source in self.used}
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            with open(tmp, "wb") as f:
+                marshal.dump(codes, f)
+            os.replace(tmp, self.path)
+            self.added = False
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+_code_cache: _CodeCache | None = None
+
+
+def code_cache_path(plugin: str) -> str:
+    """One file per plugin: loading a file costs in proportion to what it holds."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__",
+                        f"dataclass-code.{plugin}.{sys.implementation.cache_tag}.marshal")
+
+
+def cache_dataclass_code(plugin: str, path: str | None = None) -> None:
+    """Before dataclasses' first use: the methods it generates for ``plugin``'s process are compiled once
+    per installation (``path``: another cache file)."""
+    global _code_cache
+    import dataclasses
+
+    if _code_cache is None:
+        _code_cache = _CodeCache(path or code_cache_path(plugin))
+    dataclasses.exec = _code_cache.exec
+
+
+def save_dataclass_code() -> None:
+    if _code_cache is not None:
+        _code_cache.save()
 
 
 def _lazy_package(name: str, search=None):

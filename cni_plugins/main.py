@@ -82,6 +82,7 @@ def _standalone(plugin: str, stdin: bytes, environ=None) -> tuple:
     from . import lean_imports
 
     lean_imports.defer_stdlib()   # before the first import of dataclasses (inspect) and pyroute2
+    lean_imports.cache_dataclass_code(plugin)
     import json
     import os
 
@@ -93,6 +94,7 @@ def _standalone(plugin: str, stdin: bytes, environ=None) -> tuple:
 
     os.environ.pop("PYNET_DAEMON_LOST", None)   # the shim's word to us alone, not to plugins we run
     code, reply = handle(plugin, os.environ if environ is None else environ, stdin)
+    lean_imports.save_dataclass_code()
     return code, (json.dumps(reply) + "\n") if reply is not None else ""
 
 

@@ -8,10 +8,10 @@ import textwrap
 import pytest
 
 
-def run_fresh(code: str) -> str:
+def run_fresh(code: str, *args: str) -> str:
     """Runs ``code`` in a new interpreter with this one's import path; its stdout."""
     prelude = f"import sys\nsys.path[:] = {sys.path!r}\n"
-    proc = subprocess.run([sys.executable, "-I", "-S", "-c", prelude + textwrap.dedent(code)],
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", prelude + textwrap.dedent(code), *args],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
@@ -89,3 +89,49 @@ def test_every_deferred_standard_module_is_usable(name, use):
         print("__getattr__" in vars({name}), {use}, "__getattr__" in vars({name}))
     """)
     assert out.strip() == "True True False"
+
+
+DATACLASSES = """
+    import builtins, dataclasses
+    compiled = []
+    real_compile = builtins.compile
+    builtins.compile = lambda *a, **k: compiled.append(a[1]) or real_compile(*a, **k)
+    from cni_plugins import lean_imports
+    lean_imports.cache_dataclass_code("test", sys.argv[1])
+
+    @dataclasses.dataclass(frozen=True)
+    class Frozen:
+        "A frozen one, with a default."
+        x: int
+        y: tuple = ()
+
+    @dataclasses.dataclass(order=True)
+    class Ordered:
+        "Ordered."
+        n: int
+
+    lean_imports.save_dataclass_code()
+    a = Frozen(1)
+    try:
+        a.x = 2
+    except dataclasses.FrozenInstanceError:
+        print("frozen")
+    print(repr(a), a == Frozen(1), hash(a) == hash(Frozen(1)), Ordered(1) < Ordered(2))
+    print(Frozen.__init__.__annotations__ == {"x": int, "y": tuple, "return": None})
+    print(len(compiled))
+"""
+
+
+def test_dataclass_methods_from_the_code_cache_behave_as_compiled_ones(tmp_path):
+    cache = str(tmp_path / "codes.marshal")
+    first = run_fresh(DATACLASSES, cache).split("\n")
+    second = run_fresh(DATACLASSES, cache).split("\n")
+    assert first[:3] == second[:3] == ["frozen", "Frozen(x=1, y=()) True True True", "True"]
+    assert int(first[3]) > 0 and second[3] == "0"   # the second process compiled nothing
+
+
+def test_unreadable_code_cache_is_compiled_anew(tmp_path):
+    cache = tmp_path / "codes.marshal"
+    cache.write_bytes(b"not marshal data")
+    out = run_fresh(DATACLASSES, str(cache)).split("\n")
+    assert out[:3] == ["frozen", "Frozen(x=1, y=()) True True True", "True"]
