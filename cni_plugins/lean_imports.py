@@ -56,9 +56,10 @@ def install() -> None:
         sys.meta_path.insert(0, _LeanFinder)
 
 
-# Imported at module level by dataclasses (inspect), pyroute2 (pkgutil, subprocess, random) or delegate
-# paths, but only called inside functions that a plugin run mostly never reaches.
-DEFERRED_STDLIB = ("inspect", "pkgutil", "subprocess", "random")
+# Imported at module level by dataclasses (inspect), logging and pyroute2 (traceback, with linecache,
+# tokenize and textwrap under it; pkgutil, subprocess, random), but only called inside functions that a
+# plugin run mostly never reaches (error paths, pyroute2 features the plugins do not use).
+DEFERRED_STDLIB = ("inspect", "traceback", "pkgutil", "subprocess", "random")
 
 
 def defer_stdlib(names=DEFERRED_STDLIB) -> None:

@@ -80,7 +80,8 @@ def test_pyroute2_loads_without_tc_and_multiprocessing_code_and_builds_tc_messag
 
 @pytest.mark.parametrize("name, use", [("subprocess", "subprocess.run(['true']).returncode == 0"),
                                        ("random", "0 <= random.random() < 1"),
-                                       ("pkgutil", "callable(pkgutil.iter_modules)")])
+                                       ("pkgutil", "callable(pkgutil.iter_modules)"),
+                                       ("traceback", "traceback.format_stack()[-1].startswith('  File')")])
 def test_every_deferred_standard_module_is_usable(name, use):
     out = run_fresh(f"""
         from cni_plugins import lean_imports
