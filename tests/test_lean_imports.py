@@ -136,3 +136,17 @@ def test_unreadable_code_cache_is_compiled_anew(tmp_path):
     cache.write_bytes(b"not marshal data")
     out = run_fresh(DATACLASSES, str(cache)).split("\n")
     assert out[:3] == ["frozen", "Frozen(x=1, y=()) True True True", "True"]
+
+
+def test_launcher_preload_maps_libnftables_without_making_a_context():
+    out = run_fresh("""
+        from pynet.launcher import network
+        with open("/proc/self/maps") as f:
+            before = "libnftables" in f.read()
+        network.preload()
+        with open("/proc/self/maps") as f:
+            after = "libnftables" in f.read()
+        from cni_plugins.nft import handle
+        print(before, after, sum(p._made for p in handle._POOLS.values()))
+    """)
+    assert out.strip() == "False True 0"
