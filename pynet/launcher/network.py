@@ -55,8 +55,9 @@ class NetOptions(Fields):
 
 def preload() -> None:
     """Imports the runner (~20 ms) and what our plugins need when the runner runs them in this process
-    (their modules, pyroute2's netlink code, libnftables' binding: ~40 ms), for a caller with time to
-    spare before attach/detach: the daemon's zygote once, a local launcher while its container is built."""
+    (their modules, pyroute2's netlink code, libnftables' binding: ~40 ms; the detach's netns helpers), for
+    a caller with time to spare before attach/detach: the daemon's zygote once, a local launcher while its
+    container is built."""
     import importlib
 
     import pynet.runner.attachments  # noqa: F401
@@ -64,7 +65,7 @@ def preload() -> None:
     from cni_plugins import lean_imports, registry
 
     lean_imports.install()   # as the plugins' skeleton does first: only the parts of pyroute2 they use
-    for module in (*registry.MODULES.values(), "pyroute2.iproute.linux", "nftables"):
+    for module in (*registry.MODULES.values(), "pyroute2.iproute.linux", "nftables", "cni_plugins.netns"):
         try:
             importlib.import_module(module)
         except ImportError:
