@@ -14,14 +14,14 @@ _QuickArchLoader). ``pyroute2.netlink.rtnl.tcmsg`` (every qdisc and classifier m
 ~7 ms) is imported by the netlink marshal and IPRoute of every plugin, though only the bandwidth plugin
 sends traffic-control messages: it loads when a tc message is built or parsed (see _DeferredTcLoader).
 
+``defer_stdlib`` is for one-request processes (cni_plugins/main.py): standard modules imported at module
+level but used only inside functions (``inspect``, through ``dataclasses``, and some that logging and
+pyroute2 import) run their code on first attribute access instead of at start.
+
 ``cache_dataclass_code`` is for them too: ``@dataclass`` writes each class's ``__init__``, ``__repr__``,
 ``__eq__``... as source text and compiles it, every process anew (~1 ms a class here, ~20 classes a
 plugin); the code objects are kept, by that exact text, in a marshal file beside the package's bytecode
 and reused (the same code ``exec`` would compile from the text); each plugin's first run writes its file.
-
-``defer_stdlib`` is for one-request processes (cni_plugins/main.py): standard modules imported at module
-level but used only inside functions (``inspect``, through ``dataclasses``, and some that pyroute2 and
-the plugins import) load on first attribute access (importlib.util.LazyLoader) instead of at start.
 """
 
 from __future__ import annotations
