@@ -122,6 +122,10 @@ def main() -> None:
                     samples[name] += timed(ns, argv, envs[name], 1)
         finally:
             stop_daemon(daemon)
+            if with_net:   # the last run's DEL (after its reply) must be done before the temp dir goes
+                from pynet.launcher.network import wait_pending_detaches
+
+                wait_pending_detaches(local["PYNET_CACHE_DIR"])
         results = {name: statistics.median(v) for name, v in samples.items()}
         for name, ms in results.items():
             print(f"{name:44s} median {ms:7.1f} ms  min {min(samples[name]):7.1f} ms  (n={n})")
