@@ -150,3 +150,19 @@ def test_launcher_preload_maps_libnftables_without_making_a_context():
         print(before, after, sum(p._made for p in handle._POOLS.values()))
     """)
     assert out.strip() == "False True 0"
+
+
+def test_plugins_load_without_running_inspect():
+    """Every dataclass of the plugins' start-up path has a docstring: without one, dataclasses runs the
+    deferred inspect module to write it (dnsname's are its own)."""
+    out = run_fresh("""
+        from cni_plugins import lean_imports, registry
+        lean_imports.defer_stdlib(("inspect",))
+        lean_imports.install()
+        import cni_plugins.skel, cni_plugins.delegate, cni_plugins.results
+        for name in registry.NAMES:
+            if name != "dnsname":
+                registry.get(name)
+        print("__getattr__" in vars(sys.modules["inspect"]))
+    """)
+    assert out.strip() == "True"
