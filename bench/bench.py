@@ -3,7 +3,8 @@
 Every scenario runs once per implementation in its own sandbox "host" netns with its own container
 namespaces and host-local dataDir (a temp dir); all of it is removed afterwards, also on failure. The
 plugins are run as a runtime runs them (executables, minimal environment), timed around the process.
-Numbers are medians unless the scenario says wall time. Nothing here asserts a timing.
+Numbers are medians unless the scenario says wall time; the latency rows (VERSION to chain DEL) take one
+sample of each implementation in turn. Nothing here asserts a timing.
 
     .venv/bin/python bench/bench.py            # the issue's scenario sizes (~10 minutes)
     .venv/bin/python bench/bench.py --quick    # small sizes, a minute or so
@@ -152,7 +153,8 @@ def s_loopback_add(box: Sandbox, opts) -> tuple[float, str]:
 def _add_del(box: Sandbox, opts, conflist: dict, caps: bool) -> tuple[list[float], list[float]]:
     cni = box.cni
     adds, dels = [], []
-    for i in range(opts.repeat):
+    first = getattr(opts, "offset", 0)   # the round, when interleaved: IDs and ports differ per round
+    for i in range(first, first + opts.repeat):
         # A netns per container, as runtimes do: the daemon finishes a DEL's link teardown after its reply,
         # serialized only with later requests for the same container ID.
         ns = box.container()
@@ -275,6 +277,44 @@ def run_scenario(fn, impl: Impl, opts):
         return RuntimeError(f"{exc.__class__.__name__}: {str(exc)[:1500]}")
 
 
+# Latency scenarios run interleaved: one sample of each implementation in turn, so that load from other
+# processes on this shared machine hits every implementation alike (run one after the other, a busy
+# minute for one and a quiet one for the other moves the ratio more than anything measured).
+INTERLEAVED = {"version", "loopback", "bridge", "chain"}
+
+
+def _error(exc: Exception) -> Exception:
+    return exc if isinstance(exc, Skipped) else RuntimeError(f"{exc.__class__.__name__}: {str(exc)[:1500]}")
+
+
+def run_interleaved(fn, impls: list[Impl], opts, rows: int) -> dict:
+    """label -> row values: ``opts.repeat`` rounds of one sample per implementation; each row is the
+    median of its samples (the unit of the first)."""
+    outcome: dict = {}
+    samples: dict = {impl.label: [] for impl in impls}
+    one = argparse.Namespace(**{**vars(opts), "repeat": 1})
+    with contextlib.ExitStack() as stack:
+        boxes = {}
+        for impl in impls:
+            try:
+                boxes[impl.label] = stack.enter_context(sandbox(impl))
+            except Exception as exc:
+                outcome[impl.label] = _error(exc)
+        for round_ in range(opts.repeat):
+            one.offset = round_
+            for label, box in boxes.items():
+                if label in outcome:
+                    continue
+                try:
+                    samples[label].append(spread(fn(box, one), rows))
+                except Exception as exc:
+                    outcome[label] = _error(exc)
+    for label, rounds in samples.items():
+        if label not in outcome:
+            outcome[label] = [(statistics.median(r[i][0] for r in rounds), rounds[0][i][1]) for i in range(rows)]
+    return outcome
+
+
 def fmt(value) -> str:
     if isinstance(value, Skipped):
         return f"skipped: {value}"
@@ -367,7 +407,11 @@ def main(argv: list[str] | None = None) -> int:
         if only and key not in only:
             continue
         print(f"  running {key} ...", file=sys.stderr, flush=True)
-        outcome = {impl.label: spread(run_scenario(fn, impl, opts), len(labels)) for impl in impls}
+        if key in INTERLEAVED:
+            outcome = {label: spread(value, len(labels))
+                       for label, value in run_interleaved(fn, impls, opts, len(labels)).items()}
+        else:
+            outcome = {impl.label: spread(run_scenario(fn, impl, opts), len(labels)) for impl in impls}
         for impl in impls:
             for value in outcome[impl.label]:
                 if isinstance(value, Exception) and not isinstance(value, Skipped):

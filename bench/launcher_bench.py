@@ -16,8 +16,9 @@ the thin client of pynet/launcher/remote.py, the container launched by the daemo
 (pynet/launcher/zygote.py: a spare launcher with the container's cgroups, namespaces and PID 1 made in
 advance). --net adds the same on the default bridge network, whose plugins (ours) the launcher runs in
 its own process (loaded ahead by the zygote in the "via daemon" row, while the container is being built
-in the "local" one), and `pynet run --rm -p 18080:80 busybox true` on it (portmap too); runc has no network
-there, so those rows compare a networked pynet run with a bare runc.
+in the "local" one), and `pynet run --rm -p 18080:80 busybox true` on it (portmap too), and the latter on a
+bridge network without DNS (`net create --disable-dns`); runc has no network there, so those rows compare a
+networked pynet run with a bare runc.
 """
 
 from __future__ import annotations
@@ -110,6 +111,13 @@ def main() -> None:
             for where, e in (("local", local), ("via daemon", daemon_env)):
                 cases[f"pynet run -p 18080:80 (bridge), {where}"] = published
                 envs[f"pynet run -p 18080:80 (bridge), {where}"] = e
+            # The same on a bridge network without the dnsname plugin (whose resolver starts with the first
+            # container of a network and stops with the last: each run here pays for a resolver start).
+            subprocess.run([pynet, "net", "create", "nodns", "--disable-dns"], env=local, check=True,
+                           stdout=subprocess.DEVNULL)
+            cases["pynet run --net nodns -p 18080:80, via daemon"] = [
+                pynet, "run", "--rm", "--dns", "127.0.0.1", "--net", "nodns", "-p", "18080:80", "busybox", "true"]
+            envs["pynet run --net nodns -p 18080:80, via daemon"] = daemon_env
         if only_oci:
             cases = {k: v for k, v in cases.items() if k in ("runc run", "pynet-oci run")}
         with contextlib.ExitStack() as stack:
@@ -124,7 +132,13 @@ def main() -> None:
                 envs["podman run --runtime runc"] = envs["podman run --runtime pynet-oci"] = pm.env()
             else:
                 print(f"podman rows skipped: {podman_missing()}")
-            results, samples = measure(ns, cases, envs, n, daemon_env, with_daemon=not only_oci)
+            try:
+                results, samples = measure(ns, cases, envs, n, daemon_env, with_daemon=not only_oci)
+            finally:
+                if with_net:   # the last run's DEL (after its reply) must be done before the temp dir goes
+                    from pynet.launcher.network import wait_pending_detaches
+
+                    wait_pending_detaches(local["PYNET_CACHE_DIR"])
         for name, ms in results.items():
             print(f"{name:44s} median {ms:7.1f} ms  min {min(samples[name]):7.1f} ms  (n={n})")
         base = results["runc run"]

@@ -92,6 +92,7 @@ def teardown_config(req: Request) -> Teardown:
 # -- the master -----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Master:
+    """The host link a container link hangs off, and the namespace it lives in."""
     name: str
     index: int
     mtu: int

@@ -8,17 +8,34 @@ unchanged for such code. ``pyroute2.lab`` (a test-mocking hook that imports unit
 its inert equivalent. ``pyroute2.iproute`` gets the same lazy treatment: its ``__init__`` only re-exports
 ``pyroute2.iproute.linux``, which is what the plugins import. ``pyroute2.config`` asks
 ``platform.architecture()`` and ``platform.uname()`` at import, which run ``file`` on the interpreter and
-``uname -p`` (a fork and exec each, ~15 ms together); it is given what those calls give without them (see
-_QuickArchLoader).
+``uname -p`` (a fork and exec each, ~15 ms together); it is given what those calls give without them, and
+call-through stand-ins for the ``multiprocessing`` it imports for its remote and IPDB helpers (see
+_QuickArchLoader). ``pyroute2.netlink.rtnl.tcmsg`` (every qdisc and classifier module,
+~7 ms) is imported by the netlink marshal and IPRoute of every plugin, though only the bandwidth plugin
+sends traffic-control messages: it loads when a tc message is built or parsed (see _DeferredTcLoader).
+
+``defer_stdlib`` is for one-request processes (cni_plugins/main.py): standard modules imported at module
+level but used only inside functions (``inspect``, through ``dataclasses``, and some that logging and
+pyroute2 import) run their code on first attribute access instead of at start.
+
+``cache_dataclass_code`` is for them too: ``@dataclass`` writes each class's ``__init__``, ``__repr__``,
+``__eq__``... as source text and compiles it, every process anew (~1 ms a class here, ~20 classes a
+plugin); the code objects are kept, by that exact text, in a marshal file beside the package's bytecode
+and reused (the same code ``exec`` would compile from the text); each plugin's first run writes its file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.machinery
 import importlib.util
+import marshal
+import os
 import sys
+import threading
 import types
+from collections.abc import Mapping
 
 
 def install() -> None:
@@ -35,8 +52,116 @@ def install() -> None:
     sys.modules["pyroute2.lab"] = lab
     if _lazy_package("pyroute2.iproute", search=package.__path__) is not None:
         package.iproute = sys.modules["pyroute2.iproute"]
-    if _QuickArchFinder not in sys.meta_path:
-        sys.meta_path.insert(0, _QuickArchFinder)
+    if _LeanFinder not in sys.meta_path:
+        sys.meta_path.insert(0, _LeanFinder)
+
+
+# Imported at module level by dataclasses (inspect), logging and pyroute2 (traceback, with linecache,
+# tokenize and textwrap under it; pkgutil, subprocess, random), but only called inside functions that a
+# plugin run mostly never reaches (error paths, pyroute2 features the plugins do not use).
+DEFERRED_STDLIB = ("inspect", "traceback", "pkgutil", "subprocess", "random")
+
+
+def defer_stdlib(names=DEFERRED_STDLIB) -> None:
+    """Makes the standard modules ``names`` run their code on first attribute access rather than on import.
+
+    Not importlib.util.LazyLoader: in 3.11 every later ``import`` statement of the module reads its
+    ``__spec__``, which makes a LazyLoader module load at once. Only for single-threaded, one-request
+    processes: the first access is not guarded against two threads at once (the daemon never calls this)."""
+    for name in names:
+        if name in sys.modules:
+            continue
+        spec = importlib.machinery.PathFinder.find_spec(name)
+        if spec is None or not hasattr(spec.loader, "exec_module"):
+            continue
+        module = importlib.util.module_from_spec(spec)
+
+        def __getattr__(attr: str, module=module, spec=spec):
+            if attr == "__path__":   # importlib asking whether it is a package: it is not
+                raise AttributeError(attr)
+            del module.__getattr__
+            spec.loader.exec_module(module)
+            return getattr(module, attr)
+
+        module.__getattr__ = __getattr__
+        sys.modules[name] = module
+
+
+class _CodeCache:
+    """Code objects of ``exec``'d source texts, by text, loaded from and saved to one marshal file."""
+
+    KEEP = 400   # entries; a plugin process uses about 100
+
+    def __init__(self, path: str):
+        self.path = path
+        self.codes: dict = {}
+        self.used: set = set()
+        self.added = False
+        try:
+            with open(path, "rb") as f:
+                codes = marshal.load(f)
+            if isinstance(codes, dict):
+                self.codes = codes
+        except (OSError, EOFError, ValueError, TypeError):
+            pass
+
+    def exec(self, source, globals=None, locals=None):
+        """``exec`` for a module that passes its globals (dataclasses does): a text it has run before is
+        not compiled again. Compiled with no inherited flags, as dataclasses' own ``exec`` does."""
+        if globals is None or not isinstance(source, str):
+            caller = sys._getframe(1)
+            return exec(source, caller.f_globals if globals is None else globals,
+                        (caller.f_locals if globals is None else globals) if locals is None else locals)
+        code = self.codes.get(source)
+        if type(code) is not types.CodeType:
+            code = self.codes[source] = compile(source, "<string>", "exec", dont_inherit=True)
+            self.added = True
+        self.used.add(source)
+        return exec(code, globals, globals if locals is None else locals)
+
+    def save(self) -> None:
+        """Writes the cache when this process compiled something new; a cache that cannot be written (a
+        read-only tree) only costs the compiling again."""
+        if not self.added:
+            return
+        codes = self.codes
+        if len(codes) > self.KEEP:   # texts of classes since changed or gone: keep what this run used
+            codes = {source: codes[source] for source in self.used}
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            with open(tmp, "wb") as f:
+                marshal.dump(codes, f)
+            os.replace(tmp, self.path)
+            self.added = False
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+_code_cache: _CodeCache | None = None
+
+
+def code_cache_path(plugin: str) -> str:
+    """One file per plugin: loading a file costs in proportion to what it holds."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__",
+                        f"dataclass-code.{plugin}.{sys.implementation.cache_tag}.marshal")
+
+
+def cache_dataclass_code(plugin: str, path: str | None = None) -> None:
+    """Before dataclasses' first use: the methods it generates for ``plugin``'s process are compiled once
+    per installation (``path``: another cache file)."""
+    global _code_cache
+    import dataclasses
+
+    if _code_cache is None:
+        _code_cache = _CodeCache(path or code_cache_path(plugin))
+    dataclasses.exec = _code_cache.exec
+
+
+def save_dataclass_code() -> None:
+    if _code_cache is not None:
+        _code_cache.save()
 
 
 def _lazy_package(name: str, search=None):
@@ -75,10 +200,21 @@ def _uname_without_processor():
     return result(*os.uname(), "")
 
 
+def _deferred_call(module: str, attr: str):
+    """A callable standing for ``module.attr`` that imports ``module`` when first called."""
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
+
+    call.__qualname__ = call.__name__ = attr
+    return call
+
+
 class _QuickArchLoader:
     """Runs pyroute2.config with platform.architecture answering from the pointer size and platform.uname
     from os.uname (its ``processor`` field, which pyroute2 never reads, runs ``uname -p``: another fork and
-    exec). The platform module is restored as soon as pyroute2.config has run."""
+    exec). ``platform`` itself (~1.5 ms) and ``multiprocessing`` (~3 ms; pyroute2 keeps its Pipe, Queue
+    and Process for later calls) are given as stand-ins when nobody has imported them yet. Both modules
+    are as they were as soon as pyroute2.config has run."""
 
     def __init__(self, loader):
         self.loader = loader
@@ -87,22 +223,96 @@ class _QuickArchLoader:
         return self.loader.create_module(spec)
 
     def exec_module(self, module):
-        import platform
-
-        real = platform.architecture, platform.uname
-        platform.architecture, platform.uname = _pointer_size_architecture, _uname_without_processor
+        stand_ins = {}
+        if "platform" in sys.modules:
+            platform = sys.modules["platform"]
+            real = platform.architecture, platform.uname
+            platform.architecture, platform.uname = _pointer_size_architecture, _uname_without_processor
+        else:
+            real = None
+            stand_ins["platform"] = platform = types.ModuleType("platform")
+            platform.architecture, platform.uname = _pointer_size_architecture, _uname_without_processor
+            platform.machine = lambda: _uname_without_processor().machine
+        if "multiprocessing" not in sys.modules:
+            stand_ins["multiprocessing"] = mp = types.ModuleType("multiprocessing")
+            for attr in ("Pipe", "Queue", "Process"):
+                setattr(mp, attr, _deferred_call("multiprocessing", attr))
+        sys.modules.update(stand_ins)
         try:
             self.loader.exec_module(module)
         finally:
-            platform.architecture, platform.uname = real
+            if real is not None:
+                platform.architecture, platform.uname = real
+            for name, stand_in in stand_ins.items():
+                if sys.modules.get(name) is stand_in:
+                    del sys.modules[name]
 
 
-class _QuickArchFinder:
-    @staticmethod
-    def find_spec(name, path=None, target=None):
-        if name != "pyroute2.config":
+class _DeferredTcLoader:
+    """``pyroute2.netlink.rtnl.tcmsg`` as a package whose own code runs when first needed.
+
+    Until then it holds stand-ins for the two names other pyroute2 modules import from it: ``tcmsg``
+    (which they only call, to build or parse a tc message) and ``plugins`` (a mapping they only read).
+    Either one, any other package-level name, or an import of ``tcmsg`` after the real code ran, gives
+    the real objects; its submodules import as usual."""
+
+    def __init__(self, loader):
+        self.loader = loader
+        self.lock = threading.RLock()
+        self.done = False
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        loader = self
+
+        def real():
+            with loader.lock:
+                if not loader.done:
+                    module.__dict__.pop("__getattr__", None)
+                    loader.loader.exec_module(module)
+                    loader.done = True
+            return module
+
+        def tcmsg(*args, **kwargs):
+            return real().tcmsg(*args, **kwargs)
+
+        def __getattr__(attr: str):
+            if attr.startswith("__"):
+                raise AttributeError(attr)
+            return getattr(real(), attr)
+
+        module.tcmsg = tcmsg
+        module.plugins = _LazyMapping(lambda: real().plugins)
+        module.__getattr__ = __getattr__
+
+
+class _LazyMapping(Mapping):
+    """A read-only view of the mapping ``load()`` returns, called on first use."""
+
+    def __init__(self, load):
+        self._load = load
+
+    def __getitem__(self, key):
+        return self._load()[key]
+
+    def __iter__(self):
+        return iter(self._load())
+
+    def __len__(self):
+        return len(self._load())
+
+
+class _LeanFinder:
+    LOADERS = {"pyroute2.config": _QuickArchLoader, "pyroute2.netlink.rtnl.tcmsg": _DeferredTcLoader}
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        wrapper = cls.LOADERS.get(name)
+        if wrapper is None:
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is not None and spec.loader is not None:
-            spec.loader = _QuickArchLoader(spec.loader)
+            spec.loader = wrapper(spec.loader)
         return spec

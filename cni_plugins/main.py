@@ -78,17 +78,23 @@ def _autostart(path: str) -> None:
 
 def _standalone(plugin: str, stdin: bytes, environ=None) -> tuple:
     import gc
-    import json
-    import os
 
     # A one-request process: the cyclic collector would mostly walk the objects the imports below make
     # (~5-7 ms of a bridge ADD's ~100 ms here); a high threshold still bounds what a large request leaves.
     gc.set_threshold(100_000, 50, 100)
 
+    from . import lean_imports
+
+    lean_imports.defer_stdlib()   # before the first import of dataclasses (inspect) and pyroute2
+    lean_imports.cache_dataclass_code(plugin)
+    import json
+    import os
+
     from .skel import handle
 
     os.environ.pop("PYNET_DAEMON_LOST", None)   # the shim's word to us alone, not to plugins we run
     code, reply = handle(plugin, os.environ if environ is None else environ, stdin)
+    lean_imports.save_dataclass_code()
     return code, (json.dumps(reply) + "\n") if reply is not None else ""
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 # import: it costs the skeleton's start-up ~3 ms.)
 @dataclass(frozen=True)
 class Plugin:
+    """One plugin's loaders and verbs, by the name runtimes call it. (A docstring also spares dataclasses
+    the inspect module it would import to write one.)"""
     name: str
     load_config: "Callable"
     add: "Callable"

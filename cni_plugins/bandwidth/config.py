@@ -37,6 +37,7 @@ class Tbf:
 
 @dataclass(frozen=True)
 class BandwidthConfig:
+    """Shaping per direction (None: none that way)."""
     ingress: Tbf | None = None   # towards the container: tbf on the host veth
     egress: Tbf | None = None    # from the container: ifb + tbf
 

@@ -45,6 +45,7 @@ class ExchangeFailed(Exception):
 
 @dataclass(frozen=True)
 class Timing:
+    """How long the client waits and how often it asks again."""
     timeout: float = 10.0          # the longest wait for an answer before sending again
     resend_max: float = 62.0       # the longest delay between resends
     resend_timeout: float = 208.0  # an exchange gives up after this long

@@ -42,6 +42,7 @@ MAX_VALUE = 255
 
 @dataclass
 class DhcpConfig:
+    """The dhcp plugin's validated config."""
     socket_path: str = DEFAULT_SOCKET
     priority: int = 0
     provide: dict[int, bytes] = field(default_factory=dict)

@@ -59,6 +59,7 @@ class MalformedMessage(ValueError):
 
 @dataclass
 class Message:
+    """One DHCP message, field by field."""
     op: int
     xid: int
     chaddr: bytes                       # the client's hardware address (6 bytes for Ethernet)

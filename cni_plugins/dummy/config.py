@@ -11,6 +11,7 @@ from cni_plugins.results import DNS
 
 @dataclass(frozen=True)
 class DummyConfig:
+    """The dummy plugin's validated config."""
     ipam: str | None
     dns: DNS = field(default_factory=DNS)
 

@@ -39,6 +39,7 @@ _BUS_ID = re.compile(r"^[A-Za-z0-9_.:\-]+$")
 
 @dataclass(frozen=True)
 class HostDeviceConfig:
+    """Which host device moves into the container, and how it was named."""
     key: str = ""          # which key named the device ("device", ..., "runtimeConfig.deviceID")
     value: str = ""        # as given (normalized: a lower-case MAC, a PCI address with its domain)
     by: str = ""           # "name", "mac", "kernelpath", "pci", "aux"

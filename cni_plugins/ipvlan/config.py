@@ -22,6 +22,7 @@ MODES = {"l2": 0, "l3": 1, "l3s": 2}
 
 @dataclass(frozen=True)
 class IpvlanConfig:
+    """The ipvlan plugin's validated config."""
     link: LinkOptions = field(default_factory=LinkOptions)
     mode: str = "l2"
     ipam: str | None = None

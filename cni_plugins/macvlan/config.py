@@ -23,6 +23,7 @@ MAX_BC_QUEUE_LEN = 2**32 - 1
 
 @dataclass(frozen=True)
 class MacvlanConfig:
+    """The macvlan plugin's validated config."""
     link: LinkOptions = field(default_factory=LinkOptions)
     mode: str = "bridge"
     mac: str | None = None

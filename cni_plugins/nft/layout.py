@@ -81,6 +81,7 @@ class Part:
 
 @dataclass(frozen=True)
 class Table:
+    """One nftables table as data: what ``ensure`` creates and owner-tagged elements go into."""
     family: str
     name: str
     sets: tuple[Set, ...] = ()

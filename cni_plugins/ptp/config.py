@@ -21,6 +21,7 @@ MASQ_BACKENDS = ("iptables", "nftables")
 
 @dataclass(frozen=True)
 class PtpConfig:
+    """The ptp plugin's validated config."""
     ipam: str
     ip_masq: bool = False
     mtu: int | None = None

@@ -16,6 +16,7 @@ TABLE_MAX = 2 ** 32 - 1
 
 @dataclass(frozen=True)
 class SbrConfig:
+    """Source-based routing's validated settings."""
     table: int | None = None
     gateways: dict = None   # IP version -> gateway address
     add_source_hints: bool = False

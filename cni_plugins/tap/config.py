@@ -23,6 +23,7 @@ MAX_ID = 2**32 - 2  # (uid_t)-1 means "no owner"
 
 @dataclass(frozen=True)
 class TapConfig:
+    """The tap device's validated settings."""
     mac: str | None = None
     mtu: int | None = None
     multi_queue: bool = False

@@ -22,6 +22,7 @@ _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 @dataclass(frozen=True)
 class TuningConfig:
+    """The tuning plugin's validated config: sysctls, link settings, and the owner of what it changed."""
     sysctl: dict[str, str] = field(default_factory=dict)
     mac: str = ""
     mtu: int = 0

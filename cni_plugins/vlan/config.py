@@ -19,6 +19,7 @@ MAX_VLAN_ID = 4094
 
 @dataclass(frozen=True)
 class VlanConfig:
+    """The vlan plugin's validated config."""
     link: LinkOptions
     vlan_id: int
     ipam: str | None = None

@@ -17,6 +17,7 @@ MAX_TABLE = 2**32 - 1
 
 @dataclass(frozen=True)
 class VrfConfig:
+    """The vrf plugin's validated config."""
     vrfname: str
     table: int = 0
 

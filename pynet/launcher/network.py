@@ -55,8 +55,9 @@ class NetOptions(Fields):
 
 def preload() -> None:
     """Imports the runner (~20 ms) and what our plugins need when the runner runs them in this process
-    (their modules, pyroute2's netlink code, libnftables' binding: ~40 ms), for a caller with time to
-    spare before attach/detach: the daemon's zygote once, a local launcher while its container is built."""
+    (their modules, pyroute2's netlink code, libnftables' binding: ~40 ms; the detach's netns helpers), for
+    a caller with time to spare before attach/detach: the daemon's zygote once, a local launcher while its
+    container is built."""
     import importlib
 
     import pynet.runner.attachments  # noqa: F401
@@ -64,11 +65,28 @@ def preload() -> None:
     from cni_plugins import lean_imports, registry
 
     lean_imports.install()   # as the plugins' skeleton does first: only the parts of pyroute2 they use
-    for module in (*registry.MODULES.values(), "pyroute2.iproute.linux", "nftables"):
+    for module in (*registry.MODULES.values(), "pyroute2.iproute.linux", "nftables", "cni_plugins.netns"):
         try:
             importlib.import_module(module)
         except ImportError:
             pass   # a plugin whose dependency is missing reports that itself when it runs
+    _load_libnftables()
+
+
+def _load_libnftables() -> None:
+    """Maps libnftables (and the libraries under it) into this process: each libnftables context loads it
+    by name, and its first load (1-2 ms here, 10 ms under load) would otherwise fall on the first attach
+    of every launcher forked from here. No context is made: one stays bound to the namespace it was made in."""
+    import ctypes
+
+    try:
+        _LOADED.append(ctypes.CDLL(NFTABLES_SONAME))
+    except OSError:
+        pass   # no libnftables: the plugins that need it say so when they run
+
+
+NFTABLES_SONAME = "libnftables.so.1"   # what python3-nftables' Nftables() loads by default
+_LOADED: list = []
 
 
 def default_conflist(cni_version: str | None = None, data_dir: str | None = None, dns_dir: str | None = None,
