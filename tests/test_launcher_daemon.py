@@ -141,7 +141,7 @@ def test_env_workdir_and_umask_come_from_the_client(remote, tmp_path):
 
 def test_entrypoint_and_added_hosts_through_the_daemon(remote, host_ns):
     client = host_ns.popen([PYNET, "run", "--rm", "-i", "--net", "none", "--add-host", "db:10.1.2.3", "--entrypoint",
-                            "sh", "busybox", "-c", "grep db /etc/hosts; read line; echo $line"],
+                            "sh", "busybox", "-c", "grep -w db /etc/hosts; read line; echo $line"],
                            env=remote.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert client.stdout.readline() == b"10.1.2.3\tdb\n"
