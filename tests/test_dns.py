@@ -106,16 +106,29 @@ def resolver_pid(dns_dir, network="dnsnet"):
     return info["pid"] if syscalls.is_alive(info["pid"], info.get("startTime")) else None
 
 
+def serving(dns_dir, network="dnsnet") -> dict:
+    """The pid file once it names the serving process the watchdog forked (at the first query: ask one
+    before), waited for."""
+    path = dns_dir / f"{network}.pid"
+    assert wait_until(lambda: json.loads(path.read_text()).get("server")), path.read_text()
+    return json.loads(path.read_text())
+
+
 def resolver_processes(dns_dir, network="dnsnet") -> list[int]:
     """The PIDs of the network's resolver watchdog and its serving process, from the pid file."""
-    info = json.loads((dns_dir / f"{network}.pid").read_text())
+    info = serving(dns_dir, network)
     return sorted([info["pid"], info["server"]])
 
 
 def resolvers_of(dns_dir) -> list[int]:
     """PIDs of every process running a resolver of ``dns_dir`` (by command line)."""
-    proc = subprocess.run(["pgrep", "-f", f"pynet.dns.server --state-dir {dns_dir} "], stdout=subprocess.PIPE)
+    proc = subprocess.run(["pgrep", "-f", f"pynet.dns.supervise --state-dir {dns_dir} "], stdout=subprocess.PIPE)
     return sorted(int(pid) for pid in proc.stdout.split())
+
+
+def stopped(dns_dir, *pids) -> bool:
+    """Whether ``pids`` and every resolver of ``dns_dir`` are gone (the last DEL kills them, not waiting)."""
+    return wait_until(lambda: not resolvers_of(dns_dir) and not any(syscalls.is_alive(pid, None) for pid in pids))
 
 
 @contextlib.contextmanager
@@ -371,7 +384,8 @@ def ask_until_answered(ns, server, name, seconds=10.0):
 def test_killed_serving_process_is_replaced_without_any_cni_call(two, dns_dir):
     net, ctrs = two
     (web, web_res), (db, db_res) = ctrs["web"], ctrs["db"]
-    info = json.loads((dns_dir / "dnsnet.pid").read_text())
+    assert answers(ask(db, "10.88.0.1", "www")) == [ip_of(web_res)]
+    info = serving(dns_dir)
     os.kill(info["server"], signal.SIGKILL)
     assert wait_until(lambda: json.loads((dns_dir / "dnsnet.pid").read_text())["server"] != info["server"])
     assert answers(ask_until_answered(db, "10.88.0.1", "www")) == [ip_of(web_res)]
@@ -384,6 +398,7 @@ def test_killed_serving_process_is_replaced_without_any_cni_call(two, dns_dir):
 def test_resolver_survives_kill_and_restart_with_its_records(two, cni, dns_dir):
     net, ctrs = two
     (web, web_res), (db, db_res) = ctrs["web"], ctrs["db"]
+    assert answers(ask(db, "10.88.0.1", "www")) == [ip_of(web_res)]
     old = resolver_processes(dns_dir)
     pid = resolver_pid(dns_dir)
     os.kill(pid, signal.SIGKILL)   # the watchdog: its serving process goes with it, no orphan
@@ -411,10 +426,11 @@ def test_plugin_run_in_a_private_mount_namespace_supervises_and_stops_its_resolv
         (_web, res_web), (db, _res_db) = ctrs["web"], ctrs["db"]
         watchdog = resolver_pid(dns_dir)
         assert os.readlink(f"/proc/{watchdog}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
-        server = json.loads((dns_dir / "dnsnet.pid").read_text())["server"]
+        assert answers(ask(db, "10.88.0.1", "web")) == [ip_of(res_web)]
+        server = serving(dns_dir)["server"]
         os.kill(server, signal.SIGKILL)
         assert answers(ask_until_answered(db, "10.88.0.1", "web")) == [ip_of(res_web)]
-    assert resolvers_of(dns_dir) == [] and not syscalls.is_alive(watchdog, None)
+    assert stopped(dns_dir, watchdog, server)
 
 
 def _raw_udp(ns, server, payload: bytes, timeout=1.0) -> bytes | None:
@@ -500,8 +516,54 @@ def test_last_delete_stops_the_resolver_and_leaves_nothing_behind(cni, make_netn
     detach(cni, net, a, WEB_ID, res_a)
     assert resolver_pid(dns_dir) == pid
     detach(cni, net, b, DB_ID, res_b)
-    assert not syscalls.is_alive(pid, None) and resolvers_of(dns_dir) == []
+    assert stopped(dns_dir, pid)
     assert sorted(os.listdir(dns_dir)) == ["dnsname.lock"]
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_the_first_query_sent_as_add_returns_is_answered_without_a_retry(cni, make_netns, tmp_path, dns_dir, tcp):
+    net = conflist(tmp_path, dns_dir)
+    web = make_netns("pynt-web")
+    res = attach(cni, net, web, WEB_ID, "web")
+    try:
+        # ADD did not wait for the resolver: no serving process before a client asks
+        assert resolver_pid(dns_dir) is not None
+        assert json.loads((dns_dir / "dnsnet.pid").read_text()).get("server") is None
+        # one query, sent once: it waits in the socket the plugin bound until the resolver reads it
+        assert answers(ask(web, "10.88.0.1", "web", tcp=tcp, timeout=30)) == [ip_of(res)]
+        assert resolvers_of(dns_dir) == resolver_processes(dns_dir)
+    finally:
+        detach(cni, net, web, WEB_ID, res)
+
+
+def test_an_add_right_after_the_last_delete_gets_a_new_resolver_on_the_same_port(cni, make_netns, tmp_path,
+                                                                                  dns_dir):
+    net = conflist(tmp_path, dns_dir)
+    web = make_netns("pynt-web")
+    res = attach(cni, net, web, WEB_ID, "web")
+    assert answers(ask(web, "10.88.0.1", "web")) == [ip_of(res)]
+    old = resolver_processes(dns_dir)
+    detach(cni, net, web, WEB_ID, res)
+    res = attach(cni, net, web, DB_ID, "db")   # (the killed resolver may hold port 53 a moment longer)
+    try:
+        assert answers(ask(web, "10.88.0.1", "db", timeout=30)) == [ip_of(res)]
+        assert ask(web, "10.88.0.1", "web.dns.pynet").rcode() == dns.rcode.NXDOMAIN   # today's records
+        assert wait_until(lambda: not any(syscalls.is_alive(pid, None) for pid in old))
+    finally:
+        detach(cni, net, web, DB_ID, res)
+
+
+def test_a_gateway_port_held_by_another_server_fails_add_naming_it(cni, host_ns, container_ns, tmp_path, dns_dir):
+    net = conflist(tmp_path, dns_dir)
+    with host_ns.entered():
+        squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with squatter:
+        squatter.setsockopt(socket.SOL_IP, 15, 1)   # IP_FREEBIND: the bridge is not there yet
+        squatter.bind(("10.88.0.1", 53))
+        with pytest.raises(PluginFailed) as failed:
+            attach(cni, net, container_ns, WEB_ID, "web")
+    assert "10.88.0.1 port 53" in failed.value.msg
+    assert resolver_pid(dns_dir) is None and not (dns_dir / "dnsnet.json").exists()
 
 
 def test_gc_removes_records_of_invalid_attachments(two, cni, dns_dir):
@@ -543,14 +605,14 @@ def test_concurrent_adds_share_one_resolver_and_every_name_resolves(cni, make_ne
     try:
         assert sorted(results) == [name for _, _, name in ctrs]
         pid = resolver_pid(dns_dir)
-        assert resolvers_of(dns_dir) == resolver_processes(dns_dir)
         for ns, _, name in ctrs:
             assert answers(ask(ctrs[0][0], "10.88.0.1", name)) == [ip_of(results[name])]
+        assert resolvers_of(dns_dir) == resolver_processes(dns_dir)
     finally:
         for ns, cid, name in ctrs:
             if name in results:
                 detach(cni, net, ns, cid, results[name])
-    assert not syscalls.is_alive(pid, None)
+    assert stopped(dns_dir, pid)
 
 
 def test_status_reports_ready(cni, tmp_path, dns_dir):
@@ -567,7 +629,7 @@ def test_through_the_daemon_the_resolver_runs_detached_and_answers(daemon_cni, m
             fields = f.read().rsplit(")", 1)[1].split()
         assert int(fields[3]) == pid   # a session of its own: detached from the daemon that started it
         assert answers(ask(db, "10.88.0.1", "web")) == [ip_of(res_web)]
-    assert resolver_pid(dns_dir) is None
+    assert resolver_pid(dns_dir) is None and stopped(dns_dir, pid)
 
 
 def test_dual_stack_container_has_a_aaaa_and_ptr_records(cni, make_netns, tmp_path, dns_dir):
@@ -621,7 +683,7 @@ def test_podman_containers_resolve_each_other_through_dnsname(podman_dns, host_n
     assert "nameserver 10.89.12.1" in resolv and "dns.podman" in resolv, resolv
     resolver = json.loads(open(os.path.join(data_dir, "pmdns.pid")).read())["pid"]
     pm("rm", "-f", "-t", "0", "web")
-    assert not syscalls.is_alive(resolver, None)
+    assert wait_until(lambda: not syscalls.is_alive(resolver, None))
     assert not os.path.exists(os.path.join(data_dir, "pmdns.json"))
 
 

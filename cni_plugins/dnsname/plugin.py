@@ -13,12 +13,12 @@ file) is started again by the next ADD, DEL, GC or CHECK; it reads the records f
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 
 from cni_plugins import syscalls
 from cni_plugins.errors import CNIError, INTERNAL, INVALID_CONFIG, IO_FAILURE, PLUGIN_NOT_AVAILABLE
@@ -27,13 +27,16 @@ from cni_plugins.plugin import Plugin
 from cni_plugins.skel import Request
 from cni_plugins.results import Result
 
+from pynet.dns import sockets as listening
+
 from . import config as dconf
 from . import records as store
 from .config import DnsnameConfig
 
-START_TIMEOUT = 15.0
-STOP_TIMEOUT = 3.0
 MINIMAL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+QUERY_TIMEOUT = 5.0   # CHECK's query: the first one also waits for the serving process to start
+
+_spawned: list[subprocess.Popen] = []   # resolvers started from this process, reaped once they end
 
 
 def _key(container_id: str, ifname: str) -> str:
@@ -80,46 +83,55 @@ def resolver_pid(cfg: DnsnameConfig) -> int | None:
     return pid if isinstance(pid, int) and syscalls.is_alive(pid, info.get("startTime")) else None
 
 
-def _start(cfg: DnsnameConfig, handles: Handles) -> None:
-    argv = [sys.executable, "-S", "-m", "pynet.dns.server", "--state-dir", cfg.data_dir, "--network",
-            cfg.network, "--detach"]
-    # -S with our import paths given explicitly: the same modules as this process, also when it was
-    # started with -IS (plugin scripts) or from a minimal environment (podman's cleanup).
-    env = {"PATH": os.environ.get("PATH") or MINIMAL_PATH,
-           "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path if p)}
-    # Spawned from inside the host namespace of the request (the child inherits it); the resolver forks
-    # again into a new session and only then lets this child exit, once it answers.
+def _start(cfg: DnsnameConfig, listen: list[str], handles: Handles) -> None:
+    """Binds port 53 of every address in the host namespace of the request and spawns the watchdog with
+    those sockets (pynet/dns/supervise.py), without waiting for it: a query sent once ADD has returned
+    waits in the sockets' buffers until the resolver reads it."""
+    if importlib.util.find_spec("dns") is None:
+        raise CNIError(PLUGIN_NOT_AVAILABLE, "dnsname: dnspython is not installed (the resolver needs it)")
+    sockets: list[socket.socket] = []
     try:
-        proc = handles.host.make(subprocess.run, argv, env=env, stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=START_TIMEOUT,
-                                 start_new_session=True, close_fds=True)
-    except subprocess.TimeoutExpired:
-        raise CNIError(INTERNAL, f"the DNS resolver of network {cfg.network!r} did not start within "
-                       f"{START_TIMEOUT:.0f} s") from None
-    if proc.returncode != 0:
-        why = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise CNIError(INTERNAL, f"the DNS resolver of network {cfg.network!r} did not start: "
-                       f"{why[-1] if why else 'exit status ' + str(proc.returncode)}")
+        try:
+            for address in listen:
+                sockets += handles.host.make(listening.listen, address, listening.STALE_WAIT)
+        except OSError as exc:
+            raise CNIError(INTERNAL, f"the DNS resolver of network {cfg.network!r}: {exc.strerror}") from None
+        fds = [sock.fileno() for sock in sockets]
+        argv = [sys.executable, "-S", "-m", "pynet.dns.supervise", "--state-dir", cfg.data_dir, "--network",
+                cfg.network, "--socket-fds", ",".join(map(str, fds))]
+        # -S with our import paths given explicitly: the same modules as this process, also when it was
+        # started with -IS (plugin scripts) or from a minimal environment (podman's cleanup).
+        env = {"PATH": os.environ.get("PATH") or MINIMAL_PATH,
+               "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path if p)}
+        # Spawned from inside the host namespace of the request (the child inherits it), in a session of
+        # its own, holding no directory of ours.
+        with open(store.log_path(cfg.data_dir, cfg.network), "ab") as log:
+            proc = handles.host.make(subprocess.Popen, argv, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                     stderr=log, pass_fds=fds, start_new_session=True, cwd="/")
+    finally:
+        for sock in sockets:   # the watchdog's now: a copy kept here would hold the port after it stops
+            sock.close()
+    _spawned.append(proc)
+    store.write_pid_file(cfg.data_dir, cfg.network, proc.pid, syscalls.proc_start_time(proc.pid), listen)
+
+
+def _reap_spawned() -> None:
+    """Collects the exit of resolvers this process spawned (a long-lived caller: the daemon)."""
+    _spawned[:] = [proc for proc in _spawned if proc.poll() is None]
 
 
 def stop_resolver(cfg: DnsnameConfig) -> None:
-    """SIGTERM to the watchdog, which stops its serving process first; SIGKILL to both if that hangs."""
-    pid = resolver_pid(cfg)
-    if pid is not None:
-        info = store.read_pid_file(cfg.data_dir, cfg.network)
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while syscalls.is_alive(pid, info.get("startTime")):
-            if time.monotonic() > deadline:
+    """SIGKILL to the watchdog, then to its serving process (which would die with it anyway), not waited
+    for: nothing of theirs needs cleaning up, and an ADD right after waits for the port if it must."""
+    info = store.read_pid_file(cfg.data_dir, cfg.network)
+    for pid, start_time in ((info.get("pid"), info.get("startTime")),
+                            (info.get("server"), info.get("serverStartTime"))):
+        if syscalls.is_alive(pid, start_time):
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-                if syscalls.is_alive(info.get("server"), info.get("serverStartTime")):
-                    os.kill(info["server"], signal.SIGKILL)
-                break
-            time.sleep(0.01)
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(store.pid_path(cfg.data_dir, cfg.network))
-    except FileNotFoundError:
-        pass
+    _reap_spawned()
 
 
 def _ensure_resolver(cfg: DnsnameConfig, data: dict, handles: Handles) -> None:
@@ -130,7 +142,7 @@ def _ensure_resolver(cfg: DnsnameConfig, data: dict, handles: Handles) -> None:
         if set(listen) <= set(serving):
             return
     stop_resolver(cfg)
-    _start(cfg, handles)
+    _start(cfg, listen, handles)
 
 
 def _commit(cfg: DnsnameConfig, data: dict, handles: Handles) -> None:
@@ -194,7 +206,7 @@ def gc(req: Request, cfg: DnsnameConfig, handles: Handles) -> None:
     _teardown(cfg, handles, lambda key: key in valid)
 
 
-def query(server: str, name: str, rdtype: str, handles: Handles, timeout: float = 2.0):
+def query(server: str, name: str, rdtype: str, handles: Handles, timeout: float = QUERY_TIMEOUT):
     """One query to ``server`` port 53 from the host namespace of the request (dnspython)."""
     import dns.message
     import dns.query

@@ -3,8 +3,8 @@
 One directory (``dataDir``) holds, per network NAME:
 - ``NAME.json``: the network's records, written whole by the plugin (atomic_write) under the directory's
   lock; the resolver re-reads it when its mtime/inode change, so a restarted resolver loses nothing.
-- ``NAME.pid``: written by the resolver when it is ready: the PID and start time of its watchdog and of
-  its serving process (a new one after a restart), and the addresses it serves.
+- ``NAME.pid``: the PID and start time of the resolver's watchdog and the addresses it serves, written by
+  the plugin that started it; the watchdog adds its serving process (a new one after a restart).
 - ``NAME.log``: the resolver's stdout/stderr.
 ``dnsname.lock`` (flock'ed for a whole verb) serialises the plugins of every network of the directory.
 
@@ -110,8 +110,9 @@ def read_pid_file(data_dir: str, network: str) -> dict:
 
 
 def write_pid_file(data_dir: str, network: str, pid: int, start_time: int | None, listen: list[str],
-                   server: int, server_start_time: int | None) -> None:
-    """``pid``: the resolver's watchdog (what starts and stops it); ``server``: its serving process."""
+                   server: int | None = None, server_start_time: int | None = None) -> None:
+    """``pid``: the resolver's watchdog (what starts and stops it); ``server``: its serving process (None
+    until the first query starts one)."""
     atomic_write(pid_path(data_dir, network), json.dumps({"pid": pid, "startTime": start_time, "listen": listen,
                                                           "server": server, "serverStartTime": server_start_time}))
 

@@ -1,28 +1,20 @@
 """The resolver of one network (aardvark-dns's shape): answers the network's container names on its gateway
 addresses, port 53, UDP and TCP, and forwards everything else to upstream resolvers.
 
-Started by the dnsname plugin (cni_plugins/dnsname) inside the network namespace where the bridge lives::
-
-    python -m pynet.dns.server --state-dir DIR --network NAME [--detach]
-
-It reads ``DIR/NAME.json`` (cni_plugins/dnsname/records.py) and re-reads it whenever its inode or mtime
-change (checked per query), so the plugin only rewrites the file. The process started binds the sockets
-and becomes the watchdog (supervise.py) of a forked serving process, restarted when it dies.
-``--detach``: bind, fork, start a new session, write ``DIR/NAME.pid`` and only then let the starting
-process exit (it waits for that), so the plugin returns with the resolver answering; stdio goes to
-``DIR/NAME.log``. Wire format: dnspython; the hot paths (udp.py, wire.py, cache.py) send stored bytes.
+This module is the serving process: forked by the network's watchdog (supervise.py, what the dnsname
+plugin starts in the network namespace where the bridge lives) at the first query, with the sockets the
+plugin bound. It reads ``DIR/NAME.json`` (cni_plugins/dnsname/records.py) and re-reads it when inotify
+says it changed, so the plugin only rewrites the file. Wire format: dnspython; the hot paths (udp.py,
+wire.py, cache.py) send stored bytes.
 """
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import logging
 import os
-import signal
 import socket
 import struct
-import sys
 import threading
 
 import dns.exception
@@ -37,18 +29,14 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from cni_plugins import syscalls
 from cni_plugins.dnsname import records as store
 
 from . import tcp as tcp_service
 from .cache import AnswerCache
-from .supervise import Watchdog
 from .udp import UdpService
 
-PORT = 53
 TTL = 60
 UPSTREAM_TIMEOUT = 2.0
-IP_FREEBIND = 15   # bind before the address is up (an IPv6 gateway still in DAD)
 
 log = logging.getLogger("pynet.dns")
 
@@ -288,39 +276,12 @@ class Resolver:
             return short.to_wire()
 
 
-# -- sockets ------------------------------------------------------------------------------------------
-
-def _bind(address: str, kind: int) -> socket.socket:
-    family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
-    sock = socket.socket(family, kind)
-    if kind == socket.SOCK_STREAM:   # (not UDP: there it would let a second resolver share the port)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
-    sock.bind((address, PORT))
-    if kind == socket.SOCK_STREAM:
-        sock.listen(64)
-    return sock
-
-
 class Server:
-    def __init__(self, data_dir: str, network: str):
+    def __init__(self, data_dir: str, network: str, sockets: dict[str, list[socket.socket]]):
+        """``sockets``: {address: [UDP, TCP]}, bound by the plugin or the watchdog (sockets.py)."""
         self.records = Records(data_dir, network)
         self.resolver = Resolver(self.records)
-        self.sockets: dict[str, list[socket.socket]] = {}
-
-    def bind(self) -> bool:
-        """Binds every address of the records (raises OSError naming the address on failure); whether
-        there was a new one."""
-        new = False
-        for address in self.records.listen:
-            if address in self.sockets:
-                continue
-            try:
-                self.sockets[address] = [_bind(address, socket.SOCK_DGRAM), _bind(address, socket.SOCK_STREAM)]
-            except OSError as exc:
-                raise OSError(exc.errno, f"cannot listen on {address} port {PORT}: {exc.strerror}") from None
-            new = True
-        return new
+        self.sockets = sockets
 
     def serve(self) -> None:
         """Answers on every bound address (in the serving process, supervise.Watchdog's child)."""
@@ -328,59 +289,3 @@ class Server:
         for _udp, tcp in self.sockets.values():
             threading.Thread(target=tcp_service.serve, args=(tcp, self.resolver, cache), daemon=True).start()
         UdpService(self.resolver, [udp for udp, _tcp in self.sockets.values()], cache).run()
-
-
-def _detach() -> int:
-    """Forks; the parent waits for the child's word that it is ready and exits with it. Returns the write
-    end of the pipe in the child."""
-    read_end, write_end = os.pipe()
-    if os.fork():
-        os.close(write_end)
-        ready = os.read(read_end, 1)
-        os._exit(0 if ready == b"1" else 1)
-    os.close(read_end)
-    os.setsid()
-    os.chdir("/")   # holds no directory of whoever started it
-    return write_end
-
-
-def _stdio_to(log_file: str) -> None:
-    """stdin from /dev/null, stdout and stderr appended to ``log_file`` (nothing of the starter's kept)."""
-    with open(os.devnull, "rb") as null, open(log_file, "ab") as log:
-        for target, source in ((0, null), (1, log), (2, log)):
-            os.dup2(source.fileno(), target)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pynet.dns.server", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--state-dir", required=True, help="the dnsname plugin's dataDir")
-    parser.add_argument("--network", required=True)
-    parser.add_argument("--detach", action="store_true", help="run in the background once answering")
-    args = parser.parse_args(argv)
-    ready_fd = _detach() if args.detach else None
-    try:
-        server = Server(args.state_dir, args.network)
-        server.bind()
-    except OSError as exc:
-        print(f"pynet dns: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    if ready_fd is not None:
-        _stdio_to(store.log_path(args.state_dir, args.network))
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    return Watchdog(server, lambda child: _write_pid_file(server, args, child)).run(
-        ready=lambda: _report_ready(ready_fd))
-
-
-def _report_ready(ready_fd: int | None) -> None:
-    if ready_fd is not None:
-        os.write(ready_fd, b"1")
-        os.close(ready_fd)
-
-
-def _write_pid_file(server: Server, args, child: int) -> None:
-    store.write_pid_file(args.state_dir, args.network, os.getpid(), syscalls.proc_start_time(os.getpid()),
-                         list(server.sockets), child, syscalls.proc_start_time(child))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,11 +1,21 @@
-"""A network's resolver keeps answering: a small watchdog process owns the listening sockets and forks the
-process that serves them, and forks another when that one dies (killed, crashed), without waiting for a
-CNI call. Queries sent in between wait in the sockets' buffers (the watchdog holds them open), and the new
-process reads the records file, so a restart loses nothing.
+"""A network's resolver process: a small watchdog that owns the listening sockets and forks the process
+that serves them, and forks another when that one dies (killed, crashed), without waiting for a CNI call.
+Queries sent in between wait in the sockets' buffers (the watchdog holds them open), and the new process
+reads the records file, so a restart loses nothing. Started by the dnsname plugin::
+
+    python -S -m pynet.dns.supervise --state-dir DIR --network NAME --socket-fds FD,...
+
+with the sockets the plugin bound (sockets.py) inherited as FD,...; without ``--socket-fds`` it binds the
+records' gateway addresses itself and writes the pid file (a resolver run by hand, in the foreground).
+
+Socket activation: the watchdog imports no dnspython and forks no serving process until a query or a TCP
+connection arrives on one of its sockets; the plugin returns as soon as the sockets are bound and this
+process is spawned, and a container that never asks a name costs one light process. From the first
+query on, the serving code is loaded in the watchdog too, so a replacement serving process starts warm.
 
 The watchdog is what the plugin starts and stops (its PID is the pid file's ``pid``; the serving
-process's is ``server``): SIGTERM stops the serving process, then the watchdog. The serving process dies
-with the watchdog (PR_SET_PDEATHSIG), so even a SIGKILLed watchdog leaves no orphan. The watchdog is one
+process's is ``server``, published under the directory's lock once it runs). The serving process dies
+with the watchdog (PR_SET_PDEATHSIG), so a SIGKILLed watchdog leaves no orphan. The watchdog is one
 thread (it forks), needs no pynet daemon and lives in whatever namespaces it was started in. Once a
 second it also re-reads the records: a new gateway address (a network's second family) is bound and
 served by a fresh serving process.
@@ -13,13 +23,18 @@ served by a fresh serving process.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import select
 import signal
+import sys
 import time
 
 from cni_plugins import syscalls
+from cni_plugins.dnsname import records as store
+
+from . import sockets as listening
 
 RELOAD_INTERVAL = 1.0
 STOP_TIMEOUT = 2.0
@@ -30,26 +45,32 @@ log = logging.getLogger("pynet.dns")
 
 
 class Watchdog:
-    def __init__(self, server, publish):
-        """``server``: a bound server.Server; ``publish(pid)``: records the serving process (pid file)."""
-        self.server = server
-        self.publish = publish
+    def __init__(self, data_dir: str, network: str, sockets: dict):
+        """``sockets``: {address: [UDP, TCP]} bound on port 53 (sockets.listen or inherited)."""
+        self.data_dir = data_dir
+        self.network = network
+        self.sockets = sockets
+        self.serving = None   # the serving code (server.py), loaded at the first query
         self.child = 0
         self.pidfd = -1
         self.started = 0.0
         self.stopping = False
+        self._records_stamp = None
         self._wake_r = self._wake_w = -1
 
-    def run(self, ready=lambda: None) -> int:
-        """Serves until SIGTERM or SIGINT; ``ready()`` once the first serving process runs."""
+    def run(self) -> int:
+        """Serves until SIGTERM or SIGINT."""
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wake_w)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop_requested)
-        self._spawn()
-        ready()
+        self._records_changed()   # (the stamp of the records the plugin bound for)
         restarts = 0
         while not self.stopping:
+            if not self.child:
+                if self._activated():
+                    self._spawn()
+                continue
             readable, _, _ = select.select([self.pidfd, self._wake_r], [], [], RELOAD_INTERVAL)
             self._drain_wakeups()
             if self.stopping:
@@ -63,15 +84,48 @@ class Watchdog:
                 if not self.stopping:
                     self._spawn()
                 continue
-            try:
-                self.server.records.refresh()
-                if self.server.bind():
-                    self._stop_child()
-                    self._spawn()
-            except Exception:
-                log.exception("reload")
+            if self._reload():
+                self._stop_child()
+                self._spawn()
         self._stop_child()
         return 0
+
+    def _activated(self) -> bool:
+        """Waits (re-reading the records once a second) until a client knocks on a socket; True then."""
+        listeners = [sock.fileno() for pair in self.sockets.values() for sock in pair]
+        readable, _, _ = select.select(listeners + [self._wake_r], [], [], RELOAD_INTERVAL)
+        self._drain_wakeups()
+        if self.stopping:
+            return False
+        if any(fd in readable for fd in listeners):
+            return True
+        if self._reload():
+            self._publish(0)
+        return False
+
+    def _records_changed(self) -> bool:
+        try:
+            st = os.stat(store.records_path(self.data_dir, self.network))
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        changed, self._records_stamp = stamp != self._records_stamp, stamp
+        return changed
+
+    def _reload(self) -> bool:
+        """Binds the records' gateway addresses not bound yet; whether there was a new one."""
+        try:
+            if not self._records_changed():
+                return False
+            new = False
+            for address in store.listen_addresses(store.load(self.data_dir, self.network)):
+                if address not in self.sockets:
+                    self.sockets[address] = listening.listen(address)
+                    new = True
+            return new
+        except Exception:
+            log.exception("reload")
+            return False
 
     def _stop_requested(self, _signum, _frame) -> None:
         self.stopping = True
@@ -85,6 +139,10 @@ class Watchdog:
             self._drain_wakeups()
 
     def _spawn(self) -> None:
+        if self.serving is None:
+            from . import server   # dnspython: loaded once, here, so every serving process starts warm
+
+            self.serving = server
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:
@@ -92,7 +150,19 @@ class Watchdog:
         if self.pidfd >= 0:
             os.close(self.pidfd)
         self.child, self.pidfd, self.started = pid, os.pidfd_open(pid), time.monotonic()
-        self.publish(pid)
+        self._publish(pid)
+
+    def _publish(self, child: int) -> None:
+        """The serving process and the addresses into the pid file, if it still names this watchdog (the
+        plugin writes it first; a stopped resolver's is gone). Under the lock: never after a DEL removed it."""
+        try:
+            with store.locked(self.data_dir):
+                if store.read_pid_file(self.data_dir, self.network).get("pid") == os.getpid():
+                    store.write_pid_file(self.data_dir, self.network, os.getpid(),
+                                         syscalls.proc_start_time(os.getpid()), list(self.sockets),
+                                         child or None, syscalls.proc_start_time(child) if child else None)
+        except OSError as exc:
+            log.warning("cannot write the pid file: %s", exc)
 
     def _become_server(self, parent: int) -> None:
         try:
@@ -105,7 +175,7 @@ class Watchdog:
                     os.close(fd)
             signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-            self.server.serve()
+            self.serving.Server(self.data_dir, self.network, self.sockets).serve()
         except BaseException:
             log.exception("serving process")
         finally:
@@ -144,3 +214,29 @@ def _describe(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
     return f"exited with status {os.waitstatus_to_exitcode(status)}"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pynet.dns.supervise", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--state-dir", required=True, help="the dnsname plugin's dataDir")
+    parser.add_argument("--network", required=True)
+    parser.add_argument("--socket-fds", default="", help="inherited sockets bound on port 53 (FD,FD,...)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    if args.socket_fds:
+        sockets = listening.adopt([int(fd) for fd in args.socket_fds.split(",")])
+    else:
+        try:
+            addresses = store.listen_addresses(store.load(args.state_dir, args.network))
+            sockets = {address: listening.listen(address) for address in addresses}
+        except OSError as exc:
+            print(f"pynet dns: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        with store.locked(args.state_dir):
+            store.write_pid_file(args.state_dir, args.network, os.getpid(), syscalls.proc_start_time(os.getpid()),
+                                 list(sockets))
+    return Watchdog(args.state_dir, args.network, sockets).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

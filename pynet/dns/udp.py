@@ -80,6 +80,7 @@ class UdpService:
         except OSError as exc:
             log.warning("no inotify (%s): the records file is checked per query", exc)
             self.records_watch = -1
+        self._refresh()   # (a write between the records' first read and the watch: no event told of it)
 
     def run(self) -> None:
         poll, handle, expiry = self.epoll.poll, self._handle, self.expiry
