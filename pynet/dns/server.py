@@ -22,7 +22,6 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.opcode
-import dns.query
 import dns.rcode
 import dns.rdata
 import dns.rdataclass
@@ -221,6 +220,11 @@ class Resolver:
         return reply
 
     def forward(self, query: dns.message.Message, client: str, tcp: bool) -> dns.message.Message:
+        # Imported here, by the first query that needs it (TCP, or one udp.py does not forward itself):
+        # with the DoH clients it loads, it would double the serving process's start, which the first
+        # query of a network waits for.
+        import dns.query
+
         upstreams = self.records.client_upstreams.get(client) or self.records.upstreams
         for upstream in upstreams:
             if upstream in self.records.loop_guard:

@@ -8,10 +8,11 @@ reads the records file, so a restart loses nothing. Started by the dnsname plugi
 with the sockets the plugin bound (sockets.py) inherited as FD,...; without ``--socket-fds`` it binds the
 records' gateway addresses itself and writes the pid file (a resolver run by hand, in the foreground).
 
-Socket activation: the watchdog imports no dnspython and forks no serving process until a query or a TCP
-connection arrives on one of its sockets; the plugin returns as soon as the sockets are bound and this
-process is spawned, and a container that never asks a name costs one light process. From the first
-query on, the serving code is loaded in the watchdog too, so a replacement serving process starts warm.
+Socket activation: the watchdog forks no serving process until a query or a TCP connection arrives on
+one of its sockets, and imports no dnspython in its first second; the plugin returns as soon as the
+sockets are bound and this process is spawned, so a short-lived container (``pynet run --rm``) costs one
+light process. After that second (or at the first query) the watchdog loads the serving code, so a
+serving process, the first one and any replacement, starts warm (a fork).
 
 The watchdog is what the plugin starts and stops (its PID is the pid file's ``pid``; the serving
 process's is ``server``, published under the directory's lock once it runs). The serving process dies
@@ -99,9 +100,16 @@ class Watchdog:
             return False
         if any(fd in readable for fd in listeners):
             return True
+        self._load_serving()   # a container that lived a second is likely to ask: be ready
         if self._reload():
             self._publish(0)
         return False
+
+    def _load_serving(self) -> None:
+        if self.serving is None:
+            from . import server   # dnspython: loaded once, here, so every serving process starts warm
+
+            self.serving = server
 
     def _records_changed(self) -> bool:
         try:
@@ -139,10 +147,7 @@ class Watchdog:
             self._drain_wakeups()
 
     def _spawn(self) -> None:
-        if self.serving is None:
-            from . import server   # dnspython: loaded once, here, so every serving process starts warm
-
-            self.serving = server
+        self._load_serving()
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:
