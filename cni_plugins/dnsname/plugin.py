@@ -2,12 +2,14 @@
 options, aardvark-dns's shape).
 
 ADD records the container's name, aliases and short ID (12 characters of CNI_CONTAINERID) with its
-addresses in ``<dataDir>/<network>.json`` and makes sure the network's resolver (pynet/dns/server.py) runs
-in the host network namespace of the request, on the network's gateway addresses, port 53; the result is
-the prevResult with ``dns.nameservers`` = the gateways and ``dns.search`` = the domain. DEL and GC remove
-records; the last one gone stops the resolver. The resolver's watchdog (pynet/dns/supervise.py) restarts a
-serving process that dies; a resolver found dead as a whole (the watchdog's PID + start time in the pid
-file) is started again by the next ADD, DEL, GC or CHECK; it reads the records file, so nothing is lost.
+addresses in ``<dataDir>/<network>.json`` and makes sure the network's resolver runs in the host network
+namespace of the request, on the network's gateway addresses, port 53; the result is the prevResult with
+``dns.nameservers`` = the gateways and ``dns.search`` = the domain. Starting it is socket activation: the
+plugin binds the sockets and spawns the resolver's watchdog (pynet/dns/supervise.py) with them, and
+returns; queries wait in the sockets until the serving process (pynet/dns/server.py) reads them. DEL and
+GC remove records; the last one gone kills the resolver (not waited for). The watchdog restarts a serving
+process that dies; a resolver found dead as a whole (the watchdog's PID + start time in the pid file) is
+started again by the next ADD, DEL, GC or CHECK; it reads the records file, so nothing is lost.
 """
 
 from __future__ import annotations
