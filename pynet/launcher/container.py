@@ -227,9 +227,6 @@ def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
         if not needs_network:
             return   # nothing to wait for: the record is written while the command already runs
         record_running(pid)
-        net = rec.get("network") or {}
-        if net.get("publish") or net.get("ip"):
-            network.wait_pending_detaches((net.get("runner") or {}).get("cache_dir"))
         attached = network.attach(rec, pid)
         if attached:
             rec.update(network=attached)
@@ -349,7 +346,7 @@ def cleanup(rec: Record, remove_all: bool, force: bool = False, deferred: list |
     if late_detach:
         # PID 1 is gone, its netns only pinned: the DEL (a veth deletion waits ~25 ms for the kernel) runs
         # after the client has its exit code. A run that needs the ports/address freed first waits for it
-        # (start: network.wait_pending_detaches); the set-aside record keeps what gc needs to redo it.
+        # (network.attach_cni: wait_pending_detaches); the set-aside record keeps what gc needs to redo it.
         deferred.append(_DeferredDetach(rec))
     else:
         try:
@@ -400,7 +397,7 @@ class _DeferredDetach:
 
     def __call__(self) -> bool:
         try:
-            network.detach(self.rec)
+            network.detach(self.rec, ports_released=self.pending.ports_released)
             return True
         except Exception:  # noqa: BLE001 - the client is gone; gc redoes it from the set-aside record
             return False

@@ -167,6 +167,7 @@ def attach_cni(net: dict, pid: int, container_name: str | None = None, container
     if net.get("dns") and "dns" in conf.capabilities():
         caps["dns"] = {"servers": list(net["dns"])}   # (dnsname forwards this container's questions there)
     cni_args = [("IgnoreUnknown", "1"), ("K8S_POD_NAME", container_name)] if container_name else None
+    wait_for_freed(net)
     try:
         container, entry = atts.attach(pid, conf, ifname=net.get("ifname") or "eth0", capability_args=caps or None,
                                        cni_args=cni_args, name=container_name, container_id=container_id)
@@ -186,16 +187,41 @@ def attach_cni(net: dict, pid: int, container_name: str | None = None, container
     return net
 
 
-def detach(rec) -> None:
-    """DEL of the chain (idempotent; works after the container died: the runner pinned its netns)."""
+def wait_for_freed(net: dict) -> None:
+    """Before a run's ADD: an --ip address may still be held by a late DEL, so such a run waits for those
+    DELs to be done; a published port only until their port mappings are gone."""
+    cache_dir = (net.get("runner") or {}).get("cache_dir")
+    if net.get("ip"):
+        wait_pending_detaches(cache_dir)
+    elif net.get("publish"):
+        wait_pending_detaches(cache_dir, PENDING_PORTS)
+
+
+def maps_ports(plugin: dict) -> bool:
+    """Whether a chain's plugin takes the portMappings capability (holds host ports)."""
+    declared = plugin.get("capabilities")
+    return isinstance(declared, dict) and declared.get("portMappings") is True
+
+
+def detach(rec, ports_released=None) -> None:
+    """DEL of the chain (idempotent; works after the container died: the runner pinned its netns).
+    ``ports_released()``: called once no host port of the container is mapped any more (after the DEL of
+    the network's last port-mapping plugin, when no other network of it maps ports), the rest of the DEL
+    (the veth's removal) still to come."""
     net = rec.get("network") or {}
     if not net.get("attachment_id"):
         return
     from cni_plugins.errors import CNIError
 
     atts = locations.attachments(net.get("runner") or {})
+    after_step = None
+    if ports_released is not None and not _other_networks_map_ports(atts, net):
+        def after_step(plugin: dict) -> None:
+            if maps_ports(plugin):
+                ports_released()
     try:
-        atts.detach(net["attachment_id"], network=net.get("network"), ifname=net.get("ifname"))
+        atts.detach(net["attachment_id"], network=net.get("network"), ifname=net.get("ifname"),
+                    after_step=after_step)
     except CNIError as err:
         if err.code != 3:   # unknown container: already detached
             raise
@@ -208,43 +234,70 @@ def detach(rec) -> None:
         rec.save()
 
 
+def _other_networks_map_ports(atts, net: dict) -> bool:
+    """Whether the container has ports mapped on a network other than its own (`pynet attach -p` later)."""
+    return any(e.capability_args.get("portMappings") for e in atts.runner.cache.entries(container_id=net["attachment_id"])
+               if (e.network, e.ifname) != (net.get("network"), net.get("ifname")))
+
+
 # -- DELs run after the reply (container.cleanup with a deferred list) ------------------------------
-def _pending_lock(cache_dir: str | None) -> str:
+PENDING_ALL = ".pending-detach.lock"     # held until the late DEL is done: addresses, attachments
+PENDING_PORTS = ".pending-ports.lock"    # held until its port mappings are gone (before the veth goes)
+
+
+def _pending_lock(cache_dir: str | None, name: str = PENDING_ALL) -> str:
     from pynet.runner.cache import DEFAULT_CACHE_DIR
 
-    return os.path.join(cache_dir or DEFAULT_CACHE_DIR, ".pending-detach.lock")
+    return os.path.join(cache_dir or DEFAULT_CACHE_DIR, name)
 
 
 class PendingDetach:
-    """A shared lock on the runner's cache dir, held from before a launcher's reply until its late DEL is
-    done; what needs those ports, addresses or attachments gone takes it exclusively first
-    (wait_pending_detaches). The kernel drops it if the launcher dies."""
+    """Shared locks on the runner's cache dir, held from before a launcher's reply until its late DEL is
+    done (PENDING_ALL) or has unmapped its ports (PENDING_PORTS, released by ports_released); what needs
+    those ports, addresses or attachments gone takes the lock exclusively first (wait_pending_detaches).
+    The kernel drops them if the launcher dies."""
 
     def __init__(self, rec):
-        import fcntl
+        cache_dir = ((rec.get("network") or {}).get("runner") or {}).get("cache_dir")
+        self.fds = {name: _lock_shared(_pending_lock(cache_dir, name)) for name in (PENDING_ALL, PENDING_PORTS)}
 
-        self.fd = -1
-        try:
-            path = _pending_lock(((rec.get("network") or {}).get("runner") or {}).get("cache_dir"))
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            fcntl.flock(self.fd, fcntl.LOCK_SH)
-        except OSError:
-            pass
+    def ports_released(self) -> None:
+        self._release(PENDING_PORTS)
 
     def done(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        for name in list(self.fds):
+            self._release(name)
+
+    def _release(self, name: str) -> None:
+        fd = self.fds.pop(name, -1)
+        if fd >= 0:
+            os.close(fd)
 
 
-def wait_pending_detaches(cache_dir: str | None) -> None:
-    """Waits until the DELs launchers deferred over this cache dir are done (a run publishing ports or
-    asking for an address, `pynet net rm`): their ports, addresses and attachments are gone then."""
+def _lock_shared(path: str) -> int:
     import fcntl
 
     try:
-        fd = os.open(_pending_lock(cache_dir), os.O_RDWR | os.O_CLOEXEC)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return -1
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except OSError:
+        os.close(fd)
+        return -1
+    return fd
+
+
+def wait_pending_detaches(cache_dir: str | None, name: str = PENDING_ALL) -> None:
+    """Waits until the DELs launchers deferred over this cache dir are done (``name`` PENDING_ALL: a run
+    asking for an address, `pynet net rm`: their addresses and attachments are gone then), or have
+    unmapped their ports (PENDING_PORTS: a run publishing ports)."""
+    import fcntl
+
+    try:
+        fd = os.open(_pending_lock(cache_dir, name), os.O_RDWR | os.O_CLOEXEC)
     except OSError:
         return   # no launcher ever deferred a DEL here
     try:

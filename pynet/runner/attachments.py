@@ -457,41 +457,49 @@ class Attachments:
         except OSError:
             pass   # gone already, or not ours to unmount: nothing is left pinned either way
 
-    def detach(self, ref: str, network: str | None = None, ifname: str | None = None) -> list[Detached]:
+    def detach(self, ref: str, network: str | None = None, ifname: str | None = None,
+               after_step=None) -> list[Detached]:
         """DEL of the chosen attachments, each checked afterwards (see Detached); raises InterfaceStayed
-        when an interface is still in the container after its DEL (that attachment stays cached)."""
+        when an interface is still in the container after its DEL (that attachment stays cached).
+        ``after_step``: see Runner.delete. Pins and records are read and changed under the lock; the DELs
+        themselves run without it (DEL is idempotent, and a veth's removal waits ~25 ms for the kernel:
+        other containers attach meanwhile)."""
         with self._locked():
-            return self._detach(ref, network, ifname)
-
-    def _detach(self, ref, network, ifname):
-        c = self.resolve(ref)
-        chosen = [e for e in c.entries if (network is None or e.network == network)
-                  and (ifname is None or e.ifname == ifname)]
-        if not chosen:
-            what = " ".join(filter(None, [f"on network {network!r}" if network else "",
-                                          f"with interface {ifname!r}" if ifname else ""]))
-            raise AttachError(UNKNOWN_CONTAINER, f"container {c.id} has no attachment {what}".rstrip())
-        done = []
-        for entry in chosen:
+            c = self.resolve(ref)
+            chosen = [e for e in c.entries if (network is None or e.network == network)
+                      and (ifname is None or e.ifname == ifname)]
+            if not chosen:
+                what = " ".join(filter(None, [f"on network {network!r}" if network else "",
+                                              f"with interface {ifname!r}" if ifname else ""]))
+                raise AttachError(UNKNOWN_CONTAINER, f"container {c.id} has no attachment {what}".rstrip())
             # Our pin (checked, re-made for a live process), never /proc/PID of a possibly reused PID; no
             # netns at all when it cannot be reached (plugins then release what they hold on the host).
-            netns, why = self._reach(c, entry)
-            self.runner.delete(entry.network, entry.container_id, entry.ifname, netns=netns)
-            present = interface_in(netns, entry.ifname, DEL_GRACE) if netns else None
-            if present:
-                self.runner.cache.write(entry)   # still attached: listed, and detach can be run again
-                done.append(Detached(entry, INTERFACE_PRESENT, f"{entry.ifname} is still in container "
-                                     f"{entry.container_id} (netns {netns}) after DEL on network "
-                                     f"{entry.network!r}: the plugins reported success without removing it"))
-            elif present is None:
-                done.append(Detached(entry, INTERFACE_UNKNOWN, why or f"the network namespace {netns} went away "
-                                     "during DEL"))
-            else:
-                done.append(Detached(entry, INTERFACE_REMOVED))
-        self._forget_if_unused(c)
+            reached = [(entry, *self._reach(c, entry)) for entry in chosen]
+        done: list[Detached] = []
+        try:
+            for entry, netns, why in reached:
+                done.append(self._delete_checked(entry, netns, why, after_step))
+        finally:
+            with self._locked():
+                for d in done:
+                    if d.interface == INTERFACE_PRESENT:
+                        self.runner.cache.write(d.entry)   # still attached: listed, and detach can be run again
+                if len(done) == len(reached):
+                    self._forget_if_unused(c)
         if any(d.interface == INTERFACE_PRESENT for d in done):
             raise InterfaceStayed(done)
         return done
+
+    def _delete_checked(self, entry: CacheEntry, netns: str, why: str, after_step=None) -> Detached:
+        self.runner.delete(entry.network, entry.container_id, entry.ifname, netns=netns, after_step=after_step)
+        present = interface_in(netns, entry.ifname, DEL_GRACE) if netns else None
+        if present:
+            return Detached(entry, INTERFACE_PRESENT, f"{entry.ifname} is still in container "
+                            f"{entry.container_id} (netns {netns}) after DEL on network {entry.network!r}: "
+                            "the plugins reported success without removing it")
+        if present is None:
+            return Detached(entry, INTERFACE_UNKNOWN, why or f"the network namespace {netns} went away during DEL")
+        return Detached(entry, INTERFACE_REMOVED)
 
     # -- gc ------------------------------------------------------------------------------------------
     def gc(self, networks) -> dict:

@@ -156,21 +156,27 @@ class Runner:
         return netns, capability_args, args
 
     def delete(self, network, container_id: str, ifname: str, netns: str | None = None,
-               capability_args: dict | None = None, cni_args=None) -> None:
+               capability_args: dict | None = None, cni_args=None, after_step=None) -> None:
+        """``after_step(plugin)``: called after each plugin's DEL succeeded (a caller can let others have
+        what that plugin held before the slower steps after it are done)."""
         conf = self._network_for_teardown(network, container_id, ifname)
         netns, caps, args = self._runtime(conf, container_id, ifname, netns, capability_args, cni_args)
         prev = self._cached_prev(conf, container_id, ifname) if cniversion.at_least(conf.cni_version, "0.4.0") \
             else None
-        self._del_chain(conf, self._env("DEL", container_id, netns, ifname, args), prev, caps)
+        self._del_chain(conf, self._env("DEL", container_id, netns, ifname, args), prev, caps,
+                        after_step=after_step)
         self.cache.delete(conf.name, container_id, ifname)
 
-    def _del_chain(self, conf, env, prev_result, caps, ignore_errors: bool = False) -> None:
+    def _del_chain(self, conf, env, prev_result, caps, ignore_errors: bool = False, after_step=None) -> None:
         for plugin in reversed(conf.plugins):
             try:
                 self._step(conf, plugin, "DEL", env, prev_result=prev_result, capability_args=caps)
             except CNIError:
                 if not ignore_errors:
                     raise
+                continue
+            if after_step is not None:
+                after_step(plugin)
 
     def check(self, network, container_id: str, ifname: str, netns: str | None = None,
               capability_args: dict | None = None, cni_args=None) -> None:
