@@ -219,17 +219,18 @@ def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
     join = cg.join if reserved is None else (lambda _pid: None)
     needs_network = network.needs_attach(rec)
 
-    def record_running(pid: int) -> None:
-        rec.update(pid=pid, pid_start=syscalls.proc_start_time(pid), status="running", started=state.now(),
-                   namespaces={n: syscalls.ns_inode(pid, n) for n in syscalls.NAMESPACES})
+    def running(pid: int) -> dict:
+        return dict(pid=pid, pid_start=syscalls.proc_start_time(pid), status="running", started=state.now(),
+                    namespaces={n: syscalls.ns_inode(pid, n) for n in syscalls.NAMESPACES})
 
     def before_exec(pid: int) -> None:
         if not needs_network:
             return   # nothing to wait for: the record is written while the command already runs
-        record_running(pid)
+        now_running = running(pid)
         attached = network.attach(rec, pid)
+        # One write of the record for both (a failed attach undoes the container, record included).
+        rec.update(**now_running, **({"network": attached} if attached else {}))
         if attached:
-            rec.update(network=attached)
             addrs = network.addresses(attached)
             write_hosts(rec.dir, rec["hostname"], addrs, rec.get("add_hosts") or ())
             # --dns on a network with a resolver: that resolver forwards to them (network.attach_cni)
@@ -251,7 +252,7 @@ def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
     try:
         pid = namespaces.start(spec, join, before_exec, idle, reserved.stage1 if reserved is not None else None)
         if not needs_network:
-            record_running(pid)
+            rec.update(**running(pid))
         return pid
     except BaseException as exc:
         if undo:
