@@ -371,3 +371,34 @@ def test_release_shared_undoes_only_its_own_bind(tmp_path):
         for d in (plain, own):
             while mounted_here(d):
                 umount2(str(d), MNT_DETACH)
+
+
+# -- what a late DEL lets go first ------------------------------------------------------------------------------
+@needs_portmap
+def test_detach_reports_the_ports_unmapped_while_the_container_interface_is_still_there(pynet, host_ns):
+    """network.detach's ports_released (what a run publishing the same port waits for) comes once the
+    port mappings are gone from the ruleset, before the bridge plugin's DEL removes the veth."""
+    from pynet.launcher import network
+
+    pynet.net("late", "10.86.7.0/24", "--port-map")
+    proc = pynet.sleeper()
+    runner_locations = {"config_dir": str(pynet.config_dir), "cache_dir": str(pynet.cache_dir),
+                        "cni_path": pynet.cni_path, "netns_dir": str(pynet.netns_dir)}
+    net = {"mode": "late", "publish": [{"hostPort": 18181, "containerPort": 80, "protocol": "tcp"}],
+           "ifname": "eth0", "runner": runner_locations}
+    seen = []
+
+    class Rec(dict):   # what network.detach reads and writes of a container record
+        path = str(pynet.tmp / "no-record")
+        data: dict = {}
+
+    with host_ns.entered():
+        attached = network.attach_cni(net, proc.pid, "late-one", "0123456789abcdef")
+        assert "18181" in host_ns.nft_ruleset()
+        rec = Rec(network=attached)
+        rec.data = dict(rec)
+        network.detach(rec, ports_released=lambda: seen.append(
+            ("18181" in host_ns.nft_ruleset(), has_link(attached["netns"], "eth0"))))
+    assert seen == [(False, True)]   # ports gone, the container's eth0 not yet
+    assert not has_link(proc.pid, "eth0") and "18181" not in host_ns.nft_ruleset()
+    assert pynet.leases("late") == [] and rec.data["network"]["detached"]
