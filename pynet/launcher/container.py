@@ -348,7 +348,7 @@ def cleanup(rec: Record, remove_all: bool, force: bool = False, deferred: list |
         # PID 1 is gone, its netns only pinned: the DEL (a veth deletion waits ~25 ms for the kernel) runs
         # after the client has its exit code. A run that needs the ports/address freed first waits for it
         # (network.attach_cni: wait_pending_detaches); the set-aside record keeps what gc needs to redo it.
-        deferred.append(_DeferredDetach(rec))
+        deferred.append(network.LateDetach(rec))
     else:
         try:
             network.detach(rec)
@@ -387,23 +387,6 @@ def run_deferred(deferred: list) -> None:
                 return   # the DEL failed: the set-aside record stays for gc to retry it
         else:
             remove_trees([item])
-
-
-class _DeferredDetach:
-    """The network DEL of a container, run after its launcher replied; holds network.PendingDetach from
-    cleanup (before the reply) until the DEL is done."""
-
-    def __init__(self, rec: Record):
-        self.rec, self.pending = rec, network.PendingDetach(rec)
-
-    def __call__(self) -> bool:
-        try:
-            network.detach(self.rec, ports_released=self.pending.ports_released)
-            return True
-        except Exception:  # noqa: BLE001 - the client is gone; gc redoes it from the set-aside record
-            return False
-        finally:
-            self.pending.done()
 
 
 # -- operations on existing containers ---------------------------------------------------------------

@@ -167,10 +167,13 @@ def attach_cni(net: dict, pid: int, container_name: str | None = None, container
     if net.get("dns") and "dns" in conf.capabilities():
         caps["dns"] = {"servers": list(net["dns"])}   # (dnsname forwards this container's questions there)
     cni_args = [("IgnoreUnknown", "1"), ("K8S_POD_NAME", container_name)] if container_name else None
-    wait_for_freed(net)
+    cache_dir = (net.get("runner") or {}).get("cache_dir")
+    if net.get("ip"):
+        wait_pending_detaches(cache_dir)   # before the attachments lock: the late DELs take it again
     try:
         container, entry = atts.attach(pid, conf, ifname=net.get("ifname") or "eth0", capability_args=caps or None,
-                                       cni_args=cni_args, name=container_name, container_id=container_id)
+                                       cni_args=cni_args, name=container_name, container_id=container_id,
+                                       before_step=_ports_freed(cache_dir) if net.get("publish") else None)
     except Exception:
         # The chain undid its own steps; a bridge the network's first ADD made, and its lease folder, go
         # too when nothing else uses the network.
@@ -187,14 +190,17 @@ def attach_cni(net: dict, pid: int, container_name: str | None = None, container
     return net
 
 
-def wait_for_freed(net: dict) -> None:
-    """Before a run's ADD: an --ip address may still be held by a late DEL, so such a run waits for those
-    DELs to be done; a published port only until their port mappings are gone."""
-    cache_dir = (net.get("runner") or {}).get("cache_dir")
-    if net.get("ip"):
-        wait_pending_detaches(cache_dir)
-    elif net.get("publish"):
-        wait_pending_detaches(cache_dir, PENDING_PORTS)
+def _ports_freed(cache_dir: str | None):
+    """A before_step for Runner.add: waits, just before the chain's first port-mapping plugin, until the
+    late DELs have unmapped their ports (the steps before it, the bridge's, run meanwhile). It waits under
+    the attachments lock: a LateDetach takes that lock only after releasing PENDING_PORTS."""
+    waited = []
+
+    def before_step(plugin: dict) -> None:
+        if not waited and maps_ports(plugin):
+            waited.append(True)
+            wait_pending_detaches(cache_dir, PENDING_PORTS)
+    return before_step
 
 
 def maps_ports(plugin: dict) -> bool:
@@ -203,25 +209,16 @@ def maps_ports(plugin: dict) -> bool:
     return isinstance(declared, dict) and declared.get("portMappings") is True
 
 
-def detach(rec, ports_released=None) -> None:
-    """DEL of the chain (idempotent; works after the container died: the runner pinned its netns).
-    ``ports_released()``: called once no host port of the container is mapped any more (after the DEL of
-    the network's last port-mapping plugin, when no other network of it maps ports), the rest of the DEL
-    (the veth's removal) still to come."""
+def detach(rec) -> None:
+    """DEL of the chain (idempotent; works after the container died: the runner pinned its netns)."""
     net = rec.get("network") or {}
     if not net.get("attachment_id"):
         return
     from cni_plugins.errors import CNIError
 
     atts = locations.attachments(net.get("runner") or {})
-    after_step = None
-    if ports_released is not None and not _other_networks_map_ports(atts, net):
-        def after_step(plugin: dict) -> None:
-            if maps_ports(plugin):
-                ports_released()
     try:
-        atts.detach(net["attachment_id"], network=net.get("network"), ifname=net.get("ifname"),
-                    after_step=after_step)
+        atts.detach(net["attachment_id"], network=net.get("network"), ifname=net.get("ifname"))
     except CNIError as err:
         if err.code != 3:   # unknown container: already detached
             raise
@@ -229,15 +226,56 @@ def detach(rec, ports_released=None) -> None:
         atts.detach(net["attachment_id"])
     except CNIError:
         pass   # none left (code 3), or one that would not go: `pynet gc` collects it
+    _mark_detached(rec)
+
+
+def _mark_detached(rec) -> None:
+    net = rec.get("network") or {}
     rec.data["network"] = dict(net, attachment_id=None, detached=True)
     if os.path.exists(rec.path):
         rec.save()
 
 
-def _other_networks_map_ports(atts, net: dict) -> bool:
-    """Whether the container has ports mapped on a network other than its own (`pynet attach -p` later)."""
-    return any(e.capability_args.get("portMappings") for e in atts.runner.cache.entries(container_id=net["attachment_id"])
-               if (e.network, e.ifname) != (net.get("network"), net.get("ifname")))
+class LateDetach:
+    """detach(rec) run after the launcher's reply, in two parts. Made before the reply: finds the container's
+    attachments (every network of it) under the runner's attachments lock, then takes the pending-DEL locks
+    (PendingDetach). Called after the reply: the DELs, which let PENDING_PORTS go once the port mappings are
+    gone (after the port-mapping plugin's DEL, at the latest when the DELs are over) and only then take the
+    attachments lock again; so a run publishing ports may wait for PENDING_PORTS under that lock
+    (attach_cni). Returns False when the DEL failed (gc redoes it from the set-aside record)."""
+
+    def __init__(self, rec):
+        self.rec, self.plan, self.atts = rec, None, None
+        net = rec.get("network") or {}
+        if net.get("attachment_id"):
+            try:
+                self.atts = locations.attachments(net.get("runner") or {})
+                self.plan = self.atts.prepare_detach(net["attachment_id"])
+            except Exception:  # noqa: BLE001 - nothing attached (code 3), or the plain detach() retries it
+                self.plan = None
+        self.pending = PendingDetach(rec)   # after the lock above: a run waiting for these may hold it
+        mapped = [e for e, _netns, _why in (self.plan.reached if self.plan else ())
+                  if e.capability_args.get("portMappings")]
+        if not mapped:
+            self.pending.ports_released()   # nobody needs to wait for this DEL's ports
+        self.early = len(mapped) == 1       # the one port-mapping DEL frees them all
+
+    def __call__(self) -> bool:
+        try:
+            if self.plan is None:
+                self.pending.ports_released()   # before detach() takes the attachments lock
+                detach(self.rec)
+            else:
+                def after_step(plugin: dict) -> None:
+                    if self.early and maps_ports(plugin):
+                        self.pending.ports_released()
+                self.atts.run_detach(self.plan, after_step, before_relock=self.pending.ports_released)
+                _mark_detached(self.rec)
+            return True
+        except Exception:  # noqa: BLE001 - the client is gone; gc redoes it from the set-aside record
+            return False
+        finally:
+            self.pending.done()
 
 
 # -- DELs run after the reply (container.cleanup with a deferred list) ------------------------------

@@ -109,7 +109,9 @@ class Runner:
 
     # -- verbs -----------------------------------------------------------------------------------
     def add(self, network, container_id: str, netns: str, ifname: str, capability_args: dict | None = None,
-            cni_args=None) -> dict:
+            cni_args=None, before_step=None) -> dict:
+        """``before_step(plugin)``: called before each plugin's ADD (a caller that must wait for something
+        only one plugin needs waits there, while the steps before it run)."""
         conf = self.network(network)
         validate_container_id(container_id)
         validate_ifname(ifname)
@@ -120,6 +122,8 @@ class Runner:
         result = None
         try:
             for plugin in conf.plugins:
+                if before_step is not None:
+                    before_step(plugin)
                 result = self._step(conf, plugin, "ADD", env, prev_result=result, capability_args=caps)
             if not isinstance(result, dict):
                 raise CNIError(DECODING_FAILURE, f"network {conf.name!r}: the chain returned no result")
