@@ -7,7 +7,8 @@ and the ratios.
 --network none busybox true` runs once with `--runtime pynet-oci` and once with `--runtime runc` (podman
 fenced into the temp dir as tests/podman/harness.py fences it). --oci measures only those four rows.
 
-Run as root: .venv/bin/python bench/launcher_bench.py [N] [--net] [--oci]
+Run as root: .venv/bin/python bench/launcher_bench.py [N] [--net] [--oci] [--only TEXT]
+(--only: just the rows whose name holds TEXT, and runc's)
 The `pynet` measured is the installed one (.venv/bin/pynet, the lean script that scripts/install.sh
 writes). Everything runs inside a throwaway network namespace; image store, state, leases and the bundle
 live in a temp dir. "local" rows run with PYNET_DAEMON=off (the launcher in the command's own process);
@@ -72,7 +73,13 @@ def runc_bundle(tmp: str, layer: str) -> str:
 
 
 def main() -> None:
-    args = [a for a in sys.argv[1:] if a not in ("--net", "--oci")]
+    argv = sys.argv[1:]
+    only = None
+    if "--only" in argv:
+        at = argv.index("--only")
+        only = argv[at + 1]
+        del argv[at:at + 2]
+    args = [a for a in argv if a not in ("--net", "--oci")]
     n = int(args[0]) if args else 30
     with_net = "--net" in sys.argv[1:]
     only_oci = "--oci" in sys.argv[1:]
@@ -120,8 +127,12 @@ def main() -> None:
             envs["pynet run --net nodns -p 18080:80, via daemon"] = daemon_env
         if only_oci:
             cases = {k: v for k, v in cases.items() if k in ("runc run", "pynet-oci run")}
+        if only:
+            cases = {k: v for k, v in cases.items() if k == "runc run" or only in k}
         with contextlib.ExitStack() as stack:
-            if podman_missing() is None:
+            if only is not None and "podman" not in only:
+                pass
+            elif podman_missing() is None:
                 os.makedirs(os.path.join(tmp, "no-plugins"))
                 pm = stack.enter_context(podman_with_runtime(ns, os.path.join(tmp, "no-plugins"), "runc"))
                 podman = pm.argv("run", "--rm", "--network", "none", "--cgroup-parent", pm.cgroup_parent,

@@ -371,3 +371,51 @@ def test_release_shared_undoes_only_its_own_bind(tmp_path):
         for d in (plain, own):
             while mounted_here(d):
                 umount2(str(d), MNT_DETACH)
+
+
+# -- what a late DEL lets go first ------------------------------------------------------------------------------
+@needs_portmap
+def test_a_late_del_unmaps_the_ports_before_the_veth_goes_and_before_it_needs_the_attachments_lock(pynet, host_ns):
+    """LateDetach lets a run publishing the same port go on (PENDING_PORTS) once the mappings are gone from
+    the ruleset, while the container's eth0 is still there; a run waiting for that under the attachments
+    lock (attach_cni's before_step) is not waiting on a DEL that needs that lock first."""
+    import threading
+
+    from pynet.launcher import network
+
+    pynet.net("late", "10.86.7.0/24", "--port-map")
+    proc = pynet.sleeper()
+    runner_locations = {"config_dir": str(pynet.config_dir), "cache_dir": str(pynet.cache_dir),
+                        "cni_path": pynet.cni_path, "netns_dir": str(pynet.netns_dir)}
+    net = {"mode": "late", "publish": [{"hostPort": 18181, "containerPort": 80, "protocol": "tcp"}],
+           "ifname": "eth0", "runner": runner_locations}
+    seen, outcome = [], []
+
+    class Rec(dict):   # what a late DEL reads and writes of a container record
+        path = str(pynet.tmp / "no-record")
+        data: dict = {}
+
+    with host_ns.entered():
+        attached = network.attach_cni(net, proc.pid, "late-one", "0123456789abcdef")
+        assert "18181" in host_ns.nft_ruleset()
+        rec = Rec(network=attached)
+        rec.data = dict(rec)
+        late = network.LateDetach(rec)
+        release = late.pending.ports_released
+
+        def observed_release():
+            if not seen:
+                seen.append(("18181" in host_ns.nft_ruleset(), has_link(attached["netns"], "eth0")))
+            release()
+        late.pending.ports_released = observed_release
+        atts = late.atts
+        with atts._locked():   # as a run's ADD holds it while it waits for the ports
+            worker = threading.Thread(target=lambda: outcome.append(late()))
+            worker.start()
+            network.wait_pending_detaches(str(pynet.cache_dir), network.PENDING_PORTS)
+        worker.join(60)
+    assert not worker.is_alive() and outcome == [True]
+    assert seen == [(False, True)]   # ports gone, the container's eth0 not yet
+    assert not has_link(proc.pid, "eth0") and "18181" not in host_ns.nft_ruleset()
+    assert pynet.leases("late") == [] and rec.data["network"]["detached"]
+    assert pynet.json("ls") == []

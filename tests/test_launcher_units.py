@@ -258,3 +258,31 @@ def test_set_aside_directories_leave_listings_at_once_and_gc_deletes_what_a_cras
     assert all(os.path.isdir(p) for p in deferred)   # their launcher deletes them after replying ...
     container.gc()                                     # ... or gc, when that launcher died first
     assert not any(os.path.exists(p) for p in deferred)
+
+
+def test_a_late_del_lets_published_ports_go_before_the_rest_of_its_teardown(tmp_path):
+    import fcntl
+
+    from pynet.launcher import network
+
+    cache = tmp_path / "cache"
+    rec = {"network": {"runner": {"cache_dir": str(cache)}}}
+
+    def free(name):   # what wait_pending_detaches(cache, name) would not wait for
+        fd = os.open(cache / name, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
+
+    pending = network.PendingDetach(rec)
+    assert not free(network.PENDING_PORTS) and not free(network.PENDING_ALL)
+    pending.ports_released()
+    assert free(network.PENDING_PORTS) and not free(network.PENDING_ALL)
+    network.wait_pending_detaches(str(cache), network.PENDING_PORTS)   # returns at once
+    pending.done()
+    assert free(network.PENDING_ALL)
+    network.wait_pending_detaches(str(cache))

@@ -129,6 +129,15 @@ def test_del_runs_in_reverse_with_cached_result_and_cached_runtime_args(env):
     assert "prevResult" not in env.calls()[-1]["conf"]
 
 
+def test_del_reports_each_plugin_once_its_del_is_done_in_chain_order_reversed(env):
+    env.write("net1.conflist", chain(env, env.plugin("a"), env.plugin("b")))
+    env.runner.add("net1", "ctr1", "/run/netns/x", "eth0")
+    seen = []
+    env.runner.delete("net1", "ctr1", "eth0",
+                      after_step=lambda plugin: seen.append((plugin["tag"], len(env.calls()))))
+    assert seen == [("b", 3), ("a", 4)]   # each after its own DEL ran (2 ADDs logged before)
+
+
 def test_failed_add_runs_del_of_the_chain_and_caches_nothing(env):
     env.write("net1.conflist", chain(env, env.plugin("a"), env.plugin("b", fail="ADD")))
     with pytest.raises(ChainError) as exc:

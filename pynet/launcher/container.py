@@ -219,20 +219,18 @@ def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
     join = cg.join if reserved is None else (lambda _pid: None)
     needs_network = network.needs_attach(rec)
 
-    def record_running(pid: int) -> None:
-        rec.update(pid=pid, pid_start=syscalls.proc_start_time(pid), status="running", started=state.now(),
-                   namespaces={n: syscalls.ns_inode(pid, n) for n in syscalls.NAMESPACES})
+    def running(pid: int) -> dict:
+        return dict(pid=pid, pid_start=syscalls.proc_start_time(pid), status="running", started=state.now(),
+                    namespaces={n: syscalls.ns_inode(pid, n) for n in syscalls.NAMESPACES})
 
     def before_exec(pid: int) -> None:
         if not needs_network:
             return   # nothing to wait for: the record is written while the command already runs
-        record_running(pid)
-        net = rec.get("network") or {}
-        if net.get("publish") or net.get("ip"):
-            network.wait_pending_detaches((net.get("runner") or {}).get("cache_dir"))
+        now_running = running(pid)
         attached = network.attach(rec, pid)
+        # One write of the record for both (a failed attach undoes the container, record included).
+        rec.update(**now_running, **({"network": attached} if attached else {}))
         if attached:
-            rec.update(network=attached)
             addrs = network.addresses(attached)
             write_hosts(rec.dir, rec["hostname"], addrs, rec.get("add_hosts") or ())
             # --dns on a network with a resolver: that resolver forwards to them (network.attach_cni)
@@ -254,7 +252,7 @@ def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
     try:
         pid = namespaces.start(spec, join, before_exec, idle, reserved.stage1 if reserved is not None else None)
         if not needs_network:
-            record_running(pid)
+            rec.update(**running(pid))
         return pid
     except BaseException as exc:
         if undo:
@@ -349,8 +347,8 @@ def cleanup(rec: Record, remove_all: bool, force: bool = False, deferred: list |
     if late_detach:
         # PID 1 is gone, its netns only pinned: the DEL (a veth deletion waits ~25 ms for the kernel) runs
         # after the client has its exit code. A run that needs the ports/address freed first waits for it
-        # (start: network.wait_pending_detaches); the set-aside record keeps what gc needs to redo it.
-        deferred.append(_DeferredDetach(rec))
+        # (network.attach_cni: wait_pending_detaches); the set-aside record keeps what gc needs to redo it.
+        deferred.append(network.LateDetach(rec))
     else:
         try:
             network.detach(rec)
@@ -389,23 +387,6 @@ def run_deferred(deferred: list) -> None:
                 return   # the DEL failed: the set-aside record stays for gc to retry it
         else:
             remove_trees([item])
-
-
-class _DeferredDetach:
-    """The network DEL of a container, run after its launcher replied; holds network.PendingDetach from
-    cleanup (before the reply) until the DEL is done."""
-
-    def __init__(self, rec: Record):
-        self.rec, self.pending = rec, network.PendingDetach(rec)
-
-    def __call__(self) -> bool:
-        try:
-            network.detach(self.rec)
-            return True
-        except Exception:  # noqa: BLE001 - the client is gone; gc redoes it from the set-aside record
-            return False
-        finally:
-            self.pending.done()
 
 
 # -- operations on existing containers ---------------------------------------------------------------

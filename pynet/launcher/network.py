@@ -167,9 +167,13 @@ def attach_cni(net: dict, pid: int, container_name: str | None = None, container
     if net.get("dns") and "dns" in conf.capabilities():
         caps["dns"] = {"servers": list(net["dns"])}   # (dnsname forwards this container's questions there)
     cni_args = [("IgnoreUnknown", "1"), ("K8S_POD_NAME", container_name)] if container_name else None
+    cache_dir = (net.get("runner") or {}).get("cache_dir")
+    if net.get("ip"):
+        wait_pending_detaches(cache_dir)   # before the attachments lock: the late DELs take it again
     try:
         container, entry = atts.attach(pid, conf, ifname=net.get("ifname") or "eth0", capability_args=caps or None,
-                                       cni_args=cni_args, name=container_name, container_id=container_id)
+                                       cni_args=cni_args, name=container_name, container_id=container_id,
+                                       before_step=_ports_freed(cache_dir) if net.get("publish") else None)
     except Exception:
         # The chain undid its own steps; a bridge the network's first ADD made, and its lease folder, go
         # too when nothing else uses the network.
@@ -184,6 +188,25 @@ def attach_cni(net: dict, pid: int, container_name: str | None = None, container
     net.update(network=name, attachment_id=container.id, netns=container.netns, result=entry.result,
                dns_forwarded="dns" in caps)
     return net
+
+
+def _ports_freed(cache_dir: str | None):
+    """A before_step for Runner.add: waits, just before the chain's first port-mapping plugin, until the
+    late DELs have unmapped their ports (the steps before it, the bridge's, run meanwhile). It waits under
+    the attachments lock: a LateDetach takes that lock only after releasing PENDING_PORTS."""
+    waited = []
+
+    def before_step(plugin: dict) -> None:
+        if not waited and maps_ports(plugin):
+            waited.append(True)
+            wait_pending_detaches(cache_dir, PENDING_PORTS)
+    return before_step
+
+
+def maps_ports(plugin: dict) -> bool:
+    """Whether a chain's plugin takes the portMappings capability (holds host ports)."""
+    declared = plugin.get("capabilities")
+    return isinstance(declared, dict) and declared.get("portMappings") is True
 
 
 def detach(rec) -> None:
@@ -203,48 +226,116 @@ def detach(rec) -> None:
         atts.detach(net["attachment_id"])
     except CNIError:
         pass   # none left (code 3), or one that would not go: `pynet gc` collects it
+    _mark_detached(rec)
+
+
+def _mark_detached(rec) -> None:
+    net = rec.get("network") or {}
     rec.data["network"] = dict(net, attachment_id=None, detached=True)
     if os.path.exists(rec.path):
         rec.save()
 
 
+class LateDetach:
+    """detach(rec) run after the launcher's reply, in two parts. Made before the reply: finds the container's
+    attachments (every network of it) under the runner's attachments lock, then takes the pending-DEL locks
+    (PendingDetach). Called after the reply: the DELs, which let PENDING_PORTS go once the port mappings are
+    gone (after the port-mapping plugin's DEL, at the latest when the DELs are over) and only then take the
+    attachments lock again; so a run publishing ports may wait for PENDING_PORTS under that lock
+    (attach_cni). Returns False when the DEL failed (gc redoes it from the set-aside record)."""
+
+    def __init__(self, rec):
+        self.rec, self.plan, self.atts = rec, None, None
+        net = rec.get("network") or {}
+        if net.get("attachment_id"):
+            try:
+                self.atts = locations.attachments(net.get("runner") or {})
+                self.plan = self.atts.prepare_detach(net["attachment_id"])
+            except Exception:  # noqa: BLE001 - nothing attached (code 3), or the plain detach() retries it
+                self.plan = None
+        self.pending = PendingDetach(rec)   # after the lock above: a run waiting for these may hold it
+        mapped = [e for e, _netns, _why in (self.plan.reached if self.plan else ())
+                  if e.capability_args.get("portMappings")]
+        if not mapped:
+            self.pending.ports_released()   # nobody needs to wait for this DEL's ports
+        self.early = len(mapped) == 1       # the one port-mapping DEL frees them all
+
+    def __call__(self) -> bool:
+        try:
+            if self.plan is None:
+                self.pending.ports_released()   # before detach() takes the attachments lock
+                detach(self.rec)
+            else:
+                def after_step(plugin: dict) -> None:
+                    if self.early and maps_ports(plugin):
+                        self.pending.ports_released()
+                self.atts.run_detach(self.plan, after_step, before_relock=self.pending.ports_released)
+                _mark_detached(self.rec)
+            return True
+        except Exception:  # noqa: BLE001 - the client is gone; gc redoes it from the set-aside record
+            return False
+        finally:
+            self.pending.done()
+
+
 # -- DELs run after the reply (container.cleanup with a deferred list) ------------------------------
-def _pending_lock(cache_dir: str | None) -> str:
+PENDING_ALL = ".pending-detach.lock"     # held until the late DEL is done: addresses, attachments
+PENDING_PORTS = ".pending-ports.lock"    # held until its port mappings are gone (before the veth goes)
+
+
+def _pending_lock(cache_dir: str | None, name: str = PENDING_ALL) -> str:
     from pynet.runner.cache import DEFAULT_CACHE_DIR
 
-    return os.path.join(cache_dir or DEFAULT_CACHE_DIR, ".pending-detach.lock")
+    return os.path.join(cache_dir or DEFAULT_CACHE_DIR, name)
 
 
 class PendingDetach:
-    """A shared lock on the runner's cache dir, held from before a launcher's reply until its late DEL is
-    done; what needs those ports, addresses or attachments gone takes it exclusively first
-    (wait_pending_detaches). The kernel drops it if the launcher dies."""
+    """Shared locks on the runner's cache dir, held from before a launcher's reply until its late DEL is
+    done (PENDING_ALL) or has unmapped its ports (PENDING_PORTS, released by ports_released); what needs
+    those ports, addresses or attachments gone takes the lock exclusively first (wait_pending_detaches).
+    The kernel drops them if the launcher dies."""
 
     def __init__(self, rec):
-        import fcntl
+        cache_dir = ((rec.get("network") or {}).get("runner") or {}).get("cache_dir")
+        self.fds = {name: _lock_shared(_pending_lock(cache_dir, name)) for name in (PENDING_ALL, PENDING_PORTS)}
 
-        self.fd = -1
-        try:
-            path = _pending_lock(((rec.get("network") or {}).get("runner") or {}).get("cache_dir"))
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            fcntl.flock(self.fd, fcntl.LOCK_SH)
-        except OSError:
-            pass
+    def ports_released(self) -> None:
+        self._release(PENDING_PORTS)
 
     def done(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        for name in list(self.fds):
+            self._release(name)
+
+    def _release(self, name: str) -> None:
+        fd = self.fds.pop(name, -1)
+        if fd >= 0:
+            os.close(fd)
 
 
-def wait_pending_detaches(cache_dir: str | None) -> None:
-    """Waits until the DELs launchers deferred over this cache dir are done (a run publishing ports or
-    asking for an address, `pynet net rm`): their ports, addresses and attachments are gone then."""
+def _lock_shared(path: str) -> int:
     import fcntl
 
     try:
-        fd = os.open(_pending_lock(cache_dir), os.O_RDWR | os.O_CLOEXEC)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return -1
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except OSError:
+        os.close(fd)
+        return -1
+    return fd
+
+
+def wait_pending_detaches(cache_dir: str | None, name: str = PENDING_ALL) -> None:
+    """Waits until the DELs launchers deferred over this cache dir are done (``name`` PENDING_ALL: a run
+    asking for an address, `pynet net rm`: their addresses and attachments are gone then), or have
+    unmapped their ports (PENDING_PORTS: a run publishing ports)."""
+    import fcntl
+
+    try:
+        fd = os.open(_pending_lock(cache_dir, name), os.O_RDWR | os.O_CLOEXEC)
     except OSError:
         return   # no launcher ever deferred a DEL here
     try:

@@ -37,6 +37,7 @@ from .netconf import list_networks
 DEFAULT_NETNS_DIR = "/run/netns"
 PIN_PREFIX = "pynet-"
 _ID = re.compile(r"^[0-9a-f]{16}$")
+_HEX = re.compile(r"^[0-9a-f]+$")
 PF_KTHREAD = 0x00200000   # /proc/PID/stat flags: a kernel thread
 # How long an interface may outlive a successful DEL before it counts as left behind: pynet's daemon
 # replies first and removes the veth just after (the kernel's 20-30 ms teardown); more on a loaded host.
@@ -177,6 +178,14 @@ def describe_entry(entry: CacheEntry) -> dict:
             "addresses": [ip.get("address") for ip in result.get("ips") or [] if ip.get("address")],
             "portMappings": entry.capability_args.get("portMappings") or [],
             "containerID": entry.container_id, "netns": entry.netns, "result": result}
+
+
+@dataclass
+class DetachPlan:
+    """What Attachments.prepare_detach found: the container and, per chosen attachment, (entry, the netns
+    path to DEL in or "", why it is "")."""
+    container: Container
+    reached: list
 
 
 INTERFACE_REMOVED = "removed"   # DEL ran in the namespace and the interface is gone from it
@@ -394,14 +403,16 @@ class Attachments:
         return next(f"eth{n}" for n in range(1000) if f"eth{n}" not in used)
 
     def attach(self, pid: int, network, ifname: str | None = None, capability_args: dict | None = None,
-               cni_args=None, name: str | None = None, container_id: str | None = None
+               cni_args=None, name: str | None = None, container_id: str | None = None, before_step=None
                ) -> tuple[Container, CacheEntry]:
         """``name``/``container_id``: what a process not attached yet is called (default: <command>-<pid>,
-        a hash of its netns and process); a name another container has is refused."""
+        a hash of its netns and process); a name another container has is refused. ``before_step``: see
+        Runner.add; it runs under this object's lock, so what it waits for must not need that lock."""
         with self._locked():
-            return self._attach(pid, network, ifname, capability_args, cni_args, name, container_id)
+            return self._attach(pid, network, ifname, capability_args, cni_args, name, container_id, before_step)
 
-    def _attach(self, pid, network, ifname, capability_args, cni_args, name=None, container_id=None):
+    def _attach(self, pid, network, ifname, capability_args, cni_args, name=None, container_id=None,
+                before_step=None):
         conf = self.runner.network(network)
         c = self._container_of_pid(pid)
         fresh = c is None
@@ -426,7 +437,7 @@ class Attachments:
             raise AttachError(INVALID_ENVIRONMENT, f"container {c.id} (process {pid}) already has {ifname} "
                               f"on network {conf.name!r}")
         try:
-            self.runner.add(conf, c.id, c.netns, ifname, capability_args, cni_args)
+            self.runner.add(conf, c.id, c.netns, ifname, capability_args, cni_args, before_step=before_step)
         except BaseException:
             if fresh:
                 self._forget_if_unused(c)
@@ -457,41 +468,63 @@ class Attachments:
         except OSError:
             pass   # gone already, or not ours to unmount: nothing is left pinned either way
 
-    def detach(self, ref: str, network: str | None = None, ifname: str | None = None) -> list[Detached]:
+    def detach(self, ref: str, network: str | None = None, ifname: str | None = None,
+               after_step=None) -> list[Detached]:
         """DEL of the chosen attachments, each checked afterwards (see Detached); raises InterfaceStayed
-        when an interface is still in the container after its DEL (that attachment stays cached)."""
-        with self._locked():
-            return self._detach(ref, network, ifname)
+        when an interface is still in the container after its DEL (that attachment stays cached).
+        ``after_step``: see Runner.delete."""
+        return self.run_detach(self.prepare_detach(ref, network, ifname), after_step)
 
-    def _detach(self, ref, network, ifname):
-        c = self.resolve(ref)
-        chosen = [e for e in c.entries if (network is None or e.network == network)
-                  and (ifname is None or e.ifname == ifname)]
-        if not chosen:
-            what = " ".join(filter(None, [f"on network {network!r}" if network else "",
-                                          f"with interface {ifname!r}" if ifname else ""]))
-            raise AttachError(UNKNOWN_CONTAINER, f"container {c.id} has no attachment {what}".rstrip())
-        done = []
-        for entry in chosen:
+    def prepare_detach(self, ref: str, network: str | None = None, ifname: str | None = None) -> "DetachPlan":
+        """The first part of detach, under the lock: the container and its chosen attachments, each with
+        its namespace as it can be reached now (AttachError when there is none)."""
+        with self._locked():
+            c = self._load(ref) if _HEX.match(ref) else None   # a record's own ID: no listing of them all
+            if c is not None:
+                c.entries = self.runner.cache.entries(container_id=c.id)
+            else:
+                c = self.resolve(ref)
+            chosen = [e for e in c.entries if (network is None or e.network == network)
+                      and (ifname is None or e.ifname == ifname)]
+            if not chosen:
+                what = " ".join(filter(None, [f"on network {network!r}" if network else "",
+                                              f"with interface {ifname!r}" if ifname else ""]))
+                raise AttachError(UNKNOWN_CONTAINER, f"container {c.id} has no attachment {what}".rstrip())
             # Our pin (checked, re-made for a live process), never /proc/PID of a possibly reused PID; no
             # netns at all when it cannot be reached (plugins then release what they hold on the host).
-            netns, why = self._reach(c, entry)
-            self.runner.delete(entry.network, entry.container_id, entry.ifname, netns=netns)
-            present = interface_in(netns, entry.ifname, DEL_GRACE) if netns else None
-            if present:
-                self.runner.cache.write(entry)   # still attached: listed, and detach can be run again
-                done.append(Detached(entry, INTERFACE_PRESENT, f"{entry.ifname} is still in container "
-                                     f"{entry.container_id} (netns {netns}) after DEL on network "
-                                     f"{entry.network!r}: the plugins reported success without removing it"))
-            elif present is None:
-                done.append(Detached(entry, INTERFACE_UNKNOWN, why or f"the network namespace {netns} went away "
-                                     "during DEL"))
-            else:
-                done.append(Detached(entry, INTERFACE_REMOVED))
-        self._forget_if_unused(c)
+            return DetachPlan(c, [(entry, *self._reach(c, entry)) for entry in chosen])
+
+    def run_detach(self, plan: "DetachPlan", after_step=None, before_relock=None) -> list[Detached]:
+        """The rest of detach: the DELs, without the lock (DEL is idempotent, and a veth's removal waits
+        ~25 ms for the kernel: other containers attach meanwhile), then the records under it again.
+        ``before_relock()``: called once the DELs are over (done or failed), before the lock is taken."""
+        done: list[Detached] = []
+        try:
+            for entry, netns, why in plan.reached:
+                done.append(self._delete_checked(entry, netns, why, after_step))
+        finally:
+            if before_relock is not None:
+                before_relock()
+            with self._locked():
+                for d in done:
+                    if d.interface == INTERFACE_PRESENT:
+                        self.runner.cache.write(d.entry)   # still attached: listed, and detach can be run again
+                if len(done) == len(plan.reached):
+                    self._forget_if_unused(plan.container)
         if any(d.interface == INTERFACE_PRESENT for d in done):
             raise InterfaceStayed(done)
         return done
+
+    def _delete_checked(self, entry: CacheEntry, netns: str, why: str, after_step=None) -> Detached:
+        self.runner.delete(entry.network, entry.container_id, entry.ifname, netns=netns, after_step=after_step)
+        present = interface_in(netns, entry.ifname, DEL_GRACE) if netns else None
+        if present:
+            return Detached(entry, INTERFACE_PRESENT, f"{entry.ifname} is still in container "
+                            f"{entry.container_id} (netns {netns}) after DEL on network {entry.network!r}: "
+                            "the plugins reported success without removing it")
+        if present is None:
+            return Detached(entry, INTERFACE_UNKNOWN, why or f"the network namespace {netns} went away during DEL")
+        return Detached(entry, INTERFACE_REMOVED)
 
     # -- gc ------------------------------------------------------------------------------------------
     def gc(self, networks) -> dict:

@@ -109,7 +109,9 @@ class Runner:
 
     # -- verbs -----------------------------------------------------------------------------------
     def add(self, network, container_id: str, netns: str, ifname: str, capability_args: dict | None = None,
-            cni_args=None) -> dict:
+            cni_args=None, before_step=None) -> dict:
+        """``before_step(plugin)``: called before each plugin's ADD (a caller that must wait for something
+        only one plugin needs waits there, while the steps before it run)."""
         conf = self.network(network)
         validate_container_id(container_id)
         validate_ifname(ifname)
@@ -120,6 +122,8 @@ class Runner:
         result = None
         try:
             for plugin in conf.plugins:
+                if before_step is not None:
+                    before_step(plugin)
                 result = self._step(conf, plugin, "ADD", env, prev_result=result, capability_args=caps)
             if not isinstance(result, dict):
                 raise CNIError(DECODING_FAILURE, f"network {conf.name!r}: the chain returned no result")
@@ -156,21 +160,27 @@ class Runner:
         return netns, capability_args, args
 
     def delete(self, network, container_id: str, ifname: str, netns: str | None = None,
-               capability_args: dict | None = None, cni_args=None) -> None:
+               capability_args: dict | None = None, cni_args=None, after_step=None) -> None:
+        """``after_step(plugin)``: called after each plugin's DEL succeeded (a caller can let others have
+        what that plugin held before the slower steps after it are done)."""
         conf = self._network_for_teardown(network, container_id, ifname)
         netns, caps, args = self._runtime(conf, container_id, ifname, netns, capability_args, cni_args)
         prev = self._cached_prev(conf, container_id, ifname) if cniversion.at_least(conf.cni_version, "0.4.0") \
             else None
-        self._del_chain(conf, self._env("DEL", container_id, netns, ifname, args), prev, caps)
+        self._del_chain(conf, self._env("DEL", container_id, netns, ifname, args), prev, caps,
+                        after_step=after_step)
         self.cache.delete(conf.name, container_id, ifname)
 
-    def _del_chain(self, conf, env, prev_result, caps, ignore_errors: bool = False) -> None:
+    def _del_chain(self, conf, env, prev_result, caps, ignore_errors: bool = False, after_step=None) -> None:
         for plugin in reversed(conf.plugins):
             try:
                 self._step(conf, plugin, "DEL", env, prev_result=prev_result, capability_args=caps)
             except CNIError:
                 if not ignore_errors:
                     raise
+                continue
+            if after_step is not None:
+                after_step(plugin)
 
     def check(self, network, container_id: str, ifname: str, netns: str | None = None,
               capability_args: dict | None = None, cni_args=None) -> None:
