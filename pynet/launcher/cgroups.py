@@ -322,22 +322,31 @@ def _enable_v2(h: Hierarchy, parent: str, wanted: set[str]) -> None:
         try:
             _write(os.path.join(path, "cgroup.subtree_control"), enable)
         except OSError as exc:
+            if exc.errno in _VANISHED:
+                raise   # the parent is being removed: _make_child makes it again
             raise CgroupError(f"cannot enable {enable} in {path}: {exc.strerror}") from None
 
 
-def _make_child(path: str, prepare_parent, attempts: int = 5) -> None:
+# A parent directory that another container's removal takes away under us: gone (ENOENT), or still there
+# but dying (ENODEV: the kernel refuses files and children of a cgroup being removed).
+_VANISHED = (errno.ENOENT, errno.ENODEV)
+
+
+def _make_child(path: str, prepare_parent, attempts: int = 50) -> None:
     """mkdir of a container's cgroup, preparing its parent first. The last container of another launcher
     may remove the empty parent at any point until our child exists in it (while it is being prepared,
     or just before the mkdir); then the parent is simply made again. Once the child exists, the parent
     is not empty and stays. (makedirs reports that race as EEXIST: it found the parent made by another
-    launcher, then not a directory any more.)"""
+    launcher, then not a directory any more.) Our own child existing already is an error: another
+    container has that cgroup."""
     for attempt in range(attempts):
         try:
             prepare_parent()
             os.mkdir(path)
             return
-        except (FileNotFoundError, FileExistsError) as exc:
-            if attempt == attempts - 1 or (isinstance(exc, FileExistsError) and exc.filename == path):
+        except OSError as exc:
+            vanished = exc.errno in _VANISHED or (exc.errno == errno.EEXIST and exc.filename != path)
+            if not vanished or attempt == attempts - 1:
                 raise
 
 

@@ -262,13 +262,18 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
             _kill_quiet(pid, signal.SIGKILL)
         if cg is not None:
             try:
-                cg.remove()
+                _remove_cgroups(cg, cid)
             except cgroups.CgroupError:
                 pass
         if getattr(c, "reader", None) is not None:
             os.close(c.reader)
         _remove_state(c.dir)
         raise
+
+
+def _remove_cgroups(cg: cgroups.ContainerCgroups, cid: str) -> None:
+    """The container's cgroups, and their parents when empty, except the default parent (kept)."""
+    cg.remove(parents=not all(p.endswith(f"/{DEFAULT_CGROUP_PARENT}/{cid}") for p in cg.all_dirs()))
 
 
 def _write_pid_file(path: str, pid: int) -> None:
@@ -327,17 +332,19 @@ def start(root: str, cid: str, reader: int | None = None) -> Container:
     fd = reader if reader is not None else os.open(c.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         # poll() wakes when the init writes (no hang-up is reported before a writer has come): its death
-        # is checked between waits.
+        # is checked between waits, before each read: a short process may be started, run and gone between
+        # a read that found nothing and the check (its byte is in the fifo then: read after).
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         while True:
+            alive = c.alive()
             try:
                 if os.read(fd, 1):
                     _wait_exec(fd, c)
                     break
             except BlockingIOError:
                 pass
-            if not c.alive():
+            if not alive:
                 raise OCIError("cannot start a container that has stopped")
             poller.poll(50)
     finally:
@@ -395,7 +402,7 @@ def delete(root: str, cid: str, force: bool = False) -> list[str]:
         while c.alive() and time.monotonic() < deadline:
             time.sleep(0.005)
     try:
-        cg.remove(parents=not all(p.endswith(f"/{DEFAULT_CGROUP_PARENT}/{cid}") for p in cg.all_dirs()))
+        _remove_cgroups(cg, cid)
     except cgroups.CgroupError as exc:
         raise OCIError(f"{exc} (the container stays listed: delete --force again)") from None
     warnings = hooks.run(c.data, "poststop", dict(c.state(), status="stopped"), warn=True)
