@@ -10,6 +10,7 @@ from cni_plugins import syscalls as L
 from cni_plugins.syscalls import (MS_DIRSYNC, MS_NOATIME, MS_NODIRATIME, MS_RELATIME, MS_STRICTATIME,
                                   MS_SYNCHRONOUS, MS_UNBINDABLE)
 from . import jsonc as json
+from .errors import OCIError  # noqa: F401 - raised here, and config.OCIError to its readers
 
 OCI_VERSION = "1.0.2"
 
@@ -39,10 +40,6 @@ HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", 
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
                      r"(?:-(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*)?"
                      r"(?:\+[0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*)?$")
-
-
-class OCIError(Exception):
-    """A runtime error: the message is printed as runc prints its errors, exit status 1."""
 
 
 def _bad(key: str, value, why: str):

@@ -1,5 +1,5 @@
 """The runtime's operations on containers kept under ``--root`` (one directory per id: state.json and,
-until `start`, exec.fifo). Each function raises config.OCIError with runc's wording where engines read it."""
+until `start`, exec.fifo). Each function raises errors.OCIError with runc's wording where engines read it."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import _signal as signal   # `signal` builds enums at import (~2 ms of a start);
 import os
 import time
 
-from cni_plugins import syscalls
+from cni_plugins.processes import is_alive, proc_start_time
 from pynet.launcher import cgroups
 
-from . import config as C, hooks, jsonc as json
-from .config import OCIError
+from . import hooks, jsonc as json
+from .errors import OCIError
 
-# create and exec import what only they use (init, security, devices): start, state, kill and delete
-# start ~5 ms sooner without them.
+# create and exec import what only they use (config, init, security, devices; ctypes through
+# cni_plugins.syscalls): start, state, kill and delete start ~15 ms sooner without them.
 
 DEFAULT_ROOT = "/run/pynet-oci"
 
@@ -47,7 +47,7 @@ class Container:
         return cgroups.from_paths(self.data.get("cgroups") or {})
 
     def alive(self) -> bool:
-        return syscalls.is_alive(self.data.get("pid"), self.data.get("pid_start"))
+        return is_alive(self.data.get("pid"), self.data.get("pid_start"))
 
     def status(self) -> str:
         if not self.alive():
@@ -182,6 +182,8 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, no_piv
            start_soon: bool = False) -> Container:
     """``start_soon`` (run): the exec fifo is opened for reading before the init is forked, so the init's
     open for writing does not wait for this process to be scheduled again; start(reader=c.reader)."""
+    from . import config as C
+
     check_id(cid)
     conf = C.load(bundle)
     if conf.get("process") is None:
@@ -195,8 +197,10 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, no_piv
 
 
 def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fds, start_soon) -> Container:
+    from cni_plugins import syscalls
     from pynet.launcher import security
 
+    from . import config as C
     from .init import Plan, launch
 
     linux = conf.get("linux") or {}
@@ -239,7 +243,7 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
         hooks.preload(conf)
 
         def on_namespaces(init_pid: int) -> None:
-            c.data.update(pid=init_pid, pid_start=syscalls.proc_start_time(init_pid))
+            c.data.update(pid=init_pid, pid_start=proc_start_time(init_pid))
             c.save()
             st = dict(c.state(), status="created")
             hooks.run(conf, "prestart", st)
@@ -478,6 +482,8 @@ def exec_(root: str, cid: str, process: dict, detach: bool = False, pid_file: st
     runc); else waits and returns its exit status."""
     from pynet.launcher import security
 
+    from . import config as C
+
     c = Container.load(root, cid)
     if c.status() not in ("running", "created"):
         raise OCIError("cannot exec in a stopped or paused container" if c.status() != "paused"
@@ -495,6 +501,7 @@ def exec_(root: str, cid: str, process: dict, detach: bool = False, pid_file: st
 
 
 def _exec(c: Container, process: dict, filt, detach: bool, pid_file: str | None, console) -> int:
+    from cni_plugins import syscalls
     from pynet.launcher import namespaces as lns
 
     pid = c.data["pid"]
@@ -528,6 +535,7 @@ def _exec(c: Container, process: dict, filt, detach: bool, pid_file: str | None,
 
 
 def _exec_child(cg, fds: dict, process: dict, filt, detach: bool, console: int | None, report_fd: int) -> None:
+    from cni_plugins import syscalls
     from pynet.launcher import namespaces as lns
     from .init import exec_process, setup_console
 
