@@ -7,6 +7,7 @@ state directory or cgroup is left.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -491,6 +492,28 @@ def test_seccomp_profile_and_masked_paths(oci):
     assert "Operation not permitted" in res.out and "Seccomp:\t2" in res.out and "keys-masked" in res.out
 
 
+def test_seccomp_program_is_compiled_once_and_kept_beside_the_root(oci):
+    # Engines pass the same profile every time: the second container loads the kept program.
+    from pynet.oci.runtime import seccomp_cache
+
+    deny = {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}
+    oci.config(lambda c: (c["linux"].update(seccomp={"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [deny]}),
+                          c["process"].update(args=["sh", "-c", "mkdir /d 2>&1; grep '^Seccomp:' /proc/self/status"])))
+    outputs = []
+    for cid in ("compiled", "kept"):
+        res = oci.run(cid)
+        assert res.returncode == 0, res.err
+        outputs.append(res.out)
+        assert len(os.listdir(seccomp_cache(oci.root))) == 1
+    assert outputs[0] == outputs[1] and "Operation not permitted" in outputs[1] and "Seccomp:\t2" in outputs[1]
+    deny["action"] = "SCMP_ACT_KILL"   # another profile, another program
+    oci.config(lambda c: (c["linux"]["seccomp"].update(syscalls=[deny]),
+                          c["process"].update(args=["sh", "-c", "mkdir /d; echo $?"])))
+    res = oci.run("killed")
+    assert res.returncode == 0 and res.out == "159\n", res.err   # 128 + SIGSYS
+    assert len(os.listdir(seccomp_cache(oci.root))) == 2
+
+
 def test_exec_joins_the_running_container(oci):
     oci.config(lambda c: (c.update(hostname="execbox"), c["process"].update(args=["sleep", "60"])))
     assert oci.create("target").returncode == 0
@@ -716,8 +739,23 @@ def podman_oci(host_ns, tmp_path):
     reason = missing_requirements()
     if reason:
         pytest.skip(f"podman test needs {reason}")
-    with podman_with_runtime(host_ns, str(tmp_path), OCI) as pm:
+    with podman_with_runtime(host_ns, str(tmp_path), OCI) as pm, default_seccomp_cache_removed():
         yield pm
+
+
+@contextlib.contextmanager
+def default_seccomp_cache_removed():
+    """podman passes no --root to delete, so its containers live in the default root: the compiled
+    seccomp programs kept beside it go when this made them."""
+    from pynet.oci.runtime import seccomp_cache
+
+    cache = seccomp_cache(DEFAULT_ROOT)
+    made = not os.path.exists(cache)
+    try:
+        yield
+    finally:
+        if made:
+            shutil.rmtree(cache, ignore_errors=True)
 
 
 def test_podman_runs_containers_through_pynet_oci(podman_oci):
