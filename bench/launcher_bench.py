@@ -40,7 +40,8 @@ sys.path.insert(0, ROOT)
 from netns_fixtures import Netns  # noqa: E402
 from netns_fixtures.daemon import start_daemon, stop_daemon  # noqa: E402
 from pynet.launcher import images  # noqa: E402
-from tests.podman.harness import missing_requirements as podman_missing, podman_with_runtime  # noqa: E402
+from pynet.oci.runtime import seccomp_cache  # noqa: E402
+from tests.podman.harness import OCI_DEFAULT_ROOT, missing_requirements as podman_missing, podman_with_runtime  # noqa: E402
 
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
@@ -138,6 +139,9 @@ def main() -> None:
                 podman = pm.argv("run", "--rm", "--network", "none", "--cgroup-parent", pm.cgroup_parent,
                                  "pynet-busybox", "true")
                 oci = os.path.join(VENV_BIN, "pynet-oci")
+                cache = seccomp_cache(OCI_DEFAULT_ROOT)   # podman's containers are in the default root
+                if not os.path.exists(cache):
+                    stack.callback(shutil.rmtree, cache, ignore_errors=True)
                 cases["podman run --runtime runc"] = podman
                 cases["podman run --runtime pynet-oci"] = [oci if a == "runc" else a for a in podman]
                 envs["podman run --runtime runc"] = envs["podman run --runtime pynet-oci"] = pm.env()

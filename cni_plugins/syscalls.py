@@ -14,6 +14,8 @@ import errno
 import fcntl
 import os
 
+from .processes import is_alive, proc_start_time  # noqa: F401 - callers find them here too
+
 _libc = ctypes.CDLL(None, use_errno=True)
 
 CLONE_NEWNS = 0x00020000
@@ -162,32 +164,6 @@ def ns_inode(pid: int | str, name: str) -> int | None:
         return os.stat(f"/proc/{pid}/ns/{name}").st_ino
     except OSError:
         return None
-
-
-def proc_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat: tells a live PID from a recycled one."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return None
-    return int(data.rsplit(b")", 1)[1].split()[19])
-
-
-def is_alive(pid: int | None, start_time: int | None) -> bool:
-    if not pid:
-        return False
-    now = proc_start_time(pid)
-    if now is None:
-        return False
-    if start_time is not None and now != start_time:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            state = fh.read().rsplit(b")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != b"Z"
 
 
 # -- network namespaces -------------------------------------------------------------------------------------

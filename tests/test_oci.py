@@ -7,6 +7,8 @@ state directory or cgroup is left.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -33,25 +35,36 @@ def busybox_rootfs(tmp_path_factory) -> str:
     return root
 
 
+class Ran(subprocess.CompletedProcess):
+    """A pynet-oci command's result (``out``, ``err``: text). Its repr leads with the command and its
+    stderr, so a failed ``assert res.returncode == 0`` says why the runtime failed."""
+
+    def __init__(self, args, returncode: int, out: str, err: str):
+        super().__init__(args, returncode, out.encode(), err.encode())
+        self.out, self.err = out, err
+
+    def __repr__(self) -> str:
+        command = next((a for a in self.args[3:] if not a.startswith("-")), "")
+        return f"<pynet-oci {command} exited {self.returncode}: {self.err.strip()!r}>"
+
+
 class Runtime:
     def __init__(self, host_ns, root: str, bundle: str):
         self.host_ns, self.root, self.bundle = host_ns, root, bundle
 
-    def __call__(self, *argv, timeout: float = 60, input: bytes | None = None):
+    def __call__(self, *argv, timeout: float = 60, input: bytes | None = None) -> Ran:
         res = self.host_ns.run([OCI, "--root", self.root, *argv], timeout=timeout, input=input)
-        res.out, res.err = res.stdout.decode(), res.stderr.decode()
-        return res
+        return Ran(res.args, res.returncode, res.stdout.decode(), res.stderr.decode())
 
-    def create(self, cid: str, *flags, bundle: str | None = None):
+    def create(self, cid: str, *flags, bundle: str | None = None) -> Ran:
         """`create` with the container's stdio in files: its init keeps them open (as runc's does)."""
         base = os.path.join(os.path.dirname(self.bundle), cid)
+        argv = [OCI, "--root", self.root, "create", "--bundle", bundle or self.bundle, *flags, cid]
         with open(f"{base}.out", "w") as out, open(f"{base}.err", "w+") as err:
-            proc = self.host_ns.popen([OCI, "--root", self.root, "create", "--bundle", bundle or self.bundle,
-                                       *flags, cid], stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            proc = self.host_ns.popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
             proc.wait(timeout=60)
             err.seek(0)
-            proc.err = err.read()
-        return proc
+            return Ran(argv, proc.returncode, "", err.read())
 
     def run(self, cid: str, **kw):
         return self("run", "--bundle", self.bundle, cid, **kw)
@@ -357,6 +370,87 @@ def test_devices_sysctl_oom_score_no_new_privs_and_a_joined_netns(oci, host_ns):
     assert host_netns != netns and open("/proc/sys/net/ipv4/ip_forward").read() == before
 
 
+def test_parallel_lifecycles_all_succeed(oci, tmp_path):
+    # Several engines' worth of short containers created, started and deleted at once. A process may be
+    # started, run and gone before `start` looks again (its go-ahead byte was written: started, not
+    # "stopped"); a delete removes the shared cgroup parent it leaves empty while another create is making
+    # its child there (gone, or dying: ENODEV), and the create makes the parent again.
+    from concurrent.futures import ThreadPoolExecutor
+
+    parent = f"pynet-oci-par-{os.getpid()}"
+    workers, rounds = 8, 6
+
+    def lifecycle(worker: int) -> list:
+        bundle = tmp_path / f"par{worker}"
+        bundle.mkdir()
+        with open(os.path.join(oci.bundle, "config.json")) as fh:
+            conf = json.load(fh)
+        conf["process"]["args"] = ["sh", "-c", "exit 3"]
+        if worker % 2:   # half under a parent of their own, removed with its last container
+            conf["linux"]["cgroupsPath"] = f"/{parent}/w{worker}"
+        (bundle / "config.json").write_text(json.dumps(conf))
+        failed = []
+        for n in range(rounds):
+            cid = f"par{worker}-{n}"
+            for res in (lambda: oci.create(cid, bundle=str(bundle)), lambda: oci("start", cid),
+                        lambda: oci("delete", "--force", cid)):
+                ran = res()
+                if ran.returncode != 0:
+                    failed.append(ran)
+        return failed
+
+    with ThreadPoolExecutor(workers) as pool:
+        failed = [ran for got in pool.map(lifecycle, range(workers)) for ran in got]
+    assert failed == []
+    assert not os.listdir(oci.root)
+    assert not [h for h in cgroups.hierarchies() if os.path.exists(os.path.join(h.mountpoint, parent))]
+
+
+def test_start_finds_a_process_that_ran_and_exited_before_it_looked(oci, monkeypatch):
+    # The parallel race above made certain: the short process is started, runs and exits between two of
+    # start's looks at the fifo; its go-ahead byte is there, so it was started (not "stopped").
+    from pynet.oci import runtime
+
+    oci.config(_args("sh", "-c", "exit 3"))
+    res = oci.create("brief")
+    assert res.returncode == 0, res.err
+    real, looks = runtime.Container.alive, []
+
+    def alive_once_it_is_gone(self):
+        looks.append(1)
+        if len(looks) == 2:   # the first look of start's wait (the first is its status)
+            deadline = time.monotonic() + 20
+            while real(self) and time.monotonic() < deadline:
+                time.sleep(0.005)
+        return real(self)
+
+    monkeypatch.setattr(runtime.Container, "alive", alive_once_it_is_gone)
+    runtime.start(oci.root, "brief")
+    monkeypatch.undo()
+    assert oci.state("brief")["status"] == "stopped"
+
+
+def test_cgroup_parent_dying_under_a_create_is_made_again(monkeypatch):
+    # Another container's delete removes the shared parent just as this create prepares it: the kernel
+    # refuses files of a cgroup being removed (ENODEV), then the directory is gone; the create makes it again.
+    parent = f"pynet-oci-dying-{os.getpid()}"
+    real, refused = cgroups._write, []
+
+    def write(path, value):
+        if os.path.basename(os.path.dirname(path)) == parent and not refused:
+            refused.append(path)
+            raise OSError(errno.ENODEV, "No such device", path)
+        real(path, value)
+
+    monkeypatch.setattr(cgroups, "_write", write)
+    cg = cgroups.create("dying", cgroups.Limits(), rel=f"{parent}/dying", rules=[])
+    try:
+        assert refused and all(os.path.isdir(d) for d in cg.all_dirs())
+    finally:
+        cg.remove()
+    assert not [h for h in cgroups.hierarchies() if os.path.exists(os.path.join(h.mountpoint, parent))]
+
+
 def test_cgroups_path_is_used_and_removed(oci):
     parent = f"pynet-oci-test-{os.getpid()}"
     oci.config(lambda c: (c["linux"].update(cgroupsPath=f"/{parent}/box"), c["process"].update(args=["sleep", "60"])))
@@ -396,6 +490,28 @@ def test_seccomp_profile_and_masked_paths(oci):
     res = oci.run("filtered")
     assert res.returncode == 0, res.err
     assert "Operation not permitted" in res.out and "Seccomp:\t2" in res.out and "keys-masked" in res.out
+
+
+def test_seccomp_program_is_compiled_once_and_kept_beside_the_root(oci):
+    # Engines pass the same profile every time: the second container loads the kept program.
+    from pynet.oci.runtime import seccomp_cache
+
+    deny = {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}
+    oci.config(lambda c: (c["linux"].update(seccomp={"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [deny]}),
+                          c["process"].update(args=["sh", "-c", "mkdir /d 2>&1; grep '^Seccomp:' /proc/self/status"])))
+    outputs = []
+    for cid in ("compiled", "kept"):
+        res = oci.run(cid)
+        assert res.returncode == 0, res.err
+        outputs.append(res.out)
+        assert len(os.listdir(seccomp_cache(oci.root))) == 1
+    assert outputs[0] == outputs[1] and "Operation not permitted" in outputs[1] and "Seccomp:\t2" in outputs[1]
+    deny["action"] = "SCMP_ACT_KILL"   # another profile, another program
+    oci.config(lambda c: (c["linux"]["seccomp"].update(syscalls=[deny]),
+                          c["process"].update(args=["sh", "-c", "mkdir /d; echo $?"])))
+    res = oci.run("killed")
+    assert res.returncode == 0 and res.out == "159\n", res.err   # 128 + SIGSYS
+    assert len(os.listdir(seccomp_cache(oci.root))) == 2
 
 
 def test_exec_joins_the_running_container(oci):
@@ -623,8 +739,23 @@ def podman_oci(host_ns, tmp_path):
     reason = missing_requirements()
     if reason:
         pytest.skip(f"podman test needs {reason}")
-    with podman_with_runtime(host_ns, str(tmp_path), OCI) as pm:
+    with podman_with_runtime(host_ns, str(tmp_path), OCI) as pm, default_seccomp_cache_removed():
         yield pm
+
+
+@contextlib.contextmanager
+def default_seccomp_cache_removed():
+    """podman passes no --root to delete, so its containers live in the default root: the compiled
+    seccomp programs kept beside it go when this made them."""
+    from pynet.oci.runtime import seccomp_cache
+
+    cache = seccomp_cache(DEFAULT_ROOT)
+    made = not os.path.exists(cache)
+    try:
+        yield
+    finally:
+        if made:
+            shutil.rmtree(cache, ignore_errors=True)
 
 
 def test_podman_runs_containers_through_pynet_oci(podman_oci):
@@ -633,7 +764,8 @@ def test_podman_runs_containers_through_pynet_oci(podman_oci):
     assert pm.out("info", "--format", "{{.Host.OCIRuntime.Path}}") == OCI
     res = pm(*run, "--rm", "pynet-busybox", "echo", "hi")
     assert res.stdout == b"hi\n"
-    assert pm(*run, "--rm", "pynet-busybox", "sh", "-c", "exit 3", check=False).returncode == 3
+    res = pm(*run, "--rm", "pynet-busybox", "sh", "-c", "exit 3", check=False)
+    assert res.returncode == 3, res.stderr.decode()   # podman's stderr holds pynet-oci's
     tty = ("sh", "-c", "[ -t 1 ] && echo is-tty")   # conmon's --console-socket
     assert pm(*run, "--rm", "-t", "pynet-busybox", *tty).stdout == b"is-tty\r\n"
     cid = pm.out(*run, "-d", "--hostname", "pmbox", "pynet-busybox", "sleep", "60")

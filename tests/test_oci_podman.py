@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from tests.test_oci import OCI, podman_oci  # noqa: F401 - fixture
+from tests.test_oci import OCI, default_seccomp_cache_removed, podman_oci  # noqa: F401 - fixture
 from tests.test_podman import http_get, plugin_dir  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="podman as root")
@@ -77,7 +77,7 @@ def podman_pynet(host_ns, plugin_dir):  # noqa: F811 - the imported fixture
     """podman on pynet alone: pynet's CNI plugins (installed in plugin_dir) and pynet-oci."""
     from tests.podman.harness import podman_with_runtime
 
-    with podman_with_runtime(host_ns, plugin_dir, OCI) as pm:
+    with podman_with_runtime(host_ns, plugin_dir, OCI) as pm, default_seccomp_cache_removed():
         yield pm
 
 

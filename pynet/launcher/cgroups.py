@@ -96,35 +96,47 @@ def layout(hs: list[Hierarchy] | None = None) -> str:
 # starts that wait first thing, in a forked child that moves itself into the cgroup it already is in ("0"
 # names the writer; nothing changes, and only that child could be affected), and join() lets the
 # container's real move follow it: the grace period passes while the launcher imports and prepares.
-_warmup = None   # (owner pid, warm-up child pid, or the lock its thread releases when done)
+_warmup = None   # (owner pid, warm-up child pid, or (the lock its thread releases when done, its stop flag))
+
+# The thread's moves repeat until join() (at most this long): a grace period after the last move the kernel
+# is quiet again, and pynet-oci's imports and checks take longer than that on a loaded machine.
+_KEEP_WARM = 2.0
+_KEEP_WARM_EVERY = 0.002
 
 
 def start_warmup(thread: bool = False) -> None:
     """Forks the warm-up child (best effort: any failure only forgoes the saving); once per process.
     ``thread``: a thread instead (pynet-oci: no fork and exit of a Python process, ~3 ms of CPU; its
-    process forks only stages that never wait for the warm-up)."""
+    process forks only stages that never wait for the warm-up), which keeps the kernel warm with a move
+    every 2 ms until join() stops it."""
     global _warmup
     if _warmup is not None and _warmup[0] == os.getpid():
         return
     if thread:
         import _thread
 
-        done = _thread.allocate_lock()
+        done, stop = _thread.allocate_lock(), []
         done.acquire()
 
-        def move() -> None:
+        def keep_warm() -> None:
             try:
-                _noop_self_move()
+                procs = _own_procs_file()
+                deadline = time.monotonic() + _KEEP_WARM
+                while True:
+                    _noop_self_move(procs)
+                    if stop or time.monotonic() > deadline:
+                        break
+                    time.sleep(_KEEP_WARM_EVERY)
             except BaseException:  # noqa: BLE001 - best effort, as the child's
                 pass
             finally:
                 done.release()
 
         try:
-            _thread.start_new_thread(move, ())
+            _thread.start_new_thread(keep_warm, ())
         except RuntimeError:
             return
-        _warmup = (os.getpid(), done)
+        _warmup = (os.getpid(), (done, stop))
         return
     try:
         child = os.fork()
@@ -132,13 +144,16 @@ def start_warmup(thread: bool = False) -> None:
         return
     if child == 0:
         try:
-            _noop_self_move()
+            procs = _own_procs_file()
+            if procs:
+                _noop_self_move(procs)
         finally:
             os._exit(0)
     _warmup = (os.getpid(), child)
 
 
-def _noop_self_move() -> None:
+def _own_procs_file() -> str | None:
+    """cgroup.procs of this process's cgroup in the first hierarchy with controllers."""
     with open("/proc/self/cgroup") as fh:
         own = dict(line.rstrip("\n").split(":", 2)[1:] for line in fh if line.count(":") >= 2)
     for h in hierarchies(v2_controllers=lambda _m: frozenset()):
@@ -146,12 +161,18 @@ def _noop_self_move() -> None:
             continue
         rel = own.get("") if h.version == 2 else own.get(",".join(sorted(h.controllers)))
         if rel is not None:
-            fd = os.open(os.path.join(h.mountpoint, rel.lstrip("/"), "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.write(fd, b"0")
-            finally:
-                os.close(fd)
-            return
+            return os.path.join(h.mountpoint, rel.lstrip("/"), "cgroup.procs")
+    return None
+
+
+def _noop_self_move(procs: str | None) -> None:
+    if procs is None:
+        return
+    fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, b"0")
+    finally:
+        os.close(fd)
 
 
 def _wait_warmup() -> None:
@@ -160,7 +181,9 @@ def _wait_warmup() -> None:
         owner, child = _warmup
         _warmup = None
         if owner == os.getpid() and not isinstance(child, int):
-            child.acquire()
+            done, stop = child
+            stop.append(True)
+            done.acquire()   # its last move is done: ours follows within the same grace period
         elif owner == os.getpid():
             try:
                 os.waitpid(child, 0)
@@ -322,22 +345,31 @@ def _enable_v2(h: Hierarchy, parent: str, wanted: set[str]) -> None:
         try:
             _write(os.path.join(path, "cgroup.subtree_control"), enable)
         except OSError as exc:
+            if exc.errno in _VANISHED:
+                raise   # the parent is being removed: _make_child makes it again
             raise CgroupError(f"cannot enable {enable} in {path}: {exc.strerror}") from None
 
 
-def _make_child(path: str, prepare_parent, attempts: int = 5) -> None:
+# A parent directory that another container's removal takes away under us: gone (ENOENT), or still there
+# but dying (ENODEV: the kernel refuses files and children of a cgroup being removed).
+_VANISHED = (errno.ENOENT, errno.ENODEV)
+
+
+def _make_child(path: str, prepare_parent, attempts: int = 50) -> None:
     """mkdir of a container's cgroup, preparing its parent first. The last container of another launcher
     may remove the empty parent at any point until our child exists in it (while it is being prepared,
     or just before the mkdir); then the parent is simply made again. Once the child exists, the parent
     is not empty and stays. (makedirs reports that race as EEXIST: it found the parent made by another
-    launcher, then not a directory any more.)"""
+    launcher, then not a directory any more.) Our own child existing already is an error: another
+    container has that cgroup."""
     for attempt in range(attempts):
         try:
             prepare_parent()
             os.mkdir(path)
             return
-        except (FileNotFoundError, FileExistsError) as exc:
-            if attempt == attempts - 1 or (isinstance(exc, FileExistsError) and exc.filename == path):
+        except OSError as exc:
+            vanished = exc.errno in _VANISHED or (exc.errno == errno.EEXIST and exc.filename != path)
+            if not vanished or attempt == attempts - 1:
                 raise
 
 

@@ -12,8 +12,8 @@ import time
 
 from pynet.launcher import cgroups
 
-from . import config as C, jsonc as json, runtime
-from .config import OCIError
+from . import jsonc as json, runtime
+from .errors import OCIError
 from .flags import Command, Flag, Namespace
 
 VERSION = "1.1.5-pynet"
@@ -74,6 +74,8 @@ def main(argv=None) -> int:
     try:
         args = GLOBAL.parse("pynet-oci", argv, stop_at_positional=True)
         if args.version:
+            from . import config as C
+
             print(f"pynet-oci version {VERSION}\nspec: {C.OCI_VERSION}")
             return 0
         if args.help or args.command == "help":
@@ -277,6 +279,8 @@ def _events(args) -> int:
 def _features(args) -> int:
     from pynet.launcher import seccomp_profile, security
 
+    from . import config as C
+
     print(json.dumps({
         "ociVersionMin": "1.0.0", "ociVersionMax": C.OCI_VERSION,
         "hooks": list(C.HOOK_KINDS),
@@ -294,6 +298,8 @@ def _features(args) -> int:
 
 
 def _spec(args) -> int:
+    from . import config as C
+
     if args.spec_rootless:
         raise OCIError("spec --rootless: not supported yet (pynet-oci runs as root)")
     path = os.path.join(args.bundle, "config.json")

@@ -4,12 +4,12 @@ modules take. Every error names the key and the value (OCIError); nothing is cre
 from __future__ import annotations
 
 import os
-import re
 
 from cni_plugins import syscalls as L
 from cni_plugins.syscalls import (MS_DIRSYNC, MS_NOATIME, MS_NODIRATIME, MS_RELATIME, MS_STRICTATIME,
                                   MS_SYNCHRONOUS, MS_UNBINDABLE)
 from . import jsonc as json
+from .errors import OCIError  # noqa: F401 - raised here, and config.OCIError to its readers
 
 OCI_VERSION = "1.0.2"
 
@@ -35,14 +35,25 @@ MOUNT_TYPES = ("bind", "tmpfs", "proc", "sysfs", "devpts", "mqueue", "cgroup", "
 HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 
 
-# SemVer 2.0.0's grammar (semver.org): the spec requires ociVersion in it; only major 1 exists.
-_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-                     r"(?:-(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*)?"
-                     r"(?:\+[0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*)?$")
+# SemVer 2.0.0's grammar (semver.org), without `re` (with `enum`, ~6 ms of every create): the spec
+# requires ociVersion in it; only major 1 exists.
+_IDENTIFIER = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-")
 
 
-class OCIError(Exception):
-    """A runtime error: the message is printed as runc prints its errors, exit status 1."""
+def _number(part: str) -> bool:
+    return part.isascii() and part.isdigit() and (part == "0" or part[0] != "0")
+
+
+def semver_major(version: str) -> str | None:
+    """The major number of a SemVer 2.0.0 ``version``; None when it is not one."""
+    rest, plus, build = version.partition("+")
+    if plus and not all(p and set(p) <= _IDENTIFIER for p in build.split(".")):
+        return None
+    core, dash, pre = rest.partition("-")
+    if dash and not all(p and set(p) <= _IDENTIFIER and (_number(p) or not p.isdigit()) for p in pre.split(".")):
+        return None
+    numbers = core.split(".")
+    return numbers[0] if len(numbers) == 3 and all(_number(n) for n in numbers) else None
 
 
 def _bad(key: str, value, why: str):
@@ -101,10 +112,10 @@ def check(conf: dict) -> None:
     version = _typed(conf, "ociVersion", str, "")
     if not version:
         _bad("ociVersion", version, "missing (expected e.g. 1.0.2)")
-    semver = _SEMVER.match(version)
-    if not semver:
+    major = semver_major(version)
+    if major is None:
         _bad("ociVersion", version, "is not a SemVer 2.0.0 version (e.g. 1.0.2, 1.0.2-dev)")
-    if semver.group(1) != "1":
+    if major != "1":
         _bad("ociVersion", version, f"is not supported (this runtime implements runtime-spec 1.x, up to {OCI_VERSION})")
     root = _typed(conf, "root", dict, "")
     if not root or not _typed(root, "path", str, "root."):

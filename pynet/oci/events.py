@@ -13,7 +13,7 @@ import time
 from pynet.launcher import cgroups
 
 from . import jsonc as json
-from .config import OCIError
+from .errors import OCIError
 
 USER_HZ = 100   # cpuacct.stat counts clock ticks
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")

@@ -5,7 +5,7 @@ container start (its import, and gettext and shutil at parser construction); err
 
 from __future__ import annotations
 
-from .config import OCIError
+from .errors import OCIError
 
 
 class Flag:

@@ -5,7 +5,7 @@ warned)."""
 from __future__ import annotations
 
 from . import jsonc as json
-from .config import OCIError
+from .errors import OCIError
 
 
 def run(conf: dict, kind: str, state: dict, warn: bool = False) -> list[str]:

@@ -265,14 +265,23 @@ def _init(plan: Plan, sync_fd: int, report_fd: int) -> None:
     os.close(sync_fd)
     os.close(report_fd)
     try:
+        # Without startContainer hooks (which run with the init's privileges) the process's identity is
+        # taken before `start`, as runc's init takes it: `start` then waits only for the execve. (The fifo
+        # is writable by others: the process's user may open it.)
+        filt = plan.filt
+        ready = not (conf.get("hooks") or {}).get("startContainer")
+        if ready:
+            filt = prepare_process(plan.process, filt)
         # Blocks until `start` opens the fifo for reading. The write end stays open (close-on-exec) until
         # execve: `start` reads to EOF, so it returns once the process runs (or the init died), as the
         # spec's poststart wants; a signal sent then reaches the process, not this Python.
         started = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
         os.write(started, b"0")
         os.close(fifo_fd)
-        hooks.run(conf, "startContainer", dict(state, status="running", pid=os.getpid()))
-        exec_process(plan.process, plan.filt, plan.preserve_fds, keep_fd=started)
+        if not ready:
+            hooks.run(conf, "startContainer", dict(state, status="running", pid=os.getpid()))
+            filt = prepare_process(plan.process, filt)
+        exec_prepared(plan.process, filt, plan.preserve_fds, keep_fd=started)
     except BaseException as exc:  # noqa: BLE001 - nobody listens on the report pipe any more: stderr
         code = 1
         if getattr(exc, "pynet_exec", False):
@@ -521,6 +530,12 @@ def exec_process(process: dict, filt, preserve_fds: int = 0, keep_fd: int | None
     """process.*: oomScoreAdj, rlimits, capability bounding set, user and groups, the four other capability
     sets, no_new_privs, the seccomp filter ``filt`` (built by the runtime), cwd, execve. Errors carry
     ``pynet_exec`` as the launcher's do (126/127); ``keep_fd`` (close-on-exec) stays open for them."""
+    exec_prepared(process, prepare_process(process, filt), preserve_fds, keep_fd)
+
+
+def prepare_process(process: dict, filt):
+    """exec_process's first half: oomScoreAdj, umask, the privilege drop, cwd; returns the seccomp filter
+    still to load."""
     if process.get("oomScoreAdj") is not None:
         with open("/proc/self/oom_score_adj", "w") as fh:
             fh.write(str(process["oomScoreAdj"]))
@@ -528,8 +543,12 @@ def exec_process(process: dict, filt, preserve_fds: int = 0, keep_fd: int | None
     if umask is not None:
         os.umask(umask)
     filt = drop_privileges(process, filt)
-    cwd = process.get("cwd") or "/"
-    os.chdir(cwd)
+    os.chdir(process.get("cwd") or "/")
+    return filt
+
+
+def exec_prepared(process: dict, filt, preserve_fds: int = 0, keep_fd: int | None = None) -> None:
+    """exec_process's second half: signals and fds as the process gets them, the seccomp filter, execve."""
     env = dict(item.partition("=")[::2] for item in process.get("env") or ())
     for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGXFSZ, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)

@@ -1,5 +1,5 @@
 """The runtime's operations on containers kept under ``--root`` (one directory per id: state.json and,
-until `start`, exec.fifo). Each function raises config.OCIError with runc's wording where engines read it."""
+until `start`, exec.fifo). Each function raises errors.OCIError with runc's wording where engines read it."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import _signal as signal   # `signal` builds enums at import (~2 ms of a start);
 import os
 import time
 
-from cni_plugins import syscalls
+from cni_plugins.processes import is_alive, proc_start_time
 from pynet.launcher import cgroups
 
-from . import config as C, hooks, jsonc as json
-from .config import OCIError
+from . import hooks, jsonc as json
+from .errors import OCIError
 
-# create and exec import what only they use (init, security, devices): start, state, kill and delete
-# start ~5 ms sooner without them.
+# create and exec import what only they use (config, init, security, devices; ctypes through
+# cni_plugins.syscalls): start, state, kill and delete start ~15 ms sooner without them.
 
 DEFAULT_ROOT = "/run/pynet-oci"
 
@@ -47,7 +47,7 @@ class Container:
         return cgroups.from_paths(self.data.get("cgroups") or {})
 
     def alive(self) -> bool:
-        return syscalls.is_alive(self.data.get("pid"), self.data.get("pid_start"))
+        return is_alive(self.data.get("pid"), self.data.get("pid_start"))
 
     def status(self) -> str:
         if not self.alive():
@@ -182,6 +182,8 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, no_piv
            start_soon: bool = False) -> Container:
     """``start_soon`` (run): the exec fifo is opened for reading before the init is forked, so the init's
     open for writing does not wait for this process to be scheduled again; start(reader=c.reader)."""
+    from . import config as C
+
     check_id(cid)
     conf = C.load(bundle)
     if conf.get("process") is None:
@@ -195,8 +197,10 @@ def create(root: str, cid: str, bundle: str, pid_file: str | None = None, no_piv
 
 
 def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fds, start_soon) -> Container:
+    from cni_plugins import syscalls
     from pynet.launcher import security
 
+    from . import config as C
     from .init import Plan, launch
 
     linux = conf.get("linux") or {}
@@ -204,12 +208,12 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
     rules = _device_rules(res)
     rel = _cgroup_rel(cid, linux)
     filt = None
+    os.makedirs(root, mode=0o711, exist_ok=True)
     if linux.get("seccomp"):
         try:
-            filt = security.build_seccomp_filter(linux["seccomp"], C.cap_names(conf["process"], "effective"))
+            filt = seccomp_filter(root, linux["seccomp"], C.cap_names(conf["process"], "effective"))
         except (security.SecurityError, RuntimeError, ValueError) as exc:
             raise OCIError(f"config.json: linux.seccomp: {exc}") from None
-    os.makedirs(root, mode=0o711, exist_ok=True)
     c = Container(root, cid)
     try:
         os.mkdir(c.dir, 0o711)
@@ -239,7 +243,7 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
         hooks.preload(conf)
 
         def on_namespaces(init_pid: int) -> None:
-            c.data.update(pid=init_pid, pid_start=syscalls.proc_start_time(init_pid))
+            c.data.update(pid=init_pid, pid_start=proc_start_time(init_pid))
             c.save()
             st = dict(c.state(), status="created")
             hooks.run(conf, "prestart", st)
@@ -262,13 +266,61 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
             _kill_quiet(pid, signal.SIGKILL)
         if cg is not None:
             try:
-                cg.remove()
+                _remove_cgroups(cg, cid)
             except cgroups.CgroupError:
                 pass
         if getattr(c, "reader", None) is not None:
             os.close(c.reader)
         _remove_state(c.dir)
         raise
+
+
+def _remove_cgroups(cg: cgroups.ContainerCgroups, cid: str) -> None:
+    """The container's cgroups, and their parents when empty, except the default parent (kept)."""
+    cg.remove(parents=not all(p.endswith(f"/{DEFAULT_CGROUP_PARENT}/{cid}") for p in cg.all_dirs()))
+
+
+def seccomp_cache(root: str) -> str:
+    """Where compiled seccomp programs are kept for the containers of ``root``: beside it, not in it
+    (``root`` holds one directory per container)."""
+    return root.rstrip("/") + ".seccomp"
+
+
+def seccomp_filter(root: str, profile: dict, caps):
+    """linux.seccomp compiled for a process keeping ``caps``. libseccomp takes ~20 ms for an engine's
+    default profile (podman's: ~430 rules on three architectures), and engines pass the same profile
+    every time: the program is kept in seccomp_cache(root), named by a hash of what it is made from."""
+    import _sha256
+
+    from pynet.launcher import security
+
+    key = json.dumps([profile, sorted(caps), os.uname().release, os.uname().machine])
+    cache = seccomp_cache(root)
+    path = os.path.join(cache, _sha256.sha256(key.encode()).hexdigest() + ".bpf")
+    try:
+        with open(path, "rb") as fh:
+            return _from_program(fh.read())
+    except FileNotFoundError:
+        pass
+    filt = security.build_seccomp_filter(profile, caps)
+    try:
+        os.makedirs(cache, mode=0o700, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}"
+        with open(tmp, "wb") as fh:
+            fh.write(filt.program)
+        os.replace(tmp, path)
+    except OSError:
+        pass   # only the next container's saving is lost
+    return filt
+
+
+def _from_program(program: bytes):
+    """A security.CompiledFilter of a program compiled before."""
+    from pynet.launcher import security
+
+    filt = security.CompiledFilter.__new__(security.CompiledFilter)
+    filt.program = program
+    return filt
 
 
 def _write_pid_file(path: str, pid: int) -> None:
@@ -327,17 +379,19 @@ def start(root: str, cid: str, reader: int | None = None) -> Container:
     fd = reader if reader is not None else os.open(c.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         # poll() wakes when the init writes (no hang-up is reported before a writer has come): its death
-        # is checked between waits.
+        # is checked between waits, before each read: a short process may be started, run and gone between
+        # a read that found nothing and the check (its byte is in the fifo then: read after).
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         while True:
+            alive = c.alive()
             try:
                 if os.read(fd, 1):
                     _wait_exec(fd, c)
                     break
             except BlockingIOError:
                 pass
-            if not c.alive():
+            if not alive:
                 raise OCIError("cannot start a container that has stopped")
             poller.poll(50)
     finally:
@@ -395,7 +449,7 @@ def delete(root: str, cid: str, force: bool = False) -> list[str]:
         while c.alive() and time.monotonic() < deadline:
             time.sleep(0.005)
     try:
-        cg.remove(parents=not all(p.endswith(f"/{DEFAULT_CGROUP_PARENT}/{cid}") for p in cg.all_dirs()))
+        _remove_cgroups(cg, cid)
     except cgroups.CgroupError as exc:
         raise OCIError(f"{exc} (the container stays listed: delete --force again)") from None
     warnings = hooks.run(c.data, "poststop", dict(c.state(), status="stopped"), warn=True)
@@ -471,6 +525,8 @@ def exec_(root: str, cid: str, process: dict, detach: bool = False, pid_file: st
     runc); else waits and returns its exit status."""
     from pynet.launcher import security
 
+    from . import config as C
+
     c = Container.load(root, cid)
     if c.status() not in ("running", "created"):
         raise OCIError("cannot exec in a stopped or paused container" if c.status() != "paused"
@@ -478,7 +534,7 @@ def exec_(root: str, cid: str, process: dict, detach: bool = False, pid_file: st
     C.check_process(process, "process.")
     filt = None
     if c.data.get("seccomp"):
-        filt = security.build_seccomp_filter(c.data["seccomp"], C.cap_names(process, "effective"))
+        filt = seccomp_filter(root, c.data["seccomp"], C.cap_names(process, "effective"))
     console = connect_console(console_socket, bool(process.get("terminal")))
     try:
         return _exec(c, process, filt, detach, pid_file, console)
@@ -488,6 +544,7 @@ def exec_(root: str, cid: str, process: dict, detach: bool = False, pid_file: st
 
 
 def _exec(c: Container, process: dict, filt, detach: bool, pid_file: str | None, console) -> int:
+    from cni_plugins import syscalls
     from pynet.launcher import namespaces as lns
 
     pid = c.data["pid"]
@@ -521,6 +578,7 @@ def _exec(c: Container, process: dict, filt, detach: bool, pid_file: str | None,
 
 
 def _exec_child(cg, fds: dict, process: dict, filt, detach: bool, console: int | None, report_fd: int) -> None:
+    from cni_plugins import syscalls
     from pynet.launcher import namespaces as lns
     from .init import exec_process, setup_console
 

@@ -12,7 +12,7 @@ import re
 from pynet.launcher import cgroups
 
 from . import jsonc as json
-from .config import OCIError
+from .errors import OCIError
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?$", re.I)
 
