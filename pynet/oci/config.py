@@ -309,6 +309,14 @@ def rlimits(process: dict) -> dict:
             for rl in process.get("rlimits") or ()}
 
 
+def host_id(linux: dict, key: str) -> int:
+    """The host id of container root in ``linux[key]`` (uidMappings/gidMappings; 0 without a mapping for it)."""
+    for m in linux.get(key) or ():
+        if m["containerID"] <= 0 < m["containerID"] + m["size"]:
+            return m["hostID"] - m["containerID"]
+    return 0
+
+
 def namespaces(conf: dict) -> dict:
     """{OCI type: path or None (new)}."""
     return {ns["type"]: ns.get("path") or None for ns in (conf.get("linux") or {}).get("namespaces") or ()}

@@ -379,21 +379,13 @@ def mount_overlay(plan: Plan) -> str:
     os.mkdir(root, 0o755)
     L.mount("overlay", root, "overlay", 0, f"lowerdir={':'.join(overlay['lowerdirs'])},"
                                            f"upperdir={overlay['upper']},workdir={overlay['work']}")
-    owner = _host_root(plan.linux)
+    owner = C.host_id(plan.linux, "uidMappings")
     for m in plan.conf.get("mounts") or ():
         if _is_bind(m):
             _mount_one(plan, root, m, owner)
     plan.binds_done = True
     plan.conf["_rootfs"] = root
     return root
-
-
-def _host_root(linux: dict) -> int:
-    """The host uid of container root (0 without a user namespace mapping)."""
-    for m in linux.get("uidMappings") or ():
-        if m["containerID"] == 0:
-            return m["hostID"]
-    return 0
 
 
 def _mount_rootfs(plan: Plan, root: str) -> None:

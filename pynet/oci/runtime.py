@@ -149,14 +149,6 @@ def not_applied(conf: dict) -> dict:
     return out
 
 
-def _host_id(linux: dict, key: str) -> int:
-    """The host id of container root (0 without a mapping for it)."""
-    for m in linux.get(key) or ():
-        if m["containerID"] <= 0 < m["containerID"] + m["size"]:
-            return m["hostID"] - m["containerID"]
-    return 0
-
-
 def connect_console(path: str | None, terminal: bool):
     """The --console-socket connection a terminal's master goes to (None without a terminal)."""
     if not terminal:
@@ -224,7 +216,7 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
     try:
         os.mkfifo(c.fifo, 0o622)
         os.chmod(c.fifo, 0o622)   # not the umask's: the init may be another uid (user namespace)
-        root_id = _host_id(linux, "uidMappings"), _host_id(linux, "gidMappings")
+        root_id = C.host_id(linux, "uidMappings"), C.host_id(linux, "gidMappings")
         os.chown(c.fifo, *root_id)
         c.reader = os.open(c.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC) if start_soon else None
         try:
