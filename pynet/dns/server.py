@@ -256,8 +256,7 @@ class Resolver:
         return query, None
 
     def respond(self, query: dns.message.Message, client: str, tcp: bool) -> bytes:
-        try:
-            self.records.refresh()
+        try:   # (the records refreshed by the caller, which looked at them first: tcp._answer)
             reply = self.local(query, client)
             if reply is None:
                 reply = self.forward(query, client, tcp)
