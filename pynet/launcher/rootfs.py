@@ -93,8 +93,8 @@ def _ensure_file(path: str, owner: int) -> None:
             os.chown(path, owner, owner)
 
 
-def _mkdir(path: str, mode: int = 0o755) -> None:
-    os.makedirs(path, mode=mode, exist_ok=True)
+def _mkdir(path: str) -> None:
+    os.makedirs(path, mode=0o755, exist_ok=True)
 
 
 def _bind_node(host: str, target: str) -> None:
