@@ -202,7 +202,6 @@ def set_user(user: "User") -> None:
 
 
 CAP_SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")   # the OCI spec's five
-PR_CAP_AMBIENT_RAISE = 2
 
 
 def docker_cap_sets(caps) -> dict:
@@ -239,7 +238,7 @@ def drop_privileges(cap_sets: dict, user: "User | None", rlimits: dict | None, n
                     cap_mask(cap_sets.get("inheritable") or ()))
     for name in cap_sets.get("ambient") or ():
         try:   # the kernel wants it permitted and inheritable; runc only warns too
-            syscalls.prctl(syscalls.PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAPABILITIES.index(name))
+            syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_RAISE, CAPABILITIES.index(name))
         except OSError:
             pass
     if nnp:
