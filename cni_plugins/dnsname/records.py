@@ -41,6 +41,15 @@ def log_path(data_dir: str, network: str) -> str:
     return os.path.join(data_dir, f"{network}.log")
 
 
+def stamp(path: str) -> tuple | None:
+    """(inode, mtime, size) of a records file, None without one: what changes when the plugin rewrites it."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 @contextlib.contextmanager
 def locked(data_dir: str):
     os.makedirs(data_dir, mode=0o755, exist_ok=True)

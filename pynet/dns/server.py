@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import socket
 import struct
 import threading
@@ -88,11 +87,7 @@ class Records:
         return name_wire in self.local_wire or name_wire.endswith(self.domain_wire)
 
     def refresh(self) -> None:
-        try:
-            st = os.stat(self.path)
-            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            stamp = None
+        stamp = store.stamp(self.path)
         if stamp == self._stamp:
             return
         with self._lock:

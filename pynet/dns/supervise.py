@@ -112,11 +112,7 @@ class Watchdog:
             self.serving = server
 
     def _records_changed(self) -> bool:
-        try:
-            st = os.stat(store.records_path(self.data_dir, self.network))
-            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            stamp = None
+        stamp = store.stamp(store.records_path(self.data_dir, self.network))
         changed, self._records_stamp = stamp != self._records_stamp, stamp
         return changed
 
