@@ -14,10 +14,9 @@ leaves no mount behind on the host; ``root.path`` names nothing then), and the h
 from __future__ import annotations
 
 from cni_plugins import syscalls as L
+from pynet.oci.config import OCI_VERSION   # (loaded with pynet/oci/init.py, which every run uses)
 
 from . import rootfs, security
-
-OCI_VERSION = "1.0.2"
 
 
 class SpecError(ValueError):
