@@ -129,8 +129,9 @@ def cmd_check(args) -> int:
     topo = _load(args.file)
     only = _check_indexes(topo, args.only)
     dep = _deployment(topo, args.state_dir)
-    if dep.missing_nodes():   # one clear message rather than ENOENT from every check that touches them
-        raise CommandError(str(topology.NamespaceGone(dep, dep.missing_nodes())))
+    missing = dep.missing_nodes()
+    if missing:   # one clear message rather than ENOENT from every check that touches them
+        raise CommandError(str(topology.NamespaceGone(dep, missing)))
     try:
         return _print_report(dep.check(only), args.json)
     finally:
