@@ -82,8 +82,10 @@ class Command:
         else:
             value = text
         if flag.choices is not None and value not in flag.choices:
-            raise OCIError(f'invalid value "{text}" for flag -{key}: expected one of '
-                           f"{', '.join(map(str, flag.choices))}")
+            choices = flag.choices
+            expected = f"{choices.start}..{choices.stop - 1}" if isinstance(choices, range) \
+                else f"one of {', '.join(map(str, choices))}"   # (a range: not its 65536 numbers)
+            raise OCIError(f'invalid value "{text}" for flag -{key}: expected {expected}')
         return current + [value] if flag.append else value
 
     def _positional(self, name: str, ns: Namespace, args: list[str]) -> None:
