@@ -296,11 +296,10 @@ def seccomp_filter(root: str, profile: dict, caps):
         pass
     filt = security.build_seccomp_filter(profile, caps)
     try:
+        from cni_plugins.files import atomic_write
+
         os.makedirs(cache, mode=0o700, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}"
-        with open(tmp, "wb") as fh:
-            fh.write(filt.program)
-        os.replace(tmp, path)
+        atomic_write(path, filt.program)
     except OSError:
         pass   # only the next container's saving is lost
     return filt
