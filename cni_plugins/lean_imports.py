@@ -26,7 +26,6 @@ and reused (the same code ``exec`` would compile from the text); each plugin's f
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.machinery
 import importlib.util
@@ -127,16 +126,14 @@ class _CodeCache:
         codes = self.codes
         if len(codes) > self.KEEP:   # texts of classes since changed or gone: keep what this run used
             codes = {source: codes[source] for source in self.used}
-        tmp = f"{self.path}.{os.getpid()}.tmp"
+        from .files import atomic_write
+
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            with open(tmp, "wb") as f:
-                marshal.dump(codes, f)
-            os.replace(tmp, self.path)
+            atomic_write(self.path, marshal.dumps(codes))
             self.added = False
         except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            pass
 
 
 _code_cache: _CodeCache | None = None
