@@ -30,18 +30,13 @@ class Console:
 
     def receive(self) -> int:
         """The pty master (blocks until the container's process sent it)."""
-        import array
-        import socket
+        from cni_plugins.wire import recv_with_fds
 
         self._theirs.close()
-        fds = array.array("i")
         try:
-            _msg, ancdata, _flags, _addr = self._ours.recvmsg(4096, socket.CMSG_SPACE(fds.itemsize))
+            _msg, fds = recv_with_fds(self._ours, 4096, max_fds=1)
         finally:
             self._ours.close()
-        for level, kind, data in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
         if not fds:
             raise OSError("the container did not send its terminal")
         return fds[0]
