@@ -398,9 +398,7 @@ def _generated_network(p: Problems, where: str, raw: dict, name: str, host: str)
     raw = _mapping(p, where, raw, {"file", "written_by", "timeout"})
     net = Network(name, host, {}, written_by=_name(p, where + ".written_by", raw.get("written_by"),
                                                   "names the service (under services:) that writes the conflist"))
-    net.file = _name(p, where + ".file", raw.get("file"), "is the path of the conflist the service writes")
-    if net.file and not os.path.isabs(net.file) and not net.file.startswith(DATA_DIR_TOKEN):
-        p.add(where + ".file", f"must be an absolute path or start with {DATA_DIR_TOKEN}, got {net.file!r}")
+    net.file = _service_path(p, where + ".file", raw.get("file"), "is the path of the conflist the service writes")
     net.timeout = _seconds(p, where + ".timeout", raw.get("timeout", 60))
     return net
 
@@ -412,6 +410,14 @@ def read_generated(net: Network, path: str) -> None:
     net.conflist = _conflist(p, where, {"file": path}, "/", net.name)
     net.subnets = _ipam_subnets(p, where, net.conflist)
     p.raise_if_any(f"the conflist written by service {net.written_by!r}")
+
+
+def _service_path(p: Problems, where: str, value, what: str) -> str:
+    """A file a service writes (_name's checks): an absolute path, or one under the data dir."""
+    path = _name(p, where, value, what)
+    if path and not os.path.isabs(path) and not path.startswith(DATA_DIR_TOKEN):
+        p.add(where, f"must be an absolute path or start with {DATA_DIR_TOKEN}, got {path!r}")
+    return path
 
 
 def _seconds(p: Problems, where: str, value) -> float:
@@ -481,9 +487,7 @@ def _readiness(p: Problems, where: str, raw) -> Readiness | None:
         if "json" in raw:
             p.add(where + ".json", "only applies to file:")
         return ready
-    ready.file = _name(p, where + ".file", raw["file"], "is the path of a file the service writes when ready")
-    if ready.file and not os.path.isabs(ready.file) and not ready.file.startswith(DATA_DIR_TOKEN):
-        p.add(where + ".file", f"must be an absolute path or start with {DATA_DIR_TOKEN}, got {ready.file!r}")
+    ready.file = _service_path(p, where + ".file", raw["file"], "is the path of a file the service writes when ready")
     if raw.get("json") is not None:
         ready.json = _mapping(p, where + ".json", raw["json"], set(raw["json"]) if isinstance(raw["json"], dict)
                               else set())
