@@ -350,3 +350,4 @@ def test_gc_redoes_the_late_del_of_a_launcher_that_died(pynet, netenv, host_ns):
     assert _leased(netenv["leases"]) == [] and not os.listdir(netenv["pins"])
     assert not [n for n in host_ns.link_names() if n.startswith("veth")]
     assert not [n for n in os.listdir(os.path.dirname(rec_dir)) if n.startswith(".removing-")]
+    assert not [p for p in rec["cgroups"].values() if os.path.isdir(p)]

@@ -467,8 +467,8 @@ def gc() -> list[str]:
 
 
 def _detach_set_aside(path: str) -> None:
-    """The network DEL a launcher deferred (cleanup) and did not live to run, from its set-aside record;
-    DEL is idempotent, so one still running it does no harm."""
+    """The network DEL a launcher deferred (cleanup) and did not live to run, from its set-aside record,
+    and its cgroups if they are still there; both are idempotent, so one still running it does no harm."""
     import json
 
     try:
@@ -482,6 +482,11 @@ def _detach_set_aside(path: str) -> None:
         network.detach(rec)
     except Exception:  # noqa: BLE001 - the tree goes anyway; the runner's gc finds what is left
         pass
+    if rec.get("cgroups"):
+        try:
+            cgroups.from_paths(rec["cgroups"]).remove()
+        except cgroups.CgroupError:
+            pass
 
 
 def exec_in(rec: Record, argv: list, env: list, workdir: str | None, tty: bool = False,
