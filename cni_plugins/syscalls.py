@@ -159,6 +159,15 @@ def inotify_watch(path: str, mask: int) -> int:
     return fd
 
 
+def drain(fd: int) -> None:
+    """Reads a non-blocking descriptor (an inotify one, a wakeup pipe) until it is empty."""
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
 def ns_inode(pid: int | str, name: str) -> int | None:
     """The namespace identity (nsfs inode) of ``name`` for a process, or None when it is gone."""
     try:

@@ -135,7 +135,7 @@ class Watchdog:
         self.stopping = True
 
     def _drain_wakeups(self) -> None:
-        drain(self._wake_r)
+        syscalls.drain(self._wake_r)
 
     def _pause(self, seconds: float) -> None:
         if seconds > 0:
@@ -200,15 +200,6 @@ class Watchdog:
         except ProcessLookupError:
             pass
         self._reap()
-
-
-def drain(fd: int) -> None:
-    """Reads a non-blocking descriptor (a wakeup pipe, inotify) until it is empty."""
-    try:
-        while os.read(fd, 4096):
-            pass
-    except BlockingIOError:
-        pass
 
 
 def _describe(status: int) -> str:

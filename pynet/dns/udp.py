@@ -24,7 +24,6 @@ from cni_plugins import syscalls
 
 from . import wire
 from .cache import AnswerCache
-from .supervise import drain
 
 FORWARD_SOCKETS = 4   # per address family: the upstream sees a few source ports, chosen per query
 LOCAL_ANSWERS = 4096
@@ -116,7 +115,7 @@ class UdpService:
     # -- queries from clients ---------------------------------------------------------------------------
 
     def _records_changed(self) -> None:
-        drain(self.records_watch)
+        syscalls.drain(self.records_watch)
         self._refresh()
 
     def _refresh(self) -> None:
