@@ -15,7 +15,7 @@ import time
 
 from cni_plugins import syscalls
 
-from . import cgroups, images, namespaces, network, rootfs, security, state
+from . import cgroups, images, namespaces, network, rootfs, security, stages, state
 from . import spec as ocispec
 from .options import RunOptions
 from .state import Record
@@ -257,7 +257,7 @@ def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
     except BaseException as exc:
         if undo:
             _undo(rec)
-        if isinstance(exc, namespaces.LaunchError):
+        if isinstance(exc, stages.LaunchError):
             raise ContainerError(str(exc), exc.exit_code) from None
         if isinstance(exc, Exception) and not isinstance(exc, ContainerError):
             raise ContainerError(str(exc)) from None   # network (CNIError, NetworkError), OSError
@@ -316,7 +316,7 @@ def wait(rec: Record, pid: int) -> int:
         except InterruptedError:
             continue
         if got == pid:
-            return namespaces.exit_status(status)
+            return stages.exit_status(status)
 
 
 def finish(rec: Record, code: int, deferred: list | None = None) -> None:
@@ -511,7 +511,7 @@ def exec_in(rec: Record, argv: list, env: list, workdir: str | None, tty: bool =
     cg = cgroups.from_paths(rec.get("cgroups") or {})
     try:
         return namespaces.join(rec["pid"], spec, cg.join, relay)
-    except namespaces.LaunchError as exc:
+    except stages.LaunchError as exc:
         raise ContainerError(str(exc), exc.exit_code) from None
 
 

@@ -15,26 +15,15 @@ successful exec, the write end being close-on-exec), the launcher releases them 
 
 from __future__ import annotations
 
-import _socket   # the C module: `socket` would add ~1.5 ms to every start for one ioctl
-import fcntl
-import _signal as signal   # not `signal`: its enums cost ~2 ms at import; same constants
 import os
-import struct
 import sys
-import warnings  # noqa: F401 - os.execvpe imports it when called: after pivot_root, out of reach
 
 from cni_plugins import syscalls as L
 from pynet.oci import init as oci_init
-from pynet.oci import jsonc as json   # not `json`: it imports `re` and `enum` (~4 ms of a start)
 
 from . import security
+from .stages import LaunchError, _read, _report, _run_stage, _wait_byte, exit_status
 from .value_objects import REQUIRED, Fields
-
-
-class LaunchError(Exception):
-    def __init__(self, message: str, exit_code: int = 125):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 class ProcessSpec(Fields):
@@ -228,107 +217,6 @@ def start(spec: ProcessSpec, join_cgroups, before_exec, idle=None, prestarted: P
     return oci_init.launch(plan_of(spec), join_cgroups, before_exec, idle, stage)
 
 
-def kill_stages(*pids) -> None:
-    """SIGKILL to each stage process still there (None/0 skipped), reaped when it is our child."""
-    for p in pids:
-        if p:
-            try:
-                os.kill(p, signal.SIGKILL)
-                os.waitpid(p, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
-
-
-def fork_stage(fn, *args) -> tuple[int, int, int]:
-    """Forks a child running ``fn(*args, sync_fd, report_fd)`` as a stage (_run_stage); returns its pid,
-    the read end of its report pipe and the write end of its sync pipe."""
-    r_report, w_report = os.pipe()
-    r_sync, w_sync = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r_report)
-        os.close(w_sync)
-        _run_stage(fn, *args, r_sync, w_report)
-    os.close(w_report)
-    os.close(r_sync)
-    return pid, r_report, w_sync
-
-
-def _read(report) -> dict:
-    line = report.readline()
-    return json.loads(line) if line else {}
-
-
-def _fail(msg: dict):
-    if not msg:
-        raise LaunchError("container setup ended without a report")
-    raise LaunchError(msg.get("error", "container setup failed"), msg.get("code", 125))
-
-
-# -- child side ------------------------------------------------------------------------------------
-def _run_stage(fn, *args):
-    """Runs a stage in a forked child; never returns. Failures become one JSON line for the launcher."""
-    report_fd = args[-1]
-    code = 125
-    try:
-        fn(*args)
-        code = 0
-    except FileNotFoundError as exc:
-        code = 127 if getattr(exc, "pynet_exec", False) else 125
-        _report(report_fd, {"error": str(exc), "code": code})
-    except PermissionError as exc:
-        code = 126 if getattr(exc, "pynet_exec", False) else 125
-        _report(report_fd, {"error": str(exc), "code": code})
-    except BaseException as exc:  # noqa: BLE001 - anything goes back to the launcher as text
-        _report(report_fd, {"error": f"{type(exc).__name__}: {exc}", "code": code})
-    finally:
-        os._exit(code)
-
-
-def _report(fd: int, msg: dict) -> None:
-    try:
-        os.write(fd, json.dumps(msg).encode() + b"\n")
-    except OSError:
-        pass
-
-
-def _wait_byte(fd: int, expected: bytes) -> None:
-    got = os.read(fd, 1)
-    if got != expected:
-        os._exit(125)   # the launcher went away: nothing to report to
-
-
-def _loopback_up() -> None:
-    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
-    try:
-        ifr = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(s, 0x8913, ifr))[1]   # SIOCGIFFLAGS
-        fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))    # SIOCSIFFLAGS, IFF_UP
-    finally:
-        s.close()
-
-
-def execvpe(argv: list, env: dict) -> None:
-    """execve of ``argv`` looked up in env's PATH; a failure raised with ``pynet_exec`` set (126/127)."""
-    try:
-        os.execvpe(argv[0], argv, env)
-    except OSError as exc:
-        if isinstance(exc, FileNotFoundError):
-            err = FileNotFoundError(f"{argv[0]}: executable file not found in $PATH")
-        elif isinstance(exc, PermissionError):
-            err = PermissionError(f"{argv[0]}: permission denied")
-        else:
-            err = OSError(f"exec {argv[0]}: {exc.strerror}")
-        err.pynet_exec = True
-        raise err from None
-
-
-def exit_status(status: int) -> int:
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
-    return os.WEXITSTATUS(status)
-
-
 # -- exec into a running container ------------------------------------------------------------------
 def join(pid: int, spec: ProcessSpec, join_cgroups, relay=None) -> int:
     """``pynet exec``: like nsenter, enter every namespace of ``pid`` (user first), then fork so the PID
@@ -363,7 +251,7 @@ def join(pid: int, spec: ProcessSpec, join_cgroups, relay=None) -> int:
             grandchild = os.fork()   # setns(pid) only affects children
             if grandchild == 0:
                 if spec.console is not None:
-                    terminal.setup(spec.console, spec.console_size)
+                    oci_init.setup_console(spec.console, spec.console_size)
                 oci_init.exec_process(spec.oci["process"], filt, keep_fd=w_report)
             os.close(w_report)
             _, status = os.waitpid(grandchild, 0)

@@ -47,16 +47,6 @@ def preload() -> None:
     import array  # noqa: F401
     import socket  # noqa: F401
 
-    from pynet.oci.init import setup_console  # noqa: F401
-
-
-def setup(sock_fd: int, size: dict | None) -> None:
-    """In the container's process: a pty from its devpts as controlling terminal and stdio; the master
-    goes to the Console at ``sock_fd``."""
-    from pynet.oci.init import setup_console
-
-    setup_console(sock_fd, size)
-
 
 def window_size() -> dict | None:
     """{"height", "width"} of the terminal on our stdin or stdout (consoleSize's shape), None if neither."""

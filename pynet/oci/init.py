@@ -17,7 +17,7 @@ Without a user namespace there is no stage1: the runtime unshares (or joins) the
 next child only, forks the init straight into it, and returns to its own; the init joins and makes the
 other namespaces itself (one fork and one round trip less).
 
-The pipes and reporting are the launcher's (launcher/namespaces.py): JSON lines up, single bytes down.
+The pipes and reporting are the launcher's (launcher/stages.py): JSON lines up, single bytes down.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import stat
 import struct
 
 from cni_plugins import syscalls as L
-from pynet.launcher import cgroups, namespaces as lns, rootfs as lrootfs, security
+from pynet.launcher import cgroups, rootfs as lrootfs, security, stages
 
 from . import config as C, hooks
 
@@ -83,11 +83,11 @@ def launch(plan: Plan, join_cgroups, on_namespaces, idle=None, stage: tuple | No
     if stage is not None:
         stage1, r_report, w_sync = stage
     elif "user" in plan.ns:
-        stage1, r_report, w_sync = lns.fork_stage(_stage1, plan)
+        stage1, r_report, w_sync = stages.fork_stage(_stage1, plan)
     else:   # no user namespace: the init is forked straight into its PID namespace, no stage between
         own_pid_ns = _enter_pid_namespace(plan.ns)
         try:
-            stage1, r_report, w_sync = lns.fork_stage(_direct_init, plan)
+            stage1, r_report, w_sync = stages.fork_stage(_direct_init, plan)
         finally:
             if own_pid_ns is not None:
                 L.setns(own_pid_ns, L.CLONE_NEWPID)
@@ -104,35 +104,35 @@ def launch(plan: Plan, join_cgroups, on_namespaces, idle=None, stage: tuple | No
         os.write(w_sync, b"1H" if early else b"1")
         if idle is not None:
             idle()
-        msg = lns._read(report)
+        msg = stages._read(report)
         if msg.get("userns") == "ready":
             _write_maps(stage1, plan.linux)
             os.write(w_sync, b"M")
-            msg = lns._read(report)
+            msg = stages._read(report)
         if stage1 is not None:
             if "pid" not in msg:
-                lns._fail(msg)
+                stages._fail(msg)
             pid = msg["pid"]
             os.waitpid(stage1, 0)
             stage1 = None
         elif not msg.get("namespaces"):
-            lns._fail(msg)
+            stages._fail(msg)
         on_namespaces(pid)
         try:
             if not early:
                 os.write(w_sync, b"H")
         except BrokenPipeError:
             pass   # the init failed already: its report says why
-        msg = lns._read(report)
+        msg = stages._read(report)
         if plan.fifo_fd is None:
             if msg:   # EOF is the exec (the report pipe is close-on-exec)
-                lns._fail(msg)
+                stages._fail(msg)
             return pid
         if not msg.get("created"):
-            lns._fail(msg)
+            stages._fail(msg)
         return pid
     except BaseException:
-        lns.kill_stages(stage1, pid)
+        stages.kill_stages(stage1, pid)
         raise
     finally:
         if plan.fifo_fd is not None:
@@ -187,7 +187,7 @@ def _before_go_ahead(plan: Plan) -> None:
 def _direct_init(plan: Plan, sync_fd: int, report_fd: int) -> None:
     """The init without a user namespace: already in its PID namespace; joins and makes the others."""
     _before_go_ahead(plan)
-    lns._wait_byte(sync_fd, b"1")
+    stages._wait_byte(sync_fd, b"1")
     if isinstance(plan.filt, Exception):
         raise plan.filt
     fds = {C.NAMESPACES[kind][0]: os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -199,13 +199,13 @@ def _direct_init(plan: Plan, sync_fd: int, report_fd: int) -> None:
         mount_overlay(plan)
         flags &= ~L.CLONE_NEWNS   # this one will do
     L.unshare(flags)
-    lns._report(report_fd, {"namespaces": True})
+    stages._report(report_fd, {"namespaces": True})
     _init(plan, sync_fd, report_fd)
 
 
 def _stage1(plan: Plan, sync_fd: int, report_fd: int) -> None:
     _before_go_ahead(plan)
-    lns._wait_byte(sync_fd, b"1")
+    stages._wait_byte(sync_fd, b"1")
     if isinstance(plan.filt, Exception):
         raise plan.filt
     fds = {}
@@ -223,16 +223,16 @@ def _stage1(plan: Plan, sync_fd: int, report_fd: int) -> None:
             flags &= ~L.CLONE_NEWNS   # this one will do
     if "user" in plan.ns and plan.ns["user"] is None:
         L.unshare(L.CLONE_NEWUSER)
-        lns._report(report_fd, {"userns": "ready"})
-        lns._wait_byte(sync_fd, b"M")
+        stages._report(report_fd, {"userns": "ready"})
+        stages._wait_byte(sync_fd, b"M")
     if "user" in plan.ns:
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
     L.unshare(flags)
     pid = os.fork()
     if pid == 0:
-        lns._run_stage(_init, plan, sync_fd, report_fd)
-    lns._report(report_fd, {"pid": pid})
+        stages._run_stage(_init, plan, sync_fd, report_fd)
+    stages._report(report_fd, {"pid": pid})
 
 
 def init_prestarted(plan: Plan, sync_fd: int, report_fd: int) -> None:
@@ -247,21 +247,21 @@ def init_prestarted(plan: Plan, sync_fd: int, report_fd: int) -> None:
 def _init(plan: Plan, sync_fd: int, report_fd: int) -> None:
     conf = plan.conf
     if plan.ns.get("network", "") is None:
-        lns._loopback_up()
+        stages._loopback_up()
     root = conf["_rootfs"]
     if plan.ns.get("mount", "") is None:
         _mount_rootfs(plan, root)
     fifo_fd = plan.fifo_fd
     if fifo_fd is None:
         _run_at_once(plan, root, sync_fd, report_fd)
-    lns._wait_byte(sync_fd, b"H")
+    stages._wait_byte(sync_fd, b"H")
     state = {"ociVersion": conf["ociVersion"], "id": os.path.basename(plan.state_dir), "status": "created",
              "pid": 0, "bundle": conf["_bundle"], "annotations": conf.get("annotations") or {}}
     hooks.run(conf, "createContainer", state)
     enter_rootfs(plan, root)
     if plan.console is not None:
         setup_console(plan.console, plan.process.get("consoleSize"))
-    lns._report(report_fd, {"created": True})
+    stages._report(report_fd, {"created": True})
     os.close(sync_fd)
     os.close(report_fd)
     try:
@@ -294,7 +294,7 @@ def _run_at_once(plan: Plan, root: str, sync_fd: int, report_fd: int) -> None:
     """pynet run's init (no hooks, no `start`): into the rootfs while the launcher does its part (cgroups,
     network), then the process as soon as it is done; a failure to exec is reported to the launcher."""
     enter_rootfs(plan, root)
-    lns._wait_byte(sync_fd, b"H")
+    stages._wait_byte(sync_fd, b"H")
     os.close(sync_fd)
     if plan.console is not None:
         setup_console(plan.console, plan.process.get("consoleSize"))
@@ -553,7 +553,7 @@ def exec_prepared(process: dict, filt, preserve_fds: int = 0, keep_fd: int | Non
         os.closerange(3 + preserve_fds, 1 << 20)
     if filt is not None:
         filt.load()
-    lns.execvpe(process["args"], env)
+    stages.execvpe(process["args"], env)
 
 
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
@@ -567,7 +567,7 @@ def exec_with_init(process: dict, filt, report_fd: int) -> None:
     if child == 0:
         for sig in _FORWARDED:
             signal.signal(sig, signal.SIG_DFL)
-        lns._run_stage(lambda fd: exec_process(process, filt, keep_fd=fd), report_fd)
+        stages._run_stage(lambda fd: exec_process(process, filt, keep_fd=fd), report_fd)
     os.close(report_fd)
     L.set_process_name("pynet-init")
     for sig in _FORWARDED:
@@ -581,7 +581,7 @@ def exec_with_init(process: dict, filt, report_fd: int) -> None:
         except ChildProcessError:
             os._exit(0)
         if pid == child:
-            os._exit(lns.exit_status(status))
+            os._exit(stages.exit_status(status))
 
 
 def _forward(pid: int, signum: int) -> None:

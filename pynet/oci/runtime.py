@@ -514,8 +514,6 @@ def exec_(root: str, cid: str, process: dict, detach: bool = False, pid_file: st
     first), a fork so the PID namespace applies, then the init's privilege steps and execve. Detached,
     returns once the command was executed (its parent exits: it goes to the nearest subreaper, as with
     runc); else waits and returns its exit status."""
-    from pynet.launcher import security
-
     from . import config as C
 
     c = Container.load(root, cid)
@@ -536,7 +534,7 @@ def exec_(root: str, cid: str, process: dict, detach: bool = False, pid_file: st
 
 def _exec(c: Container, process: dict, filt, detach: bool, pid_file: str | None, console) -> int:
     from cni_plugins import syscalls
-    from pynet.launcher import namespaces as lns
+    from pynet.launcher import stages
 
     pid = c.data["pid"]
     fds = {}
@@ -547,14 +545,14 @@ def _exec(c: Container, process: dict, filt, detach: bool, pid_file: str | None,
     child = os.fork()
     if child == 0:
         os.close(r_report)
-        lns._run_stage(_exec_child, c.cgroups, fds, process, filt, detach,
+        stages._run_stage(_exec_child, c.cgroups, fds, process, filt, detach,
                        console.fileno() if console is not None else None, w_report)
     os.close(w_report)
     for fd in fds.values():
         os.close(fd)
     started, error = None, None
     with os.fdopen(r_report, "rb") as report:
-        while msg := lns._read(report):
+        while msg := stages._read(report):
             started = msg.get("pid", started)
             error = msg if "error" in msg else error
     _, status = os.waitpid(child, 0)
@@ -565,12 +563,12 @@ def _exec(c: Container, process: dict, filt, detach: bool, pid_file: str | None,
         return error.get("code", 1)
     if pid_file and started:
         _write_pid_file(pid_file, started)
-    return 0 if detach else lns.exit_status(status)
+    return 0 if detach else stages.exit_status(status)
 
 
 def _exec_child(cg, fds: dict, process: dict, filt, detach: bool, console: int | None, report_fd: int) -> None:
     from cni_plugins import syscalls
-    from pynet.launcher import namespaces as lns
+    from pynet.launcher import stages
     from .init import exec_process, setup_console
 
     def run(*_):
@@ -586,10 +584,10 @@ def _exec_child(cg, fds: dict, process: dict, filt, detach: bool, console: int |
     syscalls.join(fds)
     grandchild = os.fork()   # joining a pid namespace applies to children only
     if grandchild == 0:
-        lns._run_stage(run, report_fd)
-    lns._report(report_fd, {"pid": grandchild})
+        stages._run_stage(run, report_fd)
+    stages._report(report_fd, {"pid": grandchild})
     if detach:
         os._exit(0)
     os.close(report_fd)
     _, status = os.waitpid(grandchild, 0)
-    os._exit(lns.exit_status(status))
+    os._exit(stages.exit_status(status))
