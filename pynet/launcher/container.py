@@ -15,7 +15,7 @@ import time
 
 from cni_plugins import syscalls
 
-from . import cgroups, images, namespaces, network, rootfs, security, stages, state
+from . import cgroups, images, namespaces, network, rootfs, security, stages, state, warm
 from . import spec as ocispec
 from .options import RunOptions
 from .state import Record
@@ -101,8 +101,8 @@ SPEC_FILE = "config.json"   # the container's OCI spec (launcher/spec.py) but it
 
 class Reserved(Fields):
     """What the daemon's spare launcher made before its container was asked for: the id, its cgroups (no
-    limits), and a stage 1 already in them."""
-    FIELDS = {"id": REQUIRED, "cgroups": REQUIRED, "stage1": REQUIRED}
+    limits), a stage 1 already in them, and a warm.WarmAttachment (or None) for the default network."""
+    FIELDS = {"id": REQUIRED, "cgroups": REQUIRED, "stage1": REQUIRED, "warm": None}
 
 
 def create(opts: RunOptions, reserved: Reserved | None = None) -> tuple[Record, namespaces.ProcessSpec]:
@@ -218,6 +218,7 @@ def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
     cg = cgroups.from_paths(rec["cgroups"])
     join = cg.join if reserved is None else (lambda _pid: None)
     needs_network = network.needs_attach(rec)
+    adopted = reserved.warm if reserved is not None and warm.fits(reserved.warm, rec.get("network")) else None
 
     def running(pid: int) -> dict:
         return dict(pid=pid, pid_start=syscalls.proc_start_time(pid), status="running", started=state.now(),
@@ -227,7 +228,7 @@ def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
         if not needs_network:
             return   # nothing to wait for: the record is written while the command already runs
         now_running = running(pid)
-        attached = network.attach(rec, pid)
+        attached = network.attach(rec, pid, adopted)
         # One write of the record for both (a failed attach undoes the container, record included).
         rec.update(**now_running, **({"network": attached} if attached else {}))
         if attached:
@@ -250,7 +251,8 @@ def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
             import shutil  # noqa: F401 - for the removal at exit (~2 ms)
 
     try:
-        pid = namespaces.start(spec, join, before_exec, idle, reserved.stage1 if reserved is not None else None)
+        pid = namespaces.start(spec, join, before_exec, idle, reserved.stage1 if reserved is not None else None,
+                               adopted.netns_fd if adopted is not None else None)
         if not needs_network:
             rec.update(**running(pid))
         return pid

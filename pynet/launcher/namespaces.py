@@ -86,6 +86,9 @@ class Prestarted:
             if got is None:
                 os._exit(0)   # discarded
             spec, umask, stdio = got
+            if len(stdio) > 3:
+                _join_given_netns(theirs, stdio.pop())
+            theirs.close()
             for target, fd in enumerate(stdio):
                 os.dup2(fd, target)
                 os.close(fd)
@@ -105,18 +108,27 @@ class Prestarted:
     def fits(spec: ProcessSpec) -> bool:
         return not spec.userns and spec.new_net and spec.console is None
 
-    def launch(self, spec: ProcessSpec) -> tuple[int, int, int]:
-        """Sends the spec with this process's stdio and umask; returns start()'s (pid, report, sync)."""
+    def launch(self, spec: ProcessSpec, netns_fd: int | None = None) -> tuple[int, int, int]:
+        """Sends the spec with this process's stdio and umask; returns start()'s (pid, report, sync).
+        ``netns_fd``: a network namespace PID 1 moves to instead of its own (a warm attachment's, made
+        while nobody waited); returns once it is there, so the caller finds PID 1 in it."""
         import pickle
         import socket
 
         umask = os.umask(0o022)
         os.umask(umask)
-        rights = b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in (0, 1, 2))
+        fds = (0, 1, 2) if netns_fd is None else (0, 1, 2, netns_fd)
+        rights = b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in fds)
         blob = pickle.dumps((spec, umask))
         try:
             sent = self.channel.sendmsg([blob], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
             self.channel.sendall(blob[sent:])
+            if netns_fd is not None:
+                self.channel.shutdown(socket.SHUT_WR)
+                answer = self.channel.recv(4096)
+                if answer != b"N":
+                    raise LaunchError(f"cannot move the container to its network namespace: "
+                                      f"{answer.decode(errors='replace') or 'PID 1 is gone'}")
         finally:
             self.channel.close()
         taken = self.pid, self.r_report, self.w_sync
@@ -174,8 +186,26 @@ def _prestarted_pid1(spec: ProcessSpec, prepared: tuple, sync_fd: int, report_fd
     oci_init.init_prestarted(plan_of(spec, filt), sync_fd, report_fd)
 
 
+def _join_given_netns(sock, fd: int) -> None:
+    """PID 1 moves to the network namespace Prestarted.launch gave it and says so ("N", else the error)."""
+    try:
+        L.setns(fd, L.CLONE_NEWNET)
+        answer = b"N"
+    except OSError as exc:
+        answer = f"setns: {exc.strerror}".encode()
+    finally:
+        os.close(fd)
+    try:
+        sock.sendall(answer)
+    except OSError:
+        pass
+    if answer != b"N":
+        os._exit(1)
+
+
 def _receive_spec(sock):
-    """(spec, umask, [stdio fds]) from Prestarted.launch, or None when it was discarded."""
+    """(spec, umask, [stdio fds, and a netns fd when given]) from Prestarted.launch, or None when it was
+    discarded. The socket stays open (PID 1 may answer on it)."""
     import array
     import pickle
     import socket
@@ -183,22 +213,23 @@ def _receive_spec(sock):
     fds = array.array("i")
     chunks = []
     try:
-        data, ancdata, _flags, _addr = sock.recvmsg(1 << 16, socket.CMSG_SPACE(3 * fds.itemsize))
+        data, ancdata, _flags, _addr = sock.recvmsg(1 << 16, socket.CMSG_SPACE(4 * fds.itemsize))
         for level, kind, cdata in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
         while data:
             chunks.append(data)
             data = sock.recv(1 << 16)
-    finally:
-        sock.close()
-    if not chunks or len(fds) != 3:
+    except OSError:
+        return None
+    if not chunks or len(fds) not in (3, 4):
         return None
     spec, umask = pickle.loads(b"".join(chunks))
     return spec, umask, list(fds)
 
 
-def start(spec: ProcessSpec, join_cgroups, before_exec, idle=None, prestarted: Prestarted | None = None) -> int:
+def start(spec: ProcessSpec, join_cgroups, before_exec, idle=None, prestarted: Prestarted | None = None,
+          netns_fd: int | None = None) -> int:
     """Starts the container (pynet/oci/init.py's launch, without exec fifo); returns the host PID of its
     PID 1 once the command has been executed.
 
@@ -206,14 +237,14 @@ def start(spec: ProcessSpec, join_cgroups, before_exec, idle=None, prestarted: P
     container's cgroup); ``before_exec(pid)`` runs with the namespaces made, PID 1 waiting (network
     attach, state); ``idle()`` runs while the stages build the container, when the launcher would only
     wait for them. With ``prestarted``, that stage 1 is used (already in its cgroups: ``join_cgroups``
-    should do nothing).
+    should do nothing), and ``netns_fd`` the network namespace its PID 1 moves to (see Prestarted.launch).
     """
     L.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
     stage = None
     if prestarted is not None:
         if not prestarted.fits(spec):
             raise LaunchError("internal: a prestarted stage 1 cannot make this container")
-        stage = prestarted.launch(spec)
+        stage = prestarted.launch(spec, netns_fd)
     return oci_init.launch(plan_of(spec), join_cgroups, before_exec, idle, stage)
 
 

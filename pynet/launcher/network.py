@@ -139,23 +139,28 @@ def needs_attach(rec) -> bool:
     return (rec.get("network") or {}).get("mode") not in ("none", "host", None)
 
 
-def attach(rec, pid: int) -> dict | None:
-    """Runs the network's CNI chain ADD for the container's netns; returns the updated network record."""
+def attach(rec, pid: int, warm=None) -> dict | None:
+    """Runs the network's CNI chain ADD for the container's netns; returns the updated network record.
+    ``warm``: a warm.WarmAttachment that fits the run, whose namespace ``pid`` is in."""
     net = dict(rec.get("network") or {})
     if net.get("mode") in ("none", "host", None):
         return None
-    return attach_cni(net, pid, rec.get("name"), rec.id)
+    return attach_cni(net, pid, rec.get("name"), rec.id, warm)
 
 
-def attach_cni(net: dict, pid: int, container_name: str | None = None, container_id: str | None = None) -> dict:
+def attach_cni(net: dict, pid: int, container_name: str | None = None, container_id: str | None = None,
+               warm=None) -> dict:
     """ADD of the network for process ``pid``, known to the runner as ``container_id`` (the launcher's id:
     one identity in `pynet ps`, `ls`, `inspect`) and ``container_name``, which the chain gets as CNI_ARGS
     ``K8S_POD_NAME`` (as podman passes it; dnsname records it), with the --network-alias names as the
-    ``aliases`` capability."""
+    ``aliases`` capability. With ``warm`` (see warm.py) only the rest of the chain runs."""
     from pynet.runner import capabilities
 
     atts = locations.attachments(net.get("runner") or {})
-    name = _network_name(atts, net["mode"], net.get("runner") or {})
+    if warm is not None:
+        name = warm.entry.network
+    else:
+        name = _network_name(atts, net["mode"], net.get("runner") or {})
     conf = atts.runner.network(name)
     caps = capabilities.capability_args(net.get("publish"), [net["ip"]] if net.get("ip") else None)
     capabilities.require(conf, caps)
@@ -170,10 +175,16 @@ def attach_cni(net: dict, pid: int, container_name: str | None = None, container
     cache_dir = (net.get("runner") or {}).get("cache_dir")
     if net.get("ip"):
         wait_pending_detaches(cache_dir)   # before the attachments lock: the late DELs take it again
+    before_step = _ports_freed(cache_dir) if net.get("publish") else None
     try:
-        container, entry = atts.attach(pid, conf, ifname=net.get("ifname") or "eth0", capability_args=caps or None,
-                                       cni_args=cni_args, name=container_name, container_id=container_id,
-                                       before_step=_ports_freed(cache_dir) if net.get("publish") else None)
+        if warm is not None:
+            container, entry = atts.adopt(warm.entry, pid, warm.steps, conf, capability_args=caps or None,
+                                          cni_args=cni_args, name=container_name, before_step=before_step)
+            warm.taken = True
+        else:
+            container, entry = atts.attach(pid, conf, ifname=net.get("ifname") or "eth0",
+                                           capability_args=caps or None, cni_args=cni_args, name=container_name,
+                                           container_id=container_id, before_step=before_step)
     except Exception:
         # The chain undid its own steps; a bridge the network's first ADD made, and its lease folder, go
         # too when nothing else uses the network.

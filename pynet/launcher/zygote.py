@@ -23,6 +23,10 @@ cgroups, forks a stage 1 (namespaces.Prestarted) and moves it in while nobody wa
 makes the container's namespaces and its PID 1, which waits for the command; the next request goes to
 the spare, whose container skips those steps (container.Reserved). The zygote forks the spare once the
 previous launcher has exited (its cleanup needs the same mutex), a request arrives, or 100 ms passed.
+The spare also attaches its container ahead to the default network, as far as the chain needs nothing
+from a request (warm.py: the bridge and its lease, in a network namespace of its own that PID 1 moves to
+if the run uses that network; any other run leaves it to be DELed after the reply). So the zygote forks
+the next spare as soon as a spare launcher has replied, not once it exited.
 A request the spare cannot take as it is (the client in other user/mount/pid/cgroup namespaces than the
 daemon's, or --net host) releases the reservation and is served the ordinary way.
 
@@ -136,8 +140,10 @@ def _zygote(sock: socket.socket, parent: int) -> None:
     spare, previous = None, -1
     while True:
         if spare is None and previous >= 0:
-            # The next spare is forked once the last launcher is done (its cleanup and our fork would only
-            # compete for the CPU and the cgroup mutex with that run), or a request comes, or 100 ms pass.
+            # The next spare is forked once the last launcher has replied (a spare) or is done (an ordinary
+            # launcher), or a request comes, or 100 ms pass: while a run is on, the spare's work would only
+            # compete with it for the CPU and the cgroup mutex; after the reply, its cleanup is the only
+            # competition, and the spare's warm attachment must be ready before the next request comes.
             poller = select.poll()
             poller.register(previous, select.POLLIN)
             poller.register(sock, select.POLLIN)
@@ -153,13 +159,14 @@ def _zygote(sock: socket.socket, parent: int) -> None:
             return   # the daemon closed its end
         if not fds:
             continue
-        child = -1
+        child, replied = -1, -1
         if spare is not None:
             pid, spare_sock = spare
             spare = None
             try:
                 send_with_fds(spare_sock, msg, fds)
                 child = pid
+                replied = os.dup(spare_sock.fileno())   # readable once it replied (or is gone)
             except OSError:
                 pass   # the spare is gone: an ordinary launcher takes the request
             spare_sock.close()
@@ -173,7 +180,9 @@ def _zygote(sock: socket.socket, parent: int) -> None:
                 _launcher(fds[0], list(fds[1:]), msg)
         for fd in fds:
             os.close(fd)
-        if child > 0:
+        if replied >= 0:
+            previous = replied
+        elif child > 0:
             try:
                 previous = os.pidfd_open(child)
             except OSError:
@@ -255,15 +264,37 @@ def _spare(sock: socket.socket) -> None:
     os.setsid()   # before the stage 1 is forked: the containers stay out of the daemon's process group
     syscalls.set_process_name("pynet-spare")
     reserved = _reserve()
+    if reserved is not None and not select.select([sock], [], [], 0)[0]:
+        from . import warm
+
+        reserved.warm = warm.prepare(reserved.id)   # not when a request waits already: it would wait longer
     try:
         msg, fds = _recv(sock)
     except OSError:
         msg, fds = b"", []
-    sock.close()
     if not fds:
+        sock.close()
         _release(reserved)
+        _discard_warm(reserved)
         os._exit(0)
-    _launcher(fds[0], list(fds[1:]), msg, reserved)
+    _launcher(fds[0], list(fds[1:]), msg, reserved, sock)
+
+
+def _replied(zygote_sock) -> None:
+    if zygote_sock is not None:
+        try:
+            zygote_sock.send(b"R")
+        except OSError:
+            pass
+        zygote_sock.close()
+
+
+def _discard_warm(reserved) -> None:
+    """The DEL of a warm attachment no run adopted; off the critical path (after the reply)."""
+    if reserved is not None and reserved.warm is not None:
+        from . import warm
+
+        warm.discard(reserved.warm)
 
 
 def why_not_served(opts) -> str | None:
@@ -306,14 +337,16 @@ def _send(conn: socket.socket, kind: bytes, value: bytes) -> None:
         pass
 
 
-def _launcher(conn_fd: int, fds: list, msg: bytes, reserved=None) -> None:
-    """The launcher of one container (forked for it, or the spare); never returns."""
+def _launcher(conn_fd: int, fds: list, msg: bytes, reserved=None, zygote_sock=None) -> None:
+    """The launcher of one container (forked for it, or the spare: ``zygote_sock``, which it tells when it
+    has replied, so the next spare is made while this one's cleanup runs); never returns."""
     _child_signals()
     from . import cgroups, options, supervise
 
     if reserved is None:
         cgroups.start_warmup()
     conn = socket.socket(fileno=conn_fd)
+    spare = reserved   # its warm attachment is discarded at the end unless the run adopts it
     try:
         argv, env, cwd, umask, names = unpack(msg, 5)
         opts = options.parse_fast([os.fsdecode(a) for a in argv.split(b"\0")] if argv else [])
@@ -344,6 +377,9 @@ def _launcher(conn_fd: int, fds: list, msg: bytes, reserved=None) -> None:
     if reason is not None:
         _release(reserved)
         _send(conn, REFUSED, reason.encode())
+        conn.close()
+        _replied(zygote_sock)
+        _discard_warm(spare)
         os._exit(0)
     _send(conn, ACCEPTED, b"")
     deferred = []   # a --rm container's network DEL and directories, done once the client has the exit code
@@ -367,10 +403,12 @@ def _launcher(conn_fd: int, fds: list, msg: bytes, reserved=None) -> None:
     os.close(devnull)
     _send(conn, EXITED, str(code).encode())
     conn.close()
+    _replied(zygote_sock)
     _release(reserved)   # what a failed create left (after a run there is nothing left to do)
     from .container import run_deferred
 
     run_deferred(deferred)
+    _discard_warm(spare)
     os._exit(0)
 
 

@@ -90,11 +90,12 @@ def initial_netns_inodes() -> set[int]:
     return found
 
 
-def attachable_netns(pid: int) -> tuple[int, int]:
-    """The identity (nsfs device, inode) of process ``pid``'s network namespace; refused when it is pynet's
-    own or the host's initial one, or when the initial one cannot be told at all."""
+def attachable_netns(pid: int, source: str | None = None) -> tuple[int, int]:
+    """The identity (nsfs device, inode) of process ``pid``'s network namespace (or of the one at
+    ``source``); refused when it is pynet's own or the host's initial one, or when the initial one cannot
+    be told at all."""
     try:
-        ident = netns_identity(f"/proc/{pid}/ns/net")
+        ident = netns_identity(source or f"/proc/{pid}/ns/net")
     except OSError as exc:
         raise AttachError(UNKNOWN_CONTAINER, f"cannot read the network namespace of process {pid}: "
                           f"{exc.strerror}") from None
@@ -328,9 +329,10 @@ class Attachments:
                              " (a name, an ID or unique ID prefix, or a PID; `pynet ls` lists them)"))
 
     # -- pins --------------------------------------------------------------------------------------
-    def _pin(self, pid: int, st: int, ident, target: str) -> bool:
-        """Pins process ``pid``'s network namespace at ``target`` unless it already holds it; False (nothing
-        left at ``target``) when the process is not the one started at ``st`` in namespace ``ident``."""
+    def _pin(self, pid: int, st: int, ident, target: str, source: str | None = None) -> bool:
+        """Pins process ``pid``'s network namespace (or the one at ``source``) at ``target`` unless it
+        already holds it; False (nothing left at ``target``) when the process is not the one started at
+        ``st`` in namespace ``ident``."""
         ident = tuple(ident)
         if is_pinned(target) and netns_identity(target) == ident:
             return True
@@ -341,7 +343,7 @@ class Attachments:
             syscalls.make_shared(self.netns_dir)
             if os.path.lexists(target):
                 syscalls.unpin(target)
-            syscalls.pin(f"/proc/{pid}/ns/net", target)
+            syscalls.pin(source or f"/proc/{pid}/ns/net", target)
         except OSError as exc:
             if start_time(pid) != st:
                 return False
@@ -379,14 +381,15 @@ class Attachments:
             return self._reach(c, entry)
 
     # -- attach --------------------------------------------------------------------------------------
-    def _pin_process(self, pid: int, name: str | None = None, cid: str | None = None) -> Container:
+    def _pin_process(self, pid: int, name: str | None = None, cid: str | None = None,
+                     source: str | None = None) -> Container:
         st = start_time(pid)
         if st is None:
             raise AttachError(UNKNOWN_CONTAINER, f"no process {pid}")
-        ident = attachable_netns(pid)
+        ident = attachable_netns(pid, source)
         cid = cid or hashlib.sha256(f"{ident[0]}:{ident[1]}:{pid}:{st}".encode()).hexdigest()[:16]
         target = os.path.join(self.netns_dir, PIN_PREFIX + cid)
-        if not self._pin(pid, st, ident, target):
+        if not self._pin(pid, st, ident, target, source):
             raise AttachError(UNKNOWN_CONTAINER, f"process {pid} exited while being attached")
         c = Container(id=cid, pid=pid, start_time=st, netns=target, netns_inode=list(ident), created=time.time(),
                       name=name or default_name(pid))
@@ -443,6 +446,50 @@ class Attachments:
                 self._forget_if_unused(c)
             raise
         return c, self.runner.cached(conf.name, c.id, ifname)
+
+    # -- warm attachments: the request-independent part of a chain run ahead --------------------------
+    def warm(self, netns: str, owner: int, network, ifname: str, container_id: str, name: str,
+             steps: int) -> CacheEntry:
+        """ADD of the chain's first ``steps`` plugins for the network namespace at ``netns`` (no process is
+        in it yet), as container ``container_id`` owned by process ``owner``: the container is alive while
+        ``owner`` is, so gc frees what the part holds (its lease) once the owner died without adopt() or
+        detach()."""
+        with self._locked():
+            conf = self.runner.network(network)
+            c = self._pin_process(owner, name, container_id, source=netns)
+            try:
+                self.runner.add(conf, c.id, c.netns, ifname, steps=slice(steps))
+            except BaseException:
+                self._forget_if_unused(c)
+                raise
+            return self.runner.cached(conf.name, c.id, ifname)
+
+    def adopt(self, warm: CacheEntry, pid: int, steps: int, network=None, capability_args: dict | None = None,
+              cni_args=None, name: str | None = None, before_step=None) -> tuple[Container, CacheEntry]:
+        """The rest of a warm attachment (``warm``: what warm() returned, ``steps`` its part) for process
+        ``pid``, now in its namespace: the container becomes ``pid``'s, called ``name``, and the chain goes on
+        from the cached result, so its cache record ends as a whole ADD's. A failure undoes it all.
+        ``network``: the network as loaded now (default: loaded here)."""
+        with self._locked():
+            conf = self.runner.network(network or warm.network)
+            c = self._load(warm.container_id)
+            if c is None or conf.bytes != warm.config:
+                raise AttachError(INVALID_ENVIRONMENT, f"warm attachment {warm.container_id} on network "
+                                  f"{warm.network!r} is gone or its network changed")
+            if name:
+                other = next((o for o in self._records() if o.name == name and o.id != c.id), None)
+                if other is not None:
+                    raise AttachError(INVALID_ENVIRONMENT, f"the name {name!r} is taken by container {other.id} "
+                                      f"(process {other.pid})")
+            c.pid, c.start_time, c.name = pid, start_time(pid), name or default_name(pid)
+            self._save(c)
+            try:
+                self.runner.add(conf, c.id, c.netns, warm.ifname, capability_args, cni_args, before_step,
+                                steps=slice(steps, None), prev_result=warm.result)
+            except BaseException:
+                self._forget_if_unused(c)
+                raise
+            return c, self.runner.cached(conf.name, c.id, warm.ifname)
 
     # -- detach --------------------------------------------------------------------------------------
     def _forget_if_unused(self, c: Container) -> bool:

@@ -109,9 +109,12 @@ class Runner:
 
     # -- verbs -----------------------------------------------------------------------------------
     def add(self, network, container_id: str, netns: str, ifname: str, capability_args: dict | None = None,
-            cni_args=None, before_step=None) -> dict:
+            cni_args=None, before_step=None, steps: slice = slice(None), prev_result: dict | None = None) -> dict:
         """``before_step(plugin)``: called before each plugin's ADD (a caller that must wait for something
-        only one plugin needs waits there, while the steps before it run)."""
+        only one plugin needs waits there, while the steps before it run). ``steps``: the part of the chain
+        to run (a warm attachment runs its first plugins ahead, then the rest from their ``prev_result``);
+        the cache record holds the result so far either way, so DEL and GC undo a part as they undo all.
+        A failure undoes the whole chain's ADD up to there, the part given by ``prev_result`` included."""
         conf = self.network(network)
         validate_container_id(container_id)
         validate_ifname(ifname)
@@ -119,9 +122,9 @@ class Runner:
         args = _pairs(cni_args)
         caps = dict(capability_args or {})
         env = self._env("ADD", container_id, netns, ifname, args)
-        result = None
+        result = prev_result
         try:
-            for plugin in conf.plugins:
+            for plugin in conf.plugins[steps]:
                 if before_step is not None:
                     before_step(plugin)
                 result = self._step(conf, plugin, "ADD", env, prev_result=result, capability_args=caps)
@@ -132,8 +135,9 @@ class Runner:
                                         result=result))
         except BaseException:
             # Whatever part of the chain ran is undone, so a failed ADD leaves nothing behind.
+            ran = conf.plugins[:steps.indices(len(conf.plugins))[1]]
             self._del_chain(conf, self._env("DEL", container_id, netns, ifname, args), result, caps,
-                            ignore_errors=True)
+                            ignore_errors=True, plugins=ran)
             self.cache.delete(conf.name, container_id, ifname)
             raise
         return result
@@ -171,8 +175,9 @@ class Runner:
                         after_step=after_step)
         self.cache.delete(conf.name, container_id, ifname)
 
-    def _del_chain(self, conf, env, prev_result, caps, ignore_errors: bool = False, after_step=None) -> None:
-        for plugin in reversed(conf.plugins):
+    def _del_chain(self, conf, env, prev_result, caps, ignore_errors: bool = False, after_step=None,
+                   plugins=None) -> None:
+        for plugin in reversed(conf.plugins if plugins is None else plugins):
             try:
                 self._step(conf, plugin, "DEL", env, prev_result=prev_result, capability_args=caps)
             except CNIError:
