@@ -279,8 +279,9 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _spare_reservation(zygote_pid: int, timeout: float = 30) -> tuple[int, str]:
-    """(spare launcher pid, the container id it reserved), once its stage 1 sits in the cgroups."""
+def _spare_reservation(zygote_pid: int, timeout: float = 30, taken=()) -> tuple[int, str]:
+    """(spare launcher pid, the container id it reserved), once its stage 1 sits in the cgroups; ``taken``:
+    ids of containers running (a spare's launcher and its PID 1 look the same)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for pid in _children(zygote_pid):
@@ -291,7 +292,7 @@ def _spare_reservation(zygote_pid: int, timeout: float = 30) -> tuple[int, str]:
                     with open(f"/proc/{stage1}/cgroup") as fh:
                         paths = [line.rsplit(":", 1)[1].strip() for line in fh]
                     cids = {p.split("/")[-1] for p in paths if p.startswith("/pynet/")}
-                    if len(cids) == 1 and _cgroup_dirs(cids.pop()):
+                    if len(cids) == 1 and not cids & set(taken) and _cgroup_dirs(cids.pop()):
                         return pid, next(p for p in paths if p.startswith("/pynet/")).split("/")[-1]
             except (FileNotFoundError, ProcessLookupError):
                 continue

@@ -26,14 +26,24 @@ SUBNET = "10.151.9"
 
 @pytest.fixture
 def warm_env(pynet, host_ns, tmp_path):
-    """The default network "pynet" under tmp_path, and a daemon serving runs with those locations:
+    """The default network "pynet" (no DNS) under tmp_path, and a daemon serving runs with those locations:
     {"leases", "pins", "cache", "socket", "zygote", "daemon"}."""
+    yield from _warm_daemon(pynet, host_ns, tmp_path, "--disable-dns")
+
+
+@pytest.fixture
+def warm_dns_env(pynet, host_ns, tmp_path):
+    """As warm_env, the default network resolving container names (dnsname)."""
+    yield from _warm_daemon(pynet, host_ns, tmp_path)
+
+
+def _warm_daemon(pynet, host_ns, tmp_path, *net_flags):
     for key, sub in (("PYNET_CONFIG_DIR", "net.d"), ("PYNET_CACHE_DIR", "cache"), ("PYNET_NETNS_DIR", "netns")):
         os.makedirs(tmp_path / sub, exist_ok=True)
         pynet.env[key] = str(tmp_path / sub)
     leases = tmp_path / "leases"
     res = pynet("net", "create", "pynet", "--subnet", f"{SUBNET}.0/24", "--bridge", "pnwarm0", "--gateway",
-                "--disable-dns", "--port-map", "--data-dir", str(leases))
+                "--port-map", "--data-dir", str(leases), *net_flags)
     assert res.returncode == 0, res.err
     socket_path = str(tmp_path / "warm.sock")
     daemon = start_daemon(host_ns, socket_path, "--containers", env=pynet.env)
@@ -55,9 +65,10 @@ def _leases(env) -> dict:
     return {name: (base / name).read_text().split()[0] for name in os.listdir(base) if name[0].isdigit()}
 
 
-def _warm(env) -> tuple[int, str, str]:
-    """(spare pid, reserved id, warm address) once the spare holds its warm lease."""
-    spare, cid = _spare_reservation(env["zygote"])
+def _warm(env, taken=()) -> tuple[int, str, str]:
+    """(spare pid, reserved id, warm address) once the spare holds its warm lease; ``taken``: see
+    _spare_reservation."""
+    spare, cid = _spare_reservation(env["zygote"], taken=taken)
     assert eventually(lambda: cid in _leases(env).values()), _leases(env)
     return spare, cid, next(a for a, c in _leases(env).items() if c == cid)
 
@@ -76,9 +87,7 @@ def _veths(host_ns) -> list[str]:
 
 def test_a_default_network_run_adopts_the_warm_attachment(pynet, warm_env, host_ns):
     _spare, cid, address = _warm(warm_env)
-    client = host_ns.popen([PYNET, "run", "--rm", "--dns", "127.0.0.1", "--name", "web", "-p", "18080:80", "busybox",
-                            "sh", "-c", "trap 'exit 0' TERM; cat /proc/net/fib_trie; echo ready; while :; do sleep 0.05; done"],
-                           env=pynet.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    client = _background(pynet, host_ns, "web", "-p", "18080:80")
     try:
         out = b"".join(iter(client.stdout.readline, b"ready\n")).decode()
         assert address in out   # the warm address is the container's
@@ -94,13 +103,42 @@ def test_a_default_network_run_adopts_the_warm_attachment(pynet, warm_env, host_
         client.send_signal(signal.SIGTERM)
         client.communicate(timeout=30)
     finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
+        _end(client)
     assert eventually(lambda: cid not in _leases(warm_env).values() and
                       not os.path.exists(warm_env["pins"] / f"pynet-{cid}"))
     assert "18080" not in host_ns.nft_ruleset()
     assert state_records(pynet.state) == []
+
+
+def test_runs_on_warm_attachments_resolve_each_others_names(pynet, warm_dns_env, host_ns):
+    _spare, web_id, web_address = _warm(warm_dns_env)
+    web = _background(pynet, host_ns, "web")
+    try:
+        assert web_address in b"".join(iter(web.stdout.readline, b"ready\n")).decode()
+        _spare, client_id, _address = _warm(warm_dns_env, taken={web_id})
+        res = pynet("run", "--rm", "busybox", "sh", "-c", "timeout 10 nslookup web")
+        assert res.returncode == 0, res.err
+        assert web_address in res.out, res.out
+        assert eventually(lambda: client_id not in _leases(warm_dns_env).values())
+    finally:
+        web.send_signal(signal.SIGTERM)
+        _end(web)
+
+
+def _background(pynet, host_ns, name: str, *flags: str) -> subprocess.Popen:
+    """A run through the daemon that prints its addresses, then "ready", and waits for SIGTERM."""
+    return host_ns.popen([PYNET, "run", "--rm", "--dns", "127.0.0.1", "--name", name, *flags, "busybox", "sh", "-c",
+                          "trap 'exit 0' TERM; cat /proc/net/fib_trie; echo ready; while :; do sleep 0.05; done"],
+                         env=pynet.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _end(client: subprocess.Popen) -> None:
+    try:
+        client.communicate(timeout=30)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
 
 
 @pytest.mark.parametrize("net", [["--net", "none"], ["--net", "other"]])
