@@ -28,7 +28,7 @@ RUN_CAPABILITIES = frozenset({"ips", "mac"})   # those a fitting run never gives
 
 
 class WarmAttachment:
-    """What prepare() made: the cache entry of the part (its result so far), how many plugins it ran,
+    """What finish() gives: the cache entry of the part (its result so far), how many plugins it ran,
     the runner locations it ran with, and an fd of its network namespace (also pinned)."""
 
     def __init__(self, entry, steps: int, runner_locations: dict, netns_fd: int):
@@ -61,10 +61,17 @@ def _new_netns() -> int:
         os.close(own)
 
 
-def prepare(container_id: str) -> WarmAttachment | None:
-    """The warm part of the default network for ``container_id``, with the runner locations of this
-    process's environment (the daemon's); None when that network is not defined yet (its first run
-    defines it), has no such part, or the part failed (the run then attaches the ordinary way)."""
+class Pending:
+    """A warm attachment being made by a child process (start), while the spare makes its reservation."""
+
+    def __init__(self, pid: int, conf, steps: int, runner_locations: dict, netns_fd: int):
+        self.pid, self.conf, self.steps, self.runner, self.netns_fd = pid, conf, steps, runner_locations, netns_fd
+
+
+def start(container_id: str) -> Pending | None:
+    """Starts the warm part of the default network for ``container_id`` in a child process, with the runner
+    locations of this process's environment (the daemon's), owned by this process; None when that network
+    is not defined yet (its first run defines it) or has no such part."""
     from pynet.runner import locations
 
     runner_locations = locations.resolve()
@@ -78,15 +85,33 @@ def prepare(container_id: str) -> WarmAttachment | None:
         return None
     try:
         netns_fd = _new_netns()
+        pid = os.fork()
     except OSError:
         return None
-    try:
-        entry = atts.warm(f"/proc/self/fd/{netns_fd}", os.getpid(), conf, IFNAME, container_id,
-                          f"spare-{container_id[:12]}", steps)
-    except Exception:  # noqa: BLE001 - the chain undid its part; the run attaches the ordinary way
-        os.close(netns_fd)
+    if pid == 0:
+        code = 1
+        try:
+            atts.warm(f"/proc/self/fd/{netns_fd}", os.getppid(), conf, IFNAME, container_id,
+                      f"spare-{container_id[:12]}", steps)
+            code = 0
+        finally:
+            os._exit(code)   # a failed part was undone by the chain
+    return Pending(pid, conf, steps, runner_locations, netns_fd)
+
+
+def finish(pending: Pending | None, container_id: str) -> WarmAttachment | None:
+    """Waits for start()'s child; its WarmAttachment, or None when it failed (the run then attaches the
+    ordinary way)."""
+    if pending is None:
         return None
-    return WarmAttachment(entry, steps, runner_locations, netns_fd)
+    from pynet.runner import locations
+
+    _, status = os.waitpid(pending.pid, 0)
+    entry = locations.runner(pending.runner).cached(pending.conf.name, container_id, IFNAME) if status == 0 else None
+    if entry is None:
+        os.close(pending.netns_fd)
+        return None
+    return WarmAttachment(entry, pending.steps, pending.runner, pending.netns_fd)
 
 
 def fits(warm: WarmAttachment | None, net: dict | None) -> bool:

@@ -156,6 +156,7 @@ def _zygote(sock: socket.socket, parent: int) -> None:
         if not msg and not fds:
             if spare is not None:
                 spare[1].close()
+                _wait_gone(spare[0], SPARE_RELEASE_TIMEOUT)
             return   # the daemon closed its end
         if not fds:
             continue
@@ -189,6 +190,22 @@ def _zygote(sock: socket.socket, parent: int) -> None:
                 previous = -1
 
 
+# How long a stopping daemon's zygote waits for its spare's release (the DEL of its warm attachment), so
+# that a stopped daemon has left nothing behind.
+SPARE_RELEASE_TIMEOUT = 10.0
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return   # gone already
+    try:
+        select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+
+
 def _recv(sock: socket.socket) -> tuple[bytes, list]:
     """One request (a whole SOCK_SEQPACKET message) and its fds."""
     return recv_with_fds(sock, MAX_MESSAGE, MAX_FDS)
@@ -219,11 +236,10 @@ def _child_signals() -> None:
         signal.signal(sig, signal.SIG_DFL)
 
 
-def _reserve():
-    """container.Reserved: an id, its cgroups, a stage 1 moved into them; None if any step fails."""
-    from . import cgroups, container, namespaces, state
+def _reserve(cid: str):
+    """container.Reserved: the id ``cid``, its cgroups, a stage 1 moved into them; None if any step fails."""
+    from . import cgroups, container, namespaces
 
-    cid = state.new_id()
     try:
         cg = cgroups.create(cid, cgroups.Limits())
     except (cgroups.CgroupError, OSError):
@@ -263,11 +279,18 @@ def _spare(sock: socket.socket) -> None:
     _child_signals()
     os.setsid()   # before the stage 1 is forked: the containers stay out of the daemon's process group
     syscalls.set_process_name("pynet-spare")
-    reserved = _reserve()
-    if reserved is not None and not select.select([sock], [], [], 0)[0]:
-        from . import warm
+    from . import state, warm
 
-        reserved.warm = warm.prepare(reserved.id)   # not when a request waits already: it would wait longer
+    cid = state.new_id()
+    # The warm attachment is made by a child meanwhile (not when a request waits already: it would wait
+    # longer for it than the whole ADD takes).
+    pending = warm.start(cid) if not select.select([sock], [], [], 0)[0] else None
+    reserved = _reserve(cid)
+    warmed = warm.finish(pending, cid)
+    if reserved is not None:
+        reserved.warm = warmed
+    else:
+        warm.discard(warmed)
     try:
         msg, fds = _recv(sock)
     except OSError:
