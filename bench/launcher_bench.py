@@ -16,9 +16,10 @@ live in a temp dir. "local" rows run with PYNET_DAEMON=off (the launcher in the 
 the thin client of pynet/launcher/remote.py, the container launched by the daemon's zygote
 (pynet/launcher/zygote.py: a spare launcher with the container's cgroups, namespaces and PID 1 made in
 advance). --net adds the same on the default bridge network, whose plugins (ours) the launcher runs in
-its own process (loaded ahead by the zygote in the "via daemon" row, while the container is being built
-in the "local" one), and `pynet run --rm -p 18080:80 busybox true` on it (portmap too), and the latter on a
-bridge network without DNS (`net create --disable-dns`); runc has no network there, so those rows compare a
+its own process (loaded ahead by the zygote in the "via daemon" row, whose spare also attaches ahead to the
+default network as far as the chain needs nothing from the run, pynet/launcher/warm.py; while the container
+is being built in the "local" one), and `pynet run --rm -p 18080:80 busybox true` on it (portmap too), and
+the latter on a bridge network without DNS (`net create --disable-dns`); runc has no network there, so those rows compare a
 networked pynet run with a bare runc.
 """
 

@@ -199,10 +199,13 @@ def cmd_net_rm(args) -> int:
 
     wait_pending_detaches(runner.cache.cache_dir)   # DELs of `pynet run`s that already answered
     entries = runner.cache.entries(network=conf.name)
-    if entries and not args.force:
-        names = {c.id: c.name for c in atts.containers() if c.name}
-        listed = ", ".join(f"{_user_of(e.container_id, names)}/{e.ifname}" for e in entries)
-        raise CommandError(f"network {conf.name!r} is in use by {len(entries)} attachment(s) ({listed}): "
+    containers = atts.containers()
+    spares = {c.id for c in containers if c.warm}   # the daemon's warm attachments: nobody uses them yet
+    in_use = [e for e in entries if e.container_id not in spares]
+    if in_use and not args.force:
+        names = {c.id: c.name for c in containers if c.name}
+        listed = ", ".join(f"{_user_of(e.container_id, names)}/{e.ifname}" for e in in_use)
+        raise CommandError(f"network {conf.name!r} is in use by {len(in_use)} attachment(s) ({listed}): "
                            "detach them first or use --force")
     errors = []
     for e in entries:
@@ -215,10 +218,10 @@ def cmd_net_rm(args) -> int:
     os.unlink(conf.path)
     removed = remove_host_side(conf, all_leases=True)
     if args.json:
-        print_json([{"removed": conf.name, "file": conf.path, "detached": len(entries), "host": removed}])
+        print_json([{"removed": conf.name, "file": conf.path, "detached": len(in_use), "host": removed}])
     else:
-        print(f"network {conf.name} removed ({conf.path})" + (f", {len(entries)} attachment(s) detached"
-                                                              if entries else "")
+        print(f"network {conf.name} removed ({conf.path})" + (f", {len(in_use)} attachment(s) detached"
+                                                              if in_use else "")
               + (f"; removed {', '.join(removed)}" if removed else ""))
     return 0
 

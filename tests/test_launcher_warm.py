@@ -188,3 +188,15 @@ def _rmdir(path: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def test_net_rm_takes_the_warm_attachment_with_the_network(pynet, warm_env, host_ns):
+    """A spare's warm attachment does not make the default network "in use": `net rm` detaches it."""
+    _spare, cid, _address = _warm(warm_env)
+    res = pynet("net", "rm", "pynet")
+    assert res.returncode == 0, res.err
+    assert "attachment(s) detached" not in res.out
+    assert _leases(warm_env) == {} and not os.path.exists(warm_env["pins"] / f"pynet-{cid}")
+    assert eventually(lambda: _veths(host_ns) == [])
+    res = pynet("run", "--rm", "--dns", "127.0.0.1", "busybox", "true")   # the spare's run: the ordinary ADD
+    assert res.returncode == 0, res.err

@@ -146,6 +146,7 @@ class Container:
     foreign: bool = False        # known only from cache entries another runtime wrote
     entries: list[CacheEntry] = field(default_factory=list)
     name: str = ""               # what the user calls it (--name, a `pynet run` name, else <command>-<pid>)
+    warm: bool = False           # a daemon spare's warm attachment no run took yet (pid: the spare's)
 
     @property
     def alive(self) -> bool:
@@ -156,13 +157,15 @@ class Container:
 
     def to_json(self) -> dict:
         return {"id": self.id, "name": self.name, "pid": self.pid, "startTime": self.start_time,
-                "netns": self.netns, "netnsInode": self.netns_inode, "created": self.created}
+                "netns": self.netns, "netnsInode": self.netns_inode, "created": self.created,
+                **({"warm": True} if self.warm else {})}
 
     @classmethod
     def from_json(cls, obj: dict) -> "Container":
         return cls(id=obj["id"], pid=int(obj.get("pid") or 0), start_time=obj.get("startTime"),
                    netns=obj.get("netns", ""), netns_inode=list(obj.get("netnsInode") or []),
-                   created=float(obj.get("created") or 0), name=str(obj.get("name") or ""))
+                   created=float(obj.get("created") or 0), name=str(obj.get("name") or ""),
+                   warm=obj.get("warm") is True)
 
     def describe(self) -> dict:
         # reachable: the netns path holds the namespace now (a lost pin is made again by detach or gc)
@@ -457,6 +460,8 @@ class Attachments:
         with self._locked():
             conf = self.runner.network(network)
             c = self._pin_process(owner, name, container_id, source=netns)
+            c.warm = True
+            self._save(c)
             try:
                 self.runner.add(conf, c.id, c.netns, ifname, steps=slice(steps))
             except BaseException:
@@ -481,7 +486,7 @@ class Attachments:
                 if other is not None:
                     raise AttachError(INVALID_ENVIRONMENT, f"the name {name!r} is taken by container {other.id} "
                                       f"(process {other.pid})")
-            c.pid, c.start_time, c.name = pid, start_time(pid), name or default_name(pid)
+            c.pid, c.start_time, c.name, c.warm = pid, start_time(pid), name or default_name(pid), False
             self._save(c)
             try:
                 self.runner.add(conf, c.id, c.netns, warm.ifname, capability_args, cni_args, before_step,
