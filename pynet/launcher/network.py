@@ -158,10 +158,11 @@ def attach_cni(net: dict, pid: int, container_name: str | None = None, container
 
     atts = locations.attachments(net.get("runner") or {})
     if warm is not None:
-        name = warm.entry.network
+        conf = warm.conf or atts.runner.network(warm.entry.network)
+        name = conf.name
     else:
         name = _network_name(atts, net["mode"], net.get("runner") or {})
-    conf = atts.runner.network(name)
+        conf = atts.runner.network(name)
     caps = capabilities.capability_args(net.get("publish"), [net["ip"]] if net.get("ip") else None)
     capabilities.require(conf, caps)
     if net.get("aliases"):

@@ -34,6 +34,7 @@ class WarmAttachment:
     def __init__(self, entry, steps: int, runner_locations: dict, netns_fd: int):
         self.entry, self.steps, self.runner, self.netns_fd = entry, steps, runner_locations, netns_fd
         self.taken = False   # adopted by a run (its container's DEL undoes it), or discarded
+        self.conf = None     # the network as fits() found it on disk (the run's attach uses it)
 
 
 def request_independent_steps(conf) -> int:
@@ -126,9 +127,10 @@ def fits(warm: WarmAttachment | None, net: dict | None) -> bool:
     from pynet.runner import locations
 
     try:
-        return locations.runner(warm.runner).network(warm.entry.network).bytes == warm.entry.config
+        warm.conf = locations.runner(warm.runner).network(warm.entry.network)
     except Exception:  # noqa: BLE001 - gone or unreadable: the ordinary attach reports it
         return False
+    return warm.conf.bytes == warm.entry.config
 
 
 def discard(warm: WarmAttachment | None) -> None:

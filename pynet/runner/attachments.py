@@ -385,7 +385,7 @@ class Attachments:
 
     # -- attach --------------------------------------------------------------------------------------
     def _pin_process(self, pid: int, name: str | None = None, cid: str | None = None,
-                     source: str | None = None) -> Container:
+                     source: str | None = None, warm: bool = False) -> Container:
         st = start_time(pid)
         if st is None:
             raise AttachError(UNKNOWN_CONTAINER, f"no process {pid}")
@@ -395,7 +395,7 @@ class Attachments:
         if not self._pin(pid, st, ident, target, source):
             raise AttachError(UNKNOWN_CONTAINER, f"process {pid} exited while being attached")
         c = Container(id=cid, pid=pid, start_time=st, netns=target, netns_inode=list(ident), created=time.time(),
-                      name=name or default_name(pid))
+                      name=name or default_name(pid), warm=warm)
         self._save(c)
         return c
 
@@ -423,11 +423,7 @@ class Attachments:
         c = self._container_of_pid(pid)
         fresh = c is None
         if fresh:
-            if name:
-                other = next((o for o in self._records() if o.name == name), None)
-                if other is not None:
-                    raise AttachError(INVALID_ENVIRONMENT, f"the name {name!r} is taken by container {other.id} "
-                                      f"(process {other.pid})")
+            self._check_name_free(name)
             c = self._pin_process(pid, name, container_id)
         elif not c.alive and c.pid != pid:
             # Another process of the same (still pinned) namespace now stands for the container.
@@ -459,9 +455,7 @@ class Attachments:
         detach()."""
         with self._locked():
             conf = self.runner.network(network)
-            c = self._pin_process(owner, name, container_id, source=netns)
-            c.warm = True
-            self._save(c)
+            c = self._pin_process(owner, name, container_id, source=netns, warm=True)
             try:
                 self.runner.add(conf, c.id, c.netns, ifname, steps=slice(steps))
             except BaseException:
@@ -481,11 +475,7 @@ class Attachments:
             if c is None or conf.bytes != warm.config:
                 raise AttachError(INVALID_ENVIRONMENT, f"warm attachment {warm.container_id} on network "
                                   f"{warm.network!r} is gone or its network changed")
-            if name:
-                other = next((o for o in self._records() if o.name == name and o.id != c.id), None)
-                if other is not None:
-                    raise AttachError(INVALID_ENVIRONMENT, f"the name {name!r} is taken by container {other.id} "
-                                      f"(process {other.pid})")
+            self._check_name_free(name, c.id)
             c.pid, c.start_time, c.name, c.warm = pid, start_time(pid), name or default_name(pid), False
             self._save(c)
             try:
@@ -495,6 +485,14 @@ class Attachments:
                 self._forget_if_unused(c)
                 raise
             return c, self.runner.cached(conf.name, c.id, warm.ifname)
+
+    def _check_name_free(self, name: str | None, own_id: str | None = None) -> None:
+        if not name:
+            return
+        other = next((o for o in self._records() if o.name == name and o.id != own_id), None)
+        if other is not None:
+            raise AttachError(INVALID_ENVIRONMENT, f"the name {name!r} is taken by container {other.id} "
+                              f"(process {other.pid})")
 
     # -- detach --------------------------------------------------------------------------------------
     def _forget_if_unused(self, c: Container) -> bool:
