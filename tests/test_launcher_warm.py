@@ -200,3 +200,12 @@ def test_net_rm_takes_the_warm_attachment_with_the_network(pynet, warm_env, host
     assert eventually(lambda: _veths(host_ns) == [])
     res = pynet("run", "--rm", "--dns", "127.0.0.1", "busybox", "true")   # the spare's run: the ordinary ADD
     assert res.returncode == 0, res.err
+
+
+def test_a_run_asking_for_the_warm_address_gets_it(pynet, warm_env, host_ns):
+    _spare, cid, address = _warm(warm_env)
+    res = pynet("run", "--rm", "--dns", "127.0.0.1", "--ip", address, "busybox", "cat", "/proc/net/fib_trie")
+    assert res.returncode == 0, res.err
+    assert address in res.out
+    assert eventually(lambda: cid not in _leases(warm_env).values() and
+                      not os.path.exists(warm_env["pins"] / f"pynet-{cid}"))

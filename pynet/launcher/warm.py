@@ -133,6 +133,17 @@ def fits(warm: WarmAttachment | None, net: dict | None) -> bool:
     return warm.conf.bytes == warm.entry.config
 
 
+def release_if_asked_for(warm: WarmAttachment | None, net: dict | None) -> None:
+    """DEL of ``warm`` now when a run asks for its address (--ip: a run the daemon leaves to the client),
+    which it holds until then; else that run's ADD could find the address taken."""
+    ip = (net or {}).get("ip")
+    if warm is None or warm.taken or not ip:
+        return
+    held = [a.get("address", "").split("/")[0] for a in (warm.entry.result or {}).get("ips") or []]
+    if ip in held:
+        discard(warm)
+
+
 def discard(warm: WarmAttachment | None) -> None:
     """DEL of a warm attachment no run adopted (idempotent). A failure leaves it to gc: its owner, this
     process, is gone soon."""

@@ -370,6 +370,7 @@ def _launcher(conn_fd: int, fds: list, msg: bytes, reserved=None, zygote_sock=No
         cgroups.start_warmup()
     conn = socket.socket(fileno=conn_fd)
     spare = reserved   # its warm attachment is discarded at the end unless the run adopts it
+    opts = None
     try:
         argv, env, cwd, umask, names = unpack(msg, 5)
         opts = options.parse_fast([os.fsdecode(a) for a in argv.split(b"\0")] if argv else [])
@@ -399,6 +400,10 @@ def _launcher(conn_fd: int, fds: list, msg: bytes, reserved=None, zygote_sock=No
         reason = f"{type(exc).__name__}: {exc}"
     if reason is not None:
         _release(reserved)
+        if spare is not None and opts is not None:
+            from . import warm
+
+            warm.release_if_asked_for(spare.warm, {"ip": opts.net.ip})   # before the local run asks for it
         _send(conn, REFUSED, reason.encode())
         conn.close()
         _replied(zygote_sock)
