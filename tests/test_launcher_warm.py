@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -209,3 +210,18 @@ def test_a_run_asking_for_the_warm_address_gets_it(pynet, warm_env, host_ns):
     assert address in res.out
     assert eventually(lambda: cid not in _leases(warm_env).values() and
                       not os.path.exists(warm_env["pins"] / f"pynet-{cid}"))
+
+
+def test_spares_stop_warming_while_runs_keep_off_the_default_network(pynet, warm_env, host_ns):
+    from pynet.launcher import zygote
+
+    for _ in range(zygote.WARM_UNTIL_UNUSED):
+        res = pynet("run", "--rm", "--net", "none", "busybox", "true")
+        assert res.returncode == 0, res.err
+    _spare, cid = _spare_reservation(warm_env["zygote"])
+    time.sleep(2)   # time enough for a warm attachment to be made, if the spare made one
+    assert cid not in _leases(warm_env).values()
+    res = pynet("run", "--rm", "--dns", "127.0.0.1", "busybox", "true")   # on the default network again
+    assert res.returncode == 0, res.err
+    _spare, next_cid, _address = _warm(warm_env, taken={cid})
+    assert next_cid != cid

@@ -137,7 +137,7 @@ def _zygote(sock: socket.socket, parent: int) -> None:
     import gc
 
     gc.freeze()   # what the imports made stays shared with the launchers instead of being copied on write
-    spare, previous = None, -1
+    spare, previous, unused = None, -1, 0
     while True:
         if spare is None and previous >= 0:
             # The next spare is forked once the last launcher has replied (a spare) or is done (an ordinary
@@ -147,11 +147,12 @@ def _zygote(sock: socket.socket, parent: int) -> None:
             poller = select.poll()
             poller.register(previous, select.POLLIN)
             poller.register(sock, select.POLLIN)
-            poller.poll(100)
+            if any(fd == previous for fd, _ in poller.poll(100)):
+                unused = _count_unused(previous, unused)
             os.close(previous)
             previous = -1
         if spare is None:
-            spare = _fork_spare(sock)
+            spare = _fork_spare(sock, unused < WARM_UNTIL_UNUSED)
         msg, fds = _recv(sock)
         if not msg and not fds:
             if spare is not None:
@@ -211,8 +212,25 @@ def _recv(sock: socket.socket) -> tuple[bytes, list]:
     return recv_with_fds(sock, MAX_MESSAGE, MAX_FDS)
 
 
-def _fork_spare(zygote_sock: socket.socket):
-    """(pid, socket to hand it a request) of a new spare launcher, or None."""
+# The spares stop making warm attachments after this many runs in a row were not on the default network
+# (each warm attachment would cost an ADD and a DEL for nothing), and start again after one that was.
+WARM_UNTIL_UNUSED = 8
+
+
+def _count_unused(replied: int, unused: int) -> int:
+    """``unused`` after the reply a spare sent on ``replied`` (see _replied; nothing read: an ordinary
+    launcher's pidfd, or a launcher that died: the count stays)."""
+    try:
+        os.set_blocking(replied, False)
+        said = os.read(replied, 16)
+    except OSError:
+        return unused
+    return 0 if said == b"A" else unused + 1 if said == b"R" else unused
+
+
+def _fork_spare(zygote_sock: socket.socket, warm: bool = True):
+    """(pid, socket to hand it a request) of a new spare launcher (with a warm attachment if ``warm``),
+    or None."""
     try:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     except OSError:
@@ -226,7 +244,7 @@ def _fork_spare(zygote_sock: socket.socket):
     if pid == 0:
         zygote_sock.close()
         ours.close()
-        _spare(theirs)
+        _spare(theirs, warm)
     theirs.close()
     return pid, ours
 
@@ -274,7 +292,7 @@ def _release(reserved) -> None:
         pass
 
 
-def _spare(sock: socket.socket) -> None:
+def _spare(sock: socket.socket, warm_ahead: bool = True) -> None:
     """The spare launcher; never returns."""
     _child_signals()
     os.setsid()   # before the stage 1 is forked: the containers stay out of the daemon's process group
@@ -284,7 +302,7 @@ def _spare(sock: socket.socket) -> None:
     cid = state.new_id()
     # The warm attachment is made by a child meanwhile (not when a request waits already: it would wait
     # longer for it than the whole ADD takes).
-    pending = warm.start(cid) if not select.select([sock], [], [], 0)[0] else None
+    pending = warm.start(cid) if warm_ahead and not select.select([sock], [], [], 0)[0] else None
     reserved = _reserve(cid)
     warmed = warm.finish(pending, cid)
     if reserved is not None:
@@ -303,10 +321,15 @@ def _spare(sock: socket.socket) -> None:
     _launcher(fds[0], list(fds[1:]), msg, reserved, sock)
 
 
-def _replied(zygote_sock) -> None:
+def _replied(zygote_sock, opts=None) -> None:
+    """Tells the zygote (a spare's launcher) it replied, and whether its run was one on the default network
+    (b"A": one a warm attachment is for)."""
     if zygote_sock is not None:
+        from .network import DEFAULT_NETWORK
+
+        wanted = opts is not None and opts.net.mode in ("default", DEFAULT_NETWORK)
         try:
-            zygote_sock.send(b"R")
+            zygote_sock.send(b"A" if wanted else b"R")
         except OSError:
             pass
         zygote_sock.close()
@@ -431,7 +454,7 @@ def _launcher(conn_fd: int, fds: list, msg: bytes, reserved=None, zygote_sock=No
     os.close(devnull)
     _send(conn, EXITED, str(code).encode())
     conn.close()
-    _replied(zygote_sock)
+    _replied(zygote_sock, opts)
     _release(reserved)   # what a failed create left (after a run there is nothing left to do)
     from .container import run_deferred
 
