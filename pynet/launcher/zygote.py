@@ -138,6 +138,7 @@ def _zygote(sock: socket.socket, parent: int) -> None:
 
     gc.freeze()   # what the imports made stays shared with the launchers instead of being copied on write
     spare, previous, unused = None, -1, 0
+    waiting = []   # fds of launchers not done: a spare's socket until it replied, an ordinary one's pidfd
     while True:
         if spare is None and previous >= 0:
             # The next spare is forked once the last launcher has replied (a spare) or is done (an ordinary
@@ -147,10 +148,10 @@ def _zygote(sock: socket.socket, parent: int) -> None:
             poller = select.poll()
             poller.register(previous, select.POLLIN)
             poller.register(sock, select.POLLIN)
-            if any(fd == previous for fd, _ in poller.poll(100)):
-                unused = _count_unused(previous, unused)
-            os.close(previous)
+            poller.poll(100)
+            waiting.append(previous)
             previous = -1
+        unused = _count_unused(waiting, unused)
         if spare is None:
             spare = _fork_spare(sock, unused < WARM_UNTIL_UNUSED)
         msg, fds = _recv(sock)
@@ -217,15 +218,22 @@ def _recv(sock: socket.socket) -> tuple[bytes, list]:
 WARM_UNTIL_UNUSED = 8
 
 
-def _count_unused(replied: int, unused: int) -> int:
-    """``unused`` after the reply a spare sent on ``replied`` (see _replied; nothing read: an ordinary
-    launcher's pidfd, or a launcher that died: the count stays)."""
-    try:
-        os.set_blocking(replied, False)
-        said = os.read(replied, 16)
-    except OSError:
-        return unused
-    return 0 if said == b"A" else unused + 1 if said == b"R" else unused
+def _count_unused(waiting: list, unused: int) -> int:
+    """``unused`` after the replies that came on ``waiting`` (see _replied; those fds are closed and
+    dropped from it; nothing read: an ordinary launcher's pidfd, or a launcher that died: the count
+    stays)."""
+    poller = select.poll()
+    for fd in waiting:
+        poller.register(fd, select.POLLIN)
+    for fd, _events in poller.poll(0):
+        try:
+            said = os.read(fd, 16)
+        except OSError:
+            said = b""
+        unused = 0 if said == b"A" else unused + 1 if said == b"R" else unused
+        waiting.remove(fd)
+        os.close(fd)
+    return unused
 
 
 def _fork_spare(zygote_sock: socket.socket, warm: bool = True):
