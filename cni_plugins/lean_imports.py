@@ -64,8 +64,10 @@ def install() -> None:
 
 # Imported at module level by dataclasses (inspect, copy), logging and pyroute2 (traceback, with linecache,
 # tokenize and textwrap under it; pkgutil, subprocess, random), but only called inside functions that a
-# plugin run mostly never reaches (error paths, pyroute2 features the plugins do not use).
-DEFERRED_STDLIB = ("inspect", "traceback", "pkgutil", "subprocess", "random", "copy")
+# plugin run mostly never reaches (error paths, pyroute2 features the plugins do not use). pyroute2's
+# modules also call ``logging.getLogger`` at import (logging: ~6 ms here) and log only on rare paths:
+# until logging has run, that call gives a stand-in that becomes the real logger on first use.
+DEFERRED_STDLIB = ("inspect", "traceback", "pkgutil", "subprocess", "random", "copy", "logging")
 
 
 def defer_stdlib(names=DEFERRED_STDLIB) -> None:
@@ -90,7 +92,34 @@ def defer_stdlib(names=DEFERRED_STDLIB) -> None:
             return getattr(module, attr)
 
         module.__getattr__ = __getattr__
+        if name == "logging":
+            module.getLogger = _deferred_get_logger(module)
         sys.modules[name] = module
+
+
+def _deferred_get_logger(logging):
+    def getLogger(name=None):
+        return _DeferredLogger(logging, name)
+
+    return getLogger
+
+
+class _DeferredLogger:
+    """What ``logging.getLogger(name)`` gives before logging has run: every attribute is the real logger's
+    (running logging's code first)."""
+
+    def __init__(self, logging, name):
+        self._logging = logging
+        self._name = name
+        self._logger = None
+
+    def __getattr__(self, attr):
+        if self._logger is None:
+            deferred = vars(self._logging).get("__getattr__")
+            if deferred is not None:
+                deferred("getLogger")   # runs logging's own code, which replaces getLogger
+            self._logger = self._logging.getLogger(self._name)
+        return getattr(self._logger, attr)
 
 
 class _CodeCache:

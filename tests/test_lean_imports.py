@@ -165,6 +165,22 @@ def test_regexes_from_the_code_cache_match_as_compiled_ones(tmp_path):
     assert int(first[2]) >= 2 and second[2] == "0"
 
 
+def test_logger_taken_before_logging_ran_logs_as_the_real_one():
+    out = run_fresh("""
+        from cni_plugins import lean_imports
+        lean_imports.defer_stdlib(("logging",))
+        import io, logging
+        log = logging.getLogger("pynet.test")   # as pyroute2's modules do at import
+        print("__getattr__" in vars(logging))
+        log.setLevel(logging.INFO)
+        buf = io.StringIO()
+        log.addHandler(logging.StreamHandler(buf))
+        log.info("x=%d", 3)
+        print(buf.getvalue().strip(), log._logger is logging.getLogger("pynet.test"), "__getattr__" in vars(logging))
+    """)
+    assert out.split("\n")[:2] == ["True", "x=3 True False"]
+
+
 def test_link_kinds_load_when_looked_up_and_decode_as_before():
     """ifinfmsg's link-kind modules (vxlan, bond...) stay unrun until a link of that kind is decoded or
     built; then IFLA_INFO_DATA reads as pyroute2 always read it (in a namespace of its own, gone at exit)."""
