@@ -257,10 +257,7 @@ def save_compiled_code() -> None:
 
 def _lazy_package(name: str, search=None):
     """Registers package ``name`` with its ``__init__`` deferred until a package-level name is asked for."""
-    import importlib
-    import importlib.util
-
-    spec = _PathFinder.find_spec(name, search) if search is not None else importlib.util.find_spec(name)
+    spec = _PathFinder.find_spec(name, search)   # search None: sys.path (``name`` is top-level then)
     if spec is None or not spec.submodule_search_locations:
         return None
     package = _module_from_spec(spec)
@@ -268,6 +265,9 @@ def _lazy_package(name: str, search=None):
     def __getattr__(attr: str):
         if attr.startswith("__"):
             raise AttributeError(attr)
+        import importlib
+        import importlib.util
+
         if importlib.util.find_spec(f"{name}.{attr}") is not None:
             return importlib.import_module(f"{name}.{attr}")
         # A package-level re-export: run the real __init__ once, then answer from it.
