@@ -134,8 +134,10 @@ class _CodeCache:
         self.used: set = set()
         self.added = False
         try:
+            # loads of the bytes, not load of the file: marshal.load reads a file piece by piece through
+            # its Python-level read methods, which here costs ten times the unmarshalling itself
             with open(path, "rb") as f:
-                codes = marshal.load(f)
+                codes = marshal.loads(f.read())
             if isinstance(codes, dict):
                 self.codes = codes
         except (OSError, EOFError, ValueError, TypeError):
