@@ -345,13 +345,9 @@ class _QuickArchLoader:
                     del sys.modules[name]
 
 
-class _DeferredTcLoader:
-    """``pyroute2.netlink.rtnl.tcmsg`` as a package whose own code runs when first needed.
-
-    Until then it holds stand-ins for the two names other pyroute2 modules import from it: ``tcmsg``
-    (which they only call, to build or parse a tc message) and ``plugins`` (a mapping they only read).
-    Either one, any other package-level name, or an import of ``tcmsg`` after the real code ran, gives
-    the real objects; its submodules import as usual."""
+class _DeferredModuleLoader:
+    """A module whose own code runs when first needed, in the same module object: until then it holds
+    what ``stand_ins`` puts there, and any other public name runs the real code at once."""
 
     def __init__(self, loader):
         import threading
@@ -374,17 +370,32 @@ class _DeferredTcLoader:
                     loader.done = True
             return module
 
-        def tcmsg(*args, **kwargs):
-            return real().tcmsg(*args, **kwargs)
-
         def __getattr__(attr: str):
             if attr.startswith("__"):
                 raise AttributeError(attr)
             return getattr(real(), attr)
 
+        self.stand_ins(module, real)
+        module.__getattr__ = __getattr__
+
+    def stand_ins(self, module, real) -> None:
+        raise NotImplementedError
+
+
+class _DeferredTcLoader(_DeferredModuleLoader):
+    """``pyroute2.netlink.rtnl.tcmsg`` as a package whose own code runs when first needed.
+
+    Until then it holds stand-ins for the two names other pyroute2 modules import from it: ``tcmsg``
+    (which they only call, to build or parse a tc message) and ``plugins`` (a mapping they only read).
+    Either one, any other package-level name, or an import of ``tcmsg`` after the real code ran, gives
+    the real objects; its submodules import as usual."""
+
+    def stand_ins(self, module, real) -> None:
+        def tcmsg(*args, **kwargs):
+            return real().tcmsg(*args, **kwargs)
+
         module.tcmsg = tcmsg
         module.plugins = _LazyMapping(lambda: real().plugins)
-        module.__getattr__ = __getattr__
 
 
 class _LazyMapping(Mapping):
@@ -408,40 +419,14 @@ class _LazyMapping(Mapping):
 _LINK_KINDS = "pyroute2.netlink.rtnl.ifinfmsg.plugins."
 
 
-class _DeferredKindLoader:
+class _DeferredKindLoader(_DeferredModuleLoader):
     """A link-kind module whose own code runs when first needed. Until then its class (named as the
     module) is a ``_LinkKind`` placeholder, which ifinfmsg's table resolves on lookup (``_LazyKinds``);
-    any other name (``vlan.flags``) runs the real code at once. Same module object either way."""
+    any other name (``vlan.flags``) runs the real code at once."""
 
-    def __init__(self, loader):
-        import threading
-
-        self.loader = loader
-        self.lock = threading.RLock()
-        self.done = False
-
-    def create_module(self, spec):
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module):
-        loader = self
-
-        def real():
-            with loader.lock:
-                if not loader.done:
-                    module.__dict__.pop("__getattr__", None)
-                    loader.loader.exec_module(module)
-                    loader.done = True
-            return module
-
-        def __getattr__(attr: str):
-            if attr.startswith("__"):
-                raise AttributeError(attr)
-            return getattr(real(), attr)
-
+    def stand_ins(self, module, real) -> None:
         kind = module.__name__.rpartition(".")[2]
         setattr(module, kind, _LinkKind(kind, real))
-        module.__getattr__ = __getattr__
 
 
 class _LinkKind:
