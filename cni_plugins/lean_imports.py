@@ -309,9 +309,9 @@ def _deferred_call(module: str, attr: str):
 class _QuickArchLoader:
     """Runs pyroute2.config with platform.architecture answering from the pointer size and platform.uname
     from os.uname (its ``processor`` field, which pyroute2 never reads, runs ``uname -p``: another fork and
-    exec). ``platform`` itself (~1.5 ms) and ``multiprocessing`` (~3 ms; pyroute2 keeps its Pipe, Queue
-    and Process for later calls) are given as stand-ins when nobody has imported them yet. Both modules
-    are as they were as soon as pyroute2.config has run."""
+    exec). ``platform`` itself (~1.5 ms), ``signal`` (~1 ms, its enums) and ``multiprocessing`` (~3 ms;
+    pyroute2 keeps its Pipe, Queue and Process for later calls) are given as stand-ins when nobody has
+    imported them yet. The modules are as they were as soon as pyroute2.config has run."""
 
     def __init__(self, loader):
         self.loader = loader
@@ -330,6 +330,11 @@ class _QuickArchLoader:
             stand_ins["platform"] = platform = types.ModuleType("platform")
             platform.architecture, platform.uname = _pointer_size_architecture, _uname_without_processor
             platform.machine = lambda: _uname_without_processor().machine
+        if "signal" not in sys.modules:   # it reads SIGUSR1 only (for its remote transport, as a number)
+            import _signal
+
+            stand_ins["signal"] = signal = types.ModuleType("signal")
+            signal.SIGUSR1 = _signal.SIGUSR1
         if "multiprocessing" not in sys.modules:
             stand_ins["multiprocessing"] = mp = types.ModuleType("multiprocessing")
             for attr in ("Pipe", "Queue", "Process"):

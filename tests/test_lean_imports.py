@@ -55,10 +55,11 @@ def test_dataclass_without_docstring_still_gets_one_with_inspect_deferred():
 def test_pyroute2_loads_without_tc_and_multiprocessing_code_and_builds_tc_messages_later():
     out = run_fresh("""
         from cni_plugins import lean_imports
+        lean_imports.defer_stdlib()   # as a plugin process: subprocess (which imports signal) deferred
         lean_imports.install()
         import pyroute2.iproute.linux as linux
         print("pyroute2.netlink.rtnl.tcmsg.sched_htb" in sys.modules, "multiprocessing" in sys.modules,
-              "platform" in sys.modules)
+              "platform" in sys.modules, "signal" in sys.modules)
 
         from pyroute2.netlink.rtnl.tcmsg import tcmsg
         msg = tcmsg()
@@ -70,12 +71,14 @@ def test_pyroute2_loads_without_tc_and_multiprocessing_code_and_builds_tc_messag
 
         from pyroute2 import config
         print("multiprocessing" in sys.modules, callable(config.MpQueue))
-        import os, platform
+        import os, platform, signal
         print(tuple(config.uname[:5]) == tuple(os.uname()), config.machine == platform.machine(),
-              config.arch == platform.architecture()[0])
+              config.arch == platform.architecture()[0], config.signal_stop_remote == signal.SIGUSR1,
+              signal.Signals.SIGUSR1 is signal.SIGUSR1)
     """)
-    assert out.split("\n")[:5] == ["False False False", "tcmsg tbf", "True pyroute2.netlink.rtnl.tcmsg.sched_htb",
-                                   "False True", "True True True"]
+    assert out.split("\n")[:5] == ["False False False False", "tcmsg tbf",
+                                   "True pyroute2.netlink.rtnl.tcmsg.sched_htb", "False True",
+                                   "True True True True True"]
 
 
 @pytest.mark.parametrize("name, use", [("subprocess", "subprocess.run(['true']).returncode == 0"),
