@@ -18,6 +18,7 @@ import concurrent.futures
 import contextlib
 import importlib.util
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -138,6 +139,20 @@ def timed(fn, *args, **kwargs) -> float:
     return (time.perf_counter() - start) * 1000
 
 
+def children_cpu_ms() -> float:
+    """User+sys CPU of this process's reaped children (plugins and their delegates), in ms: what a plugin
+    call costs the machine, which load from other processes disturbs less than wall time."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (usage.ru_utime + usage.ru_stime) * 1000
+
+
+def timed_cpu(fn, *args, **kwargs) -> tuple[float, float]:
+    """(wall ms, children's CPU ms) of one call; the latency scenarios run their plugins one at a time."""
+    cpu = children_cpu_ms()
+    wall = timed(fn, *args, **kwargs)
+    return wall, children_cpu_ms() - cpu
+
+
 # -- scenarios: each returns (value, unit) for one implementation ------------------------------------
 
 def s_version(box: Sandbox, opts) -> tuple[float, str]:
@@ -145,37 +160,40 @@ def s_version(box: Sandbox, opts) -> tuple[float, str]:
     return statistics.median(timed(cni.version, "loopback") for _ in range(opts.repeat)), "ms"
 
 
-def s_loopback_add(box: Sandbox, opts) -> tuple[float, str]:
+def s_loopback_add(box: Sandbox, opts):
     cni, ns = box.cni, box.container()
-    return statistics.median(timed(cni.add, "loopback", LOOPBACK, ns) for _ in range(opts.repeat)), "ms"
+    walls, cpus = zip(*(timed_cpu(cni.add, "loopback", LOOPBACK, ns) for _ in range(opts.repeat)))
+    return (statistics.median(walls), "ms"), (statistics.median(cpus), "ms")
 
 
-def _add_del(box: Sandbox, opts, conflist: dict, caps: bool) -> tuple[list[float], list[float]]:
+def _add_del(box: Sandbox, opts, conflist: dict, caps: bool):
+    """(ADD wall ms, DEL wall ms, ADD CPU ms) per sample."""
     cni = box.cni
-    adds, dels = [], []
+    adds, dels, cpus = [], [], []
     first = getattr(opts, "offset", 0)   # the round, when interleaved: IDs and ports differ per round
     for i in range(first, first + opts.repeat):
         # A netns per container, as runtimes do: the daemon finishes a DEL's link teardown after its reply,
         # serialized only with later requests for the same container ID.
         ns = box.container()
         kw = {"container_id": f"bench-{i}", "capability_args": port_mappings(i) if caps else None}
-        start = time.perf_counter()
+        cpu, start = children_cpu_ms(), time.perf_counter()
         result = cni.add_chain(conflist, ns, **kw)
         adds.append((time.perf_counter() - start) * 1000)
+        cpus.append(children_cpu_ms() - cpu)
         dels.append(timed(cni.del_chain, conflist, ns, result, **kw))
-    return adds, dels
+    return adds, dels, cpus
 
 
 def s_bridge(box: Sandbox, opts):
     box.impl.require("bridge")
-    adds, dels = _add_del(box, opts, box.bridge_conflist(), caps=False)
-    return (statistics.median(adds), "ms"), (statistics.median(dels), "ms")
+    adds, dels, cpus = _add_del(box, opts, box.bridge_conflist(), caps=False)
+    return (statistics.median(adds), "ms"), (statistics.median(dels), "ms"), (statistics.median(cpus), "ms")
 
 
 def s_chain(box: Sandbox, opts):
     box.impl.require("chain")
-    adds, dels = _add_del(box, opts, box.chain_conflist(), caps=True)
-    return (statistics.median(adds), "ms"), (statistics.median(dels), "ms")
+    adds, dels, cpus = _add_del(box, opts, box.chain_conflist(), caps=True)
+    return (statistics.median(adds), "ms"), (statistics.median(dels), "ms"), (statistics.median(cpus), "ms")
 
 
 def s_parallel(box: Sandbox, opts):
@@ -391,9 +409,10 @@ def main(argv: list[str] | None = None) -> int:
     top = max(opts.counts)
     scenarios = [  # key, function, row labels
         ("version", s_version, ["VERSION"]),
-        ("loopback", s_loopback_add, ["loopback ADD"]),
-        ("bridge", s_bridge, ["bridge+host-local ADD", "bridge+host-local DEL"]),
-        ("chain", s_chain, ["bridge>portmap>firewall ADD", "bridge>portmap>firewall DEL"]),
+        ("loopback", s_loopback_add, ["loopback ADD", "loopback ADD CPU (user+sys)"]),
+        ("bridge", s_bridge, ["bridge+host-local ADD", "bridge+host-local DEL", "bridge+host-local ADD CPU (user+sys)"]),
+        ("chain", s_chain, ["bridge>portmap>firewall ADD", "bridge>portmap>firewall DEL",
+                            "bridge>portmap>firewall ADD CPU (user+sys)"]),
         ("parallel", s_parallel, [f"{opts.parallel} parallel chain ADDs, {opts.workers} workers (wall)",
                                   f"{opts.parallel} parallel chain DELs, {opts.workers} workers (wall)"]),
         ("scale", s_scale, [f"chain ADD with {n} containers" for n in opts.counts]

@@ -8,7 +8,6 @@ lives, never by reading it.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
@@ -56,7 +55,9 @@ def canonical(name: str) -> str:
 
 def get(name: str):
     """The ``Plugin`` registered as ``name``."""
-    return importlib.import_module(MODULES[canonical(name)]).PLUGIN
+    module = MODULES[canonical(name)]
+    __import__(module)   # not importlib.import_module: a plugin process does not load the importlib package
+    return sys.modules[module].PLUGIN
 
 
 def bin_dir() -> str:

@@ -206,9 +206,14 @@ class entered:
 
     def __enter__(self) -> None:
         nstype = self.nstype
-        self.own = os.open(SELF_NETNS if nstype == CLONE_NEWNET else f"/proc/thread-self/ns/{_NAME_OF[nstype]}",
-                           os.O_RDONLY | os.O_CLOEXEC)
+        own_path = SELF_NETNS if nstype == CLONE_NEWNET else f"/proc/thread-self/ns/{_NAME_OF[nstype]}"
+        self.own = None
         path = isinstance(self.fd_or_path, str)
+        # Already in that network namespace (a standalone plugin's host handle): no switch and none back.
+        # Network namespaces only: entering the current mount namespace again also resets root and cwd.
+        if nstype == CLONE_NEWNET and not path and _same_namespace(self.fd_or_path, own_path):
+            return
+        self.own = os.open(own_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             self.target = os.open(self.fd_or_path, os.O_RDONLY | os.O_CLOEXEC) if path else self.fd_or_path
         except BaseException:
@@ -221,6 +226,8 @@ class entered:
             raise
 
     def __exit__(self, *exc) -> None:
+        if self.own is None:
+            return
         try:
             setns(self.own, self.nstype)
         finally:
@@ -230,6 +237,13 @@ class entered:
         os.close(self.own)
         if isinstance(self.fd_or_path, str):
             os.close(self.target)
+
+
+def _same_namespace(fd: int, own_path: str) -> bool:
+    """True when namespace file ``fd`` is the one the calling thread is in (one fstat and one stat: less
+    than the two switches it saves)."""
+    mine, target = os.stat(own_path), os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (target.st_dev, target.st_ino)
 
 
 _NAME_OF = {flag: name for name, flag in NAMESPACES.items()}

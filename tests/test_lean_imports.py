@@ -55,10 +55,11 @@ def test_dataclass_without_docstring_still_gets_one_with_inspect_deferred():
 def test_pyroute2_loads_without_tc_and_multiprocessing_code_and_builds_tc_messages_later():
     out = run_fresh("""
         from cni_plugins import lean_imports
+        lean_imports.defer_stdlib()   # as a plugin process: subprocess (which imports signal) deferred
         lean_imports.install()
         import pyroute2.iproute.linux as linux
         print("pyroute2.netlink.rtnl.tcmsg.sched_htb" in sys.modules, "multiprocessing" in sys.modules,
-              "platform" in sys.modules)
+              "platform" in sys.modules, "signal" in sys.modules)
 
         from pyroute2.netlink.rtnl.tcmsg import tcmsg
         msg = tcmsg()
@@ -70,12 +71,14 @@ def test_pyroute2_loads_without_tc_and_multiprocessing_code_and_builds_tc_messag
 
         from pyroute2 import config
         print("multiprocessing" in sys.modules, callable(config.MpQueue))
-        import os, platform
+        import os, platform, signal
         print(tuple(config.uname[:5]) == tuple(os.uname()), config.machine == platform.machine(),
-              config.arch == platform.architecture()[0])
+              config.arch == platform.architecture()[0], config.signal_stop_remote == signal.SIGUSR1,
+              signal.Signals.SIGUSR1 is signal.SIGUSR1)
     """)
-    assert out.split("\n")[:5] == ["False False False", "tcmsg tbf", "True pyroute2.netlink.rtnl.tcmsg.sched_htb",
-                                   "False True", "True True True"]
+    assert out.split("\n")[:5] == ["False False False False", "tcmsg tbf",
+                                   "True pyroute2.netlink.rtnl.tcmsg.sched_htb", "False True",
+                                   "True True True True True"]
 
 
 @pytest.mark.parametrize("name, use", [("subprocess", "subprocess.run(['true']).returncode == 0"),
@@ -98,7 +101,7 @@ DATACLASSES = """
     real_compile = builtins.compile
     builtins.compile = lambda *a, **k: compiled.append(a[1]) or real_compile(*a, **k)
     from cni_plugins import lean_imports
-    lean_imports.cache_dataclass_code("test", sys.argv[1])
+    lean_imports.cache_compiled_code("test", sys.argv[1])
 
     @dataclasses.dataclass(frozen=True)
     class Frozen:
@@ -111,7 +114,7 @@ DATACLASSES = """
         "Ordered."
         n: int
 
-    lean_imports.save_dataclass_code()
+    lean_imports.save_compiled_code()
     a = Frozen(1)
     try:
         a.x = 2
@@ -136,6 +139,70 @@ def test_unreadable_code_cache_is_compiled_anew(tmp_path):
     cache.write_bytes(b"not marshal data")
     out = run_fresh(DATACLASSES, str(cache)).split("\n")
     assert out[:3] == ["frozen", "Frozen(x=1, y=()) True True True", "True"]
+
+
+REGEXES = """
+    import re
+    from cni_plugins import lean_imports
+    lean_imports.cache_compiled_code("test", sys.argv[1])
+    parsed = []
+    real_parse = sys.modules["re._parser"].parse
+    sys.modules["re._parser"].parse = lambda *a: parsed.append(a[0]) or real_parse(*a)
+    import json
+    word = re.compile(r"(?P<key>[a-z]+)=(?P<value>\\d+)", re.I)
+    raw = re.compile(rb"^\\x00+$")
+    lean_imports.save_compiled_code()
+    m = word.search("-- Port=8080 --")
+    print(m.group("key"), m["value"], m.span(), word.groupindex["value"], word.groups, word.flags & re.I != 0)
+    print(bool(raw.match(b"\\x00\\x00")), json.loads('{"a": [1.5e3, "\\u00e9"]}'))
+    print(len(parsed))
+"""
+
+
+def test_regexes_from_the_code_cache_match_as_compiled_ones(tmp_path):
+    """The second process compiles no pattern (json's own included) and matches, groups and flags agree."""
+    cache = str(tmp_path / "codes.marshal")
+    first = run_fresh(REGEXES, cache).split("\n")
+    second = run_fresh(REGEXES, cache).split("\n")
+    assert first[:2] == second[:2] == ["Port 8080 (3, 12) 2 2 True", "True {'a': [1500.0, 'é']}"]
+    assert int(first[2]) >= 2 and second[2] == "0"
+
+
+def test_logger_taken_before_logging_ran_logs_as_the_real_one():
+    out = run_fresh("""
+        from cni_plugins import lean_imports
+        lean_imports.defer_stdlib(("logging",))
+        import io, logging
+        log = logging.getLogger("pynet.test")   # as pyroute2's modules do at import
+        print("__getattr__" in vars(logging))
+        log.setLevel(logging.INFO)
+        buf = io.StringIO()
+        log.addHandler(logging.StreamHandler(buf))
+        log.info("x=%d", 3)
+        print(buf.getvalue().strip(), log._logger is logging.getLogger("pynet.test"), "__getattr__" in vars(logging))
+    """)
+    assert out.split("\n")[:2] == ["True", "x=3 True False"]
+
+
+def test_link_kinds_load_when_looked_up_and_decode_as_before():
+    """ifinfmsg's link-kind modules (vxlan, bond...) stay unrun until a link of that kind is decoded or
+    built; then IFLA_INFO_DATA reads as pyroute2 always read it (in a namespace of its own, gone at exit)."""
+    out = run_fresh("""
+        from cni_plugins import lean_imports, syscalls
+        lean_imports.install()
+        syscalls.unshare(syscalls.CLONE_NEWNET)
+        from pyroute2.iproute.linux import IPRoute
+        kinds = "pyroute2.netlink.rtnl.ifinfmsg.plugins."
+        ran = lambda name: "__getattr__" not in vars(sys.modules[kinds + name])
+        print(ran("vxlan"), ran("bond"))
+        with IPRoute() as ipr:
+            ipr.link("add", ifname="vx0", kind="vxlan", vxlan_id=42, vxlan_port=4790)
+            info = ipr.link("get", ifname="vx0")[0].get_attr("IFLA_LINKINFO")
+        data = info.get_attr("IFLA_INFO_DATA")
+        print(info.get_attr("IFLA_INFO_KIND"), data.get_attr("IFLA_VXLAN_ID"), data.get_attr("IFLA_VXLAN_PORT"))
+        print(ran("vxlan"), ran("bond"))
+    """)
+    assert out.split("\n")[:3] == ["False False", "vxlan 42 4790", "True False"]
 
 
 def test_launcher_preload_maps_libnftables_without_making_a_context():

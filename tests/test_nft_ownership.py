@@ -243,3 +243,29 @@ def test_the_tag_scheme_lives_in_nft_and_stays_importable_from_skel():
     long_owner = nft.owner_tag("x" * 120, "eth0")
     assert long_owner.startswith("#") and len(long_owner) == 41
     assert len(nft.network_owner_tag("x" * 120, "eth0", "n" * 200)) <= 96
+
+
+def test_context_pool_makes_at_most_its_size_and_queues_the_rest_until_one_is_free():
+    """Requests beyond the pool's size wait for a context (the daemon's case) rather than making more."""
+    import time
+
+    from cni_plugins.nft.handle import _Pool
+
+    pool, made, inside, peak, lock = _Pool(), [], [0], [0], threading.Lock()
+
+    def use():
+        with pool.context(lambda: made.append(object()) or made[-1]):
+            with lock:
+                inside[0] += 1
+                peak[0] = max(peak[0], inside[0])
+            time.sleep(0.02)
+            with lock:
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=use) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads)
+    assert len(made) == peak[0] == _Pool.SIZE

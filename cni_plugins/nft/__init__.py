@@ -9,7 +9,7 @@ Every plugin keeps its own table (as cri-o's hostport code and kube-proxy do); r
 table, and per-container state is owner-tagged set/map elements.
 """
 
-import importlib
+import sys
 
 # Names load on first use: the skeleton imports ``tags`` for every invocation, VERSION included, and must not
 # pay for the rest.
@@ -29,6 +29,8 @@ def __getattr__(name: str):
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    # __import__, not importlib.import_module: the importlib package is not loaded in a plugin process
+    __import__(f"{__name__}.{module}")
+    value = getattr(sys.modules[f"{__name__}.{module}"], name)
     globals()[name] = value
     return value
