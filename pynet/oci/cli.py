@@ -318,15 +318,15 @@ COMMANDS = {"create": _create, "start": _start, "state": _state, "kill": _kill, 
 
 # The standard library's directories first (each import otherwise searches the project's and site's
 # directories before it), and os._exit at the end: interpreter finalization is not needed. The cgroup
-# warm-up (cgroups.start_warmup) of create and run starts before the runtime's imports: its grace period
-# holds the kernel's cgroup lock, which the container's cgroup mkdirs wait for.
+# warm-up (cgroup_warmup, built-in modules only) of create and run starts before the runtime's imports:
+# its grace period holds the kernel's cgroup lock, which the container's cgroup mkdirs wait for.
 _SCRIPT = """#!{python} -IS
 # pynet-oci, started without site; written by pynet.oci.cli.write_script.
 import sys
 sys.path[:] = sys.path[1:] + {paths!r}
 if {{"create", "run"}} & set(sys.argv[1:]):
-    from pynet.launcher.cgroups import start_warmup
-    start_warmup(thread=True)
+    from pynet.launcher.cgroup_warmup import start_thread
+    start_thread()
 from pynet.oci.cli import main, exit_now
 exit_now(main())
 """

@@ -73,26 +73,43 @@ class Plan:
 
 
 # -- runtime side --------------------------------------------------------------------------------------
-def launch(plan: Plan, join_cgroups, on_namespaces, idle=None, stage: tuple | None = None) -> int:
-    """Forks the init; returns its host PID once it waits on the exec fifo (without one, once the process
-    is executed). ``join_cgroups(pid)`` runs before any namespace is made; ``on_namespaces(pid)`` with the
-    namespaces made, before the mounts (prestart/createRuntime hooks; pynet run's network attach);
-    ``idle()`` while stage 1 builds them (the caller would only wait). ``stage``: a (pid, report fd,
-    sync fd) forked ahead (the launcher's Prestarted) instead of a new stage 1."""
-    pid = None
-    if stage is not None:
-        stage1, r_report, w_sync = stage
-    elif "user" in plan.ns:
+def fork(plan: Plan) -> tuple[int | None, int | None, int, int]:
+    """Forks stage 1 (with a user namespace), or else the init straight into its PID namespace; it waits
+    for launch()'s go-ahead. Returns (stage 1 pid, init pid: one of the two None, report fd, sync fd),
+    for launch(forked=); abandon() undoes it."""
+    if "user" in plan.ns:
         stage1, r_report, w_sync = stages.fork_stage(_stage1, plan)
-    else:   # no user namespace: the init is forked straight into its PID namespace, no stage between
-        own_pid_ns = _enter_pid_namespace(plan.ns)
-        try:
-            stage1, r_report, w_sync = stages.fork_stage(_direct_init, plan)
-        finally:
-            if own_pid_ns is not None:
-                L.setns(own_pid_ns, L.CLONE_NEWPID)
-                os.close(own_pid_ns)
-        pid, stage1 = stage1, None
+        return stage1, None, r_report, w_sync
+    own_pid_ns = _enter_pid_namespace(plan.ns)
+    try:
+        pid, r_report, w_sync = stages.fork_stage(_direct_init, plan)
+    finally:
+        if own_pid_ns is not None:
+            L.setns(own_pid_ns, L.CLONE_NEWPID)
+            os.close(own_pid_ns)
+    return None, pid, r_report, w_sync
+
+
+def abandon(plan: Plan, forked: tuple) -> None:
+    """What fork() made, undone when launch() will not be called: the stage killed, the pipes closed."""
+    stage1, pid, r_report, w_sync = forked
+    stages.kill_stages(stage1, pid)
+    for fd in (r_report, w_sync) + ((plan.fifo_fd,) if plan.fifo_fd is not None else ()):
+        os.close(fd)
+
+
+def launch(plan: Plan, join_cgroups, on_namespaces, idle=None, stage: tuple | None = None,
+           forked: tuple | None = None) -> int:
+    """Forks the init (or takes fork()'s ``forked``); returns its host PID once it waits on the exec
+    fifo (without one, once the process is executed). ``join_cgroups(pid)`` runs before any namespace is
+    made; ``on_namespaces(pid)`` with the namespaces made, before the mounts (prestart/createRuntime
+    hooks; pynet run's network attach); ``idle()`` while stage 1 builds them (the caller would only
+    wait). ``stage``: a (pid, report fd, sync fd) forked ahead (the launcher's Prestarted) instead of a
+    new stage 1."""
+    if stage is not None:
+        (stage1, r_report, w_sync), pid = stage, None
+    else:
+        stage1, pid, r_report, w_sync = forked or fork(plan)
     report = os.fdopen(r_report, "rb")
     try:
         join_cgroups(stage1 or pid)

@@ -193,7 +193,7 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
     from pynet.launcher import security
 
     from . import config as C
-    from .init import Plan, launch
+    from .init import Plan, abandon, fork, launch
 
     linux = conf.get("linux") or {}
     res = linux.get("resources") or {}
@@ -213,14 +213,28 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
         raise OCIError(f"container with id exists: {cid}") from None
     cg = None
     pid = None
+    forked = None
     try:
         os.mkfifo(c.fifo, 0o622)
         os.chmod(c.fifo, 0o622)   # not the umask's: the init may be another uid (user namespace)
         root_id = C.host_id(linux, "uidMappings"), C.host_id(linux, "gidMappings")
         os.chown(c.fifo, *root_id)
         c.reader = os.open(c.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC) if start_soon else None
+        if subreaper:
+            syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+        hooks.preload(conf)
+        hs = cgroups.hierarchies()
         try:
-            cg = cgroups.create(cid, _limits(res), rel=rel, rules=rules)
+            plan = Plan(conf, c.dir, no_pivot, filt, console.fileno() if console is not None else None,
+                        preserve_fds, cgroup_mounts=cgroups.container_mounts(hs))
+            plan.cgroup_paths = cgroups.planned_paths(cid, rel, hs)
+            # Forked before the cgroups are made, to wait for its go-ahead: their first mkdir waits until
+            # the warm-up's move has had its grace period (the kernel's cgroup lock is held until then).
+            forked = fork(plan)
+        except Exception as exc:  # noqa: BLE001 - LaunchError, OSError
+            raise OCIError(f"container init: {exc}") from None
+        try:
+            cg = cgroups.create(cid, _limits(res), rel=rel, rules=rules, hs=hs)
         except (cgroups.CgroupError, OSError) as exc:
             raise OCIError(f"cgroups: {exc}") from None
         _cpu_extras(cg, res.get("cpu") or {})
@@ -230,9 +244,6 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
                   "hooks": conf.get("hooks") or {}, "process": conf["process"],
                   "seccomp": linux.get("seccomp"),
                   "not_applied": not_applied(conf)}
-        if subreaper:
-            syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
-        hooks.preload(conf)
 
         def on_namespaces(init_pid: int) -> None:
             c.data.update(pid=init_pid, pid_start=proc_start_time(init_pid))
@@ -242,10 +253,8 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
             hooks.run(conf, "createRuntime", st)
 
         try:
-            plan = Plan(conf, c.dir, no_pivot, filt, console.fileno() if console is not None else None,
-                        preserve_fds)
-            plan.cgroup_paths = cg.paths
-            pid = launch(plan, cg.join, on_namespaces)
+            forked, launching = None, forked
+            pid = launch(plan, cg.join, on_namespaces, forked=launching)
         except OCIError:
             raise
         except Exception as exc:  # noqa: BLE001 - LaunchError, OSError
@@ -254,6 +263,8 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
             _write_pid_file(pid_file, pid)
         return c
     except BaseException:
+        if forked is not None:
+            abandon(plan, forked)
         if pid:
             _kill_quiet(pid, signal.SIGKILL)
         if cg is not None:
