@@ -62,7 +62,17 @@ class Plan:
             # in a user namespace may not be able to walk to the state directory.
             self.fifo_fd = os.open(os.path.join(state_dir, "exec.fifo"), os.O_PATH | os.O_CLOEXEC)
         self.cgroup_paths = {}   # {controller: the container's cgroup directory}, set by pynet-oci's runtime
+        # pynet-oci's runtime sets it when overlap_allowed(): the init makes its namespaces and mounts while
+        # the runtime makes its cgroups (release()), and waits for them at the first cgroup mount.
+        self.cgroups_later = False
         self.namespace_hooks = any((conf.get("hooks") or {}).get(k) for k in ("prestart", "createRuntime"))
+
+    def overlap_allowed(self) -> bool:
+        """Whether the init may make its namespaces and mounts before it is in its cgroups: pynet-oci's
+        direct init (no user namespace) without a cgroup namespace (whose root is the cgroup it is made
+        in) and without hooks between namespaces and mounts (they see the container as runc leaves it)."""
+        return self.fifo_fd is not None and not self.namespace_hooks and "user" not in self.ns \
+            and "cgroup" not in self.ns
 
     def new_flags(self) -> int:
         flags = 0
@@ -90,6 +100,15 @@ def fork(plan: Plan) -> tuple[int | None, int | None, int, int]:
     return None, pid, r_report, w_sync
 
 
+def release(forked: tuple) -> None:
+    """The go-ahead of a forked direct init whose Plan has cgroups_later: its namespaces and mounts are
+    made while the caller makes its cgroups (launch(released=True) joins it to them)."""
+    try:
+        os.write(forked[3], b"1")
+    except BrokenPipeError:
+        pass   # the init failed already: launch() reads why
+
+
 def abandon(plan: Plan, forked: tuple) -> None:
     """What fork() made, undone when launch() will not be called: the stage killed, the pipes closed."""
     stage1, pid, r_report, w_sync = forked
@@ -99,13 +118,13 @@ def abandon(plan: Plan, forked: tuple) -> None:
 
 
 def launch(plan: Plan, join_cgroups, on_namespaces, idle=None, stage: tuple | None = None,
-           forked: tuple | None = None) -> int:
+           forked: tuple | None = None, released: bool = False) -> int:
     """Forks the init (or takes fork()'s ``forked``); returns its host PID once it waits on the exec
     fifo (without one, once the process is executed). ``join_cgroups(pid)`` runs before any namespace is
     made; ``on_namespaces(pid)`` with the namespaces made, before the mounts (prestart/createRuntime
     hooks; pynet run's network attach); ``idle()`` while stage 1 builds them (the caller would only
     wait). ``stage``: a (pid, report fd, sync fd) forked ahead (the launcher's Prestarted) instead of a
-    new stage 1."""
+    new stage 1. ``released``: release() let the init go ahead already (Plan.cgroups_later)."""
     if stage is not None:
         (stage1, r_report, w_sync), pid = stage, None
     else:
@@ -118,7 +137,7 @@ def launch(plan: Plan, join_cgroups, on_namespaces, idle=None, stage: tuple | No
         # pynet run (no fifo): its on_namespaces attaches the network, which the process must find.
         early = plan.fifo_fd is not None and not plan.namespace_hooks \
             and not ("user" in plan.ns and plan.ns["user"] is None)
-        os.write(w_sync, b"1H" if early else b"1")
+        os.write(w_sync, (b"" if released else b"1") + (b"H" if early else b""))
         if idle is not None:
             idle()
         msg = stages._read(report)
@@ -266,12 +285,19 @@ def _init(plan: Plan, sync_fd: int, report_fd: int) -> None:
     if plan.ns.get("network", "") is None:
         stages._loopback_up()
     root = conf["_rootfs"]
+    joined = []
+
+    def wait_joined() -> None:   # "H": in the cgroups (and the parent's hooks run)
+        if not joined:
+            stages._wait_byte(sync_fd, b"H")
+            joined.append(True)
+
     if plan.ns.get("mount", "") is None:
-        _mount_rootfs(plan, root)
+        _mount_rootfs(plan, root, wait_joined if plan.cgroups_later else None)
     fifo_fd = plan.fifo_fd
     if fifo_fd is None:
         _run_at_once(plan, root, sync_fd, report_fd)
-    stages._wait_byte(sync_fd, b"H")
+    wait_joined()
     state = {"ociVersion": conf["ociVersion"], "id": os.path.basename(plan.state_dir), "status": "created",
              "pid": 0, "bundle": conf["_bundle"], "annotations": conf.get("annotations") or {}}
     hooks.run(conf, "createContainer", state)
@@ -405,7 +431,9 @@ def mount_overlay(plan: Plan) -> str:
     return root
 
 
-def _mount_rootfs(plan: Plan, root: str) -> None:
+def _mount_rootfs(plan: Plan, root: str, before_cgroups=None) -> None:
+    """The mounts and devices of config.json under ``root``; ``before_cgroups()`` is called before the
+    first cgroup mount (which shows the container's cgroups)."""
     # Nothing mounted here reaches the host: private, or a slave receiving the host's mounts. Shared and
     # unbindable go to the new root after pivot_root (which refuses a shared parent): a slave until then.
     # With an overlay source, mount_overlay made it all private already.
@@ -414,6 +442,8 @@ def _mount_rootfs(plan: Plan, root: str) -> None:
         L.mount(None, "/", None, L.MS_REC | (C.PROPAGATION[prop] if prop.endswith(("private", "slave")) else L.MS_SLAVE))
     L.mount(root, root, None, L.MS_BIND | L.MS_REC)
     for m in plan.conf.get("mounts") or ():
+        if before_cgroups is not None and m.get("type") in ("cgroup", "cgroup2"):
+            before_cgroups()
         if not (plan.binds_done and _is_bind(m)):
             _mount_one(plan, root, m)
     for dev in plan.linux.get("devices") or ():

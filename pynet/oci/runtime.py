@@ -193,7 +193,7 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
     from pynet.launcher import security
 
     from . import config as C
-    from .init import Plan, abandon, fork, launch
+    from .init import Plan, abandon, fork, launch, release
 
     linux = conf.get("linux") or {}
     res = linux.get("resources") or {}
@@ -228,9 +228,13 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
             plan = Plan(conf, c.dir, no_pivot, filt, console.fileno() if console is not None else None,
                         preserve_fds, cgroup_mounts=cgroups.container_mounts(hs))
             plan.cgroup_paths = cgroups.planned_paths(cid, rel, hs)
-            # Forked before the cgroups are made, to wait for its go-ahead: their first mkdir waits until
-            # the warm-up's move has had its grace period (the kernel's cgroup lock is held until then).
+            plan.cgroups_later = plan.overlap_allowed()
+            # Forked before the cgroups are made: their first mkdir waits until the warm-up's move has had
+            # its grace period (the kernel's cgroup lock is held until then), and the init makes its
+            # namespaces and mounts meanwhile when it may.
             forked = fork(plan)
+            if plan.cgroups_later:
+                release(forked)
         except Exception as exc:  # noqa: BLE001 - LaunchError, OSError
             raise OCIError(f"container init: {exc}") from None
         try:
@@ -254,7 +258,7 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
 
         try:
             forked, launching = None, forked
-            pid = launch(plan, cg.join, on_namespaces, forked=launching)
+            pid = launch(plan, cg.join, on_namespaces, forked=launching, released=plan.cgroups_later)
         except OCIError:
             raise
         except Exception as exc:  # noqa: BLE001 - LaunchError, OSError
