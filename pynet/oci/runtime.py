@@ -406,7 +406,7 @@ def start(root: str, cid: str, reader: int | None = None) -> Container:
             os.unlink(c.fifo)
         except FileNotFoundError:
             pass
-    c.warnings = hooks.run(c.data, "poststart", dict(c.state(), status="running"), warn=True)
+    c.warnings = hooks.run(c.data, "poststart", lambda: dict(c.state(), status="running"), warn=True)
     return c
 
 
@@ -458,7 +458,7 @@ def delete(root: str, cid: str, force: bool = False) -> list[str]:
         _remove_cgroups(cg, cid)
     except cgroups.CgroupError as exc:
         raise OCIError(f"{exc} (the container stays listed: delete --force again)") from None
-    warnings = hooks.run(c.data, "poststop", dict(c.state(), status="stopped"), warn=True)
+    warnings = hooks.run(c.data, "poststop", lambda: dict(c.state(), status="stopped"), warn=True)
     _remove_state(c.dir)
     return warnings
 
