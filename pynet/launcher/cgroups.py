@@ -296,13 +296,21 @@ def _enable_v2(h: Hierarchy, parent: str, wanted: set[str]) -> None:
 _VANISHED = (errno.ENOENT, errno.ENODEV)
 
 
-def _make_child(path: str, prepare_parent, attempts: int = 50) -> None:
+def _make_child(path: str, prepare_parent, attempts: int = 50, parent_kept: bool = False) -> None:
     """mkdir of a container's cgroup, preparing its parent first. The last container of another launcher
     may remove the empty parent at any point until our child exists in it (while it is being prepared,
     or just before the mkdir); then the parent is simply made again. Once the child exists, the parent
     is not empty and stays. (makedirs reports that race as EEXIST: it found the parent made by another
     launcher, then not a directory any more.) Our own child existing already is an error: another
-    container has that cgroup."""
+    container has that cgroup. ``parent_kept``: the parent needs nothing but to exist, and usually does
+    (kept between containers): the mkdir is tried before preparing it."""
+    if parent_kept:
+        try:
+            os.mkdir(path)
+            return
+        except OSError as exc:
+            if exc.errno not in _VANISHED:
+                raise
     for attempt in range(attempts):
         try:
             prepare_parent()
@@ -351,7 +359,7 @@ def create(container_id: str, limits: Limits, devices=(), rel: str | None = None
             path = _path_in(h, container_id, rel)
             parent = os.path.dirname(path)
             if h.version == 1:
-                _make_child(path, lambda: _ensure_parent_v1(h, parent))
+                _make_child(path, lambda: _ensure_parent_v1(h, parent), parent_kept="cpuset" not in h.controllers)
                 for c in _v1_keys(h):
                     cg.paths[c] = path
                 if "devices" in h.controllers:
