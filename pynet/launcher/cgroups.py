@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import os
 import time
-from . import cgroup_warmup
 from .value_objects import REQUIRED, Fields
 
 V1_CONTROLLERS = {"memory", "pids", "cpu", "cpuacct", "cpuset", "freezer", "devices", "blkio"}
@@ -40,14 +39,19 @@ def hierarchies(mountinfo: str | None = None, v2_controllers=_v2_controllers) ->
         with open("/proc/self/mountinfo") as fh:
             mountinfo = fh.read()
     out, seen = [], set()
-    for mnt, root, fstype, super_opts in cgroup_warmup.mounts(mountinfo):
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        fields, rfields = left.split(), right.split()
+        if len(fields) < 5 or len(rfields) < 3:
+            continue
+        fstype, mnt, root = rfields[0], fields[4], fields[3]
         if root != "/" or mnt in seen:
             continue
         if fstype == "cgroup2":
             out.append(Hierarchy(mnt, 2, v2_controllers(mnt)))
             seen.add(mnt)
         elif fstype == "cgroup":
-            opts = set(super_opts.split(","))
+            opts = set(rfields[2].split(","))
             ctrls = frozenset(opts & V1_CONTROLLERS)
             if ctrls or any(o.startswith("name=") for o in opts):
                 out.append(Hierarchy(mnt, 1, ctrls))
@@ -95,14 +99,9 @@ def layout(hs: list[Hierarchy] | None = None) -> str:
 _warmup = None   # (owner pid, warm-up child pid)
 
 
-def start_warmup(thread: bool = False) -> None:
-    """Forks the warm-up child (best effort: any failure only forgoes the saving); once per process.
-    ``thread``: cgroup_warmup's thread instead (pynet-oci: no fork and exit of a Python process, ~3 ms of
-    CPU; its process forks only stages that never wait for the warm-up)."""
+def start_warmup() -> None:
+    """Forks the warm-up child (best effort: any failure only forgoes the saving); once per process."""
     global _warmup
-    if thread:
-        cgroup_warmup.start_thread()
-        return
     if _warmup is not None and _warmup[0] == os.getpid():
         return
     try:
@@ -111,18 +110,39 @@ def start_warmup(thread: bool = False) -> None:
         return
     if child == 0:
         try:
-            procs = cgroup_warmup.own_procs_file()
+            procs = _own_procs_file()
             if procs:
-                fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
-                os.write(fd, b"0")
+                _noop_self_move(procs)
         finally:
             os._exit(0)
     _warmup = (os.getpid(), child)
 
 
+def _own_procs_file() -> str | None:
+    """cgroup.procs of this process's cgroup in the first hierarchy with controllers."""
+    with open("/proc/self/cgroup") as fh:
+        own = dict(line.rstrip("\n").split(":", 2)[1:] for line in fh if line.count(":") >= 2)
+    for h in hierarchies(v2_controllers=lambda _m: frozenset()):
+        if h.version == 1 and not h.controllers:
+            continue
+        rel = own.get("") if h.version == 2 else own.get(",".join(sorted(h.controllers)))
+        if rel is not None:
+            return os.path.join(h.mountpoint, rel.lstrip("/"), "cgroup.procs")
+    return None
+
+
+def _noop_self_move(procs: str | None) -> None:
+    if procs is None:
+        return
+    fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, b"0")
+    finally:
+        os.close(fd)
+
+
 def _wait_warmup() -> None:
     global _warmup
-    cgroup_warmup.stop_thread()
     if _warmup is not None:
         owner, child = _warmup
         _warmup = None
@@ -173,6 +193,10 @@ class ContainerCgroups(Fields):
 
     def all_dirs(self) -> list[str]:
         return list(dict.fromkeys(self.paths.values()))
+
+    def v1_dirs(self) -> list[str]:
+        """The directories in v1 hierarchies (all but the cgroup2 one)."""
+        return [p for p in self.all_dirs() if p != self.paths.get("unified")]
 
     def join(self, pid: int) -> None:
         _wait_warmup()
@@ -322,45 +346,25 @@ def _make_child(path: str, prepare_parent, attempts: int = 50, parent_kept: bool
                 raise
 
 
-def _path_in(h: Hierarchy, container_id: str, rel: str | None) -> str:
-    return os.path.join(h.mountpoint, rel.strip("/") if rel else os.path.join("pynet", container_id))
-
-
-def _v1_keys(h: Hierarchy):
-    return h.controllers or {",".join(sorted(h.controllers)) or os.path.basename(h.mountpoint)}
-
-
-def planned_paths(container_id: str, rel: str | None = None, hs: list[Hierarchy] | None = None) -> dict:
-    """The ``paths`` create() will give (with the same arguments and ``hs``), without making anything:
-    for what is forked before the cgroups are made."""
-    paths = {}
-    for h in hierarchies() if hs is None else hs:
-        path = _path_in(h, container_id, rel)
-        for key in _v1_keys(h) if h.version == 1 else ("unified",):
-            paths[key] = path
-    return paths
-
-
-def create(container_id: str, limits: Limits, devices=(), rel: str | None = None, rules=None,
-           hs: list[Hierarchy] | None = None) -> ContainerCgroups:
-    """Makes pynet/<id> (or ``rel``, a path under each hierarchy's root) in every hierarchy (``hs``:
-    hierarchies() read before), writes the limits and the device allowlist (the default one plus
-    ``devices``, launcher.devices.Device; or ``rules``, devices.Rule, as given): through the v1 devices
-    controller where one is mounted, else through a device program on cgroup2; on failure removes what
-    it made."""
+def create(container_id: str, limits: Limits, devices=(), rel: str | None = None, rules=None) -> ContainerCgroups:
+    """Makes pynet/<id> (or ``rel``, a path under each hierarchy's root) in every hierarchy, writes the
+    limits and the device allowlist (the default one plus ``devices``, launcher.devices.Device; or
+    ``rules``, devices.Rule, as given): through the v1 devices controller where one is mounted, else
+    through a device program on cgroup2; on failure removes what it made."""
     from . import devices as devs
 
     rules = devs.rules_for(devices) if rules is None else list(rules)
-    hs = hierarchies() if hs is None else hs
+    hs = hierarchies()
     cg = ContainerCgroups()
     v2_limits = {"memory", "pids", "cpu", "cpuset"}
     try:
         for h in hs:
-            path = _path_in(h, container_id, rel)
+            path = os.path.join(h.mountpoint, rel.strip("/") if rel else os.path.join("pynet", container_id))
             parent = os.path.dirname(path)
             if h.version == 1:
                 _make_child(path, lambda: _ensure_parent_v1(h, parent), parent_kept="cpuset" not in h.controllers)
-                for c in _v1_keys(h):
+                key = ",".join(sorted(h.controllers)) or os.path.basename(h.mountpoint)
+                for c in h.controllers or {key}:
                     cg.paths[c] = path
                 if "devices" in h.controllers:
                     devs.apply_v1(path, rules)

@@ -32,12 +32,12 @@ def kill_stages(*pids) -> None:
                 pass
 
 
-def fork_stage(fn, *args) -> tuple[int, int, int]:
-    """Forks a child running ``fn(*args, sync_fd, report_fd)`` as a stage (_run_stage); returns its pid,
-    the read end of its report pipe and the write end of its sync pipe."""
+def fork_stage(fn, *args, fork=os.fork) -> tuple[int, int, int]:
+    """Forks (with ``fork``) a child running ``fn(*args, sync_fd, report_fd)`` as a stage (_run_stage);
+    returns its pid, the read end of its report pipe and the write end of its sync pipe."""
     r_report, w_report = os.pipe()
     r_sync, w_sync = os.pipe()
-    pid = os.fork()
+    pid = fork()
     if pid == 0:
         os.close(r_report)
         os.close(w_sync)

@@ -62,17 +62,12 @@ class Plan:
             # in a user namespace may not be able to walk to the state directory.
             self.fifo_fd = os.open(os.path.join(state_dir, "exec.fifo"), os.O_PATH | os.O_CLOEXEC)
         self.cgroup_paths = {}   # {controller: the container's cgroup directory}, set by pynet-oci's runtime
-        # pynet-oci's runtime sets it when overlap_allowed(): the init makes its namespaces and mounts while
-        # the runtime makes its cgroups (release()), and waits for them at the first cgroup mount.
-        self.cgroups_later = False
+        # Set by pynet-oci's runtime: the v1 `tasks` files the first stage writes "0" to itself, before any
+        # namespace (the kernel moves a thread that moves itself without its threadgroup lock: no RCU
+        # grace period to wait); its cgroup2 directory is the one fork(into=) forks it into. None: the
+        # launcher joins it (launch's join_cgroups).
+        self.own_cgroup_files = None
         self.namespace_hooks = any((conf.get("hooks") or {}).get(k) for k in ("prestart", "createRuntime"))
-
-    def overlap_allowed(self) -> bool:
-        """Whether the init may make its namespaces and mounts before it is in its cgroups: pynet-oci's
-        direct init (no user namespace) without a cgroup namespace (whose root is the cgroup it is made
-        in) and without hooks between namespaces and mounts (they see the container as runc leaves it)."""
-        return self.fifo_fd is not None and not self.namespace_hooks and "user" not in self.ns \
-            and "cgroup" not in self.ns
 
     def new_flags(self) -> int:
         flags = 0
@@ -83,61 +78,79 @@ class Plan:
 
 
 # -- runtime side --------------------------------------------------------------------------------------
-def fork(plan: Plan) -> tuple[int | None, int | None, int, int]:
-    """Forks stage 1 (with a user namespace), or else the init straight into its PID namespace; it waits
-    for launch()'s go-ahead. Returns (stage 1 pid, init pid: one of the two None, report fd, sync fd),
-    for launch(forked=); abandon() undoes it."""
+def fork(plan: Plan, into: int | None = None) -> tuple:
+    """Forks stage 1 (with a user namespace), or else the init straight into its PID namespace; it joins
+    plan.own_cgroup_files itself, then waits for launch()'s go-ahead. ``into``: a cgroup2 directory to
+    fork it into (syscalls.fork_into_cgroup; a plain fork where the kernel refuses). Returns (stage 1 pid,
+    init pid: one of the two None, report fd, sync fd, whether it is in all its cgroups already: then
+    launch() leaves join_cgroups out), for launch(forked=); abandon() undoes it."""
+    born_in = []
+
+    def fork_child() -> int:
+        if into is not None:
+            try:
+                pid = L.fork_into_cgroup(into)
+                born_in.append(True)
+                return pid
+            except OSError:
+                pass
+        return os.fork()
+
     if "user" in plan.ns:
-        stage1, r_report, w_sync = stages.fork_stage(_stage1, plan)
-        return stage1, None, r_report, w_sync
-    own_pid_ns = _enter_pid_namespace(plan.ns)
-    try:
-        pid, r_report, w_sync = stages.fork_stage(_direct_init, plan)
-    finally:
-        if own_pid_ns is not None:
-            L.setns(own_pid_ns, L.CLONE_NEWPID)
-            os.close(own_pid_ns)
-    return None, pid, r_report, w_sync
-
-
-def release(forked: tuple) -> None:
-    """The go-ahead of a forked direct init whose Plan has cgroups_later: its namespaces and mounts are
-    made while the caller makes its cgroups (launch(released=True) joins it to them)."""
-    try:
-        os.write(forked[3], b"1")
-    except BrokenPipeError:
-        pass   # the init failed already: launch() reads why
+        stage1, r_report, w_sync = stages.fork_stage(_stage1, plan, fork=fork_child)
+        pid = None
+    else:
+        own_pid_ns = _enter_pid_namespace(plan.ns)
+        try:
+            pid, r_report, w_sync = stages.fork_stage(_direct_init, plan, fork=fork_child)
+        finally:
+            if own_pid_ns is not None:
+                L.setns(own_pid_ns, L.CLONE_NEWPID)
+                os.close(own_pid_ns)
+        stage1 = None
+    joined = plan.own_cgroup_files is not None and (into is None or bool(born_in))
+    return stage1, pid, r_report, w_sync, joined
 
 
 def abandon(plan: Plan, forked: tuple) -> None:
     """What fork() made, undone when launch() will not be called: the stage killed, the pipes closed."""
-    stage1, pid, r_report, w_sync = forked
+    stage1, pid, r_report, w_sync, _joined = forked
     stages.kill_stages(stage1, pid)
     for fd in (r_report, w_sync) + ((plan.fifo_fd,) if plan.fifo_fd is not None else ()):
         os.close(fd)
 
 
+def _join_own_cgroups(plan: Plan) -> None:
+    for path in plan.own_cgroup_files or ():
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+
+
 def launch(plan: Plan, join_cgroups, on_namespaces, idle=None, stage: tuple | None = None,
-           forked: tuple | None = None, released: bool = False) -> int:
+           forked: tuple | None = None) -> int:
     """Forks the init (or takes fork()'s ``forked``); returns its host PID once it waits on the exec
     fifo (without one, once the process is executed). ``join_cgroups(pid)`` runs before any namespace is
     made; ``on_namespaces(pid)`` with the namespaces made, before the mounts (prestart/createRuntime
     hooks; pynet run's network attach); ``idle()`` while stage 1 builds them (the caller would only
     wait). ``stage``: a (pid, report fd, sync fd) forked ahead (the launcher's Prestarted) instead of a
-    new stage 1. ``released``: release() let the init go ahead already (Plan.cgroups_later)."""
+    new stage 1."""
     if stage is not None:
-        (stage1, r_report, w_sync), pid = stage, None
+        (stage1, r_report, w_sync), pid, joined = stage, None, False
     else:
-        stage1, pid, r_report, w_sync = forked or fork(plan)
+        stage1, pid, r_report, w_sync, joined = forked or fork(plan)
     report = os.fdopen(r_report, "rb")
     try:
-        join_cgroups(stage1 or pid)
+        if not joined:
+            join_cgroups(stage1 or pid)
         # Without hooks between namespaces and mounts (nor id maps to write), the init need not wait for
         # this process to be scheduled again: it gets its go-ahead now (one round trip less). Not for
         # pynet run (no fifo): its on_namespaces attaches the network, which the process must find.
         early = plan.fifo_fd is not None and not plan.namespace_hooks \
             and not ("user" in plan.ns and plan.ns["user"] is None)
-        os.write(w_sync, (b"" if released else b"1") + (b"H" if early else b""))
+        os.write(w_sync, b"1H" if early else b"1")
         if idle is not None:
             idle()
         msg = stages._read(report)
@@ -222,6 +235,7 @@ def _before_go_ahead(plan: Plan) -> None:
 
 def _direct_init(plan: Plan, sync_fd: int, report_fd: int) -> None:
     """The init without a user namespace: already in its PID namespace; joins and makes the others."""
+    _join_own_cgroups(plan)
     _before_go_ahead(plan)
     stages._wait_byte(sync_fd, b"1")
     if isinstance(plan.filt, Exception):
@@ -240,6 +254,7 @@ def _direct_init(plan: Plan, sync_fd: int, report_fd: int) -> None:
 
 
 def _stage1(plan: Plan, sync_fd: int, report_fd: int) -> None:
+    _join_own_cgroups(plan)
     _before_go_ahead(plan)
     stages._wait_byte(sync_fd, b"1")
     if isinstance(plan.filt, Exception):
@@ -285,19 +300,12 @@ def _init(plan: Plan, sync_fd: int, report_fd: int) -> None:
     if plan.ns.get("network", "") is None:
         stages._loopback_up()
     root = conf["_rootfs"]
-    joined = []
-
-    def wait_joined() -> None:   # "H": in the cgroups (and the parent's hooks run)
-        if not joined:
-            stages._wait_byte(sync_fd, b"H")
-            joined.append(True)
-
     if plan.ns.get("mount", "") is None:
-        _mount_rootfs(plan, root, wait_joined if plan.cgroups_later else None)
+        _mount_rootfs(plan, root)
     fifo_fd = plan.fifo_fd
     if fifo_fd is None:
         _run_at_once(plan, root, sync_fd, report_fd)
-    wait_joined()
+    stages._wait_byte(sync_fd, b"H")
     state = {"ociVersion": conf["ociVersion"], "id": os.path.basename(plan.state_dir), "status": "created",
              "pid": 0, "bundle": conf["_bundle"], "annotations": conf.get("annotations") or {}}
     hooks.run(conf, "createContainer", state)
@@ -431,9 +439,7 @@ def mount_overlay(plan: Plan) -> str:
     return root
 
 
-def _mount_rootfs(plan: Plan, root: str, before_cgroups=None) -> None:
-    """The mounts and devices of config.json under ``root``; ``before_cgroups()`` is called before the
-    first cgroup mount (which shows the container's cgroups)."""
+def _mount_rootfs(plan: Plan, root: str) -> None:
     # Nothing mounted here reaches the host: private, or a slave receiving the host's mounts. Shared and
     # unbindable go to the new root after pivot_root (which refuses a shared parent): a slave until then.
     # With an overlay source, mount_overlay made it all private already.
@@ -442,8 +448,6 @@ def _mount_rootfs(plan: Plan, root: str, before_cgroups=None) -> None:
         L.mount(None, "/", None, L.MS_REC | (C.PROPAGATION[prop] if prop.endswith(("private", "slave")) else L.MS_SLAVE))
     L.mount(root, root, None, L.MS_BIND | L.MS_REC)
     for m in plan.conf.get("mounts") or ():
-        if before_cgroups is not None and m.get("type") in ("cgroup", "cgroup2"):
-            before_cgroups()
         if not (plan.binds_done and _is_bind(m)):
             _mount_one(plan, root, m)
     for dev in plan.linux.get("devices") or ():

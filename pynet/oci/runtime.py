@@ -193,7 +193,7 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
     from pynet.launcher import security
 
     from . import config as C
-    from .init import Plan, abandon, fork, launch, release
+    from .init import Plan, abandon, fork, launch
 
     linux = conf.get("linux") or {}
     res = linux.get("resources") or {}
@@ -214,31 +214,15 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
     cg = None
     pid = None
     forked = None
+    into = None
     try:
         os.mkfifo(c.fifo, 0o622)
         os.chmod(c.fifo, 0o622)   # not the umask's: the init may be another uid (user namespace)
         root_id = C.host_id(linux, "uidMappings"), C.host_id(linux, "gidMappings")
         os.chown(c.fifo, *root_id)
         c.reader = os.open(c.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC) if start_soon else None
-        if subreaper:
-            syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
-        hooks.preload(conf)
-        hs = cgroups.hierarchies()
         try:
-            plan = Plan(conf, c.dir, no_pivot, filt, console.fileno() if console is not None else None,
-                        preserve_fds, cgroup_mounts=cgroups.container_mounts(hs))
-            plan.cgroup_paths = cgroups.planned_paths(cid, rel, hs)
-            plan.cgroups_later = plan.overlap_allowed()
-            # Forked before the cgroups are made: their first mkdir waits until the warm-up's move has had
-            # its grace period (the kernel's cgroup lock is held until then), and the init makes its
-            # namespaces and mounts meanwhile when it may.
-            forked = fork(plan)
-            if plan.cgroups_later:
-                release(forked)
-        except Exception as exc:  # noqa: BLE001 - LaunchError, OSError
-            raise OCIError(f"container init: {exc}") from None
-        try:
-            cg = cgroups.create(cid, _limits(res), rel=rel, rules=rules, hs=hs)
+            cg = cgroups.create(cid, _limits(res), rel=rel, rules=rules)
         except (cgroups.CgroupError, OSError) as exc:
             raise OCIError(f"cgroups: {exc}") from None
         _cpu_extras(cg, res.get("cpu") or {})
@@ -248,6 +232,26 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
                   "hooks": conf.get("hooks") or {}, "process": conf["process"],
                   "seccomp": linux.get("seccomp"),
                   "not_applied": not_applied(conf)}
+        if subreaper:
+            syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+        hooks.preload(conf)
+        try:
+            plan = Plan(conf, c.dir, no_pivot, filt, console.fileno() if console is not None else None,
+                        preserve_fds)
+            plan.cgroup_paths = cg.paths
+            # No move of the container's first process by this one: it is forked into its cgroup2
+            # directory and writes itself into each v1 hierarchy's (a move of another process waits for
+            # the kernel's threadgroup lock, whose first writer after a quiet spell waits an RCU grace
+            # period: ~10 ms, ~20 ms under load).
+            plan.own_cgroup_files = [os.path.join(path, "tasks") for path in cg.v1_dirs()]
+            if cg.paths.get("unified"):
+                into = os.open(cg.paths["unified"], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            forked = fork(plan, into)
+        except Exception as exc:  # noqa: BLE001 - LaunchError, OSError
+            raise OCIError(f"container init: {exc}") from None
+        finally:
+            if into is not None:
+                os.close(into)
 
         def on_namespaces(init_pid: int) -> None:
             c.data.update(pid=init_pid, pid_start=proc_start_time(init_pid))
@@ -258,7 +262,7 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
 
         try:
             forked, launching = None, forked
-            pid = launch(plan, cg.join, on_namespaces, forked=launching, released=plan.cgroups_later)
+            pid = launch(plan, cg.join, on_namespaces, forked=launching)
         except OCIError:
             raise
         except Exception as exc:  # noqa: BLE001 - LaunchError, OSError
