@@ -12,12 +12,14 @@ import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 
 import pytest
 
+from cni_plugins import syscalls
 from pynet.launcher import cgroups, images, security
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -460,6 +462,52 @@ def test_cgroups_path_is_used_and_removed(oci):
     assert dirs and all(str(pid) in open(os.path.join(d, "cgroup.procs")).read().split() for d in dirs)
     assert oci("delete", "--force", "cgpath").returncode == 0
     assert not any(os.path.exists(os.path.dirname(d)) for d in dirs)
+
+
+def _in_every_cgroup(cid: str, pid: int) -> bool:
+    dirs = _cgroup_dirs(cid)
+    return len(dirs) == len(cgroups.hierarchies()) and \
+        all(str(pid) in open(os.path.join(d, "cgroup.procs")).read().split() for d in dirs)
+
+
+def test_container_is_moved_into_its_cgroups_where_the_kernel_cannot_fork_into_one(oci, monkeypatch):
+    # clone3's CLONE_INTO_CGROUP missing (before Linux 5.7) or refused: a plain fork, moved by the runtime.
+    from pynet.oci import runtime
+
+    def refused(_fd):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(syscalls, "fork_into_cgroup", refused)
+    oci.config(_args("sleep", "60"))
+    with oci.host_ns.entered():
+        pid = runtime.create(oci.root, "moved", oci.bundle).data["pid"]
+    try:
+        assert _in_every_cgroup("moved", pid)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)   # this process's child: the fixture's delete finds it stopped
+
+
+def test_user_namespace_container_is_in_every_cgroup(oci):
+    # Stage 1 is forked into its cgroup2 directory and writes itself into each v1 hierarchy before it
+    # makes the user namespace; the init it forks inherits them all.
+    rootfs = tempfile.mkdtemp(prefix="pynet-oci-userns-", dir="/tmp")
+    try:
+        os.chmod(rootfs, 0o755)
+        images._populate_busybox(rootfs)
+
+        def edit(c):
+            c["root"]["path"] = rootfs
+            c["linux"]["namespaces"].append({"type": "user"})
+            c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+            c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+            c["process"]["args"] = ["sleep", "60"]
+        oci.config(edit)
+        assert oci.create("userns-cg").returncode == 0
+        assert _in_every_cgroup("userns-cg", oci.state("userns-cg")["pid"])
+        assert oci("delete", "--force", "userns-cg").returncode == 0
+    finally:
+        shutil.rmtree(rootfs, ignore_errors=True)
 
 
 def test_errors_go_to_the_log_file_in_json(oci, tmp_path):
