@@ -491,23 +491,10 @@ def test_container_is_moved_into_its_cgroups_where_the_kernel_cannot_fork_into_o
 def test_user_namespace_container_is_in_every_cgroup(oci):
     # Stage 1 is forked into its cgroup2 directory and writes itself into each v1 hierarchy before it
     # makes the user namespace; the init it forks inherits them all.
-    rootfs = tempfile.mkdtemp(prefix="pynet-oci-userns-", dir="/tmp")
-    try:
-        os.chmod(rootfs, 0o755)
-        images._populate_busybox(rootfs)
-
-        def edit(c):
-            c["root"]["path"] = rootfs
-            c["linux"]["namespaces"].append({"type": "user"})
-            c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
-            c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
-            c["process"]["args"] = ["sleep", "60"]
-        oci.config(edit)
+    with _user_namespace_bundle(oci, ["sleep", "60"]):
         assert oci.create("userns-cg").returncode == 0
         assert _in_every_cgroup("userns-cg", oci.state("userns-cg")["pid"])
         assert oci("delete", "--force", "userns-cg").returncode == 0
-    finally:
-        shutil.rmtree(rootfs, ignore_errors=True)
 
 
 def test_errors_go_to_the_log_file_in_json(oci, tmp_path):
@@ -571,8 +558,10 @@ def test_exec_joins_the_running_container(oci):
     assert res.out.split("\n")[:2] == ["execbox", "sleep 60 "]
 
 
-def test_user_namespace_maps_root(oci):
-    # Container root (host uid 200000) must reach its rootfs, as with runc: not under pytest's 0700 dirs.
+@contextlib.contextmanager
+def _user_namespace_bundle(oci, args: list):
+    """The bundle with a user namespace (container root: host uid 200000) running ``args``. Container root
+    must reach its rootfs, as with runc: a busybox rootfs under /tmp, not under pytest's 0700 dirs."""
     rootfs = tempfile.mkdtemp(prefix="pynet-oci-userns-", dir="/tmp")
     try:
         os.chmod(rootfs, 0o755)
@@ -583,13 +572,18 @@ def test_user_namespace_maps_root(oci):
             c["linux"]["namespaces"].append({"type": "user"})
             c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
             c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
-            c["process"]["args"] = ["sh", "-c", "id -u; cat /proc/self/uid_map; stat -c %u /bin/busybox"]
+            c["process"]["args"] = args
         oci.config(edit)
+        yield
+    finally:
+        shutil.rmtree(rootfs, ignore_errors=True)
+
+
+def test_user_namespace_maps_root(oci):
+    with _user_namespace_bundle(oci, ["sh", "-c", "id -u; cat /proc/self/uid_map; stat -c %u /bin/busybox"]):
         res = oci.run("mapped")
         assert res.returncode == 0, res.err
         assert res.out.split() == ["0", "0", "200000", "65536", "65534"]   # host root's files: unmapped
-    finally:
-        shutil.rmtree(rootfs, ignore_errors=True)
 
 
 def test_unreachable_rootfs_in_a_user_namespace_is_reported(oci):
