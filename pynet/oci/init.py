@@ -87,7 +87,9 @@ def fork(plan: Plan, into: int | None = None) -> tuple:
     born_in = []
 
     def fork_child() -> int:
-        if into is not None:
+        # Only from a single-threaded process: clone3 runs no glibc fork handlers (another thread could
+        # hold a lock the child then needs).
+        if into is not None and len(os.listdir("/proc/self/task")) == 1:
             try:
                 pid = L.fork_into_cgroup(into)
                 born_in.append(True)
