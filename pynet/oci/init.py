@@ -78,12 +78,11 @@ class Plan:
 
 
 # -- runtime side --------------------------------------------------------------------------------------
-def fork(plan: Plan, into: int | None = None) -> tuple:
+def _fork(plan: Plan, into: int | None) -> tuple:
     """Forks stage 1 (with a user namespace), or else the init straight into its PID namespace; it joins
-    plan.own_cgroup_files itself, then waits for launch()'s go-ahead. ``into``: a cgroup2 directory to
-    fork it into (syscalls.fork_into_cgroup; a plain fork where the kernel refuses). Returns (stage 1 pid,
-    init pid: one of the two None, report fd, sync fd, whether it is in all its cgroups already: then
-    launch() leaves join_cgroups out), for launch(forked=); abandon() undoes it."""
+    plan.own_cgroup_files itself, then waits for the go-ahead. ``into``: a cgroup2 directory to fork it
+    into (syscalls.fork_into_cgroup; a plain fork where the kernel refuses). Returns (stage 1 pid, init
+    pid: one of the two None, report fd, sync fd, whether it is in all its cgroups already)."""
     born_in = []
 
     def fork_child() -> int:
@@ -101,7 +100,7 @@ def fork(plan: Plan, into: int | None = None) -> tuple:
     if "user" in plan.ns:
         stage1, r_report, w_sync = stages.fork_stage(_stage1, plan, fork=fork_child)
         pid = None
-    else:
+    else:   # no user namespace: the init is forked straight into its PID namespace, no stage between
         own_pid_ns = _enter_pid_namespace(plan.ns)
         try:
             pid, r_report, w_sync = stages.fork_stage(_direct_init, plan, fork=fork_child)
@@ -114,14 +113,6 @@ def fork(plan: Plan, into: int | None = None) -> tuple:
     return stage1, pid, r_report, w_sync, joined
 
 
-def abandon(plan: Plan, forked: tuple) -> None:
-    """What fork() made, undone when launch() will not be called: the stage killed, the pipes closed."""
-    stage1, pid, r_report, w_sync, _joined = forked
-    stages.kill_stages(stage1, pid)
-    for fd in (r_report, w_sync) + ((plan.fifo_fd,) if plan.fifo_fd is not None else ()):
-        os.close(fd)
-
-
 def _join_own_cgroups(plan: Plan) -> None:
     for path in plan.own_cgroup_files or ():
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
@@ -132,17 +123,17 @@ def _join_own_cgroups(plan: Plan) -> None:
 
 
 def launch(plan: Plan, join_cgroups, on_namespaces, idle=None, stage: tuple | None = None,
-           forked: tuple | None = None) -> int:
-    """Forks the init (or takes fork()'s ``forked``); returns its host PID once it waits on the exec
-    fifo (without one, once the process is executed). ``join_cgroups(pid)`` runs before any namespace is
-    made; ``on_namespaces(pid)`` with the namespaces made, before the mounts (prestart/createRuntime
-    hooks; pynet run's network attach); ``idle()`` while stage 1 builds them (the caller would only
-    wait). ``stage``: a (pid, report fd, sync fd) forked ahead (the launcher's Prestarted) instead of a
-    new stage 1."""
+           into: int | None = None) -> int:
+    """Forks the init; returns its host PID once it waits on the exec fifo (without one, once the process
+    is executed). ``join_cgroups(pid)`` runs before any namespace is made, unless the first stage joins
+    its cgroups itself (plan.own_cgroup_files, forked ``into`` its cgroup2 directory); ``on_namespaces(pid)``
+    with the namespaces made, before the mounts (prestart/createRuntime hooks; pynet run's network
+    attach); ``idle()`` while stage 1 builds them (the caller would only wait). ``stage``: a (pid, report
+    fd, sync fd) forked ahead (the launcher's Prestarted) instead of a new stage 1."""
     if stage is not None:
         (stage1, r_report, w_sync), pid, joined = stage, None, False
     else:
-        stage1, pid, r_report, w_sync, joined = forked or fork(plan)
+        stage1, pid, r_report, w_sync, joined = _fork(plan, into)
     report = os.fdopen(r_report, "rb")
     try:
         if not joined:

@@ -193,7 +193,7 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
     from pynet.launcher import security
 
     from . import config as C
-    from .init import Plan, abandon, fork, launch
+    from .init import Plan, launch
 
     linux = conf.get("linux") or {}
     res = linux.get("resources") or {}
@@ -213,7 +213,6 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
         raise OCIError(f"container with id exists: {cid}") from None
     cg = None
     pid = None
-    forked = None
     into = None
     try:
         os.mkfifo(c.fifo, 0o622)
@@ -235,6 +234,14 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
         if subreaper:
             syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
         hooks.preload(conf)
+
+        def on_namespaces(init_pid: int) -> None:
+            c.data.update(pid=init_pid, pid_start=proc_start_time(init_pid))
+            c.save()
+            st = dict(c.state(), status="created")
+            hooks.run(conf, "prestart", st)
+            hooks.run(conf, "createRuntime", st)
+
         try:
             plan = Plan(conf, c.dir, no_pivot, filt, console.fileno() if console is not None else None,
                         preserve_fds)
@@ -246,33 +253,18 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
             plan.own_cgroup_files = [os.path.join(path, "tasks") for path in cg.v1_dirs()]
             if cg.paths.get("unified"):
                 into = os.open(cg.paths["unified"], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            forked = fork(plan, into)
+            pid = launch(plan, cg.join, on_namespaces, into=into)
+        except OCIError:
+            raise
         except Exception as exc:  # noqa: BLE001 - LaunchError, OSError
             raise OCIError(f"container init: {exc}") from None
         finally:
             if into is not None:
                 os.close(into)
-
-        def on_namespaces(init_pid: int) -> None:
-            c.data.update(pid=init_pid, pid_start=proc_start_time(init_pid))
-            c.save()
-            st = dict(c.state(), status="created")
-            hooks.run(conf, "prestart", st)
-            hooks.run(conf, "createRuntime", st)
-
-        try:
-            forked, launching = None, forked
-            pid = launch(plan, cg.join, on_namespaces, forked=launching)
-        except OCIError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - LaunchError, OSError
-            raise OCIError(f"container init: {exc}") from None
         if pid_file:
             _write_pid_file(pid_file, pid)
         return c
     except BaseException:
-        if forked is not None:
-            abandon(plan, forked)
         if pid:
             _kill_quiet(pid, signal.SIGKILL)
         if cg is not None:
