@@ -579,6 +579,15 @@ def _user_namespace_bundle(oci, args: list):
         shutil.rmtree(rootfs, ignore_errors=True)
 
 
+def test_exec_runs_in_the_containers_cgroups(oci):
+    oci.config(_args("sleep", "60"))
+    assert oci.create("execcg").returncode == 0
+    init_cgroups = open(f"/proc/{oci.state('execcg')['pid']}/cgroup").read()
+    res = oci("exec", "execcg", "cat", "/proc/self/cgroup")
+    assert res.returncode == 0, res.err
+    assert res.out == init_cgroups and "pynet-oci/execcg" in res.out
+
+
 def test_user_namespace_maps_root(oci):
     with _user_namespace_bundle(oci, ["sh", "-c", "id -u; cat /proc/self/uid_map; stat -c %u /bin/busybox"]):
         res = oci.run("mapped")

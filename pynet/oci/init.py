@@ -86,16 +86,9 @@ def _fork(plan: Plan, into: int | None) -> tuple:
     born_in = []
 
     def fork_child() -> int:
-        # Only from a single-threaded process: clone3 runs no glibc fork handlers (another thread could
-        # hold a lock the child then needs).
-        if into is not None and len(os.listdir("/proc/self/task")) == 1:
-            try:
-                pid = L.fork_into_cgroup(into)
-                born_in.append(True)
-                return pid
-            except OSError:
-                pass
-        return os.fork()
+        pid, born = fork_into(into)
+        born_in.append(born)
+        return pid
 
     if "user" in plan.ns:
         stage1, r_report, w_sync = stages.fork_stage(_stage1, plan, fork=fork_child)
@@ -109,12 +102,31 @@ def _fork(plan: Plan, into: int | None) -> tuple:
                 L.setns(own_pid_ns, L.CLONE_NEWPID)
                 os.close(own_pid_ns)
         stage1 = None
-    joined = plan.own_cgroup_files is not None and (into is None or bool(born_in))
+    joined = plan.own_cgroup_files is not None and (into is None or born_in[0])
     return stage1, pid, r_report, w_sync, joined
 
 
+def fork_into(into: int | None) -> tuple[int, bool]:
+    """os.fork(), the child born in the cgroup2 directory ``into`` where it can be
+    (syscalls.fork_into_cgroup): (pid or 0, whether it was)."""
+    # Only from a single-threaded process: clone3 runs no glibc fork handlers (another thread could hold a
+    # lock the child then needs).
+    if into is not None and len(os.listdir("/proc/self/task")) == 1:
+        try:
+            return L.fork_into_cgroup(into), True
+        except OSError:
+            pass
+    return os.fork(), False
+
+
 def _join_own_cgroups(plan: Plan) -> None:
-    for path in plan.own_cgroup_files or ():
+    join_v1_self(plan.own_cgroup_files or ())
+
+
+def join_v1_self(tasks_files) -> None:
+    """This (single-threaded) process into the v1 cgroups of these `tasks` files: "0", the writer itself,
+    which the kernel moves without its threadgroup lock."""
+    for path in tasks_files:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         try:
             os.write(fd, b"0")

@@ -547,17 +547,27 @@ def _exec(c: Container, process: dict, filt, detach: bool, pid_file: str | None,
     from cni_plugins import syscalls
     from pynet.launcher import stages
 
+    from .init import fork_into
+
     pid = c.data["pid"]
     fds = {}
     for name in syscalls.NAMESPACES:
         if syscalls.ns_inode(pid, name) != syscalls.ns_inode("self", name):
             fds[name] = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    cg = c.cgroups
     r_report, w_report = os.pipe()
-    child = os.fork()
+    # Forked into the container's cgroup2 directory, it joins the v1 ones itself (as the init does).
+    into = os.open(cg.paths["unified"], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if cg.paths.get("unified") \
+        else None
+    try:
+        child, born = fork_into(into)
+    finally:
+        if into is not None:
+            os.close(into)
     if child == 0:
         os.close(r_report)
-        stages._run_stage(_exec_child, c.cgroups, fds, process, filt, detach,
-                       console.fileno() if console is not None else None, w_report)
+        stages._run_stage(_exec_child, cg, into is None or born, fds, process, filt, detach,
+                          console.fileno() if console is not None else None, w_report)
     os.close(w_report)
     for fd in fds.values():
         os.close(fd)
@@ -577,17 +587,21 @@ def _exec(c: Container, process: dict, filt, detach: bool, pid_file: str | None,
     return 0 if detach else stages.exit_status(status)
 
 
-def _exec_child(cg, fds: dict, process: dict, filt, detach: bool, console: int | None, report_fd: int) -> None:
+def _exec_child(cg, self_join: bool, fds: dict, process: dict, filt, detach: bool, console: int | None,
+                report_fd: int) -> None:
     from cni_plugins import syscalls
     from pynet.launcher import stages
-    from .init import exec_process, setup_console
+    from .init import exec_process, join_v1_self, setup_console
 
     def run(*_):
         if console is not None:
             setup_console(console, process.get("consoleSize"))
         exec_process(process, filt)
 
-    cg.join(os.getpid())
+    if self_join:   # in the cgroup2 directory (if any) since its fork
+        join_v1_self(os.path.join(path, "tasks") for path in cg.v1_dirs())
+    else:
+        cg.join(os.getpid())
     if "user" in fds:
         syscalls.join({"user": fds.pop("user")})
         os.setresgid(0, 0, 0)
