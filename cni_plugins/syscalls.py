@@ -17,6 +17,7 @@ import os
 from .processes import is_alive, proc_start_time  # noqa: F401 - callers find them here too
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_libc_holding_gil = ctypes.PyDLL(None, use_errno=True)   # for clone3: fork() keeps the interpreter lock too
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -25,6 +26,7 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+CLONE_INTO_CGROUP = 0x200000000
 
 # /proc/PID/ns/<name> -> clone flag; the order is the one nsenter uses to join (user first).
 NAMESPACES = {
@@ -104,6 +106,27 @@ def umount2(target, flags: int = 0) -> None:
 def pivot_root(new_root: str, put_old: str) -> None:
     nr = _SYS_PIVOT_ROOT[os.uname().machine]
     _check(_libc.syscall(ctypes.c_long(nr), _b(new_root), _b(put_old)), "pivot_root")
+
+
+def fork_into_cgroup(cgroup_fd: int) -> int:
+    """os.fork(), the child born in the cgroup2 directory ``cgroup_fd`` (clone3 with CLONE_INTO_CGROUP):
+    unlike a move into it afterwards, no wait for the kernel's threadgroup lock, whose first writer after
+    a quiet spell waits an RCU grace period. The interpreter's fork bookkeeping is os.fork's
+    (PyOS_BeforeFork, PyOS_AfterFork_Child/_Parent), the call made holding the interpreter lock as
+    os.fork makes fork(); the child should be a short-lived stage (glibc's own fork handlers do not run:
+    its cached thread id stays the parent's). OSError: ENOSYS before Linux 5.7, EBADF, EINVAL..."""
+    args = (ctypes.c_uint64 * 11)(CLONE_INTO_CGROUP, 0, 0, 0, 17, 0, 0, 0, 0, 0, cgroup_fd)   # exit_signal SIGCHLD
+    nr = {"x86_64": 435, "aarch64": 435}[os.uname().machine]
+    ctypes.pythonapi.PyOS_BeforeFork()
+    pid = _libc_holding_gil.syscall(ctypes.c_long(nr), ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
+    if pid == 0:
+        ctypes.pythonapi.PyOS_AfterFork_Child()
+        return 0
+    err = ctypes.get_errno()
+    ctypes.pythonapi.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(err, f"clone3(CLONE_INTO_CGROUP): {os.strerror(err)}")
+    return pid
 
 
 def sethostname(name: str) -> None:

@@ -12,12 +12,14 @@ import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 
 import pytest
 
+from cni_plugins import syscalls
 from pynet.launcher import cgroups, images, security
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -462,6 +464,39 @@ def test_cgroups_path_is_used_and_removed(oci):
     assert not any(os.path.exists(os.path.dirname(d)) for d in dirs)
 
 
+def _in_every_cgroup(cid: str, pid: int) -> bool:
+    dirs = _cgroup_dirs(cid)
+    return len(dirs) == len(cgroups.hierarchies()) and \
+        all(str(pid) in open(os.path.join(d, "cgroup.procs")).read().split() for d in dirs)
+
+
+def test_container_is_moved_into_its_cgroups_where_the_kernel_cannot_fork_into_one(oci, monkeypatch):
+    # clone3's CLONE_INTO_CGROUP missing (before Linux 5.7) or refused: a plain fork, moved by the runtime.
+    from pynet.oci import runtime
+
+    def refused(_fd):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(syscalls, "fork_into_cgroup", refused)
+    oci.config(_args("sleep", "60"))
+    with oci.host_ns.entered():
+        pid = runtime.create(oci.root, "moved", oci.bundle).data["pid"]
+    try:
+        assert _in_every_cgroup("moved", pid)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)   # this process's child: the fixture's delete finds it stopped
+
+
+def test_user_namespace_container_is_in_every_cgroup(oci):
+    # Stage 1 is forked into its cgroup2 directory and writes itself into each v1 hierarchy before it
+    # makes the user namespace; the init it forks inherits them all.
+    with _user_namespace_bundle(oci, ["sleep", "60"]):
+        assert oci.create("userns-cg").returncode == 0
+        assert _in_every_cgroup("userns-cg", oci.state("userns-cg")["pid"])
+        assert oci("delete", "--force", "userns-cg").returncode == 0
+
+
 def test_errors_go_to_the_log_file_in_json(oci, tmp_path):
     log = tmp_path / "runtime.log"
     res = oci("--log", str(log), "--log-format", "json", "state", "ghost")
@@ -523,8 +558,10 @@ def test_exec_joins_the_running_container(oci):
     assert res.out.split("\n")[:2] == ["execbox", "sleep 60 "]
 
 
-def test_user_namespace_maps_root(oci):
-    # Container root (host uid 200000) must reach its rootfs, as with runc: not under pytest's 0700 dirs.
+@contextlib.contextmanager
+def _user_namespace_bundle(oci, args: list):
+    """The bundle with a user namespace (container root: host uid 200000) running ``args``. Container root
+    must reach its rootfs, as with runc: a busybox rootfs under /tmp, not under pytest's 0700 dirs."""
     rootfs = tempfile.mkdtemp(prefix="pynet-oci-userns-", dir="/tmp")
     try:
         os.chmod(rootfs, 0o755)
@@ -535,13 +572,27 @@ def test_user_namespace_maps_root(oci):
             c["linux"]["namespaces"].append({"type": "user"})
             c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
             c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
-            c["process"]["args"] = ["sh", "-c", "id -u; cat /proc/self/uid_map; stat -c %u /bin/busybox"]
+            c["process"]["args"] = args
         oci.config(edit)
+        yield
+    finally:
+        shutil.rmtree(rootfs, ignore_errors=True)
+
+
+def test_exec_runs_in_the_containers_cgroups(oci):
+    oci.config(_args("sleep", "60"))
+    assert oci.create("execcg").returncode == 0
+    init_cgroups = open(f"/proc/{oci.state('execcg')['pid']}/cgroup").read()
+    res = oci("exec", "execcg", "cat", "/proc/self/cgroup")
+    assert res.returncode == 0, res.err
+    assert res.out == init_cgroups and "pynet-oci/execcg" in res.out
+
+
+def test_user_namespace_maps_root(oci):
+    with _user_namespace_bundle(oci, ["sh", "-c", "id -u; cat /proc/self/uid_map; stat -c %u /bin/busybox"]):
         res = oci.run("mapped")
         assert res.returncode == 0, res.err
         assert res.out.split() == ["0", "0", "200000", "65536", "65534"]   # host root's files: unmapped
-    finally:
-        shutil.rmtree(rootfs, ignore_errors=True)
 
 
 def test_unreachable_rootfs_in_a_user_namespace_is_reported(oci):

@@ -96,47 +96,13 @@ def layout(hs: list[Hierarchy] | None = None) -> str:
 # starts that wait first thing, in a forked child that moves itself into the cgroup it already is in ("0"
 # names the writer; nothing changes, and only that child could be affected), and join() lets the
 # container's real move follow it: the grace period passes while the launcher imports and prepares.
-_warmup = None   # (owner pid, warm-up child pid, or (the lock its thread releases when done, its stop flag))
-
-# The thread's moves repeat until join() (at most this long): a grace period after the last move the kernel
-# is quiet again, and pynet-oci's imports and checks take longer than that on a loaded machine.
-_KEEP_WARM = 2.0
-_KEEP_WARM_EVERY = 0.002
+_warmup = None   # (owner pid, warm-up child pid)
 
 
-def start_warmup(thread: bool = False) -> None:
-    """Forks the warm-up child (best effort: any failure only forgoes the saving); once per process.
-    ``thread``: a thread instead (pynet-oci: no fork and exit of a Python process, ~3 ms of CPU; its
-    process forks only stages that never wait for the warm-up), which keeps the kernel warm with a move
-    every 2 ms until join() stops it."""
+def start_warmup() -> None:
+    """Forks the warm-up child (best effort: any failure only forgoes the saving); once per process."""
     global _warmup
     if _warmup is not None and _warmup[0] == os.getpid():
-        return
-    if thread:
-        import _thread
-
-        done, stop = _thread.allocate_lock(), []
-        done.acquire()
-
-        def keep_warm() -> None:
-            try:
-                procs = _own_procs_file()
-                deadline = time.monotonic() + _KEEP_WARM
-                while True:
-                    _noop_self_move(procs)
-                    if stop or time.monotonic() > deadline:
-                        break
-                    time.sleep(_KEEP_WARM_EVERY)
-            except BaseException:  # noqa: BLE001 - best effort, as the child's
-                pass
-            finally:
-                done.release()
-
-        try:
-            _thread.start_new_thread(keep_warm, ())
-        except RuntimeError:
-            return
-        _warmup = (os.getpid(), (done, stop))
         return
     try:
         child = os.fork()
@@ -180,11 +146,7 @@ def _wait_warmup() -> None:
     if _warmup is not None:
         owner, child = _warmup
         _warmup = None
-        if owner == os.getpid() and not isinstance(child, int):
-            done, stop = child
-            stop.append(True)
-            done.acquire()   # its last move is done: ours follows within the same grace period
-        elif owner == os.getpid():
+        if owner == os.getpid():
             try:
                 os.waitpid(child, 0)
             except ChildProcessError:
@@ -232,6 +194,10 @@ class ContainerCgroups(Fields):
     def all_dirs(self) -> list[str]:
         return list(dict.fromkeys(self.paths.values()))
 
+    def v1_dirs(self) -> list[str]:
+        """The directories in v1 hierarchies (all but the cgroup2 one)."""
+        return [p for p in self.all_dirs() if p != self.paths.get("unified")]
+
     def join(self, pid: int) -> None:
         _wait_warmup()
         for path in self.all_dirs():
@@ -263,11 +229,10 @@ class ContainerCgroups(Fields):
 
     def remove(self, timeout: float = 5.0, parents: bool = True) -> None:
         """Kills stragglers and removes every directory, and the parents when empty (``parents``);
-        idempotent."""
+        idempotent. (The processes are looked for only when a directory is busy: after a container's
+        last process, reading every hierarchy's cgroup.procs first costs more than the rmdirs.)"""
         deadline = time.monotonic() + timeout
-        pending = [p for p in self.all_dirs() if os.path.isdir(p)]
-        if pending and self.pids():
-            self.kill_all()
+        pending = self.all_dirs()
         while pending:
             left = []
             for path in pending:
@@ -355,13 +320,21 @@ def _enable_v2(h: Hierarchy, parent: str, wanted: set[str]) -> None:
 _VANISHED = (errno.ENOENT, errno.ENODEV)
 
 
-def _make_child(path: str, prepare_parent, attempts: int = 50) -> None:
+def _make_child(path: str, prepare_parent, attempts: int = 50, parent_kept: bool = False) -> None:
     """mkdir of a container's cgroup, preparing its parent first. The last container of another launcher
     may remove the empty parent at any point until our child exists in it (while it is being prepared,
     or just before the mkdir); then the parent is simply made again. Once the child exists, the parent
     is not empty and stays. (makedirs reports that race as EEXIST: it found the parent made by another
     launcher, then not a directory any more.) Our own child existing already is an error: another
-    container has that cgroup."""
+    container has that cgroup. ``parent_kept``: the parent needs nothing but to exist, and usually does
+    (kept between containers): the mkdir is tried before preparing it."""
+    if parent_kept:
+        try:
+            os.mkdir(path)
+            return
+        except OSError as exc:
+            if exc.errno not in _VANISHED:
+                raise
     for attempt in range(attempts):
         try:
             prepare_parent()
@@ -389,7 +362,7 @@ def create(container_id: str, limits: Limits, devices=(), rel: str | None = None
             path = os.path.join(h.mountpoint, rel.strip("/") if rel else os.path.join("pynet", container_id))
             parent = os.path.dirname(path)
             if h.version == 1:
-                _make_child(path, lambda: _ensure_parent_v1(h, parent))
+                _make_child(path, lambda: _ensure_parent_v1(h, parent), parent_kept="cpuset" not in h.controllers)
                 key = ",".join(sorted(h.controllers)) or os.path.basename(h.mountpoint)
                 for c in h.controllers or {key}:
                     cg.paths[c] = path

@@ -118,14 +118,27 @@ def effective(rules) -> tuple[bool, list[Rule]]:
 
 # -- cgroup v1 --------------------------------------------------------------------------------------------
 def apply_v1(path: str, rules) -> None:
-    """Writes the rules to a v1 devices cgroup: the default ("a"), then each exception."""
+    """Writes the rules to a v1 devices cgroup: the default ("a"), then each exception (one write each:
+    the kernel takes one rule per write, so one open file serves them all)."""
     default_allow, exceptions = effective(rules)
     default, other = ("devices.allow", "devices.deny") if default_allow else ("devices.deny", "devices.allow")
-    with open(os.path.join(path, default), "w") as fh:
-        fh.write("a")
-    for rule in exceptions:
-        with open(os.path.join(path, other), "w") as fh:
-            fh.write(rule.line())
+    _write_each(os.path.join(path, default), ["a"])
+    if exceptions:
+        _write_each(os.path.join(path, other), [rule.line() for rule in exceptions])
+
+
+def _write_each(path: str, lines: list) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            for line in lines:
+                os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if exc.filename is None:   # the write itself failed: name the file too
+            exc.filename = path
+        raise
 
 
 # -- cgroup v2: an eBPF program ---------------------------------------------------------------------------

@@ -10,7 +10,6 @@ import fcntl
 import _signal as signal   # not `signal`: its enums cost ~2 ms at import; same constants
 import os
 import struct
-import warnings  # noqa: F401 - os.execvpe imports it when called: after pivot_root, out of reach
 
 from pynet.oci import jsonc as json   # not `json`: it imports `re` and `enum` (~4 ms of a start)
 
@@ -33,12 +32,12 @@ def kill_stages(*pids) -> None:
                 pass
 
 
-def fork_stage(fn, *args) -> tuple[int, int, int]:
-    """Forks a child running ``fn(*args, sync_fd, report_fd)`` as a stage (_run_stage); returns its pid,
-    the read end of its report pipe and the write end of its sync pipe."""
+def fork_stage(fn, *args, fork=os.fork) -> tuple[int, int, int]:
+    """Forks (with ``fork``) a child running ``fn(*args, sync_fd, report_fd)`` as a stage (_run_stage);
+    returns its pid, the read end of its report pipe and the write end of its sync pipe."""
     r_report, w_report = os.pipe()
     r_sync, w_sync = os.pipe()
-    pid = os.fork()
+    pid = fork()
     if pid == 0:
         os.close(r_report)
         os.close(w_sync)
@@ -105,7 +104,7 @@ def _loopback_up() -> None:
 def execvpe(argv: list, env: dict) -> None:
     """execve of ``argv`` looked up in env's PATH; a failure raised with ``pynet_exec`` set (126/127)."""
     try:
-        os.execvpe(argv[0], argv, env)
+        _execvpe(argv[0], argv, env)
     except OSError as exc:
         if isinstance(exc, FileNotFoundError):
             err = FileNotFoundError(f"{argv[0]}: executable file not found in $PATH")
@@ -115,6 +114,25 @@ def execvpe(argv: list, env: dict) -> None:
             err = OSError(f"exec {argv[0]}: {exc.strerror}")
         err.pynet_exec = True
         raise err from None
+
+
+def _execvpe(file: str, argv: list, env: dict) -> None:
+    """os.execvpe's search (the first error other than a missing file wins), without the `warnings`
+    module os.get_exec_path imports when called (after pivot_root: out of reach, so imported by every
+    start)."""
+    if os.path.dirname(file):
+        os.execve(file, argv, env)
+    path = env.get("PATH")
+    saved = last = None
+    for directory in (os.defpath if path is None else path).split(os.pathsep):
+        try:
+            os.execve(os.path.join(directory, file), argv, env)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            last = exc
+        except OSError as exc:
+            last = exc
+            saved = saved or exc
+    raise saved or last
 
 
 def exit_status(status: int) -> int:

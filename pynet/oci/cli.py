@@ -10,7 +10,6 @@ import os
 import sys
 import time
 
-from pynet.launcher import cgroups
 
 from . import jsonc as json, runtime
 from .errors import OCIError
@@ -98,7 +97,6 @@ def main(argv=None) -> int:
 
 
 def _create(args) -> int:
-    cgroups.start_warmup(thread=True)   # the first cgroup move after a quiet spell waits a grace period
     c = runtime.create(args.root, args.id, args.bundle, args.pid_file, args.no_pivot,
                        console_socket=args.console_socket, preserve_fds=args.preserve_fds)
     _warn_not_applied(args, c)
@@ -139,7 +137,6 @@ def _delete(args) -> int:
 
 def _run(args) -> int:
     """create + start; waits for the container (a child: this process is a subreaper) and deletes it."""
-    cgroups.start_warmup(thread=True)
     c = runtime.create(args.root, args.id, args.bundle, args.pid_file, args.no_pivot, subreaper=not args.detach,
                        console_socket=args.console_socket, preserve_fds=args.preserve_fds, start_soon=True)
     _warn_not_applied(args, c)
@@ -317,16 +314,11 @@ COMMANDS = {"create": _create, "start": _start, "state": _state, "kill": _kill, 
 
 
 # The standard library's directories first (each import otherwise searches the project's and site's
-# directories before it), and os._exit at the end: interpreter finalization is not needed. The cgroup
-# warm-up (cgroups.start_warmup) of create and run starts before the runtime's imports: its grace period
-# holds the kernel's cgroup lock, which the container's cgroup mkdirs wait for.
+# directories before it), and os._exit at the end: interpreter finalization is not needed.
 _SCRIPT = """#!{python} -IS
 # pynet-oci, started without site; written by pynet.oci.cli.write_script.
 import sys
 sys.path[:] = sys.path[1:] + {paths!r}
-if {{"create", "run"}} & set(sys.argv[1:]):
-    from pynet.launcher.cgroups import start_warmup
-    start_warmup(thread=True)
 from pynet.oci.cli import main, exit_now
 exit_now(main())
 """

@@ -10,10 +10,11 @@ from .errors import OCIError
 
 def run(conf: dict, kind: str, state: dict, warn: bool = False) -> list[str]:
     """Runs the ``kind`` hooks; the first failure raises OCIError, or with ``warn`` (poststart, poststop:
-    the spec's "log a warning and continue") every failure is returned as a message."""
+    the spec's "log a warning and continue") every failure is returned as a message. ``state`` may be a
+    function giving it: the container's status is read only when there are hooks to tell."""
     if not (conf.get("hooks") or {}).get(kind):
         return []
-    data = json.dumps(state).encode()
+    data = json.dumps(state() if callable(state) else state).encode()
     warnings = []
     for n, hook in enumerate((conf.get("hooks") or {}).get(kind) or ()):
         try:

@@ -62,6 +62,11 @@ class Plan:
             # in a user namespace may not be able to walk to the state directory.
             self.fifo_fd = os.open(os.path.join(state_dir, "exec.fifo"), os.O_PATH | os.O_CLOEXEC)
         self.cgroup_paths = {}   # {controller: the container's cgroup directory}, set by pynet-oci's runtime
+        # Set by pynet-oci's runtime: the v1 `tasks` files the first stage writes "0" to itself, before any
+        # namespace (the kernel moves a thread that moves itself without its threadgroup lock: no RCU
+        # grace period to wait); its cgroup2 directory is the one fork(into=) forks it into. None: the
+        # launcher joins it (launch's join_cgroups).
+        self.own_cgroup_files = None
         self.namespace_hooks = any((conf.get("hooks") or {}).get(k) for k in ("prestart", "createRuntime"))
 
     def new_flags(self) -> int:
@@ -73,29 +78,78 @@ class Plan:
 
 
 # -- runtime side --------------------------------------------------------------------------------------
-def launch(plan: Plan, join_cgroups, on_namespaces, idle=None, stage: tuple | None = None) -> int:
-    """Forks the init; returns its host PID once it waits on the exec fifo (without one, once the process
-    is executed). ``join_cgroups(pid)`` runs before any namespace is made; ``on_namespaces(pid)`` with the
-    namespaces made, before the mounts (prestart/createRuntime hooks; pynet run's network attach);
-    ``idle()`` while stage 1 builds them (the caller would only wait). ``stage``: a (pid, report fd,
-    sync fd) forked ahead (the launcher's Prestarted) instead of a new stage 1."""
-    pid = None
-    if stage is not None:
-        stage1, r_report, w_sync = stage
-    elif "user" in plan.ns:
-        stage1, r_report, w_sync = stages.fork_stage(_stage1, plan)
+def _fork(plan: Plan, into: int | None) -> tuple:
+    """Forks stage 1 (with a user namespace), or else the init straight into its PID namespace; it joins
+    plan.own_cgroup_files itself, then waits for the go-ahead. ``into``: a cgroup2 directory to fork it
+    into (syscalls.fork_into_cgroup; a plain fork where the kernel refuses). Returns (stage 1 pid, init
+    pid: one of the two None, report fd, sync fd, whether it is in all its cgroups already)."""
+    born_in = []
+
+    def fork_child() -> int:
+        pid, born = fork_into(into)
+        born_in.append(born)
+        return pid
+
+    if "user" in plan.ns:
+        stage1, r_report, w_sync = stages.fork_stage(_stage1, plan, fork=fork_child)
+        pid = None
     else:   # no user namespace: the init is forked straight into its PID namespace, no stage between
         own_pid_ns = _enter_pid_namespace(plan.ns)
         try:
-            stage1, r_report, w_sync = stages.fork_stage(_direct_init, plan)
+            pid, r_report, w_sync = stages.fork_stage(_direct_init, plan, fork=fork_child)
         finally:
             if own_pid_ns is not None:
                 L.setns(own_pid_ns, L.CLONE_NEWPID)
                 os.close(own_pid_ns)
-        pid, stage1 = stage1, None
+        stage1 = None
+    joined = plan.own_cgroup_files is not None and (into is None or born_in[0])
+    return stage1, pid, r_report, w_sync, joined
+
+
+def fork_into(into: int | None) -> tuple[int, bool]:
+    """os.fork(), the child born in the cgroup2 directory ``into`` where it can be
+    (syscalls.fork_into_cgroup): (pid or 0, whether it was)."""
+    # Only from a single-threaded process: clone3 runs no glibc fork handlers (another thread could hold a
+    # lock the child then needs).
+    if into is not None and len(os.listdir("/proc/self/task")) == 1:
+        try:
+            return L.fork_into_cgroup(into), True
+        except OSError:
+            pass
+    return os.fork(), False
+
+
+def _join_own_cgroups(plan: Plan) -> None:
+    join_v1_self(plan.own_cgroup_files or ())
+
+
+def join_v1_self(tasks_files) -> None:
+    """This (single-threaded) process into the v1 cgroups of these `tasks` files: "0", the writer itself,
+    which the kernel moves without its threadgroup lock."""
+    for path in tasks_files:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+
+
+def launch(plan: Plan, join_cgroups, on_namespaces, idle=None, stage: tuple | None = None,
+           into: int | None = None) -> int:
+    """Forks the init; returns its host PID once it waits on the exec fifo (without one, once the process
+    is executed). ``join_cgroups(pid)`` runs before any namespace is made, unless the first stage joins
+    its cgroups itself (plan.own_cgroup_files, forked ``into`` its cgroup2 directory); ``on_namespaces(pid)``
+    with the namespaces made, before the mounts (prestart/createRuntime hooks; pynet run's network
+    attach); ``idle()`` while stage 1 builds them (the caller would only wait). ``stage``: a (pid, report
+    fd, sync fd) forked ahead (the launcher's Prestarted) instead of a new stage 1."""
+    if stage is not None:
+        (stage1, r_report, w_sync), pid, joined = stage, None, False
+    else:
+        stage1, pid, r_report, w_sync, joined = _fork(plan, into)
     report = os.fdopen(r_report, "rb")
     try:
-        join_cgroups(stage1 or pid)
+        if not joined:
+            join_cgroups(stage1 or pid)
         # Without hooks between namespaces and mounts (nor id maps to write), the init need not wait for
         # this process to be scheduled again: it gets its go-ahead now (one round trip less). Not for
         # pynet run (no fifo): its on_namespaces attaches the network, which the process must find.
@@ -186,6 +240,7 @@ def _before_go_ahead(plan: Plan) -> None:
 
 def _direct_init(plan: Plan, sync_fd: int, report_fd: int) -> None:
     """The init without a user namespace: already in its PID namespace; joins and makes the others."""
+    _join_own_cgroups(plan)
     _before_go_ahead(plan)
     stages._wait_byte(sync_fd, b"1")
     if isinstance(plan.filt, Exception):
@@ -204,6 +259,7 @@ def _direct_init(plan: Plan, sync_fd: int, report_fd: int) -> None:
 
 
 def _stage1(plan: Plan, sync_fd: int, report_fd: int) -> None:
+    _join_own_cgroups(plan)
     _before_go_ahead(plan)
     stages._wait_byte(sync_fd, b"1")
     if isinstance(plan.filt, Exception):

@@ -213,6 +213,7 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
         raise OCIError(f"container with id exists: {cid}") from None
     cg = None
     pid = None
+    into = None
     try:
         os.mkfifo(c.fifo, 0o622)
         os.chmod(c.fifo, 0o622)   # not the umask's: the init may be another uid (user namespace)
@@ -245,11 +246,21 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
             plan = Plan(conf, c.dir, no_pivot, filt, console.fileno() if console is not None else None,
                         preserve_fds)
             plan.cgroup_paths = cg.paths
-            pid = launch(plan, cg.join, on_namespaces)
+            # No move of the container's first process by this one: it is forked into its cgroup2
+            # directory and writes itself into each v1 hierarchy's (a move of another process waits for
+            # the kernel's threadgroup lock, whose first writer after a quiet spell waits an RCU grace
+            # period: ~10 ms, ~20 ms under load).
+            plan.own_cgroup_files = [os.path.join(path, "tasks") for path in cg.v1_dirs()]
+            if cg.paths.get("unified"):
+                into = os.open(cg.paths["unified"], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            pid = launch(plan, cg.join, on_namespaces, into=into)
         except OCIError:
             raise
         except Exception as exc:  # noqa: BLE001 - LaunchError, OSError
             raise OCIError(f"container init: {exc}") from None
+        finally:
+            if into is not None:
+                os.close(into)
         if pid_file:
             _write_pid_file(pid_file, pid)
         return c
@@ -391,7 +402,7 @@ def start(root: str, cid: str, reader: int | None = None) -> Container:
             os.unlink(c.fifo)
         except FileNotFoundError:
             pass
-    c.warnings = hooks.run(c.data, "poststart", dict(c.state(), status="running"), warn=True)
+    c.warnings = hooks.run(c.data, "poststart", lambda: dict(c.state(), status="running"), warn=True)
     return c
 
 
@@ -443,7 +454,7 @@ def delete(root: str, cid: str, force: bool = False) -> list[str]:
         _remove_cgroups(cg, cid)
     except cgroups.CgroupError as exc:
         raise OCIError(f"{exc} (the container stays listed: delete --force again)") from None
-    warnings = hooks.run(c.data, "poststop", dict(c.state(), status="stopped"), warn=True)
+    warnings = hooks.run(c.data, "poststop", lambda: dict(c.state(), status="stopped"), warn=True)
     _remove_state(c.dir)
     return warnings
 
@@ -536,17 +547,27 @@ def _exec(c: Container, process: dict, filt, detach: bool, pid_file: str | None,
     from cni_plugins import syscalls
     from pynet.launcher import stages
 
+    from .init import fork_into
+
     pid = c.data["pid"]
     fds = {}
     for name in syscalls.NAMESPACES:
         if syscalls.ns_inode(pid, name) != syscalls.ns_inode("self", name):
             fds[name] = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    cg = c.cgroups
     r_report, w_report = os.pipe()
-    child = os.fork()
+    # Forked into the container's cgroup2 directory, it joins the v1 ones itself (as the init does).
+    into = os.open(cg.paths["unified"], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if cg.paths.get("unified") \
+        else None
+    try:
+        child, born = fork_into(into)
+    finally:
+        if into is not None:
+            os.close(into)
     if child == 0:
         os.close(r_report)
-        stages._run_stage(_exec_child, c.cgroups, fds, process, filt, detach,
-                       console.fileno() if console is not None else None, w_report)
+        stages._run_stage(_exec_child, cg, into is None or born, fds, process, filt, detach,
+                          console.fileno() if console is not None else None, w_report)
     os.close(w_report)
     for fd in fds.values():
         os.close(fd)
@@ -566,17 +587,21 @@ def _exec(c: Container, process: dict, filt, detach: bool, pid_file: str | None,
     return 0 if detach else stages.exit_status(status)
 
 
-def _exec_child(cg, fds: dict, process: dict, filt, detach: bool, console: int | None, report_fd: int) -> None:
+def _exec_child(cg, self_join: bool, fds: dict, process: dict, filt, detach: bool, console: int | None,
+                report_fd: int) -> None:
     from cni_plugins import syscalls
     from pynet.launcher import stages
-    from .init import exec_process, setup_console
+    from .init import exec_process, join_v1_self, setup_console
 
     def run(*_):
         if console is not None:
             setup_console(console, process.get("consoleSize"))
         exec_process(process, filt)
 
-    cg.join(os.getpid())
+    if self_join:   # in the cgroup2 directory (if any) since its fork
+        join_v1_self(os.path.join(path, "tasks") for path in cg.v1_dirs())
+    else:
+        cg.join(os.getpid())
     if "user" in fds:
         syscalls.join({"user": fds.pop("user")})
         os.setresgid(0, 0, 0)
