@@ -42,12 +42,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     spec="."
     [ -n "$EXTRAS" ] && spec=".[$EXTRAS]"
     "$VENV/bin/pip" install --disable-pip-version-check -q -e "$spec" --config-settings editable_mode=compat 2> >(grep -v "^WARNING: Location" >&2)
-    # pip's console script for `pynet` starts with site (and the venv's .pth files): replace it with a lean
-    # one, -IS with the paths written in (each `pynet run` pays for it). The plugins: see the end.
-    "$VENV/bin/python" -c 'import sys; from pynet.cni_install import write_script; write_script(sys.argv[1])' "$VENV/bin/pynet"
-"$VENV/bin/python" -c 'import sys; from pynet.oci.cli import write_script; write_script(sys.argv[1])' "$VENV/bin/pynet-oci"
     touch "$stamp"
 fi
+# pip's console scripts for `pynet` and `pynet-oci` start with site (and the venv's .pth files): replace
+# them with lean ones, -IS with the paths written in (each `pynet run` pays for it). Rewritten by every
+# install, so an updated checkout never runs a script written by older code. The plugins: see the end.
+"$VENV/bin/python" -c 'import sys; from pynet.cni_install import write_script; write_script(sys.argv[1])' "$VENV/bin/pynet"
+"$VENV/bin/python" -c 'import sys; from pynet.oci.cli import write_script; write_script(sys.argv[1])' "$VENV/bin/pynet-oci"
 
 # The native plugin front door (cni_plugins/shim): built with the system compiler when there is one,
 # with the directory of the Python plugin scripts it falls back to compiled in. Without a compiler the
