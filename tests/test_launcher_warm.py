@@ -9,6 +9,7 @@ defined here without DNS, with port mapping) under the test's tmp dir.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -165,6 +166,20 @@ def test_a_released_spare_leaves_no_lease_veth_or_pin(pynet, warm_env, host_ns):
     assert eventually(lambda: not os.path.exists(f"/proc/{spare}"))
     assert _leases(warm_env) == {}
     assert _veths(host_ns) == [] and os.listdir(warm_env["pins"]) == []
+
+
+def test_ls_lists_the_warm_attachment_only_with_all(pynet, warm_env, host_ns):
+    """A spare's warm attachment is nobody's container until a run adopts it."""
+    _spare, cid, address = _warm(warm_env)
+    res = pynet("ls", "--json")
+    assert res.returncode == 0, res.err
+    assert cid not in res.out
+    res = pynet("ls", "--all", "--json")
+    assert res.returncode == 0, res.err
+    [listed] = [c for c in json.loads(res.out) if c["id"] == cid]
+    assert listed["warm"] is True and listed["attachments"][0]["addresses"] == [f"{address}/24"]
+    res = pynet("inspect", cid, "--json")
+    assert res.returncode == 0 and json.loads(res.out)[0]["warm"] is True, res.err
 
 
 def test_gc_frees_the_warm_lease_of_a_killed_spare(pynet, warm_env, host_ns):
