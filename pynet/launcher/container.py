@@ -252,7 +252,7 @@ def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
 
     try:
         pid = namespaces.start(spec, join, before_exec, idle, reserved.stage1 if reserved is not None else None,
-                               adopted.netns_fd if adopted is not None else None)
+                               adopted is not None)
         if not needs_network:
             rec.update(**running(pid))
         return pid

@@ -1,11 +1,12 @@
 """A warm attachment: the daemon's spare launcher (zygote.py) runs, while nobody waits, the part of the default
 network's chain that no request changes (the bridge plugin and its host-local lease: ~20 ms of a run's
 ~28 ms network ADD), for a network namespace of its own, as the container it reserved (its id, ifname
-eth0). A run that uses that network the plain way (no --ip, same ifname and runner locations) gets its
-PID 1 moved into that namespace (namespaces.Prestarted.launch) and finishes the chain from the cached
-result (portmap with its -p mappings, dnsname with its name: Attachments.adopt), which leaves the cache
-record a whole ADD leaves; any other run ignores it, and the spare DELs it after the run's reply
-(discard), as it does when it is released unused.
+eth0). The spare moves its reserved PID 1 into that namespace as soon as it exists
+(namespaces.Prestarted.enter_netns). A run that uses that network the plain way (no --ip, same ifname and
+runner locations) finds its PID 1 there and finishes the chain from the cached result (portmap with its
+-p mappings, dnsname with its name: Attachments.adopt), which leaves the cache record a whole ADD leaves;
+any other run gets a new empty network namespace for its PID 1 (Prestarted.launch), and the spare DELs
+the warm attachment after the run's reply (discard), as it does when it is released unused.
 
 Until a run adopts it the attachment is owned by the spare's own process (attachments.Container pid), so
 a spare killed with SIGKILL leaves a dead container that `pynet attach gc` (and the CNI GC) frees, lease

@@ -313,8 +313,8 @@ def _spare(sock: socket.socket, warm_ahead: bool = True) -> None:
     pending = warm.start(cid) if warm_ahead and not select.select([sock], [], [], 0)[0] else None
     reserved = _reserve(cid)
     warmed = warm.finish(pending, cid)
-    if reserved is not None:
-        reserved.warm = warmed
+    if reserved is not None and warmed is not None and reserved.stage1.enter_netns(warmed.netns_fd):
+        reserved.warm = warmed   # PID 1 is in its namespace already: a run that adopts it has nothing to move
     else:
         warm.discard(warmed)
     try:
