@@ -54,6 +54,7 @@ def _dormant(fds: list[int]) -> bool:
 
 def main(argv=None) -> int:
     opts = _options(sys.argv[1:] if argv is None else argv)
+    os.chdir("/")   # holding no directory of the plugin's caller
     data_dir, network = opts["--state-dir"], opts["--network"]
     fds = [int(fd) for fd in opts["--socket-fds"].split(",") if fd]
     knocked = _dormant(fds) if fds else True
