@@ -108,7 +108,10 @@ def finish(pending: Pending | None, container_id: str) -> WarmAttachment | None:
         return None
     from pynet.runner import locations
 
-    _, status = os.waitpid(pending.pid, 0)
+    try:
+        _, status = os.waitpid(pending.pid, 0)
+    except ChildProcessError:
+        status = 0   # reaped by the launcher's wait for any child (container.wait): the cache tells
     entry = locations.runner(pending.runner).cached(pending.conf.name, container_id, IFNAME) if status == 0 else None
     if entry is None:
         os.close(pending.netns_fd)
@@ -116,12 +119,15 @@ def finish(pending: Pending | None, container_id: str) -> WarmAttachment | None:
     return WarmAttachment(entry, pending.steps, pending.runner, pending.netns_fd)
 
 
+def may_fit(net: dict | None) -> bool:
+    """Whether a run whose network record is ``net`` could adopt a warm attachment (fits() says if it does)."""
+    return bool(net) and net.get("mode") in ("default", DEFAULT_NETWORK) and not net.get("ip")
+
+
 def fits(warm: WarmAttachment | None, net: dict | None) -> bool:
     """Whether a run whose network record is ``net`` can adopt ``warm``: the default network (or it by
     name) as it is defined now, ifname eth0, no --ip, the same runner locations."""
-    if warm is None or warm.taken or not net:
-        return False
-    if net.get("mode") not in ("default", warm.entry.network) or net.get("ip"):
+    if warm is None or warm.taken or not may_fit(net) or net.get("mode") not in ("default", warm.entry.network):
         return False
     if (net.get("ifname") or IFNAME) != warm.entry.ifname or (net.get("runner") or {}) != warm.runner:
         return False
