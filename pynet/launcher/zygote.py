@@ -24,8 +24,10 @@ makes the container's namespaces and its PID 1, which waits for the command; the
 the spare, whose container skips those steps (container.Reserved). The zygote forks the spare once the
 previous launcher has exited (its cleanup needs the same mutex), a request arrives, or 100 ms passed.
 The spare also attaches its container ahead to the default network, as far as the chain needs nothing
-from a request (warm.py: the bridge and its lease, in a network namespace of its own that PID 1 moves to
-if the run uses that network; any other run leaves it to be DELed after the reply). So the zygote forks
+from a request (warm.py: the bridge and its lease, in a network namespace of its own that the spare moves
+the reserved PID 1 to; a run on another network gets PID 1 a new one, and the warm attachment is DELed
+after the reply; a request that comes before the warm part is done waits for it only in container.start,
+and only if it can adopt it). So the zygote forks
 the next spare as soon as a spare launcher has replied, not once it exited.
 A request the spare cannot take as it is (the client in other user/mount/pid/cgroup namespaces than the
 daemon's, or --net host) releases the reservation and is served the ordinary way.
