@@ -201,7 +201,8 @@ def cmd_detach(args) -> int:
 
 # -- ls / inspect / status / gc ---------------------------------------------------------------------------
 def cmd_ls(args) -> int:
-    containers = attachments_of(args).containers()
+    # A daemon spare's warm attachment is nobody's container until a run adopts it: listed with --all only.
+    containers = [c for c in attachments_of(args).containers() if args.all or not c.warm]
     if getattr(args, "format", None):
         from .cli_base import print_format
         from .runner.attachments import describe_entry
@@ -360,6 +361,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("ls", parents=[common], help="list attachments")
     p.add_argument("--format", help="fields per line: {{.ID}} {{.Name}} {{.PID}} {{.Networks}} {{.IPs}} {{.Ports}}")
+    p.add_argument("-a", "--all", action="store_true",
+                   help="also the daemon spares' warm attachments (made ahead, no run took them yet)")
     p.set_defaults(func=cmd_ls)
     p = sub.add_parser("inspect", parents=[common], help="show one container's attachments")
     p.add_argument("ref", metavar="NAME|ID|PID")

@@ -9,6 +9,7 @@ defined here without DNS, with port mapping) under the test's tmp dir.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -158,6 +159,30 @@ def test_a_run_elsewhere_leaves_the_warm_attachment_to_be_undone(pynet, warm_env
     assert state_records(pynet.state) == []
 
 
+def test_a_request_that_comes_while_the_warm_part_is_made_does_not_wait_for_it(pynet, warm_env, host_ns):
+    """The host-local lock held here stops the next spare's warm ADD halfway: a run off the default network
+    goes on meanwhile, and the warm attachment is undone once it could be made."""
+    import fcntl
+
+    _spare, first, _address = _warm(warm_env)
+    lock = os.open(warm_env["leases"] / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        res = pynet("run", "--rm", "--net", "none", "busybox", "true")   # the first spare's (its DEL waits)
+        assert res.returncode == 0, res.err
+        _spare, second = _spare_reservation(warm_env["zygote"], taken={first})
+        res = pynet("run", "--rm", "--net", "none", "busybox", "sh", "-c", "ls /sys/class/net", timeout=30)
+        assert res.returncode == 0, res.err
+        assert res.out.split() == ["lo"]
+        assert second not in _leases(warm_env).values()   # its warm ADD still waits for the lock
+    finally:
+        os.close(lock)
+    assert eventually(lambda: not {first, second} & set(_leases(warm_env).values()) and
+                      not os.path.exists(warm_env["pins"] / f"pynet-{first}") and
+                      not os.path.exists(warm_env["pins"] / f"pynet-{second}"))
+    assert state_records(pynet.state) == []
+
+
 def test_a_released_spare_leaves_no_lease_veth_or_pin(pynet, warm_env, host_ns):
     spare, cid, _address = _warm(warm_env)
     assert _veths(host_ns)
@@ -165,6 +190,20 @@ def test_a_released_spare_leaves_no_lease_veth_or_pin(pynet, warm_env, host_ns):
     assert eventually(lambda: not os.path.exists(f"/proc/{spare}"))
     assert _leases(warm_env) == {}
     assert _veths(host_ns) == [] and os.listdir(warm_env["pins"]) == []
+
+
+def test_ls_lists_the_warm_attachment_only_with_all(pynet, warm_env, host_ns):
+    """A spare's warm attachment is nobody's container until a run adopts it."""
+    _spare, cid, address = _warm(warm_env)
+    res = pynet("ls", "--json")
+    assert res.returncode == 0, res.err
+    assert cid not in res.out
+    res = pynet("ls", "--all", "--json")
+    assert res.returncode == 0, res.err
+    [listed] = [c for c in json.loads(res.out) if c["id"] == cid]
+    assert listed["warm"] is True and listed["attachments"][0]["addresses"] == [f"{address}/24"]
+    res = pynet("inspect", cid, "--json")
+    assert res.returncode == 0 and json.loads(res.out)[0]["warm"] is True, res.err
 
 
 def test_gc_frees_the_warm_lease_of_a_killed_spare(pynet, warm_env, host_ns):

@@ -19,7 +19,6 @@ import importlib.util
 import os
 import signal
 import socket
-import subprocess
 import sys
 
 from cni_plugins import syscalls
@@ -38,7 +37,7 @@ from .config import DnsnameConfig
 MINIMAL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 QUERY_TIMEOUT = 5.0   # CHECK's query: the first one also waits for the serving process to start
 
-_spawned: list[subprocess.Popen] = []   # resolvers started from this process, reaped once they end
+_spawned: list[int] = []   # PIDs of resolvers started from this process, reaped once they end
 
 
 def _key(container_id: str, ifname: str) -> str:
@@ -106,20 +105,35 @@ def _start(cfg: DnsnameConfig, listen: list[str], handles: Handles) -> None:
         env = {"PATH": os.environ.get("PATH") or MINIMAL_PATH,
                "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path if p)}
         # Spawned from inside the host namespace of the request (the child inherits it), in a session of
-        # its own, holding no directory of ours.
-        with open(store.log_path(cfg.data_dir, cfg.network), "ab") as log:
-            proc = handles.host.make(subprocess.Popen, argv, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=log, pass_fds=fds, start_new_session=True, cwd="/")
+        # its own (its cwd is made / there). posix_spawn: glibc's vfork-like clone and no Python-level work
+        # between fork and exec; dup2 of a descriptor to itself makes it inheritable in the child only.
+        log = os.open(store.log_path(cfg.data_dir, cfg.network),
+                      os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            actions = [(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, log, 1), (os.POSIX_SPAWN_DUP2, log, 2)]
+            actions += [(os.POSIX_SPAWN_DUP2, fd, fd) for fd in fds]
+            pid = handles.host.make(os.posix_spawn, sys.executable, argv, env, file_actions=actions, setsid=True)
+        finally:
+            os.close(log)
+            os.close(null)
     finally:
         for sock in sockets:   # the watchdog's now: a copy kept here would hold the port after it stops
             sock.close()
-    _spawned.append(proc)
-    store.write_pid_file(cfg.data_dir, cfg.network, proc.pid, syscalls.proc_start_time(proc.pid), listen)
+    _spawned.append(pid)
+    store.write_pid_file(cfg.data_dir, cfg.network, pid, syscalls.proc_start_time(pid), listen)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] == 0
+    except ChildProcessError:
+        return False
 
 
 def _reap_spawned() -> None:
     """Collects the exit of resolvers this process spawned (a long-lived caller: the daemon)."""
-    _spawned[:] = [proc for proc in _spawned if proc.poll() is None]
+    _spawned[:] = [pid for pid in _spawned if _running(pid)]
 
 
 def stop_resolver(cfg: DnsnameConfig) -> None:

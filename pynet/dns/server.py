@@ -1,7 +1,7 @@
 """The resolver of one network (aardvark-dns's shape): answers the network's container names on its gateway
 addresses, port 53, UDP and TCP, and forwards everything else to upstream resolvers.
 
-This module is the serving process: forked by the network's watchdog (supervise.py, what the dnsname
+This module is the serving process: forked by the network's watchdog (watchdog.py, what the dnsname
 plugin starts in the network namespace where the bridge lives) at the first query, with the sockets the
 plugin bound. It reads ``DIR/NAME.json`` (cni_plugins/dnsname/records.py) and re-reads it when inotify
 says it changed, so the plugin only rewrites the file. Wire format: dnspython; the hot paths (udp.py,
@@ -282,7 +282,7 @@ class Server:
         self.sockets = sockets
 
     def serve(self) -> None:
-        """Answers on every bound address (in the serving process, supervise.Watchdog's child)."""
+        """Answers on every bound address (in the serving process, watchdog.Watchdog's child)."""
         cache = AnswerCache()
         for _udp, tcp in self.sockets.values():
             threading.Thread(target=tcp_service.serve, args=(tcp, self.resolver, cache), daemon=True).start()

@@ -101,8 +101,9 @@ SPEC_FILE = "config.json"   # the container's OCI spec (launcher/spec.py) but it
 
 class Reserved(Fields):
     """What the daemon's spare launcher made before its container was asked for: the id, its cgroups (no
-    limits), a stage 1 already in them, and a warm.WarmAttachment (or None) for the default network."""
-    FIELDS = {"id": REQUIRED, "cgroups": REQUIRED, "stage1": REQUIRED, "warm": None}
+    limits), a stage 1 already in them, and a warm.WarmAttachment (or None) for the default network;
+    ``settle``: a call that waits for that warm attachment while it is still being made (then None)."""
+    FIELDS = {"id": REQUIRED, "cgroups": REQUIRED, "stage1": REQUIRED, "warm": None, "settle": None}
 
 
 def create(opts: RunOptions, reserved: Reserved | None = None) -> tuple[Record, namespaces.ProcessSpec]:
@@ -218,6 +219,8 @@ def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
     cg = cgroups.from_paths(rec["cgroups"])
     join = cg.join if reserved is None else (lambda _pid: None)
     needs_network = network.needs_attach(rec)
+    if reserved is not None and reserved.settle is not None and warm.may_fit(rec.get("network")):
+        reserved.settle()   # a run that will not adopt it does not wait for it
     adopted = reserved.warm if reserved is not None and warm.fits(reserved.warm, rec.get("network")) else None
 
     def running(pid: int) -> dict:
@@ -252,7 +255,7 @@ def start(rec: Record, spec: namespaces.ProcessSpec, dns: list | None = None,
 
     try:
         pid = namespaces.start(spec, join, before_exec, idle, reserved.stage1 if reserved is not None else None,
-                               adopted.netns_fd if adopted is not None else None)
+                               adopted is not None)
         if not needs_network:
             rec.update(**running(pid))
         return pid

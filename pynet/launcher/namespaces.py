@@ -85,9 +85,9 @@ class Prestarted:
             got = _receive_spec(theirs) if prepared is not None else None
             if got is None:
                 os._exit(0)   # discarded
-            spec, umask, stdio = got
-            if len(stdio) > 3:
-                _join_given_netns(theirs, stdio.pop())
+            spec, umask, fresh_net, stdio = got
+            if fresh_net:
+                _answer(theirs, _moved(lambda: L.unshare(L.CLONE_NEWNET), "unshare"))
             theirs.close()
             for target, fd in enumerate(stdio):
                 os.dup2(fd, target)
@@ -99,6 +99,7 @@ class Prestarted:
         os.close(r_sync)
         self.pid, self.r_report, self.w_sync, self.channel = pid, r_report, w_sync, ours
         self.launched = False
+        self.in_warm_netns = False   # PID 1 moved to a warm attachment's network namespace (enter_netns)
 
     def joined(self) -> None:
         """Tells the stage 1 it is in its cgroups: its cgroup namespace may be made now."""
@@ -108,26 +109,40 @@ class Prestarted:
     def fits(spec: ProcessSpec) -> bool:
         return not spec.userns and spec.new_net and spec.console is None
 
-    def launch(self, spec: ProcessSpec, netns_fd: int | None = None) -> tuple[int, int, int]:
+    def enter_netns(self, netns_fd: int) -> bool:
+        """Moves PID 1 (forked ahead) to the network namespace ``netns_fd`` (a warm attachment's, made while
+        nobody waited), so a run that adopts it finds PID 1 there with nothing left to do; whether it
+        moved. Waits for PID 1: call it once joined()."""
+        import socket
+
+        try:
+            self.channel.sendmsg([NETNS_GIVEN], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                                  netns_fd.to_bytes(4, sys.byteorder, signed=True))])
+            self.in_warm_netns = self.channel.recv(4096) == MOVED
+        except OSError:
+            pass
+        return self.in_warm_netns
+
+    def launch(self, spec: ProcessSpec, warm_netns: bool = False) -> tuple[int, int, int]:
         """Sends the spec with this process's stdio and umask; returns start()'s (pid, report, sync).
-        ``netns_fd``: a network namespace PID 1 moves to instead of its own (a warm attachment's, made
-        while nobody waited); returns once it is there, so the caller finds PID 1 in it."""
+        ``warm_netns``: the network namespace PID 1 was moved to (enter_netns) is the container's; if not,
+        PID 1 makes a new empty one, and this returns once it has, so the caller finds PID 1 in it."""
         import pickle
         import socket
 
         umask = os.umask(0o022)
         os.umask(umask)
-        fds = (0, 1, 2) if netns_fd is None else (0, 1, 2, netns_fd)
-        rights = b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in fds)
-        blob = pickle.dumps((spec, umask))
+        fresh_net = self.in_warm_netns and not warm_netns
+        rights = b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in (0, 1, 2))
+        blob = pickle.dumps((spec, umask, fresh_net))
         try:
             sent = self.channel.sendmsg([blob], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
             self.channel.sendall(blob[sent:])
-            if netns_fd is not None:
+            if fresh_net:
                 self.channel.shutdown(socket.SHUT_WR)
                 answer = self.channel.recv(4096)
-                if answer != b"N":
-                    raise LaunchError(f"cannot move the container to its network namespace: "
+                if answer != MOVED:
+                    raise LaunchError(f"cannot give the container a network namespace of its own: "
                                       f"{answer.decode(errors='replace') or 'PID 1 is gone'}")
         finally:
             self.channel.close()
@@ -186,50 +201,64 @@ def _prestarted_pid1(spec: ProcessSpec, prepared: tuple, sync_fd: int, report_fd
     oci_init.init_prestarted(plan_of(spec, filt), sync_fd, report_fd)
 
 
-def _join_given_netns(sock, fd: int) -> None:
-    """PID 1 moves to the network namespace Prestarted.launch gave it and says so ("N", else the error)."""
+# PID 1's channel: NETNS_GIVEN (with the fd) moves it to a warm network namespace ahead; it answers MOVED,
+# or the error, to that and to a spec that asks for a fresh one.
+NETNS_GIVEN = b"W"
+MOVED = b"N"
+
+
+def _moved(move, what: str) -> bytes:
     try:
-        L.setns(fd, L.CLONE_NEWNET)
-        answer = b"N"
+        move()
+        return MOVED
     except OSError as exc:
-        answer = f"setns: {exc.strerror}".encode()
-    finally:
-        os.close(fd)
+        return f"{what}: {exc.strerror}".encode()
+
+
+def _answer(sock, answer: bytes) -> None:
+    """PID 1 says how a move went; it cannot run in the wrong network namespace: it exits on a failure."""
     try:
         sock.sendall(answer)
     except OSError:
         pass
-    if answer != b"N":
+    if answer != MOVED:
         os._exit(1)
 
 
 def _receive_spec(sock):
-    """(spec, umask, [stdio fds, and a netns fd when given]) from Prestarted.launch, or None when it was
-    discarded. The socket stays open (PID 1 may answer on it)."""
+    """(spec, umask, fresh_net, [stdio fds]) from Prestarted.launch, or None when it was discarded; a warm
+    network namespace given before (Prestarted.enter_netns) is joined as it comes. The socket stays open
+    (PID 1 may answer on it)."""
     import array
     import pickle
     import socket
 
-    fds = array.array("i")
     chunks = []
     try:
-        data, ancdata, _flags, _addr = sock.recvmsg(1 << 16, socket.CMSG_SPACE(4 * fds.itemsize))
-        for level, kind, cdata in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
+        while True:
+            fds = array.array("i")
+            data, ancdata, _flags, _addr = sock.recvmsg(1 << 16, socket.CMSG_SPACE(4 * fds.itemsize))
+            for level, kind, cdata in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
+            if data != NETNS_GIVEN or len(fds) != 1:
+                break
+            # (a failed move leaves PID 1 in its own: the spare then keeps the warm attachment out of it)
+            sock.sendall(_moved(lambda: L.setns(fds[0], L.CLONE_NEWNET), "setns"))
+            os.close(fds[0])
         while data:
             chunks.append(data)
             data = sock.recv(1 << 16)
     except OSError:
         return None
-    if not chunks or len(fds) not in (3, 4):
+    if not chunks or len(fds) != 3:
         return None
-    spec, umask = pickle.loads(b"".join(chunks))
-    return spec, umask, list(fds)
+    spec, umask, fresh_net = pickle.loads(b"".join(chunks))
+    return spec, umask, fresh_net, list(fds)
 
 
 def start(spec: ProcessSpec, join_cgroups, before_exec, idle=None, prestarted: Prestarted | None = None,
-          netns_fd: int | None = None) -> int:
+          warm_netns: bool = False) -> int:
     """Starts the container (pynet/oci/init.py's launch, without exec fifo); returns the host PID of its
     PID 1 once the command has been executed.
 
@@ -237,14 +266,15 @@ def start(spec: ProcessSpec, join_cgroups, before_exec, idle=None, prestarted: P
     container's cgroup); ``before_exec(pid)`` runs with the namespaces made, PID 1 waiting (network
     attach, state); ``idle()`` runs while the stages build the container, when the launcher would only
     wait for them. With ``prestarted``, that stage 1 is used (already in its cgroups: ``join_cgroups``
-    should do nothing), and ``netns_fd`` the network namespace its PID 1 moves to (see Prestarted.launch).
+    should do nothing), and ``warm_netns`` whether the warm network namespace its PID 1 is in is the
+    container's (see Prestarted.launch).
     """
     L.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
     stage = None
     if prestarted is not None:
         if not prestarted.fits(spec):
             raise LaunchError("internal: a prestarted stage 1 cannot make this container")
-        stage = prestarted.launch(spec, netns_fd)
+        stage = prestarted.launch(spec, warm_netns)
     return oci_init.launch(plan_of(spec), join_cgroups, before_exec, idle, stage)
 
 

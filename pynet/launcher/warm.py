@@ -1,11 +1,12 @@
 """A warm attachment: the daemon's spare launcher (zygote.py) runs, while nobody waits, the part of the default
 network's chain that no request changes (the bridge plugin and its host-local lease: ~20 ms of a run's
 ~28 ms network ADD), for a network namespace of its own, as the container it reserved (its id, ifname
-eth0). A run that uses that network the plain way (no --ip, same ifname and runner locations) gets its
-PID 1 moved into that namespace (namespaces.Prestarted.launch) and finishes the chain from the cached
-result (portmap with its -p mappings, dnsname with its name: Attachments.adopt), which leaves the cache
-record a whole ADD leaves; any other run ignores it, and the spare DELs it after the run's reply
-(discard), as it does when it is released unused.
+eth0). The spare moves its reserved PID 1 into that namespace as soon as it exists
+(namespaces.Prestarted.enter_netns). A run that uses that network the plain way (no --ip, same ifname and
+runner locations) finds its PID 1 there and finishes the chain from the cached result (portmap with its
+-p mappings, dnsname with its name: Attachments.adopt), which leaves the cache record a whole ADD leaves;
+any other run gets a new empty network namespace for its PID 1 (Prestarted.launch), and the spare DELs
+the warm attachment after the run's reply (discard), as it does when it is released unused.
 
 Until a run adopts it the attachment is owned by the spare's own process (attachments.Container pid), so
 a spare killed with SIGKILL leaves a dead container that `pynet attach gc` (and the CNI GC) frees, lease
@@ -107,7 +108,10 @@ def finish(pending: Pending | None, container_id: str) -> WarmAttachment | None:
         return None
     from pynet.runner import locations
 
-    _, status = os.waitpid(pending.pid, 0)
+    try:
+        _, status = os.waitpid(pending.pid, 0)
+    except ChildProcessError:
+        status = 0   # reaped by the launcher's wait for any child (container.wait): the cache tells
     entry = locations.runner(pending.runner).cached(pending.conf.name, container_id, IFNAME) if status == 0 else None
     if entry is None:
         os.close(pending.netns_fd)
@@ -115,12 +119,15 @@ def finish(pending: Pending | None, container_id: str) -> WarmAttachment | None:
     return WarmAttachment(entry, pending.steps, pending.runner, pending.netns_fd)
 
 
+def may_fit(net: dict | None) -> bool:
+    """Whether a run whose network record is ``net`` could adopt a warm attachment (fits() says if it does)."""
+    return bool(net) and net.get("mode") in ("default", DEFAULT_NETWORK) and not net.get("ip")
+
+
 def fits(warm: WarmAttachment | None, net: dict | None) -> bool:
     """Whether a run whose network record is ``net`` can adopt ``warm``: the default network (or it by
     name) as it is defined now, ifname eth0, no --ip, the same runner locations."""
-    if warm is None or warm.taken or not net:
-        return False
-    if net.get("mode") not in ("default", warm.entry.network) or net.get("ip"):
+    if warm is None or warm.taken or not may_fit(net) or net.get("mode") not in ("default", warm.entry.network):
         return False
     if (net.get("ifname") or IFNAME) != warm.entry.ifname or (net.get("runner") or {}) != warm.runner:
         return False

@@ -24,8 +24,10 @@ makes the container's namespaces and its PID 1, which waits for the command; the
 the spare, whose container skips those steps (container.Reserved). The zygote forks the spare once the
 previous launcher has exited (its cleanup needs the same mutex), a request arrives, or 100 ms passed.
 The spare also attaches its container ahead to the default network, as far as the chain needs nothing
-from a request (warm.py: the bridge and its lease, in a network namespace of its own that PID 1 moves to
-if the run uses that network; any other run leaves it to be DELed after the reply). So the zygote forks
+from a request (warm.py: the bridge and its lease, in a network namespace of its own that the spare moves
+the reserved PID 1 to; a run on another network gets PID 1 a new one, and the warm attachment is DELed
+after the reply; a request that comes before the warm part is done waits for it only in container.start,
+and only if it can adopt it). So the zygote forks
 the next spare as soon as a spare launcher has replied, not once it exited.
 A request the spare cannot take as it is (the client in other user/mount/pid/cgroup namespaces than the
 daemon's, or --net host) releases the reservation and is served the ordinary way.
@@ -312,11 +314,14 @@ def _spare(sock: socket.socket, warm_ahead: bool = True) -> None:
     # longer for it than the whole ADD takes).
     pending = warm.start(cid) if warm_ahead and not select.select([sock], [], [], 0)[0] else None
     reserved = _reserve(cid)
-    warmed = warm.finish(pending, cid)
-    if reserved is not None:
-        reserved.warm = warmed
-    else:
-        warm.discard(warmed)
+    if reserved is None:
+        warm.discard(warm.finish(pending, cid))
+    elif pending is not None:
+        reserved.settle = lambda: _settle_warm(reserved, pending, cid)
+        if _child_first(pending.pid, sock):
+            reserved.settle()
+        # else a request came first: its launcher settles the warm attachment when it needs it (container.start),
+        # the child meanwhile going on with the ADD
     try:
         msg, fds = _recv(sock)
     except OSError:
@@ -327,6 +332,38 @@ def _spare(sock: socket.socket, warm_ahead: bool = True) -> None:
         _discard_warm(reserved)
         os._exit(0)
     _launcher(fds[0], list(fds[1:]), msg, reserved, sock)
+
+
+def _child_first(pid: int, sock: socket.socket) -> bool:
+    """Waits for child ``pid`` to end or a request on ``sock``; whether the child ended first."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return True
+    try:
+        return pidfd in select.select([pidfd, sock], [], [])[0]
+    finally:
+        os.close(pidfd)
+
+
+def _settle_warm(reserved, pending, cid: str) -> None:
+    """The warm attachment of ``reserved`` once its child is done (waited for), with PID 1 moved into its
+    namespace (a run that adopts it then has nothing to move); none if either failed."""
+    from . import warm
+
+    reserved.settle = None
+    warmed = warm.finish(pending, cid)
+    if warmed is not None and reserved.stage1.enter_netns(warmed.netns_fd):
+        reserved.warm = warmed
+    else:
+        warm.discard(warmed)
+
+
+def _settled(reserved):
+    """``reserved`` with its warm attachment settled (see _spare)."""
+    if reserved is not None and reserved.settle is not None:
+        reserved.settle()
+    return reserved
 
 
 def _replied(zygote_sock, opts=None) -> None:
@@ -345,7 +382,7 @@ def _replied(zygote_sock, opts=None) -> None:
 
 def _discard_warm(reserved) -> None:
     """The DEL of a warm attachment no run adopted; off the critical path (after the reply)."""
-    if reserved is not None and reserved.warm is not None:
+    if _settled(reserved) is not None and reserved.warm is not None:
         from . import warm
 
         warm.discard(reserved.warm)
@@ -431,10 +468,10 @@ def _launcher(conn_fd: int, fds: list, msg: bytes, reserved=None, zygote_sock=No
         reason = f"{type(exc).__name__}: {exc}"
     if reason is not None:
         _release(reserved)
-        if spare is not None and opts is not None:
+        if spare is not None and opts is not None and opts.net.ip:
             from . import warm
 
-            warm.release_if_asked_for(spare.warm, {"ip": opts.net.ip})   # before the local run asks for it
+            warm.release_if_asked_for(_settled(spare).warm, {"ip": opts.net.ip})   # before the local run asks for it
         _send(conn, REFUSED, reason.encode())
         conn.close()
         _replied(zygote_sock)

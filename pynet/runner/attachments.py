@@ -171,7 +171,7 @@ class Container:
         # reachable: the netns path holds the namespace now (a lost pin is made again by detach or gc)
         return {"id": self.id, "name": self.name or None, "pid": self.pid or None, "alive": self.alive, "netns": self.netns,
                 "reachable": bool(self.netns) and is_pinned(self.netns), "pynet": not self.foreign,
-                "attachments": [describe_entry(e) for e in self.entries]}
+                "attachments": [describe_entry(e) for e in self.entries], **({"warm": True} if self.warm else {})}
 
 
 def describe_entry(entry: CacheEntry) -> dict:
