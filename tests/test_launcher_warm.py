@@ -254,7 +254,9 @@ def test_a_run_asking_for_the_warm_address_gets_it(pynet, warm_env, host_ns):
 def test_spares_stop_warming_while_runs_keep_off_the_default_network(pynet, warm_env, host_ns):
     from pynet.launcher import zygote
 
-    for _ in range(zygote.WARM_UNTIL_UNUSED):
+    # One run more than the rule: a spare forked while a run is still on (after 100 ms) is decided before
+    # that run's reply is counted, so under load the 8th run's spare may still warm.
+    for _ in range(zygote.WARM_UNTIL_UNUSED + 1):
         res = pynet("run", "--rm", "--net", "none", "busybox", "true")
         assert res.returncode == 0, res.err
     _spare, cid = _spare_reservation(warm_env["zygote"])
