@@ -138,6 +138,9 @@ def parse_dns(value, key: str = "dns"):
     return DNS(strings("nameservers"), string_value(domain, f"{key}.domain"), strings("search"), strings("options"))
 
 
+_ABSENT = object()
+
+
 class GoKeys(dict):
     """A JSON object read the way the reference plugins' Go decoding reads it: a key names a field exactly
     or, failing that, in any case (``HostPort`` for ``hostPort``, as containerd's CRI plugin sends port
@@ -149,24 +152,29 @@ class GoKeys(dict):
     def _other_case(self, key):
         if isinstance(key, str):
             folded = key.lower()
+            # An ASCII key can only match a key of its own length (no ASCII letter folds to two
+            # characters); the length test spares lowering every key of the object per absent key.
+            size = len(key) if key.isascii() else -1
             for k in self:
-                if isinstance(k, str) and k.lower() == folded:
+                if isinstance(k, str) and (size < 0 or len(k) == size) and k.lower() == folded:
                     return k
         return None
 
     def __getitem__(self, key):
-        if dict.__contains__(self, key):
-            return dict.__getitem__(self, key)
+        value = dict.get(self, key, _ABSENT)
+        if value is not _ABSENT:
+            return value
         other = self._other_case(key)
         if other is None:
             raise KeyError(key)
         return dict.__getitem__(self, other)
 
     def get(self, key, default=None):
-        try:
-            return self[key]
-        except KeyError:
-            return default
+        value = dict.get(self, key, _ABSENT)
+        if value is not _ABSENT:
+            return value
+        other = self._other_case(key)
+        return default if other is None else dict.__getitem__(self, other)
 
     def __contains__(self, key):
         return dict.__contains__(self, key) or self._other_case(key) is not None

@@ -11,6 +11,7 @@ import dataclasses
 import errno
 import ipaddress
 import os
+import socket
 import time
 from dataclasses import dataclass
 
@@ -105,9 +106,13 @@ def refresh_mac(ipr, link: Link) -> str:
     return mac if mac is not None else link.mac
 
 
-def ensure_gateway_address(ipr, link: Link, address, force: bool) -> None:
-    """Puts the gateway address (with the subnet's prefix) on the bridge, as the reference's ensureAddr:
-    a different IPv4 address, or an overlapping IPv6 one, is an error unless forceAddress replaces it."""
+def ensure_gateway_address(host, link: Link, address, force: bool) -> None:
+    """Puts the gateway address (with the subnet's prefix) on the bridge in ``host`` (a NetnsHandle), as the
+    reference's ensureAddr: a different IPv4 address, or an overlapping IPv6 one, is an error unless
+    forceAddress replaces it."""
+    if address.version == 4 and _primary_ipv4(host, link.name) == address:
+        return   # every ADD but the first: two ioctls (~0.1 ms) instead of an address dump (~0.4 ms)
+    ipr = host.ipr
     present = netlink.addresses(ipr, link.index, address.version)
     if address in present:
         return
@@ -129,6 +134,11 @@ def ensure_gateway_address(ipr, link: Link, address, force: bool) -> None:
     mac = refresh_mac(ipr, link)
     if mac:
         ipr.link("set", index=link.index, address=mac)
+
+
+def _primary_ipv4(host, name: str):
+    with contextlib.closing(host.make(socket.socket, socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)) as sock:
+        return netlink.primary_ipv4(sock, name)
 
 
 def enable_forwarding(host, version: int) -> None:

@@ -91,7 +91,7 @@ def _configure_l3(req: Request, conf: BridgeConfig, ns: NetnsHandle, host: Netns
             target = links.ensure_vlan_gateway(host, bridge, conf)
             result.interfaces.append(Interface(target.name, target.mac))
         for address in gateways:
-            links.ensure_gateway_address(host.ipr, target, address, conf.force_address)
+            links.ensure_gateway_address(host, target, address, conf.force_address)
         for version in sorted({a.version for a in gateways}):
             links.enable_forwarding(host, version)
 
