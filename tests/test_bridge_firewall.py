@@ -145,3 +145,15 @@ def test_reused_address_is_reowned_and_late_del_of_old_owner_keeps_it(make_cni, 
     cni.delete("bridge", conf, old.path, container_id="old")
     assert masq(host_ns) == [("10.99.0.5", "new/eth0@brnet")]
     assert nft_elements(host_ns, "inet", "local4") == [("10.99.0.5 . 10.99.0.0/24", "new/eth0@brnet")]
+
+
+def test_del_whose_prev_result_names_another_containers_address_removes_only_its_own(bcni, host_ns, make_netns,
+                                                                                     conf_factory):
+    # DEL goes by the prevResult's addresses only when this attachment owns those elements; else by its tag.
+    conf = conf_factory(isGateway=True, ipMasq=True)
+    a, b = make_netns(), make_netns()
+    bcni.add("bridge", conf, a, container_id="mine-a")
+    rb = bcni.add("bridge", conf, b, container_id="other-b")
+    bcni.delete("bridge", dict(conf, prevResult=rb), a, container_id="mine-a")
+    assert masq(host_ns) == [(ip_of(rb), "other-b/eth0@brnet")]
+    assert [owner for _, owner in nft_elements(host_ns, "inet", "local4")] == ["other-b/eth0@brnet"]

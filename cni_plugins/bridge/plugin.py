@@ -131,9 +131,19 @@ def delete(req: Request, conf: BridgeConfig, handles: Handles) -> None:
         # after the reply where a daemon serves the request (the handles are closed after it).
         req.after_reply(lambda: links.delete(ns.ipr, req.ifname))
     if conf.ip_masq or conf.macspoofchk:
-        nft_rules.remove_owned(handles.host.nft, _tag(req), masq=conf.ip_masq, spoof=conf.macspoofchk)
+        nft_rules.remove_owned(handles.host.nft, _tag(req), masq=conf.ip_masq, spoof=conf.macspoofchk,
+                               addresses=_masqueraded_addresses(req))
     if conf.ipam:
         delegate.ipam_del(req, handles)
+
+
+def _masqueraded_addresses(req: Request) -> list:
+    """The container addresses the ADD masqueraded, from prevResult; [] when DEL has none it can read."""
+    try:
+        prev = req.prev_result
+    except CNIError:
+        return []   # DEL never fails on a prevResult it cannot read: removal by owner tag cleans up
+    return [ip.address for ip in prev.ips] if prev is not None else []
 
 
 # -- CHECK --------------------------------------------------------------------------------------------------
