@@ -139,10 +139,7 @@ def delete(req: Request, conf: BridgeConfig, handles: Handles) -> None:
 
 def _masqueraded_addresses(req: Request) -> list:
     """The container addresses the ADD masqueraded, from prevResult; [] when DEL has none it can read."""
-    try:
-        prev = req.prev_result
-    except CNIError:
-        return []   # DEL never fails on a prevResult it cannot read: removal by owner tag cleans up
+    prev = req.prev_result_if_readable()
     return [ip.address for ip in prev.ips] if prev is not None else []
 
 

@@ -47,7 +47,8 @@ def add(req: Request, cfg: FirewallConfig, handles: Handles) -> Result:
 
 
 def delete(req: Request, cfg: FirewallConfig, handles: Handles) -> None:
-    table.revoke(handles.host.nft, req.network_owner())
+    prev = req.prev_result_if_readable()
+    table.revoke(handles.host.nft, req.network_owner(), _addresses(prev) if prev is not None else None)
 
 
 def check(req: Request, cfg: FirewallConfig, handles: Handles) -> None:
