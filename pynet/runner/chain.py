@@ -142,8 +142,9 @@ class Runner:
             raise
         return result
 
-    def _cached_prev(self, conf: NetworkConfigList, container_id: str, ifname: str) -> dict | None:
-        raw = self.cache.read_raw_result(conf.name, container_id, ifname)
+    def _cached_prev(self, conf: NetworkConfigList, container_id: str, ifname: str, entry=None) -> dict | None:
+        """``entry``: the cache entry when the caller has read it already (a legacy bare result has none)."""
+        raw = entry.result if entry is not None else self.cache.read_raw_result(conf.name, container_id, ifname)
         if raw is None:
             return None
         if raw.get("cniVersion") == conf.cni_version:
@@ -153,9 +154,8 @@ class Runner:
         except CNIError:
             return None
 
-    def _runtime(self, conf, container_id, ifname, netns, capability_args, cni_args):
-        """DEL/CHECK default to what was used at ADD time (libcni's GetNetworkListCachedConfig)."""
-        entry = self.cache.read(conf.name, container_id, ifname)
+    def _runtime(self, conf, container_id, ifname, netns, capability_args, cni_args, entry):
+        """DEL/CHECK default to what was used at ADD time (libcni's GetNetworkListCachedConfig): ``entry``."""
         if netns is None:
             netns = entry.netns if entry else ""
         if capability_args is None:
@@ -168,9 +168,10 @@ class Runner:
         """``after_step(plugin)``: called after each plugin's DEL succeeded (a caller can let others have
         what that plugin held before the slower steps after it are done)."""
         conf = self._network_for_teardown(network, container_id, ifname)
-        netns, caps, args = self._runtime(conf, container_id, ifname, netns, capability_args, cni_args)
-        prev = self._cached_prev(conf, container_id, ifname) if cniversion.at_least(conf.cni_version, "0.4.0") \
-            else None
+        entry = self.cache.read(conf.name, container_id, ifname)   # read once: runtime defaults and prevResult
+        netns, caps, args = self._runtime(conf, container_id, ifname, netns, capability_args, cni_args, entry)
+        prev = self._cached_prev(conf, container_id, ifname, entry) \
+            if cniversion.at_least(conf.cni_version, "0.4.0") else None
         self._del_chain(conf, self._env("DEL", container_id, netns, ifname, args), prev, caps,
                         after_step=after_step)
         self.cache.delete(conf.name, container_id, ifname)
@@ -195,8 +196,9 @@ class Runner:
                            "does not support the CHECK command")
         if conf.disable_check:
             return
-        netns, caps, args = self._runtime(conf, container_id, ifname, netns, capability_args, cni_args)
-        prev = self._cached_prev(conf, container_id, ifname)
+        entry = self.cache.read(conf.name, container_id, ifname)
+        netns, caps, args = self._runtime(conf, container_id, ifname, netns, capability_args, cni_args, entry)
+        prev = self._cached_prev(conf, container_id, ifname, entry)
         env = self._env("CHECK", container_id, netns, ifname, args)
         for plugin in conf.plugins:
             self._step(conf, plugin, "CHECK", env, prev_result=prev, capability_args=caps)
