@@ -198,6 +198,21 @@ def set_up(ipr, index: int) -> None:
     ipr.link("set", index=index, state="up")
 
 
+def set_state_by_name(ipr, name: str, up: bool, index: int | None = None) -> bool:
+    """Sets ``name`` up or down (False: no such link). By SIOCSIFFLAGS on the netlink socket when the name
+    fits an ifreq (the same dev_change_flags as RTM_NEWLINK, at a few us instead of ~0.3 ms of pyroute2
+    message work), else over netlink."""
+    raw = name.encode()
+    if raw and len(raw) < IFNAMSIZ and b"\0" not in raw:
+        return ioctl_set_up(ipr, name, up)
+    if index is None:
+        index = link_index(ipr, name)
+        if index is None:
+            return False
+    ipr.link("set", index=index, state="up" if up else "down")
+    return True
+
+
 def delete_link(ipr, name: str) -> bool:
     """Deletes a link if it is there; False when it already was gone."""
     index = link_index(ipr, name)
@@ -337,7 +352,7 @@ def configure_interface(ipr, ifname: str, result: Result, nodad: bool = True, up
     for ip in ips:
         add_address(ipr, index, ip.address, nodad=nodad)
     if up:
-        set_up(ipr, index)
+        set_state_by_name(ipr, ifname, True, index)
     gateways = {ip.family: ip.gateway for ip in ips if ip.gateway is not None}
     for route in result.routes:
         add_route(ipr, route, index, gateways.get(route.dst.version))

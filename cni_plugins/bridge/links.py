@@ -282,16 +282,12 @@ def wait_oper_up(ipr, port: Link, timeout: float = OPER_UP_TIMEOUT) -> Link:
 
 def set_down(ipr, name: str) -> bool:
     """Sets ``name`` down; False when there is no such link."""
-    index = netlink.link_index(ipr, name)
-    if index is None:
-        return False
     try:
-        ipr.link("set", index=index, state="down")
+        return netlink.set_state_by_name(ipr, name, False)
     except Exception as exc:
         if netlink.netlink_error_code(exc) in (errno.ENODEV, errno.ENOENT):
             return False
         raise _fail(f"could not set {name!r} down", exc) from None
-    return True
 
 
 def delete(ipr, name: str) -> bool:

@@ -144,10 +144,13 @@ def delete_if_owned(nft: Nft, table: Table, tag: str, elements: Mapping[str, Ite
     keys in nft syntax) is an element ``tag`` owns; False, nothing deleted, when one is not (or one of
     ``elements`` is gone). A DEL that knows what its ADD wrote reads those few elements instead of listing
     the table, whose cost grows with every container on the host."""
-    for name, keys in owned_by_tag.items():
-        for key in keys:
-            if nft.element_owner(table.family, table.name, name, key) != tag:
-                return False
+    try:
+        for name, keys in owned_by_tag.items():
+            for key in keys:
+                if nft.element_owner(table.family, table.name, name, key) != tag:
+                    return False
+    except NftError:
+        return False   # e.g. EINTR: the set changed under a concurrent writer while it was read; list instead
     try:
         delete_exactly(nft, table, elements, what)
     except NftError as exc:
