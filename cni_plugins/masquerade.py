@@ -29,28 +29,17 @@ MASQ = Table("inet", "pynet-bridge", sets=(
 ))
 
 
-def _elements(addresses) -> dict[str, list]:
+def add_masquerade(handle: nft.Nft, tag: str, addresses) -> None:
+    """Masquerades traffic from each container address (an ip_interface) leaving its subnet."""
     elements = {}
     for version in (4, 6):
         mine = [a for a in addresses if a.version == version]
         elements[f"masq{version}"] = [str(a.ip) for a in mine]
         elements[f"local{version}"] = [nft.concat(str(a.ip), nft.prefix(a.network)) for a in mine]
-    return elements
+    nft.own(handle, MASQ, tag, elements, what="ipMasq setup")
 
 
-def add_masquerade(handle: nft.Nft, tag: str, addresses) -> None:
-    """Masquerades traffic from each container address (an ip_interface) leaving its subnet."""
-    nft.own(handle, MASQ, tag, _elements(addresses), what="ipMasq setup")
-
-
-def remove_masquerade(handle: nft.Nft, tag: str, addresses=None) -> None:
-    """Removes what ``tag`` owns. ``addresses``: those its ADD masqueraded (the prevResult's), when known:
-    then their elements go by key, after checking their owner, instead of by a listing of the table."""
-    if addresses:
-        elements = {name: keys for name, keys in _elements(addresses).items() if keys}
-        mine = {name: keys for name, keys in elements.items() if name.startswith("masq")}
-        if nft.delete_if_owned(handle, MASQ, tag, elements, mine, "delete ipMasq elements"):
-            return
+def remove_masquerade(handle: nft.Nft, tag: str) -> None:
     nft.remove_owned(handle, MASQ, tag)
 
 

@@ -124,13 +124,6 @@ class Request:
         except CNIError as err:
             raise CNIError(INVALID_CONFIG, f"invalid prevResult: {err.msg.removeprefix('invalid result: ')}") from None
 
-    def prev_result_if_readable(self):
-        """prevResult for a DEL, which never fails on one it cannot read (it then cleans up by owner tag)."""
-        try:
-            return self.prev_result
-        except CNIError:
-            return None
-
     def require_prev_result(self, plugin: str, why: str = ""):
         """prevResult, or code 7 naming ``plugin`` when it runs without one (not chained, or CHECK without
         the ADD's result); ``why`` says what it needs it for."""

@@ -149,7 +149,7 @@ def test_reused_address_is_reowned_and_late_del_of_old_owner_keeps_it(make_cni, 
 
 def test_del_whose_prev_result_names_another_containers_address_removes_only_its_own(bcni, host_ns, make_netns,
                                                                                      conf_factory):
-    # DEL goes by the prevResult's addresses only when this attachment owns those elements; else by its tag.
+    # DEL removes by owner tag, whatever addresses the prevResult names (a guard for any DEL by key).
     conf = conf_factory(isGateway=True, ipMasq=True)
     a, b = make_netns(), make_netns()
     bcni.add("bridge", conf, a, container_id="mine-a")

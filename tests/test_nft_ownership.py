@@ -109,26 +109,6 @@ def test_remove_owned_takes_everything_of_the_tag_in_one_go_and_nothing_else(hos
         assert nft.remove_owned(h, T, "a/eth0@n") == {}  # idempotent
 
 
-def test_delete_if_owned_deletes_the_given_elements_only_when_the_tag_owns_them(host_ns):
-    with bound(host_ns) as h:
-        nft.own(h, T, "a/eth0@n", {"addr4": ["10.1.0.2"], "pairs": [nft.concat("v1", "02:00:00:00:00:01")]})
-        nft.own(h, T, "b/eth0@n", {"addr4": ["10.1.0.3"]})
-        assert h.element_owner("inet", "pynet-test", "addr4", "10.1.0.3") == "b/eth0@n"
-        assert h.element_owner("inet", "pynet-test", "addr4", "10.1.0.9") is None
-        assert h.element_owner("inet", "pynet-absent", "addr4", "10.1.0.9") is None
-        # b's element named as a's: refused, nothing deleted
-        assert not nft.delete_if_owned(h, T, "a/eth0@n", {"addr4": ["10.1.0.3"]}, {"addr4": ["10.1.0.3"]})
-        assert elements(host_ns, "addr4") == {key("10.1.0.2"): "a/eth0@n", key("10.1.0.3"): "b/eth0@n"}
-        # one of the elements already gone: refused as a whole
-        assert not nft.delete_if_owned(h, T, "a/eth0@n", {"addr4": ["10.1.0.2"], "pairs": [nft.concat("v9", "02:00:00:00:00:09")]},
-                                       {"addr4": ["10.1.0.2"]})
-        assert key("10.1.0.2") in elements(host_ns, "addr4")
-        assert nft.delete_if_owned(h, T, "a/eth0@n", {"addr4": ["10.1.0.2"], "pairs": [nft.concat("v1", "02:00:00:00:00:01")]},
-                                   {"addr4": ["10.1.0.2"]})
-        assert elements(host_ns, "addr4") == {key("10.1.0.3"): "b/eth0@n"} and elements(host_ns, "pairs") == {}
-        assert not nft.delete_if_owned(h, T, "a/eth0@n", {"addr4": ["10.1.0.2"]}, {"addr4": ["10.1.0.2"]})
-
-
 def test_remove_on_an_absent_table_is_a_no_op(host_ns):
     with bound(host_ns) as h:
         assert nft.remove_owned(h, T, "a/eth0@n") == {}

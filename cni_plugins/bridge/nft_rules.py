@@ -13,7 +13,7 @@ are written only when a set is missing (the first ADD, or after someone removed 
 from __future__ import annotations
 
 from cni_plugins import nft
-from cni_plugins.masquerade import MASQ, add_masquerade, masqueraded, remove_masquerade  # noqa: F401  (bridge's ipMasq)
+from cni_plugins.masquerade import MASQ, add_masquerade, masqueraded  # noqa: F401  (bridge's ipMasq)
 from cni_plugins.nft import Chain, Set, Table
 
 SPOOF = Table("bridge", "pynet-bridge", sets=(
@@ -33,12 +33,10 @@ def add_spoofcheck(handle: nft.Nft, tag: str, host_ifname: str, mac: str) -> Non
             what="macspoofchk setup")
 
 
-def remove_owned(handle: nft.Nft, tag: str, masq: bool = True, spoof: bool = True, addresses=None) -> None:
-    """``addresses``: the container addresses of the ADD's result, when known (see remove_masquerade)."""
-    if masq:
-        remove_masquerade(handle, tag, addresses)
-    if spoof:
-        nft.remove_owned(handle, SPOOF, tag)
+def remove_owned(handle: nft.Nft, tag: str, masq: bool = True, spoof: bool = True) -> None:
+    for wanted, table in ((masq, MASQ), (spoof, SPOOF)):
+        if wanted:
+            nft.remove_owned(handle, table, tag)
 
 
 def collect_garbage(handle: nft.Nft, network: str, valid_tags: set[str]) -> None:

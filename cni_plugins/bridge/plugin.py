@@ -131,16 +131,9 @@ def delete(req: Request, conf: BridgeConfig, handles: Handles) -> None:
         # after the reply where a daemon serves the request (the handles are closed after it).
         req.after_reply(lambda: links.delete(ns.ipr, req.ifname))
     if conf.ip_masq or conf.macspoofchk:
-        nft_rules.remove_owned(handles.host.nft, _tag(req), masq=conf.ip_masq, spoof=conf.macspoofchk,
-                               addresses=_masqueraded_addresses(req))
+        nft_rules.remove_owned(handles.host.nft, _tag(req), masq=conf.ip_masq, spoof=conf.macspoofchk)
     if conf.ipam:
         delegate.ipam_del(req, handles)
-
-
-def _masqueraded_addresses(req: Request) -> list:
-    """The container addresses the ADD masqueraded, from prevResult; [] when DEL has none it can read."""
-    prev = req.prev_result_if_readable()
-    return [ip.address for ip in prev.ips] if prev is not None else []
 
 
 # -- CHECK --------------------------------------------------------------------------------------------------

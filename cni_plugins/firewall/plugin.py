@@ -47,8 +47,7 @@ def add(req: Request, cfg: FirewallConfig, handles: Handles) -> Result:
 
 
 def delete(req: Request, cfg: FirewallConfig, handles: Handles) -> None:
-    prev = req.prev_result_if_readable()
-    table.revoke(handles.host.nft, req.network_owner(), _addresses(prev) if prev is not None else None)
+    table.revoke(handles.host.nft, req.network_owner())
 
 
 def check(req: Request, cfg: FirewallConfig, handles: Handles) -> None:

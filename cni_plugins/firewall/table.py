@@ -95,14 +95,8 @@ def admit(handle: nft.Nft, owner: str, addresses, bridge: str | None = None, wha
         raise
 
 
-def revoke(handle: nft.Nft, owner: str, addresses=None) -> None:
-    """``addresses``: those the ADD admitted (the prevResult's), when known: their elements then go by key
-    after a check of their owner, not by a listing of the table."""
-    elements: dict[str, list] = {}
-    for address in addresses or ():
-        elements.setdefault(addr_set(address), []).append(str(address))
-    if not elements or not nft.delete_if_owned(handle, LAYOUT, owner, elements, elements, "delete firewall elements"):
-        nft.remove_owned(handle, LAYOUT, owner)
+def revoke(handle: nft.Nft, owner: str) -> None:
+    nft.remove_owned(handle, LAYOUT, owner)
     for chain in FOREIGN.values():
         nft.remove_tagged_rules(handle, *chain, lambda tag: tag == owner)
 

@@ -17,7 +17,7 @@ _HOME = {
     "handle": ("Nft", "NftError", "element", "owner_of", "value_of"),
     "layout": ("Chain", "Part", "Set", "Table"),
     "ownership": ("Listing", "add_tagged_rules", "base_chain_policies", "canon", "collect_garbage", "concat",
-                  "delete_exactly", "delete_if_owned", "ensure_part", "own", "owned", "prefix", "remove_owned", "remove_tagged_rules",
+                  "delete_exactly", "ensure_part", "own", "owned", "prefix", "remove_owned", "remove_tagged_rules",
                   "remove_where", "rules_in_place", "tagged_rules", "write_skeleton"),
     "tags": ("network_owner_tag", "network_suffix", "owner_tag"),
 }

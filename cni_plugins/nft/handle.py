@@ -13,15 +13,10 @@ import collections
 import contextlib
 import errno
 import os
-import re
 
 from ..errors import CNIError, IO_FAILURE
 
 _SELF = "/proc/thread-self/ns/net"
-
-
-_ELEMENTS = re.compile(r"elements = \{ (.*) \}")
-_COMMENT = re.compile(r' comment "([^"]*)"$')
 
 
 def element(value, owner: str) -> dict:
@@ -186,23 +181,6 @@ class Nft:
             if kind in obj:
                 return obj[kind].get("elem", [])
         return []
-
-    def element_owner(self, family: str, table: str, set_name: str, key: str) -> str | None:
-        """The owner tag (comment, "" without one) of the element ``key`` (nft syntax: an address) of a set,
-        None when it, its set or its table is not there. One ``get element``: unlike a listing it reads one
-        element, whatever the set holds. libnftables answers it in nft syntax only."""
-        with self._context() as ctx:
-            rc, out, err = ctx.lib.cmd(f"get element {family} {table} {set_name} {{ {key} }}")
-        if rc != 0:
-            exc = NftError(rc, f"get element {family} {table} {set_name} {key} failed: {err.strip()}")
-            if exc.missing:
-                return None
-            raise exc
-        found = _ELEMENTS.search(out)
-        if found is None or "," in found.group(1):
-            raise NftError(rc, f"get element {family} {table} {set_name} {key}: unexpected answer {out!r}")
-        comment = _COMMENT.search(found.group(1))
-        return comment.group(1) if comment else ""
 
     def table_exists(self, family: str, table: str) -> bool:
         try:

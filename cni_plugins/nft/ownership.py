@@ -138,28 +138,6 @@ def delete_exactly(nft: Nft, table: Table, elements: Mapping[str, Iterable], wha
               what or f"delete elements from {table.ref}")
 
 
-def delete_if_owned(nft: Nft, table: Table, tag: str, elements: Mapping[str, Iterable],
-                    owned_by_tag: Mapping[str, Iterable[str]], what: str = "") -> bool:
-    """Deletes exactly ``elements`` in one transaction when every key of ``owned_by_tag`` (set name ->
-    keys in nft syntax) is an element ``tag`` owns; False, nothing deleted, when one is not (or one of
-    ``elements`` is gone). A DEL that knows what its ADD wrote reads those few elements instead of listing
-    the table, whose cost grows with every container on the host."""
-    try:
-        for name, keys in owned_by_tag.items():
-            for key in keys:
-                if nft.element_owner(table.family, table.name, name, key) != tag:
-                    return False
-    except NftError:
-        return False   # e.g. EINTR: the set changed under a concurrent writer while it was read; list instead
-    try:
-        delete_exactly(nft, table, elements, what)
-    except NftError as exc:
-        if exc.missing:
-            return False
-        raise
-    return True
-
-
 # -- reading and removing ----------------------------------------------------------------------------------
 class Listing:
     """One ``list table``: chain names and the listed elements of each set and map (empty if no table)."""
