@@ -151,6 +151,30 @@ def mac_by_name(ipr, name: str) -> str | None:
 
 
 
+SIOCETHTOOL = 0x8946
+ETHTOOL_GDRVINFO = 3
+_DRVINFO_SIZE = 196   # struct ethtool_drvinfo; the driver name is bytes 4..36
+
+
+def driver_of(ipr, name: str) -> str | None:
+    """The ethtool driver name of ``name`` ("bridge", "veth", ...) through SIOCETHTOOL on the netlink socket of
+    ``ipr``, or None when the link is absent or the ioctl cannot tell (then ask over netlink)."""
+    import array
+
+    raw = name.encode()
+    fileno = getattr(ipr, "fileno", None)
+    if fileno is None or not raw or len(raw) >= IFNAMSIZ or b"\0" in raw:
+        return None
+    # ifr_data points at the struct: an array's buffer has a stable address while ``info`` lives
+    info = array.array("B", bytes(_DRVINFO_SIZE))
+    struct.pack_into("I", info, 0, ETHTOOL_GDRVINFO)
+    try:
+        fcntl.ioctl(fileno(), SIOCETHTOOL, struct.pack("16sP8x", raw, info.buffer_info()[0]))
+    except OSError:
+        return None
+    return info.tobytes()[4:36].split(b"\0", 1)[0].decode(errors="replace")
+
+
 def kind_of(msg) -> str:
     """The IFLA_INFO_KIND of a link message ("" for a link without one)."""
     info = msg.get_attr("IFLA_LINKINFO")

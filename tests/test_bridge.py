@@ -120,6 +120,16 @@ def test_promisc_mode_sets_the_bridge_promiscuous(bcni, host_ns, container_ns, c
     assert host_ns.link(brname)["flags"] & IFF_PROMISC
 
 
+def test_an_existing_bridge_is_adopted_set_up_and_made_promiscuous(bcni, host_ns, make_netns, conf_factory, brname):
+    first = bcni.add("bridge", conf_factory(), make_netns(), container_id="first")
+    host_ns.ipr.link("set", index=host_ns.link(brname)["index"], state="down")
+    second = bcni.add("bridge", conf_factory(promiscMode=True), make_netns(), container_id="second")
+    bridge = host_ns.link(brname)
+    assert bridge["flags"] & IFF_PROMISC and bridge["flags"] & 1
+    assert second["interfaces"][0] == {"name": brname, "mac": bridge.get_attr("IFLA_ADDRESS")}
+    assert first["interfaces"][0]["name"] == brname
+
+
 def test_mtu_is_set_on_both_veth_ends_and_the_new_bridge(bcni, host_ns, container_ns, conf_factory, brname):
     result = bcni.add("bridge", conf_factory(mtu=1400), container_ns)
     assert container_ns.link("eth0").get_attr("IFLA_MTU") == 1400

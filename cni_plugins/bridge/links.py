@@ -55,29 +55,48 @@ def _vlan_refused(conf: BridgeConfig, exc: BaseException) -> CNIError:
 def ensure_bridge(host, conf: BridgeConfig) -> Link:
     """Creates the bridge in ``host`` (a NetnsHandle) or adopts the existing one. Many ADDs may race to
     create it: EEXIST means a concurrent ADD (or the administrator) made it first, and it is used as it is.
-    It is looked up first: once it exists (every ADD but the first) that is the only round trip."""
+    It is looked up first, by interface ioctls (every ADD but the first), else over netlink."""
     ipr = host.ipr
-    msg = netlink.link(ipr, conf.bridge)
-    if msg is None:
-        msg = _create_bridge(ipr, conf)
-    if netlink.kind_of(msg) != "bridge":
-        raise CNIError(INTERNAL, f"{conf.bridge!r} already exists but is not a bridge (kind {netlink.kind_of(msg)!r})")
-    index = msg["index"]
-    if conf.vlan_filtering and not netlink.info_data(msg, "IFLA_BR_VLAN_FILTERING"):
-        try:
-            ipr.link("set", index=index, kind="bridge", br_vlan_filtering=1)
-        except Exception as exc:
-            raise _vlan_refused(conf, exc) from None
-    if conf.promisc_mode and not msg["flags"] & IFF_PROMISC:
+    found = None if conf.vlan_filtering else _existing_bridge(ipr, conf.bridge)
+    if found is not None:
+        index, flags, mac = found
+    else:
+        msg = netlink.link(ipr, conf.bridge)
+        if msg is None:
+            msg = _create_bridge(ipr, conf)
+        if netlink.kind_of(msg) != "bridge":
+            raise CNIError(INTERNAL, f"{conf.bridge!r} already exists but is not a bridge "
+                           f"(kind {netlink.kind_of(msg)!r})")
+        index, flags, mac = msg["index"], msg["flags"], netlink.mac_of(msg)
+        if conf.vlan_filtering and not netlink.info_data(msg, "IFLA_BR_VLAN_FILTERING"):
+            try:
+                ipr.link("set", index=index, kind="bridge", br_vlan_filtering=1)
+            except Exception as exc:
+                raise _vlan_refused(conf, exc) from None
+    if conf.promisc_mode and not flags & IFF_PROMISC:
         ipr.link("set", index=index, flags=IFF_PROMISC, change=IFF_PROMISC)
     try:
         # The plugin owns the bridge's routes; router advertisements must not add any.
         host.sysctl_write(sysctl.iface_key(6, conf.bridge, "accept_ra"), "0")
     except OSError:
         pass  # IPv6 disabled in this netns
-    if not msg["flags"] & 1:
+    if not flags & 1:
         netlink.set_up(ipr, index)
-    return Link(conf.bridge, index, netlink.mac_of(msg))
+    return Link(conf.bridge, index, mac)
+
+
+def _existing_bridge(ipr, name: str):
+    """(index, IFF flags, MAC) of the bridge ``name`` by interface ioctls (~20 us; the RTM_GETLINK answer
+    takes ~0.4 ms to parse), or None when it is absent, not a bridge, or the ioctls cannot tell: then the
+    netlink path decides (and names the kind in its error)."""
+    if netlink.driver_of(ipr, name) != "bridge":
+        return None
+    index = netlink.link_index(ipr, name)
+    flags = netlink.ioctl_flags(ipr, name)
+    mac = netlink.mac_by_name(ipr, name)
+    if index is None or flags is None or mac is None:
+        return None
+    return index, flags, mac
 
 
 def _create_bridge(ipr, conf: BridgeConfig):
