@@ -224,10 +224,10 @@ def set_up(ipr, index: int) -> None:
 
 def set_state_by_name(ipr, name: str, up: bool, index: int | None = None) -> bool:
     """Sets ``name`` up or down (False: no such link). By SIOCSIFFLAGS on the netlink socket when the name
-    fits an ifreq (the same dev_change_flags as RTM_NEWLINK, at a few us instead of ~0.3 ms of pyroute2
-    message work), else over netlink."""
+    fits an ifreq and ``ipr`` is a socket (the same dev_change_flags as RTM_NEWLINK, at a few us instead of
+    ~0.3 ms of pyroute2 message work), else over netlink."""
     raw = name.encode()
-    if raw and len(raw) < IFNAMSIZ and b"\0" not in raw:
+    if getattr(ipr, "fileno", None) is not None and raw and len(raw) < IFNAMSIZ and b"\0" not in raw:
         return ioctl_set_up(ipr, name, up)
     if index is None:
         index = link_index(ipr, name)
