@@ -25,6 +25,7 @@ networked pynet run with a bare runc.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -41,7 +42,7 @@ sys.path.insert(0, ROOT)
 from netns_fixtures import Netns  # noqa: E402
 from netns_fixtures.daemon import start_daemon, stop_daemon  # noqa: E402
 from pynet.launcher import images  # noqa: E402
-from pynet.oci.runtime import seccomp_cache  # noqa: E402
+from pynet.oci.runtime import default_cgroup_parents, remove_default_cgroup_parents, seccomp_cache  # noqa: E402
 from tests.podman.harness import OCI_DEFAULT_ROOT, missing_requirements as podman_missing, podman_with_runtime  # noqa: E402
 
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
@@ -87,6 +88,8 @@ def main() -> None:
     only_oci = "--oci" in sys.argv[1:]
     if not os.path.exists(RUNC):
         raise SystemExit("runc not installed (apt-get install runc)")
+    if not default_cgroup_parents():   # pynet-oci keeps the parent it makes; a benchmark leaves nothing
+        atexit.register(remove_default_cgroup_parents)
     with tempfile.TemporaryDirectory(prefix="pynet-bench-") as tmp, Netns.create("pynet-bench") as ns:
         env = dict(os.environ, PYNET_ROOT=os.path.join(tmp, "root"), PYNET_STATE=os.path.join(tmp, "state"))
         local = dict(env, PYNET_DAEMON="off")

@@ -127,6 +127,23 @@ DEFAULT_CGROUP_PARENT = "pynet-oci"   # kept once made, as runc keeps engines' p
                                       # then makes one directory per hierarchy, not two (~0.5 ms each)
 
 
+def default_cgroup_parents() -> list:
+    """The default parent's directory in each hierarchy where it exists."""
+    import glob
+
+    return glob.glob(f"/sys/fs/cgroup/*/{DEFAULT_CGROUP_PARENT}")
+
+
+def remove_default_cgroup_parents() -> None:
+    """For a caller that made the default parent (a test run, a benchmark) and leaves nothing behind: the
+    directories go where empty; one holding someone else's container stays."""
+    for path in default_cgroup_parents():
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+
 def _cgroup_rel(cid: str, linux: dict) -> str:
     path = linux.get("cgroupsPath")
     if not path:
