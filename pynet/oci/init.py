@@ -238,13 +238,19 @@ def _before_go_ahead(plan: Plan) -> None:
         import socket  # noqa: F401
 
 
-def _direct_init(plan: Plan, sync_fd: int, report_fd: int) -> None:
-    """The init without a user namespace: already in its PID namespace; joins and makes the others."""
+def _in_cgroups_after_go_ahead(plan: Plan, sync_fd: int) -> None:
+    """The first steps of the init and of a stage 1 alike: in the container's cgroups, then the runtime's
+    go-ahead; a seccomp filter that could not be built fails the start only now (the runtime reports it)."""
     _join_own_cgroups(plan)
     _before_go_ahead(plan)
     stages._wait_byte(sync_fd, b"1")
     if isinstance(plan.filt, Exception):
         raise plan.filt
+
+
+def _direct_init(plan: Plan, sync_fd: int, report_fd: int) -> None:
+    """The init without a user namespace: already in its PID namespace; joins and makes the others."""
+    _in_cgroups_after_go_ahead(plan, sync_fd)
     fds = {C.NAMESPACES[kind][0]: os.open(path, os.O_RDONLY | os.O_CLOEXEC)
            for kind, path in plan.ns.items() if path and kind != "pid"}
     L.join(fds)
@@ -259,11 +265,7 @@ def _direct_init(plan: Plan, sync_fd: int, report_fd: int) -> None:
 
 
 def _stage1(plan: Plan, sync_fd: int, report_fd: int) -> None:
-    _join_own_cgroups(plan)
-    _before_go_ahead(plan)
-    stages._wait_byte(sync_fd, b"1")
-    if isinstance(plan.filt, Exception):
-        raise plan.filt
+    _in_cgroups_after_go_ahead(plan, sync_fd)
     fds = {}
     for kind, path in plan.ns.items():
         if path:
