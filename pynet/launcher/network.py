@@ -135,6 +135,11 @@ def _network_name(atts, mode: str, runner_locations: dict) -> str:
                                   dns_data_dir(runner_locations))
 
 
+def on_default_network(mode: str | None) -> bool:
+    """Whether a run's network mode is the default network (by the word or by its name)."""
+    return mode in ("default", DEFAULT_NETWORK)
+
+
 def needs_attach(rec) -> bool:
     return (rec.get("network") or {}).get("mode") not in ("none", "host", None)
 

@@ -19,7 +19,7 @@ import os
 
 from cni_plugins import syscalls
 
-from .network import DEFAULT_NETWORK
+from .network import DEFAULT_NETWORK, on_default_network
 
 IFNAME = "eth0"
 # Plugins whose ADD reads nothing a run gives beyond the container id, netns and ifname, provided the run
@@ -121,7 +121,7 @@ def finish(pending: Pending | None, container_id: str) -> WarmAttachment | None:
 
 def may_fit(net: dict | None) -> bool:
     """Whether a run whose network record is ``net`` could adopt a warm attachment (fits() says if it does)."""
-    return bool(net) and net.get("mode") in ("default", DEFAULT_NETWORK) and not net.get("ip")
+    return bool(net) and on_default_network(net.get("mode")) and not net.get("ip")
 
 
 def fits(warm: WarmAttachment | None, net: dict | None) -> bool:

@@ -370,9 +370,9 @@ def _replied(zygote_sock, opts=None) -> None:
     """Tells the zygote (a spare's launcher) it replied, and whether its run was one on the default network
     (b"A": one a warm attachment is for)."""
     if zygote_sock is not None:
-        from .network import DEFAULT_NETWORK
+        from .network import on_default_network
 
-        wanted = opts is not None and opts.net.mode in ("default", DEFAULT_NETWORK)
+        wanted = opts is not None and on_default_network(opts.net.mode)
         try:
             zygote_sock.send(b"A" if wanted else b"R")
         except OSError:
