@@ -213,9 +213,10 @@ def ns_type(fd: int) -> int | None:
         return None
 
 
-def same_file(fd_a: int, fd_b: int) -> bool:
-    a, b = os.fstat(fd_a), os.fstat(fd_b)
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+def same_file(a: int | str, b: int | str) -> bool:
+    """Whether ``a`` and ``b`` (each an fd or a path) are one file: for namespace files, one namespace."""
+    st_a, st_b = os.stat(a), os.stat(b)
+    return (st_a.st_dev, st_a.st_ino) == (st_b.st_dev, st_b.st_ino)
 
 
 class entered:
@@ -234,7 +235,8 @@ class entered:
         path = isinstance(self.fd_or_path, str)
         # Already in that network namespace (a standalone plugin's host handle): no switch and none back.
         # Network namespaces only: entering the current mount namespace again also resets root and cwd.
-        if nstype == CLONE_NEWNET and not path and _same_namespace(self.fd_or_path, own_path):
+        # (one fstat and one stat: less than the two switches they save)
+        if nstype == CLONE_NEWNET and not path and same_file(self.fd_or_path, own_path):
             return
         self.own = os.open(own_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -260,13 +262,6 @@ class entered:
         os.close(self.own)
         if isinstance(self.fd_or_path, str):
             os.close(self.target)
-
-
-def _same_namespace(fd: int, own_path: str) -> bool:
-    """True when namespace file ``fd`` is the one the calling thread is in (one fstat and one stat: less
-    than the two switches it saves)."""
-    mine, target = os.stat(own_path), os.fstat(fd)
-    return (mine.st_dev, mine.st_ino) == (target.st_dev, target.st_ino)
 
 
 _NAME_OF = {flag: name for name, flag in NAMESPACES.items()}
