@@ -194,9 +194,16 @@ class ContainerCgroups(Fields):
     def all_dirs(self) -> list[str]:
         return list(dict.fromkeys(self.paths.values()))
 
-    def v1_dirs(self) -> list[str]:
-        """The directories in v1 hierarchies (all but the cgroup2 one)."""
-        return [p for p in self.all_dirs() if p != self.paths.get("unified")]
+    def v1_tasks_files(self) -> list[str]:
+        """The `tasks` files of the directories in v1 hierarchies (all but the cgroup2 one): a
+        single-threaded process writes "0" there to move itself (oci.init.join_v1_self)."""
+        return [os.path.join(p, "tasks") for p in self.all_dirs() if p != self.paths.get("unified")]
+
+    def open_v2_dir(self) -> int | None:
+        """An fd of the cgroup2 directory (to fork a process into it: syscalls.fork_into_cgroup), or None
+        without one."""
+        path = self.paths.get("unified")
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if path else None
 
     def join(self, pid: int) -> None:
         _wait_warmup()

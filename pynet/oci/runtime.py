@@ -267,9 +267,8 @@ def _create(root, cid, conf, pid_file, no_pivot, subreaper, console, preserve_fd
             # directory and writes itself into each v1 hierarchy's (a move of another process waits for
             # the kernel's threadgroup lock, whose first writer after a quiet spell waits an RCU grace
             # period: ~10 ms, ~20 ms under load).
-            plan.own_cgroup_files = [os.path.join(path, "tasks") for path in cg.v1_dirs()]
-            if cg.paths.get("unified"):
-                into = os.open(cg.paths["unified"], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            plan.own_cgroup_files = cg.v1_tasks_files()
+            into = cg.open_v2_dir()
             pid = launch(plan, cg.join, on_namespaces, into=into)
         except OCIError:
             raise
@@ -574,8 +573,7 @@ def _exec(c: Container, process: dict, filt, detach: bool, pid_file: str | None,
     cg = c.cgroups
     r_report, w_report = os.pipe()
     # Forked into the container's cgroup2 directory, it joins the v1 ones itself (as the init does).
-    into = os.open(cg.paths["unified"], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if cg.paths.get("unified") \
-        else None
+    into = cg.open_v2_dir()
     try:
         child, born = fork_into(into)
     finally:
@@ -616,7 +614,7 @@ def _exec_child(cg, self_join: bool, fds: dict, process: dict, filt, detach: boo
         exec_process(process, filt)
 
     if self_join:   # in the cgroup2 directory (if any) since its fork
-        join_v1_self(os.path.join(path, "tasks") for path in cg.v1_dirs())
+        join_v1_self(cg.v1_tasks_files())
     else:
         cg.join(os.getpid())
     if "user" in fds:
