@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from cni_plugins import syscalls
 from cni_plugins.files import atomic_write
+from cni_plugins.processes import stat_fields
 from cni_plugins.errors import CNIError, INVALID_ENVIRONMENT, IO_FAILURE, UNKNOWN_CONTAINER
 
 from .cache import CacheEntry
@@ -63,12 +64,8 @@ def is_pinned(target: str) -> bool:
 
 
 def _is_kernel_thread(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return False
-    return bool(int(fields[6]) & PF_KTHREAD)
+    fields = stat_fields(pid)
+    return fields is not None and bool(int(fields[6]) & PF_KTHREAD)
 
 
 def initial_netns_inodes() -> set[int]:
