@@ -9,7 +9,7 @@ import sys
 from pynet import topology
 from pynet.cli import CommandError
 
-from .state import valid_name
+from .state import netns_exists, valid_name
 
 
 def register(subparsers) -> None:
@@ -250,7 +250,7 @@ def cmd_ls(args) -> int:
             continue
         state = store.read(entry[:-5]) or {}
         namespaces = list((state.get("namespaces") or {}).values())
-        alive = sum(os.path.exists(os.path.join("/run/netns", n)) for n in namespaces)
+        alive = sum(netns_exists(n) for n in namespaces)
         services = state.get("services") or []
         rows.append({"name": entry[:-5], "run": state.get("run"), "phase": state.get("phase", "corrupt"),
                      "nodes": len(namespaces), "alive": alive, "services": len(services),

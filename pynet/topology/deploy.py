@@ -69,15 +69,14 @@ class Deployment:
         if node not in self.state["namespaces"]:
             raise KeyError(f"no node {node!r} in topology {self.name!r}")
         if node not in self._ns:
-            if not os.path.exists(os.path.join(st.NETNS_DIR, self.state["namespaces"][node])):
+            if not st.netns_exists(self.state["namespaces"][node]):
                 raise NamespaceGone(self, [node])
             self._ns[node] = Netns(self.state["namespaces"][node])
         return self._ns[node]
 
     def missing_nodes(self) -> list[str]:
         """Nodes whose namespace no longer exists (deleted by hand, e.g. `ip netns del`)."""
-        return [node for node, ns in self.state["namespaces"].items()
-                if not os.path.exists(os.path.join(st.NETNS_DIR, ns))]
+        return st.missing_nodes(self.state["namespaces"])
 
     node = netns
 
@@ -153,7 +152,7 @@ def up(topo: Topology, state_dir: str | None = None, cni_path: list[str] | None 
     store = st.StateStore(state_dir)
     old = store.read(topo.name)
     if old is not None:
-        alive = [n for n in old.get("namespaces", {}).values() if os.path.exists(os.path.join(st.NETNS_DIR, n))]
+        alive = [n for n in old.get("namespaces", {}).values() if st.netns_exists(n)]
         if alive:
             raise DeployError(f"topology {topo.name!r} is already up (run {old.get('run')}, state "
                               f"{store.path(topo.name)}); take it down first")
@@ -424,7 +423,7 @@ def down(name: str, store: st.StateStore | str | None = None, cni_del: bool = Tr
         warning = services.stop(record)
         if warning:
             report["warnings"].append(warning)
-    gone = [node for node, ns in namespaces.items() if not os.path.exists(os.path.join(st.NETNS_DIR, ns))]
+    gone = st.missing_nodes(namespaces)
     if gone and state and state.get("phase") == "up":
         report["gone"] = gone
         report["warnings"].append(f"{_nodes(gone)} {', '.join(gone)} {'was' if len(gone) == 1 else 'were'} "
@@ -442,7 +441,7 @@ def down(name: str, store: st.StateStore | str | None = None, cni_del: bool = Tr
     from pyroute2 import netns as pr_netns
 
     for ns_name in sorted(targets):
-        if not os.path.exists(os.path.join(st.NETNS_DIR, ns_name)):
+        if not st.netns_exists(ns_name):
             continue
         try:
             pr_netns.remove(ns_name)
@@ -460,11 +459,11 @@ def _nodes(nodes: list[str]) -> str:
 def _del_attachment(state: dict, record: dict, report: dict) -> None:
     host_ns = state["namespaces"].get(record["host"])
     ctr_ns = state["namespaces"].get(record["node"])
-    ctr_path = os.path.join(st.NETNS_DIR, ctr_ns) if ctr_ns else ""
-    if not host_ns or not os.path.exists(os.path.join(st.NETNS_DIR, host_ns)):
+    if not st.netns_exists(host_ns):
         return   # its host is gone, and everything the plugins made lived in it
+    # A container netns that is gone gets DEL without one, as runtimes do: leases and rules still go.
+    ctr_path = os.path.join(st.NETNS_DIR, ctr_ns) if st.netns_exists(ctr_ns) else ""
     try:
-        # A container netns that is gone gets DEL without one, as runtimes do: leases and rules still go.
-        cni.delete(state, Netns(host_ns), ctr_path if ctr_path and os.path.exists(ctr_path) else "", record)
+        cni.delete(state, Netns(host_ns), ctr_path, record)
     except cni.CNIFailed as exc:
         report["warnings"].append(f"DEL of {record['node']}:{record['ifname']} on {record['host']}: {exc}")

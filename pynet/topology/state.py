@@ -39,6 +39,17 @@ def netns_prefix(topology: str, run: str | None = None) -> str:
     return f"{PREFIX}.{topology}." + (f"{run}." if run else "")
 
 
+def netns_exists(name: str) -> bool:
+    """Whether the named namespace (/run/netns/NAME) still exists."""
+    return bool(name) and os.path.exists(os.path.join(NETNS_DIR, name))
+
+
+def missing_nodes(namespaces: dict) -> list[str]:
+    """The nodes of ``namespaces`` ({node: netns name}) whose namespace no longer exists (deleted by hand,
+    e.g. `ip netns del`)."""
+    return [node for node, ns in namespaces.items() if not netns_exists(ns)]
+
+
 def existing_netns(prefix: str) -> list[str]:
     try:
         return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(prefix))
