@@ -558,6 +558,15 @@ def test_exec_joins_the_running_container(oci):
     assert res.out.split("\n")[:2] == ["execbox", "sleep 60 "]
 
 
+def test_exec_of_a_missing_command_is_reported_like_runc(oci):
+    oci.config(_args("sleep", "60"))
+    assert oci.create("execmiss").returncode == 0
+    res = oci("exec", "execmiss", "no-such-command")
+    assert res.returncode != 0 and "no-such-command" in res.err and "Traceback" not in res.err, res
+    res = oci("exec", "-d", "execmiss", "no-such-command")
+    assert res.returncode != 0 and "no-such-command" in res.err and "Traceback" not in res.err, res
+
+
 @contextlib.contextmanager
 def _user_namespace_bundle(oci, args: list):
     """The bundle with a user namespace (container root: host uid 200000) running ``args``. Container root

@@ -608,10 +608,10 @@ def _exec_child(cg, self_join: bool, fds: dict, process: dict, filt, detach: boo
     from pynet.launcher import stages
     from .init import exec_process, join_v1_self, setup_console
 
-    def run(*_):
+    def run(report: int) -> None:
         if console is not None:
             setup_console(console, process.get("consoleSize"))
-        exec_process(process, filt)
+        exec_process(process, filt, keep_fd=report)   # open for a failed execve's report
 
     if self_join:   # in the cgroup2 directory (if any) since its fork
         join_v1_self(cg.v1_tasks_files())
