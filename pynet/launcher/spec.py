@@ -121,10 +121,12 @@ def check(oci: dict) -> None:
 
 
 def save(oci: dict, path: str) -> None:
+    """Written whole or not at all: `pynet inspect` may read it meanwhile (json.dumps: the C encoder)."""
     import json
 
-    with open(path, "w") as fh:
-        json.dump(oci, fh)
+    from cni_plugins.files import atomic_write
+
+    atomic_write(path, json.dumps(oci))
 
 
 def read(path: str) -> dict | None:
