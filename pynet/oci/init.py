@@ -55,7 +55,6 @@ class Plan:
         # Read from the host's mount table before the cgroup namespace exists (inside it the hierarchies'
         # roots are no longer "/").
         self.cgroup_mounts = cgroups.container_mounts() if cgroup_mounts is None else cgroup_mounts
-        self.binds_done = False   # mount_overlay bound the bind mounts already
         self.fifo_fd = None
         if state_dir is not None:   # None: `pynet run`, which starts at once (no `start` to wait for)
             # Opened here (O_PATH), reopened for writing by the init through /proc/self/fd: container root
@@ -265,6 +264,8 @@ def _direct_init(plan: Plan, sync_fd: int, report_fd: int) -> None:
 
 
 def _stage1(plan: Plan, sync_fd: int, report_fd: int) -> None:
+    """The first stage with a user namespace (joined, or made here once the runtime wrote its id maps);
+    forks the init into the PID namespace."""
     _in_cgroups_after_go_ahead(plan, sync_fd)
     fds = {}
     for kind, path in plan.ns.items():
@@ -275,17 +276,14 @@ def _stage1(plan: Plan, sync_fd: int, report_fd: int) -> None:
     L.join(fds)   # nsenter's order
     flags = plan.new_flags()
     if plan.overlay is not None:
-        L.unshare(L.CLONE_NEWNS)
+        L.unshare(L.CLONE_NEWNS)   # the overlay's (the mount namespace in flags comes after the user one)
         mount_overlay(plan)
-        if "user" not in plan.ns:
-            flags &= ~L.CLONE_NEWNS   # this one will do
-    if "user" in plan.ns and plan.ns["user"] is None:
+    if plan.ns["user"] is None:
         L.unshare(L.CLONE_NEWUSER)
         stages._report(report_fd, {"userns": "ready"})
         stages._wait_byte(sync_fd, b"M")
-    if "user" in plan.ns:
-        os.setresgid(0, 0, 0)
-        os.setresuid(0, 0, 0)
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
     L.unshare(flags)
     pid = os.fork()
     if pid == 0:
@@ -441,7 +439,6 @@ def mount_overlay(plan: Plan) -> str:
     for m in plan.conf.get("mounts") or ():
         if _is_bind(m):
             _mount_one(plan, root, m, owner)
-    plan.binds_done = True
     plan.conf["_rootfs"] = root
     return root
 
@@ -455,7 +452,7 @@ def _mount_rootfs(plan: Plan, root: str) -> None:
         L.mount(None, "/", None, L.MS_REC | (C.PROPAGATION[prop] if prop.endswith(("private", "slave")) else L.MS_SLAVE))
     L.mount(root, root, None, L.MS_BIND | L.MS_REC)
     for m in plan.conf.get("mounts") or ():
-        if not (plan.binds_done and _is_bind(m)):
+        if not (plan.overlay is not None and _is_bind(m)):   # mount_overlay bound those already
             _mount_one(plan, root, m)
     for dev in plan.linux.get("devices") or ():
         _make_device(root, dev, "user" in plan.ns, plan.device_hosts.get(dev["path"]))
