@@ -37,7 +37,6 @@ from .netconf import list_networks
 
 DEFAULT_NETNS_DIR = "/run/netns"
 PIN_PREFIX = "pynet-"
-_ID = re.compile(r"^[0-9a-f]{16}$")
 _HEX = re.compile(r"^[0-9a-f]+$")
 PF_KTHREAD = 0x00200000   # /proc/PID/stat flags: a kernel thread
 # How long an interface may outlive a successful DEL before it counts as left behind: pynet's daemon
@@ -296,6 +295,10 @@ class Attachments:
     def resolve(self, ref: str) -> Container:
         """A container from its name, a PID or a container ID or unique ID prefix (pynet's, or any
         runtime's in the result cache)."""
+        c = self._load(ref) if _HEX.match(ref) else None   # a record's own ID: no listing of them all
+        if c is not None:
+            c.entries = self.runner.cache.entries(container_id=c.id)
+            return c
         by_id = {c.id: c for c in self.containers()}
         if ref in by_id:
             return by_id[ref]
@@ -526,11 +529,7 @@ class Attachments:
         """The first part of detach, under the lock: the container and its chosen attachments, each with
         its namespace as it can be reached now (AttachError when there is none)."""
         with self._locked():
-            c = self._load(ref) if _HEX.match(ref) else None   # a record's own ID: no listing of them all
-            if c is not None:
-                c.entries = self.runner.cache.entries(container_id=c.id)
-            else:
-                c = self.resolve(ref)
+            c = self.resolve(ref)
             chosen = [e for e in c.entries if (network is None or e.network == network)
                       and (ifname is None or e.ifname == ifname)]
             if not chosen:
