@@ -236,7 +236,7 @@ def cmd_show(args) -> int:
 
 
 def _service_state(dep, name: str) -> dict:
-    record = next((r for r in (dep.state.get("services") or []) if r["name"] == name), None) if dep else None
+    record = topology.services.record(dep.state, name) if dep else None
     if record is None:
         return {"pid": None, "running": False}
     return {"pid": record["pid"], "running": topology.services.running(record), "log": record["log"]}

@@ -280,7 +280,8 @@ def _services(dep: Deployment) -> None:
 
 def _generated_network(dep: Deployment, net) -> None:
     path = services.expand(net.file, dep.state["data_dir"])
-    writers = [r for r in dep.state["services"] if r["name"] == net.written_by]
+    writer = services.record(dep.state, net.written_by)
+    writers = [writer] if writer is not None else []
     try:
         services.wait_file(path, net.timeout, writers, f"network {net.name!r} on {net.host!r}")
         read_generated(net, path)

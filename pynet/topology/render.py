@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 
+from . import services
 from .model import Topology
 
 
@@ -74,8 +75,8 @@ def text(topo: Topology, dep=None) -> str:
                 or f"written by service {net.written_by}"
             lines.append(f"  {'':<{width}}    network {net.name}: {_subnets(net)} [{chain}]")
         for service in (s for s in topo.services.values() if s.node == node.name):
-            pid = next((r["pid"] for r in (dep.state.get("services") or []) if r["name"] == service.name), None) \
-                if dep is not None else None
+            record = services.record(dep.state, service.name) if dep is not None else None
+            pid = record["pid"] if record else None
             ready = f", ready on {service.ready.describe()}" if service.ready else ""
             lines.append(f"  {'':<{width}}    service {service.name}: {os.path.basename(service.command[0])}"
                          f"{ready}" + (f" (PID {pid})" if pid else ""))

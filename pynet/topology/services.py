@@ -114,6 +114,11 @@ def wait_file(path: str, timeout: float, records: list[dict], what: str) -> None
         time.sleep(0.1)
 
 
+def record(state: dict | None, name: str) -> dict | None:
+    """The state record of service ``name`` in a deployment's ``state``, or None."""
+    return next((r for r in ((state or {}).get("services") or []) if r["name"] == name), None)
+
+
 def running(record: dict) -> bool:
     return is_alive(record.get("pid"), record.get("start_time"))
 
