@@ -366,20 +366,12 @@ def write_layer_tar(layer_id: str, dest: str) -> tuple[str, int, str]:
     import tarfile
 
     root = layer_path(layer_id)
-    plain = dest + ".tar"
-    try:
-        with tarfile.open(plain, "w", format=tarfile.PAX_FORMAT) as tf:
-            _add_tree(tf, root, "")
-        diff = hashlib.sha256()
-        packed = hashlib.sha256()
-        with open(plain, "rb") as src, open(dest, "wb") as raw:
-            with gzip.GzipFile(fileobj=_Hashing(raw, packed), mode="wb", mtime=0) as gz:
-                for chunk in iter(lambda: src.read(1 << 20), b""):
-                    diff.update(chunk)
-                    gz.write(chunk)
-    finally:
-        if os.path.exists(plain):
-            os.unlink(plain)
+    diff = hashlib.sha256()
+    packed = hashlib.sha256()
+    with open(dest, "wb") as raw:   # one pass: tar -> (hash) -> gzip -> (hash) -> dest
+        with gzip.GzipFile(fileobj=_Hashing(raw, packed), mode="wb", mtime=0) as gz:
+            with tarfile.open(fileobj=_Hashing(gz, diff), mode="w|", format=tarfile.PAX_FORMAT) as tf:
+                _add_tree(tf, root, "")
     return f"sha256:{packed.hexdigest()}", os.path.getsize(dest), f"sha256:{diff.hexdigest()}"
 
 
