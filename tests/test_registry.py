@@ -37,7 +37,7 @@ pytestmark = [
     pytest.mark.skipif(not (REGISTRY and SKOPEO), reason="docker-registry and skopeo (scripts/install.sh)"),
     pytest.mark.skipif(not security.seccomp_available(), reason="python3-seccomp not installed (scripts/install.sh)"),
 ]
-OPEN, BASIC, TOKEN, TOKEN_SERVER, TLS = 5000, 5001, 5002, 5003, 5004
+OPEN, BASIC, TOKEN, TOKEN_SERVER, TLS, LIST_MANIFEST = 5000, 5001, 5002, 5003, 5004, 5005
 USER, PASSWORD = "alice", "s3cret-pass"
 
 
@@ -430,6 +430,33 @@ def test_a_manifest_that_does_not_match_its_digest_is_refused(env):
         _assert_clean_error(res, f"manifest {digest} of {env.open.host}/corrupt-manifest: content has digest",
                             "nothing kept")
         assert env.store_entries() == before
+
+
+def test_a_manifest_that_is_json_but_not_an_object_is_refused(env):
+    class Handler(BaseHTTPRequestHandler):   # a registry answering a JSON list as the manifest
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            body = b"[]" if "/manifests/" in self.path else b"{}"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    with env.ns.entered():
+        httpd = ThreadingHTTPServer(("127.0.0.1", LIST_MANIFEST), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        before = env.store_entries()
+        res = env.pynet("pull", "--tls-verify=false", f"127.0.0.1:{LIST_MANIFEST}/listed:v1")
+        _assert_clean_error(res, f"manifest v1 of 127.0.0.1:{LIST_MANIFEST}/listed: not a JSON object")
+        assert env.store_entries() == before
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def test_a_layer_that_unpacks_to_other_content_than_the_config_says_is_refused(env):

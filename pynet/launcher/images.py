@@ -298,7 +298,7 @@ def extract_layer_file(path: str, layer_id: str | None = None) -> str:
     try:
         os.chmod(tmp, 0o755)
         with open(path, "rb") as fh:
-            zstd = fh.read(4) == ZSTD_MAGIC
+            zstd = _compression(fh) == "zstd"
         if zstd:
             path = _unzstd(path, tmp + ".tar")
         try:
@@ -317,6 +317,14 @@ def extract_layer_file(path: str, layer_id: str | None = None) -> str:
 
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _compression(fh) -> str | None:
+    """The compression binary file ``fh`` starts with: "gzip", "zstd" or None (plain, or one tarfile detects
+    itself); ``fh`` is left at its start."""
+    magic = fh.read(4)
+    fh.seek(0)
+    return "gzip" if magic[:2] == b"\x1f\x8b" else "zstd" if magic == ZSTD_MAGIC else None
 
 
 def _unzstd(path: str, dest: str) -> str:
@@ -340,11 +348,10 @@ def diff_id(path: str) -> str:
 
     h = hashlib.sha256()
     with open(path, "rb") as raw:
-        magic = raw.read(4)
-        raw.seek(0)
-        if magic[:2] == b"\x1f\x8b":
+        compression = _compression(raw)
+        if compression == "gzip":
             stream = gzip.GzipFile(fileobj=raw)
-        elif magic == ZSTD_MAGIC:
+        elif compression == "zstd":
             import zstandard
 
             stream = zstandard.ZstdDecompressor().stream_reader(raw)
@@ -366,20 +373,12 @@ def write_layer_tar(layer_id: str, dest: str) -> tuple[str, int, str]:
     import tarfile
 
     root = layer_path(layer_id)
-    plain = dest + ".tar"
-    try:
-        with tarfile.open(plain, "w", format=tarfile.PAX_FORMAT) as tf:
-            _add_tree(tf, root, "")
-        diff = hashlib.sha256()
-        packed = hashlib.sha256()
-        with open(plain, "rb") as src, open(dest, "wb") as raw:
-            with gzip.GzipFile(fileobj=_Hashing(raw, packed), mode="wb", mtime=0) as gz:
-                for chunk in iter(lambda: src.read(1 << 20), b""):
-                    diff.update(chunk)
-                    gz.write(chunk)
-    finally:
-        if os.path.exists(plain):
-            os.unlink(plain)
+    diff = hashlib.sha256()
+    packed = hashlib.sha256()
+    with open(dest, "wb") as raw:   # one pass: tar -> (hash) -> gzip -> (hash) -> dest
+        with gzip.GzipFile(fileobj=_Hashing(raw, packed), mode="wb", mtime=0) as gz:
+            with tarfile.open(fileobj=_Hashing(gz, diff), mode="w|", format=tarfile.PAX_FORMAT) as tf:
+                _add_tree(tf, root, "")
     return f"sha256:{packed.hexdigest()}", os.path.getsize(dest), f"sha256:{diff.hexdigest()}"
 
 

@@ -29,15 +29,14 @@ def pull(text: str, creds: str | None = None, auth_file: str | None = None, tls_
     ref = parse_reference(text)
     name = images.normalize(text)
     client = _client(ref, creds, auth_file, tls_verify)
-    body, media, digest = client.get_manifest(ref.digest or ref.tag)
+    manifest, media, digest = client.get_manifest(ref.digest or ref.tag)
     index_digest = None
     if media in INDEX_TYPES:
         index_digest = digest
-        entry = pick_platform(_json(body, f"manifest list of {ref}"))
-        body, media, digest = client.get_manifest(entry["digest"])
+        entry = pick_platform(manifest)
+        manifest, media, digest = client.get_manifest(entry["digest"])
         if media in INDEX_TYPES:
             raise RegistryError(f"{ref}: the manifest list entry {entry['digest']} is another list")
-    manifest = _json(body, f"manifest of {ref}")
     layers = manifest.get("layers") or []
     for layer in layers:
         if layer.get("mediaType") not in LAYER_TYPES:

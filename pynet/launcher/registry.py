@@ -277,8 +277,9 @@ class Client:
     def _repo(self) -> str:
         return f"/v2/{self.ref.repository}"
 
-    def get_manifest(self, reference: str) -> tuple[bytes, str, str]:
-        """(bytes, media type, digest) of a manifest by tag or digest; a digest is checked against the bytes."""
+    def get_manifest(self, reference: str) -> tuple[dict, str, str]:
+        """(parsed manifest, media type, digest) of a manifest by tag or digest; a digest is checked against the
+        bytes as served."""
         resp = self.request("GET", f"{self._repo()}/manifests/{reference}", {"Accept": ACCEPT})
         if resp.status == 404:
             raise RegistryError(f"{self.ref.name}:{reference}: not found in registry {self.ref.registry}"
@@ -296,6 +297,8 @@ class Client:
             manifest = json.loads(resp.body)
         except ValueError:
             raise RegistryError(f"manifest {reference} of {self.ref.name}: not JSON") from None
+        if not isinstance(manifest, dict):
+            raise RegistryError(f"manifest {reference} of {self.ref.name}: not a JSON object")
         media = manifest.get("mediaType") or (resp.headers.get("Content-Type") or "").split(";")[0].strip()
         if manifest.get("schemaVersion") == 1:
             raise RegistryError(f"{self.ref.name}:{reference}: Docker schema 1 manifests are not supported")
@@ -303,7 +306,7 @@ class Client:
             media = OCI_INDEX if "manifests" in manifest else OCI_MANIFEST if "layers" in manifest else media
         if media not in INDEX_TYPES + MANIFEST_TYPES:
             raise RegistryError(f"{self.ref.name}:{reference}: unsupported manifest type {media!r}")
-        return resp.body, media, digest
+        return manifest, media, digest
 
     def fetch_blob(self, digest: str, dest: str) -> None:
         """Streams a blob into ``dest``, hashing it on the way; a mismatch removes the file."""
